@@ -1,0 +1,540 @@
+//! weir's record frame format: how a batch of records is laid out in one
+//! contiguous byte buffer.
+//!
+//! The same bytes are used everywhere a batch travels: sources write them,
+//! network buffers carry them between tasks, and they cross the Wasm
+//! boundary as a single `list<u8>` (see `wit/types.wit`). Nothing is
+//! re-encoded per record between a source and a sink, and a guest reads
+//! records in place through [`RecordRef`] views.
+//!
+//! A frame is a fixed 20-byte little-endian header followed by the payload:
+//!
+//! ```text
+//! timestamp: i64 | key_len: u32 (u32::MAX = no key) | value_len: u32 | headers_len: u32
+//! key bytes | value bytes | header bytes
+//! ```
+//!
+//! Header bytes are a sequence of `name_len: u16, name, value_len: u32, value`.
+//! A batch is frames back to back, with no padding and no count: a reader
+//! walks it with [`Frames`]. Every read is bounds-checked; a malformed buffer
+//! yields [`FrameError`] and never panics.
+//!
+//! ```
+//! use weir_format::{BatchWriter, Frames};
+//!
+//! let mut w = BatchWriter::new();
+//! w.push(Some(b"user-1"), b"{\"amount\":3}", 1_700_000_000_000, &[]);
+//! w.push(None, b"hello", 42, &[(b"source", b"gen")]);
+//! let bytes = w.finish();
+//!
+//! let records: Vec<_> = Frames::new(&bytes).collect::<Result<_, _>>().unwrap();
+//! assert_eq!(records.len(), 2);
+//! assert_eq!(records[0].key, Some(&b"user-1"[..]));
+//! assert_eq!(records[1].headers().next().unwrap().unwrap(), (&b"source"[..], &b"gen"[..]));
+//! ```
+
+use std::fmt;
+
+/// Size of the fixed frame header in bytes.
+pub const HEADER_LEN: usize = 20;
+
+/// `key_len` value that marks a record without a key.
+pub const NO_KEY: u32 = u32::MAX;
+
+/// A record read in place from a batch buffer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Event time in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The record key, if it has one.
+    pub key: Option<&'a [u8]>,
+    /// The record value.
+    pub value: &'a [u8],
+    /// Encoded headers; iterate them with [`RecordRef::headers`].
+    pub raw_headers: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// Iterates over the record's headers as `(name, value)` pairs.
+    pub fn headers(&self) -> Headers<'a> {
+        Headers { buf: self.raw_headers }
+    }
+
+    /// Number of bytes this record takes in frame format.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.key.map_or(0, <[u8]>::len) + self.value.len() + self.raw_headers.len()
+    }
+}
+
+impl fmt::Debug for RecordRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordRef")
+            .field("timestamp", &self.timestamp)
+            .field("key", &self.key.map(Preview))
+            .field("value", &Preview(self.value))
+            .field("headers_len", &self.raw_headers.len())
+            .finish()
+    }
+}
+
+/// Shows bytes as text when they are UTF-8, cut to 80 bytes, for error messages.
+#[derive(Clone, Copy)]
+pub struct Preview<'a>(pub &'a [u8]);
+
+impl fmt::Debug for Preview<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Preview<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 80;
+        let cut = &self.0[..self.0.len().min(MAX)];
+        match std::str::from_utf8(cut) {
+            Ok(s) => write!(f, "{s:?}")?,
+            Err(_) => {
+                f.write_str("0x")?;
+                for b in cut {
+                    write!(f, "{b:02x}")?;
+                }
+            }
+        }
+        if self.0.len() > MAX {
+            write!(f, "... ({} bytes)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// A batch buffer that does not hold whole, well-formed frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// Byte offset of the frame that is broken.
+    pub offset: usize,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed record frame at byte {}: {}", self.offset, self.reason)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+#[inline]
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+/// Reads the frame that starts at `offset`; returns it and the offset after it.
+#[inline]
+pub fn read_frame(buf: &[u8], offset: usize) -> Result<(RecordRef<'_>, usize), FrameError> {
+    let err = |reason| FrameError { offset, reason };
+    let Some(head) = buf.get(offset..offset + HEADER_LEN) else {
+        return Err(err("truncated header"));
+    };
+    let timestamp = i64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
+    let key_len = u32_at(head, 8);
+    let value_len = u32_at(head, 12) as usize;
+    let headers_len = u32_at(head, 16) as usize;
+    let mut at = offset + HEADER_LEN;
+    let key = if key_len == NO_KEY {
+        None
+    } else {
+        let end = at.checked_add(key_len as usize).ok_or_else(|| err("key length overflows"))?;
+        let key = buf.get(at..end).ok_or_else(|| err("truncated key"))?;
+        at = end;
+        Some(key)
+    };
+    let end = at.checked_add(value_len).ok_or_else(|| err("value length overflows"))?;
+    let value = buf.get(at..end).ok_or_else(|| err("truncated value"))?;
+    at = end;
+    let end = at.checked_add(headers_len).ok_or_else(|| err("headers length overflows"))?;
+    let raw_headers = buf.get(at..end).ok_or_else(|| err("truncated headers"))?;
+    Ok((RecordRef { timestamp, key, value, raw_headers }, end))
+}
+
+/// Iterator over the records of a batch buffer.
+///
+/// After the first [`FrameError`] the iterator ends.
+#[derive(Clone)]
+pub struct Frames<'a> {
+    buf: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// Starts reading `buf` from its first byte.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, offset: 0 }
+    }
+
+    /// Byte offset of the next frame.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<RecordRef<'a>, FrameError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.offset >= self.buf.len() {
+            return None;
+        }
+        match read_frame(self.buf, self.offset) {
+            Ok((rec, next)) => {
+                self.offset = next;
+                Some(Ok(rec))
+            }
+            Err(e) => {
+                self.offset = self.buf.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Counts the records of a batch and checks that it is well formed.
+pub fn count(buf: &[u8]) -> Result<usize, FrameError> {
+    let mut n = 0;
+    for r in Frames::new(buf) {
+        r?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Iterator over a record's headers.
+#[derive(Clone)]
+pub struct Headers<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = Result<(&'a [u8], &'a [u8]), FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let bad = FrameError { offset: 0, reason: "malformed header block" };
+        let parsed = (|| {
+            let name_len = u16::from_le_bytes(self.buf.get(0..2)?.try_into().ok()?) as usize;
+            let name = self.buf.get(2..2 + name_len)?;
+            let at = 2 + name_len;
+            let value_len = u32::from_le_bytes(self.buf.get(at..at + 4)?.try_into().ok()?) as usize;
+            let value = self.buf.get(at + 4..at + 4 + value_len)?;
+            Some((name, value, at + 4 + value_len))
+        })();
+        match parsed {
+            Some((name, value, used)) => {
+                self.buf = &self.buf[used..];
+                Some(Ok((name, value)))
+            }
+            None => {
+                self.buf = &[];
+                Some(Err(bad))
+            }
+        }
+    }
+}
+
+/// Appends frames to a growable buffer.
+///
+/// The writer can also borrow an existing `Vec<u8>` (see
+/// [`BatchWriter::from_vec`]) so a host network buffer or a guest output
+/// buffer is filled without an intermediate copy.
+#[derive(Default, Clone)]
+pub struct BatchWriter {
+    buf: Vec<u8>,
+    records: usize,
+}
+
+impl fmt::Debug for BatchWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchWriter").field("bytes", &self.buf.len()).field("records", &self.records).finish()
+    }
+}
+
+impl BatchWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty writer with room for `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { buf: Vec::with_capacity(bytes), records: 0 }
+    }
+
+    /// Continues writing after the frames already in `buf`.
+    pub fn from_vec(buf: Vec<u8>, records: usize) -> Self {
+        Self { buf, records }
+    }
+
+    /// Appends one record.
+    #[inline]
+    pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64, headers: &[(&[u8], &[u8])]) {
+        let headers_len: usize = headers.iter().map(|(n, v)| 6 + n.len() + v.len()).sum();
+        self.push_header(key.map(<[u8]>::len), value.len(), headers_len, timestamp);
+        if let Some(k) = key {
+            self.buf.extend_from_slice(k);
+        }
+        self.buf.extend_from_slice(value);
+        for (name, value) in headers {
+            let name_len = u16::try_from(name.len()).expect("header name longer than 65535 bytes");
+            self.buf.extend_from_slice(&name_len.to_le_bytes());
+            self.buf.extend_from_slice(name);
+            self.buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(value);
+        }
+        self.records += 1;
+    }
+
+    /// Appends a record read from another batch, headers included, as one copy.
+    #[inline]
+    pub fn push_record(&mut self, rec: &RecordRef<'_>) {
+        self.push_header(rec.key.map(<[u8]>::len), rec.value.len(), rec.raw_headers.len(), rec.timestamp);
+        if let Some(k) = rec.key {
+            self.buf.extend_from_slice(k);
+        }
+        self.buf.extend_from_slice(rec.value);
+        self.buf.extend_from_slice(rec.raw_headers);
+        self.records += 1;
+    }
+
+    /// Appends a record whose value is produced in place by `write_value`,
+    /// which appends the value's bytes to the vector it is given. This avoids
+    /// building the value in a separate allocation first.
+    #[inline]
+    pub fn push_with(&mut self, key: Option<&[u8]>, timestamp: i64, write_value: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        self.push_header(key.map(<[u8]>::len), 0, 0, timestamp);
+        if let Some(k) = key {
+            self.buf.extend_from_slice(k);
+        }
+        let value_start = self.buf.len();
+        write_value(&mut self.buf);
+        let value_len = (self.buf.len() - value_start) as u32;
+        self.buf[start + 12..start + 16].copy_from_slice(&value_len.to_le_bytes());
+        self.records += 1;
+    }
+
+    #[inline]
+    fn push_header(&mut self, key_len: Option<usize>, value_len: usize, headers_len: usize, timestamp: i64) {
+        let key_len = match key_len {
+            Some(n) => u32::try_from(n).ok().filter(|&n| n != NO_KEY).expect("key longer than 4 GiB"),
+            None => NO_KEY,
+        };
+        let mut head = [0u8; HEADER_LEN];
+        head[0..8].copy_from_slice(&timestamp.to_le_bytes());
+        head[8..12].copy_from_slice(&key_len.to_le_bytes());
+        head[12..16].copy_from_slice(&(value_len as u32).to_le_bytes());
+        head[16..20].copy_from_slice(&(headers_len as u32).to_le_bytes());
+        self.buf.extend_from_slice(&head);
+    }
+
+    /// Appends whole frames copied from another batch buffer (`frames` must
+    /// hold `records` well-formed frames).
+    pub fn extend_raw(&mut self, frames: &[u8], records: usize) {
+        self.buf.extend_from_slice(frames);
+        self.records += records;
+    }
+
+    /// Number of records written so far.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Number of bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing has been written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The frames written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Drops every record, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.records = 0;
+    }
+
+    /// Returns the buffer, leaving the writer empty.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.records = 0;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Returns the buffer.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Length-prefixed byte strings (`u32` little-endian length, then bytes), the
+/// encoding of `state.get-many` and `state.apply` in the WIT contract.
+pub mod lp {
+    /// Length marking an absent value.
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// Appends one length-prefixed byte string.
+    #[inline]
+    pub fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+        buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        buf.extend_from_slice(bytes);
+    }
+
+    /// Appends an optional byte string (`None` is written as [`ABSENT`]).
+    #[inline]
+    pub fn put_opt(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+        match bytes {
+            Some(b) => put(buf, b),
+            None => buf.extend_from_slice(&ABSENT.to_le_bytes()),
+        }
+    }
+
+    /// Reads sequential length-prefixed byte strings from a buffer.
+    #[derive(Debug, Clone)]
+    pub struct Reader<'a> {
+        buf: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        /// Starts reading at the first byte of `buf`.
+        pub fn new(buf: &'a [u8]) -> Self {
+            Self { buf }
+        }
+
+        /// True when every byte has been read.
+        pub fn is_empty(&self) -> bool {
+            self.buf.is_empty()
+        }
+
+        /// Reads one byte.
+        pub fn u8(&mut self) -> Option<u8> {
+            let (&b, rest) = self.buf.split_first()?;
+            self.buf = rest;
+            Some(b)
+        }
+
+        /// Reads an optional byte string; `None` for a truncated buffer.
+        #[inline]
+        pub fn opt(&mut self) -> Option<Option<&'a [u8]>> {
+            let len = u32::from_le_bytes(self.buf.get(0..4)?.try_into().ok()?);
+            if len == ABSENT {
+                self.buf = &self.buf[4..];
+                return Some(None);
+            }
+            let bytes = self.buf.get(4..4 + len as usize)?;
+            self.buf = &self.buf[4 + len as usize..];
+            Some(Some(bytes))
+        }
+
+        /// Reads a byte string; `None` for a truncated buffer or an absent marker.
+        #[inline]
+        pub fn bytes(&mut self) -> Option<&'a [u8]> {
+            self.opt().flatten()
+        }
+    }
+}
+
+/// Operations of `state.apply` (see `wit/state.wit`).
+pub mod state_op {
+    /// Put a value-state entry: name, key, value.
+    pub const PUT: u8 = 0;
+    /// Delete a value-state entry: name, key.
+    pub const DELETE: u8 = 1;
+    /// Put a map-state entry: name, key, map key, value.
+    pub const MAP_PUT: u8 = 2;
+    /// Remove a map-state entry: name, key, map key.
+    pub const MAP_REMOVE: u8 = 3;
+    /// Remove every map-state entry of a key: name, key.
+    pub const MAP_CLEAR: u8 = 4;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_field() {
+        let mut w = BatchWriter::with_capacity(64);
+        w.push(None, b"", -5, &[]);
+        w.push(Some(b""), b"v", i64::MAX, &[(b"a", b""), (b"", b"xyz")]);
+        w.push_with(Some(b"k"), 7, |v| v.extend_from_slice(b"built in place"));
+        assert_eq!(w.records(), 3);
+        let bytes = w.finish();
+        let recs: Vec<_> = Frames::new(&bytes).map(Result::unwrap).collect();
+        assert_eq!(recs[0].key, None);
+        assert_eq!(recs[0].timestamp, -5);
+        assert_eq!(recs[1].key, Some(&b""[..]));
+        let hs: Vec<_> = recs[1].headers().map(Result::unwrap).collect();
+        assert_eq!(hs, vec![(&b"a"[..], &b""[..]), (&b""[..], &b"xyz"[..])]);
+        assert_eq!(recs[2].value, b"built in place");
+        assert_eq!(recs[2].key, Some(&b"k"[..]));
+        let total: usize = recs.iter().map(RecordRef::encoded_len).sum();
+        assert_eq!(total, bytes.len());
+    }
+
+    #[test]
+    fn push_record_copies_frames_exactly() {
+        let mut a = BatchWriter::new();
+        a.push(Some(b"key"), b"value", 9, &[(b"h", b"1")]);
+        let a = a.finish();
+        let mut b = BatchWriter::new();
+        for r in Frames::new(&a) {
+            b.push_record(&r.unwrap());
+        }
+        assert_eq!(a, b.finish());
+    }
+
+    #[test]
+    fn truncated_buffers_are_errors_not_panics() {
+        let mut w = BatchWriter::new();
+        w.push(Some(b"key"), b"value", 9, &[(b"h", b"1")]);
+        let bytes = w.finish();
+        for cut in 1..bytes.len() {
+            let last = Frames::new(&bytes[..cut]).last().unwrap();
+            assert!(last.is_err(), "cut at {cut} was accepted");
+        }
+        assert_eq!(count(&bytes), Ok(1));
+        // A huge length must not overflow or allocate.
+        let mut evil = vec![0u8; HEADER_LEN];
+        evil[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(count(&evil).is_err());
+    }
+
+    #[test]
+    fn length_prefixed_reader() {
+        let mut buf = Vec::new();
+        lp::put(&mut buf, b"ab");
+        lp::put_opt(&mut buf, None);
+        lp::put(&mut buf, b"");
+        let mut r = lp::Reader::new(&buf);
+        assert_eq!(r.opt(), Some(Some(&b"ab"[..])));
+        assert_eq!(r.opt(), Some(None));
+        assert_eq!(r.bytes(), Some(&b""[..]));
+        assert!(r.is_empty());
+        assert_eq!(lp::Reader::new(&buf[..3]).opt(), None);
+    }
+
+    #[test]
+    fn preview_cuts_and_hexes() {
+        assert_eq!(Preview(b"hi").to_string(), "\"hi\"");
+        assert_eq!(Preview(&[0xff, 0x00]).to_string(), "0xff00");
+        assert!(Preview(&[b'a'; 100]).to_string().ends_with("(100 bytes)"));
+    }
+}
