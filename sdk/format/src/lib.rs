@@ -538,3 +538,79 @@ mod tests {
         assert!(Preview(&[b'a'; 100]).to_string().ends_with("(100 bytes)"));
     }
 }
+
+/// Key groups: the unit of keyed-state partitioning.
+///
+/// A key hashes to one of `max_parallelism` key groups; each subtask of a
+/// keyed operator owns a contiguous range of them. Hash partitioning between
+/// tasks and the ownership check of host state use this one function, so a
+/// record always reaches the subtask that owns its state, and a restore at
+/// another parallelism only reassigns whole key groups. The hash is fixed
+/// forever (it is part of the checkpoint format): FNV-1a 64 followed by a
+/// murmur3 finaliser for avalanche.
+pub mod keygroup {
+    /// Stable 64-bit hash of a key.
+    #[inline]
+    pub fn hash(key: &[u8]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in key {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    /// The key group of `key`, in `0..max_parallelism`.
+    #[inline]
+    pub fn of(key: &[u8], max_parallelism: u32) -> u32 {
+        (hash(key) % u64::from(max_parallelism)) as u32
+    }
+
+    /// The subtask that owns `key_group` (Flink's assignment: contiguous ranges).
+    #[inline]
+    pub fn subtask(key_group: u32, max_parallelism: u32, parallelism: u32) -> u32 {
+        (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism)) as u32
+    }
+
+    /// The key groups subtask `subtask` of `parallelism` owns.
+    pub fn range(subtask: u32, max_parallelism: u32, parallelism: u32) -> std::ops::Range<u32> {
+        let start = (u64::from(subtask) * u64::from(max_parallelism)).div_ceil(u64::from(parallelism)) as u32;
+        let end = (u64::from(subtask + 1) * u64::from(max_parallelism)).div_ceil(u64::from(parallelism)) as u32;
+        start..end
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ranges_partition_key_groups_and_agree_with_subtask() {
+            for max in [1u32, 7, 128, 1000] {
+                for par in 1..=max.min(9) {
+                    let mut next = 0;
+                    for s in 0..par {
+                        let r = range(s, max, par);
+                        assert_eq!(r.start, next, "max {max} par {par}");
+                        for kg in r.clone() {
+                            assert_eq!(subtask(kg, max, par), s, "kg {kg} max {max} par {par}");
+                        }
+                        next = r.end;
+                    }
+                    assert_eq!(next, max);
+                }
+            }
+        }
+
+        #[test]
+        fn hash_is_stable() {
+            // Part of the checkpoint format: must never change.
+            assert_eq!(hash(b""), 0xefd0_1f60_ba99_2926);
+            assert_eq!(hash(b"user-0001"), 0xe705_650a_e861_ff2c);
+            assert_eq!(of(b"user-0001", 128), 44);
+        }
+    }
+}

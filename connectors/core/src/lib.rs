@@ -1,0 +1,164 @@
+//! The small trait crate every weir connector implements.
+//!
+//! A [`Source`] fills a batch buffer (weir's frame format, see
+//! [`weir_format`]) when the task asks for more; a [`Sink`] receives whole
+//! batches. Both run on a task thread: they may block, and a connector that
+//! talks to an async client drives it with its own runtime handle.
+//!
+//! Checkpoint hooks are part of the traits from the start: a source reports
+//! its position ([`Source::snapshot`]) and is rewound to one
+//! ([`Source::restore`]); a sink is two-phase ([`Sink::pre_commit`] on a
+//! checkpoint barrier, [`Sink::commit`] once the checkpoint is complete). A
+//! sink that keeps the defaults is at-least-once: it flushes on pre-commit.
+//!
+//! Errors carry a domain and a retry hint ([`ErrorKind`]) so the runtime
+//! can tell a bad config (stop, tell the user) from a broker that is down
+//! (retry with backoff) from a bug.
+
+use std::fmt;
+use std::time::Duration;
+
+pub use weir_format::{BatchWriter, Frames, RecordRef};
+
+/// Where a connector error comes from, which decides what the runtime does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's config or data is wrong: stop and say what to fix.
+    User,
+    /// An external system failed (broker or database down, disk full):
+    /// retrying later may succeed.
+    External,
+    /// A bug in weir.
+    Internal,
+}
+
+/// A connector failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectorError {
+    /// Where it comes from.
+    pub kind: ErrorKind,
+    /// What happened and, where possible, what to do.
+    pub message: String,
+    /// The underlying error.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ConnectorError {
+    /// A user error (bad config or input).
+    pub fn user(message: impl fmt::Display) -> Self {
+        Self { kind: ErrorKind::User, message: message.to_string(), source: None }
+    }
+
+    /// An external error (I/O, a remote system).
+    pub fn external(message: impl fmt::Display, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { kind: ErrorKind::External, message: message.to_string(), source: Some(Box::new(source)) }
+    }
+
+    /// A bug.
+    pub fn internal(message: impl fmt::Display) -> Self {
+        Self { kind: ErrorKind::Internal, message: message.to_string(), source: None }
+    }
+
+    /// True when retrying later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::External
+    }
+}
+
+/// Where a source or sink instance runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorContext {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Source or sink name in the pipeline file.
+    pub name: String,
+    /// Index of this parallel instance, from 0.
+    pub subtask: u32,
+    /// Number of parallel instances.
+    pub parallelism: u32,
+}
+
+/// What a [`Source::poll`] call produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// Records were written (the batch may also be empty when a rate limit
+    /// says to come back later; see [`Poll::Idle`] for that).
+    Ready,
+    /// Nothing is available now; poll again after at most this long.
+    Idle(Duration),
+    /// The input is exhausted (a bounded source): no more records, ever.
+    Finished,
+}
+
+/// A source of records.
+pub trait Source: Send {
+    /// Appends records to `out`, stopping once it holds at least
+    /// `target_bytes` bytes (a soft limit: the last record may cross it).
+    fn poll(&mut self, out: &mut BatchWriter, target_bytes: usize) -> Result<Poll, ConnectorError>;
+
+    /// The source's position after the records returned so far, to be stored
+    /// in a checkpoint.
+    fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError>;
+
+    /// Moves the source to a position taken by [`Source::snapshot`].
+    fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError>;
+
+    /// Releases resources at the end of the run.
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// A destination of records.
+pub trait Sink: Send {
+    /// Writes a batch (`records` frames in `batch`).
+    fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError>;
+
+    /// Makes everything written so far durable or visible, as far as this
+    /// sink can (flush buffers, fsync). Called at the end of input.
+    fn flush(&mut self) -> Result<(), ConnectorError>;
+
+    /// First phase of a checkpoint: prepare everything written since the
+    /// last checkpoint so that [`Sink::commit`] can publish it and nothing
+    /// else can. Returns a handle stored in the checkpoint. The default
+    /// flushes and returns an empty handle (at-least-once).
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
+        let _ = checkpoint;
+        self.flush()?;
+        Ok(Vec::new())
+    }
+
+    /// Second phase: the checkpoint is complete, publish its data. Must be
+    /// idempotent (it is repeated after a crash between completion and
+    /// commit). The default does nothing.
+    fn commit(&mut self, checkpoint: u64, handle: &[u8]) -> Result<(), ConnectorError> {
+        let _ = (checkpoint, handle);
+        Ok(())
+    }
+
+    /// End of input: flush and release resources.
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        self.flush()
+    }
+}
+
+/// A sink that drops everything: for benchmarks and for measuring a
+/// pipeline without its destination.
+#[derive(Debug, Default)]
+pub struct DiscardSink {
+    /// Records dropped so far.
+    pub records: u64,
+}
+
+impl Sink for DiscardSink {
+    fn write(&mut self, _batch: &[u8], records: usize) -> Result<(), ConnectorError> {
+        self.records += records as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}

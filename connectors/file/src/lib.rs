@@ -1,0 +1,109 @@
+//! File source, file sink and stdout sink.
+//!
+//! # Configuration
+//!
+//! Each connector is a table in a pipeline file. The `type` key (shown here
+//! as the pipeline crate spells it) is handled by the pipeline crate; every
+//! other key is a field of this crate's config structs, which reject unknown
+//! keys.
+//!
+//! ```toml
+//! # One record per non-empty line of a file.
+//! [sources.clicks]
+//! type = "file"
+//! path = "data/clicks.jsonl"
+//! format = "json-lines"        # "lines" (default) or "json-lines"
+//!
+//! # One line per record, one file per subtask.
+//! [sinks.archive]
+//! type = "file"
+//! path = "out/clicks-{subtask}.jsonl"
+//! format = "json"              # "value" (default) or "json"
+//!
+//! # The same line formats on standard output.
+//! [sinks.console]
+//! type = "stdout"
+//! format = "value"
+//! ```
+//!
+//! ## File source ([`FileSourceConfig`], [`FileSource`])
+//!
+//! | key      | default   | meaning |
+//! |----------|-----------|---------|
+//! | `path`   | required  | the file to read |
+//! | `format` | `"lines"` | `"lines"`: any bytes; `"json-lines"`: every line must be JSON |
+//!
+//! The file is read once, line by line, from the start; at its end the source
+//! is finished (it does not follow a growing file). Lines end with `\n` or
+//! `\r\n`, and the last line may have no terminator. Every non-empty line is
+//! one record: the value is the line without its terminator, there is no
+//! key, and the timestamp is the wall-clock time when the line was read (in
+//! ms since the Unix epoch; lines read by one poll share it). With
+//! `json-lines`, lines holding only whitespace are skipped too, and a line
+//! that is not JSON stops the pipeline with `<path>:<line>: not valid JSON`.
+//! A file has one reader, so a file source runs at parallelism 1. Its
+//! checkpoint position is the byte offset and the number of lines read, so
+//! a restored source continues at exactly the next line.
+//!
+//! ## File sink ([`FileSinkConfig`], [`FileSink`])
+//!
+//! | key      | default   | meaning |
+//! |----------|-----------|---------|
+//! | `path`   | required  | the file to write; `{subtask}` is replaced by the subtask index |
+//! | `format` | `"value"` | see [`OutputFormat`] |
+//!
+//! At parallelism above 1 every subtask writes its own file, so the path must
+//! contain `{subtask}`. Missing parent directories are created and an
+//! existing file is truncated. Writes go through a 64 KiB buffer; a flush
+//! (end of input, checkpoint) writes it out and fsyncs the file, which makes
+//! the sink at-least-once.
+//!
+//! ## Stdout sink ([`StdoutSinkConfig`], [`StdoutSink`])
+//!
+//! | key      | default   | meaning |
+//! |----------|-----------|---------|
+//! | `format` | `"value"` | see [`OutputFormat`] |
+//!
+//! Output is buffered and written in whole lines, so subtasks never
+//! interleave within a line. When the reader goes away (`weir run … | head`)
+//! the sink fails with a user error, "stdout was closed", instead of a
+//! panic.
+//!
+//! ## Output formats
+//!
+//! Both sinks share one formatter, [`format_record`]:
+//!
+//! * `value`: the record value as is, then `\n`.
+//! * `json`: `{"key":…,"value":…,"timestamp":…}` then `\n`. Key and value are
+//!   JSON strings when they are UTF-8, otherwise `"0x"` followed by lowercase
+//!   hex; an absent key is `null`. A value that is itself JSON text is still
+//!   written as a string, so every line has the same shape.
+//!
+//! ```
+//! use weir_connector::BatchWriter;
+//! use weir_connector_file::{format_batch, OutputFormat};
+//!
+//! let mut batch = BatchWriter::new();
+//! batch.push(Some(b"user-1"), b"{\"amount\":3}", 17, &[]);
+//! batch.push(None, &[0xff, 0x00], 18, &[]);
+//! let mut out = Vec::new();
+//! format_batch(OutputFormat::Json, batch.as_bytes(), &mut out).unwrap();
+//! assert_eq!(
+//!     String::from_utf8(out).unwrap(),
+//!     "{\"key\":\"user-1\",\"value\":\"{\\\"amount\\\":3}\",\"timestamp\":17}\n\
+//!      {\"key\":null,\"value\":\"0xff00\",\"timestamp\":18}\n"
+//! );
+//! ```
+
+mod output;
+mod sink;
+mod source;
+
+pub use output::{OutputFormat, format_batch, format_record};
+pub use sink::{FileSink, FileSinkConfig, SUBTASK_PLACEHOLDER, StdoutSink, StdoutSinkConfig};
+pub use source::{FileSource, FileSourceConfig, LineFormat};
+
+#[cfg(test)]
+fn test_ctx(subtask: u32, parallelism: u32) -> weir_connector::ConnectorContext {
+    weir_connector::ConnectorContext { pipeline: "test".into(), name: "files".into(), subtask, parallelism }
+}

@@ -1,0 +1,201 @@
+//! The one engine per host: configuration, epoch ticker, linker, compile cache.
+
+use crate::instance::HostState;
+use crate::plugin::{Plugin, PluginError};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// How often the epoch advances; CPU deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine settings.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Where compiled components are cached, keyed by content hash. `None`
+    /// disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl EngineConfig {
+    /// The default cache location: `$WEIR_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/weir`, else `~/.cache/weir`.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("WEIR_CACHE_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(d).join("weir"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("weir"))
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Inner {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    /// Distinguishes artifacts of incompatible engine builds/configs.
+    compat: String,
+    _ticker: Ticker,
+}
+
+/// The host's Wasm engine. Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cache_dir", &self.inner.cache_dir).finish()
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its epoch ticker thread.
+    pub fn new(config: EngineConfig) -> Result<Self, PluginError> {
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true);
+        cfg.concurrency_support(false);
+        cfg.cranelift_opt_level(OptLevel::Speed);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(1000);
+        pool.total_core_instances(1000);
+        pool.total_memories(1000);
+        pool.total_tables(1000);
+        pool.max_memory_size(4 << 30);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&cfg).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        crate::instance::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("weir-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
+        }
+
+        let compat = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}-{}", h.finish(), env!("CARGO_PKG_VERSION"))
+        };
+        Ok(Self { inner: Arc::new(Inner { engine, linker, cache_dir: config.cache_dir, compat, _ticker: Ticker { stop } }) })
+    }
+
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    /// Loads a plugin file: reads it, checks it is a weir operator component,
+    /// compiles it (or loads the cached compilation) and prepares instantiation.
+    pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|e| PluginError::Read { path: path.to_owned(), source: e })?;
+        let name = plugin_name(path);
+        self.load_bytes(&name, path, &bytes)
+    }
+
+    /// Like [`Engine::load`] for bytes already in memory.
+    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        let hash = hex::encode(Sha256::digest(bytes));
+        let started = Instant::now();
+        crate::plugin::check_is_component(path, bytes)?;
+        let (component, from_cache) = self.compile_cached(path, &hash, bytes)?;
+        Plugin::new(self, name, path, hash, bytes.len() as u64, component, from_cache, started.elapsed())
+    }
+
+    fn compile_cached(&self, path: &Path, hash: &str, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+        let engine = &self.inner.engine;
+        let compile = || {
+            Component::new(engine, bytes)
+                .map_err(|e| PluginError::Compile { path: path.to_owned(), message: format!("{e:#}") })
+        };
+        let Some(dir) = &self.inner.cache_dir else {
+            return Ok((compile()?, false));
+        };
+        let file = dir.join(format!("{hash}-{}.cwasm", self.inner.compat));
+        if let Some(component) = self.load_artifact(&file) {
+            return Ok((component, true));
+        }
+        let component = compile()?;
+        if let Err(e) = self.store_artifact(dir, &file, &component) {
+            tracing::warn!(cache = %dir.display(), "could not write the compiled plugin to the cache ({e}); it will be compiled again next time");
+        }
+        Ok((component, false))
+    }
+
+    /// Loads a cached artifact after checking its checksum; any problem
+    /// (missing, truncated, corrupt) means "compile again".
+    fn load_artifact(&self, file: &Path) -> Option<Component> {
+        let data = std::fs::read(file).ok()?;
+        if data.len() < 32 {
+            return None;
+        }
+        let (sum, artifact) = data.split_at(32);
+        if Sha256::digest(artifact).as_slice() != sum {
+            tracing::warn!(file = %file.display(), "cached compiled plugin is corrupt; compiling again");
+            let _ = std::fs::remove_file(file);
+            return None;
+        }
+        load_verified_artifact(&self.inner.engine, artifact)
+    }
+
+    fn store_artifact(&self, dir: &Path, file: &Path, component: &Component) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let artifact = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        let mut data = Sha256::digest(&artifact).to_vec();
+        data.extend_from_slice(&artifact);
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &data)?;
+        std::fs::rename(&tmp, file)
+    }
+}
+
+/// Deserializes a compiled artifact whose checksum was verified.
+#[allow(unsafe_code)]
+fn load_verified_artifact(engine: &wasmtime::Engine, artifact: &[u8]) -> Option<Component> {
+    // SAFETY: `Component::deserialize` trusts its input to be an artifact
+    // produced by `Component::serialize` of a compatible engine. The bytes
+    // come from weir's own cache directory, the file name carries this
+    // engine's compatibility hash, and the SHA-256 written beside the
+    // artifact at creation was verified just before this call, so the bytes
+    // are exactly what this engine configuration serialized.
+    unsafe { Component::deserialize(engine, artifact) }.ok()
+}
+
+/// The plugin name of a file: its stem, with `_` read as `-` (cargo names
+/// `json-filter`'s output `json_filter.wasm`).
+pub(crate) fn plugin_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).unwrap_or_default()
+}

@@ -1,0 +1,435 @@
+//! One live plugin instance: store, limits, host imports, calls.
+
+use crate::engine::EPOCH_TICK;
+use crate::output::CapturedOutput;
+use crate::plugin::Plugin;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use weir_bindings::{log, state, timers, types, Operator};
+use weir_state::{KeyedState, StateError, TimerService};
+
+/// Resource limits of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory (bytes) the instance may grow to.
+    pub memory: usize,
+    /// CPU time one call (a batch, timers, open, close) may take.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory: 256 << 20, call_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Identity of an instance, passed to the plugin's `open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Operator name.
+    pub operator: String,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Operator parallelism.
+    pub parallelism: u32,
+    /// Key groups in the job (state partitioning).
+    pub max_parallelism: u32,
+    /// The operator's config as a JSON object.
+    pub config_json: String,
+}
+
+/// What kind of trap ended a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrapKind {
+    /// The call ran past its CPU deadline.
+    Deadline(Duration),
+    /// The instance tried to grow memory past its limit.
+    Memory {
+        /// The limit in bytes.
+        limit: usize,
+        /// The size it asked for.
+        requested: usize,
+    },
+    /// Any other trap (unreachable, panic, out-of-bounds access...).
+    Other,
+}
+
+/// A failed call into a plugin.
+#[derive(Debug, Clone)]
+pub enum CallError {
+    /// The operator rejected an input (a WIT `record-error`): the instance is fine.
+    Rejected {
+        /// Position of the input in the call.
+        index: u32,
+        /// The operator's message.
+        message: String,
+    },
+    /// `open` or `close` returned an error.
+    Failed(String),
+    /// The instance trapped; it must be discarded.
+    Trap {
+        /// What kind.
+        kind: TrapKind,
+        /// Wasmtime's description, with the Wasm backtrace when available.
+        detail: String,
+        /// What the plugin last wrote to stderr (a panic message, usually).
+        stderr: String,
+    },
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Rejected { index, message } => write!(f, "rejected input #{index}: {message}"),
+            CallError::Failed(m) => f.write_str(m),
+            CallError::Trap { kind, detail, stderr } => {
+                match kind {
+                    TrapKind::Deadline(d) => write!(f, "exceeded its CPU deadline of {} per call (limits.call-timeout) and was stopped", humanize(*d))?,
+                    TrapKind::Memory { limit, requested } => write!(
+                        f,
+                        "tried to grow its memory to {} MiB, past its limit of {} MiB (limits.memory), and was stopped",
+                        requested >> 20,
+                        limit >> 20
+                    )?,
+                    TrapKind::Other => write!(f, "trapped: {}", detail.lines().next().unwrap_or(detail))?,
+                }
+                if !stderr.is_empty() {
+                    write!(f, "; the plugin's last output: {}", stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+fn humanize(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+/// A fired timer handed to [`OperatorInstance::on_timer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerFired {
+    /// Event time (`true`) or processing time.
+    pub event_time: bool,
+    /// The key it was registered for.
+    pub key: Vec<u8>,
+    /// When it was due.
+    pub timestamp: i64,
+}
+
+struct Limiter {
+    max: usize,
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.denied = Some(desired);
+            return Err(wasmtime::Error::msg(format!("memory limit of {} bytes exceeded", self.max)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Everything a store holds for one instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    /// The instance's keyed state.
+    pub(crate) keyed: KeyedState,
+    /// The instance's timers.
+    pub(crate) timers: TimerService,
+    tag: Arc<str>,
+    log_window: (Instant, u32),
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    Operator::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+fn to_wit(e: StateError) -> state::StateError {
+    match e {
+        StateError::KeyNotOwned => state::StateError::KeyNotOwned,
+        StateError::TooLarge(n) => state::StateError::TooLarge(n),
+        StateError::Invalid(s) => state::StateError::Invalid(s),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl state::Host for HostState {
+    fn get(&mut self, name: String, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, state::StateError>> {
+        Ok(self.keyed.get(&name, &key).map(|v| v.map(<[u8]>::to_vec)).map_err(to_wit))
+    }
+
+    fn get_many(&mut self, name: String, keys: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, state::StateError>> {
+        let mut out = Vec::with_capacity(keys.len());
+        Ok(self.keyed.get_many(&name, &keys, &mut out).map(|()| out).map_err(to_wit))
+    }
+
+    fn map_get(&mut self, name: String, key: Vec<u8>, map_key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, state::StateError>> {
+        Ok(self.keyed.map_get(&name, &key, &map_key).map(|v| v.map(<[u8]>::to_vec)).map_err(to_wit))
+    }
+
+    fn map_entries(&mut self, name: String, key: Vec<u8>) -> wasmtime::Result<Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError>> {
+        Ok(self.keyed.map_entries(&name, &key).map_err(to_wit))
+    }
+
+    fn apply(&mut self, ops: Vec<u8>) -> wasmtime::Result<Result<(), state::StateError>> {
+        Ok(self.keyed.stage(&ops).map_err(to_wit))
+    }
+}
+
+impl timers::Host for HostState {
+    fn register(&mut self, domain: types::TimeDomain, key: Vec<u8>, timestamp: i64) -> wasmtime::Result<()> {
+        self.timers.register(matches!(domain, types::TimeDomain::EventTime), &key, timestamp);
+        Ok(())
+    }
+
+    fn delete(&mut self, domain: types::TimeDomain, key: Vec<u8>, timestamp: i64) -> wasmtime::Result<()> {
+        self.timers.delete(matches!(domain, types::TimeDomain::EventTime), &key, timestamp);
+        Ok(())
+    }
+
+    fn current_watermark(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.timers.watermark)
+    }
+
+    fn current_processing_time(&mut self) -> wasmtime::Result<i64> {
+        Ok(now_ms())
+    }
+}
+
+/// Lines per second a plugin may log before lines are dropped (and counted).
+const LOG_LINES_PER_SECOND: u32 = 100;
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let now = Instant::now();
+        if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
+            if self.log_window.1 > LOG_LINES_PER_SECOND {
+                tracing::warn!(plugin = %self.tag, dropped = self.log_window.1 - LOG_LINES_PER_SECOND, "plugin logged too fast; lines were dropped");
+            }
+            self.log_window = (now, 0);
+        }
+        self.log_window.1 += 1;
+        if self.log_window.1 > LOG_LINES_PER_SECOND {
+            return Ok(());
+        }
+        let tag = &*self.tag;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin = tag, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin = tag, "{message}"),
+            log::Level::Info => tracing::info!(plugin = tag, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin = tag, "{message}"),
+            log::Level::Error => tracing::error!(plugin = tag, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A live instance of an operator plugin.
+pub struct OperatorInstance {
+    store: Store<HostState>,
+    bindings: Operator,
+    plugin: Arc<Plugin>,
+    limits: Limits,
+    stderr: CapturedOutput,
+    poisoned: bool,
+}
+
+impl fmt::Debug for OperatorInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperatorInstance").field("plugin", &self.plugin).field("poisoned", &self.poisoned).finish()
+    }
+}
+
+impl OperatorInstance {
+    /// Instantiates `plugin` with fresh keyed state and calls its `open`.
+    pub fn open(plugin: &Arc<Plugin>, info: &InstanceInfo, limits: Limits) -> Result<Self, CallError> {
+        let keyed = KeyedState::new(info.subtask, info.parallelism, info.max_parallelism);
+        Self::open_with_state(plugin, info, limits, keyed, TimerService::new())
+    }
+
+    /// Instantiates `plugin` with existing state (after a restore or a
+    /// reload) and calls its `open`.
+    pub fn open_with_state(
+        plugin: &Arc<Plugin>,
+        info: &InstanceInfo,
+        limits: Limits,
+        keyed: KeyedState,
+        timers: TimerService,
+    ) -> Result<Self, CallError> {
+        let tag: Arc<str> = format!("{}/{}[{}]", plugin.name, info.operator, info.subtask).into();
+        let stderr = CapturedOutput::new(tag.clone(), "stderr");
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(CapturedOutput::new(tag.clone(), "stdout"))
+            .stderr(stderr.clone())
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter { max: limits.memory, denied: None },
+            keyed,
+            timers,
+            tag,
+            log_window: (Instant::now(), 0),
+        };
+        let mut store = Store::new(plugin.engine.wasmtime(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
+        let bindings = match plugin.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => return Err(classify(&store, &stderr, limits, e)),
+        };
+        let mut inst = Self { store, bindings, plugin: plugin.clone(), limits, stderr, poisoned: false };
+        let wit_info = types::OperatorInfo {
+            pipeline: info.pipeline.clone(),
+            operator: info.operator.clone(),
+            subtask: info.subtask,
+            parallelism: info.parallelism,
+            config: info.config_json.clone(),
+        };
+        inst.call(|b, s| b.call_open(s, &wit_info))?.map_err(CallError::Failed)?;
+        Ok(inst)
+    }
+
+    /// The plugin this instance runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Processes one batch (frame format); returns the output batch.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, CallError> {
+        let out = self.call(|b, s| b.call_process(s, batch))?;
+        self.finish(out)
+    }
+
+    /// Delivers fired timers.
+    pub fn on_timer(&mut self, fired: &[TimerFired]) -> Result<Vec<u8>, CallError> {
+        let fired: Vec<types::Timer> = fired
+            .iter()
+            .map(|t| types::Timer {
+                domain: if t.event_time { types::TimeDomain::EventTime } else { types::TimeDomain::ProcessingTime },
+                key: t.key.clone(),
+                timestamp: t.timestamp,
+            })
+            .collect();
+        let out = self.call(|b, s| b.call_on_timer(s, &fired))?;
+        self.finish(out)
+    }
+
+    /// Signals the end of input; returns the final outputs.
+    pub fn close(&mut self) -> Result<Vec<u8>, CallError> {
+        self.call(|b, s| b.call_close(s))?.map_err(CallError::Failed)
+    }
+
+    /// The instance's keyed state.
+    pub fn keyed_state(&mut self) -> &mut KeyedState {
+        &mut self.store.data_mut().keyed
+    }
+
+    /// The instance's timers (and watermark).
+    pub fn timers(&mut self) -> &mut TimerService {
+        &mut self.store.data_mut().timers
+    }
+
+    /// Takes the state out of the instance (to hand it to a new instance).
+    pub fn into_state(mut self) -> (KeyedState, TimerService) {
+        let data = self.store.data_mut();
+        let keyed = std::mem::replace(&mut data.keyed, KeyedState::new(0, 1, 1));
+        let timers = std::mem::take(&mut data.timers);
+        (keyed, timers)
+    }
+
+    /// True once a trap has made the instance unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn finish(&mut self, out: types::BatchOutput) -> Result<Vec<u8>, CallError> {
+        match out.error {
+            None => {
+                self.commit();
+                Ok(out.records)
+            }
+            Some(e) => {
+                self.rollback();
+                Err(CallError::Rejected { index: e.index, message: e.message })
+            }
+        }
+    }
+
+    fn commit(&mut self) {
+        let d = self.store.data_mut();
+        d.keyed.commit();
+        d.timers.commit();
+    }
+
+    fn rollback(&mut self) {
+        let d = self.store.data_mut();
+        d.keyed.rollback();
+        d.timers.rollback();
+    }
+
+    /// One call into the guest under the per-call deadline, as a state
+    /// transaction; a trap poisons the instance and rolls state back.
+    fn call<R>(&mut self, f: impl FnOnce(&Operator, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, CallError> {
+        if self.poisoned {
+            return Err(CallError::Failed("the instance was discarded after an earlier trap".into()));
+        }
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        {
+            let d = self.store.data_mut();
+            d.keyed.begin();
+            d.timers.begin();
+        }
+        match f(&self.bindings, &mut self.store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.poisoned = true;
+                self.rollback();
+                Err(classify(&self.store, &self.stderr, self.limits, e))
+            }
+        }
+    }
+}
+
+fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+fn classify(store: &Store<HostState>, stderr: &CapturedOutput, limits: Limits, e: wasmtime::Error) -> CallError {
+    let kind = if let Some(requested) = store.data().limiter.denied {
+        TrapKind::Memory { limit: limits.memory, requested }
+    } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        TrapKind::Deadline(limits.call_timeout)
+    } else {
+        TrapKind::Other
+    };
+    CallError::Trap { kind, detail: format!("{e:?}"), stderr: stderr.tail() }
+}

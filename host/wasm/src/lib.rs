@@ -1,0 +1,28 @@
+//! weir's WebAssembly engine.
+//!
+//! * One [`Engine`] per host: Cranelift, the pooling instance allocator,
+//!   epoch interruption driven by one ticker thread, and component-model
+//!   concurrency support *off* (it adds ~0.5 us to every call and is only
+//!   needed for component-model async).
+//! * [`Engine::load`] turns a `.wasm` file into a [`Plugin`]: it checks the
+//!   file is a component of the `weir:plugin/operator` world, compiles it
+//!   once and caches the compiled artifact on disk keyed by the content hash,
+//!   and keeps an `InstancePre` so instances are cheap to create.
+//! * [`OperatorInstance`] is one live instance with its own store: a memory
+//!   cap, a CPU deadline per call, host-managed keyed state and timers, and
+//!   captured stdout/stderr (a panic message ends up in the error report).
+//!   A trap is reported as a [`CallError`] naming what happened; it never
+//!   takes the host down.
+//!
+//! Capabilities are denied by default: a plugin gets no filesystem, network,
+//! environment or arguments. Clocks and randomness are available because
+//! language runtimes need them to start.
+
+mod engine;
+mod instance;
+mod output;
+mod plugin;
+
+pub use engine::{Engine, EngineConfig, EPOCH_TICK};
+pub use instance::{CallError, InstanceInfo, Limits, OperatorInstance, TimerFired, TrapKind};
+pub use plugin::{Plugin, PluginError, PluginInspection};

@@ -1,0 +1,158 @@
+//! A loaded plugin: compiled component, identity, and what it imports and exports.
+
+use crate::engine::Engine;
+use crate::instance::HostState;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+use weir_bindings::OperatorPre;
+
+/// Why a plugin cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The engine could not be created.
+    #[error("cannot create the Wasm engine: {0}")]
+    Engine(String),
+    /// The file could not be read.
+    #[error("cannot read plugin {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a WebAssembly component.
+    #[error("{} is not a WebAssembly component: {reason}. Build plugins with `cargo build --target wasm32-wasip2 --release` (Rust) or your language's component tool, and copy the resulting .wasm file", path.display())]
+    NotAComponent {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// Compilation failed.
+    #[error("cannot compile plugin {}: {message}", path.display())]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// The compiler's message.
+        message: String,
+    },
+    /// It is a component, but not of the `weir:plugin/operator` world.
+    #[error("{} is a WebAssembly component but not a weir operator: {reason}. It exports [{exports}] and imports [{imports}]; a weir operator exports `open`, `process`, `on-timer` and `close` of world weir:plugin/operator@0.1.0 (in Rust: `weir_sdk::export_operator!(YourType)`)", path.display())]
+    WrongWorld {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+        /// What it exports.
+        exports: String,
+        /// What it imports.
+        imports: String,
+    },
+}
+
+/// What a component imports and exports, for `weir plugin inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInspection {
+    /// Export names with their kind.
+    pub exports: Vec<String>,
+    /// Import names with their kind.
+    pub imports: Vec<String>,
+}
+
+/// A compiled plugin ready to be instantiated.
+pub struct Plugin {
+    /// Name the pipeline refers to it by (file stem, `_` read as `-`).
+    pub name: String,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// SHA-256 of the file, hex: the plugin's version identity.
+    pub hash: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    /// Time to read, compile (or load) and link it.
+    pub load_time: Duration,
+    /// Imports and exports.
+    pub inspection: PluginInspection,
+    pub(crate) engine: Engine,
+    pub(crate) pre: OperatorPre<HostState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("path", &self.path).field("hash", &self.short_hash()).finish()
+    }
+}
+
+impl Plugin {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        engine: &Engine,
+        name: &str,
+        path: &Path,
+        hash: String,
+        size: u64,
+        component: Component,
+        from_cache: bool,
+        load_time: Duration,
+    ) -> Result<Self, PluginError> {
+        let inspection = inspect(engine, &component);
+        let wrong = |reason: String| PluginError::WrongWorld {
+            path: path.to_owned(),
+            reason,
+            exports: inspection.exports.join(", "),
+            imports: inspection.imports.join(", "),
+        };
+        let instance_pre = engine.linker().instantiate_pre(&component).map_err(|e| {
+            wrong(format!("it needs an import weir does not provide (capabilities are denied by default): {}", root_cause(&e)))
+        })?;
+        let pre = OperatorPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?;
+        Ok(Self { name: name.to_owned(), path: path.to_owned(), hash, size, from_cache, load_time, inspection, engine: engine.clone(), pre })
+    }
+
+    /// The first 12 hex digits of the content hash.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..12.min(self.hash.len())]
+    }
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+fn inspect(engine: &Engine, component: &Component) -> PluginInspection {
+    let ty = component.component_type();
+    let kind = |item: &ComponentItem| match item {
+        ComponentItem::ComponentFunc(_) => "func",
+        ComponentItem::CoreFunc(_) => "core func",
+        ComponentItem::Module(_) => "module",
+        ComponentItem::Component(_) => "component",
+        ComponentItem::ComponentInstance(_) => "instance",
+        ComponentItem::Type(_) => "type",
+        ComponentItem::Resource(_) => "resource",
+    };
+    let engine = engine.wasmtime();
+    PluginInspection {
+        exports: ty.exports(engine).map(|(n, i)| format!("{n} ({})", kind(&i.ty))).collect(),
+        imports: ty.imports(engine).map(|(n, i)| format!("{n} ({})", kind(&i.ty))).collect(),
+    }
+}
+
+/// Checks the header: a core module or random bytes get a precise message.
+pub(crate) fn check_is_component(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
+    let err = |reason: &str| PluginError::NotAComponent { path: path.to_owned(), reason: reason.to_owned() };
+    if bytes.is_empty() {
+        return Err(err("the file is empty"));
+    }
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(err(&format!("it does not start with the Wasm magic bytes (it is {} bytes long; a truncated copy or another file type?)", bytes.len())));
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(err("it is a core Wasm module, not a component (wasm32-wasip1/wasm32-unknown-unknown output); build for wasm32-wasip2")),
+        _ => Err(err("unknown Wasm binary version")),
+    }
+}
