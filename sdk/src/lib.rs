@@ -321,9 +321,12 @@ impl StateValue for String {
 #[macro_export]
 macro_rules! export_operator {
     ($op:ty) => {
+        // Natively the exports would be plain C symbols (and `cargo test`
+        // does not need them): only a Wasm build exports the operator.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __WeirGuest;
-            impl $crate::bindings::Guest for __WeirGuest {
+            impl $crate::bindings::exports::weir::plugin::handler::Guest for __WeirGuest {
                 fn open(info: $crate::bindings::weir::plugin::types::OperatorInfo) -> ::core::result::Result<(), ::std::string::String> {
                     $crate::rt::open::<$op>(info)
                 }

@@ -314,7 +314,7 @@ impl OperatorInstance {
             parallelism: info.parallelism,
             config: info.config_json.clone(),
         };
-        inst.call(|b, s| b.call_open(s, &wit_info))?.map_err(CallError::Failed)?;
+        inst.call(|b, s| b.weir_plugin_handler().call_open(s, &wit_info))?.map_err(CallError::Failed)?;
         Ok(inst)
     }
 
@@ -325,7 +325,7 @@ impl OperatorInstance {
 
     /// Processes one batch (frame format); returns the output batch.
     pub fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, CallError> {
-        let out = self.call(|b, s| b.call_process(s, batch))?;
+        let out = self.call(|b, s| b.weir_plugin_handler().call_process(s, batch))?;
         self.finish(out)
     }
 
@@ -339,13 +339,13 @@ impl OperatorInstance {
                 timestamp: t.timestamp,
             })
             .collect();
-        let out = self.call(|b, s| b.call_on_timer(s, &fired))?;
+        let out = self.call(|b, s| b.weir_plugin_handler().call_on_timer(s, &fired))?;
         self.finish(out)
     }
 
     /// Signals the end of input; returns the final outputs.
     pub fn close(&mut self) -> Result<Vec<u8>, CallError> {
-        self.call(|b, s| b.call_close(s))?.map_err(CallError::Failed)
+        self.call(|b, s| b.weir_plugin_handler().call_close(s))?.map_err(CallError::Failed)
     }
 
     /// The instance's keyed state.

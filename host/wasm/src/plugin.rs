@@ -39,7 +39,7 @@ pub enum PluginError {
         message: String,
     },
     /// It is a component, but not of the `weir:plugin/operator` world.
-    #[error("{} is a WebAssembly component but not a weir operator: {reason}. It exports [{exports}] and imports [{imports}]; a weir operator exports `open`, `process`, `on-timer` and `close` of world weir:plugin/operator@0.1.0 (in Rust: `weir_sdk::export_operator!(YourType)`)", path.display())]
+    #[error("{} is a WebAssembly component but not a weir operator: {reason}. It exports [{exports}] and imports [{imports}]; a weir operator exports the interface weir:plugin/handler@0.1.0 (`open`, `process`, `on-timer`, `close`) of world weir:plugin/operator (in Rust: `weir_sdk::export_operator!(YourType)`)", path.display())]
     WrongWorld {
         /// The file.
         path: PathBuf,

@@ -1,0 +1,208 @@
+//! The `weir` command line.
+
+mod new_plugin;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weir_pipeline::{human, LoadOptions, Pipeline, Plan, Progress, RunError, RunSummary};
+use weir_wasm::{Engine, EngineConfig};
+
+/// weir runs stream pipelines whose operators are WebAssembly components.
+///
+/// A pipeline file (TOML) names sources, a chain of operators (each a
+/// `.wasm` plugin from the plugin directory, with its config) and sinks.
+/// Start with `weir run pipelines/quickstart.toml`, write your own operator
+/// with `weir new-plugin NAME`, and check a pipeline with `weir check FILE`.
+#[derive(Parser)]
+#[command(name = "weir", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    /// More log output (-v: info, -vv: debug). WEIR_LOG=filter overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one pipeline in the foreground until its input ends, with live progress.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Load plugins from this directory instead of the file's `plugin-dir`.
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+        /// No live progress; print only the summary (and errors).
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Validate a pipeline without running it: config, plugins (compiled and
+    /// checked against the contract), each operator's `open` with its config.
+    Check {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Load plugins from this directory instead of the file's `plugin-dir`.
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+    },
+    /// Create a new operator plugin project to build into a `.wasm` component.
+    NewPlugin {
+        /// Plugin name (lowercase letters, digits and '-').
+        name: String,
+        /// Directory to create the project in (default: ./NAME).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Language of the project.
+        #[arg(long, default_value = "rust", value_parser = ["rust"])]
+        lang: String,
+        /// Path of the weir-sdk crate (default: the SDK of the weir source tree this binary was built from).
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Work with plugin files.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show what a `.wasm` file is: hash, size, world, exports, imports, and
+    /// whether weir can run it as an operator.
+    Inspect {
+        /// The `.wasm` file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("WEIR_LOG").unwrap_or_else(|_| match cli.verbose {
+        0 => "warn".into(),
+        1 => "info".into(),
+        _ => "debug".into(),
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run { pipeline, plugin_dir, quiet } => cmd_run(&pipeline, plugin_dir, quiet),
+        Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
+        Command::NewPlugin { name, dir, lang: _, sdk } => match new_plugin::create(&name, dir, sdk) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(2, &format!("{e:#}")),
+        },
+        Command::Plugin { command: PluginCommand::Inspect { file } } => cmd_inspect(&file),
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {}", message.trim_end());
+    ExitCode::from(code)
+}
+
+fn engine() -> Result<Engine, ExitCode> {
+    Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir() }).map_err(|e| fail(1, &e.to_string()))
+}
+
+fn load(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> Result<Pipeline, ExitCode> {
+    Pipeline::load(pipeline, &LoadOptions { plugin_dir }).map_err(|e| fail(2, &e.to_string()))
+}
+
+fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool) -> ExitCode {
+    let p = match load(pipeline, plugin_dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let engine = match engine() {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    match weir_pipeline::run(&p, &engine, if quiet { Progress::Quiet } else { Progress::Auto }) {
+        Ok(summary) => {
+            print_summary(&summary);
+            ExitCode::SUCCESS
+        }
+        Err(RunError::Setup(m)) => fail(2, &m),
+        Err(RunError::Failed(m)) => fail(1, &format!("pipeline `{}` failed: {m}", p.name)),
+    }
+}
+
+fn print_summary(s: &RunSummary) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let records = s.source_records();
+    eprintln!(
+        "{} finished in {:.2}s: {} records read, {} written to sinks ({}/s)",
+        s.pipeline,
+        secs,
+        records,
+        s.sink_records(),
+        human((records as f64 / secs) as u64)
+    );
+    eprintln!("  {:<16} {:<9} {:>4} {:>12} {:>12} {:>9}", "name", "kind", "par", "records in", "records out", "skipped");
+    for v in &s.vertices {
+        let rin = if v.kind == "source" { "-".to_owned() } else { v.records_in.to_string() };
+        let rout = if v.kind == "sink" { "-".to_owned() } else { v.records_out.to_string() };
+        eprintln!("  {:<16} {:<9} {:>4} {:>12} {:>12} {:>9}", v.name, v.kind, v.parallelism, rin, rout, v.skipped);
+    }
+    for (name, busy, idle, bp) in &s.tasks {
+        eprintln!("  task {name:<20} busy {:>3.0}%  idle {:>3.0}%  backpressured {:>3.0}%", busy * 100.0, idle * 100.0, bp * 100.0);
+    }
+}
+
+fn cmd_check(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> ExitCode {
+    let p = match load(pipeline, plugin_dir) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let engine = match engine() {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let plugins = match weir_pipeline::load_plugins(&p, &engine) {
+        Ok(l) => l,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    if let Err(e) = weir_pipeline::check_operators(&p, &plugins) {
+        return fail(2, &e.to_string());
+    }
+    println!("{}: pipeline `{}` is valid", p.file.display(), p.name);
+    for (op, plugin) in p.operators.iter().zip(&plugins.plugins) {
+        println!("  operator {:<16} plugin {} ({}, {} bytes, version {})", op.name, plugin.name, plugin.path.display(), plugin.size, plugin.short_hash());
+    }
+    for line in Plan::new(&p).describe() {
+        println!("  {line}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn cmd_inspect(file: &std::path::Path) -> ExitCode {
+    let engine = match engine() {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    match engine.load(file) {
+        Ok(p) => {
+            println!("file:     {}", p.path.display());
+            println!("plugin:   {}", p.name);
+            println!("size:     {} bytes", p.size);
+            println!("sha256:   {}", p.hash);
+            println!("world:    weir:plugin/operator@0.1.0 (runs as a weir operator)");
+            println!("loaded:   {} ms ({})", p.load_time.as_millis(), if p.from_cache { "compiled code from cache" } else { "compiled now" });
+            println!("exports:");
+            for e in &p.inspection.exports {
+                println!("  {e}");
+            }
+            println!("imports:");
+            for i in &p.inspection.imports {
+                println!("  {i}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e.to_string()),
+    }
+}

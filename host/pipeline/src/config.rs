@@ -1,0 +1,706 @@
+//! Pipeline files: typed, validated before anything runs.
+//!
+//! Parsing is two-phase so that *every* problem is reported at once, each
+//! with its path in the file: the TOML is read into a table, then each
+//! source, operator and sink is deserialized on its own (unknown keys are
+//! errors), then cross-references are checked (inputs, names, parallelism,
+//! plugin files). [`Pipeline::load`] does no other I/O than reading the file
+//! and listing the plugin directory; loading plugins and opening connectors
+//! happen in `run`.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weir_connector_file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
+use weir_connector_generator::GeneratorConfig;
+
+/// One problem in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where in the file (`operators[1].plugin`), empty for the whole file.
+    pub path: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// Every problem found in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file.
+    pub file: PathBuf,
+    /// The problems, in file order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        writeln!(f, "{} has {n} problem{}:", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for e in &self.errors {
+            if e.path.is_empty() {
+                writeln!(f, "  {}: {}", self.file.display(), e.message)?;
+            } else {
+                writeln!(f, "  {}: {}: {}", self.file.display(), e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A duration written like `100ms`, `10s`, `1m 30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationStr(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "0" {
+            return Ok(Self(Duration::ZERO));
+        }
+        humantime::parse_duration(s.trim())
+            .map(Self)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\"")))
+    }
+}
+
+/// A size written like `32KiB`, `256 MiB`, `1GiB`, or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `32KiB`, `1 MiB`, `4096`, `2GB` (decimal units are accepted too).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            _ => return None,
+        };
+        n.checked_mul(mult).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Self(n)),
+            Raw::S(s) => Self::parse(&s)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}; write e.g. \"32KiB\", \"256MiB\", \"1GiB\""))),
+        }
+    }
+}
+
+/// `[network]`: how batches move between tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct NetworkConfig {
+    /// Network buffer size: a buffer is sent when it holds this much.
+    pub buffer_size: ByteSize,
+    /// Longest time a record waits in a partly filled buffer (`0`: no waiting).
+    pub buffer_timeout: DurationStr,
+    /// Buffers a channel holds before its producer waits (backpressure).
+    pub channel_buffers: usize,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self { buffer_size: ByteSize(32 << 10), buffer_timeout: DurationStr(Duration::from_millis(100)), channel_buffers: 8 }
+    }
+}
+
+/// `[limits]` (pipeline-wide) or `operators[i].limits`: per-instance limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Largest memory one plugin instance may use.
+    pub memory: Option<ByteSize>,
+    /// CPU time one call into a plugin may take.
+    pub call_timeout: Option<DurationStr>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { memory: None, call_timeout: None }
+    }
+}
+
+impl LimitsConfig {
+    /// These limits with unset values taken from `base`.
+    pub fn or(self, base: weir_wasm::Limits) -> weir_wasm::Limits {
+        weir_wasm::Limits {
+            memory: self.memory.map_or(base.memory, |m| m.0 as usize),
+            call_timeout: self.call_timeout.map_or(base.call_timeout, |d| d.0),
+        }
+    }
+}
+
+/// How an operator's input is spread over its subtasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionKind {
+    /// Subtask i of the input feeds subtask i (equal parallelism; chained when possible).
+    Forward,
+    /// Round robin.
+    Rebalance,
+    /// By record key: each key always reaches the same subtask (needed for keyed state).
+    Hash,
+    /// Every record to every subtask.
+    Broadcast,
+}
+
+/// What an operator does with a record its plugin rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Stop the pipeline, naming the record.
+    #[default]
+    Fail,
+    /// Log and count the record, continue without it.
+    Skip,
+}
+
+/// `[[operators]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OperatorConfig {
+    /// Unique name in the pipeline.
+    pub name: String,
+    /// Plugin name: `NAME.wasm` (or `NAME` with `-` as `_`) in the plugin directory.
+    pub plugin: String,
+    /// Parallel instances (default: the pipeline's `parallelism`).
+    pub parallelism: Option<u32>,
+    /// Name of the source or operator feeding this one (default: the previous operator, or the only source).
+    pub input: Option<String>,
+    /// How the input is partitioned (default: forward at equal parallelism, else rebalance).
+    pub partition: Option<PartitionKind>,
+    /// Keep this operator in its own task even where it could be chained.
+    #[serde(default)]
+    pub disable_chaining: bool,
+    /// What to do with records the plugin rejects.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Limits for this operator's instances (default: the pipeline's `[limits]`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The plugin's own settings, handed to its `open` as a JSON object.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// A source's connector settings.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// `type = "generator"`.
+    Generator(GeneratorConfig),
+    /// `type = "file"`.
+    File(FileSourceConfig),
+}
+
+/// `[sources.NAME]`.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Parallel instances.
+    pub parallelism: Option<u32>,
+    /// Connector settings.
+    pub kind: SourceKind,
+}
+
+/// A sink's connector settings.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// `type = "stdout"`.
+    Stdout(StdoutSinkConfig),
+    /// `type = "file"`.
+    File(FileSinkConfig),
+    /// `type = "discard"`.
+    Discard,
+}
+
+/// `[sinks.NAME]`.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Name of the operator or source feeding it (default: the last operator).
+    pub input: Option<String>,
+    /// Parallel instances (default: its input's).
+    pub parallelism: Option<u32>,
+    /// Connector settings.
+    pub kind: SinkKind,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPipeline {
+    name: Option<String>,
+    plugin_dir: Option<PathBuf>,
+    parallelism: Option<u32>,
+    max_parallelism: Option<u32>,
+    #[serde(default)]
+    network: Option<toml::Value>,
+    #[serde(default)]
+    limits: Option<toml::Value>,
+    #[serde(default)]
+    sources: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    operators: Vec<toml::Value>,
+    #[serde(default)]
+    sinks: BTreeMap<String, toml::Table>,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Pipeline name (`name`, default: the file stem).
+    pub name: String,
+    /// Directory plugins are loaded from.
+    pub plugin_dir: PathBuf,
+    /// Default operator parallelism.
+    pub parallelism: u32,
+    /// Number of key groups (upper bound for keyed parallelism).
+    pub max_parallelism: u32,
+    /// Network settings.
+    pub network: NetworkConfig,
+    /// Default limits.
+    pub limits: weir_wasm::Limits,
+    /// Sources by name.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Operators in file order.
+    pub operators: Vec<OperatorConfig>,
+    /// Plugin file of each operator (same order).
+    pub plugin_files: Vec<PathBuf>,
+    /// Sinks by name.
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// Options that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Plugin directory to use instead of the file's `plugin-dir`.
+    pub plugin_dir: Option<PathBuf>,
+}
+
+fn take_str(table: &mut toml::Table, key: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    match table.remove(key) {
+        None => None,
+        Some(toml::Value::String(s)) => Some(s),
+        Some(other) => {
+            errors.push(ConfigError { path: format!("{path}.{key}"), message: format!("expected a string, found {}", other.type_str()) });
+            None
+        }
+    }
+}
+
+fn take_u32(table: &mut toml::Table, key: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
+    match table.remove(key) {
+        None => None,
+        Some(toml::Value::Integer(n)) if (1..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
+        Some(other) => {
+            errors.push(ConfigError { path: format!("{path}.{key}"), message: format!("expected a positive integer, found {other}") });
+            None
+        }
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: toml::Value, path: &str, errors: &mut Vec<ConfigError>) -> Option<T> {
+    match value.try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(ConfigError { path: path.to_owned(), message: e.message().trim().to_owned() });
+            None
+        }
+    }
+}
+
+fn push_validation(errors: &mut Vec<ConfigError>, path: &str, found: Vec<(String, String)>) {
+    for (field, message) in found {
+        errors.push(ConfigError { path: format!("{path}.{field}"), message });
+    }
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(file: &Path, options: &LoadOptions) -> Result<Self, ConfigErrors> {
+        let fail = |errors| ConfigErrors { file: file.to_owned(), errors };
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            fail(vec![ConfigError { path: String::new(), message: format!("cannot read the pipeline file: {e}") }])
+        })?;
+        Self::parse(file, &text, options).map_err(fail)
+    }
+
+    /// Validates pipeline text as if read from `file` (relative paths resolve against its directory).
+    pub fn parse(file: &Path, text: &str, options: &LoadOptions) -> Result<Self, Vec<ConfigError>> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            vec![ConfigError { path: String::new(), message: format!("not valid TOML: {}", e.to_string().trim()) }]
+        })?;
+        let mut errors = Vec::new();
+        const KNOWN: [&str; 9] =
+            ["name", "plugin-dir", "parallelism", "max-parallelism", "network", "limits", "sources", "operators", "sinks"];
+        let unknown: Vec<String> = table.keys().filter(|k| !KNOWN.contains(&k.as_str())).cloned().collect();
+        for k in unknown {
+            table.remove(&k);
+            errors.push(ConfigError { path: k, message: format!("unknown key; expected one of: {}", KNOWN.join(", ")) });
+        }
+        let Some(raw) = typed::<RawPipeline>(toml::Value::Table(table), "", &mut errors) else {
+            return Err(errors);
+        };
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = raw.name.clone().unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into()));
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            errors.push(ConfigError { path: "name".into(), message: format!("{name:?} is not a valid pipeline name (letters, digits, '-', '_', '.')") });
+        }
+        let plugin_dir = options.plugin_dir.clone().unwrap_or_else(|| base.join(raw.plugin_dir.clone().unwrap_or_else(|| "plugins".into())));
+        let parallelism = raw.parallelism.unwrap_or(1);
+        let max_parallelism = raw.max_parallelism.unwrap_or(128);
+        if parallelism == 0 {
+            errors.push(ConfigError { path: "parallelism".into(), message: "must be at least 1".into() });
+        }
+        if max_parallelism == 0 || max_parallelism > 32768 {
+            errors.push(ConfigError { path: "max-parallelism".into(), message: "must be between 1 and 32768".into() });
+        }
+        let network: NetworkConfig = raw.network.and_then(|v| typed(v, "network", &mut errors)).unwrap_or_default();
+        if network.buffer_size.0 < 1024 || network.buffer_size.0 > 64 << 20 {
+            errors.push(ConfigError { path: "network.buffer-size".into(), message: "must be between 1KiB and 64MiB".into() });
+        }
+        if network.channel_buffers == 0 {
+            errors.push(ConfigError { path: "network.channel-buffers".into(), message: "must be at least 1".into() });
+        }
+        let limits_cfg: LimitsConfig = raw.limits.and_then(|v| typed(v, "limits", &mut errors)).unwrap_or_default();
+        let limits = limits_cfg.or(weir_wasm::Limits::default());
+
+        let mut sources = BTreeMap::new();
+        for (sname, mut t) in raw.sources {
+            let path = format!("sources.{sname}");
+            let ty = take_str(&mut t, "type", &path, &mut errors);
+            let par = take_u32(&mut t, "parallelism", &path, &mut errors);
+            let kind = match ty.as_deref() {
+                Some("generator") => typed::<GeneratorConfig>(toml::Value::Table(t), &path, &mut errors).map(|c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    SourceKind::Generator(c)
+                }),
+                Some("file") => typed::<FileSourceConfig>(toml::Value::Table(t), &path, &mut errors).map(|mut c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    if par.is_some_and(|p| p > 1) {
+                        errors.push(ConfigError { path: format!("{path}.parallelism"), message: "file sources run at parallelism 1".into() });
+                    }
+                    c.path = base.join(&c.path);
+                    SourceKind::File(c)
+                }),
+                Some(other) => {
+                    errors.push(ConfigError { path: format!("{path}.type"), message: format!("unknown source type {other:?}; available: \"generator\", \"file\"") });
+                    None
+                }
+                None => {
+                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"generator\" or \"file\"".into() });
+                    None
+                }
+            };
+            if let Some(kind) = kind {
+                sources.insert(sname, SourceConfig { parallelism: par, kind });
+            }
+        }
+
+        let mut operators = Vec::new();
+        let mut plugin_files = Vec::new();
+        let available = list_plugins(&plugin_dir);
+        for (i, v) in raw.operators.into_iter().enumerate() {
+            let path = format!("operators[{i}]");
+            let Some(op) = typed::<OperatorConfig>(v, &path, &mut errors) else { continue };
+            if op.parallelism == Some(0) {
+                errors.push(ConfigError { path: format!("{path}.parallelism"), message: "must be at least 1".into() });
+            }
+            match find_plugin(&plugin_dir, &op.plugin) {
+                Some(f) => plugin_files.push(f),
+                None => {
+                    let hint = if available.is_empty() {
+                        format!("the directory has no .wasm files{}", if plugin_dir.is_dir() { "" } else { " (it does not exist)" })
+                    } else {
+                        format!("available: {}", available.join(", "))
+                    };
+                    errors.push(ConfigError {
+                        path: format!("{path}.plugin"),
+                        message: format!(
+                            "no plugin {:?} in {} (looked for {}.wasm and {}.wasm); {hint}. Build it with `cargo build --target wasm32-wasip2 --release` or set `plugin-dir`",
+                            op.plugin,
+                            plugin_dir.display(),
+                            op.plugin,
+                            op.plugin.replace('-', "_")
+                        ),
+                    });
+                    plugin_files.push(PathBuf::new());
+                }
+            }
+            operators.push(op);
+        }
+
+        let mut sinks = BTreeMap::new();
+        for (sname, mut t) in raw.sinks {
+            let path = format!("sinks.{sname}");
+            let ty = take_str(&mut t, "type", &path, &mut errors);
+            let input = take_str(&mut t, "input", &path, &mut errors);
+            let par = take_u32(&mut t, "parallelism", &path, &mut errors);
+            let kind = match ty.as_deref() {
+                Some("stdout") => typed::<StdoutSinkConfig>(toml::Value::Table(t), &path, &mut errors).map(|c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    SinkKind::Stdout(c)
+                }),
+                Some("file") => typed::<FileSinkConfig>(toml::Value::Table(t), &path, &mut errors).map(|mut c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    c.path = base.join(&c.path);
+                    SinkKind::File(c)
+                }),
+                Some("discard") => {
+                    if let Some(k) = t.keys().next() {
+                        errors.push(ConfigError { path: format!("{path}.{k}"), message: "unknown key; a discard sink takes no settings".into() });
+                    }
+                    Some(SinkKind::Discard)
+                }
+                Some(other) => {
+                    errors.push(ConfigError { path: format!("{path}.type"), message: format!("unknown sink type {other:?}; available: \"stdout\", \"file\", \"discard\"") });
+                    None
+                }
+                None => {
+                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"stdout\", \"file\" or \"discard\"".into() });
+                    None
+                }
+            };
+            if let Some(kind) = kind {
+                sinks.insert(sname, SinkConfig { input, parallelism: par, kind });
+            }
+        }
+
+        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, sources, operators, plugin_files, sinks };
+        p.check_graph(&mut errors);
+        if errors.is_empty() { Ok(p) } else { Err(errors) }
+    }
+
+    fn check_graph(&self, errors: &mut Vec<ConfigError>) {
+        if self.sources.is_empty() {
+            errors.push(ConfigError { path: "sources".into(), message: "a pipeline needs at least one source, e.g. [sources.events] type = \"generator\"".into() });
+        }
+        if self.sinks.is_empty() {
+            errors.push(ConfigError { path: "sinks".into(), message: "a pipeline needs at least one sink, e.g. [sinks.out] type = \"stdout\"".into() });
+        }
+        let mut names = BTreeSet::new();
+        for n in self.sources.keys() {
+            names.insert(n.clone());
+        }
+        for (i, op) in self.operators.iter().enumerate() {
+            if !names.insert(op.name.clone()) {
+                errors.push(ConfigError { path: format!("operators[{i}].name"), message: format!("{:?} is already used by another source or operator", op.name) });
+            }
+        }
+        for n in self.sinks.keys() {
+            if names.contains(n) {
+                errors.push(ConfigError { path: format!("sinks.{n}"), message: format!("{n:?} is already used by a source or operator") });
+            }
+        }
+        // Inputs must name something defined *before* (sources, or earlier
+        // operators), which also rules out cycles.
+        let mut defined: BTreeSet<&str> = self.sources.keys().map(String::as_str).collect();
+        for (i, op) in self.operators.iter().enumerate() {
+            match self.operator_input(i) {
+                Ok(input) if defined.contains(input.as_str()) => {}
+                Ok(input) => errors.push(ConfigError {
+                    path: format!("operators[{i}].input"),
+                    message: format!("{input:?} is not a source or an operator defined above this one"),
+                }),
+                Err(m) => errors.push(ConfigError { path: format!("operators[{i}].input"), message: m }),
+            }
+            defined.insert(&op.name);
+            let par = op.parallelism.unwrap_or(self.parallelism);
+            if op.partition == Some(PartitionKind::Hash) && par > self.max_parallelism {
+                errors.push(ConfigError { path: format!("operators[{i}].parallelism"), message: format!("{par} is above max-parallelism ({})", self.max_parallelism) });
+            }
+        }
+        for (n, sink) in &self.sinks {
+            match self.sink_input(sink) {
+                Ok(input) if defined.contains(input.as_str()) => {}
+                Ok(input) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: format!("{input:?} is not a source or operator") }),
+                Err(m) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: m }),
+            }
+        }
+    }
+
+    /// The input of operator `i`: explicit, else the previous operator, else the only source.
+    pub fn operator_input(&self, i: usize) -> Result<String, String> {
+        if let Some(input) = &self.operators[i].input {
+            return Ok(input.clone());
+        }
+        if i > 0 {
+            return Ok(self.operators[i - 1].name.clone());
+        }
+        self.only_source()
+    }
+
+    /// The input of a sink: explicit, else the last operator, else the only source.
+    pub fn sink_input(&self, sink: &SinkConfig) -> Result<String, String> {
+        if let Some(input) = &sink.input {
+            return Ok(input.clone());
+        }
+        if let Some(op) = self.operators.last() {
+            return Ok(op.name.clone());
+        }
+        self.only_source()
+    }
+
+    fn only_source(&self) -> Result<String, String> {
+        let mut it = self.sources.keys();
+        match (it.next(), it.next()) {
+            (Some(s), None) => Ok(s.clone()),
+            (None, _) => Err("there is no source to read from".into()),
+            (Some(_), Some(_)) => Err("the pipeline has several sources; say which one feeds this with `input = \"NAME\"`".into()),
+        }
+    }
+}
+
+/// `name.wasm` or `name_with_underscores.wasm` in `dir`.
+pub fn find_plugin(dir: &Path, name: &str) -> Option<PathBuf> {
+    [format!("{name}.wasm"), format!("{}.wasm", name.replace('-', "_"))].into_iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
+
+/// Plugin names available in `dir`.
+pub fn list_plugins(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().replace('_', "-")))
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Pipeline, Vec<ConfigError>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("json_filter.wasm"), b"x").unwrap();
+        Pipeline::parse(&dir.path().join("p.toml"), text, &LoadOptions { plugin_dir: Some(dir.path().to_owned()) })
+    }
+
+    #[test]
+    fn a_minimal_pipeline_gets_defaults() {
+        let p = parse(
+            r#"
+            [sources.gen]
+            type = "generator"
+            count = 10
+            [[operators]]
+            name = "parse"
+            plugin = "json-filter"
+            [sinks.out]
+            type = "stdout"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.name, "p");
+        assert_eq!(p.operator_input(0).unwrap(), "gen");
+        assert_eq!(p.sink_input(&p.sinks["out"]).unwrap(), "parse");
+        assert_eq!(p.network.buffer_size, ByteSize(32768));
+        assert!(p.plugin_files[0].ends_with("json_filter.wasm"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path() {
+        let errors = parse(
+            r#"
+            colour = "blue"
+            [sources.gen]
+            type = "generator"
+            rate = -1.0
+            [[operators]]
+            name = "parse"
+            plugin = "nope"
+            [[operators]]
+            name = "parse"
+            plugin = "json-filter"
+            paralelism = 2
+            [[operators]]
+            name = "sum"
+            plugin = "json-filter"
+            input = "later"
+            [sinks.out]
+            type = "s3"
+            "#,
+        )
+        .unwrap_err();
+        assert!(errors.iter().any(|e| e.path == "colour"), "{errors:#?}");
+        assert!(errors.iter().any(|e| e.path == "operators[1].name"), "{errors:#?}");
+        let errors = parse(
+            r#"
+            [sources.gen]
+            type = "generator"
+            rate = -1.0
+            [[operators]]
+            name = "parse"
+            plugin = "nope"
+            [[operators]]
+            name = "parse2"
+            plugin = "json-filter"
+            paralelism = 2
+            [[operators]]
+            name = "sum"
+            plugin = "json-filter"
+            input = "later"
+            [sinks.out]
+            type = "s3"
+            "#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"sources.gen.rate"), "{errors:#?}");
+        assert!(paths.contains(&"operators[0].plugin"), "{errors:#?}");
+        assert!(paths.contains(&"operators[1]"), "{errors:#?}");
+        assert!(paths.contains(&"operators[2].input"), "{errors:#?}");
+        assert!(paths.contains(&"sinks.out.type"), "{errors:#?}");
+        let plugin = errors.iter().find(|e| e.path == "operators[0].plugin").unwrap();
+        assert!(plugin.message.contains("available: json-filter"), "{}", plugin.message);
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(ByteSize::parse("32KiB"), Some(ByteSize(32768)));
+        assert_eq!(ByteSize::parse("1 MiB"), Some(ByteSize(1 << 20)));
+        assert_eq!(ByteSize::parse("12"), Some(ByteSize(12)));
+        assert_eq!(ByteSize::parse("12 parsecs"), None);
+        let p = parse(
+            r#"
+            [network]
+            buffer-timeout = "0"
+            buffer-size = "64KiB"
+            [limits]
+            call-timeout = "500ms"
+            [sources.gen]
+            type = "generator"
+            [sinks.out]
+            type = "discard"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.network.buffer_timeout.0, Duration::ZERO);
+        assert_eq!(p.limits.call_timeout, Duration::from_millis(500));
+    }
+}

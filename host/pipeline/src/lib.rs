@@ -1,0 +1,40 @@
+//! Pipeline files, and running them.
+//!
+//! A pipeline is a TOML file: named sources, a list of operators (each a
+//! Wasm plugin with its config, parallelism, input and partitioning), named
+//! sinks, plus `[network]` and `[limits]`. [`Pipeline::load`] validates it
+//! completely (every problem, with its path, at once) before anything runs;
+//! [`Plan::new`] turns it into a job graph and chains; [`run()`] loads the
+//! plugins, opens every operator and connector (so a bad plugin config fails
+//! before data flows), starts one thread per task subtask and reports
+//! progress until the input is exhausted.
+//!
+//! ```toml
+//! [sources.events]
+//! type = "generator"
+//! count = 1_000_000
+//!
+//! [[operators]]
+//! name = "parse"
+//! plugin = "json-filter"
+//! config = { filter = "amount >= 10", project = ["user", "amount"], key = "user" }
+//!
+//! [[operators]]
+//! name = "sum"
+//! plugin = "running-sum"
+//! partition = "hash"
+//!
+//! [sinks.out]
+//! type = "stdout"
+//! ```
+
+mod config;
+mod plan;
+mod run;
+
+pub use config::{
+    find_plugin, list_plugins, ByteSize, ConfigError, ConfigErrors, DurationStr, LimitsConfig, LoadOptions, NetworkConfig, OnError,
+    OperatorConfig, PartitionKind, Pipeline, SinkConfig, SinkKind, SourceConfig, SourceKind,
+};
+pub use plan::{Chain, Plan, Vertex, VertexKind};
+pub use run::{check_operators, human, load_plugins, run, LoadedPlugins, Progress, RunError, RunSummary, VertexSummary};

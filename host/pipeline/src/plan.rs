@@ -1,0 +1,184 @@
+//! From a validated pipeline to a job graph of vertices, edges and chains.
+//!
+//! Chaining rule: a vertex runs in its input's task (no channel, batches
+//! passed by value) when the edge is `forward` at equal parallelism, the
+//! input feeds nothing else, and the vertex does not set
+//! `disable-chaining`. A `hash` edge between two operators of parallelism 1
+//! is a forward edge in effect (one key group owner) and is chained too.
+
+use crate::config::{OperatorConfig, PartitionKind, Pipeline, SinkConfig, SourceConfig};
+use weir_network::Partitioning;
+
+/// What a vertex is.
+#[derive(Debug, Clone)]
+pub enum VertexKind {
+    /// A source.
+    Source(SourceConfig),
+    /// A Wasm operator (index into `Pipeline::operators`).
+    Operator(usize),
+    /// A sink.
+    Sink(SinkConfig),
+}
+
+/// A node of the job graph.
+#[derive(Debug, Clone)]
+pub struct Vertex {
+    /// Name from the pipeline file.
+    pub name: String,
+    /// What it is.
+    pub kind: VertexKind,
+    /// Parallel instances.
+    pub parallelism: u32,
+    /// Its input vertex and how records are partitioned on the way.
+    pub input: Option<(usize, Partitioning)>,
+    /// Vertices fed by this one.
+    pub consumers: Vec<usize>,
+    /// Keep out of its input's chain.
+    pub disable_chaining: bool,
+}
+
+impl Vertex {
+    /// `source`, `operator` or `sink`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            VertexKind::Source(_) => "source",
+            VertexKind::Operator(_) => "operator",
+            VertexKind::Sink(_) => "sink",
+        }
+    }
+}
+
+/// A chain of vertices run by one task per subtask.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// Vertex indices, head first.
+    pub vertices: Vec<usize>,
+    /// Parallelism shared by all of them.
+    pub parallelism: u32,
+}
+
+/// The job graph.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Vertices: sources, then operators, then sinks.
+    pub vertices: Vec<Vertex>,
+    /// Chains (tasks).
+    pub chains: Vec<Chain>,
+}
+
+impl Plan {
+    /// Builds the graph of a validated pipeline.
+    pub fn new(p: &Pipeline) -> Self {
+        let mut vertices: Vec<Vertex> = Vec::new();
+        let index = |vs: &[Vertex], name: &str| vs.iter().position(|v| v.name == name).expect("validated input");
+        for (name, s) in &p.sources {
+            vertices.push(Vertex {
+                name: name.clone(),
+                kind: VertexKind::Source(s.clone()),
+                parallelism: s.parallelism.unwrap_or(1),
+                input: None,
+                consumers: Vec::new(),
+                disable_chaining: false,
+            });
+        }
+        for (i, op) in p.operators.iter().enumerate() {
+            let input = index(&vertices, &p.operator_input(i).expect("validated"));
+            let parallelism = op.parallelism.unwrap_or(p.parallelism);
+            let part = partitioning(op, vertices[input].parallelism, parallelism, p.max_parallelism);
+            vertices.push(Vertex {
+                name: op.name.clone(),
+                kind: VertexKind::Operator(i),
+                parallelism,
+                input: Some((input, part)),
+                consumers: Vec::new(),
+                disable_chaining: op.disable_chaining,
+            });
+        }
+        for (name, s) in &p.sinks {
+            let input = index(&vertices, &p.sink_input(s).expect("validated"));
+            let parallelism = s.parallelism.unwrap_or(vertices[input].parallelism);
+            let part = if parallelism == vertices[input].parallelism { Partitioning::Forward } else { Partitioning::Rebalance };
+            vertices.push(Vertex {
+                name: name.clone(),
+                kind: VertexKind::Sink(s.clone()),
+                parallelism,
+                input: Some((input, part)),
+                consumers: Vec::new(),
+                disable_chaining: false,
+            });
+        }
+        for v in 0..vertices.len() {
+            if let Some((u, _)) = vertices[v].input {
+                vertices[u].consumers.push(v);
+            }
+        }
+        let chained = |vs: &[Vertex], v: usize| -> bool {
+            let Some((u, part)) = vs[v].input else { return false };
+            let same = vs[u].parallelism == vs[v].parallelism;
+            let forward = match part {
+                Partitioning::Forward => true,
+                Partitioning::Hash { .. } => vs[v].parallelism == 1 && vs[u].parallelism == 1,
+                _ => false,
+            };
+            forward && same && vs[u].consumers.len() == 1 && !vs[v].disable_chaining
+        };
+        let mut chains = Vec::new();
+        for head in 0..vertices.len() {
+            if chained(&vertices, head) {
+                continue;
+            }
+            let mut chain = vec![head];
+            let mut cur = head;
+            while let [next] = vertices[cur].consumers[..] {
+                if !chained(&vertices, next) {
+                    break;
+                }
+                chain.push(next);
+                cur = next;
+            }
+            chains.push(Chain { vertices: chain, parallelism: vertices[head].parallelism });
+        }
+        Plan { vertices, chains }
+    }
+
+    /// The chain a vertex belongs to.
+    pub fn chain_of(&self, v: usize) -> usize {
+        self.chains.iter().position(|c| c.vertices.contains(&v)).expect("every vertex is in a chain")
+    }
+
+    /// One line per task, for `weir check` and logs.
+    pub fn describe(&self) -> Vec<String> {
+        self.chains
+            .iter()
+            .map(|c| {
+                let names: Vec<String> = c.vertices.iter().map(|&v| format!("{} ({})", self.vertices[v].name, self.vertices[v].kind_name())).collect();
+                let head = &self.vertices[c.vertices[0]];
+                let input = match head.input {
+                    Some((u, part)) => format!(" <- {} [{}]", self.vertices[u].name, part_name(part)),
+                    None => String::new(),
+                };
+                format!("task x{}: {}{input}", c.parallelism, names.join(" -> "))
+            })
+            .collect()
+    }
+}
+
+fn part_name(p: Partitioning) -> &'static str {
+    match p {
+        Partitioning::Forward => "forward",
+        Partitioning::Rebalance => "rebalance",
+        Partitioning::Hash { .. } => "hash",
+        Partitioning::Broadcast => "broadcast",
+    }
+}
+
+fn partitioning(op: &OperatorConfig, from: u32, to: u32, max_parallelism: u32) -> Partitioning {
+    match op.partition {
+        Some(PartitionKind::Hash) => Partitioning::Hash { max_parallelism },
+        Some(PartitionKind::Broadcast) => Partitioning::Broadcast,
+        Some(PartitionKind::Rebalance) => Partitioning::Rebalance,
+        Some(PartitionKind::Forward) => Partitioning::Forward,
+        None if from == to => Partitioning::Forward,
+        None => Partitioning::Rebalance,
+    }
+}

@@ -1,0 +1,410 @@
+//! Building the tasks of a plan and running them on threads.
+
+use crate::config::{OnError, Pipeline, SinkKind, SourceKind};
+use crate::plan::{Plan, VertexKind};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use weir_connector::{ConnectorContext, DiscardSink, Sink, Source};
+use weir_connector_file::{FileSink, FileSource, StdoutSink};
+use weir_connector_generator::GeneratorSource;
+use weir_network::{gate, BufferConfig, GateSender, InputGate, Partitioner, Partitioning};
+use weir_task::{ErrorPolicy, SinkStage, Stage, StageInfo, StageMetrics, Task, TaskError, TaskInput, TaskMetrics, WasmStage};
+use weir_wasm::{Engine, InstanceInfo, OperatorInstance, Plugin};
+
+/// Why a pipeline could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A plugin could not be loaded or opened, or a connector could not be opened.
+    #[error("{0}")]
+    Setup(String),
+    /// A task failed while running.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How progress is shown while running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A live line on a terminal, periodic lines otherwise.
+    Auto,
+    /// Nothing until the summary.
+    Quiet,
+}
+
+/// Counters of one vertex at the end of a run.
+#[derive(Debug, Clone)]
+pub struct VertexSummary {
+    /// Vertex name.
+    pub name: String,
+    /// `source`, `operator` or `sink`.
+    pub kind: &'static str,
+    /// Parallelism.
+    pub parallelism: u32,
+    /// Records in.
+    pub records_in: u64,
+    /// Records out.
+    pub records_out: u64,
+    /// Bytes in (frame format).
+    pub bytes_in: u64,
+    /// Records skipped by `on-error = "skip"`.
+    pub skipped: u64,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Per vertex, in plan order.
+    pub vertices: Vec<VertexSummary>,
+    /// Busy, idle and backpressured share (0..=1) of each task over the run.
+    pub tasks: Vec<(String, f64, f64, f64)>,
+}
+
+impl RunSummary {
+    /// Records produced by all sources.
+    pub fn source_records(&self) -> u64 {
+        self.vertices.iter().filter(|v| v.kind == "source").map(|v| v.records_out).sum()
+    }
+
+    /// Records received by all sinks.
+    pub fn sink_records(&self) -> u64 {
+        self.vertices.iter().filter(|v| v.kind == "sink").map(|v| v.records_in).sum()
+    }
+}
+
+/// Plugins of a pipeline, loaded and checked (one per operator).
+#[derive(Debug)]
+pub struct LoadedPlugins {
+    /// Same order as `Pipeline::operators`.
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+/// Loads (compiles or fetches from the cache) every operator's plugin.
+pub fn load_plugins(p: &Pipeline, engine: &Engine) -> Result<LoadedPlugins, RunError> {
+    let mut loaded: Vec<(std::path::PathBuf, Arc<Plugin>)> = Vec::new();
+    let mut plugins = Vec::new();
+    for (i, file) in p.plugin_files.iter().enumerate() {
+        if let Some((_, plugin)) = loaded.iter().find(|(f, _)| f == file) {
+            plugins.push(plugin.clone());
+            continue;
+        }
+        let plugin = engine.load(file).map_err(|e| {
+            RunError::Setup(format!("{}: operators[{i}] (`{}`): {e}", p.file.display(), p.operators[i].name))
+        })?;
+        tracing::info!(
+            plugin = %plugin.name,
+            version = plugin.short_hash(),
+            size = plugin.size,
+            cached = plugin.from_cache,
+            load_ms = plugin.load_time.as_millis() as u64,
+            "loaded plugin"
+        );
+        let plugin = Arc::new(plugin);
+        loaded.push((file.clone(), plugin.clone()));
+        plugins.push(plugin);
+    }
+    Ok(LoadedPlugins { plugins })
+}
+
+fn open_operator(p: &Pipeline, plugins: &LoadedPlugins, op_index: usize, subtask: u32, parallelism: u32) -> Result<OperatorInstance, RunError> {
+    let op = &p.operators[op_index];
+    let config_json = serde_json::to_string(&op.config).expect("a TOML table is valid JSON");
+    let info = InstanceInfo {
+        pipeline: p.name.clone(),
+        operator: op.name.clone(),
+        subtask,
+        parallelism,
+        max_parallelism: p.max_parallelism,
+        config_json,
+    };
+    let plugin = &plugins.plugins[op_index];
+    OperatorInstance::open(plugin, &info, op.limits.or(p.limits)).map_err(|e| {
+        RunError::Setup(format!(
+            "{}: operators[{op_index}] (`{}`, plugin `{}`): the plugin refused to start: {e}. Check operators[{op_index}].config",
+            p.file.display(),
+            op.name,
+            plugin.name
+        ))
+    })
+}
+
+/// Opens every operator once (subtask 0) to check its config, then closes it.
+pub fn check_operators(p: &Pipeline, plugins: &LoadedPlugins) -> Result<(), RunError> {
+    for i in 0..p.operators.len() {
+        open_operator(p, plugins, i, 0, 1)?;
+    }
+    Ok(())
+}
+
+fn open_source(p: &Pipeline, kind: &SourceKind, ctx: &ConnectorContext) -> Result<Box<dyn Source>, RunError> {
+    Ok(match kind {
+        SourceKind::Generator(c) => Box::new(GeneratorSource::new(c.clone(), ctx)),
+        SourceKind::File(c) => Box::new(FileSource::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sources.{}: {e}", p.file.display(), ctx.name)))?),
+    })
+}
+
+fn open_sink(p: &Pipeline, kind: &SinkKind, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, RunError> {
+    Ok(match kind {
+        SinkKind::Stdout(c) => Box::new(StdoutSink::new(c.clone(), ctx)),
+        SinkKind::File(c) => Box::new(FileSink::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sinks.{}: {e}", p.file.display(), ctx.name)))?),
+        SinkKind::Discard => Box::new(DiscardSink::default()),
+    })
+}
+
+/// Runs a pipeline to the end of its input.
+pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSummary, RunError> {
+    let plugins = load_plugins(p, engine)?;
+    let plan = Plan::new(p);
+    for line in plan.describe() {
+        tracing::debug!(pipeline = %p.name, "{line}");
+    }
+    let buffers = BufferConfig { size: p.network.buffer_size.0 as usize, timeout: p.network.buffer_timeout.0 };
+
+    // Input gates of every chain that does not start at a source.
+    let mut senders: Vec<Vec<Option<GateSender>>> = Vec::new();
+    let mut gates: Vec<Vec<Option<InputGate>>> = Vec::new();
+    for chain in &plan.chains {
+        let head = &plan.vertices[chain.vertices[0]];
+        let mut cs = Vec::new();
+        let mut cg = Vec::new();
+        for _ in 0..chain.parallelism {
+            match head.input {
+                Some((u, part)) => {
+                    let channels = if part == Partitioning::Forward { 1 } else { plan.vertices[u].parallelism };
+                    let (s, g) = gate(channels, p.network.channel_buffers);
+                    cs.push(Some(s));
+                    cg.push(Some(g));
+                }
+                None => {
+                    cs.push(None);
+                    cg.push(None);
+                }
+            }
+        }
+        senders.push(cs);
+        gates.push(cg);
+    }
+
+    let metrics: Vec<Vec<Arc<StageMetrics>>> =
+        plan.vertices.iter().map(|v| (0..v.parallelism).map(|_| Arc::new(StageMetrics::default())).collect()).collect();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let mut task_metrics = Vec::new();
+    for (ci, chain) in plan.chains.iter().enumerate() {
+        for s in 0..chain.parallelism {
+            let tm = Arc::new(TaskMetrics::default());
+            let head = &plan.vertices[chain.vertices[0]];
+            let ctx = |name: &str, par: u32| ConnectorContext { pipeline: p.name.clone(), name: name.to_owned(), subtask: s, parallelism: par };
+            let input = match &head.kind {
+                VertexKind::Source(sc) => TaskInput::Source {
+                    source: open_source(p, &sc.kind, &ctx(&head.name, head.parallelism))?,
+                    metrics: metrics[chain.vertices[0]][s as usize].clone(),
+                    name: head.name.clone(),
+                },
+                _ => TaskInput::Gate(gates[ci][s as usize].take().expect("gate per subtask")),
+            };
+            let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+            for &v in &chain.vertices {
+                let vx = &plan.vertices[v];
+                let m = metrics[v][s as usize].clone();
+                match &vx.kind {
+                    VertexKind::Source(_) => {}
+                    VertexKind::Operator(i) => {
+                        let instance = open_operator(p, &plugins, *i, s, vx.parallelism)?;
+                        let op = &p.operators[*i];
+                        let plugin = &plugins.plugins[*i];
+                        let info = StageInfo {
+                            operator: op.name.clone(),
+                            config_path: format!("operators[{i}]"),
+                            plugin: plugin.name.clone(),
+                            plugin_path: plugin.path.display().to_string(),
+                            version: plugin.short_hash().to_owned(),
+                            subtask: s,
+                        };
+                        let policy = match op.on_error {
+                            OnError::Fail => ErrorPolicy::Fail,
+                            OnError::Skip => ErrorPolicy::Skip,
+                        };
+                        stages.push(Box::new(WasmStage::new(instance, info, policy, m)));
+                    }
+                    VertexKind::Sink(sc) => {
+                        let sink = open_sink(p, &sc.kind, &ctx(&vx.name, vx.parallelism))?;
+                        stages.push(Box::new(SinkStage::new(sink, vx.name.clone(), s, m)));
+                    }
+                }
+            }
+            let last = &plan.vertices[*chain.vertices.last().expect("non-empty chain")];
+            let mut outputs = Vec::new();
+            for &c in &last.consumers {
+                let cc = plan.chain_of(c);
+                let (_, part) = plan.vertices[c].input.expect("consumer has an input");
+                let targets = if part == Partitioning::Forward {
+                    vec![senders[cc][s as usize].as_ref().expect("gate").channel(0)]
+                } else {
+                    senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(s)).collect()
+                };
+                outputs.push(Partitioner::new(part, targets, buffers, tm.backpressure.clone()));
+            }
+            let name = format!("{}[{s}]", head.name);
+            task_metrics.push((name.clone(), tm.clone()));
+            tasks.push(Task { name, input, stages, outputs, metrics: tm, cancel: cancel.clone(), batch_bytes: buffers.size });
+        }
+    }
+    drop(senders);
+
+    let started = Instant::now();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(String, Result<(), TaskError>)>();
+    let mut handles = Vec::new();
+    for task in tasks {
+        let done = done_tx.clone();
+        let name = task.name.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("weir-{name}"))
+            .spawn(move || {
+                let name = task.name.clone();
+                let r = task.run();
+                let _ = done.send((name, r));
+            })
+            .map_err(|e| RunError::Setup(format!("cannot start a thread for task {name}: {e}")))?;
+        handles.push(h);
+    }
+    drop(done_tx);
+
+    let mut printer = ProgressPrinter::new(progress, &p.name);
+    let mut first_error: Option<String> = None;
+    let mut remaining = handles.len();
+    while remaining > 0 {
+        match done_rx.recv_timeout(Duration::from_millis(250)) {
+            Ok((name, result)) => {
+                remaining -= 1;
+                match result {
+                    Ok(()) => tracing::debug!(task = %name, "task finished"),
+                    Err(TaskError::Cancelled) => {}
+                    Err(TaskError::Stage(msg)) => {
+                        if first_error.is_none() {
+                            tracing::error!(task = %name, "{msg}");
+                            first_error = Some(msg);
+                        }
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        printer.tick(started.elapsed(), &plan, &metrics);
+    }
+    for h in handles {
+        if h.join().is_err() && first_error.is_none() {
+            first_error = Some("a task thread panicked (a bug in weir); see the log above".into());
+        }
+    }
+    printer.finish();
+    let elapsed = started.elapsed();
+    if let Some(e) = first_error {
+        return Err(RunError::Failed(e));
+    }
+    let vertices = plan
+        .vertices
+        .iter()
+        .zip(&metrics)
+        .map(|(v, ms)| {
+            let sum = |f: fn(&StageMetrics) -> u64| ms.iter().map(|m| f(m)).sum::<u64>();
+            VertexSummary {
+                name: v.name.clone(),
+                kind: v.kind_name(),
+                parallelism: v.parallelism,
+                records_in: sum(|m| m.records_in.load(Ordering::Relaxed)),
+                records_out: sum(|m| m.records_out.load(Ordering::Relaxed)),
+                bytes_in: sum(|m| m.bytes_in.load(Ordering::Relaxed)),
+                skipped: sum(|m| m.records_skipped.load(Ordering::Relaxed)),
+            }
+        })
+        .collect();
+    let tasks = task_metrics
+        .iter()
+        .map(|(n, m)| {
+            let (idle, bp, total) = m.times();
+            let total = total.max(1) as f64;
+            let busy = (total - idle as f64 - bp as f64).max(0.0);
+            (n.clone(), busy / total, idle as f64 / total, bp as f64 / total)
+        })
+        .collect();
+    Ok(RunSummary { pipeline: p.name.clone(), elapsed, vertices, tasks })
+}
+
+struct ProgressPrinter {
+    mode: Progress,
+    tty: bool,
+    name: String,
+    last: Instant,
+    last_count: u64,
+    last_elapsed: Duration,
+    printed: bool,
+}
+
+impl ProgressPrinter {
+    fn new(mode: Progress, name: &str) -> Self {
+        Self { mode, tty: std::io::stderr().is_terminal(), name: name.to_owned(), last: Instant::now(), last_count: 0, last_elapsed: Duration::ZERO, printed: false }
+    }
+
+    fn tick(&mut self, elapsed: Duration, plan: &Plan, metrics: &[Vec<Arc<StageMetrics>>]) {
+        if self.mode == Progress::Quiet {
+            return;
+        }
+        let every = if self.tty { Duration::from_millis(500) } else { Duration::from_secs(2) };
+        if self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let total = |v: usize, f: fn(&StageMetrics) -> u64| metrics[v].iter().map(|m| f(m)).sum::<u64>();
+        let source_out: u64 =
+            plan.vertices.iter().enumerate().filter(|(_, v)| v.input.is_none()).map(|(i, _)| total(i, |m| m.records_out.load(Ordering::Relaxed))).sum();
+        let dt = (elapsed - self.last_elapsed).as_secs_f64().max(1e-3);
+        let rate = (source_out - self.last_count) as f64 / dt;
+        self.last_count = source_out;
+        self.last_elapsed = elapsed;
+        let mut line = format!("{}  {:>6.1}s  {} in ({}/s)", self.name, elapsed.as_secs_f64(), human(source_out), human(rate as u64));
+        for (i, v) in plan.vertices.iter().enumerate() {
+            match v.kind {
+                VertexKind::Operator(_) => line.push_str(&format!(
+                    "  {} {}→{}",
+                    v.name,
+                    human(total(i, |m| m.records_in.load(Ordering::Relaxed))),
+                    human(total(i, |m| m.records_out.load(Ordering::Relaxed)))
+                )),
+                VertexKind::Sink(_) => line.push_str(&format!("  {} {} out", v.name, human(total(i, |m| m.records_in.load(Ordering::Relaxed))))),
+                VertexKind::Source(_) => {}
+            }
+        }
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+        self.printed = true;
+    }
+
+    fn finish(&mut self) {
+        if self.tty && self.printed {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+/// 1234567 -> "1.23M".
+pub fn human(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        _ => format!("{:.2}G", n as f64 / 1e9),
+    }
+}

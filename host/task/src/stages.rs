@@ -1,0 +1,233 @@
+//! The stages a chain is made of: Wasm operators and sinks.
+
+use crate::{Stage, StageMetrics, TaskError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use weir_connector::Sink;
+use weir_format::{BatchWriter, Frames, Preview, RecordRef};
+use weir_wasm::{CallError, OperatorInstance, TimerFired, TrapKind};
+
+/// What an operator does with a record its plugin rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorPolicy {
+    /// Stop the pipeline with a message naming the record (the default).
+    #[default]
+    Fail,
+    /// Log the record and the reason, count it, and continue without it.
+    Skip,
+}
+
+/// Who a stage is, for messages.
+#[derive(Debug, Clone)]
+pub struct StageInfo {
+    /// Operator name.
+    pub operator: String,
+    /// Where it is in the pipeline file (e.g. `operators[1]`).
+    pub config_path: String,
+    /// Plugin name.
+    pub plugin: String,
+    /// Plugin file.
+    pub plugin_path: String,
+    /// Short content hash of the plugin.
+    pub version: String,
+    /// Subtask index.
+    pub subtask: u32,
+}
+
+impl StageInfo {
+    fn who(&self) -> String {
+        format!(
+            "operator `{}` (plugin `{}`, {}, version {}) subtask {}",
+            self.operator, self.plugin, self.plugin_path, self.version, self.subtask
+        )
+    }
+}
+
+/// A Wasm operator in a chain.
+pub struct WasmStage {
+    instance: OperatorInstance,
+    info: StageInfo,
+    policy: ErrorPolicy,
+    metrics: Arc<StageMetrics>,
+    batches: u64,
+    records_seen: u64,
+    last_skip_log: Option<Instant>,
+}
+
+impl WasmStage {
+    /// Wraps an opened instance.
+    pub fn new(instance: OperatorInstance, info: StageInfo, policy: ErrorPolicy, metrics: Arc<StageMetrics>) -> Self {
+        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None }
+    }
+
+    fn describe(rec: &RecordRef<'_>) -> String {
+        let key = rec.key.map_or_else(|| "none".to_owned(), |k| Preview(k).to_string());
+        format!("key {key}, timestamp {}, value {}", rec.timestamp, Preview(rec.value))
+    }
+
+    fn call_failed(&self, what: &str, e: CallError, batch: Option<(&[u8], usize)>) -> TaskError {
+        let who = self.info.who();
+        let place = match batch {
+            Some((b, n)) => {
+                let first = Frames::new(b).next().and_then(Result::ok).map(|r| Self::describe(&r)).unwrap_or_default();
+                format!(
+                    " while processing batch #{} (records {}..{} of its input; first record: {first})",
+                    self.batches + 1,
+                    self.records_seen,
+                    self.records_seen + n as u64
+                )
+            }
+            None => format!(" in `{what}`"),
+        };
+        let msg = match &e {
+            CallError::Trap { kind, detail, .. } => {
+                let hint = match kind {
+                    TrapKind::Deadline(_) => "If the plugin is only slow, raise `limits.call-timeout` for this operator; if it loops forever, fix the plugin.".to_owned(),
+                    TrapKind::Memory { .. } => "Raise `limits.memory` for this operator if it legitimately needs more, or fix the plugin's memory use.".to_owned(),
+                    TrapKind::Other => {
+                        let bt: Vec<&str> = detail.lines().skip(1).filter(|l| !l.trim().is_empty()).take(8).collect();
+                        if bt.is_empty() {
+                            "This is a bug in the plugin (a panic or an invalid operation).".to_owned()
+                        } else {
+                            format!("This is a bug in the plugin (a panic or an invalid operation). Wasm backtrace:\n{}", bt.join("\n"))
+                        }
+                    }
+                };
+                format!("{who} {e}{place}. The instance was discarded and the pipeline stopped; the host is unaffected. {hint}")
+            }
+            CallError::Rejected { .. } | CallError::Failed(_) => format!("{who} failed{place}: {e}"),
+        };
+        TaskError::Stage(msg)
+    }
+
+    fn collect_timers(&mut self, event_time: bool, time: i64) -> Result<Vec<u8>, TaskError> {
+        let mut out = Vec::new();
+        loop {
+            let due: Vec<TimerFired> = self
+                .instance
+                .timers()
+                .take_due(event_time, time, 1024)
+                .into_iter()
+                .map(|(timestamp, key)| TimerFired { event_time, key, timestamp })
+                .collect();
+            if due.is_empty() {
+                return Ok(out);
+            }
+            match self.instance.on_timer(&due) {
+                Ok(o) => out.extend_from_slice(&o),
+                Err(e) => return Err(self.call_failed("on-timer", e, None)),
+            }
+        }
+    }
+}
+
+impl Stage for WasmStage {
+    fn process(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
+        let mut owned: Option<(Vec<u8>, usize)> = None;
+        loop {
+            let (cur, n) = owned.as_ref().map_or((batch, records), |(b, n)| (b.as_slice(), *n));
+            match self.instance.process(cur) {
+                Ok(out) => {
+                    self.batches += 1;
+                    self.records_seen += records as u64;
+                    return Ok(out);
+                }
+                Err(CallError::Rejected { index, message }) if (index as usize) < n => {
+                    let rec = Frames::new(cur).nth(index as usize).and_then(Result::ok).expect("index checked");
+                    let position = self.records_seen + index as u64;
+                    if self.policy == ErrorPolicy::Fail {
+                        return Err(TaskError::Stage(format!(
+                            "{} rejected record #{position} of its input ({}): {message}. The pipeline stopped (on-error = \"fail\"). Fix the input, or set `on-error = \"skip\"` in {} to set such records aside and continue.",
+                            self.info.who(),
+                            Self::describe(&rec),
+                            self.info.config_path
+                        )));
+                    }
+                    self.metrics.records_skipped.fetch_add(1, Ordering::Relaxed);
+                    if self.last_skip_log.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+                        self.last_skip_log = Some(Instant::now());
+                        tracing::warn!(
+                            operator = %self.info.operator,
+                            subtask = self.info.subtask,
+                            skipped_total = self.metrics.records_skipped.load(Ordering::Relaxed),
+                            "skipped record #{position} ({}): {message}",
+                            Self::describe(&rec)
+                        );
+                    }
+                    let mut w = BatchWriter::with_capacity(cur.len());
+                    for (i, r) in Frames::new(cur).enumerate() {
+                        if i != index as usize {
+                            w.push_record(&r.expect("well-formed batch"));
+                        }
+                    }
+                    owned = Some((w.finish(), n - 1));
+                    if n == 1 {
+                        self.records_seen += records as u64;
+                        return Ok(Vec::new());
+                    }
+                }
+                Err(e) => return Err(self.call_failed("process", e, Some((cur, n)))),
+            }
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
+        self.instance.timers().watermark = watermark;
+        if self.instance.timers().next_event().is_some_and(|t| t <= watermark) {
+            return self.collect_timers(true, watermark);
+        }
+        Ok(Vec::new())
+    }
+
+    fn next_processing_timer(&mut self) -> Option<i64> {
+        self.instance.timers().next_processing()
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64) -> Result<Vec<u8>, TaskError> {
+        self.collect_timers(false, now_ms)
+    }
+
+    fn close(&mut self) -> Result<Vec<u8>, TaskError> {
+        self.instance.close().map_err(|e| self.call_failed("close", e, None))
+    }
+
+    fn metrics(&self) -> &Arc<StageMetrics> {
+        &self.metrics
+    }
+}
+
+/// A sink at the end of a chain.
+pub struct SinkStage {
+    sink: Box<dyn Sink>,
+    name: String,
+    subtask: u32,
+    metrics: Arc<StageMetrics>,
+}
+
+impl SinkStage {
+    /// Wraps an opened sink.
+    pub fn new(sink: Box<dyn Sink>, name: String, subtask: u32, metrics: Arc<StageMetrics>) -> Self {
+        Self { sink, name, subtask, metrics }
+    }
+
+    fn failed(&self, e: weir_connector::ConnectorError) -> TaskError {
+        TaskError::Stage(format!("sink `{}` subtask {} failed: {e}", self.name, self.subtask))
+    }
+}
+
+impl Stage for SinkStage {
+    fn process(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
+        self.sink.write(batch, records).map_err(|e| self.failed(e))?;
+        Ok(Vec::new())
+    }
+
+    fn close(&mut self) -> Result<Vec<u8>, TaskError> {
+        self.sink.close().map_err(|e| self.failed(e))?;
+        Ok(Vec::new())
+    }
+
+    fn metrics(&self) -> &Arc<StageMetrics> {
+        &self.metrics
+    }
+}
