@@ -203,6 +203,16 @@ pub struct OperatorConfig {
     /// The plugin's own settings, handed to its `open` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
+    /// Position in the file's `[[operators]]` list, for messages.
+    #[serde(skip)]
+    pub index: usize,
+}
+
+impl OperatorConfig {
+    /// `operators[i]`: where this operator is in the file.
+    pub fn path(&self) -> String {
+        format!("operators[{}]", self.index)
+    }
 }
 
 /// A source's connector settings.
@@ -386,6 +396,15 @@ impl Pipeline {
         let limits_cfg: LimitsConfig = raw.limits.and_then(|v| typed(v, "limits", &mut errors)).unwrap_or_default();
         let limits = limits_cfg.or(weir_wasm::Limits::default());
 
+        // Names declared in the file, valid or not: a section with its own
+        // error must not also be reported as missing by the graph checks.
+        let mut declared: BTreeSet<String> = raw.sources.keys().chain(raw.sinks.keys()).cloned().collect();
+        for v in &raw.operators {
+            if let Some(n) = v.get("name").and_then(toml::Value::as_str) {
+                declared.insert(n.to_owned());
+            }
+        }
+        let (declared_sources, declared_sinks) = (raw.sources.len(), raw.sinks.len());
         let mut sources = BTreeMap::new();
         for (sname, mut t) in raw.sources {
             let path = format!("sources.{sname}");
@@ -423,7 +442,8 @@ impl Pipeline {
         let available = list_plugins(&plugin_dir);
         for (i, v) in raw.operators.into_iter().enumerate() {
             let path = format!("operators[{i}]");
-            let Some(op) = typed::<OperatorConfig>(v, &path, &mut errors) else { continue };
+            let Some(mut op) = typed::<OperatorConfig>(v, &path, &mut errors) else { continue };
+            op.index = i;
             if op.parallelism == Some(0) {
                 errors.push(ConfigError { path: format!("{path}.parallelism"), message: "must be at least 1".into() });
             }
@@ -488,24 +508,26 @@ impl Pipeline {
         }
 
         let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, sources, operators, plugin_files, sinks };
-        p.check_graph(&mut errors);
+        p.check_graph(&mut errors, &declared, declared_sources, declared_sinks);
         if errors.is_empty() { Ok(p) } else { Err(errors) }
     }
 
-    fn check_graph(&self, errors: &mut Vec<ConfigError>) {
-        if self.sources.is_empty() {
+    fn check_graph(&self, errors: &mut Vec<ConfigError>, declared: &BTreeSet<String>, declared_sources: usize, declared_sinks: usize) {
+        // Something that is declared but invalid was reported already.
+        let broken = |name: &str| declared.contains(name) && !self.sources.contains_key(name) && !self.operators.iter().any(|o| o.name == name);
+        if declared_sources == 0 {
             errors.push(ConfigError { path: "sources".into(), message: "a pipeline needs at least one source, e.g. [sources.events] type = \"generator\"".into() });
         }
-        if self.sinks.is_empty() {
+        if declared_sinks == 0 {
             errors.push(ConfigError { path: "sinks".into(), message: "a pipeline needs at least one sink, e.g. [sinks.out] type = \"stdout\"".into() });
         }
         let mut names = BTreeSet::new();
         for n in self.sources.keys() {
             names.insert(n.clone());
         }
-        for (i, op) in self.operators.iter().enumerate() {
+        for op in &self.operators {
             if !names.insert(op.name.clone()) {
-                errors.push(ConfigError { path: format!("operators[{i}].name"), message: format!("{:?} is already used by another source or operator", op.name) });
+                errors.push(ConfigError { path: format!("{}.name", op.path()), message: format!("{:?} is already used by another source or operator", op.name) });
             }
         }
         for n in self.sinks.keys() {
@@ -516,25 +538,39 @@ impl Pipeline {
         // Inputs must name something defined *before* (sources, or earlier
         // operators), which also rules out cycles.
         let mut defined: BTreeSet<&str> = self.sources.keys().map(String::as_str).collect();
+        let mut parallelism: BTreeMap<&str, u32> = self.sources.iter().map(|(n, s)| (n.as_str(), s.parallelism.unwrap_or(1))).collect();
         for (i, op) in self.operators.iter().enumerate() {
+            let par = op.parallelism.unwrap_or(self.parallelism);
+            if op.partition == Some(PartitionKind::Forward) {
+                if let Some(&from) = self.operator_input(i).ok().and_then(|n| parallelism.get(n.as_str())) {
+                    if from != par {
+                        errors.push(ConfigError {
+                            path: format!("{}.partition", op.path()),
+                            message: format!("\"forward\" needs equal parallelism, but the input runs at {from} and this operator at {par}; use \"rebalance\" or \"hash\""),
+                        });
+                    }
+                }
+            }
+            parallelism.insert(&op.name, par);
             match self.operator_input(i) {
-                Ok(input) if defined.contains(input.as_str()) => {}
+                Ok(input) if defined.contains(input.as_str()) || broken(&input) => {}
                 Ok(input) => errors.push(ConfigError {
-                    path: format!("operators[{i}].input"),
+                    path: format!("{}.input", op.path()),
                     message: format!("{input:?} is not a source or an operator defined above this one"),
                 }),
-                Err(m) => errors.push(ConfigError { path: format!("operators[{i}].input"), message: m }),
+                Err(_) if declared_sources > self.sources.len() => {}
+                Err(m) => errors.push(ConfigError { path: format!("{}.input", op.path()), message: m }),
             }
             defined.insert(&op.name);
-            let par = op.parallelism.unwrap_or(self.parallelism);
             if op.partition == Some(PartitionKind::Hash) && par > self.max_parallelism {
-                errors.push(ConfigError { path: format!("operators[{i}].parallelism"), message: format!("{par} is above max-parallelism ({})", self.max_parallelism) });
+                errors.push(ConfigError { path: format!("{}.parallelism", op.path()), message: format!("{par} is above max-parallelism ({})", self.max_parallelism) });
             }
         }
         for (n, sink) in &self.sinks {
             match self.sink_input(sink) {
-                Ok(input) if defined.contains(input.as_str()) => {}
+                Ok(input) if defined.contains(input.as_str()) || broken(&input) => {}
                 Ok(input) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: format!("{input:?} is not a source or operator") }),
+                Err(_) if declared_sources > self.sources.len() => {}
                 Err(m) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: m }),
             }
         }
@@ -648,7 +684,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(errors.iter().any(|e| e.path == "colour"), "{errors:#?}");
-        assert!(errors.iter().any(|e| e.path == "operators[1].name"), "{errors:#?}");
+        assert!(errors.iter().any(|e| e.path == "operators[1]" && e.message.contains("paralelism")), "{errors:#?}");
+        assert!(errors.iter().any(|e| e.path == "operators[2].input"), "{errors:#?}");
         let errors = parse(
             r#"
             [sources.gen]
@@ -678,6 +715,29 @@ mod tests {
         assert!(paths.contains(&"sinks.out.type"), "{errors:#?}");
         let plugin = errors.iter().find(|e| e.path == "operators[0].plugin").unwrap();
         assert!(plugin.message.contains("available: json-filter"), "{}", plugin.message);
+    }
+
+    #[test]
+    fn forward_needs_equal_parallelism_and_names_must_be_unique() {
+        let errors = parse(
+            r#"
+            [sources.gen]
+            type = "generator"
+            [[operators]]
+            name = "a"
+            plugin = "json-filter"
+            parallelism = 2
+            partition = "forward"
+            [[operators]]
+            name = "a"
+            plugin = "json-filter"
+            [sinks.out]
+            type = "discard"
+            "#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["operators[1].name", "operators[0].partition"], "{errors:#?}");
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn load_plugins(p: &Pipeline, engine: &Engine) -> Result<LoadedPlugins, RunE
             continue;
         }
         let plugin = engine.load(file).map_err(|e| {
-            RunError::Setup(format!("{}: operators[{i}] (`{}`): {e}", p.file.display(), p.operators[i].name))
+            RunError::Setup(format!("{}: {} (`{}`): {e}", p.file.display(), p.operators[i].path(), p.operators[i].name))
         })?;
         tracing::info!(
             plugin = %plugin.name,
@@ -125,10 +125,12 @@ fn open_operator(p: &Pipeline, plugins: &LoadedPlugins, op_index: usize, subtask
     let plugin = &plugins.plugins[op_index];
     OperatorInstance::open(plugin, &info, op.limits.or(p.limits)).map_err(|e| {
         RunError::Setup(format!(
-            "{}: operators[{op_index}] (`{}`, plugin `{}`): the plugin refused to start: {e}. Check operators[{op_index}].config",
+            "{}: {} (`{}`, plugin `{}`): the plugin refused to start: {e}. Check {}.config",
             p.file.display(),
+            op.path(),
             op.name,
-            plugin.name
+            plugin.name,
+            op.path()
         ))
     })
 }
@@ -220,7 +222,7 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
                         let plugin = &plugins.plugins[*i];
                         let info = StageInfo {
                             operator: op.name.clone(),
-                            config_path: format!("operators[{i}]"),
+                            config_path: op.path(),
                             plugin: plugin.name.clone(),
                             plugin_path: plugin.path.display().to_string(),
                             version: plugin.short_hash().to_owned(),
@@ -287,7 +289,7 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
                     Err(TaskError::Cancelled) => {}
                     Err(TaskError::Stage(msg)) => {
                         if first_error.is_none() {
-                            tracing::error!(task = %name, "{msg}");
+                            tracing::debug!(task = %name, "task failed first: {msg}");
                             first_error = Some(msg);
                         }
                         cancel.store(true, Ordering::Relaxed);

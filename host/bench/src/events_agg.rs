@@ -1,0 +1,121 @@
+//! The events-agg pipeline, end to end, through `weir_pipeline::run`.
+
+use anyhow::{bail, Context as _};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+use weir_pipeline::{human, LoadOptions, Pipeline, Progress, RunSummary, SourceKind};
+use weir_wasm::Engine;
+
+/// The events-agg benchmark's results.
+#[derive(Debug)]
+pub struct Report {
+    parallelism: u32,
+    summary: RunSummary,
+    /// Frame bytes the first operator received.
+    bytes: u64,
+    /// `VmHWM` after the run, and whether it was reset before it.
+    peak_rss: Option<u64>,
+    peak_rss_reset: bool,
+}
+
+/// Runs `pipeline` (pipelines/events-agg.toml) with the generator count and
+/// the operators' parallelism overridden.
+pub fn run(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, parallelism: u32) -> anyhow::Result<Report> {
+    let mut p = Pipeline::load(pipeline, &LoadOptions { plugin_dir: Some(plugin_dir.to_owned()) })?;
+    let mut generators = 0;
+    for source in p.sources.values_mut() {
+        if let SourceKind::Generator(g) = &mut source.kind {
+            g.count = Some(count);
+            generators += 1;
+        }
+    }
+    if generators == 0 {
+        bail!("{} has no generator source for --count to set", pipeline.display());
+    }
+    if parallelism > p.max_parallelism {
+        bail!("--parallelism {parallelism} is above the pipeline's max-parallelism ({})", p.max_parallelism);
+    }
+    p.parallelism = parallelism;
+    for op in &mut p.operators {
+        op.parallelism = Some(parallelism);
+    }
+
+    eprintln!("weir-bench: events-agg: {} records at parallelism {parallelism} ({})", human(count), pipeline.display());
+    let peak_rss_reset = reset_peak_rss();
+    let summary = weir_pipeline::run(&p, engine, Progress::Quiet).with_context(|| format!("running {}", pipeline.display()))?;
+    let peak_rss = peak_rss();
+    let bytes = summary.vertices.iter().find(|v| v.kind == "operator").map_or(0, |v| v.bytes_in);
+    Ok(Report { parallelism, summary, bytes, peak_rss, peak_rss_reset })
+}
+
+/// Resets the process's peak RSS (`VmHWM`) to its current RSS; false when
+/// the kernel does not allow it.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak RSS in bytes (`VmHWM` in `/proc/self/status`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl Report {
+    fn elapsed(&self) -> Duration {
+        self.summary.elapsed
+    }
+
+    fn records_per_sec(&self) -> f64 {
+        self.summary.source_records() as f64 / self.elapsed().as_secs_f64()
+    }
+
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.elapsed().as_secs_f64() / 1e6
+    }
+
+    /// Prints the table (and a JSON line when asked) on stdout.
+    pub fn print(&self, json: bool) {
+        let s = &self.summary;
+        println!();
+        println!("events-agg: {} source records, parallelism {}", human(s.source_records()), self.parallelism);
+        println!("  elapsed      {:.2} s", self.elapsed().as_secs_f64());
+        println!("  records/s    {}", human(self.records_per_sec() as u64));
+        println!("  MB/s         {:.1} (generated frames, {:.1} MB)", self.mb_per_sec(), self.bytes as f64 / 1e6);
+        match self.peak_rss {
+            Some(b) => println!(
+                "  peak RSS     {:.1} MiB ({})",
+                b as f64 / (1 << 20) as f64,
+                if self.peak_rss_reset { "reset before the run" } else { "since process start" }
+            ),
+            None => println!("  peak RSS     unknown (no /proc/self/status)"),
+        }
+        println!("  {:<10} {:<9} {:>4} {:>12} {:>12}", "vertex", "kind", "par", "records in", "records out");
+        for v in &s.vertices {
+            println!("  {:<10} {:<9} {:>4} {:>12} {:>12}", v.name, v.kind, v.parallelism, human(v.records_in), human(v.records_out));
+        }
+        println!("  {:<20} {:>6} {:>6} {:>14}", "task", "busy", "idle", "backpressured");
+        for (name, busy, idle, bp) in &s.tasks {
+            println!("  {:<20} {:>5.1}% {:>5.1}% {:>13.1}%", name, busy * 100.0, idle * 100.0, bp * 100.0);
+        }
+        if json {
+            let tasks: Vec<_> =
+                s.tasks.iter().map(|(n, b, i, p)| json!({ "task": n, "busy": b, "idle": i, "backpressured": p })).collect();
+            crate::print_json(&json!({
+                "bench": "events-agg",
+                "parallelism": self.parallelism,
+                "records": s.source_records(),
+                "sink_records": s.sink_records(),
+                "elapsed_s": self.elapsed().as_secs_f64(),
+                "records_per_sec": self.records_per_sec(),
+                "bytes": self.bytes,
+                "mb_per_sec": self.mb_per_sec(),
+                "peak_rss_bytes": self.peak_rss,
+                "peak_rss_reset": self.peak_rss_reset,
+                "tasks": tasks,
+            }));
+        }
+    }
+}

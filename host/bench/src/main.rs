@@ -1,0 +1,193 @@
+//! `weir-bench`: how fast weir is, measured the same way every time.
+//!
+//! ```text
+//! cargo run --release -p weir-bench -- [all|events-agg|boundary] [options]
+//! ```
+//!
+//! It first builds the plugins (`cargo build --target wasm32-wasip2
+//! --release` in `plugins/`, output on stderr), then runs one or both
+//! benchmarks and prints a table per benchmark on stdout. With `--json` each
+//! result line is also printed as one JSON object on a line of its own (for
+//! CI and trend tracking: `grep '^{'`). Nothing is asserted about times: the
+//! numbers depend on the machine and on what else it is doing, so compare
+//! runs on the same machine, and run twice when a number looks odd.
+//!
+//! # `events-agg`: the end-to-end job
+//!
+//! Runs `pipelines/events-agg.toml` through `weir_pipeline::run`, exactly as
+//! `weir run` would but without progress output: generated JSON events
+//! (~90 bytes) -> `json-filter` (parse, keep `amount >= 10`, key by user) ->
+//! `running-sum` keyed by user with state in the host -> discard. The file
+//! is the single definition of the job; `--count` and `--parallelism`
+//! override its generator count and its operators' parallelism. At
+//! parallelism 1 the whole job is one chain on one thread; at parallelism
+//! P the source stays one thread and feeds P `parse` and P `sum` subtasks.
+//!
+//! * **records/s**: records produced by the source / elapsed wall time.
+//!   Elapsed starts once the plugins are loaded and the operators opened.
+//!   For scale: Apache Flink 2.3 runs the same job at ~347 k records/s at
+//!   parallelism 1 on a 2-vCPU machine (`/work/shared/anchors.md`).
+//! * **MB/s**: bytes of the generated frames (what the first operator
+//!   received, frame headers included) per second, 1 MB = 10^6 bytes.
+//! * **peak RSS**: the process's `VmHWM` from `/proc/self/status`. It is
+//!   reset just before the run by writing `5` to `/proc/self/clear_refs`;
+//!   where the kernel refuses, the table says "since process start". `all`
+//!   runs events-agg before boundary in any case, so the boundary
+//!   benchmark's buffers are never counted.
+//! * **busy / idle / backpressured**: for each task (thread), the share of
+//!   its time spent working, waiting for input, and waiting for room in a
+//!   full output channel. A task near 100% busy is the bottleneck.
+//!
+//! # `boundary`: the cost of crossing into Wasm
+//!
+//! The `identity` plugin (every record copied unchanged into the output
+//! batch) called through `OperatorInstance::process` with the instance's
+//! default limits, against the same work done natively: walk the batch with
+//! `weir_format::Frames` and copy each record with `BatchWriter::push_record`
+//! into a fresh output buffer, exactly what the guest SDK does. Records
+//! have a 100-byte value and no key (120-byte frames). Per batch size, after
+//! a warm-up, the fastest of `--rounds` rounds is kept.
+//!
+//! * **wasm ns/rec**, **native ns/rec**: wall time per record.
+//! * **overhead ns/rec**: the difference, i.e. what the boundary adds: the
+//!   call, copying the batch into guest memory, the guest allocating its
+//!   output, and copying the output back out. The design target is under
+//!   30 ns per record at batch sizes of 256 and up.
+//! * **empty call**: one `process` call with an empty batch, the fixed cost
+//!   every call pays whatever its size; it dominates at batch size 1.
+
+mod boundary;
+mod events_agg;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use weir_wasm::{Engine, EngineConfig};
+
+/// weir's benchmarks: the events-agg pipeline end to end, and the cost of the
+/// Wasm boundary (identity operator in Wasm vs the same code native).
+///
+/// The plugins are built first (cargo output on stderr). Results are printed
+/// as tables on stdout; progress and information go to stderr. No time is
+/// asserted: compare runs made on the same machine.
+#[derive(Debug, Parser)]
+#[command(name = "weir-bench", version, after_long_help = AFTER_HELP)]
+struct Cli {
+    /// Which benchmark to run.
+    #[arg(value_enum, default_value_t = Which::All)]
+    which: Which,
+
+    /// events-agg: number of events the generator produces (overrides the
+    /// pipeline file's `count`).
+    #[arg(long, default_value_t = 10_000_000, value_name = "N")]
+    count: u64,
+
+    /// events-agg: parallelism of every operator. 1 runs the whole job as one
+    /// chain on one thread; P > 1 gives `parse` and `sum` P subtasks each.
+    #[arg(long, default_value_t = 1, value_name = "P", value_parser = clap::value_parser!(u32).range(1..))]
+    parallelism: u32,
+
+    /// boundary: records timed per batch size (batch size 1 runs a tenth of it).
+    #[arg(long, default_value_t = 4_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
+    records: u64,
+
+    /// boundary: batch sizes to measure, in records per `process` call.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64, 256, 4096], value_name = "SIZES")]
+    batch_sizes: Vec<usize>,
+
+    /// boundary: timed rounds per batch size; the fastest round is reported.
+    #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+
+    /// Also print each result line as one JSON object on its own line.
+    #[arg(long)]
+    json: bool,
+}
+
+const AFTER_HELP: &str = "\
+How to read the results:
+  events-agg  records/s is source records over wall time (plugins loaded and
+              operators opened before the clock starts); MB/s counts the
+              generated frames. Per task, busy + idle + backpressured = 100%:
+              the task that is busy while its upstream is backpressured is the
+              bottleneck. Peak RSS is the process's VmHWM, reset before the run.
+  boundary    overhead = Wasm ns/record - native ns/record for the identity
+              operator: what crossing the component boundary costs per record.
+              The empty-call figure is the fixed cost of one call; it dominates
+              at batch size 1. Target: < 30 ns/record at batch >= 256.
+
+Examples:
+  cargo run --release -p weir-bench                         # both, events-agg first
+  cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
+  cargo run --release -p weir-bench -- boundary --batch-sizes 256,4096 --json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    /// events-agg first (its peak RSS is then not inflated), then boundary.
+    All,
+    /// The events-agg pipeline (pipelines/events-agg.toml) end to end.
+    EventsAgg,
+    /// The identity operator in Wasm vs native, per batch size.
+    Boundary,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    if cli.batch_sizes.contains(&0) {
+        bail!("--batch-sizes: a batch holds at least 1 record");
+    }
+
+    let repo = repo_root()?;
+    build_plugins(&repo)?;
+    let plugin_dir = repo.join("plugins/target/wasm32-wasip2/release");
+    let engine = Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir() })?;
+
+    if matches!(cli.which, Which::All | Which::EventsAgg) {
+        let pipeline = repo.join("pipelines/events-agg.toml");
+        let report = events_agg::run(&engine, &pipeline, &plugin_dir, cli.count, cli.parallelism)?;
+        report.print(cli.json);
+    }
+    if matches!(cli.which, Which::All | Which::Boundary) {
+        let options = boundary::Options { records: cli.records, batch_sizes: cli.batch_sizes.clone(), rounds: cli.rounds };
+        let report = boundary::run(&engine, &plugin_dir.join("identity.wasm"), &options)?;
+        report.print(cli.json);
+    }
+    Ok(())
+}
+
+/// The repository root: this crate lives in `host/bench`.
+fn repo_root() -> anyhow::Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    dir.canonicalize().with_context(|| format!("cannot find the weir repository at {}", dir.display()))
+}
+
+/// Builds the plugins with cargo, its output streamed to stderr.
+fn build_plugins(repo: &Path) -> anyhow::Result<()> {
+    let manifest = repo.join("plugins/Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("weir-bench: building the plugins: cargo build --target wasm32-wasip2 --release --manifest-path {}", manifest.display());
+    let status = Command::new(&cargo)
+        .args(["build", "--target", "wasm32-wasip2", "--release", "--manifest-path"])
+        .arg(&manifest)
+        // The plugins must land in plugins/target, where the benchmarks look.
+        .env_remove("CARGO_TARGET_DIR")
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .with_context(|| format!("cannot run {} to build the plugins; is cargo on PATH?", cargo.to_string_lossy()))?;
+    if !status.success() {
+        bail!(
+            "building the plugins failed ({status}); see cargo's output above. If the target is missing, run `rustup target add wasm32-wasip2`"
+        );
+    }
+    Ok(())
+}
+
+/// Prints one JSON result line.
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}

@@ -1,0 +1,187 @@
+//! Test harness for weir's end-to-end tests.
+//!
+//! Tests run the real `weir` binary (built by `cargo test --workspace` next
+//! to this test executable) against real Wasm components that
+//! [`plugin_dir`] builds from the repository's `plugins/` workspace, once
+//! per test process (cargo's own lock serializes concurrent builds).
+//! Every command runs with a timeout, so a hung pipeline fails its test
+//! instead of hanging the suite.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repo").to_owned()
+}
+
+/// Builds `plugins/` for wasm32-wasip2 (once per process) and returns the
+/// directory holding the `.wasm` files.
+pub fn plugin_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let manifest = repo().join("plugins/Cargo.toml");
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release", "--manifest-path"])
+                .arg(&manifest)
+                .status()
+                .expect("cannot run cargo to build the plugins");
+            assert!(status.success(), "building {} for wasm32-wasip2 failed", manifest.display());
+            repo().join("plugins/target/wasm32-wasip2/release")
+        })
+        .clone()
+}
+
+/// The path of a built plugin file, e.g. `plugin("json-filter")`.
+pub fn plugin(name: &str) -> PathBuf {
+    plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// The `weir` binary built alongside the tests.
+pub fn weir_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/weir
+    let bin = exe.parent().and_then(Path::parent).expect("target layout").join("weir");
+    assert!(bin.is_file(), "{} not found: run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+/// What a finished `weir` invocation did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (`None`: killed by a signal or the timeout).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Panics with the output unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "expected exit code {code}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless stderr contains every one of `needles`.
+    pub fn expect_stderr(&self, needles: &[&str]) -> &Self {
+        for n in needles {
+            assert!(self.stderr.contains(n), "stderr lacks {n:?}:\n{}", self.stderr);
+        }
+        self
+    }
+}
+
+/// A scratch directory with a shared compile cache for the engine.
+pub struct Scratch {
+    /// The directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    /// A new empty directory.
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// A path inside it.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file inside it and returns its path.
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, contents).expect("write");
+        p
+    }
+
+    /// Writes a pipeline file whose `plugin-dir` is the built plugins.
+    pub fn pipeline(&self, rel: &str, body: &str) -> PathBuf {
+        let text = format!("plugin-dir = {:?}\n{body}", plugin_dir().display().to_string());
+        self.write(rel, text)
+    }
+
+    /// Runs `weir ARGS` in this directory with a timeout.
+    pub fn weir(&self, args: &[&str], timeout: Duration) -> Run {
+        run_with_timeout(Command::new(weir_bin()).args(args).current_dir(self.dir.path()), timeout)
+    }
+}
+
+/// The compile cache shared by all tests (compiling is the slow part).
+pub fn cache_dir() -> PathBuf {
+    repo().join("target/weir-test-cache")
+}
+
+/// Runs a command with a timeout; kills it when the time is up.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
+    let started = Instant::now();
+    let mut child = cmd
+        .env("WEIR_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start weir");
+    let out_reader = read_in_background(child.stdout.take().expect("stdout"));
+    let err_reader = read_in_background(child.stderr.take().expect("stderr"));
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out_reader.join().expect("reader");
+    let stderr = err_reader.join().expect("reader");
+    Run { code, stdout, stderr, elapsed: started.elapsed() }
+}
+
+fn read_in_background(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = r.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+/// Compares `actual` with the golden file `tests/golden/NAME`; with
+/// `BLESS=1` in the environment, rewrites the file instead.
+pub fn golden(name: &str, actual: &str) {
+    let path = repo().join("tests/golden").join(name);
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing: run with BLESS=1 to create it", path.display()));
+    assert_eq!(expected, actual, "output differs from {} (run with BLESS=1 to accept)", path.display());
+}
+
+/// Output of the `output()` of a finished process, as text.
+pub fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// Parses JSON lines.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+}
