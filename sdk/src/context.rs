@@ -78,6 +78,98 @@ struct Slot {
     dirty: bool,
 }
 
+/// A prefetched value: a range of `Prefetch::values`, or absent.
+#[derive(Debug, Clone, Copy)]
+struct Val {
+    off: u32,
+    len: u32,
+    present: bool,
+    dirty: bool,
+}
+
+/// The states in [`crate::Operator::PREFETCH`] for every key of the batch,
+/// addressed by *position*: record `i` of the batch uses slot `slot_of[i]`,
+/// and records with equal keys share a slot (the host says which keys
+/// repeat). Reading or writing the current record's state is then an index,
+/// a short key comparison and a copy: no hashing and no allocation.
+#[derive(Debug, Default)]
+struct Prefetch {
+    /// The prefetched state names (`Operator::PREFETCH`).
+    names: &'static [&'static str],
+    /// Record index -> slot (`u32::MAX`: the record has no key).
+    slot_of: Vec<u32>,
+    /// Slot -> key range in `keys`.
+    slot_keys: Vec<(u32, u32)>,
+    keys: Vec<u8>,
+    /// Per prefetched name: slot -> value, values stored in `arena[name]`.
+    vals: Vec<Vec<Val>>,
+    arena: Vec<Vec<u8>>,
+    /// Key -> slot, built only if a state is accessed for a key other than
+    /// the current record's.
+    index: Option<FxHashMap<Vec<u8>, u32>>,
+}
+
+impl Prefetch {
+    fn key(&self, slot: u32) -> &[u8] {
+        let (off, len) = self.slot_keys[slot as usize];
+        &self.keys[off as usize..(off + len) as usize]
+    }
+
+    fn clear(&mut self) {
+        self.names = &[];
+        self.slot_of.clear();
+        self.slot_keys.clear();
+        self.keys.clear();
+        self.vals.iter_mut().for_each(Vec::clear);
+        self.arena.iter_mut().for_each(Vec::clear);
+        self.index = None;
+    }
+
+    /// The slot of `key`, preferring the current record's.
+    fn slot(&mut self, current: usize, key: &[u8]) -> Option<u32> {
+        if let Some(&s) = self.slot_of.get(current) {
+            if s != u32::MAX && self.key(s) == key {
+                return Some(s);
+            }
+        }
+        if self.slot_keys.is_empty() {
+            return None;
+        }
+        if self.index.is_none() {
+            let mut index = FxHashMap::default();
+            for s in 0..self.slot_keys.len() as u32 {
+                index.insert(self.key(s).to_vec(), s);
+            }
+            self.index = Some(index);
+        }
+        self.index.as_ref().and_then(|i| i.get(key).copied())
+    }
+
+    fn get(&self, name: usize, slot: u32) -> Option<&[u8]> {
+        let v = self.vals[name][slot as usize];
+        v.present.then(|| &self.arena[name][v.off as usize..(v.off + v.len) as usize])
+    }
+
+    fn set(&mut self, name: usize, slot: u32, value: Option<&[u8]>) {
+        let v = &mut self.vals[name][slot as usize];
+        v.dirty = true;
+        match value {
+            None => v.present = false,
+            Some(bytes) => {
+                let arena = &mut self.arena[name];
+                if bytes.len() > v.len as usize || !v.present {
+                    v.off = arena.len() as u32;
+                    arena.extend_from_slice(bytes);
+                } else {
+                    arena[v.off as usize..v.off as usize + bytes.len()].copy_from_slice(bytes);
+                }
+                v.len = bytes.len() as u32;
+                v.present = true;
+            }
+        }
+    }
+}
+
 /// Per-batch view of host state, timers and logging.
 ///
 /// Value-state reads go through a cache that lives for one batch;
@@ -87,6 +179,11 @@ pub struct Context {
     names: Vec<String>,
     /// Per state name (indexed like `names`): key -> cached value.
     cache: Vec<FxHashMap<Vec<u8>, Slot>>,
+    /// `names` index -> index in the prefetched names, if prefetched.
+    prefetched: Vec<Option<usize>>,
+    prefetch: Prefetch,
+    /// Index of the record being processed.
+    current: usize,
     map_ops: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -99,7 +196,16 @@ impl fmt::Debug for Context {
 
 impl Context {
     pub(crate) fn new(host: Box<dyn Host>) -> Self {
-        Self { host, names: Vec::new(), cache: Vec::new(), map_ops: Vec::new(), scratch: Vec::new() }
+        Self {
+            host,
+            names: Vec::new(),
+            cache: Vec::new(),
+            prefetched: Vec::new(),
+            prefetch: Prefetch::default(),
+            current: 0,
+            map_ops: Vec::new(),
+            scratch: Vec::new(),
+        }
     }
 
     fn name_index(&mut self, name: &str) -> u16 {
@@ -108,14 +214,41 @@ impl Context {
             None => {
                 self.names.push(name.to_owned());
                 self.cache.push(FxHashMap::default());
+                self.prefetched.push(None);
                 (self.names.len() - 1) as u16
             }
         }
     }
 
+    pub(crate) fn set_current(&mut self, record: usize) {
+        self.current = record;
+    }
+
+    /// The prefetch slot holding (`name`, `key`), if the batch prefetched it.
+    fn prefetched_slot(&mut self, idx: usize, key: &[u8]) -> Option<(usize, u32)> {
+        let p = self.prefetched[idx]?;
+        let slot = self.prefetch.slot(self.current, key)?;
+        Some((p, slot))
+    }
+
+    /// The hot path: `name` is a prefetched state and `key` the current
+    /// record's key. No hashing, no allocation.
+    #[inline]
+    fn current_slot(&self, name: &str, key: &[u8]) -> Option<(usize, u32)> {
+        let p = self.prefetch.names.iter().position(|n| std::ptr::eq(n.as_ptr(), name.as_ptr()) || *n == name)?;
+        let s = *self.prefetch.slot_of.get(self.current)?;
+        (s != u32::MAX && self.prefetch.key(s) == key).then_some((p, s))
+    }
+
     /// Reads value state `name` for `key` as raw bytes.
     pub fn get_bytes(&mut self, name: &str, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        if let Some((p, slot)) = self.current_slot(name, key) {
+            return Ok(self.prefetch.get(p, slot));
+        }
         let idx = self.name_index(name) as usize;
+        if let Some((p, slot)) = self.prefetched_slot(idx, key) {
+            return Ok(self.prefetch.get(p, slot));
+        }
         // Two lookups instead of the entry API so the common hit does not
         // allocate an owned key.
         if !self.cache[idx].contains_key(key) {
@@ -148,7 +281,15 @@ impl Context {
 
     /// Sets value state `name` for `key` to raw bytes. Applied when the batch ends.
     pub fn put_bytes(&mut self, name: &str, key: &[u8], value: &[u8]) {
+        if let Some((p, slot)) = self.current_slot(name, key) {
+            self.prefetch.set(p, slot, Some(value));
+            return;
+        }
         let idx = self.name_index(name) as usize;
+        if let Some((p, slot)) = self.prefetched_slot(idx, key) {
+            self.prefetch.set(p, slot, Some(value));
+            return;
+        }
         let map = &mut self.cache[idx];
         let slot = match map.get_mut(key) {
             Some(slot) => slot,
@@ -167,6 +308,10 @@ impl Context {
     /// Deletes value state `name` for `key`. Applied when the batch ends.
     pub fn delete(&mut self, name: &str, key: &[u8]) {
         let idx = self.name_index(name) as usize;
+        if let Some((p, slot)) = self.prefetched_slot(idx, key) {
+            self.prefetch.set(p, slot, None);
+            return;
+        }
         self.cache[idx].insert(key.to_vec(), Slot { value: None, dirty: true });
     }
 
@@ -231,29 +376,62 @@ impl Context {
         self.host.log(level, message);
     }
 
-    /// Fetches value states `names` for every key yielded by `keys`, in one
-    /// host call per name, into the batch cache.
-    pub(crate) fn prefetch<'k>(&mut self, names: &[&str], keys: impl Iterator<Item = &'k [u8]> + Clone) -> Result<(), StateError> {
-        for name in names {
-            let idx = self.name_index(name) as usize;
-            let mut wanted: Vec<&[u8]> = Vec::new();
-            let mut req = Vec::new();
-            for key in keys.clone() {
-                if !self.cache[idx].contains_key(key) {
-                    self.cache[idx].insert(key.to_vec(), Slot { value: None, dirty: false });
-                    lp::put(&mut req, key);
-                    wanted.push(key);
-                }
+    /// Fetches value states `names` for the keys of a batch (`keys[i]` is
+    /// record `i`'s key), one host call per name, into positional slots.
+    pub(crate) fn prefetch(&mut self, names: &'static [&'static str], keys: &[Option<&[u8]>]) -> Result<(), StateError> {
+        let bad = || StateError::Invalid("malformed get-many response".into());
+        let pf = &mut self.prefetch;
+        pf.clear();
+        pf.names = names;
+        let mut req = Vec::new();
+        let mut req_records = Vec::new();
+        pf.slot_of.resize(keys.len(), u32::MAX);
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(k) = key {
+                lp::put(&mut req, k);
+                req_records.push(i);
             }
-            if wanted.is_empty() {
+        }
+        for (p, name) in names.iter().enumerate() {
+            let idx = self.name_index(name) as usize;
+            self.prefetched[idx] = Some(p);
+            let pf = &mut self.prefetch;
+            if pf.vals.len() <= p {
+                pf.vals.push(Vec::new());
+                pf.arena.push(Vec::new());
+            }
+            if req_records.is_empty() {
                 continue;
             }
             let resp = self.host.get_many(name, &req)?;
             let mut r = lp::Reader::new(&resp);
-            for key in wanted {
-                let value = r.opt().ok_or_else(|| StateError::Invalid("short get-many response".into()))?;
-                if let Some(slot) = self.cache[idx].get_mut(key) {
-                    slot.value = value.map(<[u8]>::to_vec);
+            for (j, &record) in req_records.iter().enumerate() {
+                match r.entry().ok_or_else(bad)? {
+                    lp::Entry::Repeat(k) => {
+                        let first = *req_records.get(k as usize).filter(|_| (k as usize) < j).ok_or_else(bad)?;
+                        pf.slot_of[record] = pf.slot_of[first];
+                    }
+                    entry => {
+                        let slot = if p == 0 {
+                            let key = keys[record].expect("requested keys exist");
+                            let s = pf.slot_keys.len() as u32;
+                            pf.slot_keys.push((pf.keys.len() as u32, key.len() as u32));
+                            pf.keys.extend_from_slice(key);
+                            pf.slot_of[record] = s;
+                            s
+                        } else {
+                            pf.slot_of[record]
+                        };
+                        let mut val = Val { off: 0, len: 0, present: false, dirty: false };
+                        if let lp::Entry::Value(v) = entry {
+                            val = Val { off: pf.arena[p].len() as u32, len: v.len() as u32, present: true, dirty: false };
+                            pf.arena[p].extend_from_slice(v);
+                        }
+                        if pf.vals[p].len() <= slot as usize {
+                            pf.vals[p].resize(slot as usize + 1, Val { off: 0, len: 0, present: false, dirty: false });
+                        }
+                        pf.vals[p][slot as usize] = val;
+                    }
                 }
             }
         }
@@ -271,6 +449,27 @@ impl Context {
     /// Sends every buffered write to the host in one call.
     pub(crate) fn flush(&mut self) -> Result<(), StateError> {
         let mut ops = std::mem::take(&mut self.map_ops);
+        for (idx, p) in self.prefetched.iter().enumerate() {
+            let Some(p) = *p else { continue };
+            let name = self.names[idx].as_bytes();
+            let pf = &self.prefetch;
+            for (slot, v) in pf.vals.get(p).map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+                if !v.dirty {
+                    continue;
+                }
+                let key = pf.key(slot as u32);
+                if v.present {
+                    ops.push(state_op::PUT);
+                    lp::put(&mut ops, name);
+                    lp::put(&mut ops, key);
+                    lp::put(&mut ops, &pf.arena[p][v.off as usize..(v.off + v.len) as usize]);
+                } else {
+                    ops.push(state_op::DELETE);
+                    lp::put(&mut ops, name);
+                    lp::put(&mut ops, key);
+                }
+            }
+        }
         for (key, slot, name) in self
             .cache
             .iter_mut()
@@ -310,6 +509,8 @@ impl Context {
     /// Forgets cached reads and unflushed writes (after a failed batch).
     pub(crate) fn reset(&mut self) {
         self.cache.iter_mut().for_each(FxHashMap::clear);
+        self.prefetch.clear();
+        self.prefetched.iter_mut().for_each(|p| *p = None);
         self.map_ops.clear();
     }
 }

@@ -29,14 +29,15 @@ impl<O: Operator> Runtime<O> {
     pub(crate) fn process(&mut self, input: &[u8]) -> Result<Vec<u8>, Rejection> {
         let mut out = Output::with_capacity(input.len() + input.len() / 4);
         if !O::PREFETCH.is_empty() {
-            let keys = Frames::new(input).filter_map(|r| r.ok().and_then(|r| r.key));
-            if let Err(e) = self.ctx.prefetch(O::PREFETCH, keys) {
+            let keys: Vec<Option<&[u8]>> = Frames::new(input).map(|r| r.ok().and_then(|r| r.key)).collect();
+            if let Err(e) = self.ctx.prefetch(O::PREFETCH, &keys) {
                 self.ctx.reset();
                 return Err((count(input), format!("prefetching state: {e}")));
             }
         }
         let mut index = 0u32;
         for rec in Frames::new(input) {
+            self.ctx.set_current(index as usize);
             let result = match rec {
                 Ok(rec) => self.op.process(rec, &mut out, &mut self.ctx),
                 Err(e) => Err(Error::msg(e)),
@@ -54,6 +55,7 @@ impl<O: Operator> Runtime<O> {
         let mut out = Output::default();
         let n = fired.len() as u32;
         for (index, timer) in fired.into_iter().enumerate() {
+            self.ctx.set_current(usize::MAX);
             if let Err(e) = self.op.on_timer(timer, &mut out, &mut self.ctx) {
                 self.ctx.reset();
                 return Err((index as u32, e.message().to_owned()));

@@ -120,10 +120,18 @@ impl Host for MemoryHost {
     fn get_many(&mut self, name: &str, keys: &[u8]) -> Result<Vec<u8>, StateError> {
         let mut r = lp::Reader::new(keys);
         let mut out = Vec::new();
+        let mut seen: BTreeMap<&[u8], u32> = BTreeMap::new();
+        let mut i = 0u32;
         while !r.is_empty() {
             let key = r.bytes().ok_or_else(|| StateError::Invalid("truncated key list".into()))?;
-            let v = self.get(name, key)?;
-            lp::put_opt(&mut out, v.as_deref());
+            if let Some(first) = seen.get(key) {
+                lp::put_repeat(&mut out, *first);
+            } else {
+                let v = self.get(name, key)?;
+                lp::put_opt(&mut out, v.as_deref());
+                seen.insert(key, i);
+            }
+            i += 1;
         }
         Ok(out)
     }

@@ -75,7 +75,7 @@ use weir_wasm::{Engine, EngineConfig};
 #[command(name = "weir-bench", version, after_long_help = AFTER_HELP)]
 struct Cli {
     /// Which benchmark to run.
-    #[arg(value_enum, default_value_t = Which::All)]
+    #[arg(value_enum, default_value_t = Which::All, value_name = "BENCHMARK")]
     which: Which,
 
     /// events-agg: number of events the generator produces (overrides the
@@ -93,7 +93,7 @@ struct Cli {
     records: u64,
 
     /// boundary: batch sizes to measure, in records per `process` call.
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64, 256, 4096], value_name = "SIZES")]
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256,4096", value_name = "SIZES")]
     batch_sizes: Vec<usize>,
 
     /// boundary: timed rounds per batch size; the fastest round is reported.

@@ -23,7 +23,8 @@ mod timers;
 
 pub use timers::TimerService;
 
-use std::collections::{BTreeMap, HashMap};
+use hashbrown::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use weir_format::{keygroup, lp, state_op};
@@ -89,8 +90,8 @@ impl KeyedState {
         Self {
             max_parallelism,
             owned: keygroup::range(subtask, max_parallelism, parallelism),
-            values: HashMap::new(),
-            maps: HashMap::new(),
+            values: HashMap::default(),
+            maps: HashMap::default(),
             staged: Vec::new(),
             undo: Vec::new(),
             in_call: false,
@@ -171,15 +172,26 @@ impl KeyedState {
         Ok(self.values.get(name).and_then(|m| m.get(key)).map(Vec::as_slice))
     }
 
-    /// Value state `name` for many keys, in the `get-many` encoding.
+    /// Value state `name` for many keys, in the `get-many` encoding: a key
+    /// that repeats an earlier one of the request is answered with a
+    /// reference to it.
     pub fn get_many(&mut self, name: &str, keys: &[u8], out: &mut Vec<u8>) -> Result<(), StateError> {
         self.materialize();
         let map = self.values.get(name);
+        let mut seen: HashMap<&[u8], u32> = HashMap::default();
         let mut r = lp::Reader::new(keys);
+        let mut i = 0u32;
         while !r.is_empty() {
             let key = r.bytes().ok_or_else(|| StateError::Invalid("truncated key list in get-many".into()))?;
-            self.check_key(key)?;
-            lp::put_opt(out, map.and_then(|m| m.get(key)).map(Vec::as_slice));
+            match seen.entry(key) {
+                hashbrown::hash_map::Entry::Occupied(first) => lp::put_repeat(out, *first.get()),
+                hashbrown::hash_map::Entry::Vacant(slot) => {
+                    self.check_key(key)?;
+                    slot.insert(i);
+                    lp::put_opt(out, map.and_then(|m| m.get(key)).map(Vec::as_slice));
+                }
+            }
+            i += 1;
         }
         Ok(())
     }
@@ -387,7 +399,17 @@ mod tests {
         let mut out = Vec::new();
         s.get_many("v", &keys, &mut out).unwrap();
         let mut r = lp::Reader::new(&out);
-        assert_eq!(r.opt(), Some(None));
-        assert_eq!(r.opt(), Some(Some(&b"B"[..])));
+        assert_eq!(r.entry(), Some(lp::Entry::Absent));
+        assert_eq!(r.entry(), Some(lp::Entry::Value(&b"B"[..])));
+        // A repeated key refers back to its first occurrence.
+        let mut keys2 = keys.clone();
+        lp::put(&mut keys2, b"a");
+        let mut out = Vec::new();
+        s.get_many("v", &keys2, &mut out).unwrap();
+        let mut r = lp::Reader::new(&out);
+        assert_eq!(r.entry(), Some(lp::Entry::Absent));
+        assert_eq!(r.entry(), Some(lp::Entry::Value(&b"B"[..])));
+        assert_eq!(r.entry(), Some(lp::Entry::Repeat(0)));
+        assert!(r.is_empty());
     }
 }

@@ -390,6 +390,27 @@ pub mod lp {
     /// Length marking an absent value.
     pub const ABSENT: u32 = u32::MAX;
 
+    /// Length marking, in a `get-many` response, a key equal to an earlier
+    /// key of the request; a `u32` index of that key follows.
+    pub const REPEAT: u32 = u32::MAX - 1;
+
+    /// One entry of a `get-many` response.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Entry<'a> {
+        /// The stored value.
+        Value(&'a [u8]),
+        /// No value stored.
+        Absent,
+        /// Same key as request entry `n` (earlier in the request).
+        Repeat(u32),
+    }
+
+    /// Appends a repeat marker for request entry `index`.
+    pub fn put_repeat(buf: &mut Vec<u8>, index: u32) {
+        buf.extend_from_slice(&REPEAT.to_le_bytes());
+        buf.extend_from_slice(&index.to_le_bytes());
+    }
+
     /// Appends one length-prefixed byte string.
     #[inline]
     pub fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
@@ -438,9 +459,28 @@ pub mod lp {
                 self.buf = &self.buf[4..];
                 return Some(None);
             }
-            let bytes = self.buf.get(4..4 + len as usize)?;
-            self.buf = &self.buf[4 + len as usize..];
+            let end = 4usize.checked_add(len as usize)?;
+            let bytes = self.buf.get(4..end)?;
+            self.buf = &self.buf[end..];
             Some(Some(bytes))
+        }
+
+        /// Reads one `get-many` response entry; `None` for a truncated buffer.
+        #[inline]
+        pub fn entry(&mut self) -> Option<Entry<'a>> {
+            let len = u32::from_le_bytes(self.buf.get(0..4)?.try_into().ok()?);
+            match len {
+                ABSENT => {
+                    self.buf = &self.buf[4..];
+                    Some(Entry::Absent)
+                }
+                REPEAT => {
+                    let n = u32::from_le_bytes(self.buf.get(4..8)?.try_into().ok()?);
+                    self.buf = &self.buf[8..];
+                    Some(Entry::Repeat(n))
+                }
+                _ => self.opt().map(|v| v.map_or(Entry::Absent, Entry::Value)),
+            }
         }
 
         /// Reads a byte string; `None` for a truncated buffer or an absent marker.
