@@ -1,13 +1,20 @@
 //! How batches move between tasks.
 //!
-//! Records travel in *buffers* of weir's frame format, never one by one: a
-//! producer appends records to a per-target buffer and sends the buffer when
-//! it is full (`buffer-size`, default 32 KiB), when the producer's input
-//! goes idle, or when the oldest record in it has waited `buffer-timeout`.
-//! A channel holds a bounded number of buffers; a producer that finds it
-//! full blocks, and that blocked time is what the task reports as
-//! *backpressured*. Memory in flight is therefore bounded by
-//! `channel capacity x buffer size` per channel, whatever the load.
+//! Records travel in *network buffers* of weir's frame format, never one by
+//! one: a producer appends records to a per-target buffer and sends the
+//! buffer when it is full (`buffer-size`, default 32 KiB), when the
+//! producer's input goes idle, or when the oldest record in it has waited
+//! `buffer-timeout`.
+//!
+//! Buffers come from a bounded [`BufferPool`] per producing task (its
+//! `network.memory`), and go back to it when the consumer has processed
+//! them: a returned buffer is a *credit*. Each downstream channel may hold
+//! `exclusive` buffers of the pool, and the rest are *floating*, shared by
+//! all channels, so a slow channel cannot take every buffer and starve its
+//! siblings. A producer that cannot get a buffer waits, and that wait is
+//! what the task reports as *backpressured*. Memory in flight is therefore
+//! bounded by configuration, never by load; backpressure propagates hop by
+//! hop up to the sources.
 //!
 //! Signals travel in-band on the same channels as data ([`Message`]):
 //! watermarks and end-of-input, so a receiver sees them in order with the
@@ -18,7 +25,11 @@
 //! channel it came from, so a receiver can track per-input watermarks and
 //! end-of-input.
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+mod pool;
+
+pub use pool::{Buffer, BufferPool, PoolConfig, PoolError};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,8 +40,8 @@ use weir_format::{keygroup, BatchWriter, Frames};
 pub enum Message {
     /// A buffer of `records` records in frame format.
     Data {
-        /// The frames.
-        buf: Vec<u8>,
+        /// The frames, in a buffer of the producer's pool (returned to it when dropped).
+        buf: Buffer,
         /// How many records it holds.
         records: u32,
     },
@@ -55,6 +66,13 @@ pub struct InputGate {
     rx: Receiver<Envelope>,
     /// Number of upstream channels.
     pub channels: u32,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for InputGate {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The receiver went away (its task failed or the pipeline is stopping).
@@ -69,23 +87,26 @@ impl std::fmt::Display for Disconnected {
 
 impl std::error::Error for Disconnected {}
 
-/// Creates an input gate for `channels` upstream channels holding at most
-/// `capacity` buffers, and the sender each upstream subtask clones.
-pub fn gate(channels: u32, capacity: usize) -> (GateSender, InputGate) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-    (GateSender { tx }, InputGate { rx, channels })
+/// Creates an input gate for `channels` upstream channels, and the sender
+/// each upstream subtask clones. The channel itself is unbounded: what
+/// bounds the data in flight is the producers' buffer pools.
+pub fn gate(channels: u32) -> (GateSender, InputGate) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (GateSender { tx, closed: closed.clone() }, InputGate { rx, channels, closed })
 }
 
 /// Cloneable sending side of an input gate.
 #[derive(Debug, Clone)]
 pub struct GateSender {
     tx: Sender<Envelope>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GateSender {
     /// The sender for upstream channel `channel`.
     pub fn channel(&self, channel: u32) -> OutputChannel {
-        OutputChannel { tx: self.tx.clone(), channel }
+        OutputChannel { tx: self.tx.clone(), channel, closed: self.closed.clone() }
     }
 }
 
@@ -115,22 +136,48 @@ impl InputGate {
         self.rx.try_recv().ok()
     }
 
-    /// Buffers waiting in the gate.
+    /// Messages waiting in the gate.
     pub fn queued(&self) -> usize {
         self.rx.len()
     }
-
-    /// Capacity of the gate in buffers.
-    pub fn capacity(&self) -> usize {
-        self.rx.capacity().unwrap_or(0)
-    }
 }
 
-/// Time a task spent blocked on full downstream channels, in nanoseconds.
+/// Time a task spent waiting (for input: idle; for output buffers:
+/// backpressured), in nanoseconds, including a wait in progress, so a long
+/// wait shows while it lasts. Two clock reads per wait, none per record.
 #[derive(Debug, Default)]
-pub struct BackpressureClock {
-    /// Total blocked time.
+pub struct WaitClock {
+    /// Total time of finished waits.
     pub blocked_ns: AtomicU64,
+    /// Start of the current wait (ns since `origin`), 0 when not waiting.
+    pub waiting_since_ns: AtomicU64,
+    origin: std::sync::OnceLock<Instant>,
+}
+
+impl WaitClock {
+    fn now_ns(&self) -> u64 {
+        self.origin.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+    }
+
+    /// A wait begins.
+    pub fn start_wait(&self) {
+        self.waiting_since_ns.store(self.now_ns(), Ordering::Relaxed);
+    }
+
+    /// The wait ends.
+    pub fn end_wait(&self) {
+        let since = self.waiting_since_ns.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            self.blocked_ns.fetch_add(self.now_ns().saturating_sub(since), Ordering::Relaxed);
+        }
+    }
+
+    /// Total waiting time so far, including a wait in progress.
+    pub fn total_ns(&self) -> u64 {
+        let since = self.waiting_since_ns.load(Ordering::Relaxed);
+        let current = if since == 0 { 0 } else { self.now_ns().saturating_sub(since) };
+        self.blocked_ns.load(Ordering::Relaxed) + current
+    }
 }
 
 /// The sending side of one upstream channel.
@@ -138,28 +185,18 @@ pub struct BackpressureClock {
 pub struct OutputChannel {
     tx: Sender<Envelope>,
     channel: u32,
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl OutputChannel {
-    /// Sends a message, blocking while the channel is full; the blocked time
-    /// is added to `clock`.
-    pub fn send(&self, msg: Message, clock: &BackpressureClock) -> Result<(), Disconnected> {
-        let env = Envelope { channel: self.channel, msg };
-        match self.tx.try_send(env) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(Disconnected),
-            Err(TrySendError::Full(env)) => {
-                let start = Instant::now();
-                let r = self.tx.send(env).map_err(|_| Disconnected);
-                clock.blocked_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                r
-            }
-        }
+    /// Sends a message (never blocks: buffers, not the channel, are bounded).
+    pub fn send(&self, msg: Message) -> Result<(), Disconnected> {
+        self.tx.send(Envelope { channel: self.channel, msg }).map_err(|_| Disconnected)
     }
 
-    /// Buffers queued in the receiving gate (shared by all its senders).
-    pub fn queued(&self) -> usize {
-        self.tx.len()
+    /// True when the receiving task is gone.
+    pub fn is_disconnected(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -201,11 +238,12 @@ impl Default for BufferConfig {
 pub struct Partitioner {
     strategy: Partitioning,
     targets: Vec<OutputChannel>,
-    writers: Vec<BatchWriter>,
+    /// Per target: the buffer being filled and its record count.
+    writers: Vec<Option<(Buffer, u32)>>,
+    pool: BufferPool,
     oldest: Option<Instant>,
     config: BufferConfig,
     next: usize,
-    clock: Arc<BackpressureClock>,
     /// Records sent, for metrics.
     pub records_out: u64,
     /// Bytes sent, for metrics.
@@ -213,10 +251,11 @@ pub struct Partitioner {
 }
 
 impl Partitioner {
-    /// A partitioner over `targets` (index = downstream subtask).
-    pub fn new(strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, clock: Arc<BackpressureClock>) -> Self {
-        let writers = targets.iter().map(|_| BatchWriter::with_capacity(config.size + config.size / 4)).collect();
-        Self { strategy, targets, writers, oldest: None, config, next: 0, clock, records_out: 0, bytes_out: 0 }
+    /// A partitioner over `targets` (index = downstream subtask), drawing
+    /// buffers from `pool` (channel i of the pool is target i).
+    pub fn new(strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, pool: BufferPool) -> Self {
+        let writers = targets.iter().map(|_| None).collect();
+        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, records_out: 0, bytes_out: 0 }
     }
 
     /// Routes one batch of `records` records.
@@ -247,41 +286,79 @@ impl Partitioner {
                         Some(k) if n > 1 => keygroup::subtask(keygroup::of(k, max_parallelism), max_parallelism, n),
                         _ => 0,
                     } as usize;
-                    self.writers[t].push_record(&rec);
-                    if self.writers[t].len() >= self.config.size {
+                    self.writable(t)?;
+                    let (buf, count) = self.writers[t].as_mut().expect("writable");
+                    let mut w = BatchWriter::from_vec(std::mem::take(buf.data_mut()), 0);
+                    w.push_record(&rec);
+                    *buf.data_mut() = w.finish();
+                    *count += 1;
+                    if buf.len() >= self.config.size {
                         self.send_writer(t)?;
                     }
                 }
             }
         }
-        if !self.config.timeout.is_zero() {
-            if self.oldest.is_some_and(|t| t.elapsed() >= self.config.timeout) {
-                self.flush()?;
-            }
-        } else {
+        if self.config.timeout.is_zero() || self.flush_due() {
             self.flush()?;
         }
         Ok(())
     }
 
+    /// Makes sure target `t` has a buffer to write into, waiting for one
+    /// from the pool if none is free (backpressure).
+    fn writable(&mut self, t: usize) -> Result<(), Disconnected> {
+        if self.writers[t].is_none() {
+            let buf = self.pool.acquire(t, || self.targets[t].is_disconnected()).ok_or(Disconnected)?;
+            self.writers[t] = Some((buf, 0));
+        }
+        Ok(())
+    }
+
+    /// Appends whole frames to target `t`'s buffer, splitting at record
+    /// boundaries so that no buffer grows far past the buffer size.
     fn append(&mut self, t: usize, batch: &[u8], records: usize) -> Result<(), Disconnected> {
-        self.writers[t].extend_raw(batch, records);
-        if self.writers[t].len() >= self.config.size {
-            self.send_writer(t)?;
+        let mut rest = batch;
+        let mut rest_records = records;
+        while !rest.is_empty() {
+            self.writable(t)?;
+            let (buf, count) = self.writers[t].as_mut().expect("writable");
+            let room = self.config.size.saturating_sub(buf.len());
+            if rest.len() <= room || (buf.is_empty() && room == 0) {
+                buf.data_mut().extend_from_slice(rest);
+                *count += rest_records as u32;
+                rest = &[];
+            } else {
+                // Take as many whole frames as fit (at least one into an empty buffer).
+                let mut cut = 0;
+                let mut n = 0;
+                for r in Frames::new(rest) {
+                    let len = r.expect("operators produce well-formed batches").encoded_len();
+                    if cut + len > room && !(cut == 0 && buf.is_empty()) {
+                        break;
+                    }
+                    cut += len;
+                    n += 1;
+                }
+                buf.data_mut().extend_from_slice(&rest[..cut]);
+                *count += n;
+                rest = &rest[cut..];
+                rest_records -= n as usize;
+            }
+            if self.writers[t].as_ref().is_some_and(|(b, _)| b.len() >= self.config.size) || !rest.is_empty() {
+                self.send_writer(t)?;
+            }
         }
         Ok(())
     }
 
     fn send_writer(&mut self, t: usize) -> Result<(), Disconnected> {
-        let records = self.writers[t].records() as u32;
+        let Some((buf, records)) = self.writers[t].take() else { return Ok(()) };
         if records == 0 {
             return Ok(());
         }
-        let cap = self.config.size + self.config.size / 4;
-        let buf = std::mem::replace(&mut self.writers[t], BatchWriter::with_capacity(cap)).finish();
         self.records_out += u64::from(records);
         self.bytes_out += buf.len() as u64;
-        self.targets[t].send(Message::Data { buf, records }, &self.clock)
+        self.targets[t].send(Message::Data { buf, records })
     }
 
     /// Sends every partly filled buffer.
@@ -307,14 +384,14 @@ impl Partitioner {
     pub fn signal(&mut self, make: impl Fn() -> Message) -> Result<(), Disconnected> {
         self.flush()?;
         for t in &self.targets {
-            t.send(make(), &self.clock)?;
+            t.send(make())?;
         }
         Ok(())
     }
 
-    /// Fraction of the downstream gates' capacity in use (0..=1), averaged.
-    pub fn queued(&self) -> usize {
-        self.targets.iter().map(OutputChannel::queued).sum()
+    /// The pool this partitioner draws from.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
     }
 }
 
@@ -341,12 +418,15 @@ mod tests {
         out
     }
 
+    fn pool(targets: usize, buffers: usize, size: usize) -> BufferPool {
+        BufferPool::new(PoolConfig { buffers, buffer_size: size, exclusive: 1 }, targets, Arc::default()).unwrap()
+    }
+
     #[test]
     fn hash_sends_each_key_to_one_owner() {
-        let gates: Vec<_> = (0..3).map(|_| gate(1, 64)).collect();
+        let gates: Vec<_> = (0..3).map(|_| gate(1)).collect();
         let targets = gates.iter().map(|(s, _)| s.channel(0)).collect();
-        let clock = Arc::new(BackpressureClock::default());
-        let mut p = Partitioner::new(Partitioning::Hash { max_parallelism: 128 }, targets, BufferConfig::default(), clock);
+        let mut p = Partitioner::new(Partitioning::Hash { max_parallelism: 128 }, targets, BufferConfig::default(), pool(3, 64, 32 << 10));
         let keys: Vec<String> = (0..300).map(|i| format!("k{}", i % 50)).collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (b, n) = batch(&refs);
@@ -366,36 +446,49 @@ mod tests {
     }
 
     #[test]
-    fn buffers_are_sent_when_full_and_on_flush() {
-        let (s, g) = gate(1, 1024);
-        let clock = Arc::new(BackpressureClock::default());
+    fn buffers_are_sent_when_full_and_on_flush_and_split_at_records() {
+        let (s, g) = gate(1);
         let cfg = BufferConfig { size: 1024, timeout: Duration::from_secs(3600) };
-        let mut p = Partitioner::new(Partitioning::Forward, vec![s.channel(0)], cfg, clock);
+        let mut p = Partitioner::new(Partitioning::Forward, vec![s.channel(0)], cfg, pool(1, 64, 1024));
         let (b, n) = batch(&["a"; 10]);
         p.emit(&b, n).unwrap();
         assert_eq!(g.queued(), 0, "a small batch waits for more");
-        for _ in 0..100 {
-            p.emit(&b, n).unwrap();
-        }
+        let (big, bn) = batch(&["a"; 1000]);
+        p.emit(&big, bn).unwrap();
         assert!(g.queued() > 0, "full buffers are sent");
         p.flush().unwrap();
-        assert_eq!(drain(&g).len(), 1010);
+        let mut total = 0;
+        while let Some(e) = g.try_recv() {
+            if let Message::Data { buf, records } = e.msg {
+                assert!(buf.len() <= 1024, "buffer of {} bytes", buf.len());
+                assert_eq!(weir_format::count(&buf).unwrap(), records as usize);
+                total += records;
+            }
+        }
+        assert_eq!(total, 1010);
     }
 
     #[test]
-    fn a_full_channel_blocks_and_counts_backpressure() {
-        let (s, g) = gate(1, 1);
-        let clock = Arc::new(BackpressureClock::default());
-        let ch = s.channel(0);
-        ch.send(Message::Watermark(1), &clock).unwrap();
+    fn an_exhausted_pool_blocks_the_producer_and_counts_backpressure() {
+        let (s, g) = gate(1);
+        let clock = Arc::new(WaitClock::default());
+        let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1 }, 1, clock.clone()).unwrap();
+        let cfg = BufferConfig { size: 64, timeout: Duration::ZERO };
+        let mut p = Partitioner::new(Partitioning::Forward, vec![s.channel(0)], cfg, pool);
+        let (b, n) = batch(&["x"]);
+        p.emit(&b, n).unwrap();
+        p.emit(&b, n).unwrap();
+        // Both buffers are in the gate, unprocessed: the next emit waits until one is consumed.
         let t = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            g.try_recv();
+            std::thread::sleep(Duration::from_millis(100));
+            let first = g.try_recv().unwrap();
+            drop(first);
             g
         });
-        ch.send(Message::Watermark(2), &clock).unwrap();
-        assert!(clock.blocked_ns.load(Ordering::Relaxed) >= 30_000_000);
-        drop(t.join());
-        assert_eq!(ch.send(Message::EndOfInput, &clock), Err(Disconnected));
+        p.emit(&b, n).unwrap();
+        assert!(clock.total_ns() >= 50_000_000, "waited {} ns", clock.total_ns());
+        let g = t.join().unwrap();
+        drop(g);
+        assert_eq!(p.emit(&b, n).and_then(|()| p.flush()), Err(Disconnected));
     }
 }

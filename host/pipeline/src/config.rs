@@ -116,13 +116,23 @@ pub struct NetworkConfig {
     pub buffer_size: ByteSize,
     /// Longest time a record waits in a partly filled buffer (`0`: no waiting).
     pub buffer_timeout: DurationStr,
-    /// Buffers a channel holds before its producer waits (backpressure).
-    pub channel_buffers: usize,
+    /// Memory for the network buffers of each producing task (split over
+    /// its outputs). It never grows with load: a producer without a free
+    /// buffer waits (backpressure).
+    pub memory: ByteSize,
+    /// Buffers of a producer's pool reserved for each downstream channel;
+    /// the rest are floating, shared by all its channels.
+    pub exclusive_buffers: usize,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
-        Self { buffer_size: ByteSize(32 << 10), buffer_timeout: DurationStr(Duration::from_millis(100)), channel_buffers: 8 }
+        Self {
+            buffer_size: ByteSize(32 << 10),
+            buffer_timeout: DurationStr(Duration::from_millis(100)),
+            memory: ByteSize(4 << 20),
+            exclusive_buffers: 2,
+        }
     }
 }
 
@@ -390,8 +400,11 @@ impl Pipeline {
         if network.buffer_size.0 < 1024 || network.buffer_size.0 > 64 << 20 {
             errors.push(ConfigError { path: "network.buffer-size".into(), message: "must be between 1KiB and 64MiB".into() });
         }
-        if network.channel_buffers == 0 {
-            errors.push(ConfigError { path: "network.channel-buffers".into(), message: "must be at least 1".into() });
+        if network.exclusive_buffers == 0 {
+            errors.push(ConfigError { path: "network.exclusive-buffers".into(), message: "must be at least 1".into() });
+        }
+        if network.memory.0 < network.buffer_size.0 * 2 {
+            errors.push(ConfigError { path: "network.memory".into(), message: "must hold at least two network buffers (2 x buffer-size)".into() });
         }
         let limits_cfg: LimitsConfig = raw.limits.and_then(|v| typed(v, "limits", &mut errors)).unwrap_or_default();
         let limits = limits_cfg.or(weir_wasm::Limits::default());

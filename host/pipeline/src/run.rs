@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use weir_connector::{ConnectorContext, DiscardSink, Sink, Source};
 use weir_connector_file::{FileSink, FileSource, StdoutSink};
 use weir_connector_generator::GeneratorSource;
-use weir_network::{gate, BufferConfig, GateSender, InputGate, Partitioner, Partitioning};
+use weir_network::{gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
 use weir_task::{ErrorPolicy, SinkStage, Stage, StageInfo, StageMetrics, Task, TaskError, TaskInput, TaskMetrics, WasmStage};
 use weir_wasm::{Engine, InstanceInfo, OperatorInstance, Plugin};
 
@@ -178,7 +178,7 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
             match head.input {
                 Some((u, part)) => {
                     let channels = if part == Partitioning::Forward { 1 } else { plan.vertices[u].parallelism };
-                    let (s, g) = gate(channels, p.network.channel_buffers);
+                    let (s, g) = gate(channels);
                     cs.push(Some(s));
                     cg.push(Some(g));
                 }
@@ -199,8 +199,34 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
     let mut task_metrics = Vec::new();
     for (ci, chain) in plan.chains.iter().enumerate() {
         for s in 0..chain.parallelism {
-            let tm = Arc::new(TaskMetrics::default());
             let head = &plan.vertices[chain.vertices[0]];
+            // Output pools first: the task's metrics watch them.
+            let last = &plan.vertices[*chain.vertices.last().expect("non-empty chain")];
+            let clock = Arc::new(WaitClock::default());
+            let mut outputs = Vec::new();
+            let mut pools = Vec::new();
+            for &c in &last.consumers {
+                let cc = plan.chain_of(c);
+                let (_, part) = plan.vertices[c].input.expect("consumer has an input");
+                let targets: Vec<_> = if part == Partitioning::Forward {
+                    vec![senders[cc][s as usize].as_ref().expect("gate").channel(0)]
+                } else {
+                    senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(s)).collect()
+                };
+                let memory = p.network.memory.0 as usize / last.consumers.len();
+                let config = PoolConfig { buffers: memory / buffers.size, buffer_size: buffers.size, exclusive: p.network.exclusive_buffers };
+                let pool = BufferPool::new(config, targets.len(), clock.clone()).map_err(|e| {
+                    RunError::Setup(format!("{}: network: task `{}` cannot feed `{}`: {e}", p.file.display(), head.name, plan.vertices[c].name))
+                })?;
+                pools.push(pool.clone());
+                outputs.push(Partitioner::new(part, targets, buffers, pool));
+            }
+            let in_capacity = match head.input {
+                Some((_, Partitioning::Forward)) => p.network.exclusive_buffers as u64,
+                Some((u, _)) => u64::from(plan.vertices[u].parallelism) * p.network.exclusive_buffers as u64,
+                None => 0,
+            };
+            let tm = Arc::new(TaskMetrics::new(in_capacity, pools, clock));
             let ctx = |name: &str, par: u32| ConnectorContext { pipeline: p.name.clone(), name: name.to_owned(), subtask: s, parallelism: par };
             let input = match &head.kind {
                 VertexKind::Source(sc) => TaskInput::Source {
@@ -239,18 +265,6 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
                         stages.push(Box::new(SinkStage::new(sink, vx.name.clone(), s, m)));
                     }
                 }
-            }
-            let last = &plan.vertices[*chain.vertices.last().expect("non-empty chain")];
-            let mut outputs = Vec::new();
-            for &c in &last.consumers {
-                let cc = plan.chain_of(c);
-                let (_, part) = plan.vertices[c].input.expect("consumer has an input");
-                let targets = if part == Partitioning::Forward {
-                    vec![senders[cc][s as usize].as_ref().expect("gate").channel(0)]
-                } else {
-                    senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(s)).collect()
-                };
-                outputs.push(Partitioner::new(part, targets, buffers, tm.backpressure.clone()));
             }
             let name = format!("{}[{s}]", head.name);
             task_metrics.push((name.clone(), tm.clone()));

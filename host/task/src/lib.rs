@@ -102,7 +102,7 @@ impl Task {
     /// Runs the task to the end of its input.
     pub fn run(mut self) -> Result<(), TaskError> {
         self.metrics.start();
-        let result = match std::mem::replace(&mut self.input, TaskInput::Gate(weir_network::gate(0, 1).1)) {
+        let result = match std::mem::replace(&mut self.input, TaskInput::Gate(weir_network::gate(0).1)) {
             TaskInput::Source { source, metrics, name } => self.run_source(source, &metrics, &name),
             TaskInput::Gate(gate) => self.run_gate(&gate),
         };
@@ -123,9 +123,9 @@ impl Task {
                 .map_err(|e| TaskError::Stage(format!("source `{name}` ({}) failed: {e}", self.name)))?;
             if !w.is_empty() {
                 let records = w.records();
-                let buf = w.take();
-                metrics.add_out(records, buf.len());
-                self.push(0, buf, records)?;
+                metrics.add_out(records, w.len());
+                self.push(0, w.as_bytes(), records)?;
+                w.clear();
                 self.flush_due()?;
             }
             match poll {
@@ -133,9 +133,9 @@ impl Task {
                 Poll::Idle(d) => {
                     self.flush_all()?;
                     self.fire_processing_timers()?;
-                    let start = Instant::now();
+                    self.metrics.idle.start_wait();
                     std::thread::sleep(d.min(MAX_WAIT));
-                    self.metrics.add_idle(start.elapsed());
+                    self.metrics.idle.end_wait();
                 }
                 Poll::Finished => break,
             }
@@ -153,12 +153,19 @@ impl Task {
         while open_channels > 0 {
             self.cancelled()?;
             let wait = self.next_wakeup();
-            let start = Instant::now();
-            let received = gate.recv_timeout(wait);
-            self.metrics.add_idle(start.elapsed());
+            let received = match gate.try_recv() {
+                Some(env) => Received::Message(env),
+                None => {
+                    self.metrics.idle.start_wait();
+                    let r = gate.recv_timeout(wait);
+                    self.metrics.idle.end_wait();
+                    r
+                }
+            };
+            self.metrics.in_queued.store(gate.queued() as u64, std::sync::atomic::Ordering::Relaxed);
             match received {
                 Received::Message(env) => match env.msg {
-                    Message::Data { buf, records } => self.push(0, buf, records as usize)?,
+                    Message::Data { buf, records } => self.push(0, &buf, records as usize)?,
                     Message::Watermark(w) => {
                         let ch = env.channel as usize;
                         watermarks[ch] = watermarks[ch].max(w);
@@ -208,21 +215,23 @@ impl Task {
     }
 
     /// Runs a batch through stages `from..` and the outputs.
-    fn push(&mut self, from: usize, batch: Vec<u8>, records: usize) -> Result<(), TaskError> {
-        let mut batch = batch;
+    fn push(&mut self, from: usize, batch: &[u8], records: usize) -> Result<(), TaskError> {
+        let mut owned: Option<Vec<u8>> = None;
         let mut records = records;
         for i in from..self.stages.len() {
             if records == 0 {
                 return Ok(());
             }
+            let input = owned.as_deref().unwrap_or(batch);
             let stage = &mut self.stages[i];
-            stage.metrics().add_in(records, batch.len());
-            let out = stage.process(&batch, records)?;
+            stage.metrics().add_in(records, input.len());
+            let out = stage.process(input, records)?;
             records = weir_format::count(&out).map_err(|e| TaskError::Stage(format!("{}: a stage produced a malformed batch: {e}", self.name)))?;
             stage.metrics().add_out(records, out.len());
-            batch = out;
+            owned = Some(out);
         }
-        self.emit(&batch, records)
+        let out = owned.as_deref().unwrap_or(batch);
+        self.emit(out, records)
     }
 
     fn emit(&mut self, batch: &[u8], records: usize) -> Result<(), TaskError> {
@@ -264,7 +273,7 @@ impl Task {
         }
         let records = weir_format::count(&out).map_err(|e| TaskError::Stage(format!("{}: malformed timer output: {e}", self.name)))?;
         self.stages[i].metrics().add_out(records, out.len());
-        self.push(i + 1, out, records)
+        self.push(i + 1, &out, records)
     }
 
     fn end_of_input(&mut self) -> Result<(), TaskError> {

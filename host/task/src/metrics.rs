@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use weir_network::BackpressureClock;
+use std::time::Instant;
+use weir_network::{BufferPool, WaitClock};
 
 /// Record and byte counters of one stage (operator, source or sink) subtask.
 #[derive(Debug, Default)]
@@ -34,33 +34,42 @@ impl StageMetrics {
     }
 }
 
-/// Where one task's time goes.
+/// Where one task's time goes, and how full its buffers are.
 #[derive(Debug)]
 pub struct TaskMetrics {
     started: std::sync::OnceLock<Instant>,
-    /// Nanoseconds waiting for input.
-    pub idle_ns: AtomicU64,
-    /// Blocked on full downstream channels (shared with the partitioners).
-    pub backpressure: Arc<BackpressureClock>,
+    /// Waiting for input.
+    pub idle: Arc<WaitClock>,
+    /// Waiting for an output buffer (shared with the task's buffer pools).
+    pub backpressure: Arc<WaitClock>,
     /// Total run time once finished, in nanoseconds.
     pub finished_ns: AtomicU64,
     /// Set once the task's thread has ended.
     pub done: AtomicBool,
-}
-
-impl Default for TaskMetrics {
-    fn default() -> Self {
-        Self {
-            started: std::sync::OnceLock::new(),
-            idle_ns: AtomicU64::new(0),
-            backpressure: Arc::default(),
-            finished_ns: AtomicU64::new(0),
-            done: AtomicBool::new(false),
-        }
-    }
+    /// Buffers waiting in the task's input gate (updated on every receive).
+    pub in_queued: AtomicU64,
+    /// Buffers the upstream tasks may have in flight to this one.
+    pub in_capacity: u64,
+    /// The task's output buffer pools.
+    pub out_pools: Vec<BufferPool>,
 }
 
 impl TaskMetrics {
+    /// Metrics of a task whose input gate can receive `in_capacity` buffers
+    /// and whose outputs draw from `out_pools` (sharing `backpressure`).
+    pub fn new(in_capacity: u64, out_pools: Vec<BufferPool>, backpressure: Arc<WaitClock>) -> Self {
+        Self {
+            started: std::sync::OnceLock::new(),
+            idle: Arc::default(),
+            backpressure,
+            finished_ns: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            in_queued: AtomicU64::new(0),
+            in_capacity,
+            out_pools,
+        }
+    }
+
     pub(crate) fn start(&self) {
         let _ = self.started.set(Instant::now());
     }
@@ -72,17 +81,27 @@ impl TaskMetrics {
         self.done.store(true, Ordering::Relaxed);
     }
 
-    pub(crate) fn add_idle(&self, d: Duration) {
-        self.idle_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    /// Total idle, backpressured and elapsed time so far, in nanoseconds.
+    /// Total idle, backpressured and elapsed time so far, in nanoseconds
+    /// (waits in progress included).
     pub fn times(&self) -> (u64, u64, u64) {
         let elapsed = if self.done.load(Ordering::Relaxed) {
             self.finished_ns.load(Ordering::Relaxed)
         } else {
             self.started.get().map_or(0, |s| s.elapsed().as_nanos() as u64)
         };
-        (self.idle_ns.load(Ordering::Relaxed), self.backpressure.blocked_ns.load(Ordering::Relaxed), elapsed)
+        (self.idle.total_ns(), self.backpressure.total_ns(), elapsed)
+    }
+
+    /// Fraction of the input buffers in use (0..=1).
+    pub fn in_pool_usage(&self) -> f64 {
+        if self.in_capacity == 0 {
+            return 0.0;
+        }
+        (self.in_queued.load(Ordering::Relaxed) as f64 / self.in_capacity as f64).min(1.0)
+    }
+
+    /// Fraction of the output buffers in use, the fullest pool (0..=1).
+    pub fn out_pool_usage(&self) -> f64 {
+        self.out_pools.iter().map(BufferPool::usage).fold(0.0, f64::max)
     }
 }
