@@ -5,7 +5,7 @@ mod new_plugin;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weir_pipeline::{human, LoadOptions, Pipeline, Plan, Progress, RunError, RunSummary};
+use weir_pipeline::{human, LoadOptions, Pipeline, Plan, Progress, RunError, RunOptions, RunSummary};
 use weir_wasm::{Engine, EngineConfig};
 
 /// weir runs stream pipelines whose operators are WebAssembly components.
@@ -37,6 +37,9 @@ enum Command {
         /// No live progress; print only the summary (and errors).
         #[arg(short, long)]
         quiet: bool,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics ("off" to disable).
+        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9249")]
+        metrics_address: String,
     },
     /// Validate a pipeline without running it: config, plugins (compiled and
     /// checked against the contract), each operator's `open` with its config.
@@ -90,7 +93,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { pipeline, plugin_dir, quiet } => cmd_run(&pipeline, plugin_dir, quiet),
+        Command::Run { pipeline, plugin_dir, quiet, metrics_address } => {
+            let address = match metrics_address.as_str() {
+                "off" => None,
+                a => match a.parse() {
+                    Ok(a) => Some(a),
+                    Err(e) => return fail(2, &format!("--metrics-address {a:?}: {e}; give IP:PORT (e.g. 127.0.0.1:9249) or \"off\"")),
+                },
+            };
+            cmd_run(&pipeline, plugin_dir, quiet, address)
+        }
         Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
         Command::NewPlugin { name, dir, lang: _, sdk } => match new_plugin::create(&name, dir, sdk) {
             Ok(()) => ExitCode::SUCCESS,
@@ -113,7 +125,7 @@ fn load(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> Result<Pipel
     Pipeline::load(pipeline, &LoadOptions { plugin_dir }).map_err(|e| fail(2, &e.to_string()))
 }
 
-fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool) -> ExitCode {
+fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool, metrics_address: Option<std::net::SocketAddr>) -> ExitCode {
     let p = match load(pipeline, plugin_dir) {
         Ok(p) => p,
         Err(code) => return code,
@@ -122,7 +134,8 @@ fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool)
         Ok(e) => e,
         Err(code) => return code,
     };
-    match weir_pipeline::run(&p, &engine, if quiet { Progress::Quiet } else { Progress::Auto }) {
+    let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address };
+    match weir_pipeline::run(&p, &engine, &options) {
         Ok(summary) => {
             print_summary(&summary);
             ExitCode::SUCCESS

@@ -10,6 +10,7 @@ use weir_connector::{ConnectorContext, DiscardSink, Sink, Source};
 use weir_connector_file::{FileSink, FileSource, StdoutSink};
 use weir_connector_generator::GeneratorSource;
 use weir_network::{gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
+use weir_metrics::{Monitor, Registry, TaskEntry, VertexEntry};
 use weir_task::{ErrorPolicy, SinkStage, Stage, StageInfo, StageMetrics, Task, TaskError, TaskInput, TaskMetrics, WasmStage};
 use weir_wasm::{Engine, InstanceInfo, OperatorInstance, Plugin};
 
@@ -25,12 +26,23 @@ pub enum RunError {
 }
 
 /// How progress is shown while running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Progress {
-    /// A live line on a terminal, periodic lines otherwise.
+    /// A live table per operator on a terminal, a plain line every few
+    /// seconds otherwise.
+    #[default]
     Auto,
     /// Nothing until the summary.
     Quiet,
+}
+
+/// How to run a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Progress display.
+    pub progress: Progress,
+    /// Serve Prometheus metrics at `/metrics` on this address.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Counters of one vertex at the end of a run.
@@ -159,7 +171,7 @@ fn open_sink(p: &Pipeline, kind: &SinkKind, ctx: &ConnectorContext) -> Result<Bo
 }
 
 /// Runs a pipeline to the end of its input.
-pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSummary, RunError> {
+pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSummary, RunError> {
     let plugins = load_plugins(p, engine)?;
     let plan = Plan::new(p);
     for line in plan.describe() {
@@ -197,6 +209,7 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
     let cancel = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     let mut task_metrics = Vec::new();
+    let mut task_entries = Vec::new();
     for (ci, chain) in plan.chains.iter().enumerate() {
         for s in 0..chain.parallelism {
             let head = &plan.vertices[chain.vertices[0]];
@@ -268,10 +281,29 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
             }
             let name = format!("{}[{s}]", head.name);
             task_metrics.push((name.clone(), tm.clone()));
+            task_entries.push(TaskEntry { chain_name: head.name.clone(), chain: ci, subtask: s, metrics: tm.clone() });
             tasks.push(Task { name, input, stages, outputs, metrics: tm, cancel: cancel.clone(), batch_bytes: buffers.size });
         }
     }
     drop(senders);
+
+    let registry = Arc::new(Registry {
+        pipeline: p.name.clone(),
+        vertices: plan
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(v, vx)| VertexEntry { name: vx.name.clone(), kind: vx.kind_name(), chain: plan.chain_of(v), stages: metrics[v].clone() })
+            .collect(),
+        tasks: task_entries,
+    });
+    if let Some(address) = options.metrics_address {
+        match weir_metrics::serve_prometheus(address) {
+            Ok(()) => tracing::info!(%address, "serving Prometheus metrics at /metrics"),
+            Err(e) => tracing::warn!("{e}; continuing without the metrics endpoint (use --metrics-address to choose another)"),
+        }
+    }
+    let monitor = Monitor::new(registry);
 
     let started = Instant::now();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(String, Result<(), TaskError>)>();
@@ -291,10 +323,15 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
     }
     drop(done_tx);
 
-    let mut printer = ProgressPrinter::new(progress, &p.name);
+    let mut printer = ProgressPrinter::new(options.progress, &p.name);
     let mut first_error: Option<String> = None;
     let mut remaining = handles.len();
+    let mut next_sample = Instant::now();
     while remaining > 0 {
+        if Instant::now() >= next_sample {
+            monitor.sample();
+            next_sample += Duration::from_secs(1);
+        }
         match done_rx.recv_timeout(Duration::from_millis(250)) {
             Ok((name, result)) => {
                 remaining -= 1;
@@ -313,7 +350,7 @@ pub fn run(p: &Pipeline, engine: &Engine, progress: Progress) -> Result<RunSumma
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        printer.tick(started.elapsed(), &plan, &metrics);
+        printer.tick(started.elapsed(), &plan, &monitor);
     }
     for h in handles {
         if h.join().is_err() && first_error.is_none() {
@@ -359,60 +396,90 @@ struct ProgressPrinter {
     tty: bool,
     name: String,
     last: Instant,
-    last_count: u64,
-    last_elapsed: Duration,
-    printed: bool,
+    lines: usize,
 }
 
 impl ProgressPrinter {
     fn new(mode: Progress, name: &str) -> Self {
-        Self { mode, tty: std::io::stderr().is_terminal(), name: name.to_owned(), last: Instant::now(), last_count: 0, last_elapsed: Duration::ZERO, printed: false }
+        Self { mode, tty: std::io::stderr().is_terminal(), name: name.to_owned(), last: Instant::now(), lines: 0 }
     }
 
-    fn tick(&mut self, elapsed: Duration, plan: &Plan, metrics: &[Vec<Arc<StageMetrics>>]) {
+    fn tick(&mut self, elapsed: Duration, plan: &Plan, monitor: &Monitor) {
         if self.mode == Progress::Quiet {
             return;
         }
-        let every = if self.tty { Duration::from_millis(500) } else { Duration::from_secs(2) };
+        let every = if self.tty { Duration::from_secs(1) } else { Duration::from_secs(2) };
         if self.last.elapsed() < every {
             return;
         }
         self.last = Instant::now();
-        let total = |v: usize, f: fn(&StageMetrics) -> u64| metrics[v].iter().map(|m| f(m)).sum::<u64>();
-        let source_out: u64 =
-            plan.vertices.iter().enumerate().filter(|(_, v)| v.input.is_none()).map(|(i, _)| total(i, |m| m.records_out.load(Ordering::Relaxed))).sum();
-        let dt = (elapsed - self.last_elapsed).as_secs_f64().max(1e-3);
-        let rate = (source_out - self.last_count) as f64 / dt;
-        self.last_count = source_out;
-        self.last_elapsed = elapsed;
-        let mut line = format!("{}  {:>6.1}s  {} in ({}/s)", self.name, elapsed.as_secs_f64(), human(source_out), human(rate as u64));
-        for (i, v) in plan.vertices.iter().enumerate() {
-            match v.kind {
-                VertexKind::Operator(_) => line.push_str(&format!(
-                    "  {} {}→{}",
-                    v.name,
-                    human(total(i, |m| m.records_in.load(Ordering::Relaxed))),
-                    human(total(i, |m| m.records_out.load(Ordering::Relaxed)))
-                )),
-                VertexKind::Sink(_) => line.push_str(&format!("  {} {} out", v.name, human(total(i, |m| m.records_in.load(Ordering::Relaxed))))),
-                VertexKind::Source(_) => {}
-            }
-        }
+        let vertices = monitor.vertices();
+        let registry = monitor.registry();
+        let totals: Vec<(u64, u64)> = registry
+            .vertices
+            .iter()
+            .map(|v| {
+                let sum = |f: fn(&StageMetrics) -> u64| v.stages.iter().map(|m| f(m)).sum::<u64>();
+                (sum(|m| m.records_in.load(Ordering::Relaxed)), sum(|m| m.records_out.load(Ordering::Relaxed)))
+            })
+            .collect();
+        let read: u64 = plan.vertices.iter().zip(&totals).filter(|(v, _)| v.input.is_none()).map(|(_, t)| t.1).sum();
         let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[K{line}");
-        } else {
+        if !self.tty {
+            let rate: f64 = plan.vertices.iter().zip(&vertices).filter(|(v, _)| v.input.is_none()).map(|(_, s)| s.records_out).sum();
+            let mut line = format!("{}  {:>6.1}s  {} read ({}/s)", self.name, elapsed.as_secs_f64(), human(read), human(rate as u64));
+            for (v, t) in plan.vertices.iter().zip(&totals) {
+                if v.input.is_some() {
+                    line.push_str(&format!("  {} {}", v.name, human(t.0)));
+                }
+            }
             let _ = writeln!(err, "{line}");
+            return;
         }
+        // A live table, redrawn in place.
+        let tasks = monitor.tasks();
+        let mut out = String::new();
+        if self.lines > 0 {
+            out.push_str(&format!("\x1b[{}A", self.lines));
+        }
+        let mut lines = vec![
+            format!("{}  {:.0}s  {} records read", self.name, elapsed.as_secs_f64(), human(read)),
+            format!(
+                "{:<16} {:>3} {:>9} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5}  {}",
+                "operator", "par", "in/s", "out/s", "busy", "backpr", "idle", "inbuf", "outbuf", "status"
+            ),
+        ];
+        for (i, (v, s)) in plan.vertices.iter().zip(&vertices).enumerate() {
+            let chain = registry.vertices[i].chain;
+            let subs: Vec<_> = registry.tasks.iter().zip(&tasks).filter(|(t, _)| t.chain == chain).map(|(_, s)| *s).collect();
+            let n = subs.len().max(1) as f64;
+            let avg = |f: fn(&weir_metrics::TaskSample) -> f64| subs.iter().map(f).sum::<f64>() / n;
+            let pct = |ms: f64| format!("{:.0}%", ms / 10.0);
+            lines.push(format!(
+                "{:<16} {:>3} {:>9} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5}  {}",
+                v.name,
+                v.parallelism,
+                if v.input.is_none() { "-".into() } else { human(s.records_in as u64) },
+                if matches!(v.kind, VertexKind::Sink(_)) { "-".into() } else { human(s.records_out as u64) },
+                pct(avg(|t| t.busy)),
+                pct(avg(|t| t.backpressured)),
+                pct(avg(|t| t.idle)),
+                format!("{:.0}%", avg(|t| t.in_pool) * 100.0),
+                format!("{:.0}%", avg(|t| t.out_pool) * 100.0),
+                monitor.chain_status(chain).as_str()
+            ));
+        }
+        for l in &lines {
+            out.push_str("\x1b[2K");
+            out.push_str(l);
+            out.push('\n');
+        }
+        self.lines = lines.len();
+        let _ = write!(err, "{out}");
         let _ = err.flush();
-        self.printed = true;
     }
 
-    fn finish(&mut self) {
-        if self.tty && self.printed {
-            let _ = writeln!(std::io::stderr());
-        }
-    }
+    fn finish(&mut self) {}
 }
 
 /// 1234567 -> "1.23M".

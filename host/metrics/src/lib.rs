@@ -1,0 +1,421 @@
+//! Where each subtask's time goes, sampled once a second.
+//!
+//! Tasks keep cumulative counters (records and bytes per stage; idle and
+//! backpressured nanoseconds per task, read from clocks at state changes,
+//! never per record). The [`Monitor`] samples them every second and turns
+//! them into Flink's per-second figures:
+//!
+//! * `busyTimeMsPerSecond`, `idleTimeMsPerSecond`,
+//!   `backPressuredTimeMsPerSecond`: idle is time waiting for input,
+//!   backpressured is time waiting for an output buffer, busy is the rest
+//!   (as in Flink), so the three sum to ~1000;
+//! * `inPoolUsage` / `outPoolUsage`: how full the input gate and the output
+//!   buffer pools are;
+//! * records and bytes in and out per second, per operator subtask.
+//!
+//! Figures are shown averaged over a sliding window ([`WINDOW`] seconds),
+//! and the per-second samples of the last [`HISTORY`] seconds are kept in
+//! memory for the UI and for spotting alternating bottlenecks.
+//!
+//! A task's *backpressure status* follows Flink: OK when its subtasks are
+//! backpressured at most 10% of the time, LOW up to 50%, HIGH above; the
+//! worst subtask decides.
+//!
+//! Every figure is also exported to Prometheus; names and labels are listed
+//! in the README ("Metrics").
+
+use metrics::Gauge;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use weir_task::{StageMetrics, TaskMetrics};
+
+/// Seconds the displayed figures are averaged over.
+pub const WINDOW: usize = 5;
+/// Seconds of per-second history kept.
+pub const HISTORY: usize = 300;
+
+/// Flink's backpressure levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// Backpressured at most 10% of the time.
+    Ok,
+    /// At most 50%.
+    Low,
+    /// More than 50%.
+    High,
+}
+
+impl Status {
+    /// The level of a backpressured share (0..=1).
+    pub fn of(backpressured_share: f64) -> Self {
+        if backpressured_share <= 0.10 {
+            Status::Ok
+        } else if backpressured_share <= 0.50 {
+            Status::Low
+        } else {
+            Status::High
+        }
+    }
+
+    /// `OK`, `LOW`, `HIGH`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Low => "LOW",
+            Status::High => "HIGH",
+        }
+    }
+}
+
+/// One stage (source, operator or sink) of the job graph.
+#[derive(Debug)]
+pub struct VertexEntry {
+    /// Name in the pipeline file.
+    pub name: String,
+    /// `source`, `operator` or `sink`.
+    pub kind: &'static str,
+    /// Index of the chain (task) it runs in.
+    pub chain: usize,
+    /// Counters, one per subtask.
+    pub stages: Vec<Arc<StageMetrics>>,
+}
+
+/// One subtask of a chain.
+#[derive(Debug)]
+pub struct TaskEntry {
+    /// The chain's name (its head vertex).
+    pub chain_name: String,
+    /// Index of the chain.
+    pub chain: usize,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Its counters.
+    pub metrics: Arc<TaskMetrics>,
+}
+
+/// Everything a running pipeline measures.
+#[derive(Debug)]
+pub struct Registry {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Vertices in plan order.
+    pub vertices: Vec<VertexEntry>,
+    /// Task subtasks.
+    pub tasks: Vec<TaskEntry>,
+}
+
+/// One second of one task subtask.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskSample {
+    /// Busy milliseconds per second.
+    pub busy: f64,
+    /// Idle milliseconds per second.
+    pub idle: f64,
+    /// Backpressured milliseconds per second.
+    pub backpressured: f64,
+    /// Input gate usage, 0..=1.
+    pub in_pool: f64,
+    /// Output pool usage, 0..=1.
+    pub out_pool: f64,
+}
+
+/// One second of one stage subtask.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageSample {
+    /// Records in per second.
+    pub records_in: f64,
+    /// Records out per second.
+    pub records_out: f64,
+    /// Bytes in per second.
+    pub bytes_in: f64,
+    /// Bytes out per second.
+    pub bytes_out: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct TaskRaw {
+    idle: u64,
+    bp: u64,
+    elapsed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct StageRaw {
+    rin: u64,
+    rout: u64,
+    bin: u64,
+    bout: u64,
+}
+
+#[derive(Debug)]
+struct Series {
+    busy: Gauge,
+    idle: Gauge,
+    bp: Gauge,
+    in_pool: Gauge,
+    out_pool: Gauge,
+}
+
+#[derive(Debug)]
+struct StageSeries {
+    rin: Gauge,
+    rout: Gauge,
+    bin: Gauge,
+    bout: Gauge,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_tasks: Vec<TaskRaw>,
+    last_stages: Vec<Vec<StageRaw>>,
+    last_at: Option<Instant>,
+    task_history: Vec<VecDeque<TaskSample>>,
+    stage_history: Vec<Vec<VecDeque<StageSample>>>,
+}
+
+/// Samples a [`Registry`] once a second and keeps the history.
+#[derive(Debug)]
+pub struct Monitor {
+    registry: Arc<Registry>,
+    state: Mutex<State>,
+    task_series: Vec<Series>,
+    stage_series: Vec<Vec<StageSeries>>,
+    status_series: Vec<Gauge>,
+}
+
+fn mean<T: Copy>(h: &VecDeque<T>, f: impl Fn(T) -> f64) -> f64 {
+    let n = h.len().min(WINDOW);
+    if n == 0 {
+        return 0.0;
+    }
+    h.iter().rev().take(n).map(|s| f(*s)).sum::<f64>() / n as f64
+}
+
+impl Monitor {
+    /// A monitor over `registry`; creates its Prometheus series.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        let p = registry.pipeline.clone();
+        let task_series = registry
+            .tasks
+            .iter()
+            .map(|t| {
+                let labels = [("pipeline", p.clone()), ("task", t.chain_name.clone()), ("subtask", t.subtask.to_string())];
+                Series {
+                    busy: metrics::gauge!("weir_task_busy_time_ms_per_second", &labels),
+                    idle: metrics::gauge!("weir_task_idle_time_ms_per_second", &labels),
+                    bp: metrics::gauge!("weir_task_backpressured_time_ms_per_second", &labels),
+                    in_pool: metrics::gauge!("weir_task_in_pool_usage", &labels),
+                    out_pool: metrics::gauge!("weir_task_out_pool_usage", &labels),
+                }
+            })
+            .collect();
+        let stage_series = registry
+            .vertices
+            .iter()
+            .map(|v| {
+                (0..v.stages.len())
+                    .map(|s| {
+                        let labels = [("pipeline", p.clone()), ("operator", v.name.clone()), ("subtask", s.to_string())];
+                        StageSeries {
+                            rin: metrics::gauge!("weir_operator_records_in_per_second", &labels),
+                            rout: metrics::gauge!("weir_operator_records_out_per_second", &labels),
+                            bin: metrics::gauge!("weir_operator_bytes_in_per_second", &labels),
+                            bout: metrics::gauge!("weir_operator_bytes_out_per_second", &labels),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let chains = registry.tasks.iter().map(|t| t.chain).max().map_or(0, |m| m + 1);
+        let status_series = (0..chains)
+            .map(|c| {
+                let name = registry.tasks.iter().find(|t| t.chain == c).map(|t| t.chain_name.clone()).unwrap_or_default();
+                metrics::gauge!("weir_task_backpressure_status", "pipeline" => p.clone(), "task" => name)
+            })
+            .collect();
+        let state = State {
+            task_history: registry.tasks.iter().map(|_| VecDeque::new()).collect(),
+            stage_history: registry.vertices.iter().map(|v| v.stages.iter().map(|_| VecDeque::new()).collect()).collect(),
+            ..State::default()
+        };
+        Self { registry, state: Mutex::new(state), task_series, stage_series, status_series }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Takes one sample (call about once a second).
+    pub fn sample(&self) {
+        let now = Instant::now();
+        let tasks: Vec<TaskRaw> = self
+            .registry
+            .tasks
+            .iter()
+            .map(|t| {
+                let (idle, bp, elapsed) = t.metrics.times();
+                TaskRaw { idle, bp, elapsed }
+            })
+            .collect();
+        let stages: Vec<Vec<StageRaw>> = self
+            .registry
+            .vertices
+            .iter()
+            .map(|v| {
+                v.stages
+                    .iter()
+                    .map(|m| StageRaw {
+                        rin: m.records_in.load(Ordering::Relaxed),
+                        rout: m.records_out.load(Ordering::Relaxed),
+                        bin: m.bytes_in.load(Ordering::Relaxed),
+                        bout: m.bytes_out.load(Ordering::Relaxed),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut st = self.state.lock().expect("monitor lock");
+        if let Some(last_at) = st.last_at {
+            let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
+            for (i, (t, last)) in tasks.iter().zip(&st.last_tasks.clone()).enumerate() {
+                let dt = t.elapsed.saturating_sub(last.elapsed) as f64;
+                let sample = if dt <= 0.0 {
+                    TaskSample::default()
+                } else {
+                    let idle = t.idle.saturating_sub(last.idle) as f64 / dt * 1000.0;
+                    let bp = t.bp.saturating_sub(last.bp) as f64 / dt * 1000.0;
+                    let m = &self.registry.tasks[i].metrics;
+                    TaskSample { busy: (1000.0 - idle - bp).max(0.0), idle, backpressured: bp, in_pool: m.in_pool_usage(), out_pool: m.out_pool_usage() }
+                };
+                let h = &mut st.task_history[i];
+                h.push_back(sample);
+                if h.len() > HISTORY {
+                    h.pop_front();
+                }
+                let s = &self.task_series[i];
+                let w = |f: fn(TaskSample) -> f64| mean(h, f);
+                s.busy.set(w(|x| x.busy));
+                s.idle.set(w(|x| x.idle));
+                s.bp.set(w(|x| x.backpressured));
+                s.in_pool.set(w(|x| x.in_pool));
+                s.out_pool.set(w(|x| x.out_pool));
+            }
+            for (v, (cur, last)) in stages.iter().zip(&st.last_stages.clone()).enumerate() {
+                for (s, (c, l)) in cur.iter().zip(last).enumerate() {
+                    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+                    let sample = StageSample {
+                        records_in: per(c.rin, l.rin),
+                        records_out: per(c.rout, l.rout),
+                        bytes_in: per(c.bin, l.bin),
+                        bytes_out: per(c.bout, l.bout),
+                    };
+                    let h = &mut st.stage_history[v][s];
+                    h.push_back(sample);
+                    if h.len() > HISTORY {
+                        h.pop_front();
+                    }
+                    let g = &self.stage_series[v][s];
+                    g.rin.set(mean(h, |x| x.records_in));
+                    g.rout.set(mean(h, |x| x.records_out));
+                    g.bin.set(mean(h, |x| x.bytes_in));
+                    g.bout.set(mean(h, |x| x.bytes_out));
+                }
+            }
+            for (c, g) in self.status_series.iter().enumerate() {
+                g.set(match self.chain_status_locked(&st, c) {
+                    Status::Ok => 0.0,
+                    Status::Low => 1.0,
+                    Status::High => 2.0,
+                });
+            }
+        }
+        st.last_tasks = tasks;
+        st.last_stages = stages;
+        st.last_at = Some(now);
+    }
+
+    fn chain_status_locked(&self, st: &State, chain: usize) -> Status {
+        self.registry
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.chain == chain)
+            .map(|(i, _)| Status::of(mean(&st.task_history[i], |x| x.backpressured) / 1000.0))
+            .max()
+            .unwrap_or(Status::Ok)
+    }
+
+    /// The windowed figures of every task subtask, in registry order.
+    pub fn tasks(&self) -> Vec<TaskSample> {
+        let st = self.state.lock().expect("monitor lock");
+        st.task_history
+            .iter()
+            .map(|h| TaskSample {
+                busy: mean(h, |x| x.busy),
+                idle: mean(h, |x| x.idle),
+                backpressured: mean(h, |x| x.backpressured),
+                in_pool: mean(h, |x| x.in_pool),
+                out_pool: mean(h, |x| x.out_pool),
+            })
+            .collect()
+    }
+
+    /// The last one-second sample of every task subtask.
+    pub fn latest_tasks(&self) -> Vec<TaskSample> {
+        let st = self.state.lock().expect("monitor lock");
+        st.task_history.iter().map(|h| h.back().copied().unwrap_or_default()).collect()
+    }
+
+    /// Windowed figures of each vertex, summed over its subtasks.
+    pub fn vertices(&self) -> Vec<StageSample> {
+        let st = self.state.lock().expect("monitor lock");
+        st.stage_history
+            .iter()
+            .map(|subs| {
+                subs.iter().fold(StageSample::default(), |acc, h| StageSample {
+                    records_in: acc.records_in + mean(h, |x| x.records_in),
+                    records_out: acc.records_out + mean(h, |x| x.records_out),
+                    bytes_in: acc.bytes_in + mean(h, |x| x.bytes_in),
+                    bytes_out: acc.bytes_out + mean(h, |x| x.bytes_out),
+                })
+            })
+            .collect()
+    }
+
+    /// Backpressure status of a chain (the worst of its subtasks).
+    pub fn chain_status(&self, chain: usize) -> Status {
+        let st = self.state.lock().expect("monitor lock");
+        self.chain_status_locked(&st, chain)
+    }
+
+    /// Per-second history of a task subtask (oldest first, up to [`HISTORY`]).
+    pub fn history(&self, task: usize) -> Vec<TaskSample> {
+        let st = self.state.lock().expect("monitor lock");
+        st.task_history.get(task).map(|h| h.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
+/// Serves `/metrics` in the Prometheus text format on `address`, for the
+/// whole process. Call once; later calls fail.
+pub fn serve_prometheus(address: std::net::SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(address)
+        .install()
+        .map_err(|e| format!("cannot serve metrics on {address}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_thresholds_follow_flink() {
+        assert_eq!(Status::of(0.0), Status::Ok);
+        assert_eq!(Status::of(0.10), Status::Ok);
+        assert_eq!(Status::of(0.11), Status::Low);
+        assert_eq!(Status::of(0.50), Status::Low);
+        assert_eq!(Status::of(0.51), Status::High);
+    }
+}
