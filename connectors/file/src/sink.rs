@@ -150,10 +150,14 @@ impl Sink for FileSink {
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
-        self.writer
-            .flush()
-            .and_then(|()| self.writer.get_ref().sync_all())
-            .map_err(|e| ConnectorError::external(format!("flushing {} to disk: {e}", self.path.display()), e))
+        let fail = |e: io::Error| ConnectorError::external(format!("flushing {} to disk: {e}", self.path.display()), e);
+        self.writer.flush().map_err(fail)?;
+        match self.writer.get_ref().sync_all() {
+            // A FIFO, a character device or a socket cannot be synced; the
+            // data was handed over by the flush above.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+            r => r.map_err(fail),
+        }
     }
 }
 

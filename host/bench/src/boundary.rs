@@ -83,6 +83,7 @@ pub fn run(engine: &Engine, identity: &Path, options: &Options) -> anyhow::Resul
         parallelism: 1,
         max_parallelism: 128,
         config_json: "{}".into(),
+        read_dirs: Vec::new(),
     };
     let mut instance = OperatorInstance::open(&plugin, &info, Limits::default()).context("opening the identity plugin")?;
     let mut process = |batch: &[u8]| -> anyhow::Result<Vec<u8>> { Ok(instance.process(black_box(batch))?) };

@@ -164,6 +164,8 @@ struct StageSeries {
     rout: Gauge,
     bin: Gauge,
     bout: Gauge,
+    rin_total: metrics::Counter,
+    rout_total: metrics::Counter,
 }
 
 #[derive(Debug, Default)]
@@ -223,6 +225,8 @@ impl Monitor {
                             rout: metrics::gauge!("weir_operator_records_out_per_second", &labels),
                             bin: metrics::gauge!("weir_operator_bytes_in_per_second", &labels),
                             bout: metrics::gauge!("weir_operator_bytes_out_per_second", &labels),
+                            rin_total: metrics::counter!("weir_operator_records_in_total", &labels),
+                            rout_total: metrics::counter!("weir_operator_records_out_total", &labels),
                         }
                     })
                     .collect()
@@ -321,6 +325,8 @@ impl Monitor {
                     g.rout.set(mean(h, |x| x.records_out));
                     g.bin.set(mean(h, |x| x.bytes_in));
                     g.bout.set(mean(h, |x| x.bytes_out));
+                    g.rin_total.absolute(c.rin);
+                    g.rout_total.absolute(c.rout);
                 }
             }
             for (c, g) in self.status_series.iter().enumerate() {

@@ -210,6 +210,11 @@ pub struct OperatorConfig {
     /// Limits for this operator's instances (default: the pipeline's `[limits]`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Directories (relative to the pipeline file) the plugin may read,
+    /// seen by it under the same relative path. Plugins get no filesystem
+    /// access otherwise.
+    #[serde(default)]
+    pub allow_read: Vec<String>,
     /// The plugin's own settings, handed to its `open` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
@@ -457,6 +462,11 @@ impl Pipeline {
             let path = format!("operators[{i}]");
             let Some(mut op) = typed::<OperatorConfig>(v, &path, &mut errors) else { continue };
             op.index = i;
+            for (j, dir) in op.allow_read.iter().enumerate() {
+                if !base.join(dir).is_dir() {
+                    errors.push(ConfigError { path: format!("{path}.allow-read[{j}]"), message: format!("{} is not a directory", base.join(dir).display()) });
+                }
+            }
             if op.parallelism == Some(0) {
                 errors.push(ConfigError { path: format!("{path}.parallelism"), message: "must be at least 1".into() });
             }

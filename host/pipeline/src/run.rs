@@ -133,6 +133,7 @@ fn open_operator(p: &Pipeline, plugins: &LoadedPlugins, op_index: usize, subtask
         parallelism,
         max_parallelism: p.max_parallelism,
         config_json,
+        read_dirs: op.allow_read.iter().map(|d| (p.file.parent().unwrap_or(std::path::Path::new(".")).join(d), d.clone())).collect(),
     };
     let plugin = &plugins.plugins[op_index];
     OperatorInstance::open(plugin, &info, op.limits.or(p.limits)).map_err(|e| {

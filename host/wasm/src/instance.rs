@@ -42,6 +42,9 @@ pub struct InstanceInfo {
     pub max_parallelism: u32,
     /// The operator's config as a JSON object.
     pub config_json: String,
+    /// Directories the plugin may read: (host directory, path the guest sees).
+    /// Nothing else of the filesystem is visible to it.
+    pub read_dirs: Vec<(std::path::PathBuf, String)>,
 }
 
 /// What kind of trap ended a call.
@@ -286,10 +289,13 @@ impl OperatorInstance {
     ) -> Result<Self, CallError> {
         let tag: Arc<str> = format!("{}/{}[{}]", plugin.name, info.operator, info.subtask).into();
         let stderr = CapturedOutput::new(tag.clone(), "stderr");
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stdout(CapturedOutput::new(tag.clone(), "stdout"))
-            .stderr(stderr.clone())
-            .build();
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.stdout(CapturedOutput::new(tag.clone(), "stdout")).stderr(stderr.clone());
+        for (host, guest) in &info.read_dirs {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| CallError::Failed(format!("cannot grant read access to {} ({e:#})", host.display())))?;
+        }
+        let wasi = wasi.build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
