@@ -28,6 +28,9 @@ pub fn run(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, para
         if let SourceKind::Generator(g) = &mut source.kind {
             g.count = Some(count);
             generators += 1;
+            // The generator splits its sequence over its subtasks, so the
+            // source scales with the job and parse chains onto it.
+            source.parallelism = Some(parallelism);
         }
     }
     if generators == 0 {

@@ -21,7 +21,7 @@
 //! is the single definition of the job; `--count` and `--parallelism`
 //! override its generator count and its operators' parallelism. At
 //! parallelism 1 the whole job is one chain on one thread; at parallelism
-//! P the source stays one thread and feeds P `parse` and P `sum` subtasks.
+//! P the generator runs as P subtasks (splitting the sequence), each chained with a `parse` subtask, feeding P `sum` subtasks by key.
 //!
 //! * **records/s**: records produced by the source / elapsed wall time.
 //!   Elapsed starts once the plugins are loaded and the operators opened.
