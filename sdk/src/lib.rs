@@ -233,6 +233,14 @@ impl Output {
         self.writer.push_with(key, timestamp, write_value);
     }
 
+    /// Like [`Output::emit_with`], keeping encoded headers, typically the
+    /// input record's (`record.raw_headers`), so metadata such as tracing or
+    /// latency stamps travels on through the operator.
+    #[inline]
+    pub fn emit_with_raw_headers(&mut self, key: Option<&[u8]>, timestamp: i64, raw_headers: &[u8], write_value: impl FnOnce(&mut Vec<u8>)) {
+        self.writer.push_with_raw_headers(key, timestamp, raw_headers, write_value);
+    }
+
     /// Emits an input record unchanged (key, value, timestamp and headers).
     #[inline]
     pub fn forward(&mut self, record: &Record<'_>) {

@@ -20,6 +20,16 @@ use std::time::Duration;
 
 pub use weir_format::{BatchWriter, Frames, RecordRef};
 
+/// Header carrying the wall-clock time (microseconds since the Unix epoch,
+/// 8 bytes little-endian) at which a source produced a record. Sinks that
+/// see it record end-to-end latency.
+pub const EMITTED_AT_HEADER: &[u8] = b"weir-emitted-us";
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
 /// Where a connector error comes from, which decides what the runtime does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

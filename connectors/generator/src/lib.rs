@@ -142,6 +142,9 @@ pub struct GeneratorConfig {
     pub start_timestamp: i64,
     /// `sequence` only: pad each value with `.` up to this many bytes.
     pub value_size: Option<usize>,
+    /// Stamp each record with the wall-clock time it was generated (header
+    /// `weir-emitted-us`, microseconds), so sinks measure end-to-end latency.
+    pub mark_latency: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -153,6 +156,7 @@ impl Default for GeneratorConfig {
             seed: 0,
             start_timestamp: DEFAULT_START_TIMESTAMP,
             value_size: None,
+            mark_latency: false,
         }
     }
 }
@@ -209,6 +213,8 @@ pub struct GeneratorSource {
     /// Distance between this subtask's sequence numbers (the parallelism).
     step: u64,
     pacing: Option<Pacing>,
+    mark_latency: bool,
+    scratch: Vec<u8>,
 }
 
 /// Rate-limiter state of one subtask.
@@ -261,6 +267,8 @@ impl GeneratorSource {
             next: u64::from(ctx.subtask),
             step: u64::from(parallelism),
             pacing,
+            mark_latency: config.mark_latency,
+            scratch: Vec::new(),
         }
     }
 
@@ -283,7 +291,14 @@ impl GeneratorSource {
         let mut written = 0;
         while n < self.limit && written < max {
             let ts = self.start_timestamp.saturating_add_unsigned(n);
-            out.push_with(None, ts, |v| write(v, n, ts));
+            if self.mark_latency {
+                self.scratch.clear();
+                write(&mut self.scratch, n, ts);
+                let now = weir_connector::now_micros().to_le_bytes();
+                out.push(None, &self.scratch, ts, &[(weir_connector::EMITTED_AT_HEADER, &now)]);
+            } else {
+                out.push_with(None, ts, |v| write(v, n, ts));
+            }
             n = n.saturating_add(self.step);
             written += 1;
             if out.len() >= target_bytes {

@@ -58,6 +58,7 @@
 
 mod boundary;
 mod events_agg;
+mod latency;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
@@ -116,20 +117,28 @@ How to read the results:
               operator: what crossing the component boundary costs per record.
               The empty-call figure is the fixed cost of one call; it dominates
               at batch size 1. Target: < 30 ns/record at batch >= 256.
+  latency     p50/p99 from a record's creation at the source to the sink, at
+              ~10% load; with idle flush a buffer leaves as soon as the
+              producer has nothing more to read. Target: p99 < 5 ms.
 
 Examples:
-  cargo run --release -p weir-bench                         # both, events-agg first
+  cargo run --release -p weir-bench                         # everything, events-agg first
+  cargo run --release -p weir-bench -- latency
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
   cargo run --release -p weir-bench -- boundary --batch-sizes 256,4096 --json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
-    /// events-agg first (its peak RSS is then not inflated), then boundary.
+    /// events-agg at parallelism 1 and 2 (first, so peak RSS is not
+    /// inflated), then latency, then boundary.
     All,
     /// The events-agg pipeline (pipelines/events-agg.toml) end to end.
     EventsAgg,
     /// The identity operator in Wasm vs native, per batch size.
     Boundary,
+    /// p50/p99 end-to-end latency at ~10% load (pipelines/latency.toml),
+    /// with and without flushing buffers when the input goes idle.
+    Latency,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -149,8 +158,15 @@ fn main() -> anyhow::Result<()> {
 
     if matches!(cli.which, Which::All | Which::EventsAgg) {
         let pipeline = repo.join("pipelines/events-agg.toml");
-        let report = events_agg::run(&engine, &pipeline, &plugin_dir, cli.count, cli.parallelism)?;
-        report.print(cli.json);
+        let runs = if cli.which == Which::All { vec![1, 2] } else { vec![cli.parallelism] };
+        for parallelism in runs {
+            let report = events_agg::run(&engine, &pipeline, &plugin_dir, cli.count, parallelism)?;
+            report.print(cli.json);
+        }
+    }
+    if matches!(cli.which, Which::All | Which::Latency) {
+        let rows = latency::run(&engine, &repo.join("pipelines/latency.toml"), &plugin_dir)?;
+        latency::print(&rows, cli.json);
     }
     if matches!(cli.which, Which::All | Which::Boundary) {
         let options = boundary::Options { records: cli.records, batch_sizes: cli.batch_sizes.clone(), rounds: cli.rounds };

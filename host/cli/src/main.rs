@@ -162,6 +162,14 @@ fn print_summary(s: &RunSummary) {
         let rout = if v.kind == "sink" { "-".to_owned() } else { v.records_out.to_string() };
         eprintln!("  {:<16} {:<9} {:>4} {:>12} {:>12} {:>9}", v.name, v.kind, v.parallelism, rin, rout, v.skipped);
     }
+    if let Some(l) = s.latency {
+        eprintln!(
+            "  end-to-end latency of {} stamped records: p50 {:.2} ms, p99 {:.2} ms",
+            l.count,
+            l.p50_us as f64 / 1000.0,
+            l.p99_us as f64 / 1000.0
+        );
+    }
     for (name, busy, idle, bp) in &s.tasks {
         eprintln!("  task {name:<20} busy {:>3.0}%  idle {:>3.0}%  backpressured {:>3.0}%", busy * 100.0, idle * 100.0, bp * 100.0);
     }

@@ -225,11 +225,14 @@ pub struct BufferConfig {
     /// Send a partly filled buffer once its oldest record waited this long
     /// (`Duration::ZERO`: after every batch).
     pub timeout: Duration,
+    /// Also send partly filled buffers as soon as the producer's input goes
+    /// idle (low latency at low load without giving up batching at high load).
+    pub flush_on_idle: bool,
 }
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self { size: 32 * 1024, timeout: Duration::from_millis(100) }
+        Self { size: 32 * 1024, timeout: Duration::from_millis(100), flush_on_idle: true }
     }
 }
 
@@ -389,6 +392,12 @@ impl Partitioner {
         Ok(())
     }
 
+    /// Sends partly filled buffers because the producer's input went idle,
+    /// if configured to (`flush-on-idle`).
+    pub fn flush_idle(&mut self) -> Result<(), Disconnected> {
+        if self.config.flush_on_idle { self.flush() } else { Ok(()) }
+    }
+
     /// The pool this partitioner draws from.
     pub fn pool(&self) -> &BufferPool {
         &self.pool
@@ -448,7 +457,7 @@ mod tests {
     #[test]
     fn buffers_are_sent_when_full_and_on_flush_and_split_at_records() {
         let (s, g) = gate(1);
-        let cfg = BufferConfig { size: 1024, timeout: Duration::from_secs(3600) };
+        let cfg = BufferConfig { size: 1024, timeout: Duration::from_secs(3600), flush_on_idle: true };
         let mut p = Partitioner::new(Partitioning::Forward, vec![s.channel(0)], cfg, pool(1, 64, 1024));
         let (b, n) = batch(&["a"; 10]);
         p.emit(&b, n).unwrap();
@@ -473,7 +482,7 @@ mod tests {
         let (s, g) = gate(1);
         let clock = Arc::new(WaitClock::default());
         let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1 }, 1, clock.clone()).unwrap();
-        let cfg = BufferConfig { size: 64, timeout: Duration::ZERO };
+        let cfg = BufferConfig { size: 64, timeout: Duration::ZERO, flush_on_idle: true };
         let mut p = Partitioner::new(Partitioning::Forward, vec![s.channel(0)], cfg, pool);
         let (b, n) = batch(&["x"]);
         p.emit(&b, n).unwrap();

@@ -123,6 +123,8 @@ pub struct NetworkConfig {
     /// Buffers of a producer's pool reserved for each downstream channel;
     /// the rest are floating, shared by all its channels.
     pub exclusive_buffers: usize,
+    /// Send partly filled buffers as soon as a producer's input goes idle.
+    pub flush_on_idle: bool,
 }
 
 impl Default for NetworkConfig {
@@ -132,6 +134,7 @@ impl Default for NetworkConfig {
             buffer_timeout: DurationStr(Duration::from_millis(100)),
             memory: ByteSize(4 << 20),
             exclusive_buffers: 2,
+            flush_on_idle: true,
         }
     }
 }

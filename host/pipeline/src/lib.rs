@@ -37,4 +37,4 @@ pub use config::{
     OperatorConfig, PartitionKind, Pipeline, SinkConfig, SinkKind, SourceConfig, SourceKind,
 };
 pub use plan::{Chain, Plan, Vertex, VertexKind};
-pub use run::{check_operators, human, load_plugins, run, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};
+pub use run::{check_operators, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};

@@ -75,6 +75,20 @@ pub struct RunSummary {
     pub vertices: Vec<VertexSummary>,
     /// Busy, idle and backpressured share (0..=1) of each task over the run.
     pub tasks: Vec<(String, f64, f64, f64)>,
+    /// End-to-end latency at the sinks (p50, p99, max bucket) in
+    /// microseconds, for records stamped by their source (`mark-latency`).
+    pub latency: Option<Latency>,
+}
+
+/// End-to-end latency of the records that carried a source timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    /// Records measured.
+    pub count: u64,
+    /// Median, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile, microseconds.
+    pub p99_us: u64,
 }
 
 impl RunSummary {
@@ -178,7 +192,11 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     for line in plan.describe() {
         tracing::debug!(pipeline = %p.name, "{line}");
     }
-    let buffers = BufferConfig { size: p.network.buffer_size.0 as usize, timeout: p.network.buffer_timeout.0 };
+    let buffers = BufferConfig {
+        size: p.network.buffer_size.0 as usize,
+        timeout: p.network.buffer_timeout.0,
+        flush_on_idle: p.network.flush_on_idle,
+    };
 
     // Input gates of every chain that does not start at a source.
     let mut senders: Vec<Vec<Option<GateSender>>> = Vec::new();
@@ -389,7 +407,16 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             (n.clone(), busy / total, idle as f64 / total, bp as f64 / total)
         })
         .collect();
-    Ok(RunSummary { pipeline: p.name.clone(), elapsed, vertices, tasks })
+    let merged = weir_task::LatencyHistogram::default();
+    for (v, ms) in plan.vertices.iter().zip(&metrics) {
+        if matches!(v.kind, VertexKind::Sink(_)) {
+            for m in ms {
+                merged.merge(&m.latency);
+            }
+        }
+    }
+    let latency = merged.quantile(0.5).zip(merged.quantile(0.99)).map(|(p50_us, p99_us)| Latency { count: merged.count(), p50_us, p99_us });
+    Ok(RunSummary { pipeline: p.name.clone(), elapsed, vertices, tasks, latency })
 }
 
 struct ProgressPrinter {

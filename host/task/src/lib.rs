@@ -14,7 +14,7 @@
 mod metrics;
 mod stages;
 
-pub use metrics::{StageMetrics, TaskMetrics};
+pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
 pub use stages::{ErrorPolicy, SinkStage, StageInfo, WasmStage};
 
 use std::sync::Arc;
@@ -131,7 +131,7 @@ impl Task {
             match poll {
                 Poll::Ready => {}
                 Poll::Idle(d) => {
-                    self.flush_all()?;
+                    self.flush_idle()?;
                     self.fire_processing_timers()?;
                     self.metrics.idle.start_wait();
                     std::thread::sleep(d.min(MAX_WAIT));
@@ -197,7 +197,7 @@ impl Task {
             if gate.queued() == 0 {
                 // Input went idle: send what we have rather than wait for a
                 // full buffer, so latency is low at low load.
-                self.flush_all()?;
+                self.flush_idle()?;
             } else {
                 self.flush_due()?;
             }
@@ -290,9 +290,9 @@ impl Task {
         Ok(())
     }
 
-    fn flush_all(&mut self) -> Result<(), TaskError> {
+    fn flush_idle(&mut self) -> Result<(), TaskError> {
         for p in &mut self.outputs {
-            p.flush().map_err(|_| TaskError::Cancelled)?;
+            p.flush_idle().map_err(|_| TaskError::Cancelled)?;
         }
         Ok(())
     }

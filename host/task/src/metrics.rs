@@ -18,6 +18,82 @@ pub struct StageMetrics {
     pub bytes_out: AtomicU64,
     /// Records set aside by the `skip` error policy.
     pub records_skipped: AtomicU64,
+    /// End-to-end latency of records that carry a source timestamp header
+    /// (sinks only).
+    pub latency: LatencyHistogram,
+}
+
+/// Latencies in microseconds, in log-linear buckets (16 per power of two,
+/// so a percentile is within ~6% of the true value). Lock-free.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: Vec<AtomicU64>,
+}
+
+const SUB: u64 = 16;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self { buckets: (0..64 * SUB).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl LatencyHistogram {
+    fn index(us: u64) -> usize {
+        if us < SUB {
+            return us as usize;
+        }
+        let exp = 63 - us.leading_zeros() as u64; // >= 4
+        let sub = (us >> (exp - 4)) & (SUB - 1);
+        ((exp - 3) * SUB + sub) as usize
+    }
+
+    fn lower_bound(index: usize) -> u64 {
+        let index = index as u64;
+        if index < SUB {
+            return index;
+        }
+        let exp = index / SUB + 3;
+        let sub = index % SUB;
+        (1 << exp) | (sub << (exp - 4))
+    }
+
+    /// Records one latency.
+    pub fn record(&self, us: u64) {
+        self.buckets[Self::index(us).min(self.buckets.len() - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds another histogram's counts to this one.
+    pub fn merge(&self, other: &LatencyHistogram) {
+        for (a, b) in self.buckets.iter().zip(&other.buckets) {
+            a.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Number of latencies recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) in microseconds, `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                // The middle of the bucket.
+                let lo = Self::lower_bound(i);
+                let hi = Self::lower_bound(i + 1);
+                return Some(lo + (hi - lo) / 2);
+            }
+        }
+        None
+    }
 }
 
 impl StageMetrics {
@@ -31,6 +107,28 @@ impl StageMetrics {
     pub fn add_out(&self, records: usize, bytes: usize) {
         self.records_out.fetch_add(records as u64, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_within_a_bucket() {
+        let h = LatencyHistogram::default();
+        for us in 1..=10_000u64 {
+            h.record(us);
+        }
+        for (q, want) in [(0.5, 5_000.0), (0.99, 9_900.0), (1.0, 10_000.0)] {
+            let got = h.quantile(q).unwrap() as f64;
+            assert!((got - want).abs() / want < 0.07, "q{q}: {got} vs {want}");
+        }
+        assert_eq!(LatencyHistogram::default().quantile(0.5), None);
+        for us in [0u64, 15, 16, 17, 1000, 123_456_789] {
+            let i = LatencyHistogram::index(us);
+            assert!(LatencyHistogram::lower_bound(i) <= us && us < LatencyHistogram::lower_bound(i + 1), "{us}");
+        }
     }
 }
 

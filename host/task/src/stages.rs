@@ -216,9 +216,30 @@ impl SinkStage {
     }
 }
 
+impl SinkStage {
+    /// Records the latency of records stamped by their source.
+    fn measure_latency(&self, batch: &[u8]) {
+        let mut now = None;
+        for rec in Frames::new(batch).flatten() {
+            if rec.raw_headers.is_empty() {
+                continue;
+            }
+            for (name, value) in rec.headers().flatten() {
+                if name == weir_connector::EMITTED_AT_HEADER {
+                    if let Ok(bytes) = <[u8; 8]>::try_from(value) {
+                        let now = *now.get_or_insert_with(weir_connector::now_micros);
+                        self.metrics.latency.record(now.saturating_sub(u64::from_le_bytes(bytes)));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Stage for SinkStage {
     fn process(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
         self.sink.write(batch, records).map_err(|e| self.failed(e))?;
+        self.measure_latency(batch);
         Ok(Vec::new())
     }
 

@@ -85,8 +85,6 @@ pub struct JsonFilter {
     key: Option<KeyField>,
     /// A key with escapes, decoded.
     key_buf: Vec<u8>,
-    /// The output value, when it cannot be written into the batch directly.
-    value_buf: Vec<u8>,
 }
 
 impl Operator for JsonFilter {
@@ -112,7 +110,7 @@ impl Operator for JsonFilter {
             }
         };
         let key = config.key.map(|name| KeyField { field: fields.add(&name), name });
-        Ok(JsonFilter { fields, filter, project, key, key_buf: Vec::new(), value_buf: Vec::new() })
+        Ok(JsonFilter { fields, filter, project, key, key_buf: Vec::new() })
     }
 
     #[inline]
@@ -138,14 +136,7 @@ impl Operator for JsonFilter {
             None => v.extend_from_slice(record.value),
             Some(project) => write_projection(v, &obj, project),
         };
-        if record.raw_headers.is_empty() {
-            out.emit_with(key, record.timestamp, write_value);
-        } else {
-            let headers = record.headers().collect::<Result<Vec<_>, _>>().map_err(Error::msg)?;
-            self.value_buf.clear();
-            write_value(&mut self.value_buf);
-            out.emit_with_headers(key, &self.value_buf, record.timestamp, &headers);
-        }
+        out.emit_with_raw_headers(key, record.timestamp, record.raw_headers, write_value);
         Ok(())
     }
 }

@@ -113,7 +113,7 @@ impl Operator for RunningSum {
             .checked_add(amount)
             .ok_or_else(|| Error::msg(format_args!("the sum for key {key_text:?} overflows a 64-bit integer ({sum} + {amount})")))?;
         ctx.put(SUM, key, &sum);
-        out.emit_with(Some(key), record.timestamp, |v| {
+        out.emit_with_raw_headers(Some(key), record.timestamp, record.raw_headers, |v| {
             v.extend_from_slice(b"{\"key\":");
             json_scan::write_str(v, key_text);
             v.extend_from_slice(b",\"sum\":");

@@ -325,6 +325,16 @@ impl BatchWriter {
         self.records += 1;
     }
 
+    /// Like [`BatchWriter::push_with`], also copying encoded headers (for
+    /// example [`RecordRef::raw_headers`] of the input record).
+    #[inline]
+    pub fn push_with_raw_headers(&mut self, key: Option<&[u8]>, timestamp: i64, raw_headers: &[u8], write_value: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        self.push_with(key, timestamp, write_value);
+        self.buf.extend_from_slice(raw_headers);
+        self.buf[start + 16..start + 20].copy_from_slice(&(raw_headers.len() as u32).to_le_bytes());
+    }
+
     #[inline]
     fn push_header(&mut self, key_len: Option<usize>, value_len: usize, headers_len: usize, timestamp: i64) {
         let key_len = match key_len {
@@ -515,7 +525,8 @@ mod tests {
         w.push(None, b"", -5, &[]);
         w.push(Some(b""), b"v", i64::MAX, &[(b"a", b""), (b"", b"xyz")]);
         w.push_with(Some(b"k"), 7, |v| v.extend_from_slice(b"built in place"));
-        assert_eq!(w.records(), 3);
+        w.push_with_raw_headers(None, 8, &[1, 0, b'h', 1, 0, 0, 0, b'v'], |v| v.push(b'x'));
+        assert_eq!(w.records(), 4);
         let bytes = w.finish();
         let recs: Vec<_> = Frames::new(&bytes).map(Result::unwrap).collect();
         assert_eq!(recs[0].key, None);
@@ -525,6 +536,8 @@ mod tests {
         assert_eq!(hs, vec![(&b"a"[..], &b""[..]), (&b""[..], &b"xyz"[..])]);
         assert_eq!(recs[2].value, b"built in place");
         assert_eq!(recs[2].key, Some(&b"k"[..]));
+        assert_eq!(recs[3].value, b"x");
+        assert_eq!(recs[3].headers().map(Result::unwrap).collect::<Vec<_>>(), vec![(&b"h"[..], &b"v"[..])]);
         let total: usize = recs.iter().map(RecordRef::encoded_len).sum();
         assert_eq!(total, bytes.len());
     }
