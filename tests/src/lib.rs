@@ -40,13 +40,30 @@ pub fn plugin(name: &str) -> PathBuf {
     plugin_dir().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-/// The `weir` binary built alongside the tests.
+/// The `weir` binary, built (once per test process, a no-op when fresh) in
+/// the same target directory and profile as the tests: `cargo test` builds
+/// the binaries of other packages only when their own tests need them.
 pub fn weir_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/weir
-    let bin = exe.parent().and_then(Path::parent).expect("target layout").join("weir");
-    assert!(bin.is_file(), "{} not found: run the tests with `cargo test --workspace`", bin.display());
-    bin
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/weir
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target layout");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--quiet", "-p", "weir"]).current_dir(repo());
+        if let Some(target) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cannot run cargo to build weir");
+        assert!(status.success(), "building the weir binary failed");
+        let bin = profile_dir.join("weir");
+        assert!(bin.is_file(), "{} not found after building it", bin.display());
+        bin
+    })
+    .clone()
 }
 
 /// What a finished `weir` invocation did.
