@@ -33,7 +33,7 @@ pub fn format_record(format: OutputFormat, record: &RecordRef<'_>, out: &mut Vec
             out.extend_from_slice(b",\"value\":");
             push_json_bytes(out, record.value);
             out.extend_from_slice(b",\"timestamp\":");
-            push_i64(out, record.timestamp);
+            weir_format::decimal::push_i64(out, record.timestamp);
             out.extend_from_slice(b"}\n");
         }
     }
@@ -87,25 +87,6 @@ fn push_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
         }
     }
     out.push(b'"');
-}
-
-/// Appends `n` in decimal.
-fn push_i64(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut m = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]

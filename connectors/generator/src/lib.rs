@@ -357,44 +357,7 @@ impl Source for GeneratorSource {
     }
 }
 
-/// Two-digit decimal strings "00" to "99", for integer formatting.
-const DIGIT_PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
-/// Appends `n` in decimal.
-#[inline]
-fn push_u64(v: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    } else {
-        at -= 1;
-        buf[at] = b'0' + n as u8;
-    }
-    v.extend_from_slice(&buf[at..]);
-}
-
-/// Appends `n` in decimal, with a leading `-` when negative.
-#[inline]
-fn push_i64(v: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        v.push(b'-');
-    }
-    push_u64(v, n.unsigned_abs());
-}
+use weir_format::decimal::{push_i64, push_u64, DIGIT_PAIRS};
 
 /// The `events` value for sequence number `n` with timestamp `ts`.
 #[inline]
@@ -461,6 +424,26 @@ fn write_words(v: &mut Vec<u8>, n: u64, seed: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mark_latency_stamps_every_record_with_its_creation_time() {
+        let ctx = weir_connector::ConnectorContext { pipeline: "p".into(), name: "g".into(), subtask: 0, parallelism: 1 };
+        let config = GeneratorConfig { count: Some(3), mark_latency: true, ..GeneratorConfig::default() };
+        let mut g = GeneratorSource::new(config, &ctx);
+        let mut out = BatchWriter::new();
+        let before = weir_connector::now_micros();
+        g.poll(&mut out, 1 << 20).unwrap();
+        let bytes = out.finish();
+        let recs: Vec<_> = weir_format::Frames::new(&bytes).map(Result::unwrap).collect();
+        assert_eq!(recs.len(), 3);
+        for r in recs {
+            assert!(r.value.starts_with(b"{\"id\":"));
+            let (name, value) = r.headers().next().unwrap().unwrap();
+            assert_eq!(name, weir_connector::EMITTED_AT_HEADER);
+            let at = u64::from_le_bytes(value.try_into().unwrap());
+            assert!(at >= before && at <= weir_connector::now_micros());
+        }
+    }
+
     use std::collections::BTreeSet;
 
     use weir_connector::{Frames, RecordRef};
@@ -711,7 +694,8 @@ mod tests {
     #[test]
     fn config_parses_kebab_case_and_validates() {
         let config: GeneratorConfig = serde_json::from_value(serde_json::json!({
-            "count": 10, "rate": 5.5, "schema": "sequence", "seed": 9, "start-timestamp": -3, "value-size": 16
+            "count": 10, "rate": 5.5, "schema": "sequence", "seed": 9, "start-timestamp": -3, "value-size": 16,
+            "mark-latency": true
         }))
         .unwrap();
         assert_eq!(
@@ -722,7 +706,8 @@ mod tests {
                 schema: Schema::Sequence,
                 seed: 9,
                 start_timestamp: -3,
-                value_size: Some(16)
+                value_size: Some(16),
+                mark_latency: true
             }
         );
         assert!(config.validate().is_empty());

@@ -125,13 +125,14 @@ fn load(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> Result<Pipel
     Pipeline::load(pipeline, &LoadOptions { plugin_dir }).map_err(|e| fail(2, &e.to_string()))
 }
 
+/// A validated pipeline and the engine to run it, or the exit code of the failure.
+fn prepare(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> Result<(Pipeline, Engine), ExitCode> {
+    Ok((load(pipeline, plugin_dir)?, engine()?))
+}
+
 fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool, metrics_address: Option<std::net::SocketAddr>) -> ExitCode {
-    let p = match load(pipeline, plugin_dir) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let engine = match engine() {
-        Ok(e) => e,
+    let (p, engine) = match prepare(pipeline, plugin_dir) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address };
@@ -176,12 +177,8 @@ fn print_summary(s: &RunSummary) {
 }
 
 fn cmd_check(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> ExitCode {
-    let p = match load(pipeline, plugin_dir) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let engine = match engine() {
-        Ok(e) => e,
+    let (p, engine) = match prepare(pipeline, plugin_dir) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let plugins = match weir_pipeline::load_plugins(&p, &engine) {

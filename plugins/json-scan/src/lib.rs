@@ -698,23 +698,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends `n` in decimal, without going through `fmt`.
-pub fn write_i64(out: &mut Vec<u8>, n: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
-}
+pub use weir_format::decimal::push_i64 as write_i64;
 
 #[cfg(test)]
 mod tests {

@@ -592,6 +592,64 @@ mod tests {
     }
 }
 
+/// Decimal integer formatting without `fmt` or allocation, for the hot
+/// paths that write JSON or text (sources, sinks, plugins).
+pub mod decimal {
+    /// Two-digit decimal strings "00" to "99", for integer formatting.
+    pub const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+    /// Appends `n` in decimal.
+    #[inline]
+    pub fn push_u64(v: &mut Vec<u8>, mut n: u64) {
+        let mut buf = [0u8; 20];
+        let mut at = buf.len();
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            at -= 1;
+            buf[at] = b'0' + n as u8;
+        }
+        v.extend_from_slice(&buf[at..]);
+    }
+
+    /// Appends `n` in decimal, with a leading `-` when negative.
+    #[inline]
+    pub fn push_i64(v: &mut Vec<u8>, n: i64) {
+        if n < 0 {
+            v.push(b'-');
+        }
+        push_u64(v, n.unsigned_abs());
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn formats_like_display() {
+            for n in [0i64, 7, 10, 99, 100, 12345, -1, -100, i64::MAX, i64::MIN] {
+                let mut v = Vec::new();
+                super::push_i64(&mut v, n);
+                assert_eq!(String::from_utf8(v).unwrap(), n.to_string());
+            }
+            let mut v = Vec::new();
+            super::push_u64(&mut v, u64::MAX);
+            assert_eq!(String::from_utf8(v).unwrap(), u64::MAX.to_string());
+        }
+    }
+}
+
 /// Key groups: the unit of keyed-state partitioning.
 ///
 /// A key hashes to one of `max_parallelism` key groups; each subtask of a
