@@ -56,35 +56,13 @@ pub fn format_batch(format: OutputFormat, batch: &[u8], out: &mut Vec<u8>) -> Re
 /// `"0x"` and lowercase hex.
 fn push_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    if std::str::from_utf8(bytes).is_ok() {
-        let mut plain = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..0x20 => b"",
-                _ => continue,
-            };
-            out.extend_from_slice(&bytes[plain..i]);
-            plain = i + 1;
-            if escape.is_empty() {
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-            } else {
-                out.extend_from_slice(escape);
-            }
-        }
-        out.extend_from_slice(&bytes[plain..]);
-    } else {
-        out.extend_from_slice(b"0x");
-        for &b in bytes {
-            out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-        }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        weir_format::json::push_str(out, text);
+        return;
+    }
+    out.extend_from_slice(b"\"0x");
+    for &b in bytes {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
     }
     out.push(b'"');
 }

@@ -650,6 +650,49 @@ pub mod decimal {
     }
 }
 
+/// JSON text helpers for the hot paths that write JSON (sinks, plugins).
+pub mod json {
+    /// Appends `s` as a JSON string literal (quoted, with the escapes JSON needs).
+    pub fn push_str(out: &mut Vec<u8>, s: &str) {
+        out.push(b'"');
+        let bytes = s.as_bytes();
+        let mut from = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0x00..=0x1f => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[from..i]);
+            if escape.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            } else {
+                out.extend_from_slice(escape);
+            }
+            from = i + 1;
+        }
+        out.extend_from_slice(&bytes[from..]);
+        out.push(b'"');
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn escapes_what_json_needs() {
+            let mut v = Vec::new();
+            super::push_str(&mut v, "a\"b\\c\n\u{1}é");
+            assert_eq!(String::from_utf8(v).unwrap(), "\"a\\\"b\\\\c\\n\\u0001é\"");
+        }
+    }
+}
+
 /// Key groups: the unit of keyed-state partitioning.
 ///
 /// A key hashes to one of `max_parallelism` key groups; each subtask of a
