@@ -5,6 +5,9 @@ use crate::{StateValue, TimeDomain};
 use std::fmt;
 use weir_format::{lp, state_op};
 
+/// Entries of a map state, ordered by map key.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A state access the host refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateError {
@@ -42,7 +45,7 @@ pub trait Host {
     /// Map state entry.
     fn map_get(&mut self, name: &str, key: &[u8], map_key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// All map state entries of a key, ordered by map key.
-    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateError>;
     /// Applies encoded writes (see `weir_format::state_op`), all or nothing.
     fn apply(&mut self, ops: &[u8]) -> Result<(), StateError>;
     /// Registers a timer.
@@ -127,10 +130,11 @@ impl Prefetch {
 
     /// The slot of `key`, preferring the current record's.
     fn slot(&mut self, current: usize, key: &[u8]) -> Option<u32> {
-        if let Some(&s) = self.slot_of.get(current) {
-            if s != u32::MAX && self.key(s) == key {
-                return Some(s);
-            }
+        if let Some(&s) = self.slot_of.get(current)
+            && s != u32::MAX
+            && self.key(s) == key
+        {
+            return Some(s);
         }
         if self.slot_keys.is_empty() {
             return None;
@@ -322,7 +326,7 @@ impl Context {
     }
 
     /// All entries of map state `name` of `key`, ordered by map key.
-    pub fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateError> {
         self.flush_map_ops()?;
         self.host.map_entries(name, key)
     }

@@ -65,7 +65,7 @@ mod hash;
 pub mod rt;
 pub mod testing;
 
-pub use context::{Context, Host, LogLevel, StateError};
+pub use context::{Context, Entries, Host, LogLevel, StateError};
 pub use weir_format::{self as format, Preview, RecordRef as Record};
 pub use wit_bindgen;
 

@@ -57,13 +57,16 @@ pub fn record(key: Option<&str>, value: &str) -> OwnedRecord {
     OwnedRecord { key: key.map(|k| k.as_bytes().to_vec()), value: value.as_bytes().to_vec(), timestamp: 0, headers: Vec::new() }
 }
 
+/// One key's map state.
+pub type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// The in-memory state of a [`MemoryHost`].
 #[derive(Debug, Default)]
 pub struct MemoryState {
     /// Value state: (state name, key) -> value.
     pub values: BTreeMap<(String, Vec<u8>), Vec<u8>>,
     /// Map state: (state name, key) -> map.
-    pub maps: BTreeMap<(String, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+    pub maps: BTreeMap<(String, Vec<u8>), MapEntries>,
     /// Registered timers.
     pub timers: BTreeSet<Timer>,
     /// Current watermark.
@@ -138,7 +141,7 @@ impl Host for MemoryHost {
     fn map_get(&mut self, name: &str, key: &[u8], map_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self.state.borrow().maps.get(&(name.to_owned(), key.to_vec())).and_then(|m| m.get(map_key).cloned()))
     }
-    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<crate::context::Entries, StateError> {
         Ok(self
             .state
             .borrow()

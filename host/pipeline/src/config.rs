@@ -140,19 +140,13 @@ impl Default for NetworkConfig {
 }
 
 /// `[limits]` (pipeline-wide) or `operators[i].limits`: per-instance limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LimitsConfig {
     /// Largest memory one plugin instance may use.
     pub memory: Option<ByteSize>,
     /// CPU time one call into a plugin may take.
     pub call_timeout: Option<DurationStr>,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self { memory: None, call_timeout: None }
-    }
 }
 
 impl LimitsConfig {
@@ -567,15 +561,14 @@ impl Pipeline {
         let mut parallelism: BTreeMap<&str, u32> = self.sources.iter().map(|(n, s)| (n.as_str(), s.parallelism.unwrap_or(1))).collect();
         for (i, op) in self.operators.iter().enumerate() {
             let par = op.parallelism.unwrap_or(self.parallelism);
-            if op.partition == Some(PartitionKind::Forward) {
-                if let Some(&from) = self.operator_input(i).ok().and_then(|n| parallelism.get(n.as_str())) {
-                    if from != par {
-                        errors.push(ConfigError {
-                            path: format!("{}.partition", op.path()),
-                            message: format!("\"forward\" needs equal parallelism, but the input runs at {from} and this operator at {par}; use \"rebalance\" or \"hash\""),
-                        });
-                    }
-                }
+            if op.partition == Some(PartitionKind::Forward)
+                && let Some(&from) = self.operator_input(i).ok().and_then(|n| parallelism.get(n.as_str()))
+                && from != par
+            {
+                errors.push(ConfigError {
+                    path: format!("{}.partition", op.path()),
+                    message: format!("\"forward\" needs equal parallelism, but the input runs at {from} and this operator at {par}; use \"rebalance\" or \"hash\""),
+                });
             }
             parallelism.insert(&op.name, par);
             match self.operator_input(i) {

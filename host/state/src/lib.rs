@@ -56,6 +56,10 @@ impl fmt::Display for StateError {
 impl std::error::Error for StateError {}
 
 type Map = HashMap<Vec<u8>, Vec<u8>>;
+/// Map state of one name: record key -> (map key -> value).
+type MapState = HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+/// Entries of one map state, ordered by map key.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Debug)]
 enum Undo {
@@ -68,7 +72,7 @@ pub struct KeyedState {
     max_parallelism: u32,
     owned: Range<u32>,
     values: HashMap<String, Map>,
-    maps: HashMap<String, HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    maps: HashMap<String, MapState>,
     staged: Vec<u8>,
     undo: Vec<Undo>,
     in_call: bool,
@@ -204,7 +208,7 @@ impl KeyedState {
     }
 
     /// All map state entries of `name` for `key`, ordered by map key.
-    pub fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateError> {
         self.check_key(key)?;
         self.materialize();
         Ok(self

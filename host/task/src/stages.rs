@@ -225,11 +225,11 @@ impl SinkStage {
                 continue;
             }
             for (name, value) in rec.headers().flatten() {
-                if name == weir_connector::EMITTED_AT_HEADER {
-                    if let Ok(bytes) = <[u8; 8]>::try_from(value) {
-                        let now = *now.get_or_insert_with(weir_connector::now_micros);
-                        self.metrics.latency.record(now.saturating_sub(u64::from_le_bytes(bytes)));
-                    }
+                if name == weir_connector::EMITTED_AT_HEADER
+                    && let Ok(bytes) = <[u8; 8]>::try_from(value)
+                {
+                    let now = *now.get_or_insert_with(weir_connector::now_micros);
+                    self.metrics.latency.record(now.saturating_sub(u64::from_le_bytes(bytes)));
                 }
             }
         }

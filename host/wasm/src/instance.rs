@@ -114,7 +114,7 @@ impl fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 fn humanize(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_millis().is_multiple_of(1000) { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 /// A fired timer handed to [`OperatorInstance::on_timer`].
