@@ -42,6 +42,9 @@ pub struct Report {
     rounds: u32,
     empty_call_ns: f64,
     rows: Vec<Row>,
+    /// Peak RSS of the process during the benchmark (reset before it when
+    /// the kernel allows).
+    peak_rss: Option<u64>,
 }
 
 /// A batch of `n` records with 100-byte values, in frame format.
@@ -127,7 +130,7 @@ pub fn run(engine: &Engine, identity: &Path, options: &Options) -> anyhow::Resul
         }
         rows.push(Row { batch, records: calls * units, frame_bytes: input.len() / batch, wasm_ns, native_ns });
     }
-    Ok(Report { rounds: options.rounds, empty_call_ns, rows })
+    Ok(Report { rounds: options.rounds, empty_call_ns, rows, peak_rss: crate::events_agg::peak_rss() })
 }
 
 impl Report {
@@ -155,6 +158,9 @@ impl Report {
             );
         }
         println!("empty process() call: {:.0} ns", self.empty_call_ns);
+        if let Some(rss) = self.peak_rss {
+            println!("peak RSS: {:.1} MiB (one identity instance, batches up to {} records)", rss as f64 / (1 << 20) as f64, self.rows.iter().map(|r| r.batch).max().unwrap_or(0));
+        }
         if json {
             for r in &self.rows {
                 let per_sec = 1e9 / r.wasm_ns;
@@ -170,7 +176,7 @@ impl Report {
                     "wasm_mb_per_sec": per_sec * r.frame_bytes as f64 / 1e6,
                 }));
             }
-            crate::print_json(&json!({ "bench": "boundary-empty-call", "ns_per_call": self.empty_call_ns }));
+            crate::print_json(&json!({ "bench": "boundary-empty-call", "ns_per_call": self.empty_call_ns, "peak_rss_bytes": self.peak_rss }));
         }
     }
 }

@@ -54,12 +54,12 @@ pub fn run(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, para
 
 /// Resets the process's peak RSS (`VmHWM`) to its current RSS; false when
 /// the kernel does not allow it.
-fn reset_peak_rss() -> bool {
+pub(crate) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// The process's peak RSS in bytes (`VmHWM` in `/proc/self/status`).
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;

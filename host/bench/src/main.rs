@@ -170,6 +170,7 @@ fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.which, Which::All | Which::Boundary) {
         let options = boundary::Options { records: cli.records, batch_sizes: cli.batch_sizes.clone(), rounds: cli.rounds };
+        events_agg::reset_peak_rss();
         let report = boundary::run(&engine, &plugin_dir.join("identity.wasm"), &options)?;
         report.print(cli.json);
     }
