@@ -7,7 +7,7 @@
 //! tasks). Wasm work runs on these threads, never on an async reactor.
 //!
 //! The loop is where time is accounted, Flink's way: time blocked waiting
-//! for input is *idle*, time blocked on a full downstream channel is
+//! for input is *idle*, time waiting for a free output buffer is
 //! *backpressured*, the rest is *busy*. Each is a clock read at a state
 //! change, not per record.
 
