@@ -154,3 +154,48 @@ fn skip_policy_sets_rejected_records_aside_and_keeps_the_rest() {
     assert_eq!(ids, expected);
     assert!(run.stderr.lines().any(|l| l.contains("picky") && l.contains("10")), "summary shows 10 skipped:\n{}", run.stderr);
 }
+
+/// Event-time windows: the generator's watermarks (and the final one at the
+/// end of input) fire window-count's timers; every count is exact.
+#[test]
+fn event_time_windows_fire_from_watermarks_and_count_exactly() {
+    let s = Scratch::new();
+    let p = s.pipeline(
+        "p.toml",
+        r#"
+        [sources.events]
+        type = "generator"
+        count = 30000
+        rate = 10000
+        [[operators]]
+        name = "parse"
+        plugin = "json-filter"
+        config = { filter = "amount < 3", key = "user" }
+        [[operators]]
+        name = "windows"
+        plugin = "window-count"
+        partition = "hash"
+        parallelism = 2
+        config = { size-ms = 5000 }
+        [sinks.out]
+        type = "file"
+        parallelism = 1
+        path = "out.jsonl"
+        "#,
+    );
+    s.weir(&["run", "--quiet", "--metrics-address", "off", p.to_str().unwrap()], T).expect_code(0);
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for n in 0..30000u64 {
+        if n % 100 < 3 {
+            let ts = 1_700_000_000_000i64 + n as i64;
+            let end = ts.div_euclid(5000) * 5000 + 5000;
+            *expected.entry((user(n), end)).or_default() += 1;
+        }
+    }
+    let mut got: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for v in json_lines(&std::fs::read_to_string(s.path("out.jsonl")).unwrap()) {
+        let k = (v["key"].as_str().unwrap().to_owned(), v["window_end"].as_i64().unwrap());
+        assert!(got.insert(k.clone(), v["count"].as_u64().unwrap()).is_none(), "window {k:?} emitted twice");
+    }
+    assert_eq!(got, expected);
+}

@@ -112,6 +112,13 @@ pub trait Source: Send {
     /// in a checkpoint.
     fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError>;
 
+    /// The source's event-time watermark: no record with an earlier
+    /// timestamp will follow. `None` (the default) when the source cannot
+    /// say; event time then advances only at the end of a bounded input.
+    fn watermark(&self) -> Option<i64> {
+        None
+    }
+
     /// Moves the source to a position taken by [`Source::snapshot`].
     fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError>;
 

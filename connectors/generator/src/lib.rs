@@ -311,6 +311,13 @@ impl GeneratorSource {
 }
 
 impl Source for GeneratorSource {
+    /// Timestamps grow with the sequence number, so everything before the
+    /// next record's timestamp is complete.
+    fn watermark(&self) -> Option<i64> {
+        // The last record this subtask emitted is the one before `next`.
+        (self.next >= self.step).then(|| self.start_timestamp.saturating_add_unsigned(self.next - self.step))
+    }
+
     fn poll(&mut self, out: &mut BatchWriter, target_bytes: usize) -> Result<Poll, ConnectorError> {
         if self.next >= self.limit {
             return Ok(Poll::Finished);

@@ -98,6 +98,9 @@ pub struct Task {
 
 const MAX_WAIT: Duration = Duration::from_millis(100);
 
+/// How often a source task sends its watermark downstream.
+const WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
+
 impl Task {
     /// Runs the task to the end of its input.
     pub fn run(mut self) -> Result<(), TaskError> {
@@ -116,6 +119,8 @@ impl Task {
 
     fn run_source(&mut self, mut source: Box<dyn Source>, metrics: &Arc<StageMetrics>, name: &str) -> Result<(), TaskError> {
         let mut w = BatchWriter::with_capacity(self.batch_bytes + self.batch_bytes / 4);
+        let mut watermark = i64::MIN;
+        let mut watermark_sent = Instant::now();
         loop {
             self.cancelled()?;
             let poll = source
@@ -127,6 +132,16 @@ impl Task {
                 self.push(0, w.as_bytes(), records)?;
                 w.clear();
                 self.flush_due()?;
+            }
+            // Like Flink's auto-watermark interval: a watermark flushes the
+            // buffers ahead of it, so it is sent at most every 200 ms.
+            if watermark_sent.elapsed() >= WATERMARK_INTERVAL
+                && let Some(wm) = source.watermark()
+                && wm > watermark
+            {
+                watermark = wm;
+                watermark_sent = Instant::now();
+                self.advance_watermark(wm)?;
             }
             match poll {
                 Poll::Ready => {}
