@@ -368,12 +368,6 @@ impl Monitor {
             .collect()
     }
 
-    /// The last one-second sample of every task subtask.
-    pub fn latest_tasks(&self) -> Vec<TaskSample> {
-        let st = self.state.lock().expect("monitor lock");
-        st.task_history.iter().map(|h| h.back().copied().unwrap_or_default()).collect()
-    }
-
     /// Windowed figures of each vertex, summed over its subtasks.
     pub fn vertices(&self) -> Vec<StageSample> {
         let st = self.state.lock().expect("monitor lock");

@@ -247,10 +247,6 @@ pub struct Partitioner {
     oldest: Option<Instant>,
     config: BufferConfig,
     next: usize,
-    /// Records sent, for metrics.
-    pub records_out: u64,
-    /// Bytes sent, for metrics.
-    pub bytes_out: u64,
 }
 
 impl Partitioner {
@@ -258,7 +254,7 @@ impl Partitioner {
     /// buffers from `pool` (channel i of the pool is target i).
     pub fn new(strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, pool: BufferPool) -> Self {
         let writers = targets.iter().map(|_| None).collect();
-        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, records_out: 0, bytes_out: 0 }
+        Self { strategy, targets, writers, pool, oldest: None, config, next: 0 }
     }
 
     /// Routes one batch of `records` records.
@@ -359,8 +355,6 @@ impl Partitioner {
         if records == 0 {
             return Ok(());
         }
-        self.records_out += u64::from(records);
-        self.bytes_out += buf.len() as u64;
         self.targets[t].send(Message::Data { buf, records })
     }
 

@@ -704,28 +704,6 @@ mod tests {
         .unwrap_err();
         assert!(errors.iter().any(|e| e.path == "colour"), "{errors:#?}");
         assert!(errors.iter().any(|e| e.path == "operators[1]" && e.message.contains("paralelism")), "{errors:#?}");
-        assert!(errors.iter().any(|e| e.path == "operators[2].input"), "{errors:#?}");
-        let errors = parse(
-            r#"
-            [sources.gen]
-            type = "generator"
-            rate = -1.0
-            [[operators]]
-            name = "parse"
-            plugin = "nope"
-            [[operators]]
-            name = "parse2"
-            plugin = "json-filter"
-            paralelism = 2
-            [[operators]]
-            name = "sum"
-            plugin = "json-filter"
-            input = "later"
-            [sinks.out]
-            type = "s3"
-            "#,
-        )
-        .unwrap_err();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.contains(&"sources.gen.rate"), "{errors:#?}");
         assert!(paths.contains(&"operators[0].plugin"), "{errors:#?}");

@@ -227,7 +227,6 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         plan.vertices.iter().map(|v| (0..v.parallelism).map(|_| Arc::new(StageMetrics::default())).collect()).collect();
     let cancel = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    let mut task_metrics = Vec::new();
     let mut task_entries = Vec::new();
     for (ci, chain) in plan.chains.iter().enumerate() {
         for s in 0..chain.parallelism {
@@ -299,7 +298,6 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                 }
             }
             let name = format!("{}[{s}]", head.name);
-            task_metrics.push((name.clone(), tm.clone()));
             task_entries.push(TaskEntry { chain_name: head.name.clone(), chain: ci, subtask: s, metrics: tm.clone() });
             tasks.push(Task { name, input, stages, outputs, metrics: tm, cancel: cancel.clone(), batch_bytes: buffers.size });
         }
@@ -376,7 +374,6 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             first_error = Some("a task thread panicked (a bug in weir); see the log above".into());
         }
     }
-    printer.finish();
     let elapsed = started.elapsed();
     if let Some(e) = first_error {
         return Err(RunError::Failed(e));
@@ -398,13 +395,15 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             }
         })
         .collect();
-    let tasks = task_metrics
+    let tasks = monitor
+        .registry()
+        .tasks
         .iter()
-        .map(|(n, m)| {
-            let (idle, bp, total) = m.times();
+        .map(|t| {
+            let (idle, bp, total) = t.metrics.times();
             let total = total.max(1) as f64;
             let busy = (total - idle as f64 - bp as f64).max(0.0);
-            (n.clone(), busy / total, idle as f64 / total, bp as f64 / total)
+            (format!("{}[{}]", t.chain_name, t.subtask), busy / total, idle as f64 / total, bp as f64 / total)
         })
         .collect();
     let merged = weir_task::LatencyHistogram::default();
@@ -506,8 +505,6 @@ impl ProgressPrinter {
         let _ = write!(err, "{out}");
         let _ = err.flush();
     }
-
-    fn finish(&mut self) {}
 }
 
 /// 1234567 -> "1.23M".
