@@ -134,6 +134,21 @@ impl Scratch {
         self.write(rel, text)
     }
 
+    /// Runs the plugin `plugin` (from `plugins/` in this directory, with the
+    /// operator config `config`, a TOML inline table or "{}") over four log
+    /// lines, two of which contain "error"; returns what reached stdout.
+    pub fn run_log_filter(&self, plugin: &str, config: &str) -> String {
+        self.write("in.txt", "all good\ndisk error on sda\nfine\nnetwork error\n");
+        let pipeline = format!(
+            "plugin-dir = \"plugins\"\n[sources.logs]\ntype = \"file\"\npath = \"in.txt\"\n\
+             [[operators]]\nname = \"filter\"\nplugin = {plugin:?}\nconfig = {config}\n[sinks.out]\ntype = \"stdout\"\n"
+        );
+        self.write("p.toml", pipeline);
+        let run = self.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(300));
+        run.expect_code(0);
+        run.stdout
+    }
+
     /// Runs `weir ARGS` in this directory with a timeout.
     pub fn weir(&self, args: &[&str], timeout: Duration) -> Run {
         run_with_timeout(Command::new(weir_bin()).args(args).current_dir(self.dir.path()), timeout)

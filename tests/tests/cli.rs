@@ -55,25 +55,8 @@ fn new_plugin_scaffold_builds_and_runs() {
     }
     std::fs::create_dir_all(s.path("plugins")).unwrap();
     std::fs::copy(target.join("wasm32-wasip2/release/alerts.wasm"), s.path("plugins/alerts.wasm")).unwrap();
-    s.write("in.txt", "all good\ndisk error on sda\nfine\nnetwork error\n");
-    s.write(
-        "p.toml",
-        r#"
-        plugin-dir = "plugins"
-        [sources.logs]
-        type = "file"
-        path = "in.txt"
-        [[operators]]
-        name = "alerts"
-        plugin = "alerts"
-        config = { needle = "error", prefix = "ALERT " }
-        [sinks.out]
-        type = "stdout"
-        "#,
-    );
-    let run = s.weir(&["run", "--quiet", "p.toml"], T);
-    run.expect_code(0);
-    assert_eq!(run.stdout, "ALERT disk error on sda\nALERT network error\n");
+    let out = s.run_log_filter("alerts", r#"{ needle = "error", prefix = "ALERT " }"#);
+    assert_eq!(out, "ALERT disk error on sda\nALERT network error\n");
     // A second scaffold into the same place is refused, not overwritten.
     s.weir(&["new-plugin", "alerts"], T).expect_code(2).expect_stderr(&["already exists"]);
 }
