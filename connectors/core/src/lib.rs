@@ -119,8 +119,15 @@ pub trait Source: Send {
         None
     }
 
-    /// Moves the source to a position taken by [`Source::snapshot`].
-    fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError>;
+    /// Moves the source to the position stored in a checkpoint, before the
+    /// first poll. `positions` holds what [`Source::snapshot`] returned on
+    /// *every* subtask of this source when the checkpoint was taken, at the
+    /// parallelism it ran at then (Flink's union list state): a source that
+    /// divides its input into splits (Kafka partitions, generator sequences)
+    /// takes the splits it owns at its current subtask and parallelism, so a
+    /// restore may change the parallelism. Empty entries are subtasks that
+    /// had nothing to record.
+    fn restore(&mut self, positions: &[&[u8]]) -> Result<(), ConnectorError>;
 
     /// Releases resources at the end of the run.
     fn close(&mut self) -> Result<(), ConnectorError> {
@@ -128,8 +135,37 @@ pub trait Source: Send {
     }
 }
 
+/// A sink's pre-commit handle for one checkpoint, as stored in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committable {
+    /// The checkpoint whose data the handle publishes.
+    pub checkpoint: u64,
+    /// What [`Sink::pre_commit`] returned.
+    pub handle: Vec<u8>,
+}
+
 /// A destination of records.
+///
+/// The runtime calls [`Sink::start`] once before the first write, then
+/// [`Sink::write`] for every batch. On each checkpoint barrier it calls
+/// [`Sink::pre_commit`] and stores the handle in the checkpoint; once the
+/// checkpoint is complete it calls [`Sink::commit`] with that handle. A
+/// restarted pipeline hands the handles of the checkpoint it resumes from
+/// to [`Sink::start`], which publishes them again (idempotently) and drops
+/// whatever was written after that checkpoint: that is exactly-once.
 pub trait Sink: Send {
+    /// Prepares the sink before the first write. `recovered` lists the
+    /// pre-commit handles of the checkpoint the run resumes from that this
+    /// subtask is responsible for, oldest first (empty on a fresh start);
+    /// they may come from subtasks of an earlier parallelism. The default
+    /// commits each of them.
+    fn start(&mut self, recovered: &[Committable]) -> Result<(), ConnectorError> {
+        for c in recovered {
+            self.commit(c.checkpoint, &c.handle)?;
+        }
+        Ok(())
+    }
+
     /// Writes a batch (`records` frames in `batch`).
     fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError>;
 
