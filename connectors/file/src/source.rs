@@ -185,7 +185,18 @@ impl Source for FileSource {
         Ok(position)
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
+    fn restore(&mut self, positions: &[&[u8]]) -> Result<(), ConnectorError> {
+        // A file is read by one subtask; the others of an earlier run (at a
+        // parallelism the file source refuses today) recorded nothing.
+        let mut recorded = positions.iter().filter(|p| !p.is_empty());
+        let (Some(&position), None) = (recorded.next(), recorded.next()) else {
+            return Err(ConnectorError::user(format!(
+                "the checkpoint holds {} positions for the file source reading {}, but a file has exactly one reader; \
+                 the checkpoint was not taken from this pipeline: restore from one of its checkpoints or start with --fresh",
+                positions.iter().filter(|p| !p.is_empty()).count(),
+                self.path.display()
+            )));
+        };
         let Ok(bytes) = <[u8; 16]>::try_from(position) else {
             return Err(ConnectorError::user(format!(
                 "a file source position is 16 bytes (byte offset and line number, little-endian), but the checkpoint holds {} bytes; \
@@ -335,15 +346,15 @@ mod tests {
         assert!(line >= done as u64);
 
         let mut second = open(file.path(), LineFormat::Lines);
-        second.restore(&position).unwrap();
+        second.restore(&[&position]).unwrap();
         assert_eq!(second.lines_read(), line);
         let rest = drain(&mut second, 300).unwrap();
         assert_eq!(all[done..], rest[..]);
 
         // Restoring a finished source rewinds it.
-        first.restore(&position).unwrap();
+        first.restore(&[&position]).unwrap();
         assert_eq!(drain(&mut first, 1 << 20).unwrap(), rest);
-        first.restore(&0u64.to_le_bytes().repeat(2)).unwrap();
+        first.restore(&[&0u64.to_le_bytes().repeat(2)]).unwrap();
         assert_eq!(drain(&mut first, 1 << 20).unwrap(), all);
     }
 
@@ -351,12 +362,12 @@ mod tests {
     fn restore_rejects_bad_positions() {
         let file = file_with(b"a\nb\n");
         let mut source = open(file.path(), LineFormat::Lines);
-        let err = source.restore(&[0; 8]).unwrap_err();
+        let err = source.restore(&[&[0; 8]]).unwrap_err();
         assert_eq!(err.kind, ErrorKind::User);
         assert!(err.message.contains("16 bytes"), "{}", err.message);
         let mut past_end = 100u64.to_le_bytes().to_vec();
         past_end.extend_from_slice(&1u64.to_le_bytes());
-        let err = source.restore(&past_end).unwrap_err();
+        let err = source.restore(&[&past_end]).unwrap_err();
         assert!(err.message.contains("only 4 bytes"), "{}", err.message);
     }
 

@@ -56,8 +56,13 @@
 //!
 //! # Checkpoints
 //!
-//! The position is the next sequence number, 8 bytes little-endian. A
-//! restored source continues with exactly the records it would have produced.
+//! A subtask's position is its next sequence number and the parallelism,
+//! two little-endian `u64`s. A restored source continues with exactly the
+//! records it would have produced. A restore may change the parallelism:
+//! each new subtask starts from the smallest position of the old run and
+//! skips the numbers some old subtask had already produced (the old
+//! positions travel on in its own position until it is past them), so every
+//! sequence number is produced exactly once over any number of rescalings.
 //!
 //! # Performance
 //!
@@ -212,9 +217,30 @@ pub struct GeneratorSource {
     next: u64,
     /// Distance between this subtask's sequence numbers (the parallelism).
     step: u64,
+    /// Sequence numbers already produced before a restore that changed the
+    /// parallelism (see [`Done`]); empty in a run that never rescaled.
+    done: Vec<Done>,
     pacing: Option<Pacing>,
     mark_latency: bool,
     scratch: Vec<u8>,
+}
+
+/// The sequence numbers produced by a run at another parallelism, as its
+/// subtasks' positions: at parallelism `p`, the subtask producing the
+/// numbers `≡ r (mod p)` had reached `next[r]`, so `n` was produced when
+/// `n < next[n mod p]`. Every such record stays true for the rest of the
+/// pipeline's life; it can be forgotten once the subtask is past `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Done {
+    next: Vec<u64>,
+    until: u64,
+}
+
+impl Done {
+    fn new(next: Vec<u64>) -> Self {
+        let until = next.iter().copied().max().unwrap_or(0);
+        Self { next, until }
+    }
 }
 
 /// Rate-limiter state of one subtask.
@@ -266,6 +292,7 @@ impl GeneratorSource {
             limit: config.count.unwrap_or(u64::MAX),
             next: u64::from(ctx.subtask),
             step: u64::from(parallelism),
+            done: Vec::new(),
             pacing,
             mark_latency: config.mark_latency,
             scratch: Vec::new(),
@@ -275,6 +302,14 @@ impl GeneratorSource {
     /// The next sequence number this subtask will produce.
     pub fn next_sequence(&self) -> u64 {
         self.next
+    }
+
+    /// True when `n` was produced before a rescaling restore. Drops the
+    /// records of [`Done`] that no number from `n` on can match.
+    #[cold]
+    fn is_done(&mut self, n: u64) -> bool {
+        self.done.retain(|d| d.until > n);
+        self.done.iter().any(|d| n < d.next[(n % d.next.len() as u64) as usize])
     }
 
     /// Writes up to `max` records (at least one, if any are left) until `out`
@@ -290,6 +325,10 @@ impl GeneratorSource {
         let mut n = self.next;
         let mut written = 0;
         while n < self.limit && written < max {
+            if !self.done.is_empty() && self.is_done(n) {
+                n = n.saturating_add(self.step);
+                continue;
+            }
             let ts = self.start_timestamp.saturating_add_unsigned(n);
             if self.mark_latency {
                 self.scratch.clear();
@@ -345,23 +384,74 @@ impl Source for GeneratorSource {
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
-        Ok(self.next.to_le_bytes().to_vec())
+        let mut position = Vec::with_capacity(16);
+        position.extend_from_slice(&self.next.to_le_bytes());
+        position.extend_from_slice(&self.step.to_le_bytes());
+        for d in self.done.iter().filter(|d| d.until > self.next) {
+            position.extend_from_slice(&(d.next.len() as u64).to_le_bytes());
+            for n in &d.next {
+                position.extend_from_slice(&n.to_le_bytes());
+            }
+        }
+        Ok(position)
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<(), ConnectorError> {
-        let bytes: [u8; 8] = position.try_into().map_err(|_| {
-            ConnectorError::user(format!(
-                "a generator position is 8 bytes (the next sequence number, little-endian), but the checkpoint holds {} bytes; \
-                 the checkpoint was not taken from a generator source: restore from a checkpoint of this pipeline or start without one",
-                position.len()
-            ))
-        })?;
-        self.next = u64::from_le_bytes(bytes);
+    fn restore(&mut self, positions: &[&[u8]]) -> Result<(), ConnectorError> {
+        let mut words = Vec::new();
+        let mut next_by_residue = vec![None; positions.len()];
+        for (i, position) in positions.iter().enumerate() {
+            let bad = |why: &str| {
+                ConnectorError::user(format!(
+                    "generator position {i} of {} in the checkpoint is malformed ({why}; {} bytes); \
+                     the checkpoint was not taken from a generator source: restore from a checkpoint of this pipeline or start with --fresh",
+                    positions.len(),
+                    position.len()
+                ))
+            };
+            if position.len() < 16 || position.len() % 8 != 0 {
+                return Err(bad("not a whole number of 8-byte words, at least 2"));
+            }
+            words.clear();
+            words.extend(position.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))));
+            let (next, step) = (words[0], words[1]);
+            if step != positions.len() as u64 {
+                return Err(bad(&format!("written at parallelism {step}, but the checkpoint has {} positions", positions.len())));
+            }
+            let slot = &mut next_by_residue[(next % step) as usize];
+            if slot.is_some() {
+                return Err(bad("two positions for the same sequence"));
+            }
+            *slot = Some(next);
+            let mut rest = &words[2..];
+            while let Some((&len, tail)) = rest.split_first() {
+                let len = usize::try_from(len).ok().filter(|l| *l > 0 && *l <= tail.len()).ok_or_else(|| bad("truncated"))?;
+                let d = Done::new(tail[..len].to_vec());
+                if !self.done.contains(&d) {
+                    self.done.push(d);
+                }
+                rest = &tail[len..];
+            }
+        }
+        let next: Vec<u64> = next_by_residue.into_iter().map(|n| n.unwrap_or(0)).collect();
+        // Everything below the smallest position was produced; this subtask
+        // resumes at its first sequence number from there and skips what
+        // another subtask of the earlier run already produced.
+        let floor = next.iter().copied().min().unwrap_or(0);
+        let residue = self.next % self.step;
+        self.next = floor + (residue + self.step - floor % self.step) % self.step;
+        if next.len() as u64 != self.step || next.iter().any(|n| n % self.step != residue || *n != self.next) {
+            let d = Done::new(next);
+            if !self.done.contains(&d) {
+                self.done.push(d);
+            }
+        }
+        self.done.retain(|d| d.until > self.next);
         if let Some(pacing) = &mut self.pacing {
             pacing.started = None;
         }
         Ok(())
     }
+
 }
 
 use weir_format::decimal::{push_i64, push_u64, DIGIT_PAIRS};
@@ -595,32 +685,89 @@ mod tests {
     fn snapshot_and_restore_continue_identically() {
         for schema in [Schema::Events, Schema::Sequence, Schema::Words] {
             let config = GeneratorConfig { count: Some(500), schema, seed: 3, ..Default::default() };
-            let full = drain(&mut GeneratorSource::new(config.clone(), &ctx(1, 3)), 1 << 20);
+            let full: Vec<Vec<(i64, Vec<u8>)>> = (0..3).map(|s| drain(&mut GeneratorSource::new(config.clone(), &ctx(s, 3)), 1 << 20)).collect();
 
-            let mut first = GeneratorSource::new(config.clone(), &ctx(1, 3));
-            let mut out = BatchWriter::new();
-            first.poll(&mut out, 700).unwrap();
-            let before = out.records();
-            let position = first.snapshot().unwrap();
-            assert_eq!(position.len(), 8);
-            assert_eq!(u64::from_le_bytes(position.clone().try_into().unwrap()), first.next_sequence());
-
-            let mut second = GeneratorSource::new(config, &ctx(1, 3));
-            second.restore(&position).unwrap();
-            let rest = drain(&mut second, 1 << 20);
-            assert_eq!(full[before..], rest[..], "schema {schema:?}");
+            // Every subtask of a parallelism-3 source stops somewhere, the
+            // checkpoint holds all three positions, and each restored
+            // subtask continues exactly where it was.
+            let mut positions = Vec::new();
+            let mut before = Vec::new();
+            for s in 0..3 {
+                let mut first = GeneratorSource::new(config.clone(), &ctx(s, 3));
+                let mut out = BatchWriter::new();
+                first.poll(&mut out, 300 * (s as usize + 1)).unwrap();
+                before.push(out.records());
+                positions.push(first.snapshot().unwrap());
+                assert_eq!(u64::from_le_bytes(positions[s as usize][..8].try_into().unwrap()), first.next_sequence());
+            }
+            let refs: Vec<&[u8]> = positions.iter().map(Vec::as_slice).collect();
+            for s in 0..3 {
+                let mut second = GeneratorSource::new(config.clone(), &ctx(s, 3));
+                second.restore(&refs).unwrap();
+                let rest = drain(&mut second, 1 << 20);
+                assert_eq!(full[s as usize][before[s as usize]..], rest[..], "schema {schema:?} subtask {s}");
+            }
         }
+    }
+
+    /// Sequence numbers of a drained batch (schema `sequence`).
+    fn numbers(bytes: &[u8]) -> Vec<u64> {
+        weir_connector::Frames::new(bytes).map(|r| std::str::from_utf8(r.unwrap().value).unwrap().parse().unwrap()).collect()
+    }
+
+    /// Runs every subtask of `parallelism` from `positions` (or fresh) for
+    /// `polls` polls of `bytes` bytes; returns what they produced and their positions.
+    fn run_some(config: &GeneratorConfig, parallelism: u32, positions: &[Vec<u8>], polls: usize, bytes: usize) -> (Vec<u64>, Vec<Vec<u8>>) {
+        let refs: Vec<&[u8]> = positions.iter().map(Vec::as_slice).collect();
+        let mut produced = Vec::new();
+        let mut next = Vec::new();
+        for s in 0..parallelism {
+            let mut source = GeneratorSource::new(config.clone(), &ctx(s, parallelism));
+            if !refs.is_empty() {
+                source.restore(&refs).unwrap();
+            }
+            // Subtasks progress unevenly, as they do in a real run.
+            for _ in 0..polls * (s as usize + 1) {
+                let mut out = BatchWriter::new();
+                source.poll(&mut out, bytes).unwrap();
+                produced.extend(numbers(&out.finish()));
+            }
+            next.push(source.snapshot().unwrap());
+        }
+        (produced, next)
+    }
+
+    #[test]
+    fn restore_at_another_parallelism_produces_each_number_once() {
+        let config = GeneratorConfig { count: Some(5_000), schema: Schema::Sequence, ..Default::default() };
+        let mut seen = Vec::new();
+        let mut positions = Vec::new();
+        // 1 -> 3 -> 2 -> 4 -> 1, stopping at uneven points each time.
+        for (parallelism, polls) in [(1, 3), (3, 2), (2, 3), (4, 1), (1, usize::MAX / 8)] {
+            let (produced, next) = run_some(&config, parallelism, &positions, polls.min(10_000), 64);
+            seen.extend(produced);
+            positions = next;
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "a number was produced twice");
+        assert_eq!(sorted, (0..5_000).collect::<Vec<_>>());
     }
 
     #[test]
     fn restore_rejects_malformed_positions() {
         let mut source = GeneratorSource::new(GeneratorConfig::default(), &ctx(0, 1));
-        for bad in [&[][..], &[1, 2, 3], &[0; 9]] {
-            let err = source.restore(bad).unwrap_err();
+        for bad in [&[1u8, 2, 3][..], &[0; 9], &[0; 8], &[0; 24]] {
+            let err = source.restore(&[bad]).unwrap_err();
             assert_eq!(err.kind, weir_connector::ErrorKind::User);
-            assert!(err.message.contains("8 bytes"), "{}", err.message);
-            assert!(err.message.contains(&format!("holds {} bytes", bad.len())), "{}", err.message);
+            assert!(err.message.contains(&format!("{} bytes", bad.len())), "{}", err.message);
         }
+        // Written at parallelism 2 but only one position: not this pipeline's.
+        let mut two = 0u64.to_le_bytes().to_vec();
+        two.extend_from_slice(&2u64.to_le_bytes());
+        let err = source.restore(&[&two]).unwrap_err();
+        assert!(err.message.contains("parallelism 2"), "{}", err.message);
     }
 
     #[test]
