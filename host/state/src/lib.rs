@@ -7,6 +7,13 @@
 //! subtask may only touch the key groups it owns, so a restore at another
 //! parallelism can move whole key groups between subtasks.
 //!
+//! Where entries live is a [`Backend`]: [`HeapBackend`] (hash maps, the
+//! default) or [`DiskBackend`] (an embedded on-disk store, for state larger
+//! than memory). [`KeyedState`] adds what both need on top: key-group
+//! ownership checks, per-call transactions, and snapshots in one format
+//! ([`snapshot`]) whatever the backend, so a checkpoint taken with one
+//! backend restores into the other.
+//!
 //! ## Transactions per call
 //!
 //! Every call into a plugin is atomic with respect to state: writes made
@@ -19,12 +26,16 @@
 //! same call materializes the staged writes early, with an undo log, so the
 //! plugin still reads its own writes.
 
+mod heap;
+pub mod snapshot;
 mod timers;
 
+pub use heap::HeapBackend;
 pub use timers::TimerService;
 
 use hashbrown::HashMap;
-use std::collections::BTreeMap;
+use snapshot::{Entry, SnapshotError, SnapshotReader, SnapshotWriter};
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 use weir_format::{keygroup, lp, state_op};
@@ -55,24 +66,68 @@ impl fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
-type Map = HashMap<Vec<u8>, Vec<u8>>;
-/// Map state of one name: record key -> (map key -> value).
-type MapState = HashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 /// Entries of one map state, ordered by map key.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Work that finishes a snapshot off the task thread: it returns the
+/// snapshot file's bytes. The task thread only does what must happen
+/// before it may go on changing state (copying the heap, or opening a
+/// read transaction of the on-disk store).
+pub type SnapshotJob = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
+
+/// Where the entries of one operator subtask's keyed state live.
+///
+/// A backend stores; it does not check: keys and sizes were validated by
+/// [`KeyedState`] before they reach it. Reads return borrowed bytes when
+/// the backend can (the heap) and owned bytes otherwise (disk).
+pub trait Backend: Send {
+    /// Value state `name` of `key`.
+    fn get(&self, name: &str, key: &[u8]) -> Option<Cow<'_, [u8]>>;
+    /// Sets value state `name` of `key`.
+    fn put(&mut self, name: &str, key: &[u8], value: &[u8]);
+    /// Clears value state `name` of `key`.
+    fn delete(&mut self, name: &str, key: &[u8]);
+    /// Map state `name` of `key` at `map_key`.
+    fn map_get(&self, name: &str, key: &[u8], map_key: &[u8]) -> Option<Cow<'_, [u8]>>;
+    /// Sets one map entry.
+    fn map_put(&mut self, name: &str, key: &[u8], map_key: &[u8], value: &[u8]);
+    /// Removes one map entry.
+    fn map_remove(&mut self, name: &str, key: &[u8], map_key: &[u8]);
+    /// Removes every entry of map state `name` of `key`.
+    fn map_clear(&mut self, name: &str, key: &[u8]);
+    /// Every entry of map state `name` of `key`, ordered by map key.
+    fn map_entries(&self, name: &str, key: &[u8]) -> Entries;
+    /// The writes of one plugin call are applied: a backend with its own
+    /// transactions makes them one unit here. Failing to do so (disk full)
+    /// is a host failure, reported as a string naming the store.
+    fn end_writes(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Starts a snapshot of every entry, written into `out`. Whatever must
+    /// happen before state changes again happens now; the returned job
+    /// finishes it (on another thread).
+    fn snapshot(&mut self, out: SnapshotWriter) -> SnapshotJob;
+    /// Number of (name, key) entries held, value and map state together
+    /// (a map state counts once per key).
+    fn len(&self) -> usize;
+    /// True when no state is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 #[derive(Debug)]
 enum Undo {
     Value { name: String, key: Vec<u8>, old: Option<Vec<u8>> },
-    Map { name: String, key: Vec<u8>, old: Option<BTreeMap<Vec<u8>, Vec<u8>>> },
+    MapEntry { name: String, key: Vec<u8>, map_key: Vec<u8>, old: Option<Vec<u8>> },
+    Map { name: String, key: Vec<u8>, old: Entries },
 }
 
-/// The keyed state of one operator subtask (heap backend).
+/// The keyed state of one operator subtask.
 pub struct KeyedState {
     max_parallelism: u32,
     owned: Range<u32>,
-    values: HashMap<String, Map>,
-    maps: HashMap<String, MapState>,
+    backend: Box<dyn Backend>,
     staged: Vec<u8>,
     undo: Vec<Undo>,
     in_call: bool,
@@ -80,22 +135,22 @@ pub struct KeyedState {
 
 impl fmt::Debug for KeyedState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedState")
-            .field("key_groups", &self.owned)
-            .field("value_states", &self.values.keys().collect::<Vec<_>>())
-            .field("map_states", &self.maps.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("KeyedState").field("key_groups", &self.owned).field("entries", &self.backend.len()).finish()
     }
 }
 
 impl KeyedState {
-    /// Empty state for subtask `subtask` of `parallelism`, with `max_parallelism` key groups.
+    /// Empty heap state for subtask `subtask` of `parallelism`, with `max_parallelism` key groups.
     pub fn new(subtask: u32, parallelism: u32, max_parallelism: u32) -> Self {
+        Self::with_backend(subtask, parallelism, max_parallelism, Box::new(HeapBackend::default()))
+    }
+
+    /// State for subtask `subtask` of `parallelism` kept in `backend`.
+    pub fn with_backend(subtask: u32, parallelism: u32, max_parallelism: u32, backend: Box<dyn Backend>) -> Self {
         Self {
             max_parallelism,
             owned: keygroup::range(subtask, max_parallelism, parallelism),
-            values: HashMap::default(),
-            maps: HashMap::default(),
+            backend,
             staged: Vec::new(),
             undo: Vec::new(),
             in_call: false,
@@ -105,6 +160,11 @@ impl KeyedState {
     /// The key groups this subtask owns.
     pub fn key_groups(&self) -> Range<u32> {
         self.owned.clone()
+    }
+
+    /// Number of key groups of the job.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), StateError> {
@@ -123,14 +183,17 @@ impl KeyedState {
         self.in_call = true;
     }
 
-    /// The call succeeded: apply its writes.
-    pub fn commit(&mut self) {
+    /// The call succeeded: apply its writes. An error means the backend
+    /// could not store them (an on-disk store failing): the host stops the
+    /// operator.
+    pub fn commit(&mut self) -> Result<(), String> {
         let staged = std::mem::take(&mut self.staged);
         self.apply_unchecked(&staged, false);
         self.staged = staged;
         self.staged.clear();
         self.undo.clear();
         self.in_call = false;
+        self.backend.end_writes()
     }
 
     /// The call failed: forget its writes.
@@ -138,19 +201,19 @@ impl KeyedState {
         self.staged.clear();
         while let Some(u) = self.undo.pop() {
             match u {
-                Undo::Value { name, key, old } => {
-                    let m = self.values.entry(name).or_default();
-                    match old {
-                        Some(v) => m.insert(key, v),
-                        None => m.remove(&key),
-                    };
-                }
+                Undo::Value { name, key, old } => match old {
+                    Some(v) => self.backend.put(&name, &key, &v),
+                    None => self.backend.delete(&name, &key),
+                },
+                Undo::MapEntry { name, key, map_key, old } => match old {
+                    Some(v) => self.backend.map_put(&name, &key, &map_key, &v),
+                    None => self.backend.map_remove(&name, &key, &map_key),
+                },
                 Undo::Map { name, key, old } => {
-                    let m = self.maps.entry(name).or_default();
-                    match old {
-                        Some(v) => m.insert(key, v),
-                        None => m.remove(&key),
-                    };
+                    self.backend.map_clear(&name, &key);
+                    for (mk, v) in old {
+                        self.backend.map_put(&name, &key, &mk, &v);
+                    }
                 }
             }
         }
@@ -170,10 +233,10 @@ impl KeyedState {
     }
 
     /// Value state `name` for `key`.
-    pub fn get(&mut self, name: &str, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+    pub fn get(&mut self, name: &str, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
         self.check_key(key)?;
         self.materialize();
-        Ok(self.values.get(name).and_then(|m| m.get(key)).map(Vec::as_slice))
+        Ok(self.backend.get(name, key))
     }
 
     /// Value state `name` for many keys, in the `get-many` encoding: a key
@@ -181,7 +244,6 @@ impl KeyedState {
     /// reference to it.
     pub fn get_many(&mut self, name: &str, keys: &[u8], out: &mut Vec<u8>) -> Result<(), StateError> {
         self.materialize();
-        let map = self.values.get(name);
         let mut seen: HashMap<&[u8], u32> = HashMap::default();
         let mut r = lp::Reader::new(keys);
         let mut i = 0u32;
@@ -192,7 +254,7 @@ impl KeyedState {
                 hashbrown::hash_map::Entry::Vacant(slot) => {
                     self.check_key(key)?;
                     slot.insert(i);
-                    lp::put_opt(out, map.and_then(|m| m.get(key)).map(Vec::as_slice));
+                    lp::put_opt(out, self.backend.get(name, key).as_deref());
                 }
             }
             i += 1;
@@ -201,22 +263,17 @@ impl KeyedState {
     }
 
     /// Map state `name` of `key` at `map_key`.
-    pub fn map_get(&mut self, name: &str, key: &[u8], map_key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+    pub fn map_get(&mut self, name: &str, key: &[u8], map_key: &[u8]) -> Result<Option<Cow<'_, [u8]>>, StateError> {
         self.check_key(key)?;
         self.materialize();
-        Ok(self.maps.get(name).and_then(|m| m.get(key)).and_then(|m| m.get(map_key)).map(Vec::as_slice))
+        Ok(self.backend.map_get(name, key, map_key))
     }
 
     /// All map state entries of `name` for `key`, ordered by map key.
     pub fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateError> {
         self.check_key(key)?;
         self.materialize();
-        Ok(self
-            .maps
-            .get(name)
-            .and_then(|m| m.get(key))
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default())
+        Ok(self.backend.map_entries(name, key))
     }
 
     /// Validates a `state.apply` buffer completely (format, key ownership,
@@ -262,67 +319,86 @@ impl KeyedState {
         fn field<'a>(r: &mut lp::Reader<'a>) -> &'a [u8] {
             r.bytes().expect("validated")
         }
+        let b = &mut self.backend;
         while let Some(op) = r.u8() {
             let name = std::str::from_utf8(field(&mut r)).expect("validated");
             let key = field(&mut r);
             match op {
                 state_op::PUT | state_op::DELETE => {
-                    let map = match self.values.get_mut(name) {
-                        Some(m) => m,
-                        None => self.values.entry(name.to_owned()).or_default(),
-                    };
-                    let new = (op == state_op::PUT).then(|| field(&mut r));
-                    let old = match (new, map.get_mut(key)) {
-                        (Some(v), Some(slot)) if !undo => {
-                            // The hot path: overwrite in place, no allocation.
-                            slot.clear();
-                            slot.extend_from_slice(v);
-                            continue;
-                        }
-                        (Some(v), _) => map.insert(key.to_vec(), v.to_vec()),
-                        (None, _) => map.remove(key),
-                    };
                     if undo {
+                        let old = b.get(name, key).map(Cow::into_owned);
                         self.undo.push(Undo::Value { name: name.to_owned(), key: key.to_vec(), old });
+                    }
+                    if op == state_op::PUT {
+                        b.put(name, key, field(&mut r));
+                    } else {
+                        b.delete(name, key);
+                    }
+                }
+                state_op::MAP_PUT | state_op::MAP_REMOVE => {
+                    let map_key = field(&mut r);
+                    if undo {
+                        let old = b.map_get(name, key, map_key).map(Cow::into_owned);
+                        self.undo.push(Undo::MapEntry { name: name.to_owned(), key: key.to_vec(), map_key: map_key.to_vec(), old });
+                    }
+                    if op == state_op::MAP_PUT {
+                        b.map_put(name, key, map_key, field(&mut r));
+                    } else {
+                        b.map_remove(name, key, map_key);
                     }
                 }
                 _ => {
-                    let maps = self.maps.entry(name.to_owned()).or_default();
                     if undo {
-                        self.undo.push(Undo::Map { name: name.to_owned(), key: key.to_vec(), old: maps.get(key).cloned() });
+                        self.undo.push(Undo::Map { name: name.to_owned(), key: key.to_vec(), old: b.map_entries(name, key) });
                     }
-                    match op {
-                        state_op::MAP_PUT => {
-                            let mk = field(&mut r);
-                            let v = field(&mut r);
-                            maps.entry(key.to_vec()).or_default().insert(mk.to_vec(), v.to_vec());
-                        }
-                        state_op::MAP_REMOVE => {
-                            let mk = field(&mut r);
-                            if let Some(m) = maps.get_mut(key) {
-                                m.remove(mk);
-                                if m.is_empty() {
-                                    maps.remove(key);
-                                }
-                            }
-                        }
-                        _ => {
-                            maps.remove(key);
-                        }
-                    }
+                    b.map_clear(name, key);
                 }
             }
         }
     }
 
-    /// Number of value-state entries (all names).
+    /// Starts a snapshot of this state and of `timers` (between plugin
+    /// calls). Timers are copied now; the backend decides how much of its
+    /// own copy happens now and how much in the returned job.
+    pub fn snapshot(&mut self, timers: &TimerService) -> SnapshotJob {
+        debug_assert!(!self.in_call, "snapshot during a plugin call");
+        let mut w = SnapshotWriter::new(self.max_parallelism, self.owned.clone());
+        timers.snapshot(&mut w);
+        self.backend.snapshot(w)
+    }
+
+    /// Loads the entries of the key groups this subtask owns from snapshot
+    /// files of an earlier run (at any parallelism), into this state and
+    /// `timers`. Files whose key groups do not overlap are skipped unread.
+    pub fn restore(&mut self, timers: &mut TimerService, files: &[&[u8]]) -> Result<(), SnapshotError> {
+        for bytes in files {
+            let r = SnapshotReader::new(bytes)?;
+            if r.max_parallelism() != self.max_parallelism {
+                return Err(SnapshotError(format!(
+                    "it was taken with max-parallelism {} but the pipeline now has {}; key groups cannot be split or merged, so restore with max-parallelism = {}",
+                    r.max_parallelism(),
+                    self.max_parallelism,
+                    r.max_parallelism()
+                )));
+            }
+            let b = &mut self.backend;
+            r.for_each(self.owned.clone(), |e| match e {
+                Entry::Value { name, key, value } => b.put(name, key, value),
+                Entry::Map { name, key, map_key, value } => b.map_put(name, key, map_key, value),
+                Entry::Timer { event_time, key, timestamp } => timers.register(event_time, key, timestamp),
+            })?;
+        }
+        self.backend.end_writes().map_err(SnapshotError)
+    }
+
+    /// Number of (name, key) entries held.
     pub fn len(&self) -> usize {
-        self.values.values().map(HashMap::len).sum::<usize>() + self.maps.values().map(HashMap::len).sum::<usize>()
+        self.backend.len()
     }
 
     /// True when no state is held.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.backend.is_empty()
     }
 }
 
@@ -345,11 +421,11 @@ mod tests {
         put(&mut ops, "sum", b"a", b"1");
         s.stage(&ops).unwrap();
         s.rollback();
-        assert_eq!(s.get("sum", b"a").unwrap(), None);
+        assert_eq!(s.get("sum", b"a").unwrap().as_deref(), None);
         s.begin();
         s.stage(&ops).unwrap();
-        s.commit();
-        assert_eq!(s.get("sum", b"a").unwrap(), Some(&b"1"[..]));
+        s.commit().unwrap();
+        assert_eq!(s.get("sum", b"a").unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[test]
@@ -367,12 +443,12 @@ mod tests {
             lp::put(&mut ops, f);
         }
         s.stage(&ops).unwrap();
-        assert_eq!(s.get("sum", b"a").unwrap(), Some(&b"2"[..]));
-        assert_eq!(s.map_get("m", b"a", b"x").unwrap(), Some(&b"y"[..]));
+        assert_eq!(s.get("sum", b"a").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(s.map_get("m", b"a", b"x").unwrap().as_deref(), Some(&b"y"[..]));
         s.rollback();
-        assert_eq!(s.get("sum", b"a").unwrap(), Some(&b"1"[..]));
-        assert_eq!(s.get("sum", b"b").unwrap(), None);
-        assert_eq!(s.map_get("m", b"a", b"x").unwrap(), None);
+        assert_eq!(s.get("sum", b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(s.get("sum", b"b").unwrap().as_deref(), None);
+        assert_eq!(s.map_get("m", b"a", b"x").unwrap().as_deref(), None);
     }
 
     #[test]
@@ -380,7 +456,7 @@ mod tests {
         // Two subtasks split 128 key groups; find a key the second one owns.
         let mut s0 = KeyedState::new(0, 2, 128);
         let foreign = (0..1000u32).map(|i| format!("k{i}")).find(|k| keygroup::of(k.as_bytes(), 128) >= 64).unwrap();
-        assert_eq!(s0.get("x", foreign.as_bytes()), Err(StateError::KeyNotOwned));
+        assert_eq!(s0.get("x", foreign.as_bytes()).map(|v| v.map(|c| c.into_owned())), Err(StateError::KeyNotOwned));
         let mine = (0..1000u32).map(|i| format!("k{i}")).find(|k| keygroup::of(k.as_bytes(), 128) < 64).unwrap();
         let mut ops = Vec::new();
         put(&mut ops, "x", mine.as_bytes(), b"1");
@@ -415,5 +491,72 @@ mod tests {
         assert_eq!(r.entry(), Some(lp::Entry::Value(&b"B"[..])));
         assert_eq!(r.entry(), Some(lp::Entry::Repeat(0)));
         assert!(r.is_empty());
+    }
+
+    /// Runs `job` and returns the snapshot bytes.
+    fn take(s: &mut KeyedState, t: &TimerService) -> Vec<u8> {
+        s.snapshot(t)().unwrap()
+    }
+
+    #[test]
+    fn snapshot_restores_at_another_parallelism() {
+        let max = 32;
+        let mut one = KeyedState::new(0, 1, max);
+        let mut timers = TimerService::new();
+        let mut ops = Vec::new();
+        for i in 0..300 {
+            let k = format!("key-{i}");
+            put(&mut ops, "sum", k.as_bytes(), format!("{i}").as_bytes());
+            ops.push(state_op::MAP_PUT);
+            for f in [&b"win"[..], k.as_bytes(), b"10", b"x"] {
+                lp::put(&mut ops, f);
+            }
+            timers.register(i % 2 == 0, k.as_bytes(), i);
+        }
+        one.stage(&ops).unwrap();
+        let file = take(&mut one, &timers);
+
+        // 1 -> 3: each new subtask gets exactly its keys.
+        let mut files3 = Vec::new();
+        let mut total = 0;
+        for sub in 0..3 {
+            let mut s = KeyedState::new(sub, 3, max);
+            let mut t = TimerService::new();
+            s.restore(&mut t, &[&file]).unwrap();
+            for i in 0..300 {
+                let k = format!("key-{i}");
+                let owned = s.key_groups().contains(&keygroup::of(k.as_bytes(), max));
+                let v = s.get("sum", k.as_bytes());
+                if owned {
+                    assert_eq!(v.unwrap().as_deref(), Some(format!("{i}").as_bytes()));
+                    assert_eq!(s.map_get("win", k.as_bytes(), b"10").unwrap().as_deref(), Some(&b"x"[..]));
+                } else {
+                    assert_eq!(v.map(|_| ()), Err(StateError::KeyNotOwned));
+                }
+            }
+            total += s.len();
+            files3.push(take(&mut s, &t));
+            assert!(!t.is_empty());
+        }
+        assert_eq!(total, 600);
+
+        // 3 -> 2, reading all three files: the same entries and timers as at the start.
+        let refs: Vec<&[u8]> = files3.iter().map(Vec::as_slice).collect();
+        let mut timers_back = 0;
+        let mut entries = 0;
+        for sub in 0..2 {
+            let mut s = KeyedState::new(sub, 2, max);
+            let mut t = TimerService::new();
+            s.restore(&mut t, &refs).unwrap();
+            entries += s.len();
+            timers_back += t.len();
+        }
+        assert_eq!(entries, 600);
+        assert_eq!(timers_back, 300);
+
+        // Another max-parallelism cannot reuse the key groups.
+        let mut other = KeyedState::new(0, 1, 64);
+        let err = other.restore(&mut TimerService::new(), &[&file]).unwrap_err();
+        assert!(err.0.contains("max-parallelism 32"), "{err}");
     }
 }

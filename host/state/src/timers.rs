@@ -92,6 +92,15 @@ impl TimerService {
         due
     }
 
+    /// Adds every registered timer to a snapshot (between plugin calls).
+    pub fn snapshot(&self, out: &mut crate::snapshot::SnapshotWriter) {
+        for (event, set) in [(true, &self.event), (false, &self.processing)] {
+            for (ts, key) in set {
+                out.timer(event, key, *ts);
+            }
+        }
+    }
+
     /// Number of registered timers.
     pub fn len(&self) -> usize {
         self.event.len() + self.processing.len()

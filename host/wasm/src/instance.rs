@@ -182,7 +182,7 @@ impl types::Host for HostState {}
 
 impl state::Host for HostState {
     fn get(&mut self, name: String, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, state::StateError>> {
-        Ok(self.keyed.get(&name, &key).map(|v| v.map(<[u8]>::to_vec)).map_err(to_wit))
+        Ok(self.keyed.get(&name, &key).map(|v| v.map(std::borrow::Cow::into_owned)).map_err(to_wit))
     }
 
     fn get_many(&mut self, name: String, keys: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, state::StateError>> {
@@ -191,7 +191,7 @@ impl state::Host for HostState {
     }
 
     fn map_get(&mut self, name: String, key: Vec<u8>, map_key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, state::StateError>> {
-        Ok(self.keyed.map_get(&name, &key, &map_key).map(|v| v.map(<[u8]>::to_vec)).map_err(to_wit))
+        Ok(self.keyed.map_get(&name, &key, &map_key).map(|v| v.map(std::borrow::Cow::into_owned)).map_err(to_wit))
     }
 
     fn map_entries(&mut self, name: String, key: Vec<u8>) -> wasmtime::Result<Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError>> {
@@ -320,7 +320,13 @@ impl OperatorInstance {
             parallelism: info.parallelism,
             config: info.config_json.clone(),
         };
-        inst.call(|b, s| b.weir_plugin_handler().call_open(s, &wit_info))?.map_err(CallError::Failed)?;
+        match inst.call(|b, s| b.weir_plugin_handler().call_open(s, &wit_info))? {
+            Ok(()) => inst.commit()?,
+            Err(e) => {
+                inst.rollback();
+                return Err(CallError::Failed(e));
+            }
+        }
         Ok(inst)
     }
 
@@ -351,7 +357,16 @@ impl OperatorInstance {
 
     /// Signals the end of input; returns the final outputs.
     pub fn close(&mut self) -> Result<Vec<u8>, CallError> {
-        self.call(|b, s| b.weir_plugin_handler().call_close(s))?.map_err(CallError::Failed)
+        match self.call(|b, s| b.weir_plugin_handler().call_close(s))? {
+            Ok(out) => {
+                self.commit()?;
+                Ok(out)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(CallError::Failed(e))
+            }
+        }
     }
 
     /// The instance's keyed state.
@@ -380,7 +395,7 @@ impl OperatorInstance {
     fn finish(&mut self, out: types::BatchOutput) -> Result<Vec<u8>, CallError> {
         match out.error {
             None => {
-                self.commit();
+                self.commit()?;
                 Ok(out.records)
             }
             Some(e) => {
@@ -390,10 +405,10 @@ impl OperatorInstance {
         }
     }
 
-    fn commit(&mut self) {
+    fn commit(&mut self) -> Result<(), CallError> {
         let d = self.store.data_mut();
-        d.keyed.commit();
         d.timers.commit();
+        d.keyed.commit().map_err(|e| CallError::Failed(format!("the host could not store the operator's keyed state: {e}")))
     }
 
     fn rollback(&mut self) {
