@@ -17,8 +17,8 @@
 //! hop up to the sources.
 //!
 //! Signals travel in-band on the same channels as data ([`Message`]):
-//! watermarks and end-of-input, so a receiver sees them in order with the
-//! records around them.
+//! watermarks, checkpoint barriers and end-of-input, so a receiver sees them
+//! in order with the records around them.
 //!
 //! Every upstream subtask of a receiver writes to one channel (the
 //! receiver's *input gate*); each message carries the index of the upstream
@@ -47,6 +47,9 @@ pub enum Message {
     },
     /// No record with an earlier event time will follow on this channel.
     Watermark(i64),
+    /// Checkpoint barrier: every record before it belongs to the checkpoint
+    /// with this id, every record after it to the next one.
+    Barrier(u64),
     /// The upstream subtask has finished; nothing follows.
     EndOfInput,
 }

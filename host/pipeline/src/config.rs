@@ -139,6 +139,80 @@ impl Default for NetworkConfig {
     }
 }
 
+/// `[checkpoint]`: periodic consistent snapshots for exactly-once recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints; `None` (`interval = "off"`) takes none.
+    pub interval: Option<Duration>,
+    /// A checkpoint not complete after this long fails (and is counted).
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the start of the next.
+    pub min_pause: Duration,
+    /// Complete checkpoints kept on disk (savepoints are never deleted).
+    pub retain: usize,
+    /// Where checkpoints go (relative to the pipeline file):
+    /// `DIR/PIPELINE/ID/`.
+    pub dir: PathBuf,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval: Some(Duration::from_secs(10)),
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            retain: 3,
+            dir: PathBuf::from("data/checkpoints"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCheckpoint {
+    interval: Option<String>,
+    timeout: Option<DurationStr>,
+    min_pause: Option<DurationStr>,
+    retain: Option<usize>,
+    dir: Option<PathBuf>,
+}
+
+/// Where operators keep keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackendKind {
+    /// In memory: fastest; state must fit in memory.
+    #[default]
+    Heap,
+    /// In an embedded on-disk store (redb), one file per operator subtask:
+    /// state larger than memory.
+    Disk,
+}
+
+/// `[state]`: where keyed state lives while the pipeline runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The backend.
+    pub backend: StateBackendKind,
+    /// Working directory of the disk backend (relative to the pipeline
+    /// file): `DIR/PIPELINE/OPERATOR-SUBTASK.redb`. Scratch space: it is
+    /// rebuilt from the checkpoint on every start.
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self { backend: StateBackendKind::Heap, dir: PathBuf::from("data/state") }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawState {
+    backend: Option<StateBackendKind>,
+    dir: Option<PathBuf>,
+}
+
 /// `[limits]` (pipeline-wide) or `operators[i].limits`: per-instance limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -279,6 +353,10 @@ struct RawPipeline {
     #[serde(default)]
     limits: Option<toml::Value>,
     #[serde(default)]
+    checkpoint: Option<toml::Value>,
+    #[serde(default)]
+    state: Option<toml::Value>,
+    #[serde(default)]
     sources: BTreeMap<String, toml::Table>,
     #[serde(default)]
     operators: Vec<toml::Value>,
@@ -303,6 +381,10 @@ pub struct Pipeline {
     pub network: NetworkConfig,
     /// Default limits.
     pub limits: weir_wasm::Limits,
+    /// Checkpointing.
+    pub checkpoint: CheckpointConfig,
+    /// Keyed state.
+    pub state: StateConfig,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceConfig>,
     /// Operators in file order.
@@ -374,8 +456,19 @@ impl Pipeline {
             vec![ConfigError { path: String::new(), message: format!("not valid TOML: {}", e.to_string().trim()) }]
         })?;
         let mut errors = Vec::new();
-        const KNOWN: [&str; 9] =
-            ["name", "plugin-dir", "parallelism", "max-parallelism", "network", "limits", "sources", "operators", "sinks"];
+        const KNOWN: [&str; 11] = [
+            "name",
+            "plugin-dir",
+            "parallelism",
+            "max-parallelism",
+            "network",
+            "limits",
+            "checkpoint",
+            "state",
+            "sources",
+            "operators",
+            "sinks",
+        ];
         let unknown: Vec<String> = table.keys().filter(|k| !KNOWN.contains(&k.as_str())).cloned().collect();
         for k in unknown {
             table.remove(&k);
@@ -410,6 +503,54 @@ impl Pipeline {
         }
         let limits_cfg: LimitsConfig = raw.limits.and_then(|v| typed(v, "limits", &mut errors)).unwrap_or_default();
         let limits = limits_cfg.or(weir_wasm::Limits::default());
+        let mut checkpoint = CheckpointConfig::default();
+        if let Some(raw) = raw.checkpoint.and_then(|v| typed::<RawCheckpoint>(v, "checkpoint", &mut errors)) {
+            match raw.interval.as_deref().map(str::trim) {
+                None => {}
+                Some("off" | "none" | "disabled") => checkpoint.interval = None,
+                Some(text) => match humantime::parse_duration(text) {
+                    Ok(d) if d >= Duration::from_millis(10) => checkpoint.interval = Some(d),
+                    Ok(_) => errors.push(ConfigError {
+                        path: "checkpoint.interval".into(),
+                        message: "must be at least 10ms; write \"off\" to take no checkpoints".into(),
+                    }),
+                    Err(e) => errors.push(ConfigError {
+                        path: "checkpoint.interval".into(),
+                        message: format!("invalid duration {text:?} ({e}); write e.g. \"10s\", \"1m\", or \"off\""),
+                    }),
+                },
+            }
+            if let Some(t) = raw.timeout {
+                if t.0.is_zero() {
+                    errors.push(ConfigError { path: "checkpoint.timeout".into(), message: "must be more than 0".into() });
+                }
+                checkpoint.timeout = t.0;
+            }
+            if let Some(p) = raw.min_pause {
+                checkpoint.min_pause = p.0;
+            }
+            if let Some(n) = raw.retain {
+                if n == 0 {
+                    errors.push(ConfigError {
+                        path: "checkpoint.retain".into(),
+                        message: "must be at least 1: a restart needs the latest checkpoint".into(),
+                    });
+                }
+                checkpoint.retain = n.max(1);
+            }
+            if let Some(d) = raw.dir {
+                checkpoint.dir = d;
+            }
+        }
+        checkpoint.dir = base.join(&checkpoint.dir);
+        let mut state = StateConfig::default();
+        if let Some(raw) = raw.state.and_then(|v| typed::<RawState>(v, "state", &mut errors)) {
+            state.backend = raw.backend.unwrap_or_default();
+            if let Some(d) = raw.dir {
+                state.dir = d;
+            }
+        }
+        state.dir = base.join(&state.dir);
 
         // Names declared in the file, valid or not: a section with its own
         // error must not also be reported as missing by the graph checks.
@@ -527,7 +668,7 @@ impl Pipeline {
             }
         }
 
-        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, sources, operators, plugin_files, sinks };
+        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, checkpoint, state, sources, operators, plugin_files, sinks };
         p.check_graph(&mut errors, &declared, declared_sources, declared_sinks);
         if errors.is_empty() { Ok(p) } else { Err(errors) }
     }

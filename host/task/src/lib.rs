@@ -11,17 +11,21 @@
 //! *backpressured*, the rest is *busy*. Each is a clock read at a state
 //! change, not per record.
 
+pub mod checkpoint;
 mod metrics;
 mod stages;
 
+pub use checkpoint::{Ack, Aligner, Checkpointing, StageState, StatePart};
 pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
 pub use stages::{ErrorPolicy, SinkStage, StageInfo, WasmStage};
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use weir_checkpoint::failpoint;
 use weir_connector::{BatchWriter, Poll, Source};
-use weir_network::{InputGate, Message, Partitioner, Received};
+use weir_network::{Envelope, InputGate, Message, Partitioner, Received};
 
 /// Why a task stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,30 @@ pub trait Stage: Send {
     /// End of input: return the final output.
     fn close(&mut self) -> Result<Vec<u8>, TaskError>;
 
+    /// A checkpoint barrier passed this stage: return its part of the
+    /// checkpoint (`None`: it has no state).
+    fn snapshot(&mut self, checkpoint: u64) -> Result<Option<StageState>, TaskError> {
+        let _ = checkpoint;
+        Ok(None)
+    }
+
+    /// Every checkpoint up to `checkpoint` is complete (sinks publish).
+    fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), TaskError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// The input ended and the pipeline takes no checkpoints: publish
+    /// everything now.
+    fn end_without_checkpoints(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// The very end, after the final checkpoint: release resources.
+    fn shutdown(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
     /// Counters of this stage.
     fn metrics(&self) -> &Arc<StageMetrics>;
 }
@@ -73,6 +101,8 @@ pub enum TaskInput {
         metrics: Arc<StageMetrics>,
         /// The source's name, for errors.
         name: String,
+        /// Its vertex in the plan (for checkpoints).
+        vertex: usize,
     },
     /// Batches from upstream tasks.
     Gate(InputGate),
@@ -86,6 +116,15 @@ pub struct Task {
     pub input: TaskInput,
     /// The chained stages, in order.
     pub stages: Vec<Box<dyn Stage>>,
+    /// The plan vertex of each stage (for checkpoints).
+    pub vertices: Vec<usize>,
+    /// The subtask index this task runs.
+    pub subtask: u32,
+    /// The link to the checkpoint coordinator; `None` when the pipeline
+    /// takes no checkpoints.
+    pub checkpoints: Option<Checkpointing>,
+    /// Highest completed checkpoint the stages were told about.
+    pub completed: u64,
     /// Partitioners to downstream tasks.
     pub outputs: Vec<Partitioner>,
     /// Time accounting of this task.
@@ -106,23 +145,133 @@ impl Task {
     pub fn run(mut self) -> Result<(), TaskError> {
         self.metrics.start();
         let result = match std::mem::replace(&mut self.input, TaskInput::Gate(weir_network::gate(0).1)) {
-            TaskInput::Source { source, metrics, name } => self.run_source(source, &metrics, &name),
-            TaskInput::Gate(gate) => self.run_gate(&gate),
+            TaskInput::Source { source, metrics, name, vertex } => {
+                self.run_source(source, &metrics, &name, vertex).and_then(|end| self.finish(end))
+            }
+            TaskInput::Gate(gate) => self.run_gate(&gate).and_then(|()| self.finish(None)),
         };
         self.metrics.finish();
         result
+    }
+
+    /// After the end of input: the final checkpoint (or, without
+    /// checkpoints, publishing at once), then shutting the stages down.
+    fn finish(&mut self, source_end: Option<(usize, Vec<u8>)>) -> Result<(), TaskError> {
+        let Some(c) = self.checkpoints.clone() else {
+            for stage in &mut self.stages {
+                stage.end_without_checkpoints()?;
+                stage.shutdown()?;
+            }
+            return Ok(());
+        };
+        let id = c.final_checkpoint();
+        let started = Instant::now();
+        let mut parts = Vec::new();
+        if let Some((vertex, position)) = source_end {
+            parts.push(StatePart::Source { vertex, position });
+        }
+        let result = self.snapshot_stages(id).map(|mut p| {
+            parts.append(&mut p);
+            parts
+        });
+        self.ack(id, true, result, Duration::ZERO, started.elapsed());
+        // The final checkpoint completes once every task got here.
+        while c.completed.load(Ordering::Acquire) < id {
+            self.cancelled()?;
+            self.metrics.idle.start_wait();
+            std::thread::sleep(Duration::from_millis(5));
+            self.metrics.idle.end_wait();
+        }
+        self.notify_completed()?;
+        for stage in &mut self.stages {
+            stage.shutdown()?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_stages(&mut self, id: u64) -> Result<Vec<StatePart>, String> {
+        let mut parts = Vec::new();
+        for (stage, &vertex) in self.stages.iter_mut().zip(&self.vertices) {
+            match stage.snapshot(id) {
+                Ok(Some(state)) => parts.push(StatePart::Stage { vertex, state }),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(parts)
+    }
+
+    fn ack(&self, checkpoint: u64, finished: bool, result: Result<Vec<StatePart>, String>, alignment: Duration, sync: Duration) {
+        if let Some(c) = &self.checkpoints {
+            // The coordinator being gone means the run is ending.
+            let _ = c.acks.send(Ack { task: c.task, checkpoint, subtask: self.subtask, finished, result, alignment, sync });
+        }
+    }
+
+    /// Takes checkpoint `id` at this point of the stream: snapshots the
+    /// stages, forwards the barrier, acknowledges.
+    fn checkpoint(&mut self, id: u64, source: Option<(usize, Result<Vec<u8>, String>)>, alignment: Duration) -> Result<(), TaskError> {
+        let started = Instant::now();
+        let mut parts = Vec::new();
+        let mut failed = None;
+        if let Some((vertex, position)) = source {
+            match position {
+                Ok(position) => parts.push(StatePart::Source { vertex, position }),
+                Err(e) => failed = Some(e),
+            }
+        }
+        let stages = self.snapshot_stages(id);
+        for p in &mut self.outputs {
+            p.signal(|| Message::Barrier(id)).map_err(|_| TaskError::Cancelled)?;
+        }
+        failpoint::hit("after-barrier-injection", id);
+        let result = match (failed, stages) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(mut s)) => {
+                parts.append(&mut s);
+                Ok(parts)
+            }
+        };
+        if let Err(e) = &result {
+            tracing::warn!(task = %self.name, checkpoint = id, "could not take its part of the checkpoint: {e}");
+        }
+        self.ack(id, false, result, alignment, started.elapsed());
+        Ok(())
+    }
+
+    /// Tells the stages about checkpoints completed since the last call.
+    fn notify_completed(&mut self) -> Result<(), TaskError> {
+        let Some(c) = &self.checkpoints else { return Ok(()) };
+        let done = c.completed.load(Ordering::Acquire);
+        if done > self.completed {
+            self.completed = done;
+            for stage in &mut self.stages {
+                stage.checkpoint_complete(done)?;
+            }
+        }
+        Ok(())
     }
 
     fn cancelled(&self) -> Result<(), TaskError> {
         if self.cancel.load(Ordering::Relaxed) { Err(TaskError::Cancelled) } else { Ok(()) }
     }
 
-    fn run_source(&mut self, mut source: Box<dyn Source>, metrics: &Arc<StageMetrics>, name: &str) -> Result<(), TaskError> {
+    fn run_source(&mut self, mut source: Box<dyn Source>, metrics: &Arc<StageMetrics>, name: &str, vertex: usize) -> Result<Option<(usize, Vec<u8>)>, TaskError> {
         let mut w = BatchWriter::with_capacity(self.batch_bytes + self.batch_bytes / 4);
         let mut watermark = i64::MIN;
         let mut watermark_sent = Instant::now();
+        let mut triggered = self.checkpoints.as_ref().map_or(0, |c| c.trigger.load(Ordering::Acquire));
         loop {
             self.cancelled()?;
+            if let Some(c) = &self.checkpoints {
+                let wanted = c.trigger.load(Ordering::Acquire);
+                if wanted > triggered {
+                    triggered = wanted;
+                    let position = source.snapshot().map_err(|e| format!("source `{name}` could not record its position: {e}"));
+                    self.checkpoint(wanted, Some((vertex, position)), Duration::ZERO)?;
+                }
+                self.notify_completed()?;
+            }
             let poll = source
                 .poll(&mut w, self.batch_bytes)
                 .map_err(|e| TaskError::Stage(format!("source `{name}` ({}) failed: {e}", self.name)))?;
@@ -155,22 +304,35 @@ impl Task {
                 Poll::Finished => break,
             }
         }
+        let end = match &self.checkpoints {
+            Some(_) => Some((
+                vertex,
+                source.snapshot().map_err(|e| TaskError::Stage(format!("source `{name}` could not record its final position: {e}")))?,
+            )),
+            None => None,
+        };
         source.close().map_err(|e| TaskError::Stage(format!("source `{name}` failed to close: {e}")))?;
-        self.end_of_input()
+        self.end_of_input()?;
+        Ok(end)
     }
 
     fn run_gate(&mut self, gate: &InputGate) -> Result<(), TaskError> {
         let channels = gate.channels as usize;
-        let mut finished = vec![false; channels];
-        let mut open_channels = channels;
-        let mut watermarks = vec![i64::MIN; channels];
-        let mut watermark = i64::MIN;
-        while open_channels > 0 {
+        let mut input = GateInput {
+            finished: vec![false; channels],
+            open: channels,
+            watermarks: vec![i64::MIN; channels],
+            watermark: i64::MIN,
+            aligner: Aligner::new(channels),
+            released: VecDeque::new(),
+        };
+        while input.open > 0 {
             self.cancelled()?;
-            let wait = self.next_wakeup();
-            let received = match gate.try_recv() {
+            self.notify_completed()?;
+            let received = match input.released.pop_front().or_else(|| gate.try_recv()) {
                 Some(env) => Received::Message(env),
                 None => {
+                    let wait = self.next_wakeup();
                     self.metrics.idle.start_wait();
                     let r = gate.recv_timeout(wait);
                     self.metrics.idle.end_wait();
@@ -179,37 +341,14 @@ impl Task {
             };
             self.metrics.in_queued.store(gate.queued() as u64, std::sync::atomic::Ordering::Relaxed);
             match received {
-                Received::Message(env) => match env.msg {
-                    Message::Data { buf, records } => self.push(0, &buf, records as usize)?,
-                    Message::Watermark(w) => {
-                        let ch = env.channel as usize;
-                        watermarks[ch] = watermarks[ch].max(w);
-                        let min = min_open(&watermarks, &finished);
-                        if min > watermark {
-                            watermark = min;
-                            self.advance_watermark(watermark)?;
-                        }
-                    }
-                    Message::EndOfInput => {
-                        let ch = env.channel as usize;
-                        if !finished[ch] {
-                            finished[ch] = true;
-                            open_channels -= 1;
-                            let min = min_open(&watermarks, &finished);
-                            if open_channels > 0 && min > watermark {
-                                watermark = min;
-                                self.advance_watermark(watermark)?;
-                            }
-                        }
-                    }
-                },
+                Received::Message(env) => self.on_message(env, &mut input)?,
                 Received::Timeout => {}
                 // Every upstream sender is gone without end-of-input: an
                 // upstream task failed and reports the cause itself.
                 Received::Disconnected => return Err(TaskError::Cancelled),
             }
             self.fire_processing_timers()?;
-            if gate.queued() == 0 {
+            if gate.queued() == 0 && input.released.is_empty() {
                 // Input went idle: send what we have rather than wait for a
                 // full buffer, so latency is low at low load.
                 self.flush_idle()?;
@@ -218,6 +357,51 @@ impl Task {
             }
         }
         self.end_of_input()
+    }
+
+    fn on_message(&mut self, env: Envelope, input: &mut GateInput) -> Result<(), TaskError> {
+        let ch = env.channel as usize;
+        if input.aligner.is_blocked(ch) {
+            input.aligner.hold(env);
+            return Ok(());
+        }
+        let aligned = match env.msg {
+            Message::Data { buf, records } => {
+                self.push(0, &buf, records as usize)?;
+                None
+            }
+            Message::Watermark(w) => {
+                input.watermarks[ch] = input.watermarks[ch].max(w);
+                let min = min_open(&input.watermarks, &input.finished);
+                if min > input.watermark {
+                    input.watermark = min;
+                    self.advance_watermark(min)?;
+                }
+                None
+            }
+            Message::Barrier(id) => input.aligner.barrier(ch, id),
+            Message::EndOfInput => {
+                if input.finished[ch] {
+                    return Ok(());
+                }
+                input.finished[ch] = true;
+                input.open -= 1;
+                let min = min_open(&input.watermarks, &input.finished);
+                if input.open > 0 && min > input.watermark {
+                    input.watermark = min;
+                    self.advance_watermark(min)?;
+                }
+                input.aligner.end_of_input(ch)
+            }
+        };
+        if let Some((id, alignment)) = aligned {
+            self.checkpoint(id, None, alignment)?;
+            let held: Vec<Envelope> = input.aligner.release().collect();
+            for (i, env) in held.into_iter().enumerate() {
+                input.released.insert(i, env);
+            }
+        }
+        Ok(())
     }
 
     fn next_wakeup(&self) -> Duration {
@@ -320,6 +504,17 @@ impl Task {
         }
         Ok(())
     }
+}
+
+/// What a gate task tracks about its input channels.
+struct GateInput {
+    finished: Vec<bool>,
+    open: usize,
+    watermarks: Vec<i64>,
+    watermark: i64,
+    aligner: Aligner,
+    /// Messages held back during an alignment, to process before new ones.
+    released: VecDeque<Envelope>,
 }
 
 fn min_open(watermarks: &[i64], finished: &[bool]) -> i64 {

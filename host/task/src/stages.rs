@@ -1,10 +1,11 @@
 //! The stages a chain is made of: Wasm operators and sinks.
 
-use crate::{Stage, StageMetrics, TaskError};
+use crate::{Stage, StageMetrics, StageState, TaskError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use weir_connector::Sink;
+use weir_checkpoint::failpoint;
+use weir_connector::{Committable, Sink};
 use weir_format::{BatchWriter, Frames, Preview, RecordRef};
 use weir_wasm::{CallError, OperatorInstance, TimerFired, TrapKind};
 
@@ -192,6 +193,11 @@ impl Stage for WasmStage {
         self.instance.close().map_err(|e| self.call_failed("close", e, None))
     }
 
+    fn snapshot(&mut self, _checkpoint: u64) -> Result<Option<StageState>, TaskError> {
+        let key_groups = self.instance.keyed_state().key_groups();
+        Ok(Some(StageState::Operator { key_groups, job: self.instance.snapshot_state() }))
+    }
+
     fn metrics(&self) -> &Arc<StageMetrics> {
         &self.metrics
     }
@@ -203,12 +209,17 @@ pub struct SinkStage {
     name: String,
     subtask: u32,
     metrics: Arc<StageMetrics>,
+    /// Pre-commit handles of checkpoints not yet known to be complete,
+    /// oldest first. A failed checkpoint's handle stays here and is
+    /// published with the next complete one, and every checkpoint stores
+    /// all of them, so no epoch's data depends on a checkpoint that failed.
+    pending: Vec<Committable>,
 }
 
 impl SinkStage {
-    /// Wraps an opened sink.
+    /// Wraps a sink on which [`Sink::start`] was called.
     pub fn new(sink: Box<dyn Sink>, name: String, subtask: u32, metrics: Arc<StageMetrics>) -> Self {
-        Self { sink, name, subtask, metrics }
+        Self { sink, name, subtask, metrics, pending: Vec::new() }
     }
 
     fn failed(&self, e: weir_connector::ConnectorError) -> TaskError {
@@ -244,8 +255,34 @@ impl Stage for SinkStage {
     }
 
     fn close(&mut self) -> Result<Vec<u8>, TaskError> {
-        self.sink.close().map_err(|e| self.failed(e))?;
+        // The sink stays open for the final checkpoint; see `shutdown`.
         Ok(Vec::new())
+    }
+
+    fn snapshot(&mut self, checkpoint: u64) -> Result<Option<StageState>, TaskError> {
+        let handle = self.sink.pre_commit(checkpoint).map_err(|e| self.failed(e))?;
+        failpoint::hit("after-sink-pre-commit", checkpoint);
+        self.pending.push(Committable { checkpoint, handle });
+        Ok(Some(StageState::Sink { committables: self.pending.clone() }))
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), TaskError> {
+        let due = self.pending.iter().take_while(|c| c.checkpoint <= checkpoint).count();
+        for c in self.pending.drain(..due).collect::<Vec<_>>() {
+            self.sink.commit(c.checkpoint, &c.handle).map_err(|e| {
+                TaskError::Stage(format!("sink `{}` subtask {} could not publish checkpoint {}: {e}", self.name, self.subtask, c.checkpoint))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn end_without_checkpoints(&mut self) -> Result<(), TaskError> {
+        let handle = self.sink.pre_commit(0).map_err(|e| self.failed(e))?;
+        self.sink.commit(0, &handle).map_err(|e| self.failed(e))
+    }
+
+    fn shutdown(&mut self) -> Result<(), TaskError> {
+        self.sink.close().map_err(|e| self.failed(e))
     }
 
     fn metrics(&self) -> &Arc<StageMetrics> {

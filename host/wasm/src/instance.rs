@@ -379,6 +379,12 @@ impl OperatorInstance {
         &mut self.store.data_mut().timers
     }
 
+    /// Starts a snapshot of the keyed state and timers (between calls).
+    pub fn snapshot_state(&mut self) -> weir_state::SnapshotJob {
+        let d = self.store.data_mut();
+        d.keyed.snapshot(&d.timers)
+    }
+
     /// Takes the state out of the instance (to hand it to a new instance).
     pub fn into_state(mut self) -> (KeyedState, TimerService) {
         let data = self.store.data_mut();

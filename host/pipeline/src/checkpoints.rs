@@ -1,0 +1,583 @@
+//! The checkpoint coordinator, and restoring a run from a checkpoint.
+//!
+//! The coordinator runs on the thread that supervises the tasks
+//! ([`crate::run`]): every `checkpoint.interval` (and at least
+//! `min-pause` after the previous one ended) it asks the source tasks for a
+//! checkpoint, collects one [`Ack`] per task, hands the operators' state to
+//! a writer thread that finishes each snapshot and writes it to the store,
+//! and once every file is durable writes the manifest. Only then is the
+//! checkpoint complete: the tasks are told, and sinks publish. One
+//! checkpoint runs at a time; one that times out, that a task could not
+//! take, or whose files could not be written (a full disk) fails, is
+//! counted and logged, and the next one is tried at the next interval.
+//!
+//! When the input ends every task takes a *final* checkpoint, so the last
+//! records are published exactly once too.
+
+use crate::config::Pipeline;
+use crate::plan::{Plan, VertexKind};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use weir_checkpoint::{CheckpointStore, Kind, LoadedCheckpoint, Manifest, Pin, SubtaskState, VertexState};
+use weir_connector::Committable;
+use weir_task::{Ack, Checkpointing, StageState, StatePart};
+
+/// What the CLI view and the run summary show about checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointStats {
+    /// Checkpoints completed in this run.
+    pub completed: u64,
+    /// Checkpoints that failed in this run.
+    pub failed: u64,
+    /// The last completed one: id, duration, bytes, longest alignment.
+    pub last: Option<LastCheckpoint>,
+    /// The checkpoint this run resumed from.
+    pub restored_from: Option<u64>,
+    /// Savepoints written in this run (their directories).
+    pub savepoints: Vec<PathBuf>,
+}
+
+/// The last completed checkpoint.
+#[derive(Debug, Clone)]
+pub struct LastCheckpoint {
+    /// Its id.
+    pub id: u64,
+    /// From trigger to completion.
+    pub duration: Duration,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Longest barrier alignment of any task.
+    pub alignment: Duration,
+    /// Longest time a task stopped its data flow to take its snapshot.
+    pub sync: Duration,
+}
+
+/// A request to write a savepoint; the answer is its directory.
+pub type SavepointReply = Sender<Result<PathBuf, String>>;
+
+/// What the writer thread is asked to do.
+enum WriteJob {
+    File { name: String, job: weir_state::SnapshotJob },
+    Complete(Manifest),
+}
+
+/// A checkpoint in progress.
+struct Pending {
+    id: u64,
+    kind: Kind,
+    finished: bool,
+    started: Instant,
+    acked: Vec<bool>,
+    remaining: usize,
+    /// (vertex, subtask) -> state, as the manifest will hold it.
+    subtasks: HashMap<(usize, u32), SubtaskState>,
+    writer: Option<Sender<WriteJob>>,
+    alignment: Duration,
+    sync: Duration,
+    savepoint: Option<SavepointReply>,
+}
+
+/// Coordinates the checkpoints of one run.
+pub struct Coordinator {
+    store: Arc<CheckpointStore>,
+    pipeline: String,
+    max_parallelism: u32,
+    vertices: Vec<(String, weir_checkpoint::VertexKind, u32)>,
+    interval: Option<Duration>,
+    timeout: Duration,
+    min_pause: Duration,
+    retain: usize,
+    tasks: usize,
+    trigger: Arc<AtomicU64>,
+    completed: Arc<AtomicU64>,
+    next_id: Arc<AtomicU64>,
+    final_id: Arc<OnceLock<u64>>,
+    acks_tx: Sender<Ack>,
+    acks: Receiver<Ack>,
+    written_tx: Sender<(u64, Result<weir_checkpoint::CheckpointInfo, String>)>,
+    written: Receiver<(u64, Result<weir_checkpoint::CheckpointInfo, String>)>,
+    pending: Option<Pending>,
+    next_due: Instant,
+    savepoints: VecDeque<SavepointReply>,
+    /// Held until a checkpoint of this run completes: the one restored from.
+    pin: Option<Pin>,
+    stats: Arc<Mutex<CheckpointStats>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("pipeline", &self.pipeline).field("tasks", &self.tasks).finish()
+    }
+}
+
+fn vertex_kind(kind: &VertexKind) -> weir_checkpoint::VertexKind {
+    match kind {
+        VertexKind::Source(_) => weir_checkpoint::VertexKind::Source,
+        VertexKind::Operator(_) => weir_checkpoint::VertexKind::Operator,
+        VertexKind::Sink(_) => weir_checkpoint::VertexKind::Sink,
+    }
+}
+
+impl Coordinator {
+    /// A coordinator for `tasks` tasks of `plan`, storing into `store`.
+    pub fn new(p: &Pipeline, plan: &Plan, store: Arc<CheckpointStore>, tasks: usize, pin: Option<Pin>, restored_from: Option<u64>) -> Self {
+        let (acks_tx, acks) = crossbeam_channel::unbounded();
+        let (written_tx, written) = crossbeam_channel::unbounded();
+        let next_id = Arc::new(AtomicU64::new(store.next_id()));
+        let interval = p.checkpoint.interval;
+        Self {
+            pipeline: p.name.clone(),
+            max_parallelism: p.max_parallelism,
+            vertices: plan.vertices.iter().map(|v| (v.name.clone(), vertex_kind(&v.kind), v.parallelism)).collect(),
+            interval,
+            timeout: p.checkpoint.timeout,
+            min_pause: p.checkpoint.min_pause,
+            retain: p.checkpoint.retain,
+            tasks,
+            trigger: Arc::new(AtomicU64::new(0)),
+            completed: Arc::new(AtomicU64::new(0)),
+            next_id,
+            final_id: Arc::new(OnceLock::new()),
+            acks_tx,
+            acks,
+            written_tx,
+            written,
+            pending: None,
+            next_due: Instant::now() + interval.unwrap_or(Duration::MAX / 4),
+            savepoints: VecDeque::new(),
+            pin,
+            store,
+            stats: Arc::new(Mutex::new(CheckpointStats { restored_from, ..Default::default() })),
+        }
+    }
+
+    /// The link task `task` uses.
+    pub fn link(&self, task: usize) -> Checkpointing {
+        Checkpointing {
+            task,
+            trigger: self.trigger.clone(),
+            completed: self.completed.clone(),
+            next_id: self.next_id.clone(),
+            final_id: self.final_id.clone(),
+            acks: self.acks_tx.clone(),
+        }
+    }
+
+    /// Shared counters for the progress view.
+    pub fn stats(&self) -> Arc<Mutex<CheckpointStats>> {
+        self.stats.clone()
+    }
+
+    /// Queues a savepoint; it is taken as soon as no checkpoint is running.
+    pub fn request_savepoint(&mut self, reply: SavepointReply) {
+        if self.final_id.get().is_some() {
+            let _ = reply.send(Err("the pipeline's input has ended; it is taking its final checkpoint, which holds the same state".into()));
+            return;
+        }
+        self.savepoints.push_back(reply);
+    }
+
+    /// Does whatever is due: triggers, collects acks, completes, times out.
+    pub fn poll(&mut self) {
+        while let Ok(ack) = self.acks.try_recv() {
+            self.on_ack(ack);
+        }
+        while let Ok((id, result)) = self.written.try_recv() {
+            self.on_written(id, result);
+        }
+        let now = Instant::now();
+        if let Some(p) = &self.pending
+            && !p.finished
+            && now.duration_since(p.started) > self.timeout
+        {
+            let id = p.id;
+            self.fail(id, format!("not complete after {:?} (checkpoint.timeout); a task is slow to align or to snapshot", self.timeout));
+        }
+        if self.pending.is_none() && self.final_id.get().is_none() {
+            let savepoint = !self.savepoints.is_empty();
+            if savepoint || (self.interval.is_some() && now >= self.next_due) {
+                self.start(if savepoint { Kind::Savepoint } else { Kind::Checkpoint });
+            }
+        }
+    }
+
+    fn start(&mut self, kind: Kind) {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let savepoint = if kind == Kind::Savepoint { self.savepoints.pop_front() } else { None };
+        match self.begin(id, kind, false) {
+            Ok(mut p) => {
+                p.savepoint = savepoint;
+                self.pending = Some(p);
+                tracing::debug!(checkpoint = id, "triggering checkpoint");
+                self.trigger.store(id, Ordering::Release);
+            }
+            Err(e) => {
+                if let Some(reply) = savepoint {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                self.count_failure(id, &e);
+            }
+        }
+    }
+
+    fn begin(&self, id: u64, kind: Kind, finished: bool) -> Result<Pending, String> {
+        let writer = self.store.begin(id, kind).map_err(|e| e.to_string())?;
+        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let done = self.written_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("weir-checkpoint-{id}"))
+            .spawn(move || {
+                let result = write_checkpoint(writer, &rx);
+                let _ = done.send((id, result));
+            })
+            .map_err(|e| format!("cannot start the checkpoint writer thread: {e}"))?;
+        Ok(Pending {
+            id,
+            kind,
+            finished,
+            started: Instant::now(),
+            acked: vec![false; self.tasks],
+            remaining: self.tasks,
+            subtasks: HashMap::new(),
+            writer: Some(tx),
+            alignment: Duration::ZERO,
+            sync: Duration::ZERO,
+            savepoint: None,
+        })
+    }
+
+    fn on_ack(&mut self, ack: Ack) {
+        if ack.finished && self.pending.as_ref().is_none_or(|p| p.id != ack.checkpoint) {
+            // The first task whose input ended: the final checkpoint begins,
+            // and one still running can no longer get every ack.
+            if let Some(p) = &self.pending {
+                let id = p.id;
+                tracing::info!(checkpoint = id, "checkpoint abandoned: the input ended before every task took it; the final checkpoint covers its data");
+                if let Some(p) = self.pending.take()
+                    && let Some(reply) = p.savepoint
+                {
+                    let _ = reply.send(Err("the input ended while the savepoint was taken; the final checkpoint holds the same state".into()));
+                }
+            }
+            match self.begin(ack.checkpoint, Kind::Checkpoint, true) {
+                Ok(p) => self.pending = Some(p),
+                Err(e) => {
+                    self.count_failure(ack.checkpoint, &e);
+                    return;
+                }
+            }
+        }
+        let Some(p) = self.pending.as_mut().filter(|p| p.id == ack.checkpoint) else {
+            tracing::debug!(checkpoint = ack.checkpoint, "late acknowledgement of a checkpoint that already failed");
+            return;
+        };
+        if p.acked[ack.task] {
+            return;
+        }
+        p.acked[ack.task] = true;
+        p.remaining -= 1;
+        p.alignment = p.alignment.max(ack.alignment);
+        p.sync = p.sync.max(ack.sync);
+        let parts = match ack.result {
+            Ok(parts) => parts,
+            Err(e) => {
+                let id = p.id;
+                self.fail(id, e);
+                return;
+            }
+        };
+        for part in parts {
+            let (vertex, entry) = match part {
+                StatePart::Source { vertex, position } => {
+                    let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
+                    s.position = Some(position);
+                    (vertex, None)
+                }
+                StatePart::Stage { vertex, state: StageState::Sink { committables } } => {
+                    let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
+                    s.committables = committables
+                        .into_iter()
+                        .map(|c| weir_checkpoint::Committable { checkpoint: c.checkpoint, handle: c.handle })
+                        .collect();
+                    (vertex, None)
+                }
+                StatePart::Stage { vertex, state: StageState::Operator { key_groups, job } } => {
+                    let name = format!("{}-{}.state", self.vertices[vertex].0, ack.subtask);
+                    let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
+                    s.state_file = Some(name.clone());
+                    s.key_groups = Some((key_groups.start, key_groups.end));
+                    (vertex, Some(WriteJob::File { name, job }))
+                }
+            };
+            let _ = vertex;
+            if let (Some(job), Some(w)) = (entry, &p.writer) {
+                let _ = w.send(job);
+            }
+        }
+        if p.remaining == 0 {
+            let manifest = self.manifest(p);
+            if let Some(w) = p.writer.take() {
+                let _ = w.send(WriteJob::Complete(manifest));
+            }
+        }
+    }
+
+    fn manifest(&self, p: &Pending) -> Manifest {
+        let vertices = self
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(v, (name, kind, parallelism))| VertexState {
+                name: name.clone(),
+                kind: *kind,
+                parallelism: *parallelism,
+                subtasks: (0..*parallelism).map(|s| p.subtasks.get(&(v, s)).cloned().unwrap_or_else(|| empty(s))).collect(),
+            })
+            .collect();
+        let mut m = Manifest::new(self.max_parallelism, vertices);
+        m.finished = p.finished;
+        m
+    }
+
+    fn on_written(&mut self, id: u64, result: Result<weir_checkpoint::CheckpointInfo, String>) {
+        let Some(p) = self.pending.take_if(|p| p.id == id) else { return };
+        match result {
+            Ok(info) => {
+                let duration = p.started.elapsed();
+                self.completed.store(id, Ordering::Release);
+                let what = if p.kind == Kind::Savepoint { "savepoint" } else { "checkpoint" };
+                tracing::info!(
+                    checkpoint = id,
+                    bytes = info.bytes,
+                    duration_ms = duration.as_millis() as u64,
+                    alignment_ms = p.alignment.as_millis() as u64,
+                    sync_ms = p.sync.as_millis() as u64,
+                    dir = %info.dir.display(),
+                    "{what} complete{}",
+                    if p.finished { " (final: the input has ended)" } else { "" }
+                );
+                metrics::gauge!("weir_checkpoint_last_id", "pipeline" => self.pipeline.clone()).set(id as f64);
+                metrics::gauge!("weir_checkpoint_last_duration_ms", "pipeline" => self.pipeline.clone()).set(duration.as_secs_f64() * 1e3);
+                metrics::gauge!("weir_checkpoint_last_size_bytes", "pipeline" => self.pipeline.clone()).set(info.bytes as f64);
+                metrics::gauge!("weir_checkpoint_last_alignment_ms", "pipeline" => self.pipeline.clone()).set(p.alignment.as_secs_f64() * 1e3);
+                metrics::counter!("weir_checkpoints_completed_total", "pipeline" => self.pipeline.clone()).increment(1);
+                {
+                    let mut s = self.stats.lock().expect("stats lock");
+                    s.completed += 1;
+                    s.last = Some(LastCheckpoint { id, duration, bytes: info.bytes, alignment: p.alignment, sync: p.sync });
+                    if p.kind == Kind::Savepoint {
+                        s.savepoints.push(info.dir.clone());
+                    }
+                }
+                if let Some(reply) = p.savepoint {
+                    let _ = reply.send(Ok(info.dir.clone()));
+                }
+                // The checkpoint restored from may go now that a newer one exists.
+                if p.kind == Kind::Checkpoint {
+                    self.pin = None;
+                }
+                match self.store.retain(self.retain) {
+                    Ok(deleted) if !deleted.is_empty() => tracing::debug!(?deleted, "deleted old checkpoints"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("could not delete old checkpoints: {e}"),
+                }
+                self.schedule();
+            }
+            Err(e) => {
+                self.pending = Some(p);
+                self.fail(id, e);
+            }
+        }
+    }
+
+    /// The next periodic checkpoint is due an interval after the last
+    /// started, and at least `min-pause` after the last ended.
+    fn schedule(&mut self) {
+        if let Some(interval) = self.interval {
+            let now = Instant::now();
+            self.next_due = (self.next_due + interval).max(now + self.min_pause);
+            if self.next_due < now {
+                self.next_due = now;
+            }
+        }
+    }
+
+    fn fail(&mut self, id: u64, reason: String) {
+        if let Some(p) = self.pending.take_if(|p| p.id == id) {
+            // Dropping the writer's channel ends the thread, which removes
+            // the partial directory.
+            drop(p.writer);
+            if let Some(reply) = p.savepoint {
+                let _ = reply.send(Err(reason.clone()));
+            }
+            if p.finished {
+                tracing::error!(checkpoint = id, "the final checkpoint failed: {reason}");
+            }
+        }
+        self.count_failure(id, &reason);
+        self.schedule();
+    }
+
+    fn count_failure(&self, id: u64, reason: &str) {
+        tracing::warn!(checkpoint = id, "checkpoint failed: {reason}; the pipeline keeps running and the next checkpoint retries");
+        metrics::counter!("weir_checkpoints_failed_total", "pipeline" => self.pipeline.clone()).increment(1);
+        self.stats.lock().expect("stats lock").failed += 1;
+    }
+
+    /// True while the final checkpoint could still complete.
+    pub fn final_failed(&self) -> bool {
+        self.final_id.get().is_some_and(|id| self.pending.as_ref().is_none_or(|p| p.id != *id) && self.completed.load(Ordering::Acquire) < *id)
+            && self.pending.is_none()
+    }
+}
+
+fn empty(subtask: u32) -> SubtaskState {
+    SubtaskState { subtask, position: None, state_file: None, key_groups: None, committables: Vec::new() }
+}
+
+/// The writer thread: finishes and writes state files as they come, then
+/// the manifest. A failure discards the checkpoint (the writer's drop
+/// removes its directory).
+fn write_checkpoint(mut writer: weir_checkpoint::CheckpointWriter, jobs: &Receiver<WriteJob>) -> Result<weir_checkpoint::CheckpointInfo, String> {
+    let id = writer.id();
+    let mut error = None;
+    for job in jobs {
+        match job {
+            WriteJob::File { name, job } => {
+                if error.is_some() {
+                    continue;
+                }
+                match job().and_then(|bytes| writer.write_file(&name, &bytes).map_err(|e| e.to_string())) {
+                    Ok(_) => weir_checkpoint::failpoint::hit("after-state-write", id),
+                    Err(e) => error = Some(format!("writing state file {name}: {e}")),
+                }
+            }
+            WriteJob::Complete(manifest) => {
+                return match error {
+                    Some(e) => Err(e),
+                    None => writer.complete(manifest).map_err(|e| e.to_string()),
+                };
+            }
+        }
+    }
+    Err(error.unwrap_or_else(|| "abandoned".into()))
+}
+
+/// What a run restores, per vertex name.
+#[derive(Debug)]
+pub struct Restore {
+    /// The checkpoint.
+    pub checkpoint: LoadedCheckpoint,
+    files: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+}
+
+impl Restore {
+    /// Wraps a verified checkpoint.
+    pub fn new(checkpoint: LoadedCheckpoint) -> Self {
+        Self { checkpoint, files: Mutex::new(HashMap::new()) }
+    }
+
+    fn vertex(&self, name: &str) -> Option<&VertexState> {
+        self.checkpoint.manifest.vertex(name)
+    }
+
+    /// Checks that the checkpoint fits the pipeline before anything is opened.
+    pub fn check(&self, p: &Pipeline, plan: &Plan) -> Result<(), String> {
+        let m = &self.checkpoint.manifest;
+        let dir = self.checkpoint.dir.display();
+        let has_state = m.vertices.iter().any(|v| v.subtasks.iter().any(|s| s.state_file.is_some()));
+        if has_state && m.max_parallelism != p.max_parallelism {
+            return Err(format!(
+                "checkpoint {} ({dir}) was taken with max-parallelism = {} but {} sets {}; keyed state is split into that many key groups, so set max-parallelism = {} (or start over with --fresh)",
+                m.id,
+                m.max_parallelism,
+                p.file.display(),
+                p.max_parallelism,
+                m.max_parallelism
+            ));
+        }
+        for v in &m.vertices {
+            let Some(now) = plan.vertices.iter().find(|x| x.name == v.name) else {
+                return Err(format!(
+                    "checkpoint {} ({dir}) holds state of `{}`, which {} no longer has; put it back, or start over with --fresh",
+                    m.id,
+                    v.name,
+                    p.file.display()
+                ));
+            };
+            if vertex_kind(&now.kind) != v.kind {
+                return Err(format!(
+                    "checkpoint {} ({dir}): `{}` was a {:?} and is now a {}; start over with --fresh",
+                    m.id,
+                    v.name,
+                    v.kind,
+                    now.kind_name()
+                ));
+            }
+        }
+        for v in &plan.vertices {
+            if self.vertex(&v.name).is_none() {
+                tracing::warn!(vertex = %v.name, checkpoint = m.id, "not in the checkpoint: it starts with no state");
+            }
+        }
+        Ok(())
+    }
+
+    /// The positions of every subtask of source `name` (empty when none).
+    pub fn source_positions(&self, name: &str) -> Vec<Vec<u8>> {
+        self.vertex(name).map(|v| v.subtasks.iter().map(|s| s.position.clone().unwrap_or_default()).collect()).unwrap_or_default()
+    }
+
+    /// The state files of operator `name` that hold key groups of `owned`.
+    pub fn operator_files(&self, name: &str, owned: std::ops::Range<u32>) -> Result<Vec<Arc<Vec<u8>>>, String> {
+        let Some(v) = self.vertex(name) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for s in &v.subtasks {
+            let (Some(file), Some((start, end))) = (&s.state_file, s.key_groups) else { continue };
+            if start >= owned.end || end <= owned.start {
+                continue;
+            }
+            let mut cache = self.files.lock().expect("file cache");
+            let bytes = match cache.get(file) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(self.checkpoint.read_file(file).map_err(|e| e.to_string())?);
+                    cache.insert(file.clone(), b.clone());
+                    b
+                }
+            };
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+
+    /// The handles sink `name`'s subtask `subtask` of `parallelism` must
+    /// publish: those of the old subtasks `j` with `j % parallelism == subtask`.
+    pub fn sink_committables(&self, name: &str, subtask: u32, parallelism: u32) -> Vec<Committable> {
+        let Some(v) = self.vertex(name) else { return Vec::new() };
+        let mut out: Vec<Committable> = v
+            .subtasks
+            .iter()
+            .filter(|s| s.subtask % parallelism == subtask)
+            .flat_map(|s| s.committables.iter().map(|c| Committable { checkpoint: c.checkpoint, handle: c.handle.clone() }))
+            .collect();
+        out.sort_by_key(|c| c.checkpoint);
+        out
+    }
+}
+
+/// Which checkpoint a run starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The latest valid checkpoint or savepoint, if any (the default).
+    #[default]
+    Latest,
+    /// A given one: an id, `savepoint-ID`, or a directory.
+    Checkpoint(String),
+    /// Nothing: ignore existing checkpoints.
+    Fresh,
+}
