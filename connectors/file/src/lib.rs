@@ -53,10 +53,43 @@
 //! | `format` | `"value"` | see [`OutputFormat`] |
 //!
 //! At parallelism above 1 every subtask writes its own file, so the path must
-//! contain `{subtask}`. Missing parent directories are created and an
-//! existing file is truncated. Writes go through a 64 KiB buffer; a flush
-//! (end of input, checkpoint) writes it out and fsyncs the file, which makes
-//! the sink at-least-once.
+//! contain `{subtask}`. Missing parent directories are created.
+//!
+//! ### Exactly-once: output appears per checkpoint
+//!
+//! The output file only ever holds the records of completed checkpoints, so
+//! a reader (`tail -f`, a downstream job) never sees a record that a restart
+//! would take back. Records of the running checkpoint go to a hidden file
+//! next to the output, `.{name}.inprogress` (through a 64 KiB buffer). On a
+//! checkpoint barrier the sink fsyncs it and renames it to
+//! `.{name}.{checkpoint}.{run}.pending`; the checkpoint stores a handle
+//! naming that file, the output and the offset at which the part belongs
+//! (JSON, e.g. `{"kind":"file","path":"/data/out-0.txt","pending":
+//! "/data/.out-0.txt.7.3f9a0c12.pending","offset":4096,"len":512}`). Once
+//! the checkpoint is complete the part is appended to the output at that
+//! offset, fsynced, and the pending file removed. At the end of the input
+//! the runtime takes a final checkpoint, which publishes the rest.
+//!
+//! A fresh start truncates (or creates) the output. A restart from a
+//! checkpoint publishes that checkpoint's parts that were not published yet
+//! (again when a crash interrupted publishing: the output is cut back to the
+//! part's offset first, so nothing appears twice), truncates the output to
+//! the checkpoint's length, and removes the hidden files of a crashed run:
+//! what it wrote after the checkpoint, which the restarted pipeline writes
+//! again. After a change of parallelism a subtask also publishes the parts
+//! of former subtasks' files. An output that is shorter than weir left it,
+//! or a pending file that was deleted, stops the pipeline with an error that
+//! names the file. Do not edit the output or the hidden files while the
+//! pipeline runs or has a checkpoint to resume from.
+//!
+//! ### At-least-once: FIFOs, devices, `/dev/stdout`
+//!
+//! A path that is not a regular file (a FIFO, `/dev/stdout`, `/dev/null`, a
+//! character device) cannot be held back or cut back. The sink then writes
+//! to it directly, as data arrives (a checkpoint flushes the buffer), and
+//! logs a warning that it is at-least-once: records written after the last
+//! checkpoint are written again after a restart. Opening a FIFO waits until
+//! a reader opens it.
 //!
 //! ## Stdout sink ([`StdoutSinkConfig`], [`StdoutSink`])
 //!
@@ -68,6 +101,9 @@
 //! interleave within a line. When the reader goes away (`weir run … | head`)
 //! the sink fails with a user error, "stdout was closed", instead of a
 //! panic.
+//!
+//! The stdout sink is at-least-once: after a restart, records written after
+//! the last checkpoint appear again.
 //!
 //! ## Output formats
 //!

@@ -1,11 +1,22 @@
 //! The file sink and the stdout sink.
+//!
+//! The file sink is two-phase (see the crate docs, "Exactly-once"): records
+//! are staged in a hidden in-progress file, sealed into a pending file on
+//! pre-commit and appended to the output on commit, at an offset recorded in
+//! the handle. That offset makes a commit idempotent: a repeated commit
+//! first cuts the output back to it, and a commit whose pending file is gone
+//! while the output already reaches past the part did its work before. The
+//! stdout sink keeps the at-least-once defaults of [`Sink`].
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
-use weir_connector::{ConnectorContext, ConnectorError, Sink};
+use serde::{Deserialize, Serialize};
+use weir_connector::{Committable, ConnectorContext, ConnectorError, Sink};
 
 use crate::output::{OutputFormat, format_batch};
 
@@ -86,79 +97,672 @@ impl FileSinkConfig {
     }
 }
 
-/// Writes records to a file, one line each, as a [`Sink`].
+/// Writes records to a file, one line each, as a transactional [`Sink`]:
+/// the file only ever holds the records of completed checkpoints.
+///
+/// Records of the current checkpoint go to a hidden in-progress file next
+/// to the output (`.{name}.inprogress`). [`Sink::pre_commit`] seals it as
+/// `.{name}.{checkpoint}.{run}.pending`; [`Sink::commit`] appends the sealed
+/// part to the output at the offset recorded in the handle, so repeating a
+/// commit (after a crash) publishes nothing twice. See the crate docs.
+///
+/// A path that is not a regular file (a FIFO, `/dev/stdout`, a character
+/// device) cannot be held back or rolled back: the sink then writes to it
+/// directly and is at-least-once.
 #[derive(Debug)]
 pub struct FileSink {
+    /// The sink's name in the pipeline, for messages.
+    name: String,
+    /// The output file of this subtask, absolute.
     path: PathBuf,
     format: OutputFormat,
-    writer: BufWriter<File>,
+    mode: Mode,
+    /// The open file: the in-progress file while staging (created at the
+    /// first write after a pre-commit), the path itself when writing
+    /// directly (until [`Sink::close`]).
+    writer: Option<BufWriter<File>>,
+    /// Whether [`Sink::start`] ran.
+    started: bool,
+    /// Set when a write, flush or pre-commit failed half-way: the data of
+    /// the current checkpoint is then incomplete and may not be sealed.
+    failed: bool,
     /// The formatted batch, reused between batches.
     scratch: Vec<u8>,
 }
 
+/// How a [`FileSink`] writes.
+#[derive(Debug)]
+enum Mode {
+    /// A regular file: staged in hidden files, published on commit.
+    Staged(Staging),
+    /// Not a regular file: written straight through (at-least-once).
+    Direct,
+}
+
+/// The hidden files of a staged [`FileSink`].
+#[derive(Debug)]
+struct Staging {
+    /// `.{name}.inprogress` next to the output.
+    inprogress: PathBuf,
+    /// Tells this run's pending files from those of another run that used
+    /// the same checkpoint ids.
+    run: String,
+    /// Bytes written to the in-progress file.
+    written: u64,
+    /// The length the output has once every part pre-committed so far is
+    /// committed: the offset of the next part.
+    expected_len: u64,
+}
+
+/// A pre-commit handle of the file sink, stored in the checkpoint as JSON,
+/// for example
+/// `{"kind":"file","path":"/data/out-0.txt","pending":"/data/.out-0.txt.7.3f9a0c12.pending","offset":4096,"len":512}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum Handle {
+    /// `len` bytes sealed in `pending`, to be appended to `path` at
+    /// `offset`; `pending` is `None` when the checkpoint had no data.
+    File { path: PathBuf, pending: Option<PathBuf>, offset: u64, len: u64 },
+    /// `path` is not a regular file and was written directly: nothing to
+    /// publish.
+    Direct { path: PathBuf },
+}
+
 impl FileSink {
-    /// Creates (or truncates) the file of subtask `ctx.subtask`, creating
-    /// missing parent directories. A config that breaks a rule of
-    /// [`FileSinkConfig::validate_at_parallelism`] is a user error; failing
-    /// to create the file is an external error naming it.
+    /// Prepares the sink of subtask `ctx.subtask`: validates the config,
+    /// creates missing parent directories and decides how to write. It does
+    /// not touch an existing output file; [`Sink::start`] truncates it to
+    /// the length of the checkpoint the run resumes from (empty on a fresh
+    /// start).
+    ///
+    /// When the path names something that is not a regular file (a FIFO,
+    /// `/dev/stdout`, a character device) the sink opens it here for
+    /// writing, which for a FIFO waits until a reader opens it, and logs a
+    /// warning that the sink is at-least-once.
+    ///
+    /// A config that breaks a rule of
+    /// [`FileSinkConfig::validate_at_parallelism`], or a path that names a
+    /// directory, is a user error; failing to create the directory or to
+    /// open the path is an external error naming it.
     pub fn open(config: FileSinkConfig, ctx: &ConnectorContext) -> Result<FileSink, ConnectorError> {
+        let name = &ctx.name;
         let problems = config.validate_at_parallelism(ctx.parallelism);
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(|(field, problem)| format!("{field}: {problem}")).collect();
-            return Err(ConnectorError::user(format!("sink `{}`: {}", ctx.name, list.join("; "))));
+            return Err(ConnectorError::user(format!("sink `{name}`: {}", list.join("; "))));
         }
-        let path = config.path_for_subtask(ctx.subtask);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                ConnectorError::external(
-                    format!("sink `{}`: cannot create the directory {}: {e}", ctx.name, dir.display()),
-                    e,
-                )
-            })?;
-        }
-        let file = File::create(&path).map_err(|e| {
+        let relative = config.path_for_subtask(ctx.subtask);
+        let path = std::path::absolute(&relative).map_err(|e| {
             ConnectorError::external(
-                format!(
-                    "sink `{}`: cannot create {}: {e}; check that its directory is writable",
-                    ctx.name,
-                    path.display()
-                ),
+                format!("sink `{name}`: cannot resolve {} against the working directory: {e}", relative.display()),
                 e,
             )
         })?;
+        if path.file_name().is_none() {
+            return Err(ConnectorError::user(format!(
+                "sink `{name}`: path: {} does not name a file; end it with a file name",
+                path.display()
+            )));
+        }
+        let dir = dir_of(&path);
+        fs::create_dir_all(dir).map_err(|e| {
+            ConnectorError::external(format!("sink `{name}`: cannot create the directory {}: {e}", dir.display()), e)
+        })?;
+        let direct = match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(ConnectorError::user(format!(
+                    "sink `{name}`: path: {} is a directory; name a file to write instead",
+                    path.display()
+                )));
+            }
+            Ok(meta) => !meta.is_file() || resolves_into_proc(&path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(ConnectorError::external(
+                    format!(
+                        "sink `{name}`: cannot inspect {}: {e}; check the permissions of its directory",
+                        path.display()
+                    ),
+                    e,
+                ));
+            }
+        };
+        let (mode, writer) = if direct {
+            // Like `File::create` before this sink was transactional, this
+            // waits for a reader of a FIFO; unlike it, it neither creates nor
+            // truncates.
+            let file = OpenOptions::new().append(true).open(&path).map_err(|e| {
+                ConnectorError::external(
+                    format!("sink `{name}`: cannot open {} for writing: {e}", path.display()),
+                    e,
+                )
+            })?;
+            tracing::warn!(
+                sink = %name,
+                path = %path.display(),
+                "The file sink is at-least-once because its path is not a regular file: \
+                 records written after the last checkpoint are written again after a restart."
+            );
+            (Mode::Direct, Some(BufWriter::with_capacity(WRITE_BUFFER, file)))
+        } else {
+            if path.to_str().is_none() {
+                return Err(ConnectorError::user(format!(
+                    "sink `{name}`: path: {} is not valid UTF-8, which a checkpoint cannot record; \
+                     rename the output directory or file",
+                    path.display()
+                )));
+            }
+            let staging =
+                Staging { inprogress: hidden_path(&path, ".inprogress"), run: run_id(), written: 0, expected_len: 0 };
+            (Mode::Staged(staging), None)
+        };
         Ok(FileSink {
+            name: name.clone(),
             path,
             format: config.format,
-            writer: BufWriter::with_capacity(WRITE_BUFFER, file),
+            mode,
+            writer,
+            started: false,
+            failed: false,
             scratch: Vec::new(),
         })
     }
 
-    /// The file this sink writes.
+    /// The file this sink writes (absolute).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// True when the sink is exactly-once: its path is a regular file (or
+    /// does not exist yet), so output is published per checkpoint.
+    pub fn is_transactional(&self) -> bool {
+        matches!(self.mode, Mode::Staged(_))
+    }
+
+    /// Fails unless the sink can take data of the current checkpoint.
+    fn check_usable(&self, operation: &str) -> Result<(), ConnectorError> {
+        if !self.started {
+            return Err(ConnectorError::internal(format!(
+                "sink `{}`: {operation} was called before start; this is a bug in weir's runtime",
+                self.name
+            )));
+        }
+        if self.failed {
+            return Err(ConnectorError::external(
+                format!(
+                    "sink `{}`: an earlier write to {} failed, so the data since the last checkpoint is incomplete; \
+                     the pipeline must restart from its last checkpoint",
+                    self.name,
+                    self.path.display()
+                ),
+                io::Error::other("earlier write failed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses a handle from a checkpoint; `None` for an empty handle (what
+    /// a sink with the default, at-least-once pre-commit stores).
+    fn parse_handle(&self, checkpoint: u64, handle: &[u8]) -> Result<Option<Handle>, ConnectorError> {
+        if handle.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(handle).map(Some).map_err(|e| {
+            ConnectorError::user(format!(
+                "sink `{}`: checkpoint {checkpoint} holds a handle this file sink cannot read ({e}); \
+                 was the sink's type changed since the checkpoint was taken? Restore from a checkpoint \
+                 taken with this sink, or start the pipeline without restoring",
+                self.name
+            ))
+        })
+    }
+
+    /// Publishes one handle; see [`Sink::commit`].
+    fn publish(&self, checkpoint: u64, handle: &Handle) -> Result<(), ConnectorError> {
+        match handle {
+            Handle::Direct { .. } => Ok(()),
+            Handle::File { path, pending, offset, len } => {
+                publish_part(&self.name, checkpoint, path, pending.as_deref(), *offset, *len)
+            }
+        }
+    }
+
+    /// The body of [`Sink::write`].
+    fn append(&mut self) -> Result<(), ConnectorError> {
+        let (name, path) = (&self.name, &self.path);
+        if self.writer.is_none() {
+            let Mode::Staged(staging) = &mut self.mode else {
+                return Err(ConnectorError::internal(format!(
+                    "sink `{name}`: write after close; this is a bug in weir's runtime"
+                )));
+            };
+            let file = File::create(&staging.inprogress).map_err(|e| {
+                ConnectorError::external(
+                    format!(
+                        "sink `{name}`: cannot create the in-progress file {} of {}: {e}; \
+                         check that the directory is writable",
+                        staging.inprogress.display(),
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+            staging.written = 0;
+            self.writer = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+        }
+        if let Some(writer) = &mut self.writer {
+            writer
+                .write_all(&self.scratch)
+                .map_err(|e| ConnectorError::external(format!("sink `{name}`: writing {}: {e}", path.display()), e))?;
+        }
+        if let Mode::Staged(staging) = &mut self.mode {
+            staging.written += self.scratch.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The body of [`Sink::flush`].
+    fn flush_to_disk(&mut self) -> Result<(), ConnectorError> {
+        let Some(writer) = &mut self.writer else { return Ok(()) };
+        let (name, path) = (&self.name, &self.path);
+        let fail = |e: io::Error| {
+            ConnectorError::external(format!("sink `{name}`: flushing {} to disk: {e}", path.display()), e)
+        };
+        writer.flush().map_err(fail)?;
+        match writer.get_ref().sync_all() {
+            // A FIFO, a character device or a socket cannot be synced; the
+            // data was handed over by the flush above.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput && matches!(self.mode, Mode::Direct) => Ok(()),
+            r => r.map_err(fail),
+        }
+    }
+
+    /// The body of [`Sink::pre_commit`].
+    fn seal(&mut self, checkpoint: u64) -> Result<Handle, ConnectorError> {
+        self.flush_to_disk()?;
+        let (name, path) = (&self.name, &self.path);
+        let staging = match &mut self.mode {
+            Mode::Direct => return Ok(Handle::Direct { path: path.clone() }),
+            Mode::Staged(staging) => staging,
+        };
+        let offset = staging.expected_len;
+        if self.writer.is_none() || staging.written == 0 {
+            return Ok(Handle::File { path: path.clone(), pending: None, offset, len: 0 });
+        }
+        let pending = hidden_path(path, &format!(".{checkpoint}.{}.pending", staging.run));
+        fs::rename(&staging.inprogress, &pending).map_err(|e| {
+            ConnectorError::external(
+                format!(
+                    "sink `{name}`: cannot rename {} to {} for checkpoint {checkpoint}: {e}",
+                    staging.inprogress.display(),
+                    pending.display()
+                ),
+                e,
+            )
+        })?;
+        // The flushed writer now refers to the pending file: close it.
+        self.writer = None;
+        let len = std::mem::take(&mut staging.written);
+        staging.expected_len += len;
+        sync_dir(name, dir_of(path))?;
+        Ok(Handle::File { path: path.clone(), pending: Some(pending), offset, len })
     }
 }
 
 impl Sink for FileSink {
-    fn write(&mut self, batch: &[u8], _records: usize) -> Result<(), ConnectorError> {
-        self.scratch.clear();
-        format_batch(self.format, batch, &mut self.scratch)?;
-        self.writer
-            .write_all(&self.scratch)
-            .map_err(|e| ConnectorError::external(format!("writing {}: {e}", self.path.display()), e))
+    /// Publishes every recovered handle (again: a handle that was already
+    /// committed is skipped), then, for a regular file, truncates this
+    /// subtask's output to the length it has after the last recovered
+    /// handle naming it (0 when none does: a fresh start), creating it when
+    /// missing, and removes the hidden in-progress and pending files that a
+    /// crashed run left next to this output and next to every output the
+    /// handles name: they hold data written after the checkpoint.
+    fn start(&mut self, recovered: &[Committable]) -> Result<(), ConnectorError> {
+        if self.started {
+            return Err(ConnectorError::internal(format!(
+                "sink `{}`: start was called twice; this is a bug in weir's runtime",
+                self.name
+            )));
+        }
+        let mut committed_len = 0;
+        let mut outputs: Vec<PathBuf> = Vec::new();
+        for c in recovered {
+            let Some(handle) = self.parse_handle(c.checkpoint, &c.handle)? else { continue };
+            self.publish(c.checkpoint, &handle)?;
+            if let Handle::File { path, offset, len, .. } = handle {
+                if path == self.path {
+                    committed_len = offset + len;
+                }
+                if !outputs.contains(&path) {
+                    outputs.push(path);
+                }
+            }
+        }
+        if let Mode::Staged(staging) = &mut self.mode {
+            let (name, path) = (&self.name, &self.path);
+            let fail = |e: io::Error| {
+                ConnectorError::external(
+                    format!(
+                        "sink `{name}`: cannot truncate {} to the {committed_len} bytes of the checkpoint \
+                         the pipeline resumes from: {e}; check that the file and its directory are writable",
+                        path.display()
+                    ),
+                    e,
+                )
+            };
+            let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(fail)?;
+            file.set_len(committed_len).map_err(fail)?;
+            file.sync_all().map_err(fail)?;
+            sync_dir(name, dir_of(path))?;
+            staging.expected_len = committed_len;
+            if !outputs.contains(path) {
+                outputs.push(path.clone());
+            }
+        }
+        for output in &outputs {
+            remove_leftovers(&self.name, output)?;
+        }
+        self.started = true;
+        Ok(())
     }
 
+    fn write(&mut self, batch: &[u8], _records: usize) -> Result<(), ConnectorError> {
+        self.check_usable("write")?;
+        self.scratch.clear();
+        format_batch(self.format, batch, &mut self.scratch)?;
+        if self.scratch.is_empty() {
+            return Ok(());
+        }
+        let result = self.append();
+        self.failed |= result.is_err();
+        result
+    }
+
+    /// Writes the buffer out and fsyncs: to the in-progress file (durable,
+    /// not yet visible), or to the path itself when it is not a regular
+    /// file.
     fn flush(&mut self) -> Result<(), ConnectorError> {
-        let fail = |e: io::Error| ConnectorError::external(format!("flushing {} to disk: {e}", self.path.display()), e);
-        self.writer.flush().map_err(fail)?;
-        match self.writer.get_ref().sync_all() {
-            // A FIFO, a character device or a socket cannot be synced; the
-            // data was handed over by the flush above.
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
-            r => r.map_err(fail),
+        self.check_usable("flush")?;
+        let result = self.flush_to_disk();
+        self.failed |= result.is_err();
+        result
+    }
+
+    /// Flushes and fsyncs the in-progress file and renames it to
+    /// `.{name}.{checkpoint}.{run}.pending`; the handle records it with the
+    /// offset at which it is to be appended. Without data since the last
+    /// pre-commit there is no pending file and the handle's `len` is 0.
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
+        self.check_usable("pre_commit")?;
+        let result = self.seal(checkpoint);
+        self.failed |= result.is_err();
+        let handle = result?;
+        serde_json::to_vec(&handle).map_err(|e| {
+            ConnectorError::internal(format!("sink `{}`: cannot encode the pre-commit handle: {e}", self.name))
+        })
+    }
+
+    /// Appends the pending part to the output the handle names (any
+    /// subtask's): truncates the output to the handle's offset first, which
+    /// undoes a half-done earlier attempt, then copies, fsyncs and removes
+    /// the pending file. A handle whose pending file is gone while the
+    /// output already holds its bytes was committed before and is skipped.
+    fn commit(&mut self, checkpoint: u64, handle: &[u8]) -> Result<(), ConnectorError> {
+        match self.parse_handle(checkpoint, handle)? {
+            Some(handle) => self.publish(checkpoint, &handle),
+            None => Ok(()),
         }
     }
+
+    /// Releases the files. Publishes nothing: records not pre-committed are
+    /// dropped (with the in-progress file), pending files stay for a later
+    /// commit, and buffered records for a non-regular path are discarded.
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        if let Some(writer) = self.writer.take() {
+            // Drop the buffer unwritten (a `BufWriter` would flush it).
+            let (file, _unwritten) = writer.into_parts();
+            drop(file);
+            if let Mode::Staged(staging) = &mut self.mode {
+                staging.written = 0;
+                match fs::remove_file(&staging.inprogress) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(ConnectorError::external(
+                            format!(
+                                "sink `{}`: cannot remove the in-progress file {}: {e}",
+                                self.name,
+                                staging.inprogress.display()
+                            ),
+                            e,
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends the pending part of checkpoint `checkpoint` to `path` at
+/// `offset`, idempotently; see [`Sink::commit`] of [`FileSink`].
+fn publish_part(
+    sink: &str,
+    checkpoint: u64,
+    path: &Path,
+    pending: Option<&Path>,
+    offset: u64,
+    len: u64,
+) -> Result<(), ConnectorError> {
+    let truncated = |have: u64| {
+        ConnectorError::user(format!(
+            "sink `{sink}`: {} holds {have} bytes but weir had published {offset} bytes to it before \
+             checkpoint {checkpoint}: the file was truncated or replaced outside weir. Put the file back, \
+             or start the pipeline without restoring from a checkpoint (which writes it anew)",
+            path.display()
+        ))
+    };
+    let pending_file = match pending {
+        None => None,
+        Some(pending) => match File::open(pending) {
+            Ok(file) => Some((pending, file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ConnectorError::external(
+                    format!("sink `{sink}`: cannot open {} to publish checkpoint {checkpoint}: {e}", pending.display()),
+                    e,
+                ));
+            }
+        },
+    };
+    let Some((pending, mut source)) = pending_file else {
+        // Nothing sealed, or committed before (the pending file is removed
+        // once its bytes are durable in the output).
+        let have = match fs::metadata(path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                return Err(ConnectorError::external(
+                    format!("sink `{sink}`: cannot inspect {}: {e}", path.display()),
+                    e,
+                ));
+            }
+        };
+        if have >= offset + len {
+            return Ok(());
+        }
+        if have < offset {
+            return Err(truncated(have));
+        }
+        // Here `len` > 0, so the handle names a pending file.
+        return Err(ConnectorError::user(format!(
+            "sink `{sink}`: the pending data of checkpoint {checkpoint} for {} is gone: {} does not exist \
+             and the file holds {have} bytes, not the {} it has once the checkpoint is published. A hidden \
+             file next to the output was deleted outside weir; put it back, or start the pipeline without \
+             restoring from this checkpoint",
+            path.display(),
+            pending.unwrap_or(path).display(),
+            offset + len
+        )));
+    };
+    let fail = |what: &str, e: io::Error| {
+        ConnectorError::external(
+            format!("sink `{sink}`: publishing checkpoint {checkpoint}: {what} {}: {e}", path.display()),
+            e,
+        )
+    };
+    let sealed = source.metadata().map_err(|e| fail("cannot inspect the pending file of", e))?.len();
+    if sealed != len {
+        return Err(ConnectorError::user(format!(
+            "sink `{sink}`: {} holds {sealed} bytes but checkpoint {checkpoint} sealed {len}: the pending file \
+             was changed outside weir; put it back, or start the pipeline without restoring from this checkpoint",
+            pending.display()
+        )));
+    }
+    let mut output = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| fail("cannot open", e))?;
+    let have = output.metadata().map_err(|e| fail("cannot inspect", e))?.len();
+    if have < offset {
+        return Err(truncated(have));
+    }
+    // Bytes past the offset are a half-done earlier attempt of this commit.
+    if have != offset {
+        output.set_len(offset).map_err(|e| fail("cannot truncate", e))?;
+    }
+    output.seek(SeekFrom::Start(offset)).map_err(|e| fail("cannot seek in", e))?;
+    // `io::copy` between two files uses `copy_file_range` on Linux.
+    let copied = io::copy(&mut source, &mut output).map_err(|e| fail("cannot append to", e))?;
+    if copied != len {
+        return Err(ConnectorError::user(format!(
+            "sink `{sink}`: {} changed while checkpoint {checkpoint} was being published ({copied} bytes \
+             copied, {len} expected); do not touch the hidden files next to the output",
+            pending.display()
+        )));
+    }
+    output.sync_all().map_err(|e| fail("cannot fsync", e))?;
+    drop(source);
+    fs::remove_file(pending).map_err(|e| fail("cannot remove the published pending file of", e))?;
+    sync_dir(sink, dir_of(pending))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// `.{file name}{suffix}` next to `path`.
+fn hidden_path(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// True for the name of a hidden file the file sink writing `output_name`
+/// keeps: `.{output}.inprogress` or `.{output}.{checkpoint}.{run}.pending`.
+fn is_hidden_file_of(name: &str, output_name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_prefix(output_name)) else { return false };
+    if rest == ".inprogress" {
+        return true;
+    }
+    let Some(middle) = rest.strip_prefix('.').and_then(|r| r.strip_suffix(".pending")) else { return false };
+    match middle.split_once('.') {
+        Some((checkpoint, run)) => {
+            !checkpoint.is_empty()
+                && checkpoint.bytes().all(|b| b.is_ascii_digit())
+                && !run.is_empty()
+                && run.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        None => false,
+    }
+}
+
+/// Removes the hidden files of the sink writing `output`: what a crashed
+/// run wrote after the checkpoint the pipeline resumes from.
+fn remove_leftovers(sink: &str, output: &Path) -> Result<(), ConnectorError> {
+    let Some(output_name) = output.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
+    let dir = dir_of(output);
+    let fail = |e: io::Error| {
+        ConnectorError::external(
+            format!("sink `{sink}`: cannot remove the files a crashed run left in {}: {e}", dir.display()),
+            e,
+        )
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fail(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(fail)?;
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|name| is_hidden_file_of(name, output_name)) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => removed.push(name),
+        }
+    }
+    if !removed.is_empty() {
+        tracing::info!(
+            sink = %sink,
+            output = %output.display(),
+            files = ?removed,
+            "Removed files a crashed run left next to the output; they held records written after the checkpoint \
+             the pipeline resumes from."
+        );
+        sync_dir(sink, dir)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory so that a rename, creation or removal in it is
+/// durable.
+fn sync_dir(sink: &str, dir: &Path) -> Result<(), ConnectorError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+        ConnectorError::external(format!("sink `{sink}`: cannot fsync the directory {}: {e}", dir.display()), e)
+    })
+}
+
+/// A short id, different for every sink instance, that keeps a run's
+/// pending files apart from another run's that reused checkpoint ids.
+fn run_id() -> String {
+    static INSTANCES: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mixed = (now.subsec_nanos() ^ (now.as_secs() as u32).rotate_left(7))
+        .wrapping_add(std::process::id().rotate_left(16))
+        .wrapping_add(INSTANCES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9));
+    format!("{mixed:08x}")
+}
+
+/// True when `path` is, or is a symbolic link that leads into, `/proc`
+/// (`/dev/stdout` → `/proc/self/fd/1`): such a "file" is one of the
+/// process's open streams even when it points at a regular file, and
+/// cannot be staged next to.
+fn resolves_into_proc(path: &Path) -> bool {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        // Resolve the directories, so that `/dev/fd/1` is seen as
+        // `/proc/<pid>/fd/1`.
+        if let (Some(dir), Some(name)) = (current.parent(), current.file_name())
+            && let Ok(dir) = fs::canonicalize(dir)
+        {
+            current = dir.join(name);
+        }
+        if current.starts_with("/proc") {
+            return true;
+        }
+        match fs::read_link(&current) {
+            Ok(target) => current = dir_of(&current).join(target),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Configuration of a stdout sink (every key of its pipeline table but
@@ -250,19 +854,108 @@ mod tests {
         (w.finish(), records.len())
     }
 
+    /// A value-format file sink of subtask 0 of 1 writing `path`.
+    fn sink_at(path: &Path) -> FileSink {
+        FileSink::open(FileSinkConfig { path: path.to_path_buf(), format: OutputFormat::Value }, &test_ctx(0, 1))
+            .unwrap()
+    }
+
+    /// Writes one record per value.
+    fn write_values(sink: &mut FileSink, values: &[&str]) {
+        let records: Vec<TestRecord<'_>> = values.iter().map(|v| (None, v.as_bytes(), 0)).collect();
+        let (b, n) = batch(&records);
+        sink.write(&b, n).unwrap();
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// Names of the hidden files in `dir`, sorted.
+    fn hidden_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn handle(bytes: &[u8]) -> Handle {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    fn committable(checkpoint: u64, handle: &[u8]) -> Committable {
+        Committable { checkpoint, handle: handle.to_vec() }
+    }
+
     #[test]
-    fn file_sink_writes_value_lines_and_truncates() {
+    fn file_sink_publishes_only_committed_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("created/by/the/sink.txt");
+        let mut sink = sink_at(&path);
+        assert!(sink.is_transactional());
+        assert!(!path.exists(), "open does not create the output, start does");
+        sink.start(&[]).unwrap();
+        assert_eq!(read(&path), "");
+
+        write_values(&mut sink, &["a", "b"]);
+        sink.flush().unwrap();
+        assert_eq!(read(&path), "", "a flush makes data durable, not visible");
+        let h1 = sink.pre_commit(1).unwrap();
+        assert_eq!(read(&path), "", "pre-committed data is not visible yet");
+        let Handle::File { path: named, pending: Some(pending), offset: 0, len: 4 } = handle(&h1) else {
+            panic!("unexpected handle {}", String::from_utf8_lossy(&h1))
+        };
+        assert_eq!(named, path);
+        assert_eq!(std::fs::read(&pending).unwrap(), b"a\nb\n");
+        let pending_name = pending.file_name().unwrap().to_str().unwrap();
+        assert!(pending_name.starts_with(".sink.txt.1.") && pending_name.ends_with(".pending"), "{pending_name}");
+        sink.commit(1, &h1).unwrap();
+        assert_eq!(read(&path), "a\nb\n");
+        assert_eq!(hidden_files(path.parent().unwrap()), Vec::<String>::new());
+
+        write_values(&mut sink, &["c"]);
+        assert_eq!(hidden_files(path.parent().unwrap()), [".sink.txt.inprogress"]);
+        let h2 = sink.pre_commit(2).unwrap();
+        assert!(matches!(handle(&h2), Handle::File { offset: 4, len: 2, .. }), "{}", String::from_utf8_lossy(&h2));
+        sink.commit(2, &h2).unwrap();
+        assert_eq!(read(&path), "a\nb\nc\n");
+
+        // A checkpoint without data: no pending file, nothing to publish.
+        let h3 = sink.pre_commit(3).unwrap();
+        assert_eq!(handle(&h3), Handle::File { path: path.clone(), pending: None, offset: 6, len: 0 });
+        sink.commit(3, &h3).unwrap();
+        assert_eq!(read(&path), "a\nb\nc\n");
+
+        // Close publishes nothing that was not pre-committed, and leaves no
+        // hidden file.
+        write_values(&mut sink, &["never published"]);
+        sink.flush().unwrap();
+        sink.close().unwrap();
+        drop(sink);
+        assert_eq!(read(&path), "a\nb\nc\n");
+        assert_eq!(hidden_files(path.parent().unwrap()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_fresh_start_truncates_an_existing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/deeper/out.txt");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "old contents that must go\n").unwrap();
-        let config = FileSinkConfig { path: path.clone(), format: OutputFormat::Value };
-        let mut sink = FileSink::open(config, &test_ctx(0, 1)).unwrap();
+        let mut sink = sink_at(&path);
         assert_eq!(sink.path(), path);
+        assert_eq!(read(&path), "old contents that must go\n", "open leaves the file alone");
+        sink.start(&[]).unwrap();
+        assert_eq!(read(&path), "");
         let (b, n) = batch(&[(Some(b"k"), b"first", 1), (None, &[0xff, 0xfe], 2)]);
         sink.write(&b, n).unwrap();
         let (b, n) = batch(&[(None, b"third", 3)]);
         sink.write(&b, n).unwrap();
+        let h = sink.pre_commit(1).unwrap();
+        sink.commit(1, &h).unwrap();
         sink.close().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"first\n\xff\xfe\nthird\n");
     }
@@ -270,13 +963,15 @@ mod tests {
     #[test]
     fn file_sink_json_lines_with_hex_for_binary() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("created/by/the/sink.jsonl");
+        let path = dir.path().join("sink.jsonl");
         let config = FileSinkConfig { path: path.clone(), format: OutputFormat::Json };
         let mut sink = FileSink::open(config, &test_ctx(0, 1)).unwrap();
+        sink.start(&[]).unwrap();
         let (b, n) = batch(&[(Some(b"user-1"), b"{\"n\":1}", 10), (Some(&[0x01, 0xab]), &[0x80], -1), (None, b"", 0)]);
         sink.write(&b, n).unwrap();
-        sink.flush().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
+        let h = sink.pre_commit(1).unwrap();
+        sink.commit(1, &h).unwrap();
+        let text = read(&path);
         assert_eq!(
             text,
             "{\"key\":\"user-1\",\"value\":\"{\\\"n\\\":1}\",\"timestamp\":10}\n\
@@ -288,18 +983,329 @@ mod tests {
         }
     }
 
+    /// A run that commits checkpoint 1 ("one"), pre-commits checkpoint 2
+    /// ("two") without committing it, writes "three" and crashes. Returns
+    /// the output path and the handles of checkpoints 1 and 2.
+    fn crashed_run(dir: &Path) -> (PathBuf, Committable, Committable) {
+        let path = dir.join("out.txt");
+        let mut sink = sink_at(&path);
+        sink.start(&[]).unwrap();
+        write_values(&mut sink, &["one"]);
+        let h1 = sink.pre_commit(1).unwrap();
+        sink.commit(1, &h1).unwrap();
+        write_values(&mut sink, &["two"]);
+        let h2 = sink.pre_commit(2).unwrap();
+        write_values(&mut sink, &["three"]);
+        sink.flush().unwrap();
+        drop(sink);
+        assert_eq!(read(&path), "one\n");
+        assert_eq!(hidden_files(dir).len(), 2, "a pending and an in-progress file: {:?}", hidden_files(dir));
+        (path, committable(1, &h1), committable(2, &h2))
+    }
+
     #[test]
-    fn file_sink_buffers_until_flush() {
+    fn a_restart_drops_what_was_written_after_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, c1, _) = crashed_run(dir.path());
+        let mut sink = sink_at(&path);
+        sink.start(std::slice::from_ref(&c1)).unwrap();
+        assert_eq!(read(&path), "one\n");
+        assert_eq!(hidden_files(dir.path()), Vec::<String>::new());
+        // The restored sink appends after the checkpoint's data.
+        write_values(&mut sink, &["four"]);
+        let h = sink.pre_commit(2).unwrap();
+        assert!(matches!(handle(&h), Handle::File { offset: 4, len: 5, .. }), "{}", String::from_utf8_lossy(&h));
+        sink.commit(2, &h).unwrap();
+        assert_eq!(read(&path), "one\nfour\n");
+    }
+
+    #[test]
+    fn a_restart_publishes_a_completed_checkpoint_whose_commit_never_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, c1, c2) = crashed_run(dir.path());
+        let mut sink = sink_at(&path);
+        sink.start(&[c1, c2]).unwrap();
+        assert_eq!(read(&path), "one\ntwo\n");
+        assert_eq!(hidden_files(dir.path()), Vec::<String>::new());
+        write_values(&mut sink, &["four"]);
+        let h = sink.pre_commit(3).unwrap();
+        sink.commit(3, &h).unwrap();
+        assert_eq!(read(&path), "one\ntwo\nfour\n");
+    }
+
+    #[test]
+    fn a_half_done_commit_is_redone_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, c1, c2) = crashed_run(dir.path());
+        // A crash in the middle of appending checkpoint 2: part of its data
+        // reached the output, its pending file is still there.
+        std::fs::write(&path, "one\ntw").unwrap();
+        let mut sink = sink_at(&path);
+        sink.start(&[c1.clone(), c2.clone()]).unwrap();
+        assert_eq!(read(&path), "one\ntwo\n");
+        // Committing again (a repeated restart) changes nothing.
+        sink.commit(1, &c1.handle).unwrap();
+        sink.commit(2, &c2.handle).unwrap();
+        sink.commit(2, &c2.handle).unwrap();
+        assert_eq!(read(&path), "one\ntwo\n");
+        drop(sink);
+        let mut again = sink_at(&path);
+        again.start(&[c1, c2]).unwrap();
+        assert_eq!(read(&path), "one\ntwo\n");
+    }
+
+    #[test]
+    fn a_commit_cuts_whatever_follows_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, c1, c2) = crashed_run(dir.path());
+        // The output runs past the end of checkpoint 2's part (a crash can
+        // leave a file longer than its data, padded with zeros).
+        std::fs::write(&path, "one\ntw\0\0\0\0\0\0\0\0").unwrap();
+        let mut sink = sink_at(&path);
+        sink.commit(2, &c2.handle).unwrap();
+        assert_eq!(read(&path), "one\ntwo\n");
+        drop(sink);
+        assert!(sink_at(&path).start(&[c1, c2]).is_ok());
+        assert_eq!(read(&path), "one\ntwo\n");
+    }
+
+    #[test]
+    fn a_failed_checkpoint_is_published_with_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
-        let mut sink =
-            FileSink::open(FileSinkConfig { path: path.clone(), format: OutputFormat::Value }, &test_ctx(0, 1))
-                .unwrap();
-        let (b, n) = batch(&[(None, b"buffered", 1)]);
-        sink.write(&b, n).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"");
-        sink.pre_commit(1).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"buffered\n");
+        let mut sink = sink_at(&path);
+        sink.start(&[]).unwrap();
+        write_values(&mut sink, &["one"]);
+        let h1 = sink.pre_commit(1).unwrap(); // checkpoint 1 fails
+        write_values(&mut sink, &["two"]);
+        let h2 = sink.pre_commit(2).unwrap();
+        assert!(matches!(handle(&h2), Handle::File { offset: 4, len: 4, .. }), "{}", String::from_utf8_lossy(&h2));
+        assert_eq!(read(&path), "");
+        sink.commit(1, &h1).unwrap();
+        sink.commit(2, &h2).unwrap();
+        assert_eq!(read(&path), "one\ntwo\n");
+        assert_eq!(hidden_files(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_restart_from_a_checkpoint_that_carries_a_failed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut sink = sink_at(&path);
+        sink.start(&[]).unwrap();
+        write_values(&mut sink, &["one"]);
+        let h1 = sink.pre_commit(1).unwrap(); // checkpoint 1 fails
+        write_values(&mut sink, &["two"]);
+        let h2 = sink.pre_commit(2).unwrap(); // checkpoint 2 completes, then a crash
+        write_values(&mut sink, &["three"]);
+        let _h3 = sink.pre_commit(3).unwrap(); // never completes
+        write_values(&mut sink, &["four"]);
+        drop(sink);
+        assert_eq!(read(&path), "");
+        let mut sink = sink_at(&path);
+        sink.start(&[committable(1, &h1), committable(2, &h2)]).unwrap();
+        assert_eq!(read(&path), "one\ntwo\n");
+        assert_eq!(hidden_files(dir.path()), Vec::<String>::new(), "the pending file of checkpoint 3 is removed");
+    }
+
+    #[test]
+    fn a_rescaled_sink_publishes_the_files_of_former_subtasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = FileSinkConfig { path: dir.path().join("out-{subtask}.txt"), format: OutputFormat::Value };
+        // At parallelism 2: checkpoint 1 committed, checkpoint 2 complete
+        // but not committed, checkpoint 3 pre-committed, more in progress.
+        let mut recovered = Vec::new();
+        for subtask in 0..2 {
+            let mut sink = FileSink::open(config.clone(), &test_ctx(subtask, 2)).unwrap();
+            sink.start(&[]).unwrap();
+            write_values(&mut sink, &[&format!("{subtask}: one")]);
+            let h1 = sink.pre_commit(1).unwrap();
+            sink.commit(1, &h1).unwrap();
+            write_values(&mut sink, &[&format!("{subtask}: two")]);
+            recovered.push(committable(2, &sink.pre_commit(2).unwrap()));
+            write_values(&mut sink, &[&format!("{subtask}: three")]);
+            sink.pre_commit(3).unwrap();
+            write_values(&mut sink, &[&format!("{subtask}: four")]);
+            sink.flush().unwrap();
+        }
+        assert_eq!(hidden_files(dir.path()).len(), 6, "{:?}", hidden_files(dir.path()));
+        // Restored at parallelism 1: subtask 0 gets both handles.
+        let mut sink = FileSink::open(config, &test_ctx(0, 1)).unwrap();
+        assert_eq!(sink.path(), dir.path().join("out-0.txt"));
+        sink.start(&recovered).unwrap();
+        assert_eq!(read(&dir.path().join("out-0.txt")), "0: one\n0: two\n");
+        assert_eq!(read(&dir.path().join("out-1.txt")), "1: one\n1: two\n");
+        assert_eq!(hidden_files(dir.path()), Vec::<String>::new());
+        write_values(&mut sink, &["0: five"]);
+        let h = sink.pre_commit(3).unwrap();
+        sink.commit(3, &h).unwrap();
+        assert_eq!(read(&dir.path().join("out-0.txt")), "0: one\n0: two\n0: five\n");
+        assert_eq!(read(&dir.path().join("out-1.txt")), "1: one\n1: two\n");
+    }
+
+    #[test]
+    fn dev_null_is_written_directly() {
+        let mut sink = sink_at(Path::new("/dev/null"));
+        assert!(!sink.is_transactional());
+        sink.start(&[]).unwrap();
+        write_values(&mut sink, &["gone"]);
+        let h = sink.pre_commit(1).unwrap();
+        assert_eq!(handle(&h), Handle::Direct { path: PathBuf::from("/dev/null") });
+        sink.commit(1, &h).unwrap();
+        sink.close().unwrap();
+        // A restart with a direct handle has nothing to publish.
+        let mut sink = sink_at(Path::new("/dev/null"));
+        sink.start(&[committable(1, &h)]).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_gets_records_as_they_are_flushed() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                for line in io::BufReader::new(File::open(fifo).unwrap()).lines() {
+                    lines_tx.send(line.unwrap()).unwrap();
+                }
+            })
+        };
+        // Opening waits for the reader, as it always did.
+        let mut sink = sink_at(&fifo);
+        assert!(!sink.is_transactional());
+        sink.start(&[]).unwrap();
+        write_values(&mut sink, &["x", "y"]);
+        let h = sink.pre_commit(1).unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        assert_eq!(lines_rx.recv_timeout(timeout).unwrap(), "x", "records reach the reader before the commit");
+        assert_eq!(lines_rx.recv_timeout(timeout).unwrap(), "y");
+        sink.commit(1, &h).unwrap();
+        write_values(&mut sink, &["z"]);
+        sink.flush().unwrap();
+        assert_eq!(lines_rx.recv_timeout(timeout).unwrap(), "z");
+        sink.close().unwrap();
+        drop(sink);
+        reader.join().unwrap();
+        assert!(lines_rx.try_recv().is_err());
+        assert_eq!(hidden_files(dir.path()), Vec::<String>::new(), "nothing is staged next to a FIFO");
+    }
+
+    #[test]
+    fn links_into_proc_are_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out.txt");
+        std::fs::write(&file, "").unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(!resolves_into_proc(&file));
+        assert!(!resolves_into_proc(&link));
+        assert!(!resolves_into_proc(&dir.path().join("missing.txt")));
+        assert!(resolves_into_proc(Path::new("/proc/self/fd/0")));
+        if Path::new("/dev/stdout").exists() {
+            assert!(resolves_into_proc(Path::new("/dev/stdout")));
+        }
+        if Path::new("/dev/fd").exists() {
+            assert!(resolves_into_proc(Path::new("/dev/fd/0")));
+        }
+    }
+
+    #[test]
+    fn hidden_file_names_match_only_their_output() {
+        assert!(is_hidden_file_of(".out.txt.inprogress", "out.txt"));
+        assert!(is_hidden_file_of(".out.txt.12.00ab3f9c.pending", "out.txt"));
+        assert!(!is_hidden_file_of(".out.txt.1.txt.inprogress", "out.txt"), "another output's file");
+        assert!(!is_hidden_file_of(".out.txt.1.txt.5.0abc.pending", "out.txt"), "another output's file");
+        assert!(!is_hidden_file_of(".out.txt.12.pending", "out.txt"));
+        assert!(!is_hidden_file_of(".out.txt.x.00ab.pending", "out.txt"));
+        assert!(!is_hidden_file_of("out.txt", "out.txt"));
+        assert!(!is_hidden_file_of(".out.txt", "out.txt"));
+    }
+
+    #[test]
+    fn a_file_truncated_outside_weir_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut sink = sink_at(&path);
+        sink.start(&[]).unwrap();
+        write_values(&mut sink, &["one"]);
+        let h1 = sink.pre_commit(1).unwrap();
+        sink.commit(1, &h1).unwrap();
+        std::fs::write(&path, "").unwrap();
+        write_values(&mut sink, &["two"]);
+        let h2 = sink.pre_commit(2).unwrap();
+        let err = sink.commit(2, &h2).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::User);
+        assert!(err.message.starts_with("sink `files`: "), "{}", err.message);
+        assert!(err.message.contains(&path.display().to_string()), "{}", err.message);
+        assert!(err.message.contains("holds 0 bytes") && err.message.contains("published 4 bytes"), "{}", err.message);
+        assert!(err.message.contains("the file was truncated or replaced outside weir"), "{}", err.message);
+        assert_eq!(read(&path), "", "nothing was appended");
+        drop(sink);
+        // The same on a restart.
+        let err = sink_at(&path).start(&[committable(2, &h2)]).unwrap_err();
+        assert!(err.message.contains("the file was truncated or replaced outside weir"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_deleted_pending_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut sink = sink_at(&path);
+        sink.start(&[]).unwrap();
+        write_values(&mut sink, &["one"]);
+        let h1 = sink.pre_commit(1).unwrap();
+        let Handle::File { pending: Some(pending), .. } = handle(&h1) else { panic!("no pending file") };
+        std::fs::remove_file(&pending).unwrap();
+        let err = sink.commit(1, &h1).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::User);
+        assert!(err.message.contains("the pending data of checkpoint 1 for"), "{}", err.message);
+        assert!(err.message.contains(&pending.display().to_string()), "{}", err.message);
+    }
+
+    #[test]
+    fn misuse_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut sink = sink_at(&path);
+        let (b, n) = batch(&[(None, b"early", 0)]);
+        let err = sink.write(&b, n).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert!(err.message.contains("before start"), "{}", err.message);
+        assert!(sink.pre_commit(1).is_err());
+        sink.start(&[]).unwrap();
+        assert_eq!(sink.start(&[]).unwrap_err().kind, ErrorKind::Internal);
+
+        let err = sink.commit(1, b"not json").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::User);
+        assert!(err.message.contains("checkpoint 1 holds a handle this file sink cannot read"), "{}", err.message);
+        // An empty handle (an at-least-once sink's) publishes nothing.
+        sink.commit(1, b"").unwrap();
+
+        let err = FileSink::open(
+            FileSinkConfig { path: dir.path().to_path_buf(), format: OutputFormat::Value },
+            &test_ctx(0, 1),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::User);
+        assert!(err.message.contains("is a directory"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_failed_write_stops_the_sink_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut sink = sink_at(&path);
+        sink.start(&[]).unwrap();
+        // The directory disappears: the in-progress file cannot be created.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let (b, n) = batch(&[(None, b"lost", 0)]);
+        assert_eq!(sink.write(&b, n).unwrap_err().kind, ErrorKind::External);
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let err = sink.pre_commit(1).unwrap_err();
+        assert!(err.message.contains("must restart from its last checkpoint"), "{}", err.message);
     }
 
     #[test]
@@ -323,8 +1329,11 @@ mod tests {
         assert_eq!(per_subtask.path_for_subtask(2), dir.path().join("part-2/2.txt"));
         for subtask in 0..3 {
             let mut sink = FileSink::open(per_subtask.clone(), &test_ctx(subtask, 3)).unwrap();
+            sink.start(&[]).unwrap();
             let (b, n) = batch(&[(None, format!("from {subtask}").as_bytes(), 0)]);
             sink.write(&b, n).unwrap();
+            let h = sink.pre_commit(1).unwrap();
+            sink.commit(1, &h).unwrap();
             sink.close().unwrap();
         }
         for subtask in 0..3 {
