@@ -154,13 +154,15 @@ pub struct Committable {
 /// to [`Sink::start`], which publishes them again (idempotently) and drops
 /// whatever was written after that checkpoint: that is exactly-once.
 pub trait Sink: Send {
-    /// Prepares the sink before the first write. `recovered` lists the
-    /// pre-commit handles of the checkpoint the run resumes from that this
-    /// subtask is responsible for, oldest first (empty on a fresh start);
-    /// they may come from subtasks of an earlier parallelism. The default
-    /// commits each of them.
-    fn start(&mut self, recovered: &[Committable]) -> Result<(), ConnectorError> {
-        for c in recovered {
+    /// Prepares the sink before the first write. `recovered` is `None` on a
+    /// fresh start (the sink may clear earlier output). On a restore it
+    /// lists the pre-commit handles of the checkpoint the run resumes from
+    /// that this subtask is responsible for, oldest first; they may come
+    /// from subtasks of an earlier parallelism, and the list may be empty
+    /// (output this subtask finds from earlier runs is then kept). The
+    /// default commits each of them.
+    fn start(&mut self, recovered: Option<&[Committable]>) -> Result<(), ConnectorError> {
+        for c in recovered.unwrap_or_default() {
             self.commit(c.checkpoint, &c.handle)?;
         }
         Ok(())

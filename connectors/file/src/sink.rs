@@ -417,14 +417,23 @@ impl Sink for FileSink {
     /// missing, and removes the hidden in-progress and pending files that a
     /// crashed run left next to this output and next to every output the
     /// handles name: they hold data written after the checkpoint.
-    fn start(&mut self, recovered: &[Committable]) -> Result<(), ConnectorError> {
+    fn start(&mut self, recovered: Option<&[Committable]>) -> Result<(), ConnectorError> {
+        let restoring = recovered.is_some();
+        let recovered = recovered.unwrap_or_default();
         if self.started {
             return Err(ConnectorError::internal(format!(
                 "sink `{}`: start was called twice; this is a bug in weir's runtime",
                 self.name
             )));
         }
-        let mut committed_len = 0;
+        // A fresh start replaces the output. A restore that has no handle
+        // for this file (the run before had fewer subtasks) keeps what is
+        // there: only commits ever write to it, so it holds published data.
+        let mut committed_len = match std::fs::metadata(&self.path) {
+            Ok(m) if restoring => Some(m.len()),
+            _ => None,
+        }
+        .unwrap_or(0);
         let mut outputs: Vec<PathBuf> = Vec::new();
         for c in recovered {
             let Some(handle) = self.parse_handle(c.checkpoint, &c.handle)? else { continue };
@@ -897,7 +906,7 @@ mod tests {
         let mut sink = sink_at(&path);
         assert!(sink.is_transactional());
         assert!(!path.exists(), "open does not create the output, start does");
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         assert_eq!(read(&path), "");
 
         write_values(&mut sink, &["a", "b"]);
@@ -948,7 +957,7 @@ mod tests {
         let mut sink = sink_at(&path);
         assert_eq!(sink.path(), path);
         assert_eq!(read(&path), "old contents that must go\n", "open leaves the file alone");
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         assert_eq!(read(&path), "");
         let (b, n) = batch(&[(Some(b"k"), b"first", 1), (None, &[0xff, 0xfe], 2)]);
         sink.write(&b, n).unwrap();
@@ -966,7 +975,7 @@ mod tests {
         let path = dir.path().join("sink.jsonl");
         let config = FileSinkConfig { path: path.clone(), format: OutputFormat::Json };
         let mut sink = FileSink::open(config, &test_ctx(0, 1)).unwrap();
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         let (b, n) = batch(&[(Some(b"user-1"), b"{\"n\":1}", 10), (Some(&[0x01, 0xab]), &[0x80], -1), (None, b"", 0)]);
         sink.write(&b, n).unwrap();
         let h = sink.pre_commit(1).unwrap();
@@ -989,7 +998,7 @@ mod tests {
     fn crashed_run(dir: &Path) -> (PathBuf, Committable, Committable) {
         let path = dir.join("out.txt");
         let mut sink = sink_at(&path);
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         write_values(&mut sink, &["one"]);
         let h1 = sink.pre_commit(1).unwrap();
         sink.commit(1, &h1).unwrap();
@@ -1008,7 +1017,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, c1, _) = crashed_run(dir.path());
         let mut sink = sink_at(&path);
-        sink.start(std::slice::from_ref(&c1)).unwrap();
+        sink.start(Some(std::slice::from_ref(&c1))).unwrap();
         assert_eq!(read(&path), "one\n");
         assert_eq!(hidden_files(dir.path()), Vec::<String>::new());
         // The restored sink appends after the checkpoint's data.
@@ -1024,7 +1033,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, c1, c2) = crashed_run(dir.path());
         let mut sink = sink_at(&path);
-        sink.start(&[c1, c2]).unwrap();
+        sink.start(Some(&[c1, c2])).unwrap();
         assert_eq!(read(&path), "one\ntwo\n");
         assert_eq!(hidden_files(dir.path()), Vec::<String>::new());
         write_values(&mut sink, &["four"]);
@@ -1041,7 +1050,7 @@ mod tests {
         // reached the output, its pending file is still there.
         std::fs::write(&path, "one\ntw").unwrap();
         let mut sink = sink_at(&path);
-        sink.start(&[c1.clone(), c2.clone()]).unwrap();
+        sink.start(Some(&[c1.clone(), c2.clone()])).unwrap();
         assert_eq!(read(&path), "one\ntwo\n");
         // Committing again (a repeated restart) changes nothing.
         sink.commit(1, &c1.handle).unwrap();
@@ -1050,7 +1059,7 @@ mod tests {
         assert_eq!(read(&path), "one\ntwo\n");
         drop(sink);
         let mut again = sink_at(&path);
-        again.start(&[c1, c2]).unwrap();
+        again.start(Some(&[c1, c2])).unwrap();
         assert_eq!(read(&path), "one\ntwo\n");
     }
 
@@ -1065,7 +1074,7 @@ mod tests {
         sink.commit(2, &c2.handle).unwrap();
         assert_eq!(read(&path), "one\ntwo\n");
         drop(sink);
-        assert!(sink_at(&path).start(&[c1, c2]).is_ok());
+        assert!(sink_at(&path).start(Some(&[c1, c2])).is_ok());
         assert_eq!(read(&path), "one\ntwo\n");
     }
 
@@ -1074,7 +1083,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
         let mut sink = sink_at(&path);
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         write_values(&mut sink, &["one"]);
         let h1 = sink.pre_commit(1).unwrap(); // checkpoint 1 fails
         write_values(&mut sink, &["two"]);
@@ -1092,7 +1101,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
         let mut sink = sink_at(&path);
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         write_values(&mut sink, &["one"]);
         let h1 = sink.pre_commit(1).unwrap(); // checkpoint 1 fails
         write_values(&mut sink, &["two"]);
@@ -1103,7 +1112,7 @@ mod tests {
         drop(sink);
         assert_eq!(read(&path), "");
         let mut sink = sink_at(&path);
-        sink.start(&[committable(1, &h1), committable(2, &h2)]).unwrap();
+        sink.start(Some(&[committable(1, &h1), committable(2, &h2)])).unwrap();
         assert_eq!(read(&path), "one\ntwo\n");
         assert_eq!(hidden_files(dir.path()), Vec::<String>::new(), "the pending file of checkpoint 3 is removed");
     }
@@ -1117,7 +1126,7 @@ mod tests {
         let mut recovered = Vec::new();
         for subtask in 0..2 {
             let mut sink = FileSink::open(config.clone(), &test_ctx(subtask, 2)).unwrap();
-            sink.start(&[]).unwrap();
+            sink.start(None).unwrap();
             write_values(&mut sink, &[&format!("{subtask}: one")]);
             let h1 = sink.pre_commit(1).unwrap();
             sink.commit(1, &h1).unwrap();
@@ -1132,7 +1141,7 @@ mod tests {
         // Restored at parallelism 1: subtask 0 gets both handles.
         let mut sink = FileSink::open(config, &test_ctx(0, 1)).unwrap();
         assert_eq!(sink.path(), dir.path().join("out-0.txt"));
-        sink.start(&recovered).unwrap();
+        sink.start(Some(&recovered)).unwrap();
         assert_eq!(read(&dir.path().join("out-0.txt")), "0: one\n0: two\n");
         assert_eq!(read(&dir.path().join("out-1.txt")), "1: one\n1: two\n");
         assert_eq!(hidden_files(dir.path()), Vec::<String>::new());
@@ -1147,7 +1156,7 @@ mod tests {
     fn dev_null_is_written_directly() {
         let mut sink = sink_at(Path::new("/dev/null"));
         assert!(!sink.is_transactional());
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         write_values(&mut sink, &["gone"]);
         let h = sink.pre_commit(1).unwrap();
         assert_eq!(handle(&h), Handle::Direct { path: PathBuf::from("/dev/null") });
@@ -1155,7 +1164,7 @@ mod tests {
         sink.close().unwrap();
         // A restart with a direct handle has nothing to publish.
         let mut sink = sink_at(Path::new("/dev/null"));
-        sink.start(&[committable(1, &h)]).unwrap();
+        sink.start(Some(&[committable(1, &h)])).unwrap();
     }
 
     #[test]
@@ -1176,7 +1185,7 @@ mod tests {
         // Opening waits for the reader, as it always did.
         let mut sink = sink_at(&fifo);
         assert!(!sink.is_transactional());
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         write_values(&mut sink, &["x", "y"]);
         let h = sink.pre_commit(1).unwrap();
         let timeout = std::time::Duration::from_secs(10);
@@ -1229,7 +1238,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
         let mut sink = sink_at(&path);
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         write_values(&mut sink, &["one"]);
         let h1 = sink.pre_commit(1).unwrap();
         sink.commit(1, &h1).unwrap();
@@ -1245,7 +1254,7 @@ mod tests {
         assert_eq!(read(&path), "", "nothing was appended");
         drop(sink);
         // The same on a restart.
-        let err = sink_at(&path).start(&[committable(2, &h2)]).unwrap_err();
+        let err = sink_at(&path).start(Some(&[committable(2, &h2)])).unwrap_err();
         assert!(err.message.contains("the file was truncated or replaced outside weir"), "{}", err.message);
     }
 
@@ -1254,7 +1263,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
         let mut sink = sink_at(&path);
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         write_values(&mut sink, &["one"]);
         let h1 = sink.pre_commit(1).unwrap();
         let Handle::File { pending: Some(pending), .. } = handle(&h1) else { panic!("no pending file") };
@@ -1275,8 +1284,8 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Internal);
         assert!(err.message.contains("before start"), "{}", err.message);
         assert!(sink.pre_commit(1).is_err());
-        sink.start(&[]).unwrap();
-        assert_eq!(sink.start(&[]).unwrap_err().kind, ErrorKind::Internal);
+        sink.start(None).unwrap();
+        assert_eq!(sink.start(None).unwrap_err().kind, ErrorKind::Internal);
 
         let err = sink.commit(1, b"not json").unwrap_err();
         assert_eq!(err.kind, ErrorKind::User);
@@ -1298,7 +1307,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
         let mut sink = sink_at(&path);
-        sink.start(&[]).unwrap();
+        sink.start(None).unwrap();
         // The directory disappears: the in-progress file cannot be created.
         std::fs::remove_dir_all(dir.path()).unwrap();
         let (b, n) = batch(&[(None, b"lost", 0)]);
@@ -1329,7 +1338,7 @@ mod tests {
         assert_eq!(per_subtask.path_for_subtask(2), dir.path().join("part-2/2.txt"));
         for subtask in 0..3 {
             let mut sink = FileSink::open(per_subtask.clone(), &test_ctx(subtask, 3)).unwrap();
-            sink.start(&[]).unwrap();
+            sink.start(None).unwrap();
             let (b, n) = batch(&[(None, format!("from {subtask}").as_bytes(), 0)]);
             sink.write(&b, n).unwrap();
             let h = sink.pre_commit(1).unwrap();

@@ -5,7 +5,7 @@ mod new_plugin;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weir_pipeline::{human, LoadOptions, Pipeline, Plan, Progress, RunError, RunOptions, RunSummary};
+use weir_pipeline::{checkpoint_line, human, LoadOptions, Pipeline, Plan, Progress, RunError, RunOptions, RunSummary, StartFrom};
 use weir_wasm::{Engine, EngineConfig};
 
 /// weir runs stream pipelines whose operators are WebAssembly components.
@@ -14,6 +14,11 @@ use weir_wasm::{Engine, EngineConfig};
 /// `.wasm` plugin from the plugin directory, with its config) and sinks.
 /// Start with `weir run pipelines/quickstart.toml`, write your own operator
 /// with `weir new-plugin NAME`, and check a pipeline with `weir check FILE`.
+///
+/// A running pipeline takes a checkpoint every `checkpoint.interval` (10 s by
+/// default) into `data/checkpoints/PIPELINE/` next to its file; killed and
+/// started again, it resumes from the latest one and its output is exactly
+/// that of an uninterrupted run.
 #[derive(Parser)]
 #[command(name = "weir", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -40,6 +45,21 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDRESS/metrics ("off" to disable).
         #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9249")]
         metrics_address: String,
+        /// Resume from this checkpoint instead of the latest: an id (`17`), a
+        /// savepoint (`savepoint-17`) or a checkpoint directory (of any
+        /// pipeline, e.g. a copy).
+        #[arg(long, value_name = "ID|PATH", conflicts_with = "fresh")]
+        from_checkpoint: Option<String>,
+        /// Ignore existing checkpoints and start from the beginning of the
+        /// input (sinks start over too: a file sink truncates its file).
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Take a savepoint of a running pipeline: a checkpoint that is never
+    /// deleted automatically, to restore later with `--from-checkpoint`.
+    Savepoint {
+        /// The pipeline file of the running pipeline.
+        pipeline: PathBuf,
     },
     /// Validate a pipeline without running it: config, plugins (compiled and
     /// checked against the contract), each operator's `open` with its config.
@@ -93,7 +113,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { pipeline, plugin_dir, quiet, metrics_address } => {
+        Command::Run { pipeline, plugin_dir, quiet, metrics_address, from_checkpoint, fresh } => {
             let address = match metrics_address.as_str() {
                 "off" => None,
                 a => match a.parse() {
@@ -101,8 +121,14 @@ fn main() -> ExitCode {
                     Err(e) => return fail(2, &format!("--metrics-address {a:?}: {e}; give IP:PORT (e.g. 127.0.0.1:9249) or \"off\"")),
                 },
             };
-            cmd_run(&pipeline, plugin_dir, quiet, address)
+            let start_from = match (from_checkpoint, fresh) {
+                (Some(spec), _) => StartFrom::Checkpoint(spec),
+                (None, true) => StartFrom::Fresh,
+                (None, false) => StartFrom::Latest,
+            };
+            cmd_run(&pipeline, plugin_dir, quiet, address, start_from)
         }
+        Command::Savepoint { pipeline } => cmd_savepoint(&pipeline),
         Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
         Command::NewPlugin { name, dir, lang: _, sdk } => match new_plugin::create(&name, dir, sdk) {
             Ok(()) => ExitCode::SUCCESS,
@@ -130,12 +156,27 @@ fn prepare(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> Result<(P
     Ok((load(pipeline, plugin_dir)?, engine()?))
 }
 
-fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool, metrics_address: Option<std::net::SocketAddr>) -> ExitCode {
+fn cmd_savepoint(pipeline: &std::path::Path) -> ExitCode {
+    let p = match load(pipeline, None) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match weir_pipeline::control::request_savepoint(&p.checkpoint.dir.join(&p.name), &p.name) {
+        Ok(dir) => {
+            println!("{}", dir.display());
+            eprintln!("savepoint of `{}` written; resume from it with: weir run {} --from-checkpoint {}", p.name, pipeline.display(), dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool, metrics_address: Option<std::net::SocketAddr>, start_from: StartFrom) -> ExitCode {
     let (p, engine) = match prepare(pipeline, plugin_dir) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address };
+    let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address, start_from };
     match weir_pipeline::run(&p, &engine, &options) {
         Ok(summary) => {
             print_summary(&summary);
@@ -170,6 +211,9 @@ fn print_summary(s: &RunSummary) {
             l.p50_us as f64 / 1000.0,
             l.p99_us as f64 / 1000.0
         );
+    }
+    if let Some(c) = &s.checkpoints {
+        eprintln!("  {}", checkpoint_line(c));
     }
     for (name, busy, idle, bp) in &s.tasks {
         eprintln!("  task {name:<20} busy {:>3.0}%  idle {:>3.0}%  backpressured {:>3.0}%", busy * 100.0, idle * 100.0, bp * 100.0);

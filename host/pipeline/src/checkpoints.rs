@@ -105,6 +105,8 @@ pub struct Coordinator {
     savepoints: VecDeque<SavepointReply>,
     /// Held until a checkpoint of this run completes: the one restored from.
     pin: Option<Pin>,
+    /// The final checkpoint failed: the tasks waiting for it must be stopped.
+    final_failed: bool,
     stats: Arc<Mutex<CheckpointStats>>,
 }
 
@@ -150,6 +152,7 @@ impl Coordinator {
             next_due: Instant::now() + interval.unwrap_or(Duration::MAX / 4),
             savepoints: VecDeque::new(),
             pin,
+            final_failed: false,
             store,
             stats: Arc::new(Mutex::new(CheckpointStats { restored_from, ..Default::default() })),
         }
@@ -266,6 +269,7 @@ impl Coordinator {
             match self.begin(ack.checkpoint, Kind::Checkpoint, true) {
                 Ok(p) => self.pending = Some(p),
                 Err(e) => {
+                    self.final_failed = true;
                     self.count_failure(ack.checkpoint, &e);
                     return;
                 }
@@ -319,16 +323,15 @@ impl Coordinator {
             }
         }
         if p.remaining == 0 {
-            let manifest = self.manifest(p);
+            let manifest = Self::manifest(&self.vertices, self.max_parallelism, p);
             if let Some(w) = p.writer.take() {
                 let _ = w.send(WriteJob::Complete(manifest));
             }
         }
     }
 
-    fn manifest(&self, p: &Pending) -> Manifest {
-        let vertices = self
-            .vertices
+    fn manifest(vertices: &[(String, weir_checkpoint::VertexKind, u32)], max_parallelism: u32, p: &Pending) -> Manifest {
+        let vertices = vertices
             .iter()
             .enumerate()
             .map(|(v, (name, kind, parallelism))| VertexState {
@@ -338,7 +341,7 @@ impl Coordinator {
                 subtasks: (0..*parallelism).map(|s| p.subtasks.get(&(v, s)).cloned().unwrap_or_else(|| empty(s))).collect(),
             })
             .collect();
-        let mut m = Manifest::new(self.max_parallelism, vertices);
+        let mut m = Manifest::new(max_parallelism, vertices);
         m.finished = p.finished;
         m
     }
@@ -415,7 +418,7 @@ impl Coordinator {
                 let _ = reply.send(Err(reason.clone()));
             }
             if p.finished {
-                tracing::error!(checkpoint = id, "the final checkpoint failed: {reason}");
+                self.final_failed = true;
             }
         }
         self.count_failure(id, &reason);
@@ -428,10 +431,10 @@ impl Coordinator {
         self.stats.lock().expect("stats lock").failed += 1;
     }
 
-    /// True while the final checkpoint could still complete.
+    /// True once the final checkpoint failed (it is not retried: the
+    /// state it needed is gone with the tasks' last snapshot).
     pub fn final_failed(&self) -> bool {
-        self.final_id.get().is_some_and(|id| self.pending.as_ref().is_none_or(|p| p.id != *id) && self.completed.load(Ordering::Acquire) < *id)
-            && self.pending.is_none()
+        self.final_failed
     }
 }
 

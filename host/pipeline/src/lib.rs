@@ -28,7 +28,9 @@
 //! type = "stdout"
 //! ```
 
+pub mod checkpoints;
 mod config;
+pub mod control;
 mod plan;
 mod run;
 
@@ -37,4 +39,6 @@ pub use config::{
     OperatorConfig, PartitionKind, Pipeline, SinkConfig, SinkKind, SourceConfig, SourceKind,
 };
 pub use plan::{Chain, Plan, Vertex, VertexKind};
-pub use run::{check_operators, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};
+pub use checkpoints::StartFrom;
+pub use config::{CheckpointConfig, StateBackendKind, StateConfig};
+pub use run::{check_operators, checkpoint_line, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};

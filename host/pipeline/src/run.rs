@@ -1,6 +1,7 @@
 //! Building the tasks of a plan and running them on threads.
 
-use crate::config::{OnError, Pipeline, SinkKind, SourceKind};
+use crate::checkpoints::{CheckpointStats, Coordinator, Restore, StartFrom};
+use crate::config::{OnError, Pipeline, SinkKind, SourceKind, StateBackendKind};
 use crate::plan::{Plan, VertexKind};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use weir_connector_generator::GeneratorSource;
 use weir_network::{gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
 use weir_metrics::{Monitor, Registry, TaskEntry, VertexEntry};
 use weir_task::{ErrorPolicy, SinkStage, Stage, StageInfo, StageMetrics, Task, TaskError, TaskInput, TaskMetrics, WasmStage};
+use weir_state::{KeyedState, TimerService};
 use weir_wasm::{Engine, InstanceInfo, OperatorInstance, Plugin};
 
 /// Why a pipeline could not start or stopped with an error.
@@ -43,6 +45,8 @@ pub struct RunOptions {
     pub progress: Progress,
     /// Serve Prometheus metrics at `/metrics` on this address.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Which checkpoint to resume from.
+    pub start_from: StartFrom,
 }
 
 /// Counters of one vertex at the end of a run.
@@ -78,6 +82,8 @@ pub struct RunSummary {
     /// End-to-end latency at the sinks (p50, p99, max bucket) in
     /// microseconds, for records stamped by their source (`mark-latency`).
     pub latency: Option<Latency>,
+    /// Checkpoints of this run (`None` when checkpointing is off).
+    pub checkpoints: Option<CheckpointStats>,
 }
 
 /// End-to-end latency of the records that carried a source timestamp.
@@ -138,6 +144,43 @@ pub fn load_plugins(p: &Pipeline, engine: &Engine) -> Result<LoadedPlugins, RunE
 }
 
 fn open_operator(p: &Pipeline, plugins: &LoadedPlugins, op_index: usize, subtask: u32, parallelism: u32) -> Result<OperatorInstance, RunError> {
+    let keyed = KeyedState::new(subtask, parallelism, p.max_parallelism);
+    open_operator_with(p, plugins, op_index, subtask, parallelism, keyed, TimerService::new())
+}
+
+/// The keyed state an operator subtask starts with: empty, or restored
+/// from the key groups it owns in a checkpoint, in the configured backend.
+fn operator_state(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32, restore: Option<&Restore>) -> Result<(KeyedState, TimerService), RunError> {
+    let op = &p.operators[op_index];
+    let mut keyed = match p.state.backend {
+        StateBackendKind::Heap => KeyedState::new(subtask, parallelism, p.max_parallelism),
+        StateBackendKind::Disk => {
+            let path = p.state.dir.join(&p.name).join(format!("{}-{subtask}.redb", op.name));
+            let backend = DISK_PENDING(&path)
+                .map_err(|e| RunError::Setup(format!("{}: state: cannot open the on-disk state of `{}` at {}: {e}", p.file.display(), op.name, path.display())))?;
+            KeyedState::with_backend(subtask, parallelism, p.max_parallelism, Box::new(backend))
+        }
+    };
+    let mut timers = TimerService::new();
+    if let Some(r) = restore {
+        let files = r.operator_files(&op.name, keyed.key_groups()).map_err(RunError::Setup)?;
+        let refs: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
+        keyed.restore(&mut timers, &refs).map_err(|e| {
+            RunError::Setup(format!("checkpoint {} ({}): state of `{}`: {e}", r.checkpoint.manifest.id, r.checkpoint.dir.display(), op.name))
+        })?;
+    }
+    Ok((keyed, timers))
+}
+
+fn open_operator_with(
+    p: &Pipeline,
+    plugins: &LoadedPlugins,
+    op_index: usize,
+    subtask: u32,
+    parallelism: u32,
+    keyed: KeyedState,
+    timers: TimerService,
+) -> Result<OperatorInstance, RunError> {
     let op = &p.operators[op_index];
     let config_json = serde_json::to_string(&op.config).expect("a TOML table is valid JSON");
     let info = InstanceInfo {
@@ -150,7 +193,7 @@ fn open_operator(p: &Pipeline, plugins: &LoadedPlugins, op_index: usize, subtask
         read_dirs: op.allow_read.iter().map(|d| (p.file.parent().unwrap_or(std::path::Path::new(".")).join(d), d.clone())).collect(),
     };
     let plugin = &plugins.plugins[op_index];
-    OperatorInstance::open(plugin, &info, op.limits.or(p.limits)).map_err(|e| {
+    OperatorInstance::open_with_state(plugin, &info, op.limits.or(p.limits), keyed, timers).map_err(|e| {
         RunError::Setup(format!(
             "{}: {} (`{}`, plugin `{}`): the plugin refused to start: {e}. Check {}.config",
             p.file.display(),
@@ -192,6 +235,54 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     for line in plan.describe() {
         tracing::debug!(pipeline = %p.name, "{line}");
     }
+    let checkpointing = p.checkpoint.interval.is_some();
+    let store = if checkpointing || matches!(options.start_from, StartFrom::Checkpoint(_)) {
+        let dir = std::path::absolute(&p.checkpoint.dir).unwrap_or_else(|_| p.checkpoint.dir.clone());
+        Some(Arc::new(weir_checkpoint::CheckpointStore::open(&dir, &p.name).map_err(|e| {
+            RunError::Setup(format!("{}: checkpoint.dir: {e}", p.file.display()))
+        })?))
+    } else {
+        None
+    };
+    // Another process running this pipeline would write the same
+    // checkpoints: refuse, before anything else is opened.
+    let control = match &store {
+        Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name).map_err(RunError::Setup)?),
+        _ => None,
+    };
+    let restore = match (&store, &options.start_from) {
+        (_, StartFrom::Fresh) | (None, _) => None,
+        (Some(store), StartFrom::Latest) => {
+            let (found, warnings) = store.latest_valid().map_err(|e| RunError::Setup(e.to_string()))?;
+            for w in warnings {
+                eprintln!("weir: warning: {w}");
+            }
+            found
+        }
+        (Some(store), StartFrom::Checkpoint(spec)) => Some(store.load(spec).map_err(|e| RunError::Setup(format!("--from-checkpoint {spec}: {e}")))?),
+    }
+    .map(Restore::new);
+    let mut pin = None;
+    if let (Some(r), Some(store)) = (&restore, &store) {
+        r.check(p, &plan).map_err(RunError::Setup)?;
+        let m = &r.checkpoint.manifest;
+        let what = if m.kind == weir_checkpoint::Kind::Savepoint { "savepoint" } else { "checkpoint" };
+        eprintln!("weir: {}: resuming from {what} {} ({})", p.name, m.id, r.checkpoint.dir.display());
+        if m.finished {
+            eprintln!(
+                "weir: {}: {what} {} was taken when the input had ended: the pipeline already finished and its output is complete; \
+                 run with --fresh to process the input again",
+                p.name, m.id
+            );
+        }
+        pin = Some(store.pin(&r.checkpoint.dir).map_err(|e| RunError::Setup(e.to_string()))?);
+    }
+    let task_count: usize = plan.chains.iter().map(|c| c.parallelism as usize).sum();
+    let mut coordinator = match (&store, checkpointing) {
+        (Some(store), true) => Some(Coordinator::new(p, &plan, store.clone(), task_count, pin.take(), restore.as_ref().map(|r| r.checkpoint.manifest.id))),
+        _ => None,
+    };
+    drop(pin);
     let buffers = BufferConfig {
         size: p.network.buffer_size.0 as usize,
         timeout: p.network.buffer_timeout.0,
@@ -260,11 +351,24 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             let tm = Arc::new(TaskMetrics::new(in_capacity, pools, clock));
             let ctx = |name: &str, par: u32| ConnectorContext { pipeline: p.name.clone(), name: name.to_owned(), subtask: s, parallelism: par };
             let input = match &head.kind {
-                VertexKind::Source(sc) => TaskInput::Source {
-                    source: open_source(p, &sc.kind, &ctx(&head.name, head.parallelism))?,
-                    metrics: metrics[chain.vertices[0]][s as usize].clone(),
-                    name: head.name.clone(),
-                },
+                VertexKind::Source(sc) => {
+                    let mut source = open_source(p, &sc.kind, &ctx(&head.name, head.parallelism))?;
+                    if let Some(r) = &restore {
+                        let positions = r.source_positions(&head.name);
+                        if !positions.is_empty() {
+                            let refs: Vec<&[u8]> = positions.iter().map(Vec::as_slice).collect();
+                            source.restore(&refs).map_err(|e| {
+                                RunError::Setup(format!(
+                                    "checkpoint {} ({}): source `{}` subtask {s}: {e}",
+                                    r.checkpoint.manifest.id,
+                                    r.checkpoint.dir.display(),
+                                    head.name
+                                ))
+                            })?;
+                        }
+                    }
+                    TaskInput::Source { source, metrics: metrics[chain.vertices[0]][s as usize].clone(), name: head.name.clone(), vertex: chain.vertices[0] }
+                }
                 _ => TaskInput::Gate(gates[ci][s as usize].take().expect("gate per subtask")),
             };
             let mut stages: Vec<Box<dyn Stage>> = Vec::new();
@@ -274,7 +378,8 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                 match &vx.kind {
                     VertexKind::Source(_) => {}
                     VertexKind::Operator(i) => {
-                        let instance = open_operator(p, &plugins, *i, s, vx.parallelism)?;
+                        let (keyed, timers) = operator_state(p, *i, s, vx.parallelism, restore.as_ref())?;
+                        let instance = open_operator_with(p, &plugins, *i, s, vx.parallelism, keyed, timers)?;
                         let op = &p.operators[*i];
                         let plugin = &plugins.plugins[*i];
                         let info = StageInfo {
@@ -292,14 +397,32 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                         stages.push(Box::new(WasmStage::new(instance, info, policy, m)));
                     }
                     VertexKind::Sink(sc) => {
-                        let sink = open_sink(p, &sc.kind, &ctx(&vx.name, vx.parallelism))?;
+                        let mut sink = open_sink(p, &sc.kind, &ctx(&vx.name, vx.parallelism))?;
+                        let recovered = restore.as_ref().map(|r| r.sink_committables(&vx.name, s, vx.parallelism));
+                        sink.start(recovered.as_deref()).map_err(|e| {
+                            RunError::Setup(format!("{}: sinks.{} subtask {s}: {e}", p.file.display(), vx.name))
+                        })?;
                         stages.push(Box::new(SinkStage::new(sink, vx.name.clone(), s, m)));
                     }
                 }
             }
             let name = format!("{}[{s}]", head.name);
             task_entries.push(TaskEntry { chain_name: head.name.clone(), chain: ci, subtask: s, metrics: tm.clone() });
-            tasks.push(Task { name, input, stages, outputs, metrics: tm, cancel: cancel.clone(), batch_bytes: buffers.size });
+            let vertices = chain.vertices.iter().copied().filter(|&v| !matches!(plan.vertices[v].kind, VertexKind::Source(_))).collect();
+            let checkpoints = coordinator.as_ref().map(|c| c.link(tasks.len()));
+            tasks.push(Task {
+                name,
+                input,
+                stages,
+                vertices,
+                subtask: s,
+                checkpoints,
+                completed: 0,
+                outputs,
+                metrics: tm,
+                cancel: cancel.clone(),
+                batch_bytes: buffers.size,
+            });
         }
     }
     drop(senders);
@@ -344,12 +467,29 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     let mut first_error: Option<String> = None;
     let mut remaining = handles.len();
     let mut next_sample = Instant::now();
+    let stats = coordinator.as_ref().map(Coordinator::stats);
     while remaining > 0 {
+        if let Some(c) = &mut coordinator {
+            if let Some(requests) = &control {
+                while let Ok(reply) = requests.try_recv() {
+                    c.request_savepoint(reply);
+                }
+            }
+            c.poll();
+            if c.final_failed() && first_error.is_none() {
+                first_error = Some(
+                    "the final checkpoint failed (see the warning above), so the output since the last checkpoint is not published; \
+                     run the pipeline again to redo it from that checkpoint"
+                        .into(),
+                );
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
         if Instant::now() >= next_sample {
             monitor.sample();
             next_sample += Duration::from_secs(1);
         }
-        match done_rx.recv_timeout(Duration::from_millis(250)) {
+        match done_rx.recv_timeout(Duration::from_millis(if coordinator.is_some() { 10 } else { 250 })) {
             Ok((name, result)) => {
                 remaining -= 1;
                 match result {
@@ -367,7 +507,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        printer.tick(started.elapsed(), &plan, &monitor);
+        printer.tick(started.elapsed(), &plan, &monitor, stats.as_deref());
     }
     for h in handles {
         if h.join().is_err() && first_error.is_none() {
@@ -415,7 +555,8 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         }
     }
     let latency = merged.quantile(0.5).zip(merged.quantile(0.99)).map(|(p50_us, p99_us)| Latency { count: merged.count(), p50_us, p99_us });
-    Ok(RunSummary { pipeline: p.name.clone(), elapsed, vertices, tasks, latency })
+    let checkpoints = stats.map(|s| s.lock().expect("stats lock").clone());
+    Ok(RunSummary { pipeline: p.name.clone(), elapsed, vertices, tasks, latency, checkpoints })
 }
 
 struct ProgressPrinter {
@@ -431,7 +572,7 @@ impl ProgressPrinter {
         Self { mode, tty: std::io::stderr().is_terminal(), name: name.to_owned(), last: Instant::now(), lines: 0 }
     }
 
-    fn tick(&mut self, elapsed: Duration, plan: &Plan, monitor: &Monitor) {
+    fn tick(&mut self, elapsed: Duration, plan: &Plan, monitor: &Monitor, checkpoints: Option<&std::sync::Mutex<CheckpointStats>>) {
         if self.mode == Progress::Quiet {
             return;
         }
@@ -459,6 +600,9 @@ impl ProgressPrinter {
                 if v.input.is_some() {
                     line.push_str(&format!("  {} {}", v.name, human(t.0)));
                 }
+            }
+            if let Some(c) = checkpoints {
+                line.push_str(&format!("  {}", checkpoint_line(&c.lock().expect("stats lock"))));
             }
             let _ = writeln!(err, "{line}");
             return;
@@ -496,6 +640,9 @@ impl ProgressPrinter {
                 monitor.chain_status(chain).as_str()
             ));
         }
+        if let Some(c) = checkpoints {
+            lines.push(checkpoint_line(&c.lock().expect("stats lock")));
+        }
         for l in &lines {
             out.push_str("\x1b[2K");
             out.push_str(l);
@@ -507,6 +654,24 @@ impl ProgressPrinter {
     }
 }
 
+/// One line about checkpoints for the progress view.
+pub fn checkpoint_line(s: &CheckpointStats) -> String {
+    let mut line = format!("checkpoints: {} complete, {} failed", s.completed, s.failed);
+    if let Some(l) = &s.last {
+        line.push_str(&format!(
+            "; last #{} took {} ms, {}B, alignment {} ms",
+            l.id,
+            l.duration.as_millis(),
+            human(l.bytes),
+            l.alignment.as_millis()
+        ));
+    }
+    if let Some(id) = s.restored_from {
+        line.push_str(&format!("; resumed from #{id}"));
+    }
+    line
+}
+
 /// 1234567 -> "1.23M".
 pub fn human(n: u64) -> String {
     match n {
@@ -516,3 +681,6 @@ pub fn human(n: u64) -> String {
         _ => format!("{:.2}G", n as f64 / 1e9),
     }
 }
+
+#[allow(non_snake_case)]
+fn DISK_PENDING(_p: &std::path::Path) -> Result<weir_state::HeapBackend, String> { Ok(weir_state::HeapBackend::default()) }
