@@ -26,6 +26,7 @@
 //! | `seed`            | integer | `0`                 | varies `events` users and `words` sentences |
 //! | `start-timestamp` | integer | `1_700_000_000_000` | timestamp of sequence number 0 |
 //! | `value-size`      | integer | none                | `sequence` only: pad values to this many bytes |
+//! | `users`           | integer | `10_000`            | `events` only: distinct users (`(N * 7919 + seed) mod users`, at least 4 digits) |
 //!
 //! # What is generated
 //!
@@ -150,6 +151,8 @@ pub struct GeneratorConfig {
     /// Stamp each record with the wall-clock time it was generated (header
     /// `weir-emitted-us`, microseconds), so sinks measure end-to-end latency.
     pub mark_latency: bool,
+    /// `events` only: number of distinct users.
+    pub users: u64,
 }
 
 impl Default for GeneratorConfig {
@@ -162,9 +165,13 @@ impl Default for GeneratorConfig {
             start_timestamp: DEFAULT_START_TIMESTAMP,
             value_size: None,
             mark_latency: false,
+            users: DEFAULT_USERS,
         }
     }
 }
+
+/// Default number of distinct `events` users.
+pub const DEFAULT_USERS: u64 = 10_000;
 
 impl GeneratorConfig {
     /// Checks the config without doing any I/O and returns every problem as
@@ -178,6 +185,14 @@ impl GeneratorConfig {
             problems.push((
                 "rate".to_owned(),
                 format!("must be a positive number of records per second, got {rate}; remove it to generate as fast as possible"),
+            ));
+        }
+        if self.users == 0 || self.users > 1_000_000_000_000 {
+            problems.push(("users".to_owned(), format!("must be between 1 and 10^12, got {}", self.users)));
+        } else if self.users != DEFAULT_USERS && self.schema != Schema::Events {
+            problems.push((
+                "users".to_owned(),
+                format!("only applies to schema = \"events\", but the schema is \"{}\"", self.schema.name()),
             ));
         }
         if let Some(size) = self.value_size {
@@ -222,6 +237,7 @@ pub struct GeneratorSource {
     done: Vec<Done>,
     pacing: Option<Pacing>,
     mark_latency: bool,
+    users: u64,
     scratch: Vec<u8>,
 }
 
@@ -295,6 +311,7 @@ impl GeneratorSource {
             done: Vec::new(),
             pacing,
             mark_latency: config.mark_latency,
+            users: config.users.max(1),
             scratch: Vec::new(),
         }
     }
@@ -370,7 +387,12 @@ impl Source for GeneratorSource {
         };
         let seed = self.seed;
         let written = match self.schema {
-            Schema::Events => self.fill(out, target_bytes, max, |v, n, ts| write_event(v, n, ts, seed)),
+            Schema::Events if self.users == DEFAULT_USERS => self.fill(out, target_bytes, max, |v, n, ts| write_event(v, n, ts, seed)),
+            Schema::Events => {
+                let users = self.users;
+                let width = (users - 1).max(1).ilog10() as usize + 1;
+                self.fill(out, target_bytes, max, |v, n, ts| write_event_with_users(v, n, ts, seed, users, width.max(4)))
+            }
             Schema::Sequence => {
                 let size = self.value_size;
                 self.fill(out, target_bytes, max, |v, n, _| write_sequence(v, n, size))
@@ -467,6 +489,25 @@ fn write_event(v: &mut Vec<u8>, n: u64, ts: i64, seed: u64) {
     push_u64(v, n);
     v.extend_from_slice(b",\"user\":\"user-");
     v.extend_from_slice(&[DIGIT_PAIRS[hi], DIGIT_PAIRS[hi + 1], DIGIT_PAIRS[lo], DIGIT_PAIRS[lo + 1]]);
+    v.extend_from_slice(b"\",\"amount\":");
+    push_u64(v, n % 100);
+    v.extend_from_slice(b",\"ts\":");
+    push_i64(v, ts);
+    v.extend_from_slice(b",\"pad\":\"xxxxxxxxxxxx\"}");
+}
+
+/// An `events` value with `users` distinct users, written `width` digits wide.
+fn write_event_with_users(v: &mut Vec<u8>, n: u64, ts: i64, seed: u64, users: u64, width: usize) {
+    let user = ((u128::from(n % users) * 7919 + u128::from(seed % users)) % u128::from(users)) as u64;
+    v.extend_from_slice(b"{\"id\":");
+    push_u64(v, n);
+    v.extend_from_slice(b",\"user\":\"user-");
+    let start = v.len();
+    push_u64(v, user);
+    let digits = v.len() - start;
+    if digits < width {
+        v.splice(start..start, std::iter::repeat_n(b'0', width - digits));
+    }
     v.extend_from_slice(b"\",\"amount\":");
     push_u64(v, n % 100);
     v.extend_from_slice(b",\"ts\":");
@@ -861,7 +902,8 @@ mod tests {
                 seed: 9,
                 start_timestamp: -3,
                 value_size: Some(16),
-                mark_latency: true
+                mark_latency: true,
+                users: DEFAULT_USERS
             }
         );
         assert!(config.validate().is_empty());
@@ -905,5 +947,20 @@ mod tests {
                 bytes as f64 / secs / 1e9
             );
         }
+    }
+
+    #[test]
+    fn users_sets_the_number_of_distinct_keys() {
+        let config = GeneratorConfig { count: Some(3000), users: 1_000_000, ..Default::default() };
+        assert!(config.validate().is_empty());
+        let records = drain(&mut GeneratorSource::new(config, &ctx(0, 1)), 1 << 20);
+        let users: std::collections::BTreeSet<String> = records
+            .iter()
+            .map(|(_, v)| serde_json::from_slice::<serde_json::Value>(v).unwrap()["user"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(users.len(), 3000, "distinct users up to the count");
+        assert!(users.iter().all(|u| u.len() == "user-".len() + 6), "{:?}", users.iter().next());
+        let bad = GeneratorConfig { users: 5, schema: Schema::Words, ..Default::default() };
+        assert_eq!(bad.validate()[0].0, "users");
     }
 }

@@ -20,9 +20,15 @@ pub struct Report {
 }
 
 /// Runs `pipeline` (pipelines/events-agg.toml) with the generator count and
-/// the operators' parallelism overridden.
+/// the operators' parallelism overridden, without checkpoints.
 pub fn run(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, parallelism: u32) -> anyhow::Result<Report> {
+    run_with(engine, pipeline, plugin_dir, count, parallelism, |p| p.checkpoint.interval = None)
+}
+
+/// [`run`], after `tweak` has changed the loaded pipeline.
+pub fn run_with(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, parallelism: u32, tweak: impl FnOnce(&mut Pipeline)) -> anyhow::Result<Report> {
     let mut p = Pipeline::load(pipeline, &LoadOptions { plugin_dir: Some(plugin_dir.to_owned()) })?;
+    tweak(&mut p);
     let mut generators = 0;
     for source in p.sources.values_mut() {
         if let SourceKind::Generator(g) = &mut source.kind {
@@ -64,6 +70,56 @@ pub(crate) fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The checkpoint benchmark: events-agg with `users` distinct keys, once
+/// without checkpoints and once with one every `interval`.
+pub fn checkpoints(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, users: u64, interval: Duration, json: bool) -> anyhow::Result<()> {
+    let users_tweak = move |p: &mut Pipeline| {
+        for source in p.sources.values_mut() {
+            if let SourceKind::Generator(g) = &mut source.kind {
+                g.users = users;
+            }
+        }
+    };
+    let off = run_with(engine, pipeline, plugin_dir, count, 1, |p| {
+        users_tweak(p);
+        p.checkpoint.interval = None;
+    })?;
+    let dir = tempfile::tempdir().context("a temporary checkpoint directory")?;
+    let on = run_with(engine, pipeline, plugin_dir, count, 1, |p| {
+        users_tweak(p);
+        p.checkpoint.interval = Some(interval);
+        p.checkpoint.dir = dir.path().to_owned();
+    })?;
+    let stats = on.summary.checkpoints.clone().unwrap_or_default();
+    let (off_rate, on_rate) = (off.records_per_sec(), on.records_per_sec());
+    let loss = (1.0 - on_rate / off_rate) * 100.0;
+    println!();
+    println!("checkpoints: events-agg, {} records, {} distinct keys, parallelism 1, heap state", human(count), human(users));
+    println!("  without checkpoints   {:>8} records/s ({:.2} s)", human(off_rate as u64), off.elapsed().as_secs_f64());
+    println!("  every {:<15} {:>8} records/s ({:.2} s): {:.1}% {}", format!("{interval:?}"), human(on_rate as u64), on.elapsed().as_secs_f64(), loss.abs(), if loss >= 0.0 { "slower" } else { "faster (noise)" });
+    println!("  checkpoints           {} complete, {} failed", stats.completed, stats.failed);
+    if let Some(l) = &stats.last {
+        println!("  last checkpoint       #{}: {} ms, {:.1} MB, longest task pause for the snapshot {} ms", l.id, l.duration.as_millis(), l.bytes as f64 / 1e6, l.sync.as_millis());
+    }
+    if json {
+        crate::print_json(&json!({
+            "bench": "checkpoints",
+            "records": count,
+            "keys": users,
+            "interval_ms": interval.as_millis() as u64,
+            "records_per_sec_without": off_rate,
+            "records_per_sec_with": on_rate,
+            "throughput_loss_percent": loss,
+            "checkpoints": stats.completed,
+            "failed": stats.failed,
+            "last_duration_ms": stats.last.as_ref().map(|l| l.duration.as_millis() as u64),
+            "last_bytes": stats.last.as_ref().map(|l| l.bytes),
+            "last_sync_ms": stats.last.as_ref().map(|l| l.sync.as_millis() as u64),
+        }));
+    }
+    Ok(())
 }
 
 impl Report {

@@ -5,6 +5,7 @@ use crate::{Backend, Entries, SnapshotJob};
 use hashbrown::HashMap;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use weir_format::lp;
 
 type Values = HashMap<Vec<u8>, Vec<u8>>;
 /// Map state of one name: record key -> (map key -> value).
@@ -90,9 +91,17 @@ impl Backend for HeapBackend {
     }
 
     fn snapshot(&mut self, mut out: SnapshotWriter) -> SnapshotJob {
+        // The task thread only copies the entries into one flat buffer
+        // (sequential writes, no hashing); sorting them into key groups
+        // happens in the job, off the task thread.
+        let bytes: usize = self.values.values().flat_map(|m| m.iter()).map(|(k, v)| k.len() + v.len() + 16).sum();
+        let mut flat = Vec::with_capacity(bytes);
         for (name, m) in &self.values {
+            lp::put(&mut flat, name.as_bytes());
+            lp::put(&mut flat, &(m.len() as u64).to_le_bytes());
             for (k, v) in m {
-                out.value(name, k, v);
+                lp::put(&mut flat, k);
+                lp::put(&mut flat, v);
             }
         }
         for (name, maps) in &self.maps {
@@ -102,7 +111,20 @@ impl Backend for HeapBackend {
                 }
             }
         }
-        Box::new(move || Ok(out.finish()))
+        Box::new(move || {
+            let mut r = lp::Reader::new(&flat);
+            let bad = || "snapshot copy is inconsistent (a bug in weir)".to_owned();
+            while !r.is_empty() {
+                let name = std::str::from_utf8(r.bytes().ok_or_else(bad)?).map_err(|_| bad())?;
+                let n = u64::from_le_bytes(r.bytes().and_then(|b| b.try_into().ok()).ok_or_else(bad)?);
+                for _ in 0..n {
+                    let k = r.bytes().ok_or_else(bad)?;
+                    let v = r.bytes().ok_or_else(bad)?;
+                    out.value(name, k, v);
+                }
+            }
+            Ok(out.finish())
+        })
     }
 
     fn len(&self) -> usize {
