@@ -8,11 +8,11 @@
 //! parallelism can move whole key groups between subtasks.
 //!
 //! Where entries live is a [`Backend`]: [`HeapBackend`] (hash maps, the
-//! default) or [`DiskBackend`] (an embedded on-disk store, for state larger
-//! than memory). [`KeyedState`] adds what both need on top: key-group
-//! ownership checks, per-call transactions, and snapshots in one format
-//! ([`snapshot`]) whatever the backend, so a checkpoint taken with one
-//! backend restores into the other.
+//! default) or [`DiskBackend`] (an embedded on-disk store, redb, in a
+//! scratch file per subtask, for state larger than memory). [`KeyedState`]
+//! adds what both need on top: key-group ownership checks, per-call
+//! transactions, and snapshots in one format ([`snapshot`]) whatever the
+//! backend, so a checkpoint taken with one backend restores into the other.
 //!
 //! ## Transactions per call
 //!
@@ -26,10 +26,12 @@
 //! same call materializes the staged writes early, with an undo log, so the
 //! plugin still reads its own writes.
 
+mod disk;
 mod heap;
 pub mod snapshot;
 mod timers;
 
+pub use disk::DiskBackend;
 pub use heap::HeapBackend;
 pub use timers::TimerService;
 
