@@ -247,3 +247,23 @@ fn a_savepoint_is_kept_and_restorable() {
     assert!(!no.status.success());
     assert!(String::from_utf8_lossy(&no.stderr).contains("is not running"));
 }
+
+#[test]
+fn disk_state_survives_a_crash_and_restores_into_heap_state() {
+    let count = 200_000;
+    let heap = pipeline(count, 100_000, 2, "150ms");
+    let disk = heap.replace("[checkpoint]", "[state]\nbackend = \"disk\"\n[checkpoint]");
+    let expected = final_sums(&reference(&heap));
+    let s = Scratch::new();
+    s.pipeline("p.toml", &disk);
+    run_and_kill(&s, Duration::from_millis(900));
+    // Restored into the disk backend, killed again, then finished on the heap:
+    // both backends read and write the same checkpoint format.
+    run_and_kill(&s, Duration::from_millis(700));
+    s.pipeline("p.toml", &heap);
+    let stderr = run_to_end(&s, &[]);
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    let out = output(&s);
+    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), count as usize, "one output per record, none twice");
+    assert_eq!(final_sums(&out), expected);
+}

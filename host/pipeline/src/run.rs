@@ -156,7 +156,7 @@ fn operator_state(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32,
         StateBackendKind::Heap => KeyedState::new(subtask, parallelism, p.max_parallelism),
         StateBackendKind::Disk => {
             let path = p.state.dir.join(&p.name).join(format!("{}-{subtask}.redb", op.name));
-            let backend = DISK_PENDING(&path)
+            let backend = weir_state::DiskBackend::open(&path)
                 .map_err(|e| RunError::Setup(format!("{}: state: cannot open the on-disk state of `{}` at {}: {e}", p.file.display(), op.name, path.display())))?;
             KeyedState::with_backend(subtask, parallelism, p.max_parallelism, Box::new(backend))
         }
@@ -681,6 +681,3 @@ pub fn human(n: u64) -> String {
         _ => format!("{:.2}G", n as f64 / 1e9),
     }
 }
-
-#[allow(non_snake_case)]
-fn DISK_PENDING(_p: &std::path::Path) -> Result<weir_state::HeapBackend, String> { Ok(weir_state::HeapBackend::default()) }
