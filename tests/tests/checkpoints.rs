@@ -239,7 +239,7 @@ fn a_savepoint_is_kept_and_restorable() {
     // Restoring from it replays from that point: the output ends the same.
     let id = dir.rsplit('/').next().unwrap().to_owned();
     let stderr = run_to_end(&s, &["--from-checkpoint", &id]);
-    assert!(stderr.contains(&format!("resuming from savepoint")), "{stderr}");
+    assert!(stderr.contains("resuming from savepoint"), "{stderr}");
     let sums = final_sums(&output(&s));
     assert_eq!(sums, final_sums(&reference(&body)));
     // Nobody answers for a pipeline that is not running.

@@ -295,11 +295,11 @@ impl Coordinator {
             }
         };
         for part in parts {
-            let (vertex, entry) = match part {
+            let job = match part {
                 StatePart::Source { vertex, position } => {
                     let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
                     s.position = Some(position);
-                    (vertex, None)
+                    None
                 }
                 StatePart::Stage { vertex, state: StageState::Sink { committables } } => {
                     let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
@@ -307,18 +307,17 @@ impl Coordinator {
                         .into_iter()
                         .map(|c| weir_checkpoint::Committable { checkpoint: c.checkpoint, handle: c.handle })
                         .collect();
-                    (vertex, None)
+                    None
                 }
                 StatePart::Stage { vertex, state: StageState::Operator { key_groups, job } } => {
                     let name = format!("{}-{}.state", self.vertices[vertex].0, ack.subtask);
                     let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
                     s.state_file = Some(name.clone());
                     s.key_groups = Some((key_groups.start, key_groups.end));
-                    (vertex, Some(WriteJob::File { name, job }))
+                    Some(WriteJob::File { name, job })
                 }
             };
-            let _ = vertex;
-            if let (Some(job), Some(w)) = (entry, &p.writer) {
+            if let (Some(job), Some(w)) = (job, &p.writer) {
                 let _ = w.send(job);
             }
         }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use weir_connector::Committable;
-use weir_network::{Envelope, Message};
+use weir_network::Envelope;
 use weir_state::SnapshotJob;
 
 /// What one stage contributes to a checkpoint.
@@ -188,14 +188,10 @@ impl Aligner {
     }
 }
 
-/// Is `msg` a barrier?
-pub fn is_barrier(msg: &Message) -> bool {
-    matches!(msg, Message::Barrier(_))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_network::Message;
 
     fn env(channel: u32, msg: Message) -> Envelope {
         Envelope { channel, msg }
