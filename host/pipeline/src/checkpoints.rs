@@ -37,8 +37,6 @@ pub struct CheckpointStats {
     pub last: Option<LastCheckpoint>,
     /// The checkpoint this run resumed from.
     pub restored_from: Option<u64>,
-    /// Savepoints written in this run (their directories).
-    pub savepoints: Vec<PathBuf>,
 }
 
 /// The last completed checkpoint.
@@ -371,9 +369,6 @@ impl Coordinator {
                     let mut s = self.stats.lock().expect("stats lock");
                     s.completed += 1;
                     s.last = Some(LastCheckpoint { id, duration, bytes: info.bytes, alignment: p.alignment, sync: p.sync });
-                    if p.kind == Kind::Savepoint {
-                        s.savepoints.push(info.dir.clone());
-                    }
                 }
                 if let Some(reply) = p.savepoint {
                     let _ = reply.send(Ok(info.dir.clone()));
@@ -400,11 +395,7 @@ impl Coordinator {
     /// started, and at least `min-pause` after the last ended.
     fn schedule(&mut self) {
         if let Some(interval) = self.interval {
-            let now = Instant::now();
-            self.next_due = (self.next_due + interval).max(now + self.min_pause);
-            if self.next_due < now {
-                self.next_due = now;
-            }
+            self.next_due = (self.next_due + interval).max(Instant::now() + self.min_pause);
         }
     }
 
@@ -438,7 +429,7 @@ impl Coordinator {
 }
 
 fn empty(subtask: u32) -> SubtaskState {
-    SubtaskState { subtask, position: None, state_file: None, key_groups: None, committables: Vec::new() }
+    SubtaskState { subtask, ..SubtaskState::default() }
 }
 
 /// The writer thread: finishes and writes state files as they come, then

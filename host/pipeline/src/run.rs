@@ -282,7 +282,6 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         (Some(store), true) => Some(Coordinator::new(p, &plan, store.clone(), task_count, pin.take(), restore.as_ref().map(|r| r.checkpoint.manifest.id))),
         _ => None,
     };
-    drop(pin);
     let buffers = BufferConfig {
         size: p.network.buffer_size.0 as usize,
         timeout: p.network.buffer_timeout.0,
@@ -426,6 +425,9 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         }
     }
     drop(senders);
+    // Every state file is read: without a coordinator to hold it, the pin
+    // on the restored checkpoint can go.
+    drop(pin);
 
     let registry = Arc::new(Registry {
         pipeline: p.name.clone(),
