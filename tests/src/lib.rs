@@ -7,6 +7,8 @@
 //! Every command runs with a timeout, so a hung pipeline fails its test
 //! instead of hanging the suite.
 
+pub mod kafka;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

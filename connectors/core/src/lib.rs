@@ -18,6 +18,8 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod config;
+
 pub use weir_format::{BatchWriter, Frames, RecordRef};
 
 /// Header carrying the wall-clock time (microseconds since the Unix epoch,
@@ -128,6 +130,17 @@ pub trait Source: Send {
     /// restore may change the parallelism. Empty entries are subtasks that
     /// had nothing to record.
     fn restore(&mut self, positions: &[&[u8]]) -> Result<(), ConnectorError>;
+
+    /// The checkpoint `checkpoint` is complete; `position` is what
+    /// [`Source::snapshot`] returned for it on this subtask. A source that
+    /// reports its progress to an external system (a Kafka source commits
+    /// its offsets to the consumer group, for lag monitoring) does it here.
+    /// Restores never read that external copy: the checkpoint decides where
+    /// a restored source starts. The default does nothing.
+    fn checkpoint_complete(&mut self, checkpoint: u64, position: &[u8]) -> Result<(), ConnectorError> {
+        let _ = (checkpoint, position);
+        Ok(())
+    }
 
     /// Releases resources at the end of the run.
     fn close(&mut self) -> Result<(), ConnectorError> {

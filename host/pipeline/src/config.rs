@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use weir_connector_file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
 use weir_connector_generator::GeneratorConfig;
+use weir_connector_kafka::{KafkaSinkConfig, KafkaSourceConfig, sink::Delivery};
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,62 +52,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// A duration written like `100ms`, `10s`, `1m 30s`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationStr(pub Duration);
-
-impl<'de> Deserialize<'de> for DurationStr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.trim() == "0" {
-            return Ok(Self(Duration::ZERO));
-        }
-        humantime::parse_duration(s.trim())
-            .map(Self)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\"")))
-    }
-}
-
-/// A size written like `32KiB`, `256 MiB`, `1GiB`, or a number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// Parses `32KiB`, `1 MiB`, `4096`, `2GB` (decimal units are accepted too).
-    pub fn parse(s: &str) -> Option<Self> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().ok()?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kib" | "k" => 1 << 10,
-            "mib" | "m" => 1 << 20,
-            "gib" | "g" => 1 << 30,
-            "kb" => 1_000,
-            "mb" => 1_000_000,
-            "gb" => 1_000_000_000,
-            _ => return None,
-        };
-        n.checked_mul(mult).map(Self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Self(n)),
-            Raw::S(s) => Self::parse(&s)
-                .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}; write e.g. \"32KiB\", \"256MiB\", \"1GiB\""))),
-        }
-    }
-}
+pub use weir_connector::config::{ByteSize, DurationStr};
 
 /// `[network]`: how batches move between tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -308,6 +254,8 @@ pub enum SourceKind {
     Generator(GeneratorConfig),
     /// `type = "file"`.
     File(FileSourceConfig),
+    /// `type = "kafka"`.
+    Kafka(KafkaSourceConfig),
 }
 
 /// `[sources.NAME]`.
@@ -328,6 +276,8 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// `type = "discard"`.
     Discard,
+    /// `type = "kafka"`.
+    Kafka(KafkaSinkConfig),
 }
 
 /// `[sinks.NAME]`.
@@ -579,12 +529,19 @@ impl Pipeline {
                     c.path = base.join(&c.path);
                     SourceKind::File(c)
                 }),
+                Some("kafka") => typed::<KafkaSourceConfig>(toml::Value::Table(t), &path, &mut errors).map(|c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    SourceKind::Kafka(c)
+                }),
                 Some(other) => {
-                    errors.push(ConfigError { path: format!("{path}.type"), message: format!("unknown source type {other:?}; available: \"generator\", \"file\"") });
+                    errors.push(ConfigError {
+                        path: format!("{path}.type"),
+                        message: format!("unknown source type {other:?}; available: \"generator\", \"file\", \"kafka\""),
+                    });
                     None
                 }
                 None => {
-                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"generator\" or \"file\"".into() });
+                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"generator\", \"file\" or \"kafka\"".into() });
                     None
                 }
             };
@@ -654,12 +611,29 @@ impl Pipeline {
                     }
                     Some(SinkKind::Discard)
                 }
+                Some("kafka") => typed::<KafkaSinkConfig>(toml::Value::Table(t), &path, &mut errors).map(|mut c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    if c.delivery == Delivery::ExactlyOnce && checkpoint.interval.is_none() {
+                        errors.push(ConfigError {
+                            path: format!("{path}.delivery"),
+                            message: "exactly-once commits a Kafka transaction per checkpoint; turn checkpoints on ([checkpoint] interval) or use \"at-least-once\"".into(),
+                        });
+                    }
+                    c.spill_dir = Some(match &c.spill_dir {
+                        Some(d) => base.join(d),
+                        None => weir_connector_kafka::sink::default_spill_dir(&base, &name, &sname),
+                    });
+                    SinkKind::Kafka(c)
+                }),
                 Some(other) => {
-                    errors.push(ConfigError { path: format!("{path}.type"), message: format!("unknown sink type {other:?}; available: \"stdout\", \"file\", \"discard\"") });
+                    errors.push(ConfigError {
+                        path: format!("{path}.type"),
+                        message: format!("unknown sink type {other:?}; available: \"stdout\", \"file\", \"discard\", \"kafka\""),
+                    });
                     None
                 }
                 None => {
-                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"stdout\", \"file\" or \"discard\"".into() });
+                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"stdout\", \"file\", \"discard\" or \"kafka\"".into() });
                     None
                 }
             };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use weir_connector::{ConnectorContext, DiscardSink, Sink, Source};
 use weir_connector_file::{FileSink, FileSource, StdoutSink};
 use weir_connector_generator::GeneratorSource;
+use weir_connector_kafka::{KafkaSink, KafkaSource};
 use weir_network::{gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
 use weir_metrics::{Monitor, Registry, TaskEntry, VertexEntry};
 use weir_task::{ErrorPolicy, SinkStage, Stage, StageInfo, StageMetrics, Task, TaskError, TaskInput, TaskMetrics, WasmStage};
@@ -217,6 +218,7 @@ fn open_source(p: &Pipeline, kind: &SourceKind, ctx: &ConnectorContext) -> Resul
     Ok(match kind {
         SourceKind::Generator(c) => Box::new(GeneratorSource::new(c.clone(), ctx)),
         SourceKind::File(c) => Box::new(FileSource::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sources.{}: {e}", p.file.display(), ctx.name)))?),
+        SourceKind::Kafka(c) => Box::new(KafkaSource::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sources.{}: {e}", p.file.display(), ctx.name)))?),
     })
 }
 
@@ -225,6 +227,7 @@ fn open_sink(p: &Pipeline, kind: &SinkKind, ctx: &ConnectorContext) -> Result<Bo
         SinkKind::Stdout(c) => Box::new(StdoutSink::new(c.clone(), ctx)),
         SinkKind::File(c) => Box::new(FileSink::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sinks.{}: {e}", p.file.display(), ctx.name)))?),
         SinkKind::Discard => Box::new(DiscardSink::default()),
+        SinkKind::Kafka(c) => Box::new(KafkaSink::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sinks.{}: {e}", p.file.display(), ctx.name)))?),
     })
 }
 

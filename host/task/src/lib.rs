@@ -261,6 +261,9 @@ impl Task {
         let mut watermark = i64::MIN;
         let mut watermark_sent = Instant::now();
         let mut triggered = self.checkpoints.as_ref().map_or(0, |c| c.trigger.load(Ordering::Acquire));
+        // Positions of checkpoints not yet complete, oldest first: once one
+        // completes, the source hears about it with its position.
+        let mut positions: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
         loop {
             self.cancelled()?;
             if let Some(c) = &self.checkpoints {
@@ -268,9 +271,22 @@ impl Task {
                 if wanted > triggered {
                     triggered = wanted;
                     let position = source.snapshot().map_err(|e| format!("source `{name}` could not record its position: {e}"));
+                    if let Ok(p) = &position {
+                        positions.push_back((wanted, p.clone()));
+                    }
                     self.checkpoint(wanted, Some((vertex, position)), Duration::ZERO)?;
                 }
                 self.notify_completed()?;
+                let done = self.completed;
+                let mut newest = None;
+                while positions.front().is_some_and(|(id, _)| *id <= done) {
+                    newest = positions.pop_front();
+                }
+                if let Some((id, position)) = newest {
+                    source
+                        .checkpoint_complete(id, &position)
+                        .map_err(|e| TaskError::Stage(format!("source `{name}` ({}) failed after checkpoint {id}: {e}", self.name)))?;
+                }
             }
             let poll = source
                 .poll(&mut w, self.batch_bytes)

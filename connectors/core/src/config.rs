@@ -1,0 +1,62 @@
+//! Value types shared by connector and pipeline configuration: durations
+//! and sizes written the way people write them (`"100ms"`, `"32KiB"`).
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A duration written like `100ms`, `10s`, `1m 30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationStr(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "0" {
+            return Ok(Self(Duration::ZERO));
+        }
+        humantime::parse_duration(s.trim())
+            .map(Self)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\"")))
+    }
+}
+
+/// A size written like `32KiB`, `256 MiB`, `1GiB`, or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `32KiB`, `1 MiB`, `4096`, `2GB` (decimal units are accepted too).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            _ => return None,
+        };
+        n.checked_mul(mult).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Self(n)),
+            Raw::S(s) => Self::parse(&s)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}; write e.g. \"32KiB\", \"256MiB\", \"1GiB\""))),
+        }
+    }
+}
