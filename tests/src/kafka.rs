@@ -157,14 +157,18 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// Produces `(key, value)` records (round robin over partitions when the key
 /// is `None`) and waits for every acknowledgement.
-pub fn produce<'a>(brokers: &str, topic: &str, records: impl IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>) -> u64 {
-    let producer: ThreadedProducer<DefaultProducerContext> = config(brokers)
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("enable.idempotence", "true")
-        .set("sticky.partitioning.linger.ms", "0")
-        .create()
-        .expect("producer");
+pub fn produce(brokers: &str, topic: &str, records: impl IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>) -> u64 {
+    produce_with(brokers, topic, records, &[])
+}
+
+/// [`produce`] with extra producer properties.
+pub fn produce_with(brokers: &str, topic: &str, records: impl IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>, properties: &[(&str, &str)]) -> u64 {
+    let mut c = config(brokers);
+    c.set("linger.ms", "20").set("batch.size", "1000000").set("enable.idempotence", "true").set("sticky.partitioning.linger.ms", "0");
+    for (k, v) in properties {
+        c.set(*k, *v);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = c.create().expect("producer");
     let mut n = 0;
     for (key, value) in records {
         let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(&value);

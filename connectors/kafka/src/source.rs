@@ -374,6 +374,7 @@ impl KafkaSource {
         };
         let mut assignment = TopicPartitionList::new();
         let keys: Vec<Tp> = self.positions.keys().cloned().collect();
+        let mut hints = HashMap::new();
         for tp in keys {
             let (t, p) = (&*tp.0, tp.1);
             let (low, high) = self
@@ -400,8 +401,8 @@ impl KafkaSource {
                 tracing::warn!(source = %self.name, "{t}[{p}]: offset {next} is no longer in the topic (retention); starting at {low}, records in between are lost to the pipeline");
             }
             let next = next.max(low);
-            let _ = high; // only a hint: some brokers answer ListOffsets(latest) with a batch's base offset
             self.positions.insert(tp.clone(), Position { next, end: None, max_ts: None });
+            hints.insert(tp.clone(), high);
             assignment.add_partition_offset(t, p, Offset::Offset(next)).map_err(|e| external("assigning partitions", e))?;
         }
         self.consumer.assign(&assignment).map_err(|e| external("assigning partitions", e))?;
@@ -414,6 +415,7 @@ impl KafkaSource {
             parallelism: self.parallelism,
             name: self.name.clone(),
             assigned: self.positions.iter().map(|(tp, pos)| (tp.clone(), (pos.next, pos.end))).collect(),
+            end_hints: hints,
         };
         let thread = std::thread::Builder::new()
             .name(format!("kafka-{}-{}", self.name, self.subtask))
@@ -612,6 +614,9 @@ struct Poller {
     name: String,
     /// Next offset to read and end, per assigned partition.
     assigned: BTreeMap<Tp, (i64, Option<i64>)>,
+    /// Bounded runs: each partition's end offset as ListOffsets reported it
+    /// at start.
+    end_hints: HashMap<Tp, i64>,
 }
 
 impl Poller {
@@ -693,9 +698,11 @@ impl Poller {
         }
     }
 
-    /// Bounded runs: takes each partition's end from the first fetch
-    /// response that reports it (the brokers' own high watermark, as seen
-    /// when the run starts). True while some end is still unknown.
+    /// Bounded runs: a partition's end is the larger of what ListOffsets
+    /// said at start and the first high watermark a fetch response reports
+    /// (tansu answers ListOffsets(latest) with the base offset of the last
+    /// batch, so ListOffsets alone can stop a run early). True while some
+    /// end is still unknown.
     fn learn_ends(&mut self, chunk: &mut Chunk) -> bool {
         let ends = self.shared.ends.lock().unwrap_or_else(|e| e.into_inner());
         let mut unknown = false;
@@ -703,6 +710,7 @@ impl Poller {
             if end.is_none() {
                 match ends.get(tp) {
                     Some(&e) => {
+                        let e = e.max(self.end_hints.get(tp).copied().unwrap_or(0));
                         *end = Some(e);
                         chunk.ends.push((tp.clone(), e));
                     }
