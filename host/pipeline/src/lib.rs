@@ -32,6 +32,7 @@ pub mod checkpoints;
 mod config;
 pub mod control;
 mod plan;
+pub mod reload;
 mod run;
 
 pub use config::{
@@ -40,5 +41,6 @@ pub use config::{
 };
 pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
-pub use config::{CheckpointConfig, StateBackendKind, StateConfig};
+pub use reload::{OperatorVersion, ReloadEvent, ReloadHandle, ReloadStatus};
+pub use config::{CheckpointConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 pub use run::{check_operators, checkpoint_line, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};

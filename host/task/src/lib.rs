@@ -13,10 +13,12 @@
 
 pub mod checkpoint;
 mod metrics;
+pub mod reload;
 mod stages;
 
 pub use checkpoint::{Ack, Aligner, Checkpointing, StageState, StatePart};
 pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
+pub use reload::{Probation, ReloadSlot, SwapAt, SwapReport};
 pub use stages::{ErrorPolicy, SinkStage, StageInfo, WasmStage};
 
 use std::collections::VecDeque;
@@ -84,6 +86,12 @@ pub trait Stage: Send {
 
     /// The very end, after the final checkpoint: release resources.
     fn shutdown(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// The task's input is idle: a chance for housekeeping that must not
+    /// wait for the next batch (a hot-reload swap).
+    fn on_idle(&mut self) -> Result<(), TaskError> {
         Ok(())
     }
 
@@ -296,6 +304,7 @@ impl Task {
                 Poll::Ready => {}
                 Poll::Idle(d) => {
                     self.flush_idle()?;
+                    self.stages_idle()?;
                     self.fire_processing_timers()?;
                     self.metrics.idle.start_wait();
                     std::thread::sleep(d.min(MAX_WAIT));
@@ -342,7 +351,7 @@ impl Task {
             self.metrics.in_queued.store(gate.queued() as u64, std::sync::atomic::Ordering::Relaxed);
             match received {
                 Received::Message(env) => self.on_message(env, &mut input)?,
-                Received::Timeout => {}
+                Received::Timeout => self.stages_idle()?,
                 // Every upstream sender is gone without end-of-input: an
                 // upstream task failed and reports the cause itself.
                 Received::Disconnected => return Err(TaskError::Cancelled),
@@ -485,6 +494,13 @@ impl Task {
         }
         for p in &mut self.outputs {
             p.signal(|| Message::EndOfInput).map_err(|_| TaskError::Cancelled)?;
+        }
+        Ok(())
+    }
+
+    fn stages_idle(&mut self) -> Result<(), TaskError> {
+        for stage in &mut self.stages {
+            stage.on_idle()?;
         }
         Ok(())
     }

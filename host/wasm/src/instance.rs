@@ -100,7 +100,12 @@ impl fmt::Display for CallError {
                         requested >> 20,
                         limit >> 20
                     )?,
-                    TrapKind::Other => write!(f, "trapped: {}", detail.lines().next().unwrap_or(detail))?,
+                    TrapKind::Other => {
+                        // The trap's own words ("wasm trap: wasm `unreachable`
+                        // instruction executed") follow the backtrace.
+                        let cause = detail.lines().map(str::trim).find(|l| l.starts_with("wasm trap:")).or_else(|| detail.lines().next()).unwrap_or(detail);
+                        write!(f, "trapped: {cause}")?
+                    }
                 }
                 if !stderr.is_empty() {
                     write!(f, "; the plugin's last output: {}", stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | "))?;

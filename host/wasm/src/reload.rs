@@ -111,9 +111,9 @@ impl Drop for PluginWatcher {
 }
 
 impl PluginWatcher {
-    /// Starts watching `dir`; complete new files are sent to `out` once no
-    /// change was seen for `settle`.
-    pub fn start(dir: &Path, settle: Duration, out: mpsc::Sender<Candidate>) -> Result<Self, String> {
+    /// Starts watching `dir`; complete new files are handed to `out` once
+    /// no change was seen for `settle` (`out` returns false to stop).
+    pub fn start(dir: &Path, settle: Duration, out: impl FnMut(Candidate) -> bool + Send + 'static) -> Result<Self, String> {
         let (raw_tx, raw_rx) = mpsc::channel::<Vec<PathBuf>>();
         // The debouncer's own window only pairs renames and merges
         // duplicates; the quiet period is `settle`, below.
@@ -145,7 +145,7 @@ impl PluginWatcher {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("weir-plugin-watch".into())
-                .spawn(move || settle_loop(&raw_rx, settle, &out, &stop))
+                .spawn(move || settle_loop(&raw_rx, settle, out, &stop))
                 .map_err(|e| format!("cannot start the plugin watcher thread: {e}"))?;
         }
         Ok(Self { dir: dir.to_owned(), _debouncer: debouncer, stop })
@@ -170,7 +170,7 @@ fn file_meta(path: &Path) -> Option<(u64, Option<std::time::SystemTime>)> {
 /// follow a creation into it, so events alone do not say when a writer is
 /// done: while a path is pending its size and modification time are looked
 /// at every tick, and any change restarts its quiet period.
-fn settle_loop(raw: &mpsc::Receiver<Vec<PathBuf>>, settle: Duration, out: &mpsc::Sender<Candidate>, stop: &AtomicBool) {
+fn settle_loop(raw: &mpsc::Receiver<Vec<PathBuf>>, settle: Duration, mut out: impl FnMut(Candidate) -> bool, stop: &AtomicBool) {
     let tick = (settle / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
     let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
     let mut next_check = Instant::now();
@@ -206,7 +206,7 @@ fn settle_loop(raw: &mpsc::Receiver<Vec<PathBuf>>, settle: Duration, out: &mpsc:
                     let hash = hex::encode(Sha256::digest(&bytes));
                     let c = Candidate { name: crate::engine::plugin_name(&path), path, bytes: bytes.into(), hash, changed_at: p.last_change };
                     tracing::debug!(plugin = %c.name, version = short(&c.hash), size = c.bytes.len(), "a plugin file changed");
-                    if out.send(c).is_err() {
+                    if !out(c) {
                         return;
                     }
                 }
@@ -327,7 +327,7 @@ mod tests {
     fn a_file_written_in_pieces_is_reported_once_complete() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel();
-        let _w = PluginWatcher::start(dir.path(), Duration::from_millis(150), tx).unwrap();
+        let _w = PluginWatcher::start(dir.path(), Duration::from_millis(150), move |c| tx.send(c).is_ok()).unwrap();
         let path = dir.path().join("p.wasm");
         {
             use std::io::Write;
