@@ -329,3 +329,48 @@ fn write_in_two_pieces(path: &Path, bytes: &[u8]) {
     std::thread::sleep(Duration::from_millis(10));
     f.write_all(&bytes[half..]).unwrap();
 }
+
+/// `reload = "on-checkpoint"`: every subtask changes version at the same
+/// checkpoint barrier, a consistent cut of the stream, so ordered by
+/// source sequence number the outputs change version exactly once per swap.
+#[test]
+fn on_checkpoint_swaps_every_subtask_at_the_same_barrier() {
+    let [v1, v2] = builds();
+    let r = Running::start(&v1, "reload = \"on-checkpoint\"");
+    let versions = [(&v1, hash(&v1)), (&v2, hash(&v2))];
+    for k in 1..=4 {
+        let (bytes, h) = &versions[k % 2];
+        r.install(bytes, true);
+        let e = r.wait_attempt(k as u64 - 1, h);
+        assert_eq!(e["outcome"], "accepted", "swap {k}: {e:#}");
+    }
+    r.wait_output("v1 outputs after the last swap", |parts| parts.iter().all(|p| p.last().is_some_and(|x| x["version"] == "v1") && tag_runs(p).len() == 5));
+    let parts = r.kill_and_check();
+    let mut all: Vec<&Value> = parts.iter().flatten().collect();
+    all.sort_by_key(|x| x["id"].as_i64());
+    let by_id: Vec<Value> = all.into_iter().cloned().collect();
+    assert_eq!(tag_runs(&by_id), ["v1", "v2", "v1", "v2", "v1"], "in source order, each swap is one cut across all subtasks");
+}
+
+/// `reload = "manual"`: a new file waits for `weir reload`.
+#[test]
+fn manual_reload_waits_for_the_command() {
+    let [v1, v2] = builds();
+    let r = Running::start(&v1, "reload = \"manual\"");
+    r.install(&v2, true);
+    // Four quiet periods: an `auto` pipeline would have swapped by now.
+    std::thread::sleep(Duration::from_millis(1000));
+    let st = r.status().unwrap();
+    assert_eq!(st["watching"], Value::Null);
+    assert!(st["history"].as_array().unwrap().is_empty(), "{st:#}");
+    let out = Command::new(weir_bin()).args(["reload", "p.toml"]).current_dir(r.s.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("accepted"), "weir reload: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let e = r.wait_attempt(0, &hash(&v2));
+    assert_eq!((e["outcome"].as_str(), e["trigger"].as_str()), (Some("accepted"), Some("command")), "{e:#}");
+    // Nothing changed since: a second command has nothing to do.
+    let again = Command::new(weir_bin()).args(["reload", "p.toml", "--operator", "sum"]).current_dir(r.s.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to reload"), "{again:?}");
+    r.wait_output("v2 output", |parts| parts.iter().all(|p| p.last().is_some_and(|x| x["version"] == "v2")));
+    r.kill_and_check();
+}
