@@ -21,6 +21,8 @@ use crossbeam_channel::Receiver;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The socket's file name in the pipeline's checkpoint directory.
@@ -29,10 +31,32 @@ pub const SOCKET: &str = "_control.sock";
 /// Longest a client waits for a savepoint.
 const SAVEPOINT_WAIT: Duration = Duration::from_secs(600);
 
+/// Stops answering on the control socket when dropped (the end of a run),
+/// and removes the socket file.
+#[derive(Debug)]
+pub struct Control {
+    /// Savepoint requests.
+    pub requests: Receiver<SavepointReply>,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    listening: bool,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if self.listening {
+            self.stop.store(true, Ordering::Relaxed);
+            // Wake the accept loop so it sees the flag.
+            let _ = UnixStream::connect(&self.path);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Starts answering on the control socket of the pipeline whose checkpoint
-/// directory is `dir`; savepoint requests come out of the returned channel.
-/// Fails when another process already serves it.
-pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Receiver<SavepointReply>, String> {
+/// directory is `dir`; savepoint requests come out of the returned
+/// channel. Fails when another process already serves it.
+pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Control, String> {
     let path = dir.join(SOCKET);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
@@ -47,12 +71,19 @@ pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Receiv
     }
     let (tx, rx) = crossbeam_channel::unbounded();
     let reload = reload.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut listening = false;
     match UnixListener::bind(&path) {
         Ok(listener) => {
+            listening = true;
+            let stop = stop.clone();
             std::thread::Builder::new()
                 .name("weir-control".into())
                 .spawn(move || {
                     for conn in listener.incoming().flatten() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let tx = tx.clone();
                         let reload = reload.clone();
                         let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx, &reload));
@@ -63,7 +94,7 @@ pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Receiv
         // Savepoints on demand are a convenience; the run goes on without.
         Err(e) => tracing::warn!("cannot listen on {} ({e}); `weir savepoint` will not reach this run", path.display()),
     }
-    Ok(rx)
+    Ok(Control { requests: rx, path, stop, listening })
 }
 
 fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>, reload: &ReloadHandle) {

@@ -121,6 +121,12 @@ pub struct ReloadEvent {
     /// From the last write to the file to the last subtask running the new
     /// version, ms (once every subtask swapped).
     pub swap_latency_ms: Option<u64>,
+    /// When the last subtask started running the new version, ms since the
+    /// Unix epoch (once every subtask swapped).
+    pub live_at_ms: Option<u64>,
+    /// Longest time a subtask's data flow stopped for the swap (state
+    /// hand-over and `migrate`), microseconds.
+    pub pause_us: u64,
     /// Failures of the new version during its probation.
     pub failures: u32,
 }
@@ -455,6 +461,8 @@ impl Worker {
             parallelism: m.targets.len() as u32,
             migrated: false,
             swap_latency_ms: None,
+            live_at_ms: None,
+            pause_us: 0,
             failures: 0,
         };
         match prepare(&self.engine, c, &m.targets) {
@@ -530,7 +538,7 @@ impl Worker {
         });
         let pending = self.operators[i].pending;
         match r {
-            SwapReport::Swapped { subtask, to, migrated, at, .. } => {
+            SwapReport::Swapped { subtask, to, migrated, at, pause, .. } => {
                 let Some((id, changed_at)) = pending else { return };
                 let parallelism = running.len() as u32;
                 let all = running.iter().all(|v| *v == to);
@@ -538,8 +546,10 @@ impl Worker {
                     if e.to == to {
                         e.swapped += 1;
                         e.migrated |= migrated;
+                        e.pause_us = e.pause_us.max(pause.as_micros() as u64);
                         if all {
                             e.swap_latency_ms = Some(at.saturating_duration_since(changed_at).as_millis() as u64);
+                            e.live_at_ms = Some(now_ms().saturating_sub(at.elapsed().as_millis() as u64));
                         }
                     }
                 });

@@ -50,6 +50,10 @@ pub struct RunOptions {
     /// Where the run publishes plugin versions and reload history, and
     /// takes manual reload requests (see [`crate::reload`]).
     pub reload: crate::reload::ReloadHandle,
+    /// Set to stop the run early: tasks stop where they are (no final
+    /// checkpoint; the next start resumes from the last complete one) and
+    /// `run` returns the summary so far.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Counters of one vertex at the end of a run.
@@ -256,7 +260,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         _ => {
             let dir = p.checkpoint.dir.join(&p.name);
             match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, &options.reload)) {
-                Ok(rx) => Some(rx),
+                Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!("{e}; `weir reload` and `weir plugins` will not reach this run");
                     None
@@ -512,16 +516,19 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     let mut next_sample = Instant::now();
     let stats = coordinator.as_ref().map(Coordinator::stats);
     while remaining > 0 {
+        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            cancel.store(true, Ordering::Relaxed);
+        }
         if coordinator.is_none()
-            && let Some(requests) = &control
+            && let Some(control) = &control
         {
-            while let Ok(reply) = requests.try_recv() {
+            while let Ok(reply) = control.requests.try_recv() {
                 let _ = reply.send(Err("this run takes no checkpoints (checkpoint.interval = \"off\"), so it cannot take a savepoint".into()));
             }
         }
         if let Some(c) = &mut coordinator {
-            if let Some(requests) = &control {
-                while let Ok(reply) = requests.try_recv() {
+            if let Some(control) = &control {
+                while let Ok(reply) = control.requests.try_recv() {
                     c.request_savepoint(reply);
                 }
             }

@@ -81,6 +81,9 @@ pub enum SwapReport {
         migrated: bool,
         /// When it happened.
         at: Instant,
+        /// How long the subtask's data flow stopped for the swap (state
+        /// hand-over and `migrate`).
+        pause: std::time::Duration,
     },
     /// The new version failed during probation.
     Failed {
@@ -300,6 +303,7 @@ impl StageReload {
     }
 
     fn swap_in(&mut self, current: &mut OperatorInstance, mut instance: OperatorInstance, probation: Probation) {
+        let started = Instant::now();
         instance.exchange_state(current);
         let mut old = std::mem::replace(current, instance);
         let from = old.plugin().hash.clone();
@@ -310,7 +314,7 @@ impl StageReload {
         match current.migrate(&from) {
             Ok(migrated) => {
                 self.slot.set_running(self.subtask, &to);
-                self.slot.report(SwapReport::Swapped { subtask: self.subtask, from, to, migrated, at: Instant::now() });
+                self.slot.report(SwapReport::Swapped { subtask: self.subtask, from, to, migrated, at: Instant::now(), pause: started.elapsed() });
                 self.probation = Some((Some(old), probation.batches.max(1)));
             }
             Err(e) => {
