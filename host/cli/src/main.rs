@@ -20,6 +20,12 @@ use weir_wasm::{Engine, EngineConfig};
 /// default) into `data/checkpoints/PIPELINE/` next to its file; killed and
 /// started again, it resumes from the latest one and its output is exactly
 /// that of an uninterrupted run.
+///
+/// Plugins are hot-reloaded: copy a new `.wasm` over one in the plugin
+/// directory while the pipeline runs and it is validated in the background
+/// and swapped in with the operator's state kept (a bad file is refused, a
+/// version that fails at once is rolled back). `weir plugins FILE` shows
+/// the versions and the reload history.
 #[derive(Parser)]
 #[command(name = "weir", version, about, long_about, max_term_width = 100)]
 struct Cli {

@@ -7,7 +7,8 @@
 //! [`Plan::new`] turns it into a job graph and chains; [`run()`] loads the
 //! plugins, opens every operator and connector (so a bad plugin config fails
 //! before data flows), starts one thread per task subtask and reports
-//! progress until the input is exhausted.
+//! progress until the input is exhausted. While it runs, [`reload`]
+//! watches the plugin directory and hot-swaps new plugin versions.
 //!
 //! ```toml
 //! [sources.events]

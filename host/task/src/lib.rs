@@ -10,6 +10,10 @@
 //! for input is *idle*, time waiting for a free output buffer is
 //! *backpressured*, the rest is *busy*. Each is a clock read at a state
 //! change, not per record.
+//!
+//! Hot reload happens here too ([`reload`]): a Wasm stage checks its
+//! operator's [`ReloadSlot`] between batches (one atomic load) and swaps in
+//! a new plugin version prepared in the background, keeping the state.
 
 pub mod checkpoint;
 mod metrics;

@@ -260,6 +260,9 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The optional `migrate` export's typed function.
+type MigrateFunc = wasmtime::component::TypedFunc<(String,), (Result<(), String>,)>;
+
 /// A live instance of an operator plugin.
 pub struct OperatorInstance {
     store: Store<HostState>,
@@ -435,7 +438,7 @@ impl OperatorInstance {
         self.migrate_func().map(|_| ())
     }
 
-    fn migrate_func(&mut self) -> Result<Option<wasmtime::component::TypedFunc<(String,), (Result<(), String>,)>>, CallError> {
+    fn migrate_func(&mut self) -> Result<Option<MigrateFunc>, CallError> {
         let Some(index) = self.plugin.migrate else { return Ok(None) };
         self.instance
             .get_typed_func::<(String,), (Result<(), String>,)>(&mut self.store, &index)
