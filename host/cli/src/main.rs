@@ -1,6 +1,7 @@
 //! The `weir` command line.
 
 mod new_plugin;
+mod plugins;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -19,6 +20,12 @@ use weir_wasm::{Engine, EngineConfig};
 /// default) into `data/checkpoints/PIPELINE/` next to its file; killed and
 /// started again, it resumes from the latest one and its output is exactly
 /// that of an uninterrupted run.
+///
+/// Plugins are hot-reloaded: copy a new `.wasm` over one in the plugin
+/// directory while the pipeline runs and it is validated in the background
+/// and swapped in with the operator's state kept (a bad file is refused, a
+/// version that fails at once is rolled back). `weir plugins FILE` shows
+/// the versions and the reload history.
 #[derive(Parser)]
 #[command(name = "weir", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -89,6 +96,38 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// List a pipeline's plugins: the files in its plugin directory with
+    /// their versions (content hashes), and, while it runs, the version each
+    /// operator runs and the hot-reload history.
+    ///
+    /// Hot reload: copy a new `.wasm` file over a plugin in the plugin
+    /// directory while the pipeline runs. weir waits until the file stops
+    /// changing, validates it in the background (compiles it, checks the
+    /// contract, opens it with the operator's config) and swaps it in
+    /// between two batches, keeping the operator's keyed state. A bad file
+    /// is rejected and the old version keeps running; a new version that
+    /// fails in its first batches is rolled back. See `reload` in the
+    /// pipeline file for the policy (auto, on-checkpoint, manual).
+    Plugins {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Use this plugin directory instead of the file's `plugin-dir`.
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+        /// Print the running pipeline's versions and history as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reload a running pipeline's plugins now: re-read each operator's
+    /// plugin file, validate it and swap it in if it changed (the way to
+    /// deploy with `reload = "manual"`; works with every policy).
+    Reload {
+        /// The pipeline file of the running pipeline.
+        pipeline: PathBuf,
+        /// Only this operator's plugin.
+        #[arg(long, value_name = "NAME")]
+        operator: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +174,8 @@ fn main() -> ExitCode {
             Err(e) => fail(2, &format!("{e:#}")),
         },
         Command::Plugin { command: PluginCommand::Inspect { file } } => cmd_inspect(&file),
+        Command::Plugins { pipeline, plugin_dir, json } => plugins::list(&pipeline, plugin_dir, json),
+        Command::Reload { pipeline, operator } => plugins::reload(&pipeline, operator.as_deref()),
     }
 }
 
@@ -176,7 +217,7 @@ fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool,
         Ok(x) => x,
         Err(code) => return code,
     };
-    let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address, start_from };
+    let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address, start_from, ..Default::default() };
     match weir_pipeline::run(&p, &engine, &options) {
         Ok(summary) => {
             print_summary(&summary);
@@ -254,6 +295,7 @@ fn cmd_inspect(file: &std::path::Path) -> ExitCode {
             println!("size:     {} bytes", p.size);
             println!("sha256:   {}", p.hash);
             println!("world:    weir:plugin/operator@0.1.0 (runs as a weir operator)");
+            println!("migrate:  {}", if p.has_migrate { "exports the hot-reload hook weir:plugin/migrate@0.1.0" } else { "no hook (swapped in without a migrate call)" });
             println!("loaded:   {} ms ({})", p.load_time.as_millis(), if p.from_cache { "compiled code from cache" } else { "compiled now" });
             println!("exports:");
             for e in &p.inspection.exports {

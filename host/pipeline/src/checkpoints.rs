@@ -168,6 +168,12 @@ impl Coordinator {
         }
     }
 
+    /// The id of the latest checkpoint triggered (for `reload =
+    /// "on-checkpoint"`: a barrier with a higher id is not injected yet).
+    pub fn trigger_counter(&self) -> Arc<AtomicU64> {
+        self.trigger.clone()
+    }
+
     /// Shared counters for the progress view.
     pub fn stats(&self) -> Arc<Mutex<CheckpointStats>> {
         self.stats.clone()

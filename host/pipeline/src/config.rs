@@ -159,6 +159,59 @@ struct RawState {
     dir: Option<PathBuf>,
 }
 
+/// When a new version of a plugin in the plugin directory is swapped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadPolicy {
+    /// As soon as it is validated, at each subtask's next batch boundary.
+    #[default]
+    Auto,
+    /// At the next checkpoint barrier (a consistent cut of the stream).
+    OnCheckpoint,
+    /// Only when asked: `weir reload PIPELINE` (or the API).
+    Manual,
+}
+
+impl ReloadPolicy {
+    /// `auto`, `on-checkpoint`, `manual`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadPolicy::Auto => "auto",
+            ReloadPolicy::OnCheckpoint => "on-checkpoint",
+            ReloadPolicy::Manual => "manual",
+        }
+    }
+}
+
+/// `reload = "auto"` or `[reload]`: hot reload of plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// When a validated version is swapped in.
+    pub policy: ReloadPolicy,
+    /// How long a changed plugin file must stay unchanged before it is read.
+    pub debounce: Duration,
+    /// Batches (per subtask) a new version is on probation for.
+    pub probation_batches: u64,
+    /// Failures of a new version tolerated during its probation; one more
+    /// rolls it back.
+    pub max_failures: u32,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { policy: ReloadPolicy::Auto, debounce: Duration::from_millis(250), probation_batches: 100, max_failures: 0 }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawReload {
+    policy: Option<ReloadPolicy>,
+    debounce: Option<DurationStr>,
+    probation_batches: Option<u64>,
+    max_failures: Option<u32>,
+}
+
 /// `[limits]` (pipeline-wide) or `operators[i].limits`: per-instance limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -307,6 +360,8 @@ struct RawPipeline {
     #[serde(default)]
     state: Option<toml::Value>,
     #[serde(default)]
+    reload: Option<toml::Value>,
+    #[serde(default)]
     sources: BTreeMap<String, toml::Table>,
     #[serde(default)]
     operators: Vec<toml::Value>,
@@ -335,6 +390,8 @@ pub struct Pipeline {
     pub checkpoint: CheckpointConfig,
     /// Keyed state.
     pub state: StateConfig,
+    /// Hot reload of plugins.
+    pub reload: ReloadConfig,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceConfig>,
     /// Operators in file order.
@@ -406,7 +463,7 @@ impl Pipeline {
             vec![ConfigError { path: String::new(), message: format!("not valid TOML: {}", e.to_string().trim()) }]
         })?;
         let mut errors = Vec::new();
-        const KNOWN: [&str; 11] = [
+        const KNOWN: [&str; 12] = [
             "name",
             "plugin-dir",
             "parallelism",
@@ -415,6 +472,7 @@ impl Pipeline {
             "limits",
             "checkpoint",
             "state",
+            "reload",
             "sources",
             "operators",
             "sinks",
@@ -501,6 +559,7 @@ impl Pipeline {
             }
         }
         state.dir = base.join(&state.dir);
+        let reload = parse_reload(raw.reload, checkpoint.interval.is_some(), &mut errors);
 
         // Names declared in the file, valid or not: a section with its own
         // error must not also be reported as missing by the graph checks.
@@ -642,7 +701,7 @@ impl Pipeline {
             }
         }
 
-        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, checkpoint, state, sources, operators, plugin_files, sinks };
+        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, checkpoint, state, reload, sources, operators, plugin_files, sinks };
         p.check_graph(&mut errors, &declared, declared_sources, declared_sinks);
         if errors.is_empty() { Ok(p) } else { Err(errors) }
     }
@@ -740,6 +799,49 @@ impl Pipeline {
             (Some(_), Some(_)) => Err("the pipeline has several sources; say which one feeds this with `input = \"NAME\"`".into()),
         }
     }
+}
+
+/// `reload = "POLICY"` or a `[reload]` table.
+fn parse_reload(value: Option<toml::Value>, checkpointing: bool, errors: &mut Vec<ConfigError>) -> ReloadConfig {
+    let mut reload = ReloadConfig::default();
+    let err = |path: &str, message: String| ConfigError { path: path.to_owned(), message };
+    match value {
+        None => {}
+        Some(v @ toml::Value::String(_)) => {
+            if let Some(policy) = typed::<ReloadPolicy>(v, "reload", errors) {
+                reload.policy = policy;
+            }
+        }
+        Some(v @ toml::Value::Table(_)) => {
+            if let Some(raw) = typed::<RawReload>(v, "reload", errors) {
+                reload.policy = raw.policy.unwrap_or_default();
+                if let Some(d) = raw.debounce {
+                    if d.0 < Duration::from_millis(10) || d.0 > Duration::from_secs(60) {
+                        errors.push(err("reload.debounce", "must be between 10ms and 60s".into()));
+                    }
+                    reload.debounce = d.0;
+                }
+                if let Some(n) = raw.probation_batches {
+                    if n == 0 {
+                        errors.push(err("reload.probation-batches", "must be at least 1".into()));
+                    }
+                    reload.probation_batches = n.max(1);
+                }
+                if let Some(n) = raw.max_failures {
+                    reload.max_failures = n;
+                }
+            }
+        }
+        Some(other) => errors.push(err(
+            "reload",
+            format!("expected \"auto\", \"on-checkpoint\", \"manual\" or a [reload] table, found {}", other.type_str()),
+        )),
+    }
+    if reload.policy == ReloadPolicy::OnCheckpoint && !checkpointing {
+        let path = "reload";
+        errors.push(err(path, "\"on-checkpoint\" swaps plugins at checkpoint barriers, but checkpoints are off (checkpoint.interval = \"off\"); use \"auto\" or turn checkpoints on".into()));
+    }
+    reload
 }
 
 /// `name.wasm` or `name_with_underscores.wasm` in `dir`.
@@ -850,6 +952,23 @@ mod tests {
         .unwrap_err();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["operators[1].name", "operators[0].partition"], "{errors:#?}");
+    }
+
+    #[test]
+    fn reload_policy_as_a_string_or_a_table() {
+        let base = "[sources.gen]\ntype = \"generator\"\n[sinks.out]\ntype = \"discard\"\n";
+        let p = parse(base).unwrap();
+        assert_eq!(p.reload, ReloadConfig::default());
+        let p = parse(&format!("reload = \"manual\"\n{base}")).unwrap();
+        assert_eq!(p.reload.policy, ReloadPolicy::Manual);
+        let p = parse(&format!("[reload]\npolicy = \"on-checkpoint\"\nmax-failures = 2\nprobation-batches = 10\ndebounce = \"1s\"\n{base}")).unwrap();
+        assert_eq!(p.reload, ReloadConfig { policy: ReloadPolicy::OnCheckpoint, debounce: Duration::from_secs(1), probation_batches: 10, max_failures: 2 });
+        let errors = parse(&format!("reload = \"sometimes\"\n[checkpoint]\ninterval = \"off\"\n{base}")).unwrap_err();
+        assert_eq!(errors[0].path, "reload", "{errors:#?}");
+        let errors = parse(&format!("reload = \"on-checkpoint\"\n[checkpoint]\ninterval = \"off\"\n{base}")).unwrap_err();
+        assert!(errors[0].message.contains("checkpoints are off"), "{errors:#?}");
+        let errors = parse(&format!("[reload]\npolicy = \"auto\"\nprobation = 3\n{base}")).unwrap_err();
+        assert!(errors[0].path == "reload" && errors[0].message.contains("probation"), "{errors:#?}");
     }
 
     #[test]

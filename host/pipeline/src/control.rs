@@ -1,18 +1,28 @@
-//! The control socket of a running pipeline: `weir savepoint` talks to
-//! `weir run` through it.
+//! The control socket of a running pipeline: `weir savepoint`, `weir
+//! reload` and `weir plugins` talk to `weir run` through it.
 //!
 //! A running pipeline listens on the Unix socket `_control.sock` in its
 //! checkpoint directory (`data/checkpoints/PIPELINE/`). The protocol is one
-//! line each way: the client writes `savepoint`, the pipeline answers
-//! `ok DIR` once the savepoint is complete or `error MESSAGE`. The socket
-//! also keeps two processes from running one pipeline over the same
-//! checkpoints: a second `weir run` finds it answering and refuses to start.
+//! line each way; the pipeline answers `ok ...` or `error MESSAGE`:
+//!
+//! | request         | answer |
+//! |-----------------|--------|
+//! | `savepoint`     | `ok DIR` once the savepoint is complete |
+//! | `reload [OP]`   | `ok [EVENTS]`: the reload attempts made (JSON array of [`ReloadEvent`]) |
+//! | `plugins`       | `ok STATUS`: versions and reload history (JSON [`ReloadStatus`]) |
+//!
+//! With checkpoints on, the socket also keeps two processes from running
+//! one pipeline over the same checkpoints: a second `weir run` finds it
+//! answering and refuses to start.
 
 use crate::checkpoints::SavepointReply;
+use crate::reload::{ReloadEvent, ReloadHandle, ReloadStatus};
 use crossbeam_channel::Receiver;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The socket's file name in the pipeline's checkpoint directory.
@@ -21,10 +31,32 @@ pub const SOCKET: &str = "_control.sock";
 /// Longest a client waits for a savepoint.
 const SAVEPOINT_WAIT: Duration = Duration::from_secs(600);
 
+/// Stops answering on the control socket when dropped (the end of a run),
+/// and removes the socket file.
+#[derive(Debug)]
+pub struct Control {
+    /// Savepoint requests.
+    pub requests: Receiver<SavepointReply>,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    listening: bool,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if self.listening {
+            self.stop.store(true, Ordering::Relaxed);
+            // Wake the accept loop so it sees the flag.
+            let _ = UnixStream::connect(&self.path);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Starts answering on the control socket of the pipeline whose checkpoint
-/// directory is `dir`; savepoint requests come out of the returned channel.
-/// Fails when another process already serves it.
-pub fn serve(dir: &Path, pipeline: &str) -> Result<Receiver<SavepointReply>, String> {
+/// directory is `dir`; savepoint requests come out of the returned
+/// channel. Fails when another process already serves it.
+pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Control, String> {
     let path = dir.join(SOCKET);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
@@ -38,14 +70,23 @@ pub fn serve(dir: &Path, pipeline: &str) -> Result<Receiver<SavepointReply>, Str
         let _ = std::fs::remove_file(&path);
     }
     let (tx, rx) = crossbeam_channel::unbounded();
+    let reload = reload.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut listening = false;
     match UnixListener::bind(&path) {
         Ok(listener) => {
+            listening = true;
+            let stop = stop.clone();
             std::thread::Builder::new()
                 .name("weir-control".into())
                 .spawn(move || {
                     for conn in listener.incoming().flatten() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let tx = tx.clone();
-                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx));
+                        let reload = reload.clone();
+                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx, &reload));
                     }
                 })
                 .map_err(|e| format!("cannot start the control thread: {e}"))?;
@@ -53,10 +94,10 @@ pub fn serve(dir: &Path, pipeline: &str) -> Result<Receiver<SavepointReply>, Str
         // Savepoints on demand are a convenience; the run goes on without.
         Err(e) => tracing::warn!("cannot listen on {} ({e}); `weir savepoint` will not reach this run", path.display()),
     }
-    Ok(rx)
+    Ok(Control { requests: rx, path, stop, listening })
 }
 
-fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>) {
+fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>, reload: &ReloadHandle) {
     let mut line = String::new();
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
@@ -78,33 +119,68 @@ fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>
                 }
             }
         }
-        other => format!("error unknown request {other:?}; the only request is `savepoint`"),
+        "plugins" => format!("ok {}", serde_json::to_string(&reload.status()).expect("plain data")),
+        r if r == "reload" || r.starts_with("reload ") => {
+            let operator = r.strip_prefix("reload").map(str::trim).filter(|o| !o.is_empty());
+            match reload.request_reload(operator) {
+                Ok(events) => format!("ok {}", serde_json::to_string(&events).expect("plain data")),
+                Err(e) => format!("error {e}"),
+            }
+        }
+        other => format!("error unknown request {other:?}; requests are `savepoint`, `reload [OPERATOR]` and `plugins`"),
     };
     let mut conn = conn;
     let _ = writeln!(conn, "{}", response.replace('\n', " "));
 }
 
-/// Asks the pipeline running with checkpoint directory `dir` for a
-/// savepoint and waits for it; returns its directory.
-pub fn request_savepoint(dir: &Path, pipeline: &str) -> Result<PathBuf, String> {
+/// Sends one request line to the pipeline running with checkpoint
+/// directory `dir`; returns what follows `ok ` or the error.
+fn request(dir: &Path, pipeline: &str, line: &str) -> Result<String, String> {
     let path = dir.join(SOCKET);
     let mut conn = UnixStream::connect(&path).map_err(|e| {
         format!(
-            "pipeline `{pipeline}` is not running, or runs with checkpoints off: nothing answers on {} ({e}). \
+            "pipeline `{pipeline}` is not running: nothing answers on {} ({e}). \
              Start it with `weir run`, then ask again",
             path.display()
         )
     })?;
     conn.set_read_timeout(Some(SAVEPOINT_WAIT + Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    writeln!(conn, "savepoint").map_err(|e| format!("writing to {}: {e}", path.display()))?;
-    let mut line = String::new();
-    BufReader::new(conn).read_line(&mut line).map_err(|e| format!("reading from {}: {e}", path.display()))?;
-    let line = line.trim();
-    if let Some(dir) = line.strip_prefix("ok ") {
-        Ok(PathBuf::from(dir))
-    } else if let Some(e) = line.strip_prefix("error ") {
-        Err(format!("the savepoint failed: {e}"))
+    writeln!(conn, "{line}").map_err(|e| format!("writing to {}: {e}", path.display()))?;
+    let mut answer = String::new();
+    BufReader::new(conn).read_line(&mut answer).map_err(|e| format!("reading from {}: {e}", path.display()))?;
+    let answer = answer.trim();
+    if let Some(ok) = answer.strip_prefix("ok ") {
+        Ok(ok.to_owned())
+    } else if let Some(e) = answer.strip_prefix("error ") {
+        Err(e.to_owned())
     } else {
-        Err(format!("unexpected answer from {}: {line:?}", path.display()))
+        Err(format!("unexpected answer from {}: {answer:?}", path.display()))
     }
+}
+
+/// Asks the pipeline running with checkpoint directory `dir` for a
+/// savepoint and waits for it; returns its directory.
+pub fn request_savepoint(dir: &Path, pipeline: &str) -> Result<PathBuf, String> {
+    match request(dir, pipeline, "savepoint") {
+        Ok(dir) => Ok(PathBuf::from(dir)),
+        Err(e) if e.contains("nothing answers") => Err(e.replace("is not running:", "is not running, or runs with checkpoints off:")),
+        Err(e) => Err(format!("the savepoint failed: {e}")),
+    }
+}
+
+/// Asks a running pipeline to reload the plugin of `operator` (every
+/// operator with `None`) from its file now; returns the attempts made.
+pub fn request_reload(dir: &Path, pipeline: &str, operator: Option<&str>) -> Result<Vec<ReloadEvent>, String> {
+    let line = match operator {
+        Some(op) => format!("reload {op}"),
+        None => "reload".to_owned(),
+    };
+    let json = request(dir, pipeline, &line)?;
+    serde_json::from_str(&json).map_err(|e| format!("unexpected answer to `reload`: {e}"))
+}
+
+/// A running pipeline's plugin versions and reload history.
+pub fn request_plugins(dir: &Path, pipeline: &str) -> Result<ReloadStatus, String> {
+    let json = request(dir, pipeline, "plugins")?;
+    serde_json::from_str(&json).map_err(|e| format!("unexpected answer to `plugins`: {e}"))
 }

@@ -7,7 +7,8 @@
 //! [`Plan::new`] turns it into a job graph and chains; [`run()`] loads the
 //! plugins, opens every operator and connector (so a bad plugin config fails
 //! before data flows), starts one thread per task subtask and reports
-//! progress until the input is exhausted.
+//! progress until the input is exhausted. While it runs, [`reload`]
+//! watches the plugin directory and hot-swaps new plugin versions.
 //!
 //! ```toml
 //! [sources.events]
@@ -32,6 +33,7 @@ pub mod checkpoints;
 mod config;
 pub mod control;
 mod plan;
+pub mod reload;
 mod run;
 
 pub use config::{
@@ -40,5 +42,6 @@ pub use config::{
 };
 pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
-pub use config::{CheckpointConfig, StateBackendKind, StateConfig};
+pub use reload::{OperatorVersion, ReloadEvent, ReloadHandle, ReloadStatus};
+pub use config::{CheckpointConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 pub use run::{check_operators, checkpoint_line, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};

@@ -13,7 +13,7 @@ use weir_connector_generator::GeneratorSource;
 use weir_connector_kafka::{KafkaSink, KafkaSource};
 use weir_network::{gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
 use weir_metrics::{Monitor, Registry, TaskEntry, VertexEntry};
-use weir_task::{ErrorPolicy, SinkStage, Stage, StageInfo, StageMetrics, Task, TaskError, TaskInput, TaskMetrics, WasmStage};
+use weir_task::{ErrorPolicy, ReloadSlot, SinkStage, Stage, StageInfo, StageMetrics, Task, TaskError, TaskInput, TaskMetrics, WasmStage};
 use weir_state::{KeyedState, TimerService};
 use weir_wasm::{Engine, InstanceInfo, OperatorInstance, Plugin};
 
@@ -48,6 +48,13 @@ pub struct RunOptions {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Which checkpoint to resume from.
     pub start_from: StartFrom,
+    /// Where the run publishes plugin versions and reload history, and
+    /// takes manual reload requests (see [`crate::reload`]).
+    pub reload: crate::reload::ReloadHandle,
+    /// Set to stop the run early: tasks stop where they are (no final
+    /// checkpoint; the next start resumes from the last complete one) and
+    /// `run` returns the summary so far.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Counters of one vertex at the end of a run.
@@ -250,8 +257,19 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     // Another process running this pipeline would write the same
     // checkpoints: refuse, before anything else is opened.
     let control = match &store {
-        Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name).map_err(RunError::Setup)?),
-        _ => None,
+        Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name, &options.reload).map_err(RunError::Setup)?),
+        // Without checkpoints the socket only serves `weir reload` and
+        // `weir plugins`: best effort, and no claim on the pipeline.
+        _ => {
+            let dir = p.checkpoint.dir.join(&p.name);
+            match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, &options.reload)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("{e}; `weir reload` and `weir plugins` will not reach this run");
+                    None
+                }
+            }
+        }
     };
     let restore = match (&store, &options.start_from) {
         (_, StartFrom::Fresh) | (None, _) => None,
@@ -316,6 +334,18 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         gates.push(cg);
     }
 
+    // One hot-reload slot per operator, shared by its subtasks and the manager.
+    let (reports_tx, reports) = crossbeam_channel::unbounded();
+    let slots: Vec<Arc<ReloadSlot>> = plan
+        .vertices
+        .iter()
+        .filter_map(|v| match v.kind {
+            VertexKind::Operator(i) => Some((i, v.parallelism)),
+            _ => None,
+        })
+        .map(|(i, par)| ReloadSlot::new(&p.operators[i].name, par, &plugins.plugins[i].hash, reports_tx.clone()))
+        .collect();
+    drop(reports_tx);
     let metrics: Vec<Vec<Arc<StageMetrics>>> =
         plan.vertices.iter().map(|v| (0..v.parallelism).map(|_| Arc::new(StageMetrics::default())).collect()).collect();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -396,7 +426,8 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                             OnError::Fail => ErrorPolicy::Fail,
                             OnError::Skip => ErrorPolicy::Skip,
                         };
-                        stages.push(Box::new(WasmStage::new(instance, info, policy, m)));
+                        let slot = slots.iter().find(|sl| sl.operator == op.name).expect("a slot per operator").clone();
+                        stages.push(Box::new(WasmStage::new(instance, info, policy, m).with_reload(slot)));
                     }
                     VertexKind::Sink(sc) => {
                         let mut sink = open_sink(p, &sc.kind, &ctx(&vx.name, vx.parallelism))?;
@@ -449,6 +480,20 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         }
     }
     let monitor = Monitor::new(registry);
+    let managed = plan
+        .vertices
+        .iter()
+        .filter_map(|v| match v.kind {
+            VertexKind::Operator(i) => Some((i, v.parallelism)),
+            _ => None,
+        })
+        .map(|(i, par)| {
+            let slot = slots.iter().find(|sl| sl.operator == p.operators[i].name).expect("a slot per operator").clone();
+            crate::reload::ManagedOperator::new(i, slot, crate::reload::targets(p, i, par), plugins.plugins[i].clone())
+        })
+        .collect();
+    let _reload = crate::reload::start(p, engine, &options.reload, managed, reports, coordinator.as_ref().map(Coordinator::trigger_counter))
+        .map_err(RunError::Setup)?;
 
     let started = Instant::now();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(String, Result<(), TaskError>)>();
@@ -474,9 +519,19 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     let mut next_sample = Instant::now();
     let stats = coordinator.as_ref().map(Coordinator::stats);
     while remaining > 0 {
+        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        if coordinator.is_none()
+            && let Some(control) = &control
+        {
+            while let Ok(reply) = control.requests.try_recv() {
+                let _ = reply.send(Err("this run takes no checkpoints (checkpoint.interval = \"off\"), so it cannot take a savepoint".into()));
+            }
+        }
         if let Some(c) = &mut coordinator {
-            if let Some(requests) = &control {
-                while let Ok(reply) = requests.try_recv() {
+            if let Some(control) = &control {
+                while let Ok(reply) = control.requests.try_recv() {
                     c.request_savepoint(reply);
                 }
             }

@@ -10,13 +10,19 @@
 //! for input is *idle*, time waiting for a free output buffer is
 //! *backpressured*, the rest is *busy*. Each is a clock read at a state
 //! change, not per record.
+//!
+//! Hot reload happens here too ([`reload`]): a Wasm stage checks its
+//! operator's [`ReloadSlot`] between batches (one atomic load) and swaps in
+//! a new plugin version prepared in the background, keeping the state.
 
 pub mod checkpoint;
 mod metrics;
+pub mod reload;
 mod stages;
 
 pub use checkpoint::{Ack, Aligner, Checkpointing, StageState, StatePart};
 pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
+pub use reload::{Probation, ReloadSlot, SwapAt, SwapReport};
 pub use stages::{ErrorPolicy, SinkStage, StageInfo, WasmStage};
 
 use std::collections::VecDeque;
@@ -84,6 +90,12 @@ pub trait Stage: Send {
 
     /// The very end, after the final checkpoint: release resources.
     fn shutdown(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// The task's input is idle: a chance for housekeeping that must not
+    /// wait for the next batch (a hot-reload swap).
+    fn on_idle(&mut self) -> Result<(), TaskError> {
         Ok(())
     }
 
@@ -312,6 +324,7 @@ impl Task {
                 Poll::Ready => {}
                 Poll::Idle(d) => {
                     self.flush_idle()?;
+                    self.stages_idle()?;
                     self.fire_processing_timers()?;
                     self.metrics.idle.start_wait();
                     std::thread::sleep(d.min(MAX_WAIT));
@@ -358,7 +371,7 @@ impl Task {
             self.metrics.in_queued.store(gate.queued() as u64, std::sync::atomic::Ordering::Relaxed);
             match received {
                 Received::Message(env) => self.on_message(env, &mut input)?,
-                Received::Timeout => {}
+                Received::Timeout => self.stages_idle()?,
                 // Every upstream sender is gone without end-of-input: an
                 // upstream task failed and reports the cause itself.
                 Received::Disconnected => return Err(TaskError::Cancelled),
@@ -501,6 +514,13 @@ impl Task {
         }
         for p in &mut self.outputs {
             p.signal(|| Message::EndOfInput).map_err(|_| TaskError::Cancelled)?;
+        }
+        Ok(())
+    }
+
+    fn stages_idle(&mut self) -> Result<(), TaskError> {
+        for stage in &mut self.stages {
+            stage.on_idle()?;
         }
         Ok(())
     }

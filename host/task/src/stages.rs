@@ -1,5 +1,6 @@
 //! The stages a chain is made of: Wasm operators and sinks.
 
+use crate::reload::{Outcome, ReloadSlot, StageReload};
 use crate::{Stage, StageMetrics, StageState, TaskError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -54,12 +55,88 @@ pub struct WasmStage {
     batches: u64,
     records_seen: u64,
     last_skip_log: Option<Instant>,
+    reload: Option<StageReload>,
 }
 
 impl WasmStage {
     /// Wraps an opened instance.
     pub fn new(instance: OperatorInstance, info: StageInfo, policy: ErrorPolicy, metrics: Arc<StageMetrics>) -> Self {
-        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None }
+        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None, reload: None }
+    }
+
+    /// Lets the operator's plugin be hot-reloaded through `slot` (see
+    /// [`crate::reload`]).
+    pub fn with_reload(mut self, slot: Arc<ReloadSlot>) -> Self {
+        self.reload = Some(StageReload::new(slot, self.info.subtask));
+        self
+    }
+
+    /// Swaps or reverts the plugin if the reload slot asks for it.
+    fn poll_reload(&mut self, barrier: Option<u64>) -> Result<(), TaskError> {
+        let Some(r) = &mut self.reload else { return Ok(()) };
+        r.poll(&mut self.instance, barrier).map_err(|e| TaskError::Stage(format!("{}: {e}", self.info.who())))?;
+        self.info.version = weir_wasm::reload::short(&self.instance.plugin().hash).to_owned();
+        Ok(())
+    }
+
+    fn in_probation(&self) -> bool {
+        self.reload.as_ref().is_some_and(StageReload::in_probation)
+    }
+
+    fn reload_error(&self, e: String) -> TaskError {
+        TaskError::Stage(format!("{}: hot reload: {e}", self.info.who()))
+    }
+
+    /// A batch while a new version is on probation: a failure of the new
+    /// version is counted, and the batch goes to the previous version (so
+    /// it is neither lost nor processed twice).
+    fn process_on_probation(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
+        let error = match self.instance.process(batch) {
+            Ok(out) => {
+                self.batches += 1;
+                self.records_seen += records as u64;
+                if let Some(r) = &mut self.reload {
+                    r.batch_ok(&self.instance);
+                }
+                return Ok(out);
+            }
+            Err(e) => e,
+        };
+        let r = self.reload.as_mut().expect("on probation");
+        if let CallError::Rejected { .. } = error {
+            // A rejection is the new version's fault only if the previous
+            // version accepts the same batch.
+            let Some(mut old) = r.borrow_previous(&mut self.instance).map_err(|e| self.reload_error(e))? else {
+                return self.process_with_policy(batch, records);
+            };
+            let previous = old.process(batch);
+            let r = self.reload.as_mut().expect("on probation");
+            r.give_back(&mut self.instance, old);
+            let Ok(out) = previous else { return self.process_with_policy(batch, records) };
+            r.count_failure(&mut self.instance, &error, false).map_err(|e| self.reload_error(e))?;
+            self.batches += 1;
+            self.records_seen += records as u64;
+            self.info.version = weir_wasm::reload::short(&self.instance.plugin().hash).to_owned();
+            return Ok(out);
+        }
+        match r.count_failure(&mut self.instance, &error, false).map_err(|e| self.reload_error(e))? {
+            Outcome::NotMine => Err(self.call_failed("process", error, Some((batch, records)))),
+            Outcome::Reverted => {
+                self.info.version = weir_wasm::reload::short(&self.instance.plugin().hash).to_owned();
+                self.process_with_policy(batch, records)
+            }
+            Outcome::Tolerated => {
+                let r = self.reload.as_mut().expect("on probation");
+                let Some(mut old) = r.borrow_previous(&mut self.instance).map_err(|e| self.reload_error(e))? else {
+                    return self.process_with_policy(batch, records);
+                };
+                std::mem::swap(&mut self.instance, &mut old);
+                let out = self.process_with_policy(batch, records);
+                std::mem::swap(&mut self.instance, &mut old);
+                self.reload.as_mut().expect("on probation").give_back(&mut self.instance, old);
+                out
+            }
+        }
     }
 
     fn describe(rec: &RecordRef<'_>) -> String {
@@ -117,14 +194,27 @@ impl WasmStage {
             }
             match self.instance.on_timer(&due) {
                 Ok(o) => out.extend_from_slice(&o),
+                Err(e) if self.in_probation() => {
+                    // A new version failing on timers rolls back at once;
+                    // the previous version gets the same timers.
+                    let r = self.reload.as_mut().expect("on probation");
+                    match r.count_failure(&mut self.instance, &e, true).map_err(|e| self.reload_error(e))? {
+                        Outcome::Reverted => match self.instance.on_timer(&due) {
+                            Ok(o) => out.extend_from_slice(&o),
+                            Err(e) => return Err(self.call_failed("on-timer", e, None)),
+                        },
+                        Outcome::NotMine | Outcome::Tolerated => return Err(self.call_failed("on-timer", e, None)),
+                    }
+                }
                 Err(e) => return Err(self.call_failed("on-timer", e, None)),
             }
         }
     }
 }
 
-impl Stage for WasmStage {
-    fn process(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
+impl WasmStage {
+    /// Processes a batch; rejected records follow the `on-error` policy.
+    fn process_with_policy(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
         let mut owned: Option<(Vec<u8>, usize)> = None;
         loop {
             let (cur, n) = owned.as_ref().map_or((batch, records), |(b, n)| (b.as_slice(), *n));
@@ -172,6 +262,20 @@ impl Stage for WasmStage {
             }
         }
     }
+}
+
+impl Stage for WasmStage {
+    fn process(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
+        self.poll_reload(None)?;
+        if self.in_probation() {
+            return self.process_on_probation(batch, records);
+        }
+        self.process_with_policy(batch, records)
+    }
+
+    fn on_idle(&mut self) -> Result<(), TaskError> {
+        self.poll_reload(None)
+    }
 
     fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
         self.instance.timers().watermark = watermark;
@@ -193,9 +297,13 @@ impl Stage for WasmStage {
         self.instance.close().map_err(|e| self.call_failed("close", e, None))
     }
 
-    fn snapshot(&mut self, _checkpoint: u64) -> Result<Option<StageState>, TaskError> {
+    fn snapshot(&mut self, checkpoint: u64) -> Result<Option<StageState>, TaskError> {
         let key_groups = self.instance.keyed_state().key_groups();
-        Ok(Some(StageState::Operator { key_groups, job: self.instance.snapshot_state() }))
+        let state = StageState::Operator { key_groups, job: self.instance.snapshot_state() };
+        // `reload = "on-checkpoint"` swaps here: after the snapshot, before
+        // the first record behind the barrier.
+        self.poll_reload(Some(checkpoint))?;
+        Ok(Some(state))
     }
 
     fn metrics(&self) -> &Arc<StageMetrics> {

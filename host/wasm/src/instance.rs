@@ -6,7 +6,7 @@ use crate::plugin::Plugin;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Instance, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weir_bindings::{log, state, timers, types, Operator};
@@ -100,7 +100,12 @@ impl fmt::Display for CallError {
                         requested >> 20,
                         limit >> 20
                     )?,
-                    TrapKind::Other => write!(f, "trapped: {}", detail.lines().next().unwrap_or(detail))?,
+                    TrapKind::Other => {
+                        // The trap's own words ("wasm trap: wasm `unreachable`
+                        // instruction executed") follow the backtrace.
+                        let cause = detail.lines().map(str::trim).find(|l| l.starts_with("wasm trap:")).or_else(|| detail.lines().next()).unwrap_or(detail);
+                        write!(f, "trapped: {cause}")?
+                    }
                 }
                 if !stderr.is_empty() {
                     write!(f, "; the plugin's last output: {}", stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | "))?;
@@ -255,9 +260,13 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The optional `migrate` export's typed function.
+type MigrateFunc = wasmtime::component::TypedFunc<(String,), (Result<(), String>,)>;
+
 /// A live instance of an operator plugin.
 pub struct OperatorInstance {
     store: Store<HostState>,
+    instance: Instance,
     bindings: Operator,
     plugin: Arc<Plugin>,
     limits: Limits,
@@ -308,11 +317,15 @@ impl OperatorInstance {
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
-        let bindings = match plugin.pre.instantiate(&mut store) {
+        let instance = match plugin.pre.instance_pre().instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => return Err(classify(&store, &stderr, limits, e)),
+        };
+        let bindings = match Operator::new(&mut store, &instance) {
             Ok(b) => b,
             Err(e) => return Err(classify(&store, &stderr, limits, e)),
         };
-        let mut inst = Self { store, bindings, plugin: plugin.clone(), limits, stderr, poisoned: false };
+        let mut inst = Self { store, instance, bindings, plugin: plugin.clone(), limits, stderr, poisoned: false };
         let wit_info = types::OperatorInfo {
             pipeline: info.pipeline.clone(),
             operator: info.operator.clone(),
@@ -391,6 +404,46 @@ impl OperatorInstance {
         let keyed = std::mem::replace(&mut data.keyed, KeyedState::new(0, 1, 1));
         let timers = std::mem::take(&mut data.timers);
         (keyed, timers)
+    }
+
+    /// Exchanges keyed state and timers with `other`: how a hot reload
+    /// hands the running state to the new version's instance (and back on
+    /// a rollback) without copying it.
+    pub fn exchange_state(&mut self, other: &mut OperatorInstance) {
+        let (a, b) = (self.store.data_mut(), other.store.data_mut());
+        std::mem::swap(&mut a.keyed, &mut b.keyed);
+        std::mem::swap(&mut a.timers, &mut b.timers);
+    }
+
+    /// Calls the optional `migrate` hook (`wit/migrate.wit`) with the
+    /// previous version's hash, as a state transaction. Returns `Ok(false)`
+    /// when the plugin does not export it (nothing to do).
+    pub fn migrate(&mut self, previous_version: &str) -> Result<bool, CallError> {
+        let Some(func) = self.migrate_func()? else { return Ok(false) };
+        match self.call(|_, s| func.call(s, (previous_version.to_owned(),)))? {
+            (Ok(()),) => {
+                self.commit()?;
+                Ok(true)
+            }
+            (Err(e),) => {
+                self.rollback();
+                Err(CallError::Failed(format!("its `migrate` hook failed: {e}")))
+            }
+        }
+    }
+
+    /// Checks that an exported `migrate` hook has the contract's type
+    /// (part of validating a new version before a swap).
+    pub fn check_migrate(&mut self) -> Result<(), CallError> {
+        self.migrate_func().map(|_| ())
+    }
+
+    fn migrate_func(&mut self) -> Result<Option<MigrateFunc>, CallError> {
+        let Some(index) = self.plugin.migrate else { return Ok(None) };
+        self.instance
+            .get_typed_func::<(String,), (Result<(), String>,)>(&mut self.store, &index)
+            .map(Some)
+            .map_err(|e| CallError::Failed(format!("its `migrate` export does not have the type of {} ({e:#})", crate::plugin::MIGRATE_INTERFACE)))
     }
 
     /// True once a trap has made the instance unusable.

@@ -14,6 +14,13 @@
 //!   A trap is reported as a [`CallError`] naming what happened; it never
 //!   takes the host down.
 //!
+//! * [`reload`] watches the plugin directory and validates a new version
+//!   in the background (compile through the cache, world and exports,
+//!   instantiate under limits, `open`); the swap itself happens in the task
+//!   loop (`weir-task`), with the keyed state handed over
+//!   ([`OperatorInstance::exchange_state`]) and the optional `migrate` hook
+//!   called ([`OperatorInstance::migrate`]).
+//!
 //! Capabilities are denied by default: a plugin gets no filesystem, network,
 //! environment or arguments. Clocks and randomness are available because
 //! language runtimes need them to start.
@@ -22,7 +29,8 @@ mod engine;
 mod instance;
 mod output;
 mod plugin;
+pub mod reload;
 
 pub use engine::{Engine, EngineConfig, EPOCH_TICK};
 pub use instance::{CallError, InstanceInfo, Limits, OperatorInstance, TimerFired, TrapKind};
-pub use plugin::{Plugin, PluginError, PluginInspection};
+pub use plugin::{Plugin, PluginError, PluginInspection, MIGRATE_INTERFACE};

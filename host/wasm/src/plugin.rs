@@ -5,8 +5,11 @@ use crate::instance::HostState;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, ComponentExportIndex};
 use weir_bindings::OperatorPre;
+
+/// The optional hot-reload hook's interface (`wit/migrate.wit`).
+pub const MIGRATE_INTERFACE: &str = "weir:plugin/migrate@0.1.0";
 
 /// Why a plugin cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +80,12 @@ pub struct Plugin {
     pub load_time: Duration,
     /// Imports and exports.
     pub inspection: PluginInspection,
+    /// Whether the component exports the optional `migrate` hook
+    /// (`weir:plugin/migrate@0.1.0`), called after a hot reload.
+    pub has_migrate: bool,
     pub(crate) engine: Engine,
     pub(crate) pre: OperatorPre<HostState>,
+    pub(crate) migrate: Option<ComponentExportIndex>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -110,7 +117,27 @@ impl Plugin {
             wrong(format!("it needs an import weir does not provide (capabilities are denied by default): {}", root_cause(&e)))
         })?;
         let pre = OperatorPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?;
-        Ok(Self { name: name.to_owned(), path: path.to_owned(), hash, size, from_cache, load_time, inspection, engine: engine.clone(), pre })
+        // The hook is optional: a component without it is swapped in
+        // without a call. One that exports the interface must export the
+        // function with the right type, which is checked on first use
+        // (validation instantiates every new version before a swap).
+        let migrate = component
+            .get_export_index(None, MIGRATE_INTERFACE)
+            .map(|iface| component.get_export_index(Some(&iface), "migrate").ok_or_else(|| wrong(format!("it exports {MIGRATE_INTERFACE} without its `migrate` function"))))
+            .transpose()?;
+        Ok(Self {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            hash,
+            size,
+            from_cache,
+            load_time,
+            inspection,
+            has_migrate: migrate.is_some(),
+            engine: engine.clone(),
+            pre,
+            migrate,
+        })
     }
 
     /// The first 12 hex digits of the content hash.
