@@ -52,7 +52,7 @@ pub fn run_with(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64,
 
     eprintln!("weir-bench: events-agg: {} records at parallelism {parallelism} ({})", human(count), pipeline.display());
     let peak_rss_reset = reset_peak_rss();
-    let summary = weir_pipeline::run(&p, engine, &weir_pipeline::RunOptions { progress: Progress::Quiet, metrics_address: None, start_from: weir_pipeline::StartFrom::Fresh }).with_context(|| format!("running {}", pipeline.display()))?;
+    let summary = weir_pipeline::run(&p, engine, &weir_pipeline::RunOptions { progress: Progress::Quiet, metrics_address: None, start_from: weir_pipeline::StartFrom::Fresh, ..Default::default() }).with_context(|| format!("running {}", pipeline.display()))?;
     let peak_rss = peak_rss();
     let bytes = summary.vertices.iter().find(|v| v.kind == "operator").map_or(0, |v| v.bytes_in);
     Ok(Report { parallelism, summary, bytes, peak_rss, peak_rss_reset })

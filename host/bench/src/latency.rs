@@ -26,7 +26,7 @@ pub fn run(engine: &Engine, pipeline: &Path, plugin_dir: &Path) -> anyhow::Resul
         let mut p = Pipeline::load(pipeline, &LoadOptions { plugin_dir: Some(plugin_dir.to_owned()) })?;
         p.network.flush_on_idle = flush_on_idle;
         eprintln!("weir-bench: latency: {} with flush-on-idle = {flush_on_idle}", pipeline.display());
-        let summary = weir_pipeline::run(&p, engine, &RunOptions { progress: Progress::Quiet, metrics_address: None, start_from: weir_pipeline::StartFrom::Fresh })
+        let summary = weir_pipeline::run(&p, engine, &RunOptions { progress: Progress::Quiet, metrics_address: None, start_from: weir_pipeline::StartFrom::Fresh, ..Default::default() })
             .with_context(|| format!("running {}", pipeline.display()))?;
         let Some(l) = summary.latency else {
             bail!("{} produced no latency samples: its generator needs `mark-latency = true`", pipeline.display());

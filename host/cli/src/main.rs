@@ -1,6 +1,7 @@
 //! The `weir` command line.
 
 mod new_plugin;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -60,6 +61,27 @@ enum Command {
     Savepoint {
         /// The pipeline file of the running pipeline.
         pipeline: PathBuf,
+    },
+    /// Show where a running pipeline spends its time and what holds it back:
+    /// every task's busy / backpressured / idle time, buffer usage and rate,
+    /// and the bottleneck named in one sentence.
+    ///
+    /// PIPELINE is the pipeline file of a `weir run` (asked through its
+    /// control socket in the checkpoint directory).
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print the full status as JSON (job graph, figures, bottleneck, checkpoints, plugins).
+        #[arg(long)]
+        json: bool,
+    },
+    /// `weir status`, live: redrawn every second until interrupted (Ctrl-C).
+    Top {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Stop after this many updates (default: run until interrupted).
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
     },
     /// Validate a pipeline without running it: config, plugins (compiled and
     /// checked against the contract), each operator's `open` with its config.
@@ -129,6 +151,8 @@ fn main() -> ExitCode {
             cmd_run(&pipeline, plugin_dir, quiet, address, start_from)
         }
         Command::Savepoint { pipeline } => cmd_savepoint(&pipeline),
+        Command::Status { pipeline, json } => cmd_status(&pipeline, json),
+        Command::Top { pipeline, iterations } => cmd_top(&pipeline, iterations),
         Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
         Command::NewPlugin { name, dir, lang: _, sdk } => match new_plugin::create(&name, dir, sdk) {
             Ok(()) => ExitCode::SUCCESS,
@@ -171,12 +195,58 @@ fn cmd_savepoint(pipeline: &std::path::Path) -> ExitCode {
     }
 }
 
+fn cmd_status(pipeline: &std::path::Path, json: bool) -> ExitCode {
+    let p = match load(pipeline, None) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match weir_pipeline::control::request_status(&p.checkpoint.dir.join(&p.name), &p.name) {
+        Ok(s) if json => {
+            println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            for line in status::render(&s, true) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn cmd_top(pipeline: &std::path::Path, iterations: Option<u64>) -> ExitCode {
+    use std::io::Write;
+    let p = match load(pipeline, None) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let dir = p.checkpoint.dir.join(&p.name);
+    let mut n = 0u64;
+    loop {
+        let text = match weir_pipeline::control::request_status(&dir, &p.name) {
+            Ok(s) => status::render(&s, true).join("\n"),
+            Err(e) if n == 0 => return fail(1, &e),
+            Err(e) => format!("{e}\n(retrying)"),
+        };
+        let mut out = std::io::stdout().lock();
+        // Clear the screen and draw from the top.
+        let _ = write!(out, "\x1b[H\x1b[2J{}  (weir top, every 1 s; Ctrl-C to quit)\n\n{text}\n", p.name);
+        let _ = out.flush();
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool, metrics_address: Option<std::net::SocketAddr>, start_from: StartFrom) -> ExitCode {
     let (p, engine) = match prepare(pipeline, plugin_dir) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address, start_from };
+    let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address, start_from, ..Default::default() };
     match weir_pipeline::run(&p, &engine, &options) {
         Ok(summary) => {
             print_summary(&summary);

@@ -4,11 +4,14 @@
 //! A running pipeline listens on the Unix socket `_control.sock` in its
 //! checkpoint directory (`data/checkpoints/PIPELINE/`). The protocol is one
 //! line each way: the client writes `savepoint`, the pipeline answers
-//! `ok DIR` once the savepoint is complete or `error MESSAGE`. The socket
+//! `ok DIR` once the savepoint is complete or `error MESSAGE`; the client
+//! writes `status` (what `weir status` does), the pipeline answers
+//! `ok JSON` with its [`LiveStatus`]: job graph, figures, bottleneck. The socket
 //! also keeps two processes from running one pipeline over the same
 //! checkpoints: a second `weir run` finds it answering and refuses to start.
 
 use crate::checkpoints::SavepointReply;
+use crate::handle::{LiveStatus, RunHandle};
 use crossbeam_channel::Receiver;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,7 +27,7 @@ const SAVEPOINT_WAIT: Duration = Duration::from_secs(600);
 /// Starts answering on the control socket of the pipeline whose checkpoint
 /// directory is `dir`; savepoint requests come out of the returned channel.
 /// Fails when another process already serves it.
-pub fn serve(dir: &Path, pipeline: &str) -> Result<Receiver<SavepointReply>, String> {
+pub fn serve(dir: &Path, pipeline: &str, handle: RunHandle) -> Result<Receiver<SavepointReply>, String> {
     let path = dir.join(SOCKET);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
@@ -45,7 +48,8 @@ pub fn serve(dir: &Path, pipeline: &str) -> Result<Receiver<SavepointReply>, Str
                 .spawn(move || {
                     for conn in listener.incoming().flatten() {
                         let tx = tx.clone();
-                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx));
+                        let handle = handle.clone();
+                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx, &handle));
                     }
                 })
                 .map_err(|e| format!("cannot start the control thread: {e}"))?;
@@ -56,7 +60,7 @@ pub fn serve(dir: &Path, pipeline: &str) -> Result<Receiver<SavepointReply>, Str
     Ok(rx)
 }
 
-fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>) {
+fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>, handle: &RunHandle) {
     let mut line = String::new();
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
@@ -78,7 +82,11 @@ fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>
                 }
             }
         }
-        other => format!("error unknown request {other:?}; the only request is `savepoint`"),
+        "status" => match handle.status() {
+            Some(status) => format!("ok {}", serde_json::to_string(&status).expect("status serializes")),
+            None => "error the pipeline is starting or stopping; ask again".to_owned(),
+        },
+        other => format!("error unknown request {other:?}; the requests are `savepoint` and `status`"),
     };
     let mut conn = conn;
     let _ = writeln!(conn, "{}", response.replace('\n', " "));
@@ -104,6 +112,31 @@ pub fn request_savepoint(dir: &Path, pipeline: &str) -> Result<PathBuf, String> 
         Ok(PathBuf::from(dir))
     } else if let Some(e) = line.strip_prefix("error ") {
         Err(format!("the savepoint failed: {e}"))
+    } else {
+        Err(format!("unexpected answer from {}: {line:?}", path.display()))
+    }
+}
+
+/// Asks the pipeline running with checkpoint directory `dir` for its live
+/// status (what `weir status` shows).
+pub fn request_status(dir: &Path, pipeline: &str) -> Result<LiveStatus, String> {
+    let path = dir.join(SOCKET);
+    let mut conn = UnixStream::connect(&path).map_err(|e| {
+        format!(
+            "pipeline `{pipeline}` is not running, or runs with checkpoints off: nothing answers on {} ({e}). \
+             Start it with `weir run`, or ask `weir serve` with --server",
+            path.display()
+        )
+    })?;
+    conn.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    writeln!(conn, "status").map_err(|e| format!("writing to {}: {e}", path.display()))?;
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).map_err(|e| format!("reading from {}: {e}", path.display()))?;
+    let line = line.trim();
+    if let Some(json) = line.strip_prefix("ok ") {
+        serde_json::from_str(json).map_err(|e| format!("unexpected status from {}: {e}", path.display()))
+    } else if let Some(e) = line.strip_prefix("error ") {
+        Err(format!("pipeline `{pipeline}`: {e}"))
     } else {
         Err(format!("unexpected answer from {}: {line:?}", path.display()))
     }

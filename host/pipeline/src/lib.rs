@@ -31,6 +31,7 @@
 pub mod checkpoints;
 mod config;
 pub mod control;
+pub mod handle;
 mod plan;
 mod run;
 
@@ -40,5 +41,6 @@ pub use config::{
 };
 pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
+pub use handle::{LiveStatus, PluginUse, PluginVersion, RunHandle};
 pub use config::{CheckpointConfig, StateBackendKind, StateConfig};
 pub use run::{check_operators, checkpoint_line, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};

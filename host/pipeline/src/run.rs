@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Which checkpoint to resume from.
     pub start_from: StartFrom,
+    /// Reports the run (live figures, plugins) and takes requests (stop,
+    /// savepoint) while it runs.
+    pub handle: Option<crate::RunHandle>,
 }
 
 /// Counters of one vertex at the end of a run.
@@ -230,6 +233,7 @@ fn open_sink(p: &Pipeline, kind: &SinkKind, ctx: &ConnectorContext) -> Result<Bo
 
 /// Runs a pipeline to the end of its input.
 pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSummary, RunError> {
+    let handle = options.handle.clone().unwrap_or_default();
     let plugins = load_plugins(p, engine)?;
     let plan = Plan::new(p);
     for line in plan.describe() {
@@ -247,7 +251,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     // Another process running this pipeline would write the same
     // checkpoints: refuse, before anything else is opened.
     let control = match &store {
-        Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name).map_err(RunError::Setup)?),
+        Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name, handle.clone()).map_err(RunError::Setup)?),
         _ => None,
     };
     let restore = match (&store, &options.start_from) {
@@ -334,6 +338,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                 } else {
                     senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(s)).collect()
                 };
+                let targets = targets.into_iter().map(|t| weir_network::throttle::arm(&plan.vertices[c].name, t)).collect::<Vec<_>>();
                 let memory = p.network.memory.0 as usize / last.consumers.len();
                 let config = PoolConfig { buffers: memory / buffers.size, buffer_size: buffers.size, exclusive: p.network.exclusive_buffers };
                 let pool = BufferPool::new(config, targets.len(), clock.clone()).map_err(|e| {
@@ -435,7 +440,14 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             .vertices
             .iter()
             .enumerate()
-            .map(|(v, vx)| VertexEntry { name: vx.name.clone(), kind: vx.kind_name(), chain: plan.chain_of(v), stages: metrics[v].clone() })
+            .map(|(v, vx)| VertexEntry {
+                name: vx.name.clone(),
+                kind: vx.kind_name(),
+                chain: plan.chain_of(v),
+                input: vx.input.map(|(u, _)| u),
+                partition: vx.input.map_or("", |(_, part)| crate::plan::part_name(part)),
+                stages: metrics[v].clone(),
+            })
             .collect(),
         tasks: task_entries,
     });
@@ -445,7 +457,8 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             Err(e) => tracing::warn!("{e}; continuing without the metrics endpoint (use --metrics-address to choose another)"),
         }
     }
-    let monitor = Monitor::new(registry);
+    let monitor = Arc::new(Monitor::new(registry));
+    let _attached = handle.attach_guard(monitor.clone(), coordinator.as_ref().map(Coordinator::stats), crate::handle::plugins_at_start(p, &plugins));
 
     let started = Instant::now();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(String, Result<(), TaskError>)>();
@@ -470,7 +483,9 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     let mut remaining = handles.len();
     let mut next_sample = Instant::now();
     let stats = coordinator.as_ref().map(Coordinator::stats);
+    let mut stopping = false;
     while remaining > 0 {
+        handle.drive(coordinator.as_mut(), &cancel, &mut stopping);
         if let Some(c) = &mut coordinator {
             if let Some(requests) = &control {
                 while let Ok(reply) = requests.try_recv() {
