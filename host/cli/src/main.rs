@@ -56,6 +56,18 @@ enum Command {
         #[arg(long)]
         fresh: bool,
     },
+    /// Run as a service: every pipeline of a directory, restarted from its
+    /// last checkpoint when it fails, with a REST API and a web UI.
+    ///
+    /// The pipelines directory is watched: added files start, changed files
+    /// restart with their new contents, removed files stop. SIGTERM stops
+    /// every pipeline gracefully (final checkpoint, sinks commit), then exits.
+    /// See the README, "Running as a service", for weir.toml.
+    Serve {
+        /// The service configuration.
+        #[arg(long, value_name = "FILE", default_value = "weir.toml")]
+        config: PathBuf,
+    },
     /// Take a savepoint of a running pipeline: a checkpoint that is never
     /// deleted automatically, to restore later with `--from-checkpoint`.
     Savepoint {
@@ -125,15 +137,27 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let service = matches!(cli.command, Command::Serve { .. });
     let filter = std::env::var("WEIR_LOG").unwrap_or_else(|_| match cli.verbose {
+        // A service logs what it does; a foreground run only what went wrong.
+        0 if service => "info".into(),
         0 => "warn".into(),
         1 => "info".into(),
         _ => "debug".into(),
     });
-    tracing_subscriber::fmt()
+    // Under systemd (JOURNAL_STREAM set) the journal adds timestamps and
+    // colour codes would be noise; the same without a terminal.
+    use std::io::IsTerminal;
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal() && !journald)
+        .with_writer(std::io::stderr);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     match cli.command {
         Command::Run { pipeline, plugin_dir, quiet, metrics_address, from_checkpoint, fresh } => {
             let address = match metrics_address.as_str() {
@@ -151,6 +175,7 @@ fn main() -> ExitCode {
             cmd_run(&pipeline, plugin_dir, quiet, address, start_from)
         }
         Command::Savepoint { pipeline } => cmd_savepoint(&pipeline),
+        Command::Serve { config } => cmd_serve(&config),
         Command::Status { pipeline, json } => cmd_status(&pipeline, json),
         Command::Top { pipeline, iterations } => cmd_top(&pipeline, iterations),
         Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
@@ -191,6 +216,21 @@ fn cmd_savepoint(pipeline: &std::path::Path) -> ExitCode {
             eprintln!("savepoint of `{}` written; resume from it with: weir run {} --from-checkpoint {}", p.name, pipeline.display(), dir.display());
             ExitCode::SUCCESS
         }
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn cmd_serve(config: &std::path::Path) -> ExitCode {
+    let c = match weir_api::ServeConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e),
+    };
+    let engine = match engine() {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    match weir_api::serve(c, engine) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }
 }

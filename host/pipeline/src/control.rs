@@ -16,6 +16,8 @@ use crossbeam_channel::Receiver;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The socket's file name in the pipeline's checkpoint directory.
@@ -24,10 +26,39 @@ pub const SOCKET: &str = "_control.sock";
 /// Longest a client waits for a savepoint.
 const SAVEPOINT_WAIT: Duration = Duration::from_secs(600);
 
+/// The control socket of a run: savepoint requests come out of it; dropped
+/// when the run ends, it stops answering and removes the socket file (so a
+/// later run in the same process, as under `weir serve`, can take over).
+#[derive(Debug)]
+pub struct Control {
+    requests: Receiver<SavepointReply>,
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    listening: bool,
+}
+
+impl Control {
+    /// The next savepoint request, if any.
+    pub fn try_recv(&self) -> Result<SavepointReply, crossbeam_channel::TryRecvError> {
+        self.requests.try_recv()
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if self.listening {
+            self.stop.store(true, Ordering::Release);
+            // Wake the accepting thread so it sees the flag.
+            let _ = UnixStream::connect(&self.path);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Starts answering on the control socket of the pipeline whose checkpoint
-/// directory is `dir`; savepoint requests come out of the returned channel.
-/// Fails when another process already serves it.
-pub fn serve(dir: &Path, pipeline: &str, handle: RunHandle) -> Result<Receiver<SavepointReply>, String> {
+/// directory is `dir`; savepoint requests come out of the returned
+/// [`Control`]. Fails when another process already serves it.
+pub fn serve(dir: &Path, pipeline: &str, handle: RunHandle) -> Result<Control, String> {
     let path = dir.join(SOCKET);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
@@ -41,12 +72,19 @@ pub fn serve(dir: &Path, pipeline: &str, handle: RunHandle) -> Result<Receiver<S
         let _ = std::fs::remove_file(&path);
     }
     let (tx, rx) = crossbeam_channel::unbounded();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut listening = false;
     match UnixListener::bind(&path) {
         Ok(listener) => {
+            listening = true;
+            let stopped = stop.clone();
             std::thread::Builder::new()
                 .name("weir-control".into())
                 .spawn(move || {
                     for conn in listener.incoming().flatten() {
+                        if stopped.load(Ordering::Acquire) {
+                            break;
+                        }
                         let tx = tx.clone();
                         let handle = handle.clone();
                         let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx, &handle));
@@ -57,7 +95,7 @@ pub fn serve(dir: &Path, pipeline: &str, handle: RunHandle) -> Result<Receiver<S
         // Savepoints on demand are a convenience; the run goes on without.
         Err(e) => tracing::warn!("cannot listen on {} ({e}); `weir savepoint` will not reach this run", path.display()),
     }
-    Ok(rx)
+    Ok(Control { requests: rx, path, stop, listening })
 }
 
 fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>, handle: &RunHandle) {
