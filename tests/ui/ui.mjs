@@ -9,14 +9,17 @@ import { join } from "node:path";
 
 const [url, pipeline, slow, upstream, shots] = process.argv.slice(2);
 const profile = mkdtempSync(join(tmpdir(), "weir-ui-"));
-const browser = await chromium.launch({
+// A fresh profile directory (Playwright passes it as --user-data-dir).
+const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 1100 },
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", `--user-data-dir=${profile}`],
+         "--disable-component-update", "--disable-sync"],
 });
 const fail = async (msg) => { console.error(msg); await browser.close(); process.exit(1); };
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
+  const page = await browser.newPage();
   const external = [];
   page.on("request", (r) => { if (!r.url().startsWith(url)) external.push(r.url()); });
   await page.goto(`${url}/ui/?pipeline=${pipeline}`);

@@ -81,7 +81,7 @@ function drawGraph(snap, bottleneck) {
   }
   const maxX = Math.max(...Object.values(pos).map((p) => p.x)) + W + 20;
   const maxY = Math.max(...Object.values(pos).map((p) => p.y)) + H + 20;
-  svg.setAttribute("viewBox", `0 0 ${Math.max(maxX, 400)} ${Math.max(maxY, 120)}`);
+  svg.setAttribute("viewBox", `0 0 ${Math.max(maxX, 1000)} ${Math.max(maxY, 240)}`);
 }
 
 function drawSubtasks(snap, bottleneck) {
