@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|boundary] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|boundary|analysis] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -54,6 +54,13 @@
 //! full load with a warm compile cache, the throughput lost to swapping
 //! every 500 ms, and the swap latency of the ~15 MB JavaScript example with
 //! a cold and a warm cache. `--count` sets the events of the Rust runs.
+//! # `analysis`: the cost of finding the bottleneck
+//!
+//! `weir_metrics::analysis::analyze` on a synthetic job graph (8 chained
+//! tasks x 4 subtasks, a full 300 s history with one task blocking in
+//! bursts, so every rule including the history search runs): microseconds
+//! per analysis, which every `weir status`, API call and UI refresh pays.
+//! Not part of `all`; needs no plugins.
 //!
 //! # `boundary`: the cost of crossing into Wasm
 //!
@@ -81,7 +88,7 @@ mod reload;
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use std::process::{Command, Stdio};
 use weir_wasm::{Engine, EngineConfig};
 
@@ -170,6 +177,9 @@ enum Which {
     /// the throughput dip, and a ~15 MB JavaScript component's swap with a
     /// cold and a warm compile cache.
     Reload,
+    /// The bottleneck analysis over a full 300 s history (what every API
+    /// and UI poll costs): 8 tasks x 4 subtasks.
+    Analysis,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -182,6 +192,10 @@ fn main() -> anyhow::Result<()> {
         bail!("--batch-sizes: a batch holds at least 1 record");
     }
 
+    if cli.which == Which::Analysis {
+        analysis(cli.json);
+        return Ok(());
+    }
     let repo = repo_root()?;
     build_plugins(&repo)?;
     let plugin_dir = repo.join("plugins/target/wasm32-wasip2/release");
@@ -214,6 +228,34 @@ fn main() -> anyhow::Result<()> {
         report.print(cli.json);
     }
     Ok(())
+}
+
+/// Times `weir_metrics::analysis::analyze` on a synthetic job graph of 8
+/// chained tasks x 4 subtasks with 300 s of history where one task blocks
+/// in bursts (the slowest rule, the history search, runs in full).
+fn analysis(json: bool) {
+    use weir_metrics::{analysis, GraphTask, TaskSample};
+    let (tasks, subtasks, seconds) = (8usize, 4usize, weir_metrics::HISTORY);
+    let graph: Vec<GraphTask> = (0..tasks).map(|t| GraphTask { name: format!("t{t}"), upstream: t.checked_sub(1), hash_input: t > 0 }).collect();
+    let sample = |busy: f64, bp: f64| TaskSample { busy, idle: 1000.0 - busy - bp, backpressured: bp, in_pool: 0.5, out_pool: 0.5, records_in: 1000.0 };
+    let history: Vec<Vec<Vec<TaskSample>>> = (0..tasks)
+        .map(|t| {
+            (0..subtasks)
+                .map(|_| (0..seconds).map(|i| if t == 5 && i % 10 < 2 { sample(990.0, 0.0) } else if t == 4 && i % 10 < 2 { sample(10.0, 900.0) } else { sample(200.0, 0.0) }).collect())
+                .collect()
+        })
+        .collect();
+    let rounds = 2000;
+    let started = Instant::now();
+    let mut kind = None;
+    for _ in 0..rounds {
+        kind = Some(analysis::analyze("bench", &graph, &history, weir_metrics::WINDOW).kind);
+    }
+    let us = started.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    println!("bottleneck analysis: {tasks} tasks x {subtasks} subtasks, {seconds} s of history: {us:.1} us per analysis (verdict {kind:?})");
+    if json {
+        print_json(&serde_json::json!({ "bench": "analysis", "tasks": tasks, "subtasks": subtasks, "seconds": seconds, "us_per_analysis": us }));
+    }
 }
 
 /// The repository root: this crate lives in `host/bench`.

@@ -101,8 +101,9 @@ fn rust_run(engine: &Engine, dir: &Path, builds: &[Vec<u8>; 2], count: u64, inte
     let file = dir.join("p.toml");
     std::fs::write(&file, rust_pipeline(dir, count))?;
     let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let handle = ReloadHandle::default();
-    let options = RunOptions { progress: Progress::Quiet, reload: handle.clone(), ..Default::default() };
+    let run = weir_pipeline::RunHandle::new();
+    let handle = run.reload().clone();
+    let options = RunOptions { progress: Progress::Quiet, handle: Some(run), ..Default::default() };
     let done = Arc::new(AtomicBool::new(false));
     let swapper = interval.map(|interval| {
         let (handle, done, target, builds) = (handle.clone(), done.clone(), target.clone(), builds.clone());
@@ -189,9 +190,9 @@ fn js_run(dir: &Path, builds: &[Vec<u8>; 2]) -> anyhow::Result<(u64, Vec<u64>)> 
         ),
     )?;
     let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let handle = ReloadHandle::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let options = RunOptions { progress: Progress::Quiet, reload: handle.clone(), stop: Some(stop.clone()), ..Default::default() };
+    let run = weir_pipeline::RunHandle::new();
+    let handle = run.reload().clone();
+    let options = RunOptions { progress: Progress::Quiet, handle: Some(run.clone()), ..Default::default() };
     let runner = std::thread::spawn(move || weir_pipeline::run(&p, &engine, &options).map(|_| ()).map_err(|e| anyhow::anyhow!("{e}")));
     let hashes = [sha(&builds[0]), sha(&builds[1])];
     let result = (|| -> anyhow::Result<(u64, Vec<u64>)> {
@@ -213,7 +214,7 @@ fn js_run(dir: &Path, builds: &[Vec<u8>; 2]) -> anyhow::Result<(u64, Vec<u64>)> 
         }
         Ok((cold, warm))
     })();
-    stop.store(true, Ordering::Relaxed);
+    run.kill();
     runner.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))??;
     result
 }

@@ -2,6 +2,7 @@
 
 mod new_plugin;
 mod plugins;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,11 +63,44 @@ enum Command {
         #[arg(long)]
         fresh: bool,
     },
+    /// Run as a service: every pipeline of a directory, restarted from its
+    /// last checkpoint when it fails, with a REST API and a web UI.
+    ///
+    /// The pipelines directory is watched: added files start, changed files
+    /// restart with their new contents, removed files stop. SIGTERM stops
+    /// every pipeline gracefully (final checkpoint, sinks commit), then exits.
+    /// See the README, "Running as a service", for weir.toml.
+    Serve {
+        /// The service configuration.
+        #[arg(long, value_name = "FILE", default_value = "weir.toml")]
+        config: PathBuf,
+    },
     /// Take a savepoint of a running pipeline: a checkpoint that is never
     /// deleted automatically, to restore later with `--from-checkpoint`.
     Savepoint {
         /// The pipeline file of the running pipeline.
         pipeline: PathBuf,
+    },
+    /// Show where a running pipeline spends its time and what holds it back:
+    /// every task's busy / backpressured / idle time, buffer usage and rate,
+    /// and the bottleneck named in one sentence.
+    ///
+    /// PIPELINE is the pipeline file of a `weir run` (asked through its
+    /// control socket in the checkpoint directory).
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print the full status as JSON (job graph, figures, bottleneck, checkpoints, plugins).
+        #[arg(long)]
+        json: bool,
+    },
+    /// `weir status`, live: redrawn every second until interrupted (Ctrl-C).
+    Top {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Stop after this many updates (default: run until interrupted).
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
     },
     /// Validate a pipeline without running it: config, plugins (compiled and
     /// checked against the contract), each operator's `open` with its config.
@@ -142,15 +176,27 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let service = matches!(cli.command, Command::Serve { .. });
     let filter = std::env::var("WEIR_LOG").unwrap_or_else(|_| match cli.verbose {
+        // A service logs what it does; a foreground run only what went wrong.
+        0 if service => "info".into(),
         0 => "warn".into(),
         1 => "info".into(),
         _ => "debug".into(),
     });
-    tracing_subscriber::fmt()
+    // Under systemd (JOURNAL_STREAM set) the journal adds timestamps and
+    // colour codes would be noise; the same without a terminal.
+    use std::io::IsTerminal;
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal() && !journald)
+        .with_writer(std::io::stderr);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     match cli.command {
         Command::Run { pipeline, plugin_dir, quiet, metrics_address, from_checkpoint, fresh } => {
             let address = match metrics_address.as_str() {
@@ -168,6 +214,9 @@ fn main() -> ExitCode {
             cmd_run(&pipeline, plugin_dir, quiet, address, start_from)
         }
         Command::Savepoint { pipeline } => cmd_savepoint(&pipeline),
+        Command::Serve { config } => cmd_serve(&config),
+        Command::Status { pipeline, json } => cmd_status(&pipeline, json),
+        Command::Top { pipeline, iterations } => cmd_top(&pipeline, iterations),
         Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
         Command::NewPlugin { name, dir, lang: _, sdk } => match new_plugin::create(&name, dir, sdk) {
             Ok(()) => ExitCode::SUCCESS,
@@ -209,6 +258,67 @@ fn cmd_savepoint(pipeline: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, &e),
+    }
+}
+
+fn cmd_serve(config: &std::path::Path) -> ExitCode {
+    let c = match weir_api::ServeConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e),
+    };
+    let engine = match engine() {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    match weir_api::serve(c, engine) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn cmd_status(pipeline: &std::path::Path, json: bool) -> ExitCode {
+    let p = match load(pipeline, None) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match weir_pipeline::control::request_status(&p.checkpoint.dir.join(&p.name), &p.name) {
+        Ok(s) if json => {
+            println!("{}", serde_json::to_string_pretty(&s).expect("status serializes"));
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            for line in status::render(&s, true) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn cmd_top(pipeline: &std::path::Path, iterations: Option<u64>) -> ExitCode {
+    use std::io::Write;
+    let p = match load(pipeline, None) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let dir = p.checkpoint.dir.join(&p.name);
+    let mut n = 0u64;
+    loop {
+        let text = match weir_pipeline::control::request_status(&dir, &p.name) {
+            Ok(s) => status::render(&s, true).join("\n"),
+            Err(e) if n == 0 => return fail(1, &e),
+            Err(e) => format!("{e}\n(retrying)"),
+        };
+        let mut out = std::io::stdout().lock();
+        // Clear the screen and draw from the top.
+        let _ = write!(out, "\x1b[H\x1b[2J{}  (weir top, every 1 s; Ctrl-C to quit)\n\n{text}\n", p.name);
+        let _ = out.flush();
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 

@@ -24,7 +24,14 @@
 //! Every figure is also exported to Prometheus; names and labels are listed
 //! in the README ("Metrics").
 
+pub mod analysis;
+mod view;
+
+pub use analysis::{Analysis, GraphTask, Kind};
+pub use view::{EdgeView, Snapshot, SubtaskView, TaskTimeline, TaskView, Timeline, VertexView};
+
 use metrics::Gauge;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -78,6 +85,12 @@ pub struct VertexEntry {
     pub kind: &'static str,
     /// Index of the chain (task) it runs in.
     pub chain: usize,
+    /// The vertex feeding it (index into [`Registry::vertices`]); `None`
+    /// for sources.
+    pub input: Option<usize>,
+    /// How records reach it from its input: `forward`, `rebalance`,
+    /// `hash`, `broadcast` (empty for sources).
+    pub partition: &'static str,
     /// Counters, one per subtask.
     pub stages: Vec<Arc<StageMetrics>>,
 }
@@ -107,7 +120,7 @@ pub struct Registry {
 }
 
 /// One second of one task subtask.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskSample {
     /// Busy milliseconds per second.
     pub busy: f64,
@@ -119,10 +132,13 @@ pub struct TaskSample {
     pub in_pool: f64,
     /// Output pool usage, 0..=1.
     pub out_pool: f64,
+    /// Records per second into the task's head (out of it, for a source).
+    #[serde(default)]
+    pub records_in: f64,
 }
 
 /// One second of one stage subtask.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageSample {
     /// Records in per second.
     pub records_in: f64,
@@ -291,7 +307,7 @@ impl Monitor {
                     let idle = t.idle.saturating_sub(last.idle) as f64 / dt * 1000.0;
                     let bp = t.bp.saturating_sub(last.bp) as f64 / dt * 1000.0;
                     let m = &self.registry.tasks[i].metrics;
-                    TaskSample { busy: (1000.0 - idle - bp).max(0.0), idle, backpressured: bp, in_pool: m.in_pool_usage(), out_pool: m.out_pool_usage() }
+                    TaskSample { busy: (1000.0 - idle - bp).max(0.0), idle, backpressured: bp, in_pool: m.in_pool_usage(), out_pool: m.out_pool_usage(), records_in: 0.0 }
                 };
                 let h = &mut st.task_history[i];
                 h.push_back(sample);
@@ -329,6 +345,15 @@ impl Monitor {
                     g.rout_total.absolute(c.rout);
                 }
             }
+            // Each task's own rate: its head stage's records.
+            for (i, t) in self.registry.tasks.iter().enumerate() {
+                let Some(v) = self.registry.vertices.iter().position(|v| v.chain == t.chain) else { continue };
+                let source = self.registry.vertices[v].input.is_none();
+                let rate = st.stage_history[v].get(t.subtask as usize).and_then(|h| h.back()).map_or(0.0, |x| if source { x.records_out } else { x.records_in });
+                if let Some(last) = st.task_history[i].back_mut() {
+                    last.records_in = rate;
+                }
+            }
             for (c, g) in self.status_series.iter().enumerate() {
                 g.set(match self.chain_status_locked(&st, c) {
                     Status::Ok => 0.0,
@@ -364,6 +389,7 @@ impl Monitor {
                 backpressured: mean(h, |x| x.backpressured),
                 in_pool: mean(h, |x| x.in_pool),
                 out_pool: mean(h, |x| x.out_pool),
+                records_in: mean(h, |x| x.records_in),
             })
             .collect()
     }
@@ -388,6 +414,40 @@ impl Monitor {
     pub fn chain_status(&self, chain: usize) -> Status {
         let st = self.state.lock().expect("monitor lock");
         self.chain_status_locked(&st, chain)
+    }
+
+    /// The job graph at task level, for [`analysis::analyze`]: one entry
+    /// per chain, with the chain its head's input comes from.
+    pub fn graph(&self) -> Vec<GraphTask> {
+        let r = &self.registry;
+        let chains = r.tasks.iter().map(|t| t.chain).max().map_or(0, |m| m + 1);
+        (0..chains)
+            .map(|c| {
+                // Vertices are in plan order, so a chain's head comes first.
+                let head = r.vertices.iter().find(|v| v.chain == c);
+                GraphTask {
+                    name: r.tasks.iter().find(|t| t.chain == c).map(|t| t.chain_name.clone()).unwrap_or_default(),
+                    upstream: head.and_then(|h| h.input).map(|u| r.vertices[u].chain),
+                    hash_input: head.is_some_and(|h| h.partition == "hash"),
+                }
+            })
+            .collect()
+    }
+
+    /// Per-second history of every subtask, `[chain][subtask][second]`.
+    pub fn histories(&self) -> Vec<Vec<Vec<TaskSample>>> {
+        let st = self.state.lock().expect("monitor lock");
+        let chains = self.registry.tasks.iter().map(|t| t.chain).max().map_or(0, |m| m + 1);
+        let mut out: Vec<Vec<Vec<TaskSample>>> = vec![Vec::new(); chains];
+        for (i, t) in self.registry.tasks.iter().enumerate() {
+            out[t.chain].push(st.task_history[i].iter().copied().collect());
+        }
+        out
+    }
+
+    /// Where the bottleneck is, in words (see [`analysis`]).
+    pub fn analyze(&self) -> Analysis {
+        analysis::analyze(&self.registry.pipeline, &self.graph(), &self.histories(), WINDOW)
     }
 
     /// Per-second history of a task subtask (oldest first, up to [`HISTORY`]).

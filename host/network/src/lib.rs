@@ -26,6 +26,7 @@
 //! end-of-input.
 
 mod pool;
+pub mod throttle;
 
 pub use pool::{Buffer, BufferPool, PoolConfig, PoolError};
 

@@ -101,10 +101,15 @@ pub struct Coordinator {
     pending: Option<Pending>,
     next_due: Instant,
     savepoints: VecDeque<SavepointReply>,
+    /// Checkpoints asked for now (API), answered like savepoints.
+    wanted: VecDeque<SavepointReply>,
     /// Held until a checkpoint of this run completes: the one restored from.
     pin: Option<Pin>,
     /// The final checkpoint failed: the tasks waiting for it must be stopped.
     final_failed: bool,
+    /// A graceful stop was requested: see [`Coordinator::request_stop`].
+    stopping: bool,
+    stop_at: Arc<AtomicU64>,
     stats: Arc<Mutex<CheckpointStats>>,
 }
 
@@ -149,8 +154,11 @@ impl Coordinator {
             pending: None,
             next_due: Instant::now() + interval.unwrap_or(Duration::MAX / 4),
             savepoints: VecDeque::new(),
+            wanted: VecDeque::new(),
             pin,
             final_failed: false,
+            stopping: false,
+            stop_at: Arc::new(AtomicU64::new(0)),
             store,
             stats: Arc::new(Mutex::new(CheckpointStats { restored_from, ..Default::default() })),
         }
@@ -165,6 +173,7 @@ impl Coordinator {
             next_id: self.next_id.clone(),
             final_id: self.final_id.clone(),
             acks: self.acks_tx.clone(),
+            stop_at: self.stop_at.clone(),
         }
     }
 
@@ -177,6 +186,33 @@ impl Coordinator {
     /// Shared counters for the progress view.
     pub fn stats(&self) -> Arc<Mutex<CheckpointStats>> {
         self.stats.clone()
+    }
+
+    /// Stops the run gracefully: a checkpoint is taken as soon as none is
+    /// running (retried at once if it fails), and once it is complete every
+    /// task commits it and ends. Returns false when the input has already
+    /// ended (the final checkpoint ends the run anyway).
+    pub fn request_stop(&mut self) -> bool {
+        if self.final_id.get().is_some() {
+            return false;
+        }
+        self.stopping = true;
+        true
+    }
+
+    /// Id of the checkpoint a graceful stop ends at, once it is triggered.
+    pub fn stop_checkpoint(&self) -> Option<u64> {
+        Some(self.stop_at.load(Ordering::Acquire)).filter(|&id| id > 0)
+    }
+
+    /// Queues a checkpoint, taken as soon as none is running rather than
+    /// at the next interval; the answer is its directory.
+    pub fn request_checkpoint(&mut self, reply: SavepointReply) {
+        if self.final_id.get().is_some() {
+            let _ = reply.send(Err("the pipeline's input has ended; it is taking its final checkpoint".into()));
+            return;
+        }
+        self.wanted.push_back(reply);
     }
 
     /// Queues a savepoint; it is taken as soon as no checkpoint is running.
@@ -206,7 +242,7 @@ impl Coordinator {
         }
         if self.pending.is_none() && self.final_id.get().is_none() {
             let savepoint = !self.savepoints.is_empty();
-            if savepoint || (self.interval.is_some() && now >= self.next_due) {
+            if savepoint || self.stopping || !self.wanted.is_empty() || (self.interval.is_some() && now >= self.next_due) {
                 self.start(if savepoint { Kind::Savepoint } else { Kind::Checkpoint });
             }
         }
@@ -214,11 +250,15 @@ impl Coordinator {
 
     fn start(&mut self, kind: Kind) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let savepoint = if kind == Kind::Savepoint { self.savepoints.pop_front() } else { None };
+        let savepoint = if kind == Kind::Savepoint { self.savepoints.pop_front() } else { self.wanted.pop_front() };
         match self.begin(id, kind, false) {
             Ok(mut p) => {
                 p.savepoint = savepoint;
                 self.pending = Some(p);
+                if self.stopping && self.stop_at.load(Ordering::Acquire) == 0 {
+                    tracing::info!(checkpoint = id, "stopping: the pipeline ends once this checkpoint is complete");
+                    self.stop_at.store(id, Ordering::Release);
+                }
                 tracing::debug!(checkpoint = id, "triggering checkpoint");
                 self.trigger.store(id, Ordering::Release);
             }

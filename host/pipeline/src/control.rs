@@ -10,12 +10,14 @@
 //! | `savepoint`     | `ok DIR` once the savepoint is complete |
 //! | `reload [OP]`   | `ok [EVENTS]`: the reload attempts made (JSON array of [`ReloadEvent`]) |
 //! | `plugins`       | `ok STATUS`: versions and reload history (JSON [`ReloadStatus`]) |
+//! | `status`        | `ok STATUS`: job graph, figures and bottleneck (JSON [`LiveStatus`]; what `weir status` shows) |
 //!
 //! With checkpoints on, the socket also keeps two processes from running
 //! one pipeline over the same checkpoints: a second `weir run` finds it
 //! answering and refuses to start.
 
 use crate::checkpoints::SavepointReply;
+use crate::handle::{LiveStatus, RunHandle};
 use crate::reload::{ReloadEvent, ReloadHandle, ReloadStatus};
 use crossbeam_channel::Receiver;
 use std::io::{BufRead, BufReader, Write};
@@ -56,7 +58,7 @@ impl Drop for Control {
 /// Starts answering on the control socket of the pipeline whose checkpoint
 /// directory is `dir`; savepoint requests come out of the returned
 /// channel. Fails when another process already serves it.
-pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Control, String> {
+pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle, handle: RunHandle) -> Result<Control, String> {
     let path = dir.join(SOCKET);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
@@ -86,7 +88,8 @@ pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Contro
                         }
                         let tx = tx.clone();
                         let reload = reload.clone();
-                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx, &reload));
+                        let handle = handle.clone();
+                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx, &reload, &handle));
                     }
                 })
                 .map_err(|e| format!("cannot start the control thread: {e}"))?;
@@ -97,7 +100,7 @@ pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle) -> Result<Contro
     Ok(Control { requests: rx, path, stop, listening })
 }
 
-fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>, reload: &ReloadHandle) {
+fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>, reload: &ReloadHandle, handle: &RunHandle) {
     let mut line = String::new();
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
@@ -120,6 +123,10 @@ fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>
             }
         }
         "plugins" => format!("ok {}", serde_json::to_string(&reload.status()).expect("plain data")),
+        "status" => match handle.status() {
+            Some(status) => format!("ok {}", serde_json::to_string(&status).expect("status serializes")),
+            None => "error the pipeline is starting or stopping; ask again".to_owned(),
+        },
         r if r == "reload" || r.starts_with("reload ") => {
             let operator = r.strip_prefix("reload").map(str::trim).filter(|o| !o.is_empty());
             match reload.request_reload(operator) {
@@ -127,7 +134,7 @@ fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>
                 Err(e) => format!("error {e}"),
             }
         }
-        other => format!("error unknown request {other:?}; requests are `savepoint`, `reload [OPERATOR]` and `plugins`"),
+        other => format!("error unknown request {other:?}; requests are `savepoint`, `status`, `reload [OPERATOR]` and `plugins`"),
     };
     let mut conn = conn;
     let _ = writeln!(conn, "{}", response.replace('\n', " "));
@@ -183,4 +190,11 @@ pub fn request_reload(dir: &Path, pipeline: &str, operator: Option<&str>) -> Res
 pub fn request_plugins(dir: &Path, pipeline: &str) -> Result<ReloadStatus, String> {
     let json = request(dir, pipeline, "plugins")?;
     serde_json::from_str(&json).map_err(|e| format!("unexpected answer to `plugins`: {e}"))
+}
+
+/// Asks the pipeline running with checkpoint directory `dir` for its live
+/// status (what `weir status` shows).
+pub fn request_status(dir: &Path, pipeline: &str) -> Result<LiveStatus, String> {
+    let json = request(dir, pipeline, "status").map_err(|e| format!("pipeline `{pipeline}`: {e}"))?;
+    serde_json::from_str(&json).map_err(|e| format!("unexpected answer to `status`: {e}"))
 }

@@ -32,6 +32,7 @@
 pub mod checkpoints;
 mod config;
 pub mod control;
+pub mod handle;
 mod plan;
 pub mod reload;
 mod run;
@@ -44,4 +45,5 @@ pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
 pub use reload::{OperatorVersion, ReloadEvent, ReloadHandle, ReloadStatus};
 pub use config::{CheckpointConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
+pub use handle::{LiveStatus, PluginUse, PluginVersion, RunHandle};
 pub use run::{check_operators, checkpoint_line, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};

@@ -163,7 +163,7 @@ impl Plan {
     }
 }
 
-fn part_name(p: Partitioning) -> &'static str {
+pub(crate) fn part_name(p: Partitioning) -> &'static str {
     match p {
         Partitioning::Forward => "forward",
         Partitioning::Rebalance => "rebalance",

@@ -48,13 +48,10 @@ pub struct RunOptions {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Which checkpoint to resume from.
     pub start_from: StartFrom,
-    /// Where the run publishes plugin versions and reload history, and
-    /// takes manual reload requests (see [`crate::reload`]).
-    pub reload: crate::reload::ReloadHandle,
-    /// Set to stop the run early: tasks stop where they are (no final
-    /// checkpoint; the next start resumes from the last complete one) and
-    /// `run` returns the summary so far.
-    pub stop: Option<Arc<AtomicBool>>,
+    /// Reports the run (live figures, plugins, hot-reload history via
+    /// [`crate::RunHandle::reload`]) and takes requests (stop, savepoint,
+    /// reload) while it runs.
+    pub handle: Option<crate::RunHandle>,
 }
 
 /// Counters of one vertex at the end of a run.
@@ -240,6 +237,7 @@ fn open_sink(p: &Pipeline, kind: &SinkKind, ctx: &ConnectorContext) -> Result<Bo
 
 /// Runs a pipeline to the end of its input.
 pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSummary, RunError> {
+    let handle = options.handle.clone().unwrap_or_default();
     let plugins = load_plugins(p, engine)?;
     let plan = Plan::new(p);
     for line in plan.describe() {
@@ -257,12 +255,12 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     // Another process running this pipeline would write the same
     // checkpoints: refuse, before anything else is opened.
     let control = match &store {
-        Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name, &options.reload).map_err(RunError::Setup)?),
+        Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name, handle.reload(), handle.clone()).map_err(RunError::Setup)?),
         // Without checkpoints the socket only serves `weir reload` and
         // `weir plugins`: best effort, and no claim on the pipeline.
         _ => {
             let dir = p.checkpoint.dir.join(&p.name);
-            match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, &options.reload)) {
+            match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, handle.reload(), handle.clone())) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!("{e}; `weir reload` and `weir plugins` will not reach this run");
@@ -367,6 +365,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                 } else {
                     senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(s)).collect()
                 };
+                let targets = targets.into_iter().map(|t| weir_network::throttle::arm(&plan.vertices[c].name, t)).collect::<Vec<_>>();
                 let memory = p.network.memory.0 as usize / last.consumers.len();
                 let config = PoolConfig { buffers: memory / buffers.size, buffer_size: buffers.size, exclusive: p.network.exclusive_buffers };
                 let pool = BufferPool::new(config, targets.len(), clock.clone()).map_err(|e| {
@@ -469,7 +468,14 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             .vertices
             .iter()
             .enumerate()
-            .map(|(v, vx)| VertexEntry { name: vx.name.clone(), kind: vx.kind_name(), chain: plan.chain_of(v), stages: metrics[v].clone() })
+            .map(|(v, vx)| VertexEntry {
+                name: vx.name.clone(),
+                kind: vx.kind_name(),
+                chain: plan.chain_of(v),
+                input: vx.input.map(|(u, _)| u),
+                partition: vx.input.map_or("", |(_, part)| crate::plan::part_name(part)),
+                stages: metrics[v].clone(),
+            })
             .collect(),
         tasks: task_entries,
     });
@@ -479,7 +485,8 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             Err(e) => tracing::warn!("{e}; continuing without the metrics endpoint (use --metrics-address to choose another)"),
         }
     }
-    let monitor = Monitor::new(registry);
+    let monitor = Arc::new(Monitor::new(registry));
+    let _attached = handle.attach_guard(monitor.clone(), coordinator.as_ref().map(Coordinator::stats), crate::handle::plugins_at_start(p, &plugins));
     let managed = plan
         .vertices
         .iter()
@@ -492,7 +499,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             crate::reload::ManagedOperator::new(i, slot, crate::reload::targets(p, i, par), plugins.plugins[i].clone())
         })
         .collect();
-    let _reload = crate::reload::start(p, engine, &options.reload, managed, reports, coordinator.as_ref().map(Coordinator::trigger_counter))
+    let _reload = crate::reload::start(p, engine, handle.reload(), managed, reports, coordinator.as_ref().map(Coordinator::trigger_counter))
         .map_err(RunError::Setup)?;
 
     let started = Instant::now();
@@ -518,10 +525,8 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     let mut remaining = handles.len();
     let mut next_sample = Instant::now();
     let stats = coordinator.as_ref().map(Coordinator::stats);
+    let mut stopping = false;
     while remaining > 0 {
-        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
-            cancel.store(true, Ordering::Relaxed);
-        }
         if coordinator.is_none()
             && let Some(control) = &control
         {
@@ -529,6 +534,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                 let _ = reply.send(Err("this run takes no checkpoints (checkpoint.interval = \"off\"), so it cannot take a savepoint".into()));
             }
         }
+        handle.drive(coordinator.as_mut(), &cancel, &mut stopping);
         if let Some(c) = &mut coordinator {
             if let Some(control) = &control {
                 while let Ok(reply) = control.requests.try_recv() {

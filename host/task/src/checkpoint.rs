@@ -14,6 +14,12 @@
 //! complete: it raises [`Checkpointing::completed`] and each task tells its
 //! stages ([`crate::Stage::checkpoint_complete`]), which is when sinks
 //! publish.
+//!
+//! A graceful stop rides on the same mechanism: the coordinator sets
+//! [`Checkpointing::stop_at`] to a checkpoint it triggers; once that one is
+//! complete every task commits it, shuts its stages down and ends, without
+//! the end-of-input that would fire every window. A later run resumes from
+//! that checkpoint.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -102,6 +108,18 @@ pub struct Checkpointing {
     pub final_id: Arc<OnceLock<u64>>,
     /// Where acks go.
     pub acks: crossbeam_channel::Sender<Ack>,
+    /// A graceful stop: once the checkpoint with this id (or a later one)
+    /// is complete, the task tells its stages (sinks commit), shuts them
+    /// down and ends. 0: no stop requested.
+    pub stop_at: Arc<AtomicU64>,
+}
+
+impl Checkpointing {
+    /// True once a stop was requested and its checkpoint is complete.
+    pub fn stop_reached(&self) -> bool {
+        let stop = self.stop_at.load(Ordering::Acquire);
+        stop > 0 && self.completed.load(Ordering::Acquire) >= stop
+    }
 }
 
 impl Checkpointing {

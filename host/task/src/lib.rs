@@ -162,6 +162,12 @@ impl Task {
             }
             TaskInput::Gate(gate) => self.run_gate(&gate).and_then(|()| self.finish(None)),
         };
+        // A graceful stop ends the loops as a cancellation; once its
+        // checkpoint is complete that is a clean end.
+        let result = match result {
+            Err(TaskError::Cancelled) if self.checkpoints.as_ref().is_some_and(Checkpointing::stop_reached) => self.stop(),
+            r => r,
+        };
         self.metrics.finish();
         result
     }
@@ -251,8 +257,28 @@ impl Task {
         Ok(())
     }
 
-    /// Tells the stages about checkpoints completed since the last call.
+    /// Tells the stages about checkpoints completed since the last call;
+    /// ends the task (as cancelled) once a requested stop is reached.
     fn notify_completed(&mut self) -> Result<(), TaskError> {
+        self.commit_completed()?;
+        if self.checkpoints.as_ref().is_some_and(Checkpointing::stop_reached) {
+            return Err(TaskError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// The end of a graceful stop: the stop checkpoint is complete, so the
+    /// stages publish it and shut down.
+    fn stop(&mut self) -> Result<(), TaskError> {
+        self.commit_completed()?;
+        for stage in &mut self.stages {
+            stage.shutdown()?;
+        }
+        tracing::debug!(task = %self.name, checkpoint = self.completed, "stopped gracefully");
+        Ok(())
+    }
+
+    fn commit_completed(&mut self) -> Result<(), TaskError> {
         let Some(c) = &self.checkpoints else { return Ok(()) };
         let done = c.completed.load(Ordering::Acquire);
         if done > self.completed {

@@ -11,6 +11,11 @@
 //! microseconds) replaces `cost-us`. The plugin can only read it if the
 //! pipeline grants the directory, e.g. `allow-read = ["ctl"]`.
 //!
+//! With `burst-every-ms` set, the cost applies only during the first
+//! `burst-ms` of every `burst-every-ms` (wall clock, from `open`); in
+//! between records pass at no cost. That is an *alternating* bottleneck,
+//! like a window that fires every few seconds and blocks its task meanwhile.
+//!
 //! ```toml
 //! [[operators]]
 //! name = "slow"
@@ -48,6 +53,11 @@ pub struct Config {
     pub mode: Mode,
     /// A file whose content overrides `cost-us` while running.
     pub control_file: Option<String>,
+    /// Pay the cost only in bursts, one every this many milliseconds.
+    pub burst_every_ms: Option<u64>,
+    /// How long each burst lasts, in milliseconds.
+    #[serde(default)]
+    pub burst_ms: u64,
 }
 
 /// The operator.
@@ -59,6 +69,8 @@ pub struct Slow {
     last_check: Option<Instant>,
     /// Time owed from earlier batches (sub-microsecond remainders add up).
     debt: Duration,
+    /// `(every, length)` of the bursts, and when the first began.
+    bursts: Option<(Duration, Duration, Instant)>,
 }
 
 impl Slow {
@@ -79,6 +91,12 @@ impl Slow {
     }
 
     fn pay(&mut self, records: usize) {
+        if let Some((every, length, start)) = self.bursts {
+            let phase = start.elapsed().as_nanos() % every.as_nanos().max(1);
+            if phase >= length.as_nanos() {
+                return;
+            }
+        }
         let owed = self.debt + Duration::from_nanos((self.cost_us * 1000.0 * records as f64) as u64);
         if owed < Duration::from_micros(50) {
             self.debt = owed;
@@ -104,7 +122,14 @@ impl Operator for Slow {
         if !(config.cost_us >= 0.0 && config.cost_us.is_finite()) {
             return Err(Error::msg("`cost-us` must be a non-negative number of microseconds"));
         }
-        let mut slow = Slow { cost_us: config.cost_us, mode: config.mode, control_file: config.control_file, last_check: None, debt: Duration::ZERO };
+        let bursts = match config.burst_every_ms {
+            Some(0) => return Err(Error::msg("`burst-every-ms` must be positive")),
+            Some(every) if config.burst_ms > every => return Err(Error::msg("`burst-ms` must not exceed `burst-every-ms`")),
+            Some(every) => Some((Duration::from_millis(every), Duration::from_millis(config.burst_ms), Instant::now())),
+            None => None,
+        };
+        let mut slow =
+            Slow { cost_us: config.cost_us, mode: config.mode, control_file: config.control_file, last_check: None, debt: Duration::ZERO, bursts };
         slow.refresh()?;
         Ok(slow)
     }

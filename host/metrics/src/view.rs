@@ -1,0 +1,259 @@
+//! What the REST API, the web UI, `weir status` and `weir top` show: one
+//! serializable picture of a running pipeline ([`Snapshot`]) and its recent
+//! per-second history ([`Timeline`]).
+
+use crate::{mean, Analysis, Monitor, Status, TaskSample};
+use serde::{Deserialize, Serialize};
+
+/// The live state of a running pipeline's job graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Seconds of samples taken so far.
+    pub sampled_seconds: usize,
+    /// Seconds the figures are averaged over.
+    pub window_seconds: usize,
+    /// Sources, operators and sinks, in plan order.
+    pub vertices: Vec<VertexView>,
+    /// Tasks (chains of vertices), in plan order.
+    pub tasks: Vec<TaskView>,
+    /// Edges between tasks, with their traffic.
+    pub edges: Vec<EdgeView>,
+    /// Where the bottleneck is.
+    pub bottleneck: Analysis,
+}
+
+/// One source, operator or sink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VertexView {
+    /// Name in the pipeline file.
+    pub name: String,
+    /// `source`, `operator` or `sink`.
+    pub kind: String,
+    /// The task it runs in.
+    pub task: String,
+    /// Parallelism.
+    pub parallelism: usize,
+    /// Its input vertex.
+    pub input: Option<String>,
+    /// Partitioning from its input.
+    pub partition: String,
+    /// Records in per second, all subtasks.
+    pub records_in_per_second: f64,
+    /// Records out per second, all subtasks.
+    pub records_out_per_second: f64,
+    /// Records in, total so far.
+    pub records_in: u64,
+    /// Records out, total so far.
+    pub records_out: u64,
+}
+
+/// One task (a chain of vertices run by one thread per subtask).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The chain's name (its head vertex).
+    pub name: String,
+    /// Its vertices, head first.
+    pub vertices: Vec<String>,
+    /// The task feeding it.
+    pub upstream: Option<String>,
+    /// Parallelism.
+    pub parallelism: usize,
+    /// Backpressure status: `OK`, `LOW` or `HIGH` (the worst subtask).
+    pub status: String,
+    /// Busy ms/s, mean over subtasks.
+    pub busy: f64,
+    /// Idle ms/s, mean over subtasks.
+    pub idle: f64,
+    /// Backpressured ms/s, mean over subtasks.
+    pub backpressured: f64,
+    /// Busiest subtask's busy ms/s.
+    pub max_busy: f64,
+    /// Most backpressured subtask's ms/s.
+    pub max_backpressured: f64,
+    /// Its subtasks.
+    pub subtasks: Vec<SubtaskView>,
+}
+
+/// One subtask of a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubtaskView {
+    /// Subtask index.
+    pub subtask: u32,
+    /// Busy ms/s.
+    pub busy: f64,
+    /// Idle ms/s.
+    pub idle: f64,
+    /// Backpressured ms/s.
+    pub backpressured: f64,
+    /// Input buffer usage, 0..=1.
+    pub in_pool: f64,
+    /// Output buffer usage, 0..=1.
+    pub out_pool: f64,
+    /// Records into the task's head per second.
+    pub records_in_per_second: f64,
+    /// This subtask is the one the bottleneck analysis names.
+    pub bottleneck: bool,
+}
+
+/// Traffic from one task to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeView {
+    /// Sending task.
+    pub from: String,
+    /// Receiving task.
+    pub to: String,
+    /// Partitioning.
+    pub partition: String,
+    /// Records per second over the edge.
+    pub records_per_second: f64,
+}
+
+/// The per-second history of every task, for the timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Seconds covered (the newest last).
+    pub seconds: usize,
+    /// One per task.
+    pub tasks: Vec<TaskTimeline>,
+}
+
+/// One task's history, mean over its subtasks, oldest second first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskTimeline {
+    /// Task name.
+    pub name: String,
+    /// Busy ms/s per second.
+    pub busy: Vec<f64>,
+    /// Backpressured ms/s per second.
+    pub backpressured: Vec<f64>,
+    /// Idle ms/s per second.
+    pub idle: Vec<f64>,
+}
+
+impl Monitor {
+    /// The live picture: every vertex, task and edge with its windowed
+    /// figures, and the bottleneck analysis.
+    pub fn snapshot(&self) -> Snapshot {
+        let r = self.registry();
+        let bottleneck = self.analyze();
+        let graph = self.graph();
+        let tasks_now = self.tasks();
+        let vertices_now = self.vertices();
+        let st = self.state.lock().expect("monitor lock");
+        let sampled_seconds = st.task_history.iter().map(|h| h.len()).max().unwrap_or(0);
+        let total = |v: &crate::VertexEntry, f: fn(&weir_task::StageMetrics) -> u64| v.stages.iter().map(|m| f(m)).sum::<u64>();
+        let vertices: Vec<VertexView> = r
+            .vertices
+            .iter()
+            .zip(&vertices_now)
+            .map(|(v, now)| VertexView {
+                name: v.name.clone(),
+                kind: v.kind.to_owned(),
+                task: graph.get(v.chain).map(|g| g.name.clone()).unwrap_or_default(),
+                parallelism: v.stages.len(),
+                input: v.input.map(|u| r.vertices[u].name.clone()),
+                partition: v.partition.to_owned(),
+                records_in_per_second: now.records_in,
+                records_out_per_second: now.records_out,
+                records_in: total(v, |m| m.records_in.load(std::sync::atomic::Ordering::Relaxed)),
+                records_out: total(v, |m| m.records_out.load(std::sync::atomic::Ordering::Relaxed)),
+            })
+            .collect();
+        let tasks: Vec<TaskView> = graph
+            .iter()
+            .enumerate()
+            .map(|(c, g)| {
+                let head = r.vertices.iter().position(|v| v.chain == c);
+                let subs: Vec<SubtaskView> = r
+                    .tasks
+                    .iter()
+                    .zip(&tasks_now)
+                    .filter(|(t, _)| t.chain == c)
+                    .map(|(t, x)| {
+                        let rin = head.and_then(|h| st.stage_history[h].get(t.subtask as usize)).map_or(0.0, |h| {
+                            // A source head counts what it emits.
+                            if r.vertices[head.unwrap_or(0)].input.is_none() { mean(h, |x| x.records_out) } else { mean(h, |x| x.records_in) }
+                        });
+                        SubtaskView {
+                            subtask: t.subtask,
+                            busy: x.busy,
+                            idle: x.idle,
+                            backpressured: x.backpressured,
+                            in_pool: x.in_pool,
+                            out_pool: x.out_pool,
+                            records_in_per_second: rin,
+                            bottleneck: bottleneck.task.as_deref() == Some(&g.name) && bottleneck.subtask == Some(t.subtask),
+                        }
+                    })
+                    .collect();
+                let n = subs.len().max(1) as f64;
+                TaskView {
+                    name: g.name.clone(),
+                    vertices: r.vertices.iter().filter(|v| v.chain == c).map(|v| v.name.clone()).collect(),
+                    upstream: g.upstream.map(|u| graph[u].name.clone()),
+                    parallelism: subs.len(),
+                    status: self.chain_status_locked(&st, c).as_str().to_owned(),
+                    busy: subs.iter().map(|s| s.busy).sum::<f64>() / n,
+                    idle: subs.iter().map(|s| s.idle).sum::<f64>() / n,
+                    backpressured: subs.iter().map(|s| s.backpressured).sum::<f64>() / n,
+                    max_busy: subs.iter().map(|s| s.busy).fold(0.0, f64::max),
+                    max_backpressured: subs.iter().map(|s| s.backpressured).fold(0.0, f64::max),
+                    subtasks: subs,
+                }
+            })
+            .collect();
+        let edges = r
+            .vertices
+            .iter()
+            .zip(&vertices_now)
+            .filter_map(|(v, now)| {
+                let u = v.input?;
+                let from = r.vertices[u].chain;
+                (from != v.chain).then(|| EdgeView {
+                    from: graph[from].name.clone(),
+                    to: graph[v.chain].name.clone(),
+                    partition: v.partition.to_owned(),
+                    records_per_second: now.records_in,
+                })
+            })
+            .collect();
+        Snapshot { pipeline: r.pipeline.clone(), sampled_seconds, window_seconds: crate::WINDOW, vertices, tasks, edges, bottleneck }
+    }
+
+    /// The last `seconds` seconds of every task, mean over its subtasks.
+    pub fn timeline(&self, seconds: usize) -> Timeline {
+        let histories = self.histories();
+        let graph = self.graph();
+        let len = histories.iter().flatten().map(Vec::len).max().unwrap_or(0).min(seconds);
+        let tasks = graph
+            .iter()
+            .zip(&histories)
+            .map(|(g, subs)| {
+                let series = |f: fn(&TaskSample) -> f64| -> Vec<f64> {
+                    (0..len)
+                        .map(|i| {
+                            let vals: Vec<f64> = subs.iter().filter_map(|h| h.len().checked_sub(len - i).map(|j| f(&h[j]))).collect();
+                            if vals.is_empty() { 0.0 } else { vals.iter().sum::<f64>() / vals.len() as f64 }
+                        })
+                        .collect()
+                };
+                TaskTimeline { name: g.name.clone(), busy: series(|x| x.busy), backpressured: series(|x| x.backpressured), idle: series(|x| x.idle) }
+            })
+            .collect();
+        Timeline { seconds: len, tasks }
+    }
+}
+
+impl Status {
+    /// Parses `OK`, `LOW`, `HIGH`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "OK" => Some(Status::Ok),
+            "LOW" => Some(Status::Low),
+            "HIGH" => Some(Status::High),
+            _ => None,
+        }
+    }
+}
