@@ -645,7 +645,10 @@ impl Poller {
                 Some(Ok(m)) => {
                     let tp: Tp = (Arc::from(m.topic()), m.partition());
                     let Some((next, end)) = self.assigned.get_mut(&tp) else { continue };
-                    if end.is_some_and(|end| m.offset() >= end) {
+                    // Records before `next` were delivered already (fetched
+                    // again after a resume), those past a bounded end are
+                    // not ours.
+                    if m.offset() < *next || end.is_some_and(|end| m.offset() >= end) {
                         continue;
                     }
                     *next = m.offset() + 1;
@@ -741,7 +744,20 @@ impl Poller {
     /// Pauses or resumes every assigned partition; false if it failed.
     fn set_paused(&self, pause: bool) -> bool {
         let tpl = self.tpl();
-        let r = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        let r = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            // librdkafka drops what it had fetched ahead when a partition
+            // is paused, and may resume fetching after it: assign again at
+            // the next offset each partition owes the pipeline.
+            self.consumer.resume(&tpl).and_then(|()| {
+                let mut at = TopicPartitionList::new();
+                for (tp, (next, _)) in &self.assigned {
+                    at.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next))?;
+                }
+                self.consumer.assign(&at)
+            })
+        };
         match r {
             Ok(()) => {
                 tracing::debug!(source = %self.name, subtask = self.subtask, "partitions {}", if pause { "paused" } else { "resumed" });

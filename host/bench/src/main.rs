@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|boundary|analysis] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|boundary|analysis|kafka] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -83,6 +83,7 @@
 mod boundary;
 mod events_agg;
 mod latency;
+mod kafka;
 mod reload;
 
 use anyhow::{bail, Context as _};
@@ -177,6 +178,9 @@ enum Which {
     /// the throughput dip, and a ~15 MB JavaScript component's swap with a
     /// cold and a warm compile cache.
     Reload,
+    /// Kafka (tansu, in memory): a bare consumer vs Kafka -> identity ->
+    /// Kafka and Kafka -> events-agg -> discard. Not part of `all`.
+    Kafka,
     /// The bottleneck analysis over a full 300 s history (what every API
     /// and UI poll costs): 8 tasks x 4 subtasks.
     Analysis,
@@ -220,6 +224,9 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.which, Which::All | Which::Reload) {
         let count = if cli.which == Which::All { 5_000_000 } else { cli.count };
         reload::run(&engine, &repo, &plugin_dir, count, cli.json)?;
+    }
+    if cli.which == Which::Kafka {
+        kafka::run(&engine, &plugin_dir, cli.count.max(1), cli.json)?;
     }
     if matches!(cli.which, Which::All | Which::Boundary) {
         let options = boundary::Options { records: cli.records, batch_sizes: cli.batch_sizes.clone(), rounds: cli.rounds };
