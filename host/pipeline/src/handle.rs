@@ -280,7 +280,7 @@ impl RunHandle {
     }
 
     /// The run's hot-reload view: plugin versions per subtask, the reload
-    /// history, manual reloads. Pass it as [`crate::RunOptions::reload`].
+    /// history, manual reloads; the run fills it in.
     pub fn reload(&self) -> &crate::reload::ReloadHandle {
         &self.inner.reload
     }

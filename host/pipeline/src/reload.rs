@@ -21,13 +21,15 @@
 //! `weir_operator_plugin_version` shows the active version per operator.
 //!
 //! [`ReloadHandle`] is the public, thread-safe view for other front ends
-//! (`weir plugins`, the REST API): create one, put a clone in
-//! [`crate::RunOptions::reload`], and read [`ReloadHandle::status`] while
+//! (`weir plugins`, the REST API): every [`crate::RunHandle`] carries one
+//! ([`crate::RunHandle::reload`]); pass the run handle in
+//! [`crate::RunOptions::handle`] and read [`ReloadHandle::status`] while
 //! the pipeline runs.
 //!
 //! ```
-//! let handle = weir_pipeline::ReloadHandle::default();
-//! let options = weir_pipeline::RunOptions { reload: handle.clone(), ..Default::default() };
+//! let run = weir_pipeline::RunHandle::new();
+//! let handle = run.reload().clone();
+//! let options = weir_pipeline::RunOptions { handle: Some(run), ..Default::default() };
 //! // std::thread::spawn(move || weir_pipeline::run(&pipeline, &engine, &options));
 //! let status = handle.status();
 //! assert!(status.operators.is_empty(), "nothing runs yet");
