@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use weir_tests::kafka::{Tansu, consume, create_topic, produce, produce_with};
 use std::io::{BufRead, BufReader};
-use weir_tests::{Scratch, cache_dir, free_port, metric, rss, scrape, weir_bin};
+use weir_tests::{Lcg, Scratch, cache_dir, free_port, kill_after, metric, rss, scrape, weir_bin};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
@@ -91,30 +91,13 @@ delivery = "at-least-once"
 }
 
 
-/// Starts `weir run` and kills it with SIGKILL after `after` (unless it
+/// Starts a run and kills it with SIGKILL after `after` (unless it
 /// finished first).
 fn run_and_kill(s: &Scratch, after: Duration) {
     let mut child = weir(s, &RUN).stderr(Stdio::null()).spawn().expect("start weir");
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    kill_after(&mut child, after);
 }
 
-/// A small seeded generator for kill moments.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        lo + (self.0 >> 33) % (hi - lo)
-    }
-}
 
 /// The transactional path (one transaction per checkpoint epoch, committed
 /// with its marker when the checkpoint completes) on librdkafka's mock

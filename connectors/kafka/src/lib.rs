@@ -80,31 +80,3 @@ fn client_config(brokers: &str, defaults: &[(&str, String)], properties: &BTreeM
 fn external(what: impl std::fmt::Display, e: rdkafka::error::KafkaError) -> ConnectorError {
     ConnectorError::external(format!("{what}: {e}"), e)
 }
-
-/// Properties whose values must not be printed (passwords, keys).
-fn is_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k.contains("key.pem") || k.contains("jaas")
-}
-
-/// `properties` for logs, with secret values replaced.
-pub fn redacted(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    properties.iter().map(|(k, v)| (k.clone(), if is_secret(k) { "<redacted>".to_owned() } else { v.clone() })).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_redacted() {
-        let mut p = BTreeMap::new();
-        p.insert("sasl.password".to_owned(), "hunter2".to_owned());
-        p.insert("ssl.key.pem".to_owned(), "-----BEGIN".to_owned());
-        p.insert("client.id".to_owned(), "me".to_owned());
-        let r = redacted(&p);
-        assert_eq!(r["sasl.password"], "<redacted>");
-        assert_eq!(r["ssl.key.pem"], "<redacted>");
-        assert_eq!(r["client.id"], "me");
-    }
-}

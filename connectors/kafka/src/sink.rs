@@ -272,7 +272,7 @@ impl KafkaSink {
     /// [`Sink::start`].
     pub fn open(config: KafkaSinkConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
         let prefix = config.transactional_id_prefix.clone().unwrap_or_else(|| format!("weir-{}-{}", ctx.pipeline, ctx.name));
-        let spill_dir = config.spill_dir.clone().unwrap_or_else(|| PathBuf::from("data/kafka").join(&ctx.pipeline).join(&ctx.name));
+        let spill_dir = config.spill_dir.clone().unwrap_or_else(|| default_spill_dir(Path::new(""), &ctx.pipeline, &ctx.name));
         let mut sink = Self {
             config,
             ctx: ctx.clone(),
@@ -353,20 +353,23 @@ impl KafkaSink {
         Ok(self.open.as_mut().expect("opened above"))
     }
 
-    fn marker_group(&mut self, subtask: u32) -> Result<rdkafka::consumer::ConsumerGroupMetadata, ConnectorError> {
+    /// A client of the marker group `PREFIX-SUBTASK`, and the group's name.
+    fn marker_client(&self, subtask: u32) -> Result<(BaseConsumer, String), ConnectorError> {
         let group = format!("{}-{}", self.prefix, subtask);
-        let c: BaseConsumer = client_config(&self.config.brokers, &[("group.id", group.clone())], &properties(&self.config.properties))
+        let c = client_config(&self.config.brokers, &[("group.id", group.clone())], &properties(&self.config.properties))
             .create()
             .map_err(|e| ConnectorError::user(format!("invalid Kafka settings: {e}")))?;
+        Ok((c, group))
+    }
+
+    fn marker_group(&self, subtask: u32) -> Result<rdkafka::consumer::ConsumerGroupMetadata, ConnectorError> {
+        let (c, group) = self.marker_client(subtask)?;
         c.group_metadata().ok_or_else(|| ConnectorError::internal(format!("no group metadata for {group:?}")))
     }
 
     /// The last checkpoint whose epoch `subtask` committed (its marker).
     fn committed_marker(&self, subtask: u32) -> Result<Option<u64>, ConnectorError> {
-        let group = format!("{}-{}", self.prefix, subtask);
-        let c: BaseConsumer = client_config(&self.config.brokers, &[("group.id", group.clone())], &properties(&self.config.properties))
-            .create()
-            .map_err(|e| ConnectorError::user(format!("invalid Kafka settings: {e}")))?;
+        let (c, group) = self.marker_client(subtask)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(self.marker_topic(), 0);
         let got = c.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| external(format!("reading the commit marker of {group:?}"), e))?;
@@ -385,14 +388,27 @@ impl KafkaSink {
         if self.marker_group.is_none() {
             self.marker_group = Some(self.marker_group(self.ctx.subtask)?);
         }
+        let group = self.marker_group.as_ref().expect("set above");
+        self.commit_with_marker(&txn.producer, &txn.id, group, checkpoint)
+    }
+
+    /// Adds the marker of `checkpoint` (group `group`) to the open
+    /// transaction of `producer` and commits it.
+    fn commit_with_marker(
+        &self,
+        producer: &Producer_,
+        transactional_id: &str,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        checkpoint: u64,
+    ) -> Result<(), ConnectorError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(self.marker_topic(), 0, Offset::Offset(checkpoint as i64)).map_err(|e| external("marker", e))?;
-        let group = self.marker_group.as_ref().expect("set above");
-        txn.producer
+        producer
             .send_offsets_to_transaction(&tpl, group, REQUEST_TIMEOUT)
-            .map_err(|e| external(format!("adding the commit marker of checkpoint {checkpoint} to {:?}", txn.id), e))?;
-        txn.producer.commit_transaction(REQUEST_TIMEOUT).map_err(|e| external(format!("committing transaction {:?} of checkpoint {checkpoint}", txn.id), e))?;
-        Ok(())
+            .map_err(|e| external(format!("adding the commit marker of checkpoint {checkpoint} to {transactional_id:?}"), e))?;
+        producer
+            .commit_transaction(REQUEST_TIMEOUT)
+            .map_err(|e| external(format!("committing transaction {transactional_id:?} of checkpoint {checkpoint}"), e))
     }
 
     fn send(&self, producer: &Producer_, batch: &[u8]) -> Result<(), ConnectorError> {
@@ -463,10 +479,7 @@ impl KafkaSink {
         Self::flush(&producer)?;
         self.check_failed()?;
         let group = self.marker_group(subtask)?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(self.marker_topic(), 0, Offset::Offset(checkpoint as i64)).map_err(|e| external("marker", e))?;
-        producer.send_offsets_to_transaction(&tpl, &group, REQUEST_TIMEOUT).map_err(|e| external("adding the commit marker", e))?;
-        producer.commit_transaction(REQUEST_TIMEOUT).map_err(|e| external("committing the replayed epoch", e))?;
+        self.commit_with_marker(&producer, &handle.transactional_id, &group, checkpoint)?;
         tracing::info!(sink = %self.ctx.name, subtask = self.ctx.subtask, "re-sent the uncommitted epoch of checkpoint {checkpoint} ({} bytes) from {}", bytes.len(), handle.spill.display());
         Ok(())
     }
