@@ -537,7 +537,12 @@ impl Source for KafkaSource {
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
-        let offsets: Vec<(&str, i32, i64)> = self.positions.iter().filter(|(_, p)| p.next >= 0).map(|((t, p), pos)| (&**t, *p, pos.next)).collect();
+        // Before the first poll the offsets are still the restored ones: a
+        // checkpoint taken then must keep them, not record nothing.
+        let offsets: Vec<(&str, i32, i64)> = match (&self.restored, self.started) {
+            (Some(r), false) => r.iter().map(|((t, p), next)| (t.as_str(), *p, *next)).collect(),
+            _ => self.positions.iter().filter(|(_, p)| p.next >= 0).map(|((t, p), pos)| (&**t, *p, pos.next)).collect(),
+        };
         serde_json::to_vec(&offsets).map_err(|e| ConnectorError::internal(format!("encoding offsets: {e}")))
     }
 
