@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use weir_connector_file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
 use weir_connector_generator::GeneratorConfig;
+use weir_connector_postgres::PostgresSinkConfig;
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +329,8 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// `type = "discard"`.
     Discard,
+    /// `type = "postgres"`.
+    Postgres(Box<PostgresSinkConfig>),
 }
 
 /// `[sinks.NAME]`.
@@ -648,6 +651,14 @@ impl Pipeline {
                     c.path = base.join(&c.path);
                     SinkKind::File(c)
                 }),
+                Some("postgres") => typed::<PostgresSinkConfig>(toml::Value::Table(t), &path, &mut errors).map(|mut c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    c.spill_dir = base.join(&c.spill_dir);
+                    if let Some(f) = &c.password_file {
+                        c.password_file = Some(base.join(f));
+                    }
+                    SinkKind::Postgres(Box::new(c))
+                }),
                 Some("discard") => {
                     if let Some(k) = t.keys().next() {
                         errors.push(ConfigError { path: format!("{path}.{k}"), message: "unknown key; a discard sink takes no settings".into() });
@@ -655,11 +666,11 @@ impl Pipeline {
                     Some(SinkKind::Discard)
                 }
                 Some(other) => {
-                    errors.push(ConfigError { path: format!("{path}.type"), message: format!("unknown sink type {other:?}; available: \"stdout\", \"file\", \"discard\"") });
+                    errors.push(ConfigError { path: format!("{path}.type"), message: format!("unknown sink type {other:?}; available: \"stdout\", \"file\", \"discard\", \"postgres\"") });
                     None
                 }
                 None => {
-                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"stdout\", \"file\" or \"discard\"".into() });
+                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"stdout\", \"file\", \"discard\" or \"postgres\"".into() });
                     None
                 }
             };
