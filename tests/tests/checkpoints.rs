@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use weir_tests::{cache_dir, json_lines, weir_bin, Scratch};
+use std::time::Duration;
+use weir_tests::{cache_dir, json_lines, kill_after, weir_bin, Lcg, Scratch};
 
 /// generator -> json-filter (key by user) -> running-sum (keyed state) -> file sink.
 fn pipeline(count: u64, rate: u64, parallelism: u32, interval: &str) -> String {
@@ -66,15 +66,7 @@ fn run_to_end(s: &Scratch, extra: &[&str]) -> String {
 /// Starts a run and kills it with SIGKILL after `after`.
 fn run_and_kill(s: &Scratch, after: Duration) {
     let mut child = weir(s, &RUN, None).stderr(Stdio::null()).spawn().expect("start weir");
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return; // finished before the kill: the next start resumes from its final checkpoint
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    kill_after(&mut child, after);
 }
 
 /// Every output file, in subtask order, concatenated.
@@ -94,16 +86,6 @@ fn reference(body: &str) -> Vec<u8> {
     s.pipeline("p.toml", body);
     run_to_end(&s, &[]);
     output(&s)
-}
-
-/// A small seeded generator for the kill moments.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next_ms(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        lo + (self.0 >> 33) % (hi - lo)
-    }
 }
 
 #[test]

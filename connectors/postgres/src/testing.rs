@@ -65,7 +65,7 @@ impl TempCluster {
             cluster.port = free_port();
             let conf = format!(
                 "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
-                 synchronous_commit = off\nmax_connections = 60\nshared_buffers = 128MB\nmax_wal_size = 1GB\nlog_min_messages = warning\n",
+                 max_connections = 60\nshared_buffers = 128MB\nmax_wal_size = 1GB\nlog_min_messages = warning\n",
                 cluster.port,
                 cluster.dir.path().display()
             );
