@@ -1,17 +1,16 @@
 //! Records to rows of PostgreSQL's binary `COPY` format.
 //!
-//! A record's JSON value is scanned once (serde_json with borrowed
-//! [`RawValue`]s: no `Value` tree is built) and only the fields that a column
-//! maps are kept; each is then written in the binary representation of its
-//! column's type, checked against the column the way PostgreSQL would check
-//! it (`smallint` range, UUID syntax, ...). A record that does not fit is not
-//! sent: its error names the column and the field, and the record goes to the
-//! dead-letter table like a row the database rejected.
+//! A record's JSON value is scanned once with `json-scan` (the validating,
+//! allocation-free scanner the `json-filter` plugin uses: no tree is built,
+//! only where the mapped top-level fields are is remembered); each field is
+//! then written in the binary representation of its column's type, checked
+//! the way PostgreSQL would check it (`smallint` range, UUID syntax, ...). A
+//! record that does not fit is not sent: its error names the column and the
+//! field, and the record goes to the dead-letter table like a row the
+//! database rejected.
 
 use crate::schema::{Column, PgType, Source};
-use serde::de::{DeserializeSeed, MapAccess, Visitor};
-use serde_json::value::RawValue;
-use std::fmt;
+use json_scan::{Fields, Kind};
 use weir_connector::RecordRef;
 
 /// The binary COPY header: signature, flags, header extension length.
@@ -27,30 +26,28 @@ const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * 86_400 * 1_000_000;
 #[derive(Debug, Clone)]
 pub struct Encoder {
     columns: Vec<Column>,
-    /// Distinct JSON field names the columns read, and for each column the
-    /// index of its field here.
-    fields: Vec<String>,
+    /// The JSON fields the columns read, and for each column its index here.
+    fields: Fields,
     field_of: Vec<Option<usize>>,
-    /// Append this many extra `int8` fields (the staging sequence of upsert).
+    /// Append the record's position as a last `int8` field (upsert staging).
     with_sequence: bool,
+    /// Decoded strings with escapes.
+    scratch: Vec<u8>,
 }
 
 impl Encoder {
     /// An encoder for `columns`; `with_sequence` appends the record's
     /// position as a last `int8` field.
     pub fn new(columns: Vec<Column>, with_sequence: bool) -> Self {
-        let mut fields: Vec<String> = Vec::new();
+        let mut fields = Fields::new();
         let field_of = columns
             .iter()
             .map(|c| match &c.source {
-                Source::Field(f) => Some(fields.iter().position(|x| x == f).unwrap_or_else(|| {
-                    fields.push(f.clone());
-                    fields.len() - 1
-                })),
+                Source::Field(f) => Some(fields.add(f)),
                 _ => None,
             })
             .collect();
-        Self { columns, fields, field_of, with_sequence }
+        Self { columns, fields, field_of, with_sequence, scratch: Vec::new() }
     }
 
     /// The columns, in COPY order.
@@ -60,7 +57,7 @@ impl Encoder {
 
     /// Appends the tuple of `rec` to `out`. On error `out` is left as it
     /// was and the message names the column.
-    pub fn encode(&self, rec: &RecordRef<'_>, checkpoint: u64, position: u64, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn encode(&mut self, rec: &RecordRef<'_>, checkpoint: u64, position: u64, out: &mut Vec<u8>) -> Result<(), String> {
         let start = out.len();
         let r = self.encode_inner(rec, checkpoint, position, out);
         if r.is_err() {
@@ -69,23 +66,22 @@ impl Encoder {
         r
     }
 
-    fn encode_inner(&self, rec: &RecordRef<'_>, checkpoint: u64, position: u64, out: &mut Vec<u8>) -> Result<(), String> {
+    fn encode_inner(&mut self, rec: &RecordRef<'_>, checkpoint: u64, position: u64, out: &mut Vec<u8>) -> Result<(), String> {
         let n = self.columns.len() + usize::from(self.with_sequence);
         out.extend_from_slice(&(n as i16).to_be_bytes());
-        let mut slots: Vec<Option<&RawValue>> = vec![None; self.fields.len()];
-        if !self.fields.is_empty() {
-            let mut de = serde_json::Deserializer::from_slice(rec.value);
-            ObjectSeed { fields: &self.fields, slots: &mut slots }
-                .deserialize(&mut de)
-                .and_then(|()| de.end())
-                .map_err(|e| format!("the record's value is not a JSON object: {e}"))?;
-        }
-        for (i, column) in self.columns.iter().enumerate() {
+        let Encoder { columns, fields, field_of, with_sequence, scratch } = self;
+        let has_fields = field_of.iter().any(Option::is_some);
+        let object = if has_fields {
+            Some(fields.scan(rec.value).map_err(|e| format!("the record's value is not a JSON object: {e}"))?)
+        } else {
+            None
+        };
+        for (i, column) in columns.iter().enumerate() {
             let value = match &column.source {
-                Source::Field(_) => match self.field_of[i].and_then(|f| slots[f]) {
+                Source::Field(_) => match field_of[i].and_then(|f| object.as_ref().and_then(|o| o.get(f))) {
                     None => Value::Null,
-                    Some(raw) if raw.get() == "null" => Value::Null,
-                    Some(raw) => Value::Json(raw),
+                    Some(v) if v.kind() == Kind::Null => Value::Null,
+                    Some(v) => Value::Json(v),
                 },
                 Source::Key => rec.key.map_or(Value::Null, Value::Bytes),
                 Source::Value => Value::Bytes(rec.value),
@@ -101,12 +97,12 @@ impl Encoder {
             }
             let len_at = out.len();
             out.extend_from_slice(&[0; 4]);
-            write_value(column.ty, value, out)
+            write_value(column.ty, value, scratch, out)
                 .map_err(|e| format!("column {:?} ({}) from {}: {e}", column.name, column.type_name, column.source))?;
             let len = (out.len() - len_at - 4) as i32;
             out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
         }
-        if self.with_sequence {
+        if *with_sequence {
             out.extend_from_slice(&8i32.to_be_bytes());
             out.extend_from_slice(&(position as i64).to_be_bytes());
         }
@@ -117,64 +113,16 @@ impl Encoder {
 /// Where a column's value came from, before conversion.
 enum Value<'a> {
     Null,
-    Json(&'a RawValue),
+    Json(json_scan::Value<'a>),
     Bytes(&'a [u8]),
     Millis(i64),
     Int(i64),
 }
 
-/// Collects the wanted top-level fields of a JSON object.
-struct ObjectSeed<'f, 's, 'de> {
-    fields: &'f [String],
-    slots: &'s mut Vec<Option<&'de RawValue>>,
-}
-
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ObjectSeed<'_, '_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match self.fields.iter().position(|f| *f == key) {
-                Some(i) => self.slots[i] = Some(map.next_value::<&'de RawValue>()?),
-                None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn json_str(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
-    if raw.get().starts_with('"') { serde_json::from_str(raw.get()).ok() } else { None }
-}
-
-fn json_i64(raw: &RawValue) -> Result<i64, String> {
-    let t = raw.get();
-    if let Ok(n) = t.parse::<i64>() {
-        return Ok(n);
-    }
-    match t.parse::<f64>() {
-        Ok(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
-        _ => Err(format!("expected an integer, found {}", shorten(t))),
-    }
-}
-
-fn shorten(t: &str) -> String {
+fn shorten(t: &[u8]) -> String {
+    let t = String::from_utf8_lossy(t);
     if t.len() <= 40 {
-        return t.to_owned();
+        return t.into_owned();
     }
     let mut end = 40;
     while !t.is_char_boundary(end) {
@@ -183,12 +131,27 @@ fn shorten(t: &str) -> String {
     format!("{}...", &t[..end])
 }
 
-fn write_value(ty: PgType, value: Value<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+/// A JSON string's decoded text (`None` for other kinds).
+fn json_text<'s>(v: &json_scan::Value<'s>, scratch: &'s mut Vec<u8>) -> Option<&'s str> {
+    v.str_bytes(scratch).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+fn json_i64(v: &json_scan::Value<'_>) -> Result<i64, String> {
+    if let Some(n) = v.as_i64() {
+        return Ok(n);
+    }
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
+        _ => Err(format!("expected an integer, found {}", shorten(v.raw()))),
+    }
+}
+
+fn write_value(ty: PgType, value: Value<'_>, scratch: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), String> {
     match (ty, value) {
         (_, Value::Null) => unreachable!("nulls are written by the caller"),
         (PgType::Int2 | PgType::Int4 | PgType::Int8, v) => {
             let n = match v {
-                Value::Json(raw) => json_i64(raw)?,
+                Value::Json(j) => json_i64(&j)?,
                 Value::Millis(n) | Value::Int(n) => n,
                 Value::Bytes(b) => std::str::from_utf8(b)
                     .ok()
@@ -204,7 +167,7 @@ fn write_value(ty: PgType, value: Value<'_>, out: &mut Vec<u8>) -> Result<(), St
         }
         (PgType::Float4 | PgType::Float8, v) => {
             let f = match v {
-                Value::Json(raw) => raw.get().parse::<f64>().map_err(|_| format!("expected a number, found {}", shorten(raw.get())))?,
+                Value::Json(j) => j.as_f64().ok_or_else(|| format!("expected a number, found {}", shorten(j.raw())))?,
                 Value::Millis(n) | Value::Int(n) => n as f64,
                 _ => return Err("expected a number".into()),
             };
@@ -214,16 +177,16 @@ fn write_value(ty: PgType, value: Value<'_>, out: &mut Vec<u8>) -> Result<(), St
                 out.extend_from_slice(&f.to_be_bytes());
             }
         }
-        (PgType::Bool, Value::Json(raw)) => match raw.get() {
-            "true" => out.push(1),
-            "false" => out.push(0),
-            other => return Err(format!("expected true or false, found {}", shorten(other))),
+        (PgType::Bool, Value::Json(j)) => match j.as_bool() {
+            Some(b) => out.push(u8::from(b)),
+            None => return Err(format!("expected true or false, found {}", shorten(j.raw()))),
         },
-        (PgType::Text, v) => match v {
-            Value::Json(raw) => match json_str(raw) {
-                Some(s) => out.extend_from_slice(s.as_bytes()),
-                None => out.extend_from_slice(raw.get().as_bytes()),
+        (PgType::Text | PgType::Bytea, v) => match v {
+            Value::Json(j) => match j.kind() {
+                Kind::String => out.extend_from_slice(j.str_bytes(scratch).unwrap_or_default()),
+                _ => out.extend_from_slice(j.raw()),
             },
+            Value::Bytes(b) if ty == PgType::Bytea => out.extend_from_slice(b),
             Value::Bytes(b) => out.extend_from_slice(std::str::from_utf8(b).map_err(|e| format!("not UTF-8 text: {e}"))?.as_bytes()),
             Value::Millis(n) | Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
             Value::Null => unreachable!(),
@@ -233,7 +196,7 @@ fn write_value(ty: PgType, value: Value<'_>, out: &mut Vec<u8>) -> Result<(), St
                 out.push(1);
             }
             match v {
-                Value::Json(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Value::Json(j) => out.extend_from_slice(j.raw()),
                 Value::Bytes(b) => {
                     let s = std::str::from_utf8(b).map_err(|e| format!("not UTF-8 text: {e}"))?;
                     serde_json::from_str::<serde::de::IgnoredAny>(s).map_err(|e| format!("not JSON: {e}"))?;
@@ -243,53 +206,46 @@ fn write_value(ty: PgType, value: Value<'_>, out: &mut Vec<u8>) -> Result<(), St
                 Value::Null => unreachable!(),
             }
         }
-        (PgType::Bytea, v) => match v {
-            Value::Json(raw) => match json_str(raw) {
-                Some(s) => out.extend_from_slice(s.as_bytes()),
-                None => out.extend_from_slice(raw.get().as_bytes()),
-            },
-            Value::Bytes(b) => out.extend_from_slice(b),
-            Value::Millis(n) | Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            Value::Null => unreachable!(),
-        },
         (PgType::Uuid, v) => {
             let text = match &v {
-                Value::Json(raw) => json_str(raw).ok_or_else(|| format!("expected a UUID string, found {}", shorten(raw.get())))?,
-                Value::Bytes(b) => std::borrow::Cow::Borrowed(std::str::from_utf8(b).map_err(|_| "expected a UUID string".to_owned())?),
+                Value::Json(j) => json_text(j, scratch).ok_or_else(|| format!("expected a UUID string, found {}", shorten(j.raw())))?,
+                Value::Bytes(b) => std::str::from_utf8(b).map_err(|_| "expected a UUID string".to_owned())?,
                 _ => return Err("expected a UUID string".into()),
             };
-            out.extend_from_slice(&parse_uuid(&text).ok_or_else(|| format!("{} is not a UUID", shorten(&text)))?);
+            out.extend_from_slice(&parse_uuid(text).ok_or_else(|| format!("{} is not a UUID", shorten(text.as_bytes())))?);
         }
         (PgType::Timestamp | PgType::Timestamptz, v) => {
             let micros = match v {
                 Value::Millis(ms) => ms.checked_mul(1000).ok_or("timestamp out of range")?,
                 Value::Int(n) => n.checked_mul(1000).ok_or("timestamp out of range")?,
-                Value::Json(raw) => match json_str(raw) {
-                    Some(s) => rfc3339_micros(&s)?,
-                    None => json_i64(raw)
-                        .map_err(|_| format!("expected milliseconds since 1970 or an RFC 3339 string, found {}", shorten(raw.get())))?
-                        .checked_mul(1000)
-                        .ok_or("timestamp out of range")?,
-                },
+                Value::Json(j) if j.kind() == Kind::String => {
+                    rfc3339_micros(json_text(&j, scratch).ok_or("expected an RFC 3339 string")?)?
+                }
+                Value::Json(j) => json_i64(&j)
+                    .map_err(|_| format!("expected milliseconds since 1970 or an RFC 3339 string, found {}", shorten(j.raw())))?
+                    .checked_mul(1000)
+                    .ok_or("timestamp out of range")?,
                 Value::Bytes(_) | Value::Null => return Err("expected a timestamp".into()),
             };
             out.extend_from_slice(&(micros - PG_EPOCH_MICROS).to_be_bytes());
         }
-        (PgType::Date, Value::Json(raw)) => {
-            let s = json_str(raw).ok_or_else(|| format!("expected a \"YYYY-MM-DD\" string, found {}", shorten(raw.get())))?;
-            let days = parse_date(&s).ok_or_else(|| format!("{} is not a \"YYYY-MM-DD\" date", shorten(&s)))?;
+        (PgType::Date, Value::Json(j)) => {
+            let s = json_text(&j, scratch).ok_or_else(|| format!("expected a \"YYYY-MM-DD\" string, found {}", shorten(j.raw())))?;
+            let days = parse_date(s).ok_or_else(|| format!("{} is not a \"YYYY-MM-DD\" date", shorten(s.as_bytes())))?;
             out.extend_from_slice(&((days - PG_EPOCH_DAYS) as i32).to_be_bytes());
         }
         (PgType::Numeric, v) => {
+            let owned;
             let text = match &v {
-                Value::Json(raw) => match json_str(raw) {
-                    Some(s) => s,
-                    None => std::borrow::Cow::Borrowed(raw.get()),
-                },
-                Value::Millis(n) | Value::Int(n) => std::borrow::Cow::Owned(n.to_string()),
+                Value::Json(j) if j.kind() == Kind::String => json_text(j, scratch).ok_or("expected a number")?,
+                Value::Json(j) if j.kind() == Kind::Number => std::str::from_utf8(j.raw()).map_err(|_| "expected a number")?,
+                Value::Millis(n) | Value::Int(n) => {
+                    owned = n.to_string();
+                    &owned
+                }
                 _ => return Err("expected a number".into()),
             };
-            write_numeric(&text, out).ok_or_else(|| format!("{} is not a decimal number", shorten(&text)))?;
+            write_numeric(text, out).ok_or_else(|| format!("{} is not a decimal number", shorten(text.as_bytes())))?;
         }
         (_, _) => return Err("this source cannot fill a column of this type".into()),
     }
@@ -328,7 +284,7 @@ fn parse_date(s: &str) -> Option<i64> {
 }
 
 fn rfc3339_micros(s: &str) -> Result<i64, String> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{} is not an RFC 3339 timestamp ({e})", shorten(s)))?;
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("{} is not an RFC 3339 timestamp ({e})", shorten(s.as_bytes())))?;
     match t.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => Ok(d.as_micros() as i64),
         Err(e) => Ok(-(e.duration().as_micros() as i64)),
@@ -414,5 +370,31 @@ mod tests {
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_uuid("00112233-4455-6677-8899-aabbccddeeff").unwrap()[15], 0xff);
         assert!(parse_uuid("0011").is_none());
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::schema::{Column, PgType, Source};
+
+    /// `cargo test --release -p weir-connector-postgres encode_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn encode_speed() {
+        let col = |name: &str, ty| Column { name: name.into(), ty, type_name: String::new(), source: Source::Field(name.into()), not_null: false };
+        let mut enc = Encoder::new(vec![col("id", PgType::Int8), col("name", PgType::Text), col("amount", PgType::Int4), col("payload", PgType::Text)], false);
+        let mut w = weir_connector::BatchWriter::new();
+        for i in 0..1_000_000u64 {
+            let v = format!("{{\"id\":{i},\"name\":\"user-{:04}\",\"amount\":{},\"payload\":\"{}\"}}", i % 10000, i % 1000, "x".repeat(40));
+            w.push(None, v.as_bytes(), 0, &[]);
+        }
+        let frames = w.finish();
+        let mut out = Vec::with_capacity(100 << 20);
+        let t = std::time::Instant::now();
+        for rec in weir_connector::Frames::new(&frames) {
+            enc.encode(&rec.unwrap(), 0, 0, &mut out).unwrap();
+        }
+        eprintln!("encode: {:?} per record", t.elapsed() / 1_000_000);
     }
 }

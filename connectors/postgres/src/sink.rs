@@ -4,7 +4,7 @@ use crate::config::{Delivery, PostgresSinkConfig};
 use crate::writer::{Epoch, Identity, Job, Shared, State, Writer};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,7 +37,8 @@ pub struct PostgresSink {
     /// Tells this run's spill files from earlier runs'.
     run: String,
     /// The epoch being written (exactly-once).
-    spill: Option<BufWriter<File>>,
+    /// Batches arrive whole (~32 KiB), so they are written without a buffer.
+    spill: Option<File>,
     spill_records: u64,
     waits: Option<Arc<dyn WaitObserver>>,
 }
@@ -250,7 +251,7 @@ impl Sink for PostgresSink {
                 if self.spill.is_none() {
                     let path = self.dir.join(format!("inprogress-{}.spill", self.run));
                     let file = File::create(&path).map_err(io_error(format!("spill-dir: cannot create {}", path.display())))?;
-                    self.spill = Some(BufWriter::with_capacity(1 << 20, file));
+                    self.spill = Some(file);
                 }
                 let w = self.spill.as_mut().expect("opened");
                 w.write_all(&(batch.len() as u32).to_le_bytes())
@@ -301,9 +302,8 @@ impl Sink for PostgresSink {
             let path = self.spill_path(checkpoint);
             let what = format!("spill-dir: sealing the records of checkpoint {checkpoint} in {}", path.display());
             w.flush().map_err(io_error(what.clone()))?;
-            let file = w.into_inner().map_err(|e| io_error(what.clone())(e.into_error()))?;
-            file.sync_data().map_err(io_error(what.clone()))?;
-            drop(file);
+            w.sync_data().map_err(io_error(what.clone()))?;
+            drop(w);
             fs::rename(&tmp, &path).map_err(io_error(what.clone()))?;
             sync_dir(&self.dir).map_err(io_error(what))?;
             let epoch = Epoch { checkpoint, subtask: self.subtask, path, records: self.spill_records };

@@ -18,7 +18,7 @@ use crate::schema::{Target, quote_ident, quote_qualified};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use std::collections::VecDeque;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -157,7 +157,10 @@ pub struct Writer {
     who: Identity,
     shared: Arc<Shared>,
     rt: tokio::runtime::Runtime,
-    client: Option<Client>,
+    client: Option<Arc<Client>>,
+    /// The COPY of the previous statement, still running while the next
+    /// rows are encoded (fast path only).
+    inflight: std::cell::RefCell<Option<tokio::task::JoinHandle<Result<(), Failure>>>>,
     target: Option<Target>,
     encoder: Option<Encoder>,
     /// `COPY ... FROM STDIN (FORMAT binary)` into the table or the staging table.
@@ -190,7 +193,7 @@ impl DeadLetter {
 
 /// Reads the records of a job, block by block.
 enum Records<'a> {
-    File { reader: BufReader<std::fs::File>, path: PathBuf, block: Vec<u8> },
+    File { reader: std::fs::File, path: PathBuf, block: Vec<u8> },
     Memory { frames: Option<&'a [u8]> },
 }
 
@@ -206,7 +209,8 @@ impl<'a> Records<'a> {
                         e.path.display()
                     ))
                 })?;
-                Records::File { reader: BufReader::with_capacity(1 << 20, file), path: e.path.clone(), block: Vec::new() }
+                // Blocks are whole batches (~32 KiB): read straight into the block, no second buffer.
+                Records::File { reader: file, path: e.path.clone(), block: Vec::new() }
             }
             Job::Batch { frames, .. } => Records::Memory { frames: Some(frames) },
             Job::ResetProgress => Records::Memory { frames: None },
@@ -245,7 +249,11 @@ impl Writer {
         pg.connect_timeout(config.connect_timeout);
         pg.application_name(format!("weir/{}/{}/{}", who.pipeline, who.sink, who.subtask));
         let endpoint = describe(&pg);
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // One worker drives the connection and the COPY in flight while this
+        // thread encodes the next rows.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("weir-pg-io-{}-{}", who.sink, who.subtask))
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the PostgreSQL client runtime: {e}"))?;
@@ -259,6 +267,7 @@ impl Writer {
             shared,
             rt,
             client: None,
+            inflight: std::cell::RefCell::new(None),
             target: None,
             encoder: None,
             copy_sql: String::new(),
@@ -403,7 +412,7 @@ impl Writer {
                 "creating the upsert staging table",
             )?;
         }
-        self.client = Some(client);
+        self.client = Some(Arc::new(client));
         Ok(())
     }
 
@@ -475,7 +484,7 @@ impl Writer {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return Err("the sink was stopped".into());
             }
-            let result = if self.client.as_ref().is_none_or(Client::is_closed) { self.connect() } else { Ok(()) }.and_then(|()| self.run_job(job));
+            let result = if self.client.as_ref().is_none_or(|c| c.is_closed()) { self.connect() } else { Ok(()) }.and_then(|()| self.run_job(job));
             match result {
                 Ok(skipped) => {
                     if attempts > 0 {
@@ -533,6 +542,8 @@ impl Writer {
     fn publish(&mut self, job: &Job, careful: bool) -> Result<bool, Failure> {
         let client = self.client.take().ok_or_else(|| Failure::Retry("not connected".into()))?;
         let result = self.publish_on(&client, job, careful);
+        let settled = self.settle();
+        let result = result.and_then(|r| settled.map(|()| r));
         if !client.is_closed() {
             if result.is_err() {
                 let _ = self.rt.block_on(client.batch_execute("ROLLBACK"));
@@ -542,7 +553,15 @@ impl Writer {
         result
     }
 
-    fn publish_on(&mut self, client: &Client, job: &Job, careful: bool) -> Result<bool, Failure> {
+    /// Waits for the COPY in flight, if any.
+    fn settle(&self) -> Result<(), Failure> {
+        match self.inflight.borrow_mut().take() {
+            None => Ok(()),
+            Some(handle) => self.rt.block_on(handle).map_err(|e| Failure::Fatal(format!("the COPY task failed: {e}")))?,
+        }
+    }
+
+    fn publish_on(&mut self, client: &Arc<Client>, job: &Job, careful: bool) -> Result<bool, Failure> {
         let who = self.who.clone();
         let rt = &self.rt;
         let exec = |sql: &str, what: &str| rt.block_on(client.batch_execute(sql)).map_err(|e| classify(e, what));
@@ -582,7 +601,7 @@ impl Writer {
             Job::ResetProgress => unreachable!(),
         };
         let mut records = Records::open(job)?;
-        let encoder = self.encoder.as_ref().expect("prepared").clone();
+        let mut encoder = self.encoder.as_ref().expect("prepared").clone();
         let rows_per = self.config.batch.rows;
         let bytes_per = self.config.batch.bytes as usize;
         let mut dead = Vec::new();
@@ -607,6 +626,7 @@ impl Writer {
             }
         }
         self.send_chunk(client, &mut chunk, careful, &mut dead)?;
+        self.settle()?;
         if !dead.is_empty() {
             self.write_dead_letters(client, &dead)?;
         }
@@ -644,13 +664,17 @@ impl Writer {
     }
 
     /// Sends the rows of `chunk` and empties it.
-    fn send_chunk(&self, client: &Client, chunk: &mut Chunk, careful: bool, dead: &mut Vec<DeadLetter>) -> Result<(), Failure> {
+    fn send_chunk(&self, client: &Arc<Client>, chunk: &mut Chunk, careful: bool, dead: &mut Vec<DeadLetter>) -> Result<(), Failure> {
         if chunk.rows.is_empty() {
             return Ok(());
         }
         let all: Vec<usize> = (0..chunk.rows.len()).collect();
         if !careful {
-            self.copy_rows(client, chunk, &all)?;
+            // Pipelined: this statement runs while the caller encodes the next.
+            let payload = payload(chunk, &all);
+            self.settle()?;
+            let (client, copy_sql, upsert_sql) = (client.clone(), self.copy_sql.clone(), self.upsert_sql.clone());
+            *self.inflight.borrow_mut() = Some(self.rt.spawn(async move { copy_payload(&client, &copy_sql, &upsert_sql, payload).await }));
         } else {
             // Ranges of rows to try, in record order (a stack: last is next).
             let mut todo: Vec<Vec<usize>> = vec![all];
@@ -699,24 +723,9 @@ impl Writer {
         Ok(())
     }
 
-    /// One COPY of the given rows (plus the upsert statement).
+    /// One COPY of the given rows (plus the upsert statement), waited for.
     fn copy_rows(&self, client: &Client, chunk: &Chunk, rows: &[usize]) -> Result<(), Failure> {
-        let mut payload = Vec::with_capacity(COPY_HEADER.len() + COPY_TRAILER.len() + rows.iter().map(|&r| chunk.rows[r].len()).sum::<usize>());
-        payload.extend_from_slice(COPY_HEADER);
-        for &r in rows {
-            payload.extend_from_slice(&chunk.tuples[chunk.rows[r].clone()]);
-        }
-        payload.extend_from_slice(COPY_TRAILER);
-        self.rt.block_on(async {
-            let sink = client.copy_in::<_, Bytes>(&self.copy_sql).await.map_err(|e| classify(e, "starting COPY"))?;
-            futures_util::pin_mut!(sink);
-            sink.send(Bytes::from(payload)).await.map_err(|e| classify(e, "sending rows"))?;
-            sink.finish().await.map_err(|e| classify(e, "COPY"))?;
-            if !self.upsert_sql.is_empty() {
-                client.batch_execute(&self.upsert_sql).await.map_err(|e| classify(e, "upsert"))?;
-            }
-            Ok(())
-        })
+        self.rt.block_on(copy_payload(client, &self.copy_sql, &self.upsert_sql, payload(chunk, rows)))
     }
 
     fn write_dead_letters(&self, client: &Client, dead: &[DeadLetter]) -> Result<(), Failure> {
@@ -775,6 +784,29 @@ impl Chunk {
         self.rows.clear();
         self.records.clear();
     }
+}
+
+/// The binary COPY stream of the given rows of `chunk`.
+fn payload(chunk: &Chunk, rows: &[usize]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(COPY_HEADER.len() + COPY_TRAILER.len() + rows.iter().map(|&r| chunk.rows[r].len()).sum::<usize>());
+    payload.extend_from_slice(COPY_HEADER);
+    for &r in rows {
+        payload.extend_from_slice(&chunk.tuples[chunk.rows[r].clone()]);
+    }
+    payload.extend_from_slice(COPY_TRAILER);
+    payload
+}
+
+/// Runs one COPY (and, for upsert, the statement that merges the staged rows).
+async fn copy_payload(client: &Client, copy_sql: &str, upsert_sql: &str, payload: Vec<u8>) -> Result<(), Failure> {
+    let sink = client.copy_in::<_, Bytes>(copy_sql).await.map_err(|e| classify(e, "starting COPY"))?;
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from(payload)).await.map_err(|e| classify(e, "sending rows"))?;
+    sink.finish().await.map_err(|e| classify(e, "COPY"))?;
+    if !upsert_sql.is_empty() {
+        client.batch_execute(upsert_sql).await.map_err(|e| classify(e, "upsert"))?;
+    }
+    Ok(())
 }
 
 /// `COPY t, line 5, column x: ...` -> 5.

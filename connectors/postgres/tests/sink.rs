@@ -48,3 +48,32 @@ fn epochs_appear_on_commit_and_a_replay_is_skipped() {
     assert_eq!(pg.psql("SELECT count(*), count(DISTINCT id), max(ck) FROM events"), "1500|1500|2");
     assert_eq!(pg.psql("SELECT checkpoint FROM weir_progress WHERE pipeline = 'p' AND sink = 'db'"), "2");
 }
+
+#[test]
+fn at_least_once_writes_a_partial_batch_after_max_delay_and_sets_bad_records_aside() {
+    let pg = TempCluster::start();
+    let spill = tempfile::tempdir().unwrap();
+    pg.psql("CREATE TABLE events (id integer NOT NULL, name text)");
+    let c = config(&pg, spill.path(), "delivery = \"at-least-once\"\nbatch = { rows = 1000, max-delay = \"50ms\" }");
+    let mut sink = PostgresSink::open(c, &ctx(0)).unwrap();
+    sink.start(None).unwrap();
+    let (b, n) = batch(0..10);
+    sink.write(&b, n).unwrap();
+    // Fewer rows than batch.rows: they still appear, after max-delay, without a checkpoint.
+    assert!(weir_connector_postgres::testing::wait_until(std::time::Duration::from_secs(10), || pg.psql("SELECT count(*) FROM events") == "10"));
+    let mut w = BatchWriter::new();
+    w.push(None, b"not json", 1, &[]);
+    w.push(None, b"{\"id\":99999999999,\"name\":\"too big\"}", 2, &[]);
+    w.push(None, b"{\"name\":\"no id\"}", 3, &[]);
+    w.push(None, b"{\"id\":11,\"name\":\"fine\"}", 4, &[]);
+    sink.write(&w.finish(), 4).unwrap();
+    sink.pre_commit(1).unwrap();
+    sink.close().unwrap();
+    assert_eq!(pg.psql("SELECT count(*) FROM events"), "11");
+    let dead = pg.psql("SELECT record_timestamp, error FROM weir_dead_letters ORDER BY record_timestamp");
+    let lines: Vec<&str> = dead.lines().collect();
+    assert_eq!(lines.len(), 3, "{dead}");
+    assert!(lines[0].starts_with("1|the record's value is not a JSON object"), "{dead}");
+    assert!(lines[1].starts_with("2|column \"id\" (integer) from field \"id\": 99999999999 is out of range for integer"), "{dead}");
+    assert!(lines[2].starts_with("3|column \"id\": field \"id\" is missing or null, and the column is NOT NULL"), "{dead}");
+}

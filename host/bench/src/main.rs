@@ -47,6 +47,14 @@
 //! longest time a task stopped for its snapshot. `all` runs it with 20 M
 //! records; alone, `--count` sets the records.
 //!
+//! # `postgres`: the PostgreSQL sink against a raw binary COPY
+//!
+//! See the `postgres` module: a throwaway cluster, 100-byte rows, the raw
+//! binary COPY at `--pg-batch` rows per statement, then the real sink
+//! (append exactly-once and at-least-once, upsert with new and existing
+//! keys) at the same `batch.rows`, with a checkpoint every `--pg-epoch`
+//! rows. Not part of `all` (it needs PostgreSQL installed).
+//!
 //! # `boundary`: the cost of crossing into Wasm
 //!
 //! The `identity` plugin (every record copied unchanged into the output
@@ -68,6 +76,7 @@
 mod boundary;
 mod events_agg;
 mod latency;
+mod postgres;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
@@ -107,9 +116,22 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "1,64,256,4096", value_name = "SIZES")]
     batch_sizes: Vec<usize>,
 
-    /// boundary: timed rounds per batch size; the fastest round is reported.
+    /// boundary: timed rounds per batch size; postgres: rounds of raw COPY and
+    /// append, interleaved. The fastest round is reported.
     #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+
+    /// postgres: rows written per configuration (100-byte records).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pg_rows: u64,
+
+    /// postgres: rows per COPY statement, for the sink (`batch.rows`) and the raw COPY alike.
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pg_batch: u64,
+
+    /// postgres: rows between two checkpoints of the sink (one publish transaction each).
+    #[arg(long, default_value_t = 250_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pg_epoch: u64,
 
     /// Also print each result line as one JSON object on its own line.
     #[arg(long)]
@@ -127,6 +149,10 @@ How to read the results:
               operator: what crossing the component boundary costs per record.
               The empty-call figure is the fixed cost of one call; it dominates
               at batch size 1. Target: < 30 ns/record at batch >= 256.
+  postgres    rows/s of the sink (append, upsert) beside a raw binary COPY of
+              the same 100-byte rows at the same rows per statement, on a
+              throwaway cluster; 'vs raw' is the share of the raw rate.
+              Target: append >= 80% of raw COPY.
   latency     p50/p99 from a record's creation at the source to the sink, at
               ~10% load; with idle flush a buffer leaves as soon as the
               producer has nothing more to read. Target: p99 < 5 ms.
@@ -134,6 +160,7 @@ How to read the results:
 Examples:
   cargo run --release -p weir-bench                         # everything, events-agg first
   cargo run --release -p weir-bench -- latency
+  cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
   cargo run --release -p weir-bench -- boundary --batch-sizes 256,4096 --json";
 
@@ -152,6 +179,9 @@ enum Which {
     /// events-agg with 1 million distinct keys, without checkpoints and
     /// with one every 5 s: throughput loss, checkpoint duration and size.
     Checkpoints,
+    /// The PostgreSQL sink (append and upsert) against a raw binary COPY of
+    /// the same rows, on a throwaway cluster. Not part of `all`.
+    Postgres,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -164,6 +194,11 @@ fn main() -> anyhow::Result<()> {
         bail!("--batch-sizes: a batch holds at least 1 record");
     }
 
+    if cli.which == Which::Postgres {
+        let rows = postgres::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
+        postgres::print(&rows, cli.json);
+        return Ok(());
+    }
     let repo = repo_root()?;
     build_plugins(&repo)?;
     let plugin_dir = repo.join("plugins/target/wasm32-wasip2/release");
