@@ -89,7 +89,6 @@ fn reference(body: &str) -> Vec<u8> {
     output(&s)
 }
 
-
 #[test]
 fn twenty_sigkills_change_nothing_in_the_output() {
     // 1 M records at 100 k/s: about 10 s of work, killed 20 times.

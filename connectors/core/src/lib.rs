@@ -157,6 +157,17 @@ pub struct Committable {
     pub handle: Vec<u8>,
 }
 
+/// Told when a connector starts and stops waiting for its external system
+/// because that system is slower than the input (a database that cannot keep
+/// up, or is reconnecting). The runtime passes the task's backpressure clock,
+/// so such waits count as backpressure, like waiting for a full channel.
+pub trait WaitObserver: Send + Sync {
+    /// A wait begins.
+    fn start_wait(&self);
+    /// The wait ends.
+    fn end_wait(&self);
+}
+
 /// A destination of records.
 ///
 /// The runtime calls [`Sink::start`] once before the first write, then
@@ -209,6 +220,13 @@ pub trait Sink: Send {
     /// End of input: flush and release resources.
     fn close(&mut self) -> Result<(), ConnectorError> {
         self.flush()
+    }
+
+    /// Hands the sink the observer of its waits for the external system
+    /// (called once, before [`Sink::start`]). The default ignores it: a sink
+    /// that never waits on anything slower than itself has nothing to report.
+    fn observe_waits(&mut self, observer: std::sync::Arc<dyn WaitObserver>) {
+        let _ = observer;
     }
 }
 

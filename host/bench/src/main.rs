@@ -62,6 +62,14 @@
 //! per analysis, which every `weir status`, API call and UI refresh pays.
 //! Not part of `all`; needs no plugins.
 //!
+//! # `postgres`: the PostgreSQL sink against a raw binary COPY
+//!
+//! See the `postgres` module: a throwaway cluster, 100-byte rows, the raw
+//! binary COPY at `--pg-batch` rows per statement, then the real sink
+//! (append exactly-once and at-least-once, upsert with new and existing
+//! keys) at the same `batch.rows`, with a checkpoint every `--pg-epoch`
+//! rows. Not part of `all` (it needs PostgreSQL installed).
+//!
 //! # `boundary`: the cost of crossing into Wasm
 //!
 //! The `identity` plugin (every record copied unchanged into the output
@@ -85,6 +93,7 @@ mod events_agg;
 mod latency;
 mod kafka;
 mod reload;
+mod postgres;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
@@ -124,9 +133,22 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "1,64,256,4096", value_name = "SIZES")]
     batch_sizes: Vec<usize>,
 
-    /// boundary: timed rounds per batch size; the fastest round is reported.
+    /// boundary: timed rounds per batch size; postgres: rounds of raw COPY and
+    /// append, interleaved. The fastest round is reported.
     #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+
+    /// postgres: rows written per configuration (100-byte records).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pg_rows: u64,
+
+    /// postgres: rows per COPY statement, for the sink (`batch.rows`) and the raw COPY alike.
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pg_batch: u64,
+
+    /// postgres: rows between two checkpoints of the sink (one publish transaction each).
+    #[arg(long, default_value_t = 250_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pg_epoch: u64,
 
     /// Also print each result line as one JSON object on its own line.
     #[arg(long)]
@@ -148,6 +170,10 @@ How to read the results:
               to every subtask running it (includes the 250 ms quiet period
               the watcher waits for). Target: p99 < 1 s for a Rust plugin with
               a warm compile cache. The dip is records/s lost while swapping.
+  postgres    rows/s of the sink (append, upsert) beside a raw binary COPY of
+              the same 100-byte rows at the same rows per statement, on a
+              throwaway cluster; 'vs raw' is the share of the raw rate.
+              Target: append >= 80% of raw COPY.
   latency     p50/p99 from a record's creation at the source to the sink, at
               ~10% load; with idle flush a buffer leaves as soon as the
               producer has nothing more to read. Target: p99 < 5 ms.
@@ -156,6 +182,7 @@ Examples:
   cargo run --release -p weir-bench                         # everything, events-agg first
   cargo run --release -p weir-bench -- latency
   cargo run --release -p weir-bench -- reload --count 5000000
+  cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
   cargo run --release -p weir-bench -- boundary --batch-sizes 256,4096 --json";
 
@@ -184,6 +211,9 @@ enum Which {
     /// The bottleneck analysis over a full 300 s history (what every API
     /// and UI poll costs): 8 tasks x 4 subtasks.
     Analysis,
+    /// The PostgreSQL sink (append and upsert) against a raw binary COPY of
+    /// the same rows, on a throwaway cluster. Not part of `all`.
+    Postgres,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -198,6 +228,11 @@ fn main() -> anyhow::Result<()> {
 
     if cli.which == Which::Analysis {
         analysis(cli.json);
+        return Ok(());
+    }
+    if cli.which == Which::Postgres {
+        let rows = postgres::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
+        postgres::print(&rows, cli.json);
         return Ok(());
     }
     let repo = repo_root()?;

@@ -35,6 +35,7 @@ pub const POINTS: &[&str] = &[
     "before-completion",
     "state-file-half",
     "disk-full",
+    "after-postgres-commit",
 ];
 
 /// If `name` is armed for `checkpoint`, prints why and aborts the process.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use weir_connector_file::{FileSinkConfig, FileSourceConfig, StdoutSinkConfig};
 use weir_connector_generator::GeneratorConfig;
 use weir_connector_kafka::{KafkaSinkConfig, KafkaSourceConfig, sink::Delivery};
+use weir_connector_postgres::PostgresSinkConfig;
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,6 +332,8 @@ pub enum SinkKind {
     Discard,
     /// `type = "kafka"`.
     Kafka(KafkaSinkConfig),
+    /// `type = "postgres"`.
+    Postgres(Box<PostgresSinkConfig>),
 }
 
 /// `[sinks.NAME]`.
@@ -664,6 +667,14 @@ impl Pipeline {
                     c.path = base.join(&c.path);
                     SinkKind::File(c)
                 }),
+                Some("postgres") => typed::<PostgresSinkConfig>(toml::Value::Table(t), &path, &mut errors).map(|mut c| {
+                    push_validation(&mut errors, &path, c.validate());
+                    c.spill_dir = base.join(&c.spill_dir);
+                    if let Some(f) = &c.password_file {
+                        c.password_file = Some(base.join(f));
+                    }
+                    SinkKind::Postgres(Box::new(c))
+                }),
                 Some("discard") => {
                     if let Some(k) = t.keys().next() {
                         errors.push(ConfigError { path: format!("{path}.{k}"), message: "unknown key; a discard sink takes no settings".into() });
@@ -687,12 +698,15 @@ impl Pipeline {
                 Some(other) => {
                     errors.push(ConfigError {
                         path: format!("{path}.type"),
-                        message: format!("unknown sink type {other:?}; available: \"stdout\", \"file\", \"discard\", \"kafka\""),
+                        message: format!("unknown sink type {other:?}; available: \"stdout\", \"file\", \"discard\", \"kafka\", \"postgres\""),
                     });
                     None
                 }
                 None => {
-                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"stdout\", \"file\", \"discard\" or \"kafka\"".into() });
+                    errors.push(ConfigError {
+                        path: format!("{path}.type"),
+                        message: "missing; set type = \"stdout\", \"file\", \"discard\", \"kafka\" or \"postgres\"".into(),
+                    });
                     None
                 }
             };

@@ -232,7 +232,25 @@ fn open_sink(p: &Pipeline, kind: &SinkKind, ctx: &ConnectorContext) -> Result<Bo
         SinkKind::File(c) => Box::new(FileSink::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sinks.{}: {e}", p.file.display(), ctx.name)))?),
         SinkKind::Discard => Box::new(DiscardSink::default()),
         SinkKind::Kafka(c) => Box::new(KafkaSink::open(c.clone(), ctx).map_err(|e| RunError::Setup(format!("{}: sinks.{}: {e}", p.file.display(), ctx.name)))?),
+        SinkKind::Postgres(c) => Box::new(
+            weir_connector_postgres::PostgresSink::open((**c).clone(), ctx)
+                .map_err(|e| RunError::Setup(format!("{}: sinks.{}: {e}", p.file.display(), ctx.name)))?,
+        ),
     })
+}
+
+/// Lets a sink report its waits for an external system as the task's
+/// backpressure.
+struct BackpressureClock(Arc<weir_network::WaitClock>);
+
+impl weir_connector::WaitObserver for BackpressureClock {
+    fn start_wait(&self) {
+        self.0.start_wait();
+    }
+
+    fn end_wait(&self) {
+        self.0.end_wait();
+    }
 }
 
 /// Runs a pipeline to the end of its input.
@@ -430,6 +448,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                     }
                     VertexKind::Sink(sc) => {
                         let mut sink = open_sink(p, &sc.kind, &ctx(&vx.name, vx.parallelism))?;
+                        sink.observe_waits(Arc::new(BackpressureClock(tm.backpressure.clone())));
                         let recovered = restore.as_ref().map(|r| r.sink_committables(&vx.name, s, vx.parallelism));
                         sink.start(recovered.as_deref()).map_err(|e| {
                             RunError::Setup(format!("{}: sinks.{} subtask {s}: {e}", p.file.display(), vx.name))

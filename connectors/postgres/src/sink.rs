@@ -1,0 +1,367 @@
+//! The task-thread side of the sink: spilling epochs, handles, waiting.
+
+use crate::config::{Delivery, PostgresSinkConfig};
+use crate::writer::{Epoch, Identity, Job, Shared, State, Writer};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use weir_connector::{Committable, ConnectorContext, ConnectorError, ErrorKind, Sink, WaitObserver};
+
+/// Committed epochs (or at-least-once batches) waiting for the writer beyond
+/// which the sink stops taking records: the pipeline is then backpressured.
+const MAX_QUEUED: usize = 2;
+
+/// A pre-commit handle, stored in the checkpoint as JSON: every epoch not
+/// yet known to be published, e.g.
+/// `{"epochs":[{"checkpoint":7,"subtask":0,"path":"/data/spill/p/pg/0/7-3f9a.epoch","records":51200}]}`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Handle {
+    epochs: Vec<Epoch>,
+}
+
+/// Writes records into a PostgreSQL table; see the crate docs.
+pub struct PostgresSink {
+    name: String,
+    subtask: u32,
+    delivery: Delivery,
+    rows_per_batch: usize,
+    bytes_per_batch: u64,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// `SPILL-DIR/PIPELINE/SINK/SUBTASK`.
+    dir: PathBuf,
+    /// Tells this run's spill files from earlier runs'.
+    run: String,
+    /// The epoch being written (exactly-once).
+    /// Batches arrive whole (~32 KiB), so they are written without a buffer.
+    spill: Option<File>,
+    spill_records: u64,
+    waits: Option<Arc<dyn WaitObserver>>,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink").field("name", &self.name).field("subtask", &self.subtask).field("dir", &self.dir).finish()
+    }
+}
+
+fn io_error(what: String) -> impl FnOnce(std::io::Error) -> ConnectorError {
+    move |e| ConnectorError::external(format!("{what}: {e}"), e)
+}
+
+impl PostgresSink {
+    /// Checks the config, connects (retrying for `connect-timeout`), checks
+    /// the table's schema against the mapping and creates the progress and
+    /// dead-letter tables when missing. Everything that can be wrong with the
+    /// config or the table is reported here, before any data flows.
+    pub fn open(config: PostgresSinkConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+            return Err(ConnectorError::user(list.join("; ")));
+        }
+        let password = config.password().map_err(ConnectorError::user)?;
+        let dir = config.spill_dir.join(&ctx.pipeline).join(&ctx.name).join(ctx.subtask.to_string());
+        if config.delivery == Delivery::ExactlyOnce {
+            fs::create_dir_all(&dir).map_err(io_error(format!("spill-dir: cannot create {}", dir.display())))?;
+        }
+        let shared = Arc::new(Shared::default());
+        let who = Identity { pipeline: ctx.pipeline.clone(), sink: ctx.name.clone(), subtask: ctx.subtask };
+        let (delivery, rows_per_batch, bytes_per_batch) = (config.delivery, config.batch.rows, config.batch.bytes);
+        let writer = Writer::new(config, password, who, shared.clone()).map_err(ConnectorError::user)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("weir-pg-{}-{}", ctx.name, ctx.subtask))
+            .spawn(move || writer.run())
+            .map_err(|e| ConnectorError::external("cannot start the PostgreSQL writer thread", e))?;
+        let sink = Self {
+            name: ctx.name.clone(),
+            subtask: ctx.subtask,
+            delivery,
+            rows_per_batch,
+            bytes_per_batch,
+            shared,
+            thread: Some(thread),
+            dir,
+            run: format!("{:08x}", (weir_connector::now_micros() ^ u64::from(std::process::id()) << 20) as u32),
+            spill: None,
+            spill_records: 0,
+            waits: None,
+        };
+        let ready = {
+            let mut s = sink.shared.state.lock().expect("sink state");
+            while s.ready.is_none() {
+                s = sink.shared.changed.wait(s).expect("sink state");
+            }
+            s.ready.clone().expect("set")
+        };
+        ready.map_err(|e| {
+            if e.starts_with("cannot connect") || e.contains("PostgreSQL at") {
+                ConnectorError { kind: ErrorKind::External, message: e, source: None }
+            } else {
+                ConnectorError::user(e)
+            }
+        })?;
+        Ok(sink)
+    }
+
+    /// Epochs skipped at start because the progress table showed them
+    /// published, and rows sent to the dead-letter table so far.
+    pub fn counters(&self) -> (u64, u64) {
+        let s = self.shared.state.lock().expect("sink state");
+        (s.skipped, s.dead_letters)
+    }
+
+    /// Waits until `done` holds; fails when the writer gave up.
+    /// `backpressure`: the wait is reported as backpressure.
+    fn wait_for(&self, done: impl Fn(&State) -> bool, backpressure: bool) -> Result<(), ConnectorError> {
+        let mut s = self.shared.state.lock().expect("sink state");
+        let mut waiting = false;
+        let result = loop {
+            if let Some(e) = &s.fatal {
+                break Err(ConnectorError { kind: ErrorKind::External, message: e.clone(), source: None });
+            }
+            if done(&s) {
+                break Ok(());
+            }
+            if backpressure && !waiting {
+                waiting = true;
+                if let Some(w) = &self.waits {
+                    w.start_wait();
+                }
+            }
+            s = self.shared.changed.wait_timeout(s, Duration::from_millis(100)).expect("sink state").0;
+        };
+        if waiting && let Some(w) = &self.waits {
+            w.end_wait();
+        }
+        result
+    }
+
+    fn push_jobs(&self, jobs: impl IntoIterator<Item = Job>) {
+        let mut s = self.shared.state.lock().expect("sink state");
+        s.jobs.extend(jobs);
+        self.shared.changed.notify_all();
+    }
+
+    fn spill_path(&self, checkpoint: u64) -> PathBuf {
+        self.dir.join(format!("{checkpoint}-{}.epoch", self.run))
+    }
+
+    /// At-least-once: hands the open batch to the writer.
+    fn seal_open_batch(&self) {
+        let mut s = self.shared.state.lock().expect("sink state");
+        if s.open.records > 0 {
+            let open = std::mem::take(&mut s.open);
+            s.open.checkpoint = open.checkpoint;
+            s.open.position = open.position + open.records as u64;
+            s.jobs.push_back(Job::Batch { frames: open.frames, records: open.records, checkpoint: open.checkpoint, position: open.position });
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Removes what earlier runs left in this subtask's spill directory that
+    /// nobody will publish: in-progress files, and epochs of checkpoints
+    /// after `restored` (`None`: every file).
+    fn clean_spill_dir(&self, restored: Option<u64>) -> Result<(), ConnectorError> {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let checkpoint = name.strip_suffix(".epoch").and_then(|n| n.split('-').next()).and_then(|n| n.parse::<u64>().ok());
+            let remove = match (restored, checkpoint) {
+                (None, _) | (_, None) => true,
+                (Some(r), Some(c)) => c > r,
+            };
+            if remove {
+                fs::remove_file(entry.path()).map_err(io_error(format!("cannot remove the stale spill file {}", entry.path().display())))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Sink for PostgresSink {
+    fn observe_waits(&mut self, observer: Arc<dyn WaitObserver>) {
+        self.waits = Some(observer);
+    }
+
+    fn start(&mut self, recovered: Option<&[Committable]>) -> Result<(), ConnectorError> {
+        if self.delivery == Delivery::AtLeastOnce {
+            return Ok(());
+        }
+        let Some(recovered) = recovered else {
+            // A fresh start: nothing earlier is to be published, and
+            // checkpoint ids may start again from 1.
+            self.clean_spill_dir(None)?;
+            self.push_jobs([Job::ResetProgress]);
+            return self.wait_for(|s| s.jobs.is_empty() && !s.busy, true);
+        };
+        let mut epochs: Vec<Epoch> = Vec::new();
+        for c in recovered {
+            if c.handle.is_empty() {
+                continue;
+            }
+            let handle: Handle = serde_json::from_slice(&c.handle).map_err(|e| {
+                ConnectorError::user(format!(
+                    "checkpoint {} holds a handle this postgres sink cannot read ({e}); was the sink's type changed since \
+                     the checkpoint was taken? Restore from a checkpoint taken with this sink, or start with --fresh",
+                    c.checkpoint
+                ))
+            })?;
+            for e in handle.epochs {
+                if !epochs.contains(&e) {
+                    epochs.push(e);
+                }
+            }
+        }
+        epochs.sort_by_key(|e| (e.checkpoint, e.subtask));
+        let restored = recovered.iter().map(|c| c.checkpoint).max();
+        if !epochs.is_empty() {
+            tracing::info!(sink = %self.name, subtask = self.subtask, epochs = epochs.len(), "publishing the epochs of the restored checkpoint (those already published are skipped)");
+        }
+        {
+            let mut s = self.shared.state.lock().expect("sink state");
+            for e in &epochs {
+                s.unpublished.push((e.clone(), true));
+            }
+        }
+        self.push_jobs(epochs.into_iter().map(Job::Epoch));
+        self.wait_for(|s| s.jobs.is_empty() && !s.busy, true)?;
+        if restored.is_some() {
+            self.clean_spill_dir(restored)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
+        if records == 0 {
+            return Ok(());
+        }
+        // Postgres is behind: stop taking records (backpressure).
+        self.wait_for(|s| s.jobs.len() < MAX_QUEUED, true)?;
+        match self.delivery {
+            Delivery::ExactlyOnce => {
+                if self.spill.is_none() {
+                    let path = self.dir.join(format!("inprogress-{}.spill", self.run));
+                    let file = File::create(&path).map_err(io_error(format!("spill-dir: cannot create {}", path.display())))?;
+                    self.spill = Some(file);
+                }
+                let w = self.spill.as_mut().expect("opened");
+                w.write_all(&(batch.len() as u32).to_le_bytes())
+                    .and_then(|()| w.write_all(batch))
+                    .map_err(io_error(format!("spill-dir: writing to {}", self.dir.display())))?;
+                self.spill_records += records as u64;
+            }
+            Delivery::AtLeastOnce => {
+                let mut s = self.shared.state.lock().expect("sink state");
+                if s.open.since.is_none() {
+                    s.open.since = Some(std::time::Instant::now());
+                }
+                s.open.frames.extend_from_slice(batch);
+                s.open.records += records;
+                let full = s.open.records >= self.rows_per_batch || s.open.frames.len() as u64 >= self.bytes_per_batch;
+                drop(s);
+                if full {
+                    self.seal_open_batch();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        match self.delivery {
+            Delivery::ExactlyOnce => match &mut self.spill {
+                Some(w) => w.flush().map_err(io_error(format!("spill-dir: writing to {}", self.dir.display()))),
+                None => Ok(()),
+            },
+            Delivery::AtLeastOnce => {
+                self.seal_open_batch();
+                self.wait_for(|s| s.jobs.is_empty() && !s.busy, true)
+            }
+        }
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
+        if self.delivery == Delivery::AtLeastOnce {
+            self.flush()?;
+            let mut s = self.shared.state.lock().expect("sink state");
+            s.open.checkpoint = checkpoint + 1;
+            s.open.position = 0;
+            return Ok(Vec::new());
+        }
+        if let Some(mut w) = self.spill.take() {
+            let tmp = self.dir.join(format!("inprogress-{}.spill", self.run));
+            let path = self.spill_path(checkpoint);
+            let what = format!("spill-dir: sealing the records of checkpoint {checkpoint} in {}", path.display());
+            w.flush().map_err(io_error(what.clone()))?;
+            w.sync_data().map_err(io_error(what.clone()))?;
+            drop(w);
+            fs::rename(&tmp, &path).map_err(io_error(what.clone()))?;
+            sync_dir(&self.dir).map_err(io_error(what))?;
+            let epoch = Epoch { checkpoint, subtask: self.subtask, path, records: self.spill_records };
+            self.spill_records = 0;
+            self.shared.state.lock().expect("sink state").unpublished.push((epoch, false));
+        }
+        let s = self.shared.state.lock().expect("sink state");
+        let handle = Handle { epochs: s.unpublished.iter().map(|(e, _)| e.clone()).collect() };
+        Ok(serde_json::to_vec(&handle).expect("a handle serializes"))
+    }
+
+    fn commit(&mut self, checkpoint: u64, _handle: &[u8]) -> Result<(), ConnectorError> {
+        if self.delivery == Delivery::AtLeastOnce {
+            return Ok(());
+        }
+        let mut s = self.shared.state.lock().expect("sink state");
+        if let Some(e) = &s.fatal {
+            return Err(ConnectorError { kind: ErrorKind::External, message: e.clone(), source: None });
+        }
+        let mut due = Vec::new();
+        for (epoch, queued) in s.unpublished.iter_mut() {
+            if epoch.checkpoint <= checkpoint && !*queued {
+                *queued = true;
+                due.push(Job::Epoch(epoch.clone()));
+            }
+        }
+        s.jobs.extend(due);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        self.flush()?;
+        // Every committed epoch is published before the run ends.
+        let result = self.wait_for(|s| s.jobs.is_empty() && !s.busy, true);
+        {
+            let mut s = self.shared.state.lock().expect("sink state");
+            s.closing = true;
+            self.shared.changed.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let (skipped, dead) = self.counters();
+        if dead > 0 {
+            tracing::warn!(sink = %self.name, subtask = self.subtask, rows = dead, "rows were set aside in the dead-letter table during this run");
+        }
+        tracing::debug!(sink = %self.name, subtask = self.subtask, skipped, "closed");
+        result
+    }
+}
+
+impl Drop for PostgresSink {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut s) = self.shared.state.lock() {
+            s.closing = true;
+        }
+        self.shared.changed.notify_all();
+    }
+}
