@@ -7,6 +7,7 @@
 //! Every command runs with a timeout, so a hung pipeline fails its test
 //! instead of hanging the suite.
 
+pub mod delay_server;
 pub mod kafka;
 
 use std::path::{Path, PathBuf};

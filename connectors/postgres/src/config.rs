@@ -191,12 +191,8 @@ impl PostgresSinkConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut bad = |field: &str, message: String| problems.push((field.to_owned(), message));
-        if self.url.trim().is_empty() {
-            bad("url", "must name the database, e.g. \"postgres://weir@localhost:5432/app\"".into());
-        } else if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
-            bad("url", format!("not a PostgreSQL connection string ({e}); write e.g. \"postgres://weir@localhost:5432/app\""));
-        } else if self.url.parse::<tokio_postgres::Config>().is_ok_and(|c| c.get_password().is_some()) {
-            bad("url", "contains a password; move it to `password-env` (an environment variable) or `password-file`".into());
+        if let Some(m) = validate_url(&self.url) {
+            bad("url", m);
         }
         if self.table.trim().is_empty() {
             bad("table", "must name the target table, e.g. \"public.orders\"".into());
@@ -223,8 +219,8 @@ impl PostgresSinkConfig {
             }
             _ => {}
         }
-        if self.password_env.is_some() && self.password_file.is_some() {
-            bad("password-file", "set either `password-env` or `password-file`, not both".into());
+        if let Some(m) = validate_password_source(self.password_env.as_deref(), self.password_file.as_deref()) {
+            bad("password-file", m);
         }
         if self.batch.rows == 0 {
             bad("batch.rows", "must be at least 1".into());
@@ -246,18 +242,43 @@ impl PostgresSinkConfig {
 
     /// The password from `password-env` or `password-file`, if configured.
     pub fn password(&self) -> Result<Option<String>, String> {
-        if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("password-env: the environment variable {var} is not set (or not UTF-8)"));
-        }
-        if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("password-file: cannot read {}: {e}", file.display()))?;
-            return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
-        }
-        Ok(None)
+        read_password(self.password_env.as_deref(), self.password_file.as_deref())
     }
+}
+
+/// Checks a PostgreSQL connection URL without I/O (shared by every
+/// PostgreSQL connection weir makes: this sink, async operators'
+/// `[connections.*]`). `None` when it is fine.
+pub fn validate_url(url: &str) -> Option<String> {
+    if url.trim().is_empty() {
+        Some("must name the database, e.g. \"postgres://weir@localhost:5432/app\"".into())
+    } else if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        Some(format!("not a PostgreSQL connection string ({e}); write e.g. \"postgres://weir@localhost:5432/app\""))
+    } else if url.parse::<tokio_postgres::Config>().is_ok_and(|c| c.get_password().is_some()) {
+        Some("contains a password; move it to `password-env` (an environment variable) or `password-file`".into())
+    } else {
+        None
+    }
+}
+
+/// Checks that at most one password source is set (reported on `password-file`).
+pub fn validate_password_source(env: Option<&str>, file: Option<&std::path::Path>) -> Option<String> {
+    (env.is_some() && file.is_some()).then(|| "set either `password-env` or `password-file`, not both".into())
+}
+
+/// The password from an environment variable or a file's first line, if
+/// either is configured; errors name the config key.
+pub fn read_password(env: Option<&str>, file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("password-env: the environment variable {var} is not set (or not UTF-8)"));
+    }
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("password-file: cannot read {}: {e}", file.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+    }
+    Ok(None)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

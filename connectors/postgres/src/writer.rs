@@ -820,8 +820,8 @@ fn column_list(target: &Target) -> String {
     target.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
 }
 
-/// `host:port/db as user`, never the password.
-fn describe(pg: &tokio_postgres::Config) -> String {
+/// `host:port/db as user`, never the password (for messages about any PostgreSQL connection).
+pub fn describe(pg: &tokio_postgres::Config) -> String {
     use tokio_postgres::config::Host;
     let host = match pg.get_hosts().first() {
         Some(Host::Tcp(h)) => h.clone(),

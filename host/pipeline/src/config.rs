@@ -289,6 +289,10 @@ pub struct OperatorConfig {
     /// The plugin's own settings, handed to its `open` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
+    /// Run the plugin (world `weir:plugin/async-operator`) in async I/O
+    /// slots: capacity, ordering, timeout, retries, dead letters, grants.
+    #[serde(default, rename = "async")]
+    pub async_io: Option<weir_async::AsyncConfig>,
     /// Position in the file's `[[operators]]` list, for messages.
     #[serde(skip)]
     pub index: usize,
@@ -370,6 +374,8 @@ struct RawPipeline {
     operators: Vec<toml::Value>,
     #[serde(default)]
     sinks: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    connections: BTreeMap<String, toml::Table>,
 }
 
 /// A validated pipeline.
@@ -403,6 +409,8 @@ pub struct Pipeline {
     pub plugin_files: Vec<PathBuf>,
     /// Sinks by name.
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// `[connections.NAME]`: external systems async operators may use.
+    pub connections: BTreeMap<String, weir_async::ConnectionConfig>,
 }
 
 /// Options that override the file.
@@ -466,7 +474,7 @@ impl Pipeline {
             vec![ConfigError { path: String::new(), message: format!("not valid TOML: {}", e.to_string().trim()) }]
         })?;
         let mut errors = Vec::new();
-        const KNOWN: [&str; 12] = [
+        const KNOWN: [&str; 13] = [
             "name",
             "plugin-dir",
             "parallelism",
@@ -479,6 +487,7 @@ impl Pipeline {
             "sources",
             "operators",
             "sinks",
+            "connections",
         ];
         let unknown: Vec<String> = table.keys().filter(|k| !KNOWN.contains(&k.as_str())).cloned().collect();
         for k in unknown {
@@ -612,12 +621,49 @@ impl Pipeline {
             }
         }
 
+        let declared_connections: Vec<String> = raw.connections.keys().cloned().collect();
+        let mut connections = BTreeMap::new();
+        for (cname, mut t) in raw.connections {
+            let path = format!("connections.{cname}");
+            let ty = take_str(&mut t, "type", &path, &mut errors);
+            let parsed = match ty.as_deref() {
+                Some("postgres") => typed::<weir_async::config::PostgresConnection>(toml::Value::Table(t), &path, &mut errors).map(weir_async::ConnectionConfig::Postgres),
+                Some("postgres-kv") => typed::<weir_async::config::KvConnection>(toml::Value::Table(t), &path, &mut errors).map(weir_async::ConnectionConfig::PostgresKv),
+                Some(other) => {
+                    errors.push(ConfigError {
+                        path: format!("{path}.type"),
+                        message: format!("unknown connection type {other:?}; available: \"postgres\" (SQL), \"postgres-kv\" (key-value lookups on a table)"),
+                    });
+                    None
+                }
+                None => {
+                    errors.push(ConfigError { path: format!("{path}.type"), message: "missing; set type = \"postgres\" or \"postgres-kv\"".into() });
+                    None
+                }
+            };
+            if let Some(mut c) = parsed {
+                push_validation(&mut errors, &path, c.validate());
+                c.resolve_paths(&base);
+                connections.insert(cname, c);
+            }
+        }
+        let declared_sink_names: Vec<String> = raw.sinks.keys().cloned().collect();
         let mut operators = Vec::new();
         let mut plugin_files = Vec::new();
         let available = list_plugins(&plugin_dir);
         for (i, v) in raw.operators.into_iter().enumerate() {
             let path = format!("operators[{i}]");
+            // `async` on its own, so its errors carry its path.
+            let mut v = v;
+            let async_table = v.as_table_mut().and_then(|t| t.remove("async"));
             let Some(mut op) = typed::<OperatorConfig>(v, &path, &mut errors) else { continue };
+            if let Some(a) = async_table {
+                op.async_io = typed::<weir_async::AsyncConfig>(a, &format!("{path}.async"), &mut errors);
+                if op.async_io.is_none() {
+                    // Reported; keep the operator out of the run's checks.
+                    continue;
+                }
+            }
             op.index = i;
             for (j, dir) in op.allow_read.iter().enumerate() {
                 if !base.join(dir).is_dir() {
@@ -626,6 +672,13 @@ impl Pipeline {
             }
             if op.parallelism == Some(0) {
                 errors.push(ConfigError { path: format!("{path}.parallelism"), message: "must be at least 1".into() });
+            }
+            if let Some(a) = &op.async_io {
+                push_validation(&mut errors, &format!("{path}.async"), a.validate());
+                push_validation(&mut errors, &format!("{path}.async"), a.check_refs(&connections, &declared_connections, &declared_sink_names));
+                if !op.allow_read.is_empty() {
+                    errors.push(ConfigError { path: format!("{path}.allow-read"), message: "async operators get no filesystem access; remove allow-read".into() });
+                }
             }
             match find_plugin(&plugin_dir, &op.plugin) {
                 Some(f) => plugin_files.push(f),
@@ -715,7 +768,8 @@ impl Pipeline {
             }
         }
 
-        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, checkpoint, state, reload, sources, operators, plugin_files, sinks };
+        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, checkpoint, state, reload, sources, operators, plugin_files, sinks, connections };
+        p.check_dead_letters(&mut errors);
         p.check_graph(&mut errors, &declared, declared_sources, declared_sinks);
         if errors.is_empty() { Ok(p) } else { Err(errors) }
     }
@@ -774,7 +828,7 @@ impl Pipeline {
             }
         }
         for (n, sink) in &self.sinks {
-            match self.sink_input(sink) {
+            match self.sink_input(n, sink) {
                 Ok(input) if defined.contains(input.as_str()) || broken(&input) => {}
                 Ok(input) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: format!("{input:?} is not a source or operator") }),
                 Err(_) if declared_sources > self.sources.len() => {}
@@ -794,8 +848,46 @@ impl Pipeline {
         self.only_source()
     }
 
-    /// The input of a sink: explicit, else the last operator, else the only source.
-    pub fn sink_input(&self, sink: &SinkConfig) -> Result<String, String> {
+    /// The async operator whose dead letters sink `name` receives, if any.
+    pub fn dead_letter_of(&self, name: &str) -> Option<usize> {
+        self.operators.iter().position(|o| o.async_io.as_ref().and_then(|a| a.dead_letter.as_deref()) == Some(name))
+    }
+
+    fn check_dead_letters(&self, errors: &mut Vec<ConfigError>) {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for op in &self.operators {
+            let Some(d) = op.async_io.as_ref().and_then(|a| a.dead_letter.as_deref()) else { continue };
+            if let Some(first) = seen.insert(d, &op.name) {
+                errors.push(ConfigError {
+                    path: format!("{}.async.dead-letter", op.path()),
+                    message: format!("sink {d:?} already receives the dead letters of `{first}`; give each operator its own dead-letter sink"),
+                });
+            }
+            let Some(sink) = self.sinks.get(d) else { continue };
+            if let Some(input) = &sink.input
+                && *input != op.name
+            {
+                errors.push(ConfigError {
+                    path: format!("sinks.{d}.input"),
+                    message: format!("this sink receives the dead letters of `{}` (its async.dead-letter), so it takes no other input; remove `input`", op.name),
+                });
+            }
+            let par = op.parallelism.unwrap_or(self.parallelism);
+            if sink.parallelism.is_some_and(|p| p != par) {
+                errors.push(ConfigError {
+                    path: format!("sinks.{d}.parallelism"),
+                    message: format!("a dead-letter sink runs inside its operator's subtasks, at its parallelism ({par}); remove `parallelism`"),
+                });
+            }
+        }
+    }
+
+    /// The input of sink `name`: the operator it is the dead-letter sink
+    /// of, else explicit, else the last operator, else the only source.
+    pub fn sink_input(&self, name: &str, sink: &SinkConfig) -> Result<String, String> {
+        if let Some(i) = self.dead_letter_of(name) {
+            return Ok(self.operators[i].name.clone());
+        }
         if let Some(input) = &sink.input {
             return Ok(input.clone());
         }
@@ -904,7 +996,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.name, "p");
         assert_eq!(p.operator_input(0).unwrap(), "gen");
-        assert_eq!(p.sink_input(&p.sinks["out"]).unwrap(), "parse");
+        assert_eq!(p.sink_input("out", &p.sinks["out"]).unwrap(), "parse");
         assert_eq!(p.network.buffer_size, ByteSize(32768));
         assert!(p.plugin_files[0].ends_with("json_filter.wasm"));
     }

@@ -35,6 +35,9 @@ pub struct Vertex {
     pub consumers: Vec<usize>,
     /// Keep out of its input's chain.
     pub disable_chaining: bool,
+    /// A dead-letter sink: it runs inside this (async operator) vertex's
+    /// stage, not in a chain of its own, and is not one of its consumers.
+    pub side_of: Option<usize>,
 }
 
 impl Vertex {
@@ -79,6 +82,7 @@ impl Plan {
                 input: None,
                 consumers: Vec::new(),
                 disable_chaining: false,
+                side_of: None,
             });
         }
         for (i, op) in p.operators.iter().enumerate() {
@@ -92,10 +96,12 @@ impl Plan {
                 input: Some((input, part)),
                 consumers: Vec::new(),
                 disable_chaining: op.disable_chaining,
+                side_of: None,
             });
         }
         for (name, s) in &p.sinks {
-            let input = index(&vertices, &p.sink_input(s).expect("validated"));
+            let input = index(&vertices, &p.sink_input(name, s).expect("validated"));
+            let side_of = p.dead_letter_of(name).map(|_| input);
             let parallelism = s.parallelism.unwrap_or(vertices[input].parallelism);
             let part = if parallelism == vertices[input].parallelism { Partitioning::Forward } else { Partitioning::Rebalance };
             vertices.push(Vertex {
@@ -105,10 +111,13 @@ impl Plan {
                 input: Some((input, part)),
                 consumers: Vec::new(),
                 disable_chaining: false,
+                side_of,
             });
         }
         for v in 0..vertices.len() {
-            if let Some((u, _)) = vertices[v].input {
+            if let Some((u, _)) = vertices[v].input
+                && vertices[v].side_of.is_none()
+            {
                 vertices[u].consumers.push(v);
             }
         }
@@ -124,7 +133,7 @@ impl Plan {
         };
         let mut chains = Vec::new();
         for head in 0..vertices.len() {
-            if chained(&vertices, head) {
+            if chained(&vertices, head) || vertices[head].side_of.is_some() {
                 continue;
             }
             let mut chain = vec![head];
@@ -143,6 +152,9 @@ impl Plan {
 
     /// The chain a vertex belongs to.
     pub fn chain_of(&self, v: usize) -> usize {
+        if let Some(owner) = self.vertices[v].side_of {
+            return self.chain_of(owner);
+        }
         self.chains.iter().position(|c| c.vertices.contains(&v)).expect("every vertex is in a chain")
     }
 
@@ -157,7 +169,13 @@ impl Plan {
                     Some((u, part)) => format!(" <- {} [{}]", self.vertices[u].name, part_name(part)),
                     None => String::new(),
                 };
-                format!("task x{}: {}{input}", c.parallelism, names.join(" -> "))
+                let side: Vec<String> = self
+                    .vertices
+                    .iter()
+                    .filter(|v| v.side_of.is_some_and(|o| c.vertices.contains(&o)))
+                    .map(|v| format!(" (+ dead letters -> {} (sink))", v.name))
+                    .collect();
+                format!("task x{}: {}{}{input}", c.parallelism, names.join(" -> "), side.concat())
             })
             .collect()
     }

@@ -210,12 +210,69 @@ fn open_operator_with(
     })
 }
 
-/// Opens every operator once (subtask 0) to check its config, then closes it.
+/// Opens every operator once (subtask 0) to check its config, then closes
+/// it. An async operator opens one slot and connects to nothing.
 pub fn check_operators(p: &Pipeline, plugins: &LoadedPlugins) -> Result<(), RunError> {
     for i in 0..p.operators.len() {
-        open_operator(p, plugins, i, 0, 1)?;
+        if p.operators[i].async_io.is_some() {
+            let mut op = p.operators[i].clone();
+            if let Some(a) = &mut op.async_io {
+                a.capacity = 1;
+            }
+            let mut p1 = p.clone();
+            p1.operators[i] = op;
+            let stage = open_async(&p1, plugins, i, 0, 1, None, Arc::new(StageMetrics::default()), Arc::new(WaitClock::default()))?;
+            drop(stage);
+        } else {
+            open_operator(p, plugins, i, 0, 1)?;
+        }
     }
     Ok(())
+}
+
+fn instance_info(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32) -> InstanceInfo {
+    let op = &p.operators[op_index];
+    InstanceInfo {
+        pipeline: p.name.clone(),
+        operator: op.name.clone(),
+        subtask,
+        parallelism,
+        max_parallelism: p.max_parallelism,
+        config_json: serde_json::to_string(&op.config).expect("a TOML table is valid JSON"),
+        read_dirs: op.allow_read.iter().map(|d| (p.file.parent().unwrap_or(std::path::Path::new(".")).join(d), d.clone())).collect(),
+    }
+}
+
+/// Starts the slots of an async operator's subtask.
+#[allow(clippy::too_many_arguments)]
+fn open_async(
+    p: &Pipeline,
+    plugins: &LoadedPlugins,
+    op_index: usize,
+    subtask: u32,
+    parallelism: u32,
+    dead_letter: Option<weir_async::DeadLetter>,
+    metrics: Arc<StageMetrics>,
+    backpressure: Arc<WaitClock>,
+) -> Result<weir_async::AsyncStage, RunError> {
+    let op = &p.operators[op_index];
+    let config = op.async_io.clone().expect("an async operator");
+    let plugin = &plugins.plugins[op_index];
+    let fail = |e: String| RunError::Setup(format!("{}: {} (`{}`, plugin `{}`): {e}", p.file.display(), op.path(), op.name, plugin.name));
+    let application = format!("weir/{}/{}/{subtask}", p.name, op.name);
+    let io = weir_async::Io::new(&format!("{}.async", op.path()), &config, &p.connections, &application).map_err(fail)?;
+    weir_async::AsyncStage::open(weir_async::AsyncStageSpec {
+        config_path: op.path(),
+        config,
+        plugin: plugin.clone(),
+        info: instance_info(p, op_index, subtask, parallelism),
+        limits: op.limits.or(p.limits),
+        io: Arc::new(io),
+        dead_letter,
+        metrics,
+        backpressure,
+    })
+    .map_err(|e| fail(format!("{e}. Check {}.config", op.path())))
 }
 
 fn open_source(p: &Pipeline, kind: &SourceKind, ctx: &ConnectorContext) -> Result<Box<dyn Source>, RunError> {
@@ -426,6 +483,36 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                 let m = metrics[v][s as usize].clone();
                 match &vx.kind {
                     VertexKind::Source(_) => {}
+                    VertexKind::Operator(i) if p.operators[*i].async_io.is_some() => {
+                        let dead_letter = match plan.vertices.iter().position(|d| d.side_of == Some(v)) {
+                            Some(dv) => {
+                                let dx = &plan.vertices[dv];
+                                let VertexKind::Sink(sc) = &dx.kind else { unreachable!("only sinks are side outputs") };
+                                let mut sink = open_sink(p, &sc.kind, &ctx(&dx.name, vx.parallelism))?;
+                                sink.observe_waits(Arc::new(BackpressureClock(tm.backpressure.clone())));
+                                let recovered = restore.as_ref().map(|r| r.sink_committables(&dx.name, s, vx.parallelism));
+                                sink.start(recovered.as_deref())
+                                    .map_err(|e| RunError::Setup(format!("{}: sinks.{} subtask {s}: {e}", p.file.display(), dx.name)))?;
+                                let stage = SinkStage::new(sink, dx.name.clone(), s, metrics[dv][s as usize].clone());
+                                Some(weir_async::DeadLetter { vertex: dv, stage: Box::new(stage) })
+                            }
+                            None => None,
+                        };
+                        let mut stage = open_async(p, &plugins, *i, s, vx.parallelism, dead_letter, m, tm.backpressure.clone())?;
+                        if let Some(r) = &restore {
+                            let owned = weir_format::keygroup::range(s, p.max_parallelism, vx.parallelism);
+                            let op = &p.operators[*i];
+                            let files = r.operator_files(&op.name, owned).map_err(RunError::Setup)?;
+                            let refs: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
+                            let n = stage.restore(&refs).map_err(|e| {
+                                RunError::Setup(format!("checkpoint {} ({}): in-flight records of `{}`: {e}", r.checkpoint.manifest.id, r.checkpoint.dir.display(), op.name))
+                            })?;
+                            if n > 0 {
+                                eprintln!("weir: {}: re-issuing {n} records of {}[{s}] that were in flight at the checkpoint", p.name, op.name);
+                            }
+                        }
+                        stages.push(Box::new(stage));
+                    }
                     VertexKind::Operator(i) => {
                         let (keyed, timers) = operator_state(p, *i, s, vx.parallelism, restore.as_ref())?;
                         let instance = open_operator_with(p, &plugins, *i, s, vx.parallelism, keyed, timers)?;
@@ -506,11 +593,13 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     }
     let monitor = Arc::new(Monitor::new(registry));
     let _attached = handle.attach_guard(monitor.clone(), coordinator.as_ref().map(Coordinator::stats), crate::handle::plugins_at_start(p, &plugins));
+    // Async operators are not hot-reloaded (yet): their slots are swapped
+    // by a restart.
     let managed = plan
         .vertices
         .iter()
         .filter_map(|v| match v.kind {
-            VertexKind::Operator(i) => Some((i, v.parallelism)),
+            VertexKind::Operator(i) if p.operators[i].async_io.is_none() => Some((i, v.parallelism)),
             _ => None,
         })
         .map(|(i, par)| {

@@ -55,6 +55,20 @@ pub trait Stage: Send {
         Ok(Vec::new())
     }
 
+    /// True when this stage passes watermarks on itself, once the records
+    /// before them have left it ([`Stage::released_watermark`]): an async
+    /// operator with records in flight. The task then stops a watermark at
+    /// this stage.
+    fn holds_watermarks(&self) -> bool {
+        false
+    }
+
+    /// The newest watermark held back by this stage that may now go on
+    /// downstream (every record before it has been returned).
+    fn released_watermark(&mut self) -> Option<i64> {
+        None
+    }
+
     /// The earliest processing-time timer, if any.
     fn next_processing_timer(&mut self) -> Option<i64> {
         None
@@ -74,6 +88,14 @@ pub trait Stage: Send {
     fn snapshot(&mut self, checkpoint: u64) -> Result<Option<StageState>, TaskError> {
         let _ = checkpoint;
         Ok(None)
+    }
+
+    /// State of vertices this stage runs on behalf of others (an async
+    /// operator's dead-letter sink), taken right after [`Stage::snapshot`]:
+    /// `(vertex, state)` pairs.
+    fn side_snapshot(&mut self, checkpoint: u64) -> Result<Vec<(usize, StageState)>, TaskError> {
+        let _ = checkpoint;
+        Ok(Vec::new())
     }
 
     /// Every checkpoint up to `checkpoint` is complete (sinks publish).
@@ -215,6 +237,10 @@ impl Task {
                 Ok(None) => {}
                 Err(e) => return Err(e.to_string()),
             }
+            match stage.side_snapshot(id) {
+                Ok(side) => parts.extend(side.into_iter().map(|(vertex, state)| StatePart::Stage { vertex, state })),
+                Err(e) => return Err(e.to_string()),
+            }
         }
         Ok(parts)
     }
@@ -334,6 +360,7 @@ impl Task {
                 metrics.add_out(records, w.len());
                 self.push(0, w.as_bytes(), records)?;
                 w.clear();
+                self.release_watermarks()?;
                 self.flush_due()?;
             }
             // Like Flink's auto-watermark interval: a watermark flushes the
@@ -352,8 +379,9 @@ impl Task {
                     self.flush_idle()?;
                     self.stages_idle()?;
                     self.fire_processing_timers()?;
+                    let wait = d.min(MAX_WAIT).min(self.stage_timer_wait());
                     self.metrics.idle.start_wait();
-                    std::thread::sleep(d.min(MAX_WAIT));
+                    std::thread::sleep(wait);
                     self.metrics.idle.end_wait();
                 }
                 Poll::Finished => break,
@@ -459,12 +487,26 @@ impl Task {
         Ok(())
     }
 
-    fn next_wakeup(&self) -> Duration {
+    fn next_wakeup(&mut self) -> Duration {
         let now = Instant::now();
-        self.outputs
+        let wait = self
+            .outputs
             .iter()
             .filter_map(Partitioner::flush_deadline)
             .map(|d| d.saturating_duration_since(now))
+            .fold(MAX_WAIT, Duration::min);
+        wait.min(self.stage_timer_wait())
+    }
+
+    /// How long until the earliest processing-time timer of a stage (at
+    /// least 1 ms: an async operator with records in flight asks to be
+    /// polled this way).
+    fn stage_timer_wait(&mut self) -> Duration {
+        let now = now_ms();
+        self.stages
+            .iter_mut()
+            .filter_map(|s| s.next_processing_timer())
+            .map(|t| Duration::from_millis(t.saturating_sub(now).max(1) as u64))
             .fold(MAX_WAIT, Duration::min)
     }
 
@@ -499,12 +541,31 @@ impl Task {
     }
 
     fn advance_watermark(&mut self, watermark: i64) -> Result<(), TaskError> {
-        for i in 0..self.stages.len() {
+        self.advance_watermark_from(0, watermark)
+    }
+
+    /// Passes a watermark through stages `from..` and the outputs, unless a
+    /// stage holds it back (it is released by [`Task::release_watermarks`]).
+    fn advance_watermark_from(&mut self, from: usize, watermark: i64) -> Result<(), TaskError> {
+        for i in from..self.stages.len() {
             let out = self.stages[i].on_watermark(watermark)?;
             self.push_stage_output(i, out)?;
+            if self.stages[i].holds_watermarks() {
+                return Ok(());
+            }
         }
         for p in &mut self.outputs {
             p.signal(|| Message::Watermark(watermark)).map_err(|_| TaskError::Cancelled)?;
+        }
+        Ok(())
+    }
+
+    /// Sends on the watermarks stages held back and now release.
+    fn release_watermarks(&mut self) -> Result<(), TaskError> {
+        for i in 0..self.stages.len() {
+            if let Some(w) = self.stages[i].released_watermark() {
+                self.advance_watermark_from(i + 1, w)?;
+            }
         }
         Ok(())
     }
@@ -517,7 +578,7 @@ impl Task {
                 self.push_stage_output(i, out)?;
             }
         }
-        Ok(())
+        self.release_watermarks()
     }
 
     /// Sends output produced by stage `i` outside `process` (timers, close) downstream.

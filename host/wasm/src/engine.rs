@@ -1,5 +1,6 @@
 //! The one engine per host: configuration, epoch ticker, linker, compile cache.
 
+use crate::asyncop::AsyncHostState;
 use crate::instance::HostState;
 use crate::plugin::{Plugin, PluginError};
 use sha2::{Digest, Sha256};
@@ -48,6 +49,7 @@ impl Drop for Ticker {
 struct Inner {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
+    async_linker: Linker<AsyncHostState>,
     cache_dir: Option<PathBuf>,
     /// Distinguishes artifacts of incompatible engine builds/configs.
     compat: String,
@@ -85,6 +87,12 @@ impl Engine {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         crate::instance::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        // Async operators share the engine (same config, pool and epoch
+        // ticker: the sync path's per-call cost is unchanged) but link their
+        // imports as async host functions.
+        let mut async_linker = Linker::<AsyncHostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        crate::asyncop::add_to_linker(&mut async_linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -107,7 +115,7 @@ impl Engine {
             engine.precompile_compatibility_hash().hash(&mut h);
             format!("{:016x}-{}", h.finish(), env!("CARGO_PKG_VERSION"))
         };
-        Ok(Self { inner: Arc::new(Inner { engine, linker, cache_dir: config.cache_dir, compat, _ticker: Ticker { stop } }) })
+        Ok(Self { inner: Arc::new(Inner { engine, linker, async_linker, cache_dir: config.cache_dir, compat, _ticker: Ticker { stop } }) })
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
@@ -116,6 +124,10 @@ impl Engine {
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.inner.linker
+    }
+
+    pub(crate) fn async_linker(&self) -> &Linker<AsyncHostState> {
+        &self.inner.async_linker
     }
 
     /// Loads a plugin file: reads it, checks it is a weir operator component,

@@ -133,9 +133,9 @@ pub struct TimerFired {
     pub timestamp: i64,
 }
 
-struct Limiter {
-    max: usize,
-    denied: Option<usize>,
+pub(crate) struct Limiter {
+    pub(crate) max: usize,
+    pub(crate) denied: Option<usize>,
 }
 
 impl ResourceLimiter for Limiter {
@@ -317,7 +317,13 @@ impl OperatorInstance {
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
-        let instance = match plugin.pre.instance_pre().instantiate(&mut store) {
+        let crate::plugin::PluginKind::Operator(pre) = &plugin.kind else {
+            return Err(CallError::Failed(format!(
+                "plugin {} is an async operator (world weir:plugin/async-operator); give its operator an `async` table in the pipeline file",
+                plugin.name
+            )));
+        };
+        let instance = match pre.instance_pre().instantiate(&mut store) {
             Ok(i) => i,
             Err(e) => return Err(classify(&store, &stderr, limits, e)),
         };
@@ -499,12 +505,16 @@ impl OperatorInstance {
     }
 }
 
-fn deadline_ticks(timeout: Duration) -> u64 {
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
     (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
 fn classify(store: &Store<HostState>, stderr: &CapturedOutput, limits: Limits, e: wasmtime::Error) -> CallError {
-    let kind = if let Some(requested) = store.data().limiter.denied {
+    classify_trap(store.data().limiter.denied, stderr, limits, e)
+}
+
+pub(crate) fn classify_trap(denied: Option<usize>, stderr: &CapturedOutput, limits: Limits, e: wasmtime::Error) -> CallError {
+    let kind = if let Some(requested) = denied {
         TrapKind::Memory { limit: limits.memory, requested }
     } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         TrapKind::Deadline(limits.call_timeout)

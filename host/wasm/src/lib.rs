@@ -14,6 +14,11 @@
 //!   A trap is reported as a [`CallError`] naming what happened; it never
 //!   takes the host down.
 //!
+//! * [`AsyncInstance`] is one *slot* of an async operator (world
+//!   `weir:plugin/async-operator`): an instance whose calls are awaited on
+//!   a tokio runtime, with HTTP/SQL/key-value imports served by an
+//!   [`IoProvider`] (implemented by `weir-async`).
+//!
 //! * [`reload`] watches the plugin directory and validates a new version
 //!   in the background (compile through the cache, world and exports,
 //!   instantiate under limits, `open`); the swap itself happens in the task
@@ -25,6 +30,7 @@
 //! environment or arguments. Clocks and randomness are available because
 //! language runtimes need them to start.
 
+mod asyncop;
 mod engine;
 mod instance;
 mod output;
@@ -33,4 +39,5 @@ pub mod reload;
 
 pub use engine::{Engine, EngineConfig, EPOCH_TICK};
 pub use instance::{CallError, InstanceInfo, Limits, OperatorInstance, TimerFired, TrapKind};
-pub use plugin::{Plugin, PluginError, PluginInspection, MIGRATE_INTERFACE};
+pub use plugin::{Plugin, PluginError, PluginInspection, ASYNC_INTERFACE, MIGRATE_INTERFACE};
+pub use asyncop::{AsyncInstance, HttpResponse, IoFuture, IoProvider, ProcessError, SqlRows, SqlValue};

@@ -7,9 +7,22 @@ use std::time::Duration;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex};
 use weir_bindings::OperatorPre;
+use weir_bindings::async_operator::AsyncOperatorPre;
+use crate::asyncop::AsyncHostState;
 
 /// The optional hot-reload hook's interface (`wit/migrate.wit`).
 pub const MIGRATE_INTERFACE: &str = "weir:plugin/migrate@0.1.0";
+
+/// The export that makes a component an async operator (`wit/async-io.wit`).
+pub const ASYNC_INTERFACE: &str = "weir:plugin/async-handler@0.1.0";
+
+/// Which world a plugin implements, with its prepared instantiation.
+pub(crate) enum PluginKind {
+    /// `weir:plugin/operator`: batches in, batches out, synchronous calls.
+    Operator(OperatorPre<HostState>),
+    /// `weir:plugin/async-operator`: one record per call, async host I/O.
+    Async(AsyncOperatorPre<AsyncHostState>),
+}
 
 /// Why a plugin cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +55,7 @@ pub enum PluginError {
         message: String,
     },
     /// It is a component, but not of the `weir:plugin/operator` world.
-    #[error("{} is a WebAssembly component but not a weir operator: {reason}. It exports [{exports}] and imports [{imports}]; a weir operator exports the interface weir:plugin/handler@0.1.0 (`open`, `process`, `on-timer`, `close`) of world weir:plugin/operator (in Rust: `weir_sdk::export_operator!(YourType)`)", path.display())]
+    #[error("{} is a WebAssembly component but not a weir operator: {reason}. It exports [{exports}] and imports [{imports}]; a weir operator exports the interface weir:plugin/handler@0.1.0 (`open`, `process`, `on-timer`, `close`) of world weir:plugin/operator (in Rust: `weir_sdk::export_operator!(YourType)`), or weir:plugin/async-handler@0.1.0 (`open`, `process`) of world weir:plugin/async-operator", path.display())]
     WrongWorld {
         /// The file.
         path: PathBuf,
@@ -84,7 +97,7 @@ pub struct Plugin {
     /// (`weir:plugin/migrate@0.1.0`), called after a hot reload.
     pub has_migrate: bool,
     pub(crate) engine: Engine,
-    pub(crate) pre: OperatorPre<HostState>,
+    pub(crate) kind: PluginKind,
     pub(crate) migrate: Option<ComponentExportIndex>,
 }
 
@@ -113,10 +126,16 @@ impl Plugin {
             exports: inspection.exports.join(", "),
             imports: inspection.imports.join(", "),
         };
-        let instance_pre = engine.linker().instantiate_pre(&component).map_err(|e| {
+        let needs = |e: wasmtime::Error| {
             wrong(format!("it needs an import weir does not provide (capabilities are denied by default): {}", root_cause(&e)))
-        })?;
-        let pre = OperatorPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?;
+        };
+        let kind = if component.get_export_index(None, ASYNC_INTERFACE).is_some() {
+            let instance_pre = engine.async_linker().instantiate_pre(&component).map_err(needs)?;
+            PluginKind::Async(AsyncOperatorPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?)
+        } else {
+            let instance_pre = engine.linker().instantiate_pre(&component).map_err(needs)?;
+            PluginKind::Operator(OperatorPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?)
+        };
         // The hook is optional: a component without it is swapped in
         // without a call. One that exports the interface must export the
         // function with the right type, which is checked on first use
@@ -135,9 +154,15 @@ impl Plugin {
             inspection,
             has_migrate: migrate.is_some(),
             engine: engine.clone(),
-            pre,
+            kind,
             migrate,
         })
+    }
+
+    /// True for an async operator (world `weir:plugin/async-operator`):
+    /// run it with [`crate::AsyncInstance`], not [`crate::OperatorInstance`].
+    pub fn is_async(&self) -> bool {
+        matches!(self.kind, PluginKind::Async(_))
     }
 
     /// The first 12 hex digits of the content hash.

@@ -1,0 +1,234 @@
+//! A small HTTP/1.1 client over tokio's `TcpStream`, with keep-alive.
+//!
+//! Why not hyper: the workspace has no HTTP client, and what async
+//! operators need is narrow (plain `http://`, one request at a time per
+//! connection, `Content-Length` or chunked bodies). About 200 lines on top
+//! of tokio, which weir already uses, cost less to build and audit than
+//! hyper + hyper-util + http-body and their feature plumbing. TLS
+//! (`https://`) is not supported: put a local proxy in front of such a
+//! service.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use weir_wasm::HttpResponse;
+
+/// Idle connections kept per `host:port`.
+const MAX_IDLE_PER_HOST: usize = 256;
+/// Longest status line or header line accepted.
+const MAX_LINE: usize = 16 * 1024;
+
+type Conn = BufReader<TcpStream>;
+
+/// A parsed `http://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Lower-cased host name or address.
+    pub host: String,
+    /// Port (80 when absent).
+    pub port: u16,
+    /// Path and query, from `/`.
+    pub path: String,
+}
+
+/// Splits `http://host[:port][/path]`.
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") {
+        return Err(format!("{url}: https is not supported by weir's HTTP import (plain http:// only); reach TLS services through a local proxy"));
+    } else {
+        return Err(format!("{url}: not an http:// URL"));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_owned()),
+    };
+    if authority.contains('@') {
+        return Err(format!("{url}: credentials in the URL are not supported; send an Authorization header"));
+    }
+    let (host, port) = crate::config::parse_host_port(authority).map_err(|e| format!("{url}: {e}"))?;
+    Ok(Target { host, port, path })
+}
+
+/// The client: a pool of idle keep-alive connections per `host:port`.
+#[derive(Debug, Default)]
+pub struct HttpClient {
+    idle: Mutex<HashMap<(String, u16), Vec<Conn>>>,
+}
+
+impl HttpClient {
+    /// One request; `max_body` caps the response body.
+    pub async fn request(&self, method: &str, target: &Target, headers: &[(String, String)], body: &[u8], max_body: usize) -> Result<HttpResponse, String> {
+        let key = (target.host.clone(), target.port);
+        let mut head = format!("{method} {} HTTP/1.1\r\nHost: {}:{}\r\n", target.path, target.host, target.port);
+        for (n, v) in headers {
+            if n.eq_ignore_ascii_case("host") || n.eq_ignore_ascii_case("content-length") || n.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
+                continue;
+            }
+            head.push_str(n);
+            head.push_str(": ");
+            head.push_str(v);
+            head.push_str("\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        // A pooled connection may have been closed by the server meanwhile:
+        // if it fails before any byte of a response, try a fresh one.
+        let pooled = self.idle.lock().expect("pool lock").get_mut(&key).and_then(Vec::pop);
+        if let Some(mut conn) = pooled {
+            match exchange(&mut conn, head.as_bytes(), body, method, max_body).await {
+                Ok((resp, reusable)) => {
+                    self.put_back(key, conn, reusable);
+                    return Ok(resp);
+                }
+                Err(Failure::BeforeResponse(_)) => {}
+                Err(Failure::Other(e)) => return Err(format!("http://{}:{}: {e}", target.host, target.port)),
+            }
+        }
+        let stream = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = BufReader::new(stream);
+        match exchange(&mut conn, head.as_bytes(), body, method, max_body).await {
+            Ok((resp, reusable)) => {
+                self.put_back(key, conn, reusable);
+                Ok(resp)
+            }
+            Err(Failure::BeforeResponse(e) | Failure::Other(e)) => Err(format!("http://{}:{}: {e}", target.host, target.port)),
+        }
+    }
+
+    fn put_back(&self, key: (String, u16), conn: Conn, reusable: bool) {
+        if !reusable {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_HOST {
+            list.push(conn);
+        }
+    }
+}
+
+enum Failure {
+    /// Nothing of a response arrived: safe to retry on a fresh connection.
+    BeforeResponse(String),
+    Other(String),
+}
+
+async fn read_line(conn: &mut Conn, line: &mut String) -> std::io::Result<usize> {
+    line.clear();
+    let n = (&mut *conn).take(MAX_LINE as u64).read_line(line).await?;
+    if n == MAX_LINE && !line.ends_with('\n') {
+        return Err(std::io::Error::other("response line too long"));
+    }
+    Ok(n)
+}
+
+/// Writes the request, reads the response; also says whether the
+/// connection can be reused.
+async fn exchange(conn: &mut Conn, head: &[u8], body: &[u8], method: &str, max_body: usize) -> Result<(HttpResponse, bool), Failure> {
+    let w = conn.get_mut();
+    let sent = async {
+        w.write_all(head).await?;
+        if !body.is_empty() {
+            w.write_all(body).await?;
+        }
+        w.flush().await
+    };
+    sent.await.map_err(|e| Failure::BeforeResponse(format!("sending the request: {e}")))?;
+    let mut line = String::new();
+    let n = read_line(conn, &mut line).await.map_err(|e| Failure::BeforeResponse(format!("reading the response: {e}")))?;
+    if n == 0 {
+        return Err(Failure::BeforeResponse("the server closed the connection without a response".into()));
+    }
+    let other = |m: String| Failure::Other(m);
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| other(format!("malformed status line {:?}", line.trim_end())))?;
+    if !version.starts_with("HTTP/1.") {
+        return Err(other(format!("not an HTTP/1.x response: {:?}", line.trim_end())));
+    }
+    let mut headers = Vec::new();
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    let mut close = version == "HTTP/1.0";
+    loop {
+        read_line(conn, &mut line).await.map_err(|e| other(format!("reading headers: {e}")))?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let Some((name, value)) = l.split_once(':') else { return Err(other(format!("malformed header line {l:?}"))) };
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim().to_owned();
+        match name.as_str() {
+            "content-length" => length = Some(value.parse().map_err(|_| other(format!("bad content-length {value:?}")))?),
+            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            "connection" => close |= value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+        headers.push((name, value));
+        if headers.len() > 256 {
+            return Err(other("more than 256 response headers".into()));
+        }
+    }
+    let too_big = |n: usize| other(format!("the response body ({n} bytes or more) is larger than async.max-response ({max_body} bytes)"));
+    let no_body = method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 || (100..200).contains(&status);
+    let mut out = Vec::new();
+    if no_body {
+    } else if chunked {
+        loop {
+            read_line(conn, &mut line).await.map_err(|e| other(format!("reading a chunk: {e}")))?;
+            let size_text = line.trim_end().split(';').next().unwrap_or("").trim().to_owned();
+            let size = usize::from_str_radix(&size_text, 16).map_err(|_| other(format!("bad chunk size {size_text:?}")))?;
+            if size == 0 {
+                // Trailers, then the empty line.
+                loop {
+                    read_line(conn, &mut line).await.map_err(|e| other(format!("reading trailers: {e}")))?;
+                    if line.trim_end().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            if out.len() + size > max_body {
+                return Err(too_big(out.len() + size));
+            }
+            let start = out.len();
+            out.resize(start + size + 2, 0);
+            conn.read_exact(&mut out[start..]).await.map_err(|e| other(format!("reading a chunk: {e}")))?;
+            out.truncate(start + size);
+        }
+    } else if let Some(n) = length {
+        if n > max_body {
+            return Err(too_big(n));
+        }
+        out.resize(n, 0);
+        conn.read_exact(&mut out).await.map_err(|e| other(format!("reading the body: {e}")))?;
+    } else {
+        (&mut *conn).take(max_body as u64 + 1).read_to_end(&mut out).await.map_err(|e| other(format!("reading the body: {e}")))?;
+        if out.len() > max_body {
+            return Err(too_big(out.len()));
+        }
+        close = true;
+    }
+    Ok((HttpResponse { status, headers, body: out }, !close))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("http://Host:81/a?b").unwrap(), Target { host: "host".into(), port: 81, path: "/a?b".into() });
+        assert_eq!(parse_url("http://h").unwrap(), Target { host: "h".into(), port: 80, path: "/".into() });
+        assert_eq!(parse_url("http://h?x=1").unwrap().path, "/?x=1");
+        assert!(parse_url("https://h/").unwrap_err().contains("plain http://"));
+        assert!(parse_url("ftp://h/").is_err());
+    }
+}

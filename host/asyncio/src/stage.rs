@@ -1,0 +1,548 @@
+//! The async operator as a stage of a task: slots, ordering, timeouts,
+//! retries, dead letters and checkpointed in-flight records.
+//!
+//! The task thread hands records to free slots (one tokio task per slot,
+//! each owning one plugin instance) and collects their results from a
+//! channel. When `capacity` records are in flight (waiting for a slot's
+//! answer, or answered but held back for order), the task thread waits for
+//! one to finish: the task's *backpressured* time, like waiting for a
+//! network buffer. Results leave in input order (`ordered`) or as they
+//! complete (`unordered`), in the latter case never overtaking a
+//! checkpoint barrier or a watermark: each starts a new *epoch*, and a
+//! record of a later epoch is released only once every record of the
+//! earlier ones is. A watermark is held back by the stage (the task stops
+//! it here) until every record before it has left, then sent on; the
+//! slots keep working meanwhile.
+
+use crate::config::{AsyncConfig, OnTimeout, OutputMode, RetryConfig};
+use crate::metrics::SlotMetrics;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_format::{BatchWriter, Frames};
+use weir_network::WaitClock;
+use weir_task::{Stage, StageMetrics, StageState, TaskError};
+use weir_wasm::{AsyncInstance, InstanceInfo, IoProvider, Limits, Plugin, ProcessError};
+
+/// Magic of the in-flight snapshot file (version 1).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRASY1";
+
+/// How one record ended.
+#[derive(Debug)]
+enum Outcome {
+    Ok(Vec<u8>),
+    Failed { reason: String, attempts: u32 },
+}
+
+struct Entry {
+    record: Arc<[u8]>,
+    epoch: u64,
+    result: Option<Outcome>,
+}
+
+struct Job {
+    seq: u64,
+    record: Arc<[u8]>,
+}
+
+struct Done {
+    slot: usize,
+    seq: u64,
+    outcome: Outcome,
+}
+
+/// What a slot needs to (re)open its instance and run a record.
+struct SlotCtx {
+    plugin: Arc<Plugin>,
+    info: InstanceInfo,
+    limits: Limits,
+    io: Arc<dyn IoProvider>,
+    timeout: Duration,
+    retry: RetryConfig,
+    metrics: SlotMetrics,
+}
+
+/// Where a dead-letter sink runs: inside the operator's stage.
+pub struct DeadLetter {
+    /// The sink's vertex in the plan (for its checkpoint state).
+    pub vertex: usize,
+    /// The sink, as a stage.
+    pub stage: Box<dyn Stage>,
+}
+
+/// Everything [`AsyncStage::open`] needs.
+pub struct AsyncStageSpec {
+    /// `operators[i]`, for messages.
+    pub config_path: String,
+    /// The operator's settings.
+    pub config: AsyncConfig,
+    /// The plugin (world `weir:plugin/async-operator`).
+    pub plugin: Arc<Plugin>,
+    /// Identity and plugin config.
+    pub info: InstanceInfo,
+    /// Per-instance limits.
+    pub limits: Limits,
+    /// The imports' implementation for this subtask.
+    pub io: Arc<dyn IoProvider>,
+    /// The dead-letter sink, if configured.
+    pub dead_letter: Option<DeadLetter>,
+    /// The stage's counters.
+    pub metrics: Arc<StageMetrics>,
+    /// The task's backpressure clock (a full set of slots is backpressure).
+    pub backpressure: Arc<WaitClock>,
+}
+
+/// An async operator subtask.
+pub struct AsyncStage {
+    name: String,
+    operator: String,
+    subtask: u32,
+    config_path: String,
+    ordered: bool,
+    capacity: usize,
+    on_timeout: OnTimeout,
+    rt: Option<tokio::runtime::Runtime>,
+    jobs: Vec<tokio::sync::mpsc::UnboundedSender<Job>>,
+    free: Vec<usize>,
+    done: crossbeam_channel::Receiver<Done>,
+    pending: BTreeMap<u64, Entry>,
+    /// Watermarks waiting for the records before them: (first sequence
+    /// number after the watermark, watermark).
+    held_watermarks: std::collections::VecDeque<(u64, i64)>,
+    next_seq: u64,
+    epoch: u64,
+    out: BatchWriter,
+    dead: BatchWriter,
+    dead_letter: Option<DeadLetter>,
+    metrics: Arc<StageMetrics>,
+    backpressure: Arc<WaitClock>,
+    key_groups: Range<u32>,
+    slot_metrics: SlotMetrics,
+}
+
+impl AsyncStage {
+    /// Starts the slots: a tokio runtime for the subtask and `capacity`
+    /// plugin instances, each opened (its `open` called) before this returns.
+    pub fn open(spec: AsyncStageSpec) -> Result<Self, String> {
+        let AsyncStageSpec { config_path, config, plugin, info, limits, io, dead_letter, metrics, backpressure } = spec;
+        let name = format!("{}[{}]", info.operator, info.subtask);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("weir-async-{name}"))
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime of {name}: {e}"))?;
+        let slot_metrics = SlotMetrics::new(&info.pipeline, &info.operator, info.subtask, config.capacity);
+        let ctx = Arc::new(SlotCtx {
+            plugin,
+            info: info.clone(),
+            limits,
+            io,
+            timeout: config.timeout.0,
+            retry: config.retry,
+            metrics: slot_metrics.clone(),
+        });
+        let instances = rt.block_on(async {
+            let mut v = Vec::with_capacity(config.capacity);
+            for slot in 0..config.capacity {
+                v.push(AsyncInstance::open(&ctx.plugin, &ctx.info, ctx.limits, ctx.io.clone(), slot).await?);
+            }
+            Ok::<_, weir_wasm::CallError>(v)
+        });
+        let instances = instances.map_err(|e| format!("the plugin refused to start: {e}"))?;
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let mut jobs = Vec::with_capacity(config.capacity);
+        for (slot, instance) in instances.into_iter().enumerate() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            jobs.push(tx);
+            rt.spawn(run_slot(slot, instance, rx, done_tx.clone(), ctx.clone()));
+        }
+        let parallelism = info.parallelism.max(1);
+        Ok(Self {
+            name,
+            operator: info.operator.clone(),
+            subtask: info.subtask,
+            config_path,
+            ordered: config.output == OutputMode::Ordered,
+            capacity: config.capacity,
+            on_timeout: config.on_timeout,
+            rt: Some(rt),
+            free: (0..config.capacity).rev().collect(),
+            jobs,
+            done,
+            pending: BTreeMap::new(),
+            held_watermarks: std::collections::VecDeque::new(),
+            next_seq: 0,
+            epoch: 0,
+            out: BatchWriter::new(),
+            dead: BatchWriter::new(),
+            dead_letter,
+            metrics,
+            backpressure,
+            key_groups: weir_format::keygroup::range(info.subtask, info.max_parallelism, parallelism),
+            slot_metrics,
+        })
+    }
+
+    /// Re-issues the records that were in flight when the checkpoint being
+    /// restored was taken (only those of key groups this subtask owns: the
+    /// snapshot files may come from another parallelism). Call before the
+    /// task starts.
+    pub fn restore(&mut self, files: &[&[u8]]) -> Result<usize, String> {
+        let mut n = 0;
+        for file in files {
+            for (kg, record) in decode_snapshot(file)? {
+                if self.key_groups.contains(&kg) {
+                    self.dispatch(Arc::from(record)).map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn dispatch(&mut self, record: Arc<[u8]>) -> Result<(), TaskError> {
+        while self.pending.len() >= self.capacity {
+            self.collect(true)?;
+        }
+        let slot = self.free.pop().ok_or_else(|| TaskError::Stage(format!("{}: no free slot below capacity (a bug in weir)", self.name)))?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(seq, Entry { record: record.clone(), epoch: self.epoch, result: None });
+        self.jobs[slot]
+            .send(Job { seq, record })
+            .map_err(|_| TaskError::Stage(format!("{}: async slot {slot} stopped (a bug in weir)", self.name)))
+    }
+
+    /// Takes finished results; with `block`, first waits for one (time the
+    /// task counts as backpressured). Then releases what may leave.
+    fn collect(&mut self, block: bool) -> Result<(), TaskError> {
+        if block && !self.pending.is_empty() && self.done.is_empty() {
+            self.backpressure.start_wait();
+            let r = self.done.recv();
+            self.backpressure.end_wait();
+            match r {
+                Ok(d) => self.apply(d),
+                Err(_) => return Err(TaskError::Stage(format!("{}: every async slot stopped (a bug in weir)", self.name))),
+            }
+        }
+        while let Ok(d) = self.done.try_recv() {
+            self.apply(d);
+        }
+        self.release()?;
+        self.slot_metrics.set_usage(self.capacity - self.free.len(), self.pending.len());
+        Ok(())
+    }
+
+    fn apply(&mut self, d: Done) {
+        self.free.push(d.slot);
+        if let Some(e) = self.pending.get_mut(&d.seq) {
+            e.result = Some(d.outcome);
+        }
+    }
+
+    fn release(&mut self) -> Result<(), TaskError> {
+        loop {
+            let Some((&first, head)) = self.pending.first_key_value() else { return Ok(()) };
+            if self.ordered {
+                if head.result.is_none() {
+                    return Ok(());
+                }
+                let e = self.pending.remove(&first).expect("first entry");
+                self.emit(e)?;
+                continue;
+            }
+            let epoch = head.epoch;
+            let ready: Vec<u64> = self.pending.iter().take_while(|(_, e)| e.epoch == epoch).filter(|(_, e)| e.result.is_some()).map(|(s, _)| *s).collect();
+            for s in &ready {
+                let e = self.pending.remove(s).expect("ready entry");
+                self.emit(e)?;
+            }
+            // Move on to the next epoch only once this one is empty.
+            if ready.is_empty() || self.pending.first_key_value().is_some_and(|(_, e)| e.epoch == epoch) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn emit(&mut self, e: Entry) -> Result<(), TaskError> {
+        match e.result.expect("released entries have a result") {
+            Outcome::Ok(out) => {
+                let n = weir_format::count(&out).map_err(|err| TaskError::Stage(format!("{}: the plugin returned a malformed batch: {err}", self.name)))?;
+                self.out.extend_raw(&out, n);
+                Ok(())
+            }
+            Outcome::Failed { reason, attempts } => {
+                let rec = Frames::new(&e.record).next().and_then(Result::ok);
+                let describe = match &rec {
+                    Some(r) => format!("record (key {}, timestamp {})", r.key.map_or("none".into(), |k| format!("{:?}", String::from_utf8_lossy(k))), r.timestamp),
+                    None => "a record".into(),
+                };
+                if self.on_timeout == OnTimeout::Fail {
+                    return Err(TaskError::Stage(format!(
+                        "{} (`{}`): {describe} failed after {attempts} attempt(s): {reason}. The operator has on-timeout = \"fail\"; set on-timeout = \"dead-letter\" with a dead-letter sink to keep the pipeline running",
+                        self.config_path, self.name
+                    )));
+                }
+                self.slot_metrics.dead_lettered.increment(1);
+                tracing::debug!(operator = %self.name, "dead-lettered {describe} after {attempts} attempt(s): {reason}");
+                let (key, timestamp, value) = match &rec {
+                    Some(r) => (r.key, r.timestamp, r.value),
+                    None => (None, 0, &[][..]),
+                };
+                let mut envelope = serde_json::json!({
+                    "operator": self.operator,
+                    "subtask": self.subtask,
+                    "reason": reason,
+                    "attempts": attempts,
+                    "key": key.map(|k| String::from_utf8_lossy(k).into_owned()),
+                    "timestamp": timestamp,
+                });
+                match std::str::from_utf8(value) {
+                    Ok(v) => envelope["value"] = serde_json::Value::String(v.to_owned()),
+                    Err(_) => envelope["value-hex"] = serde_json::Value::String(value.iter().map(|b| format!("{b:02x}")).collect()),
+                }
+                let body = serde_json::to_vec(&envelope).expect("JSON");
+                self.dead.push(key, &body, timestamp, &[]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands dead letters to the dead-letter sink.
+    fn flush_dead(&mut self) -> Result<(), TaskError> {
+        if self.dead.is_empty() {
+            return Ok(());
+        }
+        let n = self.dead.records();
+        let batch = self.dead.take();
+        match &mut self.dead_letter {
+            Some(d) => {
+                d.stage.metrics().add_in(n, batch.len());
+                d.stage.process(&batch, n)?;
+                Ok(())
+            }
+            None => Err(TaskError::Stage(format!("{}: records to dead-letter but no dead-letter sink (a bug in weir: validation requires one)", self.name))),
+        }
+    }
+
+    fn drain(&mut self) -> Result<(), TaskError> {
+        while !self.pending.is_empty() {
+            self.collect(true)?;
+        }
+        Ok(())
+    }
+
+    fn take_out(&mut self) -> Result<Vec<u8>, TaskError> {
+        self.flush_dead()?;
+        Ok(self.out.take())
+    }
+}
+
+impl Stage for AsyncStage {
+    fn process(&mut self, batch: &[u8], _records: usize) -> Result<Vec<u8>, TaskError> {
+        let mut frames = Frames::new(batch);
+        loop {
+            let start = frames.offset();
+            match frames.next() {
+                None => break,
+                Some(Ok(_)) => self.dispatch(Arc::from(&batch[start..frames.offset()]))?,
+                Some(Err(e)) => return Err(TaskError::Stage(format!("{}: malformed input batch: {e}", self.name))),
+            }
+        }
+        self.collect(false)?;
+        self.take_out()
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
+        // The watermark waits until every record before it has left
+        // (`released_watermark`); records after it never overtake those
+        // before it, even unordered.
+        self.epoch += 1;
+        self.held_watermarks.push_back((self.next_seq, watermark));
+        self.collect(false)?;
+        self.take_out()
+    }
+
+    fn holds_watermarks(&self) -> bool {
+        true
+    }
+
+    fn released_watermark(&mut self) -> Option<i64> {
+        if !self.out.is_empty() {
+            // Records released but not yet returned to the task go first.
+            return None;
+        }
+        let low = self.pending.first_key_value().map_or(self.next_seq, |(s, _)| *s);
+        let mut released = None;
+        while let Some(&(boundary, w)) = self.held_watermarks.front()
+            && boundary <= low
+        {
+            released = Some(w);
+            self.held_watermarks.pop_front();
+        }
+        released
+    }
+
+    fn next_processing_timer(&mut self) -> Option<i64> {
+        (!self.pending.is_empty() || !self.out.is_empty() || !self.dead.is_empty() || !self.held_watermarks.is_empty()).then(crate::now_ms)
+    }
+
+    fn on_processing_time(&mut self, _now_ms: i64) -> Result<Vec<u8>, TaskError> {
+        self.collect(false)?;
+        self.take_out()
+    }
+
+    fn on_idle(&mut self) -> Result<(), TaskError> {
+        self.collect(false)
+    }
+
+    fn close(&mut self) -> Result<Vec<u8>, TaskError> {
+        self.drain()?;
+        // End of input: the task sends no watermark after this.
+        self.held_watermarks.clear();
+        let out = self.take_out()?;
+        if let Some(d) = &mut self.dead_letter {
+            let rest = d.stage.close()?;
+            debug_assert!(rest.is_empty(), "sinks emit nothing");
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, _checkpoint: u64) -> Result<Option<StageState>, TaskError> {
+        // Records after this barrier belong to a new epoch: in unordered
+        // mode they never overtake the ones before it.
+        self.epoch += 1;
+        let span = (self.key_groups.end - self.key_groups.start).max(1);
+        let mut bytes = Vec::with_capacity(16 + self.pending.values().map(|e| e.record.len() + 8).sum::<usize>());
+        bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        bytes.extend_from_slice(&(self.pending.len() as u32).to_le_bytes());
+        for (i, e) in self.pending.values().enumerate() {
+            // Spread the records over the key groups this subtask owns, so a
+            // restore at another parallelism hands each to exactly one subtask.
+            let kg = self.key_groups.start + (i as u32 % span);
+            bytes.extend_from_slice(&kg.to_le_bytes());
+            bytes.extend_from_slice(&(e.record.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&e.record);
+        }
+        Ok(Some(StageState::Operator { key_groups: self.key_groups.clone(), job: Box::new(move || Ok(bytes)) }))
+    }
+
+    fn side_snapshot(&mut self, checkpoint: u64) -> Result<Vec<(usize, StageState)>, TaskError> {
+        self.flush_dead()?;
+        match &mut self.dead_letter {
+            Some(d) => Ok(d.stage.snapshot(checkpoint)?.map(|s| vec![(d.vertex, s)]).unwrap_or_default()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), TaskError> {
+        match &mut self.dead_letter {
+            Some(d) => d.stage.checkpoint_complete(checkpoint),
+            None => Ok(()),
+        }
+    }
+
+    fn end_without_checkpoints(&mut self) -> Result<(), TaskError> {
+        match &mut self.dead_letter {
+            Some(d) => d.stage.end_without_checkpoints(),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<(), TaskError> {
+        self.jobs.clear();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        match &mut self.dead_letter {
+            Some(d) => d.stage.shutdown(),
+            None => Ok(()),
+        }
+    }
+
+    fn metrics(&self) -> &Arc<StageMetrics> {
+        &self.metrics
+    }
+}
+
+impl Drop for AsyncStage {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Parses an in-flight snapshot file: `(key group, record frame)` pairs.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    let bad = || "not an async operator's in-flight snapshot (corrupt, or written by another kind of operator)".to_owned();
+    let rest = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()).ok_or_else(bad)?;
+    let (count, mut rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+    let count = u32::from_le_bytes(*count) as usize;
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let (kg, r) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+        let (len, r) = r.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if r.len() < len {
+            return Err(bad());
+        }
+        out.push((u32::from_le_bytes(*kg), r[..len].to_vec()));
+        rest = &r[len..];
+    }
+    Ok(out)
+}
+
+/// One slot: runs its records one at a time, with timeout and retries; a
+/// timed-out or trapped instance is dropped and a fresh one opened.
+async fn run_slot(slot: usize, instance: AsyncInstance, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>, done: crossbeam_channel::Sender<Done>, ctx: Arc<SlotCtx>) {
+    let mut instance = Some(instance);
+    while let Some(job) = jobs.recv().await {
+        let mut attempt: u32 = 0;
+        let outcome = loop {
+            attempt += 1;
+            let error = match &mut instance {
+                None => match AsyncInstance::open(&ctx.plugin, &ctx.info, ctx.limits, ctx.io.clone(), slot).await {
+                    Ok(i) => {
+                        instance = Some(i);
+                        attempt -= 1;
+                        continue;
+                    }
+                    Err(e) => format!("could not open a fresh instance of the plugin: {e}"),
+                },
+                Some(inst) => {
+                    let started = Instant::now();
+                    let r = tokio::time::timeout(ctx.timeout, inst.process(&job.record)).await;
+                    ctx.metrics.latency.record(started.elapsed().as_secs_f64());
+                    match r {
+                        Ok(Ok(Ok(out))) => break Outcome::Ok(out),
+                        Ok(Ok(Err(ProcessError::Permanent(m)))) => break Outcome::Failed { reason: m, attempts: attempt },
+                        Ok(Ok(Err(ProcessError::Transient(m)))) => m,
+                        Ok(Err(trap)) => {
+                            // The store is unusable after a trap.
+                            instance = None;
+                            format!("the plugin {trap}")
+                        }
+                        Err(_) => {
+                            // Abandoned mid-call: the store is in an unknown state.
+                            instance = None;
+                            ctx.metrics.timeouts.increment(1);
+                            format!("timed out after {}", humantime::format_duration(ctx.timeout))
+                        }
+                    }
+                }
+            };
+            if attempt > ctx.retry.attempts {
+                break Outcome::Failed { reason: error, attempts: attempt };
+            }
+            ctx.metrics.retries.increment(1);
+            tokio::time::sleep(ctx.retry.delay(attempt - 1)).await;
+        };
+        if done.send(Done { slot, seq: job.seq, outcome }).is_err() {
+            return;
+        }
+    }
+}
