@@ -73,8 +73,16 @@ fn capacity_64_is_over_40_times_capacity_1_at_10ms_per_lookup() {
     // answer: process start-up is not part of it.
     let s = Scratch::new();
     s.pipeline("p.toml", &http_pipeline(server.port, 200, "capacity = 1"));
-    run_to_end(&s);
+    let summary = run_to_end(&s);
     let one = server.rate();
+    // The source task waits for the one slot: that is backpressure.
+    let bp: f64 = summary
+        .lines()
+        .find(|l| l.contains("task events[0]"))
+        .and_then(|l| l.split("backpressured").nth(1))
+        .and_then(|r| r.trim().trim_end_matches('%').trim().parse().ok())
+        .unwrap_or_else(|| panic!("no task line in the summary:\n{summary}"));
+    assert!(bp >= 50.0, "a full set of slots shows as backpressure: {bp}%\n{summary}");
     assert_eq!(lines(&s, "out.jsonl").len(), 200);
 
     server.reset_rate();
@@ -329,4 +337,44 @@ fn bad_async_config_is_reported_by_check_with_paths() {
     let run = s.weir(&["check", "p.toml"], Duration::from_secs(60));
     run.expect_code(2);
     weir_tests::golden("async-config-errors.txt", &run.stderr);
+}
+
+#[test]
+fn metrics_show_slots_latency_timeouts_retries_and_dead_letters() {
+    use weir_tests::{free_port, metric, scrape};
+    let server = DelayServer::start(Duration::from_millis(5), Duration::ZERO);
+    server.time_out(&user(2), 1000);
+    let s = Scratch::new();
+    // 300 records/s for 3 s: the run is still going when it is scraped.
+    let body = http_pipeline(server.port, 900, "capacity = 8, timeout = \"100ms\", retry = { attempts = 1, backoff = \"10ms\" }")
+        .replace("count = 900", "count = 900\nrate = 300");
+    s.pipeline("p.toml", &body);
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = weir(&s, &["run", "--quiet", "--metrics-address", &address, "p.toml"]).spawn().expect("start weir");
+    let labels = [("operator", "enrich"), ("subtask", "0")];
+    let mut seen = None;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(samples) = scrape(port)
+            && metric(&samples, "weir_async_dead_lettered_total", &labels) == Some(1.0)
+            && metric(&samples, "weir_async_call_seconds", &[("operator", "enrich"), ("quantile", "0.5")]).is_some()
+        {
+            seen = Some(samples);
+            break;
+        }
+    }
+    let last = scrape(port).unwrap_or_default().into_iter().filter(|s| s.name.starts_with("weir_async")).collect::<Vec<_>>();
+    let out = child.wait_with_output().expect("weir");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let samples = seen.unwrap_or_else(|| panic!("the dead letter shows in /metrics while the pipeline runs: {last:?}"));
+    assert_eq!(metric(&samples, "weir_async_slots", &labels), Some(8.0));
+    assert_eq!(metric(&samples, "weir_async_timeouts_total", &labels), Some(2.0), "two attempts of the hanging lookup");
+    assert_eq!(metric(&samples, "weir_async_retries_total", &labels), Some(1.0));
+    assert!(metric(&samples, "weir_async_slots_in_use", &labels).is_some());
+    assert!(metric(&samples, "weir_async_in_flight", &labels).is_some());
+    let p50 = metric(&samples, "weir_async_call_seconds", &[("operator", "enrich"), ("quantile", "0.5")]).unwrap();
+    let p99 = metric(&samples, "weir_async_call_seconds", &[("operator", "enrich"), ("quantile", "0.99")]).unwrap();
+    assert!(p50 >= 0.005 && p99 >= p50, "p50 {p50} p99 {p99}: every call waits the service's 5 ms");
+    assert_eq!(lines(&s, "dead.jsonl").len(), 1);
 }

@@ -371,6 +371,14 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         }
         pin = Some(store.pin(&r.checkpoint.dir).map_err(|e| RunError::Setup(e.to_string()))?);
     }
+    // Before the tasks are built: stages register their metric handles
+    // (async operators' slot metrics) with the recorder installed here.
+    if let Some(address) = options.metrics_address {
+        match weir_metrics::serve_prometheus(address) {
+            Ok(()) => tracing::info!(%address, "serving Prometheus metrics at /metrics"),
+            Err(e) => tracing::warn!("{e}; continuing without the metrics endpoint (use --metrics-address to choose another)"),
+        }
+    }
     let task_count: usize = plan.chains.iter().map(|c| c.parallelism as usize).sum();
     let mut coordinator = match (&store, checkpointing) {
         (Some(store), true) => Some(Coordinator::new(p, &plan, store.clone(), task_count, pin.take(), restore.as_ref().map(|r| r.checkpoint.manifest.id))),
@@ -585,12 +593,6 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             .collect(),
         tasks: task_entries,
     });
-    if let Some(address) = options.metrics_address {
-        match weir_metrics::serve_prometheus(address) {
-            Ok(()) => tracing::info!(%address, "serving Prometheus metrics at /metrics"),
-            Err(e) => tracing::warn!("{e}; continuing without the metrics endpoint (use --metrics-address to choose another)"),
-        }
-    }
     let monitor = Arc::new(Monitor::new(registry));
     let _attached = handle.attach_guard(monitor.clone(), coordinator.as_ref().map(Coordinator::stats), crate::handle::plugins_at_start(p, &plugins));
     // Async operators are not hot-reloaded (yet): their slots are swapped
