@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|boundary|analysis|kafka] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -70,6 +70,13 @@
 //! keys) at the same `batch.rows`, with a checkpoint every `--pg-epoch`
 //! rows. Not part of `all` (it needs PostgreSQL installed).
 //!
+//! # `async`: async I/O slots
+//!
+//! See [`async_io`]: throughput of an HTTP-enriching async operator at
+//! capacity 1, 8, 64 and 256 against 1 ms and 10 ms lookups, beside the
+//! ceiling capacity / latency, and memory per slot. Part of `all` (the slow
+//! service is the test harness's delaying HTTP server; nothing external).
+//!
 //! # `boundary`: the cost of crossing into Wasm
 //!
 //! The `identity` plugin (every record copied unchanged into the output
@@ -88,6 +95,7 @@
 //! * **empty call**: one `process` call with an empty batch, the fixed cost
 //!   every call pays whatever its size; it dominates at batch size 1.
 
+mod async_io;
 mod boundary;
 mod events_agg;
 mod latency;
@@ -174,6 +182,9 @@ How to read the results:
               the same 100-byte rows at the same rows per statement, on a
               throwaway cluster; 'vs raw' is the share of the raw rate.
               Target: append >= 80% of raw COPY.
+  async       records/s of an async operator doing one HTTP lookup per record
+              (1 ms or 10 ms each) at capacity 1..256, beside the ceiling
+              capacity / latency; memory per slot from the RSS deltas.
   latency     p50/p99 from a record's creation at the source to the sink, at
               ~10% load; with idle flush a buffer leaves as soon as the
               producer has nothing more to read. Target: p99 < 5 ms.
@@ -181,6 +192,7 @@ How to read the results:
 Examples:
   cargo run --release -p weir-bench                         # everything, events-agg first
   cargo run --release -p weir-bench -- latency
+  cargo run --release -p weir-bench -- async
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
@@ -214,6 +226,9 @@ enum Which {
     /// The PostgreSQL sink (append and upsert) against a raw binary COPY of
     /// the same rows, on a throwaway cluster. Not part of `all`.
     Postgres,
+    /// Async I/O slots: an HTTP-enriching async operator at capacity 1, 8,
+    /// 64, 256 against 1 ms and 10 ms lookups, vs capacity / latency.
+    Async,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -262,6 +277,10 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.which == Which::Kafka {
         kafka::run(&engine, &plugin_dir, cli.count.max(1), cli.json)?;
+    }
+    if matches!(cli.which, Which::All | Which::Async) {
+        let rows = async_io::run(&engine, &plugin_dir)?;
+        async_io::print(&rows, cli.json);
     }
     if matches!(cli.which, Which::All | Which::Boundary) {
         let options = boundary::Options { records: cli.records, batch_sizes: cli.batch_sizes.clone(), rounds: cli.rounds };
