@@ -27,6 +27,14 @@ use weir_wasm::{Engine, EngineConfig};
 /// and swapped in with the operator's state kept (a bad file is refused, a
 /// version that fails at once is rolled back). `weir plugins FILE` shows
 /// the versions and the reload history.
+///
+/// An operator that calls a database or an HTTP service is an async
+/// operator (world weir:plugin/async-operator): give it an `async` table
+/// (`capacity` records in flight per subtask, `output = "ordered"` or
+/// `"unordered"`, `timeout`, `retry`, `dead-letter = "SINK"`, `allow-http`,
+/// `connections`) and declare PostgreSQL access in `[connections.NAME]`. A
+/// lookup that times out is retried, then sent to the dead-letter sink; the
+/// job goes on.
 #[derive(Parser)]
 #[command(name = "weir", version, about, long_about, max_term_width = 100)]
 struct Cli {
@@ -386,6 +394,10 @@ fn cmd_check(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> ExitCod
     println!("{}: pipeline `{}` is valid", p.file.display(), p.name);
     for (op, plugin) in p.operators.iter().zip(&plugins.plugins) {
         println!("  operator {:<16} plugin {} ({}, {} bytes, version {})", op.name, plugin.name, plugin.path.display(), plugin.size, plugin.short_hash());
+        if let Some(a) = &op.async_io {
+            let output = if a.output == weir_async::OutputMode::Ordered { "ordered" } else { "unordered" };
+            println!("           async: capacity {}, {output}, timeout {}, retries {}", a.capacity, humantime::format_duration(a.timeout.0), a.retry.attempts);
+        }
     }
     for line in Plan::new(&p).describe() {
         println!("  {line}");
