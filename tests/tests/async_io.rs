@@ -351,7 +351,7 @@ fn metrics_show_slots_latency_timeouts_retries_and_dead_letters() {
     s.pipeline("p.toml", &body);
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
-    let mut child = weir(&s, &["run", "--quiet", "--metrics-address", &address, "p.toml"]).spawn().expect("start weir");
+    let child = weir(&s, &["run", "--quiet", "--metrics-address", &address, "p.toml"]).spawn().expect("start weir");
     let labels = [("operator", "enrich"), ("subtask", "0")];
     let mut seen = None;
     for _ in 0..200 {

@@ -12,7 +12,7 @@ use crate::plugin::{Plugin, PluginKind};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -86,27 +86,16 @@ impl async_io::Host for AsyncHostState {
     }
 }
 
-/// Lines per second a slot may log before lines are dropped.
-const LOG_LINES_PER_SECOND: u32 = 100;
-
 impl log::Host for AsyncHostState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let now = Instant::now();
-        if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
-            self.log_window = (now, 0);
-        }
-        self.log_window.1 += 1;
-        if self.log_window.1 > LOG_LINES_PER_SECOND {
-            return Ok(());
-        }
-        let tag = &*self.tag;
-        match level {
-            log::Level::Trace => tracing::trace!(plugin = tag, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin = tag, "{message}"),
-            log::Level::Info => tracing::info!(plugin = tag, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin = tag, "{message}"),
-            log::Level::Error => tracing::error!(plugin = tag, "{message}"),
-        }
+        let level = match level {
+            log::Level::Trace => tracing::Level::TRACE,
+            log::Level::Debug => tracing::Level::DEBUG,
+            log::Level::Info => tracing::Level::INFO,
+            log::Level::Warn => tracing::Level::WARN,
+            log::Level::Error => tracing::Level::ERROR,
+        };
+        crate::instance::plugin_log(&self.tag, &mut self.log_window, level, &message);
         Ok(())
     }
 }

@@ -233,26 +233,39 @@ const LOG_LINES_PER_SECOND: u32 = 100;
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let now = Instant::now();
-        if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
-            if self.log_window.1 > LOG_LINES_PER_SECOND {
-                tracing::warn!(plugin = %self.tag, dropped = self.log_window.1 - LOG_LINES_PER_SECOND, "plugin logged too fast; lines were dropped");
-            }
-            self.log_window = (now, 0);
-        }
-        self.log_window.1 += 1;
-        if self.log_window.1 > LOG_LINES_PER_SECOND {
-            return Ok(());
-        }
-        let tag = &*self.tag;
-        match level {
-            log::Level::Trace => tracing::trace!(plugin = tag, "{message}"),
-            log::Level::Debug => tracing::debug!(plugin = tag, "{message}"),
-            log::Level::Info => tracing::info!(plugin = tag, "{message}"),
-            log::Level::Warn => tracing::warn!(plugin = tag, "{message}"),
-            log::Level::Error => tracing::error!(plugin = tag, "{message}"),
-        }
+        let level = match level {
+            log::Level::Trace => tracing::Level::TRACE,
+            log::Level::Debug => tracing::Level::DEBUG,
+            log::Level::Info => tracing::Level::INFO,
+            log::Level::Warn => tracing::Level::WARN,
+            log::Level::Error => tracing::Level::ERROR,
+        };
+        plugin_log(&self.tag, &mut self.log_window, level, &message);
         Ok(())
+    }
+}
+
+/// One `log` call of a plugin instance into the host's log, rate-limited
+/// to [`LOG_LINES_PER_SECOND`] per instance (`window`: start of the current
+/// second and lines in it).
+pub(crate) fn plugin_log(tag: &str, window: &mut (Instant, u32), level: tracing::Level, message: &str) {
+    let now = Instant::now();
+    if now.duration_since(window.0) >= Duration::from_secs(1) {
+        if window.1 > LOG_LINES_PER_SECOND {
+            tracing::warn!(plugin = %tag, dropped = window.1 - LOG_LINES_PER_SECOND, "plugin logged too fast; lines were dropped");
+        }
+        *window = (now, 0);
+    }
+    window.1 += 1;
+    if window.1 > LOG_LINES_PER_SECOND {
+        return;
+    }
+    match level {
+        tracing::Level::TRACE => tracing::trace!(plugin = tag, "{message}"),
+        tracing::Level::DEBUG => tracing::debug!(plugin = tag, "{message}"),
+        tracing::Level::INFO => tracing::info!(plugin = tag, "{message}"),
+        tracing::Level::WARN => tracing::warn!(plugin = tag, "{message}"),
+        _ => tracing::error!(plugin = tag, "{message}"),
     }
 }
 
