@@ -378,3 +378,30 @@ fn metrics_show_slots_latency_timeouts_retries_and_dead_letters() {
     assert!(p50 >= 0.005 && p99 >= p50, "p50 {p50} p99 {p99}: every call waits the service's 5 ms");
     assert_eq!(lines(&s, "dead.jsonl").len(), 1);
 }
+
+#[test]
+fn a_plugin_of_the_wrong_kind_is_refused_by_check() {
+    let s = Scratch::new();
+    let body = |plugin: &str, extra: &str| {
+        format!(
+            "[sources.events]\ntype = \"generator\"\ncount = 1\n[[operators]]\nname = \"enrich\"\nplugin = \"{plugin}\"\nconfig = {{ lookup = \"kv\", store = \"x\" }}\n{extra}\n[sinks.out]\ntype = \"discard\"\n"
+        )
+    };
+    // An async plugin without an `async` table.
+    s.pipeline("p.toml", &body("enrich-profile", ""));
+    let run = s.weir(&["check", "p.toml"], Duration::from_secs(120));
+    run.expect_code(2).expect_stderr(&["operators[0]", "is an async operator", "give its operator an `async` table"]);
+    // A batch operator with one.
+    s.pipeline("p.toml", &body("identity", "async = { on-timeout = \"fail\" }").replace("config = { lookup = \"kv\", store = \"x\" }", ""));
+    let run = s.weir(&["check", "p.toml"], Duration::from_secs(120));
+    run.expect_code(2).expect_stderr(&["operators[0]", "is not an async operator", "remove the operator's `async` table"]);
+    // Too many slots for the engine's instance pool.
+    s.pipeline("p.toml", &body("enrich-profile", "parallelism = 2\nasync = { capacity = 512, on-timeout = \"fail\" }"));
+    let run = s.weir(&["check", "p.toml"], Duration::from_secs(120));
+    run.expect_code(2).expect_stderr(&["operators[0].async.capacity", "1024 plugin instances"]);
+    // And a good one passes, showing the slots.
+    s.pipeline("p.toml", &body("enrich-profile", "async = { capacity = 8, on-timeout = \"fail\" }"));
+    let run = s.weir(&["check", "p.toml"], Duration::from_secs(120));
+    run.expect_code(0);
+    assert!(run.stdout.contains("async: capacity 8, ordered, timeout 5s, retries 3"), "{}", run.stdout);
+}

@@ -13,6 +13,11 @@ use weir_connector::config::{ByteSize, DurationStr};
 /// instance pool holds 1000).
 pub const MAX_CAPACITY: usize = 512;
 
+/// Most slots (capacity x parallelism, over every async operator) one
+/// pipeline may run: the engine's instance pool holds 1000 instances per
+/// host, and batch operators and hot-reload validation need some.
+pub const MAX_SLOTS_PER_PIPELINE: usize = 768;
+
 /// In which order results leave the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]

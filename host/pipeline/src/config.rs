@@ -854,6 +854,24 @@ impl Pipeline {
     }
 
     fn check_dead_letters(&self, errors: &mut Vec<ConfigError>) {
+        // Every slot is a plugin instance from the engine's pool (1000
+        // instances per host); leave room for the batch operators and for
+        // validating hot-reloaded versions.
+        let mut slots = 0;
+        for op in &self.operators {
+            let Some(a) = &op.async_io else { continue };
+            slots += a.capacity * op.parallelism.unwrap_or(self.parallelism) as usize;
+            if slots > weir_async::config::MAX_SLOTS_PER_PIPELINE {
+                errors.push(ConfigError {
+                    path: format!("{}.async.capacity", op.path()),
+                    message: format!(
+                        "async operators need {slots} plugin instances (capacity x parallelism, summed), more than the {} a pipeline may have; lower capacity or parallelism",
+                        weir_async::config::MAX_SLOTS_PER_PIPELINE
+                    ),
+                });
+                break;
+            }
+        }
         let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
         for op in &self.operators {
             let Some(d) = op.async_io.as_ref().and_then(|a| a.dead_letter.as_deref()) else { continue };
