@@ -405,3 +405,36 @@ fn a_plugin_of_the_wrong_kind_is_refused_by_check() {
     run.expect_code(0);
     assert!(run.stdout.contains("async: capacity 8, ordered, timeout 5s, retries 3"), "{}", run.stdout);
 }
+
+#[test]
+fn in_flight_records_restore_into_another_parallelism() {
+    let pg = TempCluster::start();
+    profiles(&pg);
+    // Two subtasks with 32 slots each (12 connections each), killed with
+    // their slots full, restored into one subtask: each in-flight record
+    // is re-issued by exactly one subtask.
+    let count = 4000;
+    let body = sql_pipeline(&pg, count, 1500, 0.02, "capacity = 32")
+        .replace("max-connections = 24", "max-connections = 12")
+        .replace("plugin = \"enrich-profile\"", "plugin = \"enrich-profile\"\nparallelism = 2");
+    let s = Scratch::new();
+    s.pipeline("p.toml", &body);
+    let mut child = weir(&s, &RUN).stderr(Stdio::null()).spawn().expect("start weir");
+    kill_after(&mut child, Duration::from_millis(1500));
+    s.pipeline("p.toml", &body.replace("parallelism = 2", "parallelism = 1"));
+    let stderr = run_to_end(&s);
+    assert!(stderr.contains("resuming from checkpoint") && stderr.contains("re-issuing"), "{stderr}");
+    let mut got = Vec::new();
+    for entry in std::fs::read_dir(s.path("out")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("part-") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            got.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap()));
+        } else if name.starts_with("dead-") {
+            assert!(std::fs::read_to_string(&path).unwrap().is_empty(), "{name}");
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..count).collect::<Vec<_>>(), "every record exactly once across the rescale");
+}
