@@ -34,11 +34,12 @@
 //! async = { capacity = 64, timeout = "500ms", connections = ["profiles"], dead-letter = "failed" }
 //! ```
 //!
-//! The plugin uses wit-bindgen directly (no SDK wrapper for this world
-//! yet); its logic ([`Enricher`]) is plain Rust, tested natively with
-//! `cargo test`.
+//! Built with `weir-sdk-async` ([`AsyncOperator`] and
+//! `export_async_operator!`); the logic ([`Enricher`]) is plain Rust behind
+//! a small [`Lookups`] trait, tested natively with `cargo test`.
 
 use serde::Deserialize;
+use weir_sdk_async::{io, AsyncOperator, Error, Info, Output, Record};
 
 /// Where profiles come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -151,69 +152,43 @@ impl Enricher {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod component {
-    use super::{Enricher, Failure, Lookups};
-    use std::cell::RefCell;
+/// The host's lookups, through the SDK's `io` calls.
+struct Host;
 
-    wit_bindgen::generate!({ path: "../../wit", world: "async-operator" });
-
-    use exports::weir::plugin::async_handler::{Guest, ProcessError};
-    use weir::plugin::async_io;
-    use weir::plugin::types::OperatorInfo;
-
-    thread_local! {
-        static ENRICHER: RefCell<Option<Enricher>> = const { RefCell::new(None) };
+impl Lookups for Host {
+    fn kv(&mut self, store: &str, key: &str) -> Result<Option<String>, String> {
+        io::kv_get(store, key)
     }
 
-    struct Host;
-
-    impl Lookups for Host {
-        fn kv(&mut self, store: &str, key: &str) -> Result<Option<String>, String> {
-            async_io::kv_get(store, key)
-        }
-
-        fn sql(&mut self, connection: &str, query: &str, key: &str) -> Result<Option<String>, String> {
-            let rows = async_io::sql(connection, query, &[async_io::SqlValue::Text(key.to_owned())])?;
-            Ok(rows.rows.into_iter().next().and_then(|r| r.into_iter().next()).flatten())
-        }
-
-        fn http_get(&mut self, url: &str) -> Result<(u16, Vec<u8>), String> {
-            let r = async_io::http("GET", url, &[], &[])?;
-            Ok((r.status, r.body))
-        }
+    fn sql(&mut self, connection: &str, query: &str, key: &str) -> Result<Option<String>, String> {
+        let rows = io::sql(connection, query, &[io::SqlValue::Text(key.to_owned())])?;
+        Ok(rows.rows.into_iter().next().and_then(|r| r.into_iter().next()).flatten())
     }
 
-    struct Component;
-
-    impl Guest for Component {
-        fn open(info: OperatorInfo) -> Result<(), String> {
-            let e = Enricher::new(&info.config)?;
-            ENRICHER.with(|c| *c.borrow_mut() = Some(e));
-            Ok(())
-        }
-
-        fn process(input: Vec<u8>) -> Result<Vec<u8>, ProcessError> {
-            ENRICHER.with(|c| {
-                let c = c.borrow();
-                let e = c.as_ref().ok_or_else(|| ProcessError::Permanent("process before open".into()))?;
-                let mut out = weir_format::BatchWriter::new();
-                for rec in weir_format::Frames::new(&input) {
-                    let rec = rec.map_err(|err| ProcessError::Permanent(format!("malformed input: {err}")))?;
-                    let value = e.enrich(rec.value, &mut Host).map_err(|f| match f {
-                        Failure::Transient(m) => ProcessError::Transient(m),
-                        Failure::Permanent(m) => ProcessError::Permanent(m),
-                    })?;
-                    out.push(rec.key, &value, rec.timestamp, &[]);
-                }
-                Ok(out.finish())
-            })
-        }
+    fn http_get(&mut self, url: &str) -> Result<(u16, Vec<u8>), String> {
+        let r = io::get(url)?;
+        Ok((r.status, r.body))
     }
-
-    export!(Component);
 }
+
+impl AsyncOperator for Enricher {
+    type Config = serde_json::Value;
+
+    fn open(config: serde_json::Value, _info: &Info) -> Result<Self, Error> {
+        Enricher::new(&config.to_string()).map_err(Error::Permanent)
+    }
+
+    fn process(&mut self, record: Record<'_>, out: &mut Output) -> Result<(), Error> {
+        let value = self.enrich(record.value, &mut Host).map_err(|f| match f {
+            Failure::Transient(m) => Error::Transient(m),
+            Failure::Permanent(m) => Error::Permanent(m),
+        })?;
+        out.emit(record.key, &value, record.timestamp);
+        Ok(())
+    }
+}
+
+weir_sdk_async::export_async_operator!(Enricher);
 
 #[cfg(test)]
 mod tests {
