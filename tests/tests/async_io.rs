@@ -438,3 +438,36 @@ fn in_flight_records_restore_into_another_parallelism() {
     got.sort_unstable();
     assert_eq!(got, (0..count).collect::<Vec<_>>(), "every record exactly once across the rescale");
 }
+
+#[test]
+fn a_runaway_slot_is_stopped_at_its_timeout_and_the_others_keep_going() {
+    let s = Scratch::new();
+    s.pipeline(
+        "p.toml",
+        r#"
+[checkpoint]
+interval = "off"
+[sources.events]
+type = "generator"
+count = 1000
+[[operators]]
+name = "spin"
+plugin = "fixture-async-loop"
+async = { capacity = 4, timeout = "300ms", retry = { attempts = 0 }, dead-letter = "failed" }
+[sinks.out]
+type = "file"
+path = "out.jsonl"
+[sinks.failed]
+type = "file"
+path = "dead.jsonl"
+"#,
+    );
+    run_to_end(&s);
+    // Ten records loop forever: each is stopped after 300 ms (a slot busy in
+    // Wasm yields every 10 ms, so its timeout fires) and dead-lettered; the
+    // 990 others pass, in order.
+    assert_eq!(ids(&lines(&s, "out.jsonl")), (0..1000).filter(|n| n % 100 != 0).collect::<Vec<_>>());
+    let dead = lines(&s, "dead.jsonl");
+    assert_eq!(dead.len(), 10);
+    assert!(dead.iter().all(|d| d["reason"].as_str().unwrap().contains("timed out after 300ms")), "{dead:?}");
+}

@@ -52,6 +52,8 @@ pub struct AsyncHostState {
     io: Arc<dyn IoProvider>,
     tag: Arc<str>,
     log_window: (Instant, u32),
+    /// Epoch ticks of Wasm execution the current call may still use.
+    ticks_left: u64,
 }
 
 impl WasiView for AsyncHostState {
@@ -136,10 +138,23 @@ impl AsyncInstance {
             io,
             tag,
             log_window: (Instant::now(), 0),
+            ticks_left: deadline_ticks(limits.call_timeout),
         };
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
+        // Every epoch tick (10 ms) of Wasm execution yields to the runtime,
+        // so a busy slot neither holds up the others nor escapes its
+        // record's timeout; the ticks a call gets are its CPU deadline
+        // (waiting for I/O uses none).
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            if s.ticks_left == 0 {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            s.ticks_left -= 1;
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
         let bindings = match pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) => return Err(classify_trap(store.data().limiter.denied, &stderr, limits, e)),
@@ -152,7 +167,7 @@ impl AsyncInstance {
             parallelism: info.parallelism,
             config: info.config_json.clone(),
         };
-        inst.store.set_epoch_deadline(deadline_ticks(inst.limits.call_timeout));
+        inst.arm_deadline();
         let handler = inst.bindings.weir_plugin_async_handler();
         match handler.call_open(&mut inst.store, &wit_info).await {
             Ok(Ok(())) => Ok(inst),
@@ -161,12 +176,17 @@ impl AsyncInstance {
         }
     }
 
+    fn arm_deadline(&mut self) {
+        self.store.data_mut().ticks_left = deadline_ticks(self.limits.call_timeout);
+        self.store.set_epoch_deadline(1);
+    }
+
     /// Processes one record (frame format). The outer error is a trap (the
     /// instance must be dropped); the inner one is the plugin's answer.
-    /// The call's CPU deadline (`limits.call-timeout`) counts from here, I/O
-    /// waits included.
+    /// The call's CPU deadline is `limits.call-timeout` of Wasm execution
+    /// (I/O waits do not count); the record's timeout is the caller's.
     pub async fn process(&mut self, record: &[u8]) -> Result<Result<Vec<u8>, ProcessError>, CallError> {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        self.arm_deadline();
         let handler = self.bindings.weir_plugin_async_handler();
         match handler.call_process(&mut self.store, record).await {
             Ok(Ok(out)) => Ok(Ok(out)),
