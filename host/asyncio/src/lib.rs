@@ -38,6 +38,7 @@ pub mod http;
 mod io;
 pub mod metrics;
 pub mod pg;
+mod queue;
 mod stage;
 
 pub use config::{AsyncConfig, ConnectionConfig, OnTimeout, OutputMode, RetryConfig};

@@ -16,7 +16,7 @@
 
 use crate::config::{AsyncConfig, OnTimeout, OutputMode, RetryConfig};
 use crate::metrics::SlotMetrics;
-use std::collections::BTreeMap;
+use crate::queue::Queue;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,12 +33,6 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRASY1";
 enum Outcome {
     Ok(Vec<u8>),
     Failed { reason: String, attempts: u32 },
-}
-
-struct Entry {
-    record: Arc<[u8]>,
-    epoch: u64,
-    result: Option<Outcome>,
 }
 
 struct Job {
@@ -99,19 +93,13 @@ pub struct AsyncStage {
     operator: String,
     subtask: u32,
     config_path: String,
-    ordered: bool,
     capacity: usize,
     on_timeout: OnTimeout,
     rt: Option<tokio::runtime::Runtime>,
     jobs: Vec<tokio::sync::mpsc::UnboundedSender<Job>>,
     free: Vec<usize>,
     done: crossbeam_channel::Receiver<Done>,
-    pending: BTreeMap<u64, Entry>,
-    /// Watermarks waiting for the records before them: (first sequence
-    /// number after the watermark, watermark).
-    held_watermarks: std::collections::VecDeque<(u64, i64)>,
-    next_seq: u64,
-    epoch: u64,
+    pending: Queue<Outcome>,
     out: BatchWriter,
     dead: BatchWriter,
     dead_letter: Option<DeadLetter>,
@@ -164,17 +152,13 @@ impl AsyncStage {
             operator: info.operator.clone(),
             subtask: info.subtask,
             config_path,
-            ordered: config.output == OutputMode::Ordered,
             capacity: config.capacity,
             on_timeout: config.on_timeout,
             rt: Some(rt),
             free: (0..config.capacity).rev().collect(),
             jobs,
             done,
-            pending: BTreeMap::new(),
-            held_watermarks: std::collections::VecDeque::new(),
-            next_seq: 0,
-            epoch: 0,
+            pending: Queue::new(config.output == OutputMode::Ordered),
             out: BatchWriter::new(),
             dead: BatchWriter::new(),
             dead_letter,
@@ -207,9 +191,7 @@ impl AsyncStage {
             self.collect(true)?;
         }
         let slot = self.free.pop().ok_or_else(|| TaskError::Stage(format!("{}: no free slot below capacity (a bug in weir)", self.name)))?;
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.pending.insert(seq, Entry { record: record.clone(), epoch: self.epoch, result: None });
+        let seq = self.pending.push(record.clone());
         self.jobs[slot]
             .send(Job { seq, record })
             .map_err(|_| TaskError::Stage(format!("{}: async slot {slot} stopped (a bug in weir)", self.name)))
@@ -237,44 +219,25 @@ impl AsyncStage {
 
     fn apply(&mut self, d: Done) {
         self.free.push(d.slot);
-        if let Some(e) = self.pending.get_mut(&d.seq) {
-            e.result = Some(d.outcome);
-        }
+        self.pending.complete(d.seq, d.outcome);
     }
 
     fn release(&mut self) -> Result<(), TaskError> {
-        loop {
-            let Some((&first, head)) = self.pending.first_key_value() else { return Ok(()) };
-            if self.ordered {
-                if head.result.is_none() {
-                    return Ok(());
-                }
-                let e = self.pending.remove(&first).expect("first entry");
-                self.emit(e)?;
-                continue;
-            }
-            let epoch = head.epoch;
-            let ready: Vec<u64> = self.pending.iter().take_while(|(_, e)| e.epoch == epoch).filter(|(_, e)| e.result.is_some()).map(|(s, _)| *s).collect();
-            for s in &ready {
-                let e = self.pending.remove(s).expect("ready entry");
-                self.emit(e)?;
-            }
-            // Move on to the next epoch only once this one is empty.
-            if ready.is_empty() || self.pending.first_key_value().is_some_and(|(_, e)| e.epoch == epoch) {
-                return Ok(());
-            }
-        }
+        let mut pending = std::mem::replace(&mut self.pending, Queue::new(true));
+        let r = pending.release(|record, outcome| self.emit(&record, outcome));
+        self.pending = pending;
+        r
     }
 
-    fn emit(&mut self, e: Entry) -> Result<(), TaskError> {
-        match e.result.expect("released entries have a result") {
+    fn emit(&mut self, record: &[u8], outcome: Outcome) -> Result<(), TaskError> {
+        match outcome {
             Outcome::Ok(out) => {
                 let n = weir_format::count(&out).map_err(|err| TaskError::Stage(format!("{}: the plugin returned a malformed batch: {err}", self.name)))?;
                 self.out.extend_raw(&out, n);
                 Ok(())
             }
             Outcome::Failed { reason, attempts } => {
-                let rec = Frames::new(&e.record).next().and_then(Result::ok);
+                let rec = Frames::new(record).next().and_then(Result::ok);
                 let describe = match &rec {
                     Some(r) => format!("record (key {}, timestamp {})", r.key.map_or("none".into(), |k| format!("{:?}", String::from_utf8_lossy(k))), r.timestamp),
                     None => "a record".into(),
@@ -359,8 +322,7 @@ impl Stage for AsyncStage {
         // The watermark waits until every record before it has left
         // (`released_watermark`); records after it never overtake those
         // before it, even unordered.
-        self.epoch += 1;
-        self.held_watermarks.push_back((self.next_seq, watermark));
+        self.pending.watermark(watermark);
         self.collect(false)?;
         self.take_out()
     }
@@ -374,19 +336,11 @@ impl Stage for AsyncStage {
             // Records released but not yet returned to the task go first.
             return None;
         }
-        let low = self.pending.first_key_value().map_or(self.next_seq, |(s, _)| *s);
-        let mut released = None;
-        while let Some(&(boundary, w)) = self.held_watermarks.front()
-            && boundary <= low
-        {
-            released = Some(w);
-            self.held_watermarks.pop_front();
-        }
-        released
+        self.pending.released_watermark()
     }
 
     fn next_processing_timer(&mut self) -> Option<i64> {
-        (!self.pending.is_empty() || !self.out.is_empty() || !self.dead.is_empty() || !self.held_watermarks.is_empty()).then(crate::now_ms)
+        (!self.pending.is_empty() || !self.out.is_empty() || !self.dead.is_empty() || self.pending.holds_watermark()).then(crate::now_ms)
     }
 
     fn on_processing_time(&mut self, _now_ms: i64) -> Result<Vec<u8>, TaskError> {
@@ -401,7 +355,7 @@ impl Stage for AsyncStage {
     fn close(&mut self) -> Result<Vec<u8>, TaskError> {
         self.drain()?;
         // End of input: the task sends no watermark after this.
-        self.held_watermarks.clear();
+        self.pending.clear_watermarks();
         let out = self.take_out()?;
         if let Some(d) = &mut self.dead_letter {
             let rest = d.stage.close()?;
@@ -413,18 +367,18 @@ impl Stage for AsyncStage {
     fn snapshot(&mut self, _checkpoint: u64) -> Result<Option<StageState>, TaskError> {
         // Records after this barrier belong to a new epoch: in unordered
         // mode they never overtake the ones before it.
-        self.epoch += 1;
+        self.pending.barrier();
         let span = (self.key_groups.end - self.key_groups.start).max(1);
-        let mut bytes = Vec::with_capacity(16 + self.pending.values().map(|e| e.record.len() + 8).sum::<usize>());
+        let mut bytes = Vec::with_capacity(16 + self.pending.records().map(|r| r.len() + 8).sum::<usize>());
         bytes.extend_from_slice(SNAPSHOT_MAGIC);
         bytes.extend_from_slice(&(self.pending.len() as u32).to_le_bytes());
-        for (i, e) in self.pending.values().enumerate() {
+        for (i, record) in self.pending.records().enumerate() {
             // Spread the records over the key groups this subtask owns, so a
             // restore at another parallelism hands each to exactly one subtask.
             let kg = self.key_groups.start + (i as u32 % span);
             bytes.extend_from_slice(&kg.to_le_bytes());
-            bytes.extend_from_slice(&(e.record.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(&e.record);
+            bytes.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(record);
         }
         Ok(Some(StageState::Operator { key_groups: self.key_groups.clone(), job: Box::new(move || Ok(bytes)) }))
     }
