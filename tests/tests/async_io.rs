@@ -317,6 +317,12 @@ fn bad_async_config_is_reported_by_check_with_paths() {
         url = "postgres://weir:secret@localhost/app"
         [connections.cache]
         type = "redis"
+        [connections.profiles]
+        type = "postgres-kv"
+        url = "postgres://weir@localhost/app"
+        table = "profiles"
+        value-column = "profile"
+        pool = 4
         [[operators]]
         name = "enrich"
         plugin = "json-filter"

@@ -198,21 +198,11 @@ fn default_connect_timeout() -> DurationStr {
     DurationStr(Duration::from_secs(10))
 }
 
-/// `type = "postgres-kv"`: a key-value view of one table.
+/// The table part of `type = "postgres-kv"` (the rest is a
+/// [`PostgresConnection`]): a key-value view of one table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KvConnection {
-    /// `postgres://user@host:port/db`.
-    pub url: String,
-    /// Environment variable holding the password.
-    pub password_env: Option<String>,
-    /// File holding the password (first line), relative to the pipeline file.
-    pub password_file: Option<PathBuf>,
-    /// Most connections one operator subtask opens (default: its capacity, at most 64).
-    pub max_connections: Option<usize>,
-    /// Longest time to establish a connection.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: DurationStr,
+pub struct KvTable {
     /// The table (optionally schema-qualified).
     pub table: String,
     /// The column looked up (an index on it is the user's job).
@@ -221,13 +211,18 @@ pub struct KvConnection {
     pub value_column: String,
 }
 
+impl KvTable {
+    /// The keys of a `postgres-kv` table that belong to [`KvTable`].
+    pub const KEYS: [&str; 3] = ["table", "key-column", "value-column"];
+}
+
 /// `[connections.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionConfig {
     /// `type = "postgres"`: SQL statements through `async-io.sql`.
     Postgres(PostgresConnection),
     /// `type = "postgres-kv"`: lookups through `async-io.kv-get`.
-    PostgresKv(KvConnection),
+    PostgresKv(PostgresConnection, KvTable),
 }
 
 impl ConnectionConfig {
@@ -244,7 +239,7 @@ impl ConnectionConfig {
         if max == Some(0) {
             problems.push(("max-connections".into(), "must be at least 1".into()));
         }
-        if let ConnectionConfig::PostgresKv(kv) = self {
+        if let ConnectionConfig::PostgresKv(_, kv) = self {
             for (k, v) in [("table", &kv.table), ("key-column", &kv.key_column), ("value-column", &kv.value_column)] {
                 if v.trim().is_empty() {
                     problems.push((k.into(), "must not be empty".into()));
@@ -254,31 +249,30 @@ impl ConnectionConfig {
         problems
     }
 
+    /// How to reach the server.
+    pub fn postgres(&self) -> &PostgresConnection {
+        match self {
+            ConnectionConfig::Postgres(c) | ConnectionConfig::PostgresKv(c, _) => c,
+        }
+    }
+
     /// `(url, password-env, password-file, max-connections)`.
     pub fn endpoint(&self) -> (&str, Option<&str>, Option<&std::path::Path>, Option<usize>) {
-        match self {
-            ConnectionConfig::Postgres(c) => (&c.url, c.password_env.as_deref(), c.password_file.as_deref(), c.max_connections),
-            ConnectionConfig::PostgresKv(c) => (&c.url, c.password_env.as_deref(), c.password_file.as_deref(), c.max_connections),
-        }
+        let c = self.postgres();
+        (&c.url, c.password_env.as_deref(), c.password_file.as_deref(), c.max_connections)
     }
 
     /// Resolves `password-file` against the pipeline file's directory.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
-        let file = match self {
-            ConnectionConfig::Postgres(c) => &mut c.password_file,
-            ConnectionConfig::PostgresKv(c) => &mut c.password_file,
-        };
-        if let Some(f) = file {
+        let (ConnectionConfig::Postgres(c) | ConnectionConfig::PostgresKv(c, _)) = self;
+        if let Some(f) = &mut c.password_file {
             *f = base.join(&*f);
         }
     }
 
     /// Longest time to establish a connection.
     pub fn connect_timeout(&self) -> Duration {
-        match self {
-            ConnectionConfig::Postgres(c) => c.connect_timeout.0,
-            ConnectionConfig::PostgresKv(c) => c.connect_timeout.0,
-        }
+        self.postgres().connect_timeout.0
     }
 }
 

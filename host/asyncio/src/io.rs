@@ -45,7 +45,7 @@ impl Io {
                 ConnectionConfig::Postgres(_) => {
                     sql.insert(name.clone(), pool);
                 }
-                ConnectionConfig::PostgresKv(k) => {
+                ConnectionConfig::PostgresKv(_, k) => {
                     let query = format!(
                         "SELECT {}::text FROM {} WHERE {} = $1 LIMIT 1",
                         quote_ident(&k.value_column),

@@ -628,7 +628,17 @@ impl Pipeline {
             let ty = take_str(&mut t, "type", &path, &mut errors);
             let parsed = match ty.as_deref() {
                 Some("postgres") => typed::<weir_async::config::PostgresConnection>(toml::Value::Table(t), &path, &mut errors).map(weir_async::ConnectionConfig::Postgres),
-                Some("postgres-kv") => typed::<weir_async::config::KvConnection>(toml::Value::Table(t), &path, &mut errors).map(weir_async::ConnectionConfig::PostgresKv),
+                Some("postgres-kv") => {
+                    let mut kv = toml::Table::new();
+                    for k in weir_async::config::KvTable::KEYS {
+                        if let Some(v) = t.remove(k) {
+                            kv.insert(k.to_owned(), v);
+                        }
+                    }
+                    let table = typed::<weir_async::config::KvTable>(toml::Value::Table(kv), &path, &mut errors);
+                    let server = typed::<weir_async::config::PostgresConnection>(toml::Value::Table(t), &path, &mut errors);
+                    server.zip(table).map(|(c, kv)| weir_async::ConnectionConfig::PostgresKv(c, kv))
+                }
                 Some(other) => {
                     errors.push(ConfigError {
                         path: format!("{path}.type"),
