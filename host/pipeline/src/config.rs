@@ -636,7 +636,14 @@ impl Pipeline {
                         }
                     }
                     let table = typed::<weir_async::config::KvTable>(toml::Value::Table(kv), &path, &mut errors);
-                    let server = typed::<weir_async::config::PostgresConnection>(toml::Value::Table(t), &path, &mut errors);
+                    let mut server_errors = Vec::new();
+                    let server = typed::<weir_async::config::PostgresConnection>(toml::Value::Table(t), &path, &mut server_errors);
+                    for mut e in server_errors {
+                        if e.message.starts_with("unknown field") {
+                            e.message.push_str(", `table`, `key-column`, `value-column`");
+                        }
+                        errors.push(e);
+                    }
                     server.zip(table).map(|(c, kv)| weir_async::ConnectionConfig::PostgresKv(c, kv))
                 }
                 Some(other) => {
