@@ -53,7 +53,16 @@ impl Tansu {
         Self::with_storage("memory://tansu/")
     }
 
-    /// A broker on the given storage engine URL (e.g. `postgres://...`).
+    /// A broker on durable storage: tansu's SQLite engine (`libsql`
+    /// feature), on a file in the broker's temp dir, so a killed and
+    /// restarted broker keeps its topics, records and group offsets.
+    pub fn durable() -> Self {
+        // tansu opens `sqlite://NAME` relative to its working directory,
+        // which is the broker's temp dir.
+        Self::with_storage("sqlite://tansu.db")
+    }
+
+    /// A broker on the given storage engine URL, run in its own temp dir.
     pub fn with_storage(storage: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut t = Self { child: None, port: crate::free_port(), storage: storage.to_owned(), log: dir.path().join("tansu.log"), _dir: dir };
@@ -74,6 +83,7 @@ impl Tansu {
         let child = Command::new(tansu_bin())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage])
             .env("RUST_LOG", "warn")
+            .current_dir(self._dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
