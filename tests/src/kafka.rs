@@ -53,7 +53,16 @@ impl Tansu {
         Self::with_storage("memory://tansu/")
     }
 
-    /// A broker on the given storage engine URL (e.g. `postgres://...`).
+    /// A broker on durable storage: tansu's SQLite engine (`libsql`
+    /// feature), on a file in the broker's temp dir, so a killed and
+    /// restarted broker keeps its topics, records and group offsets.
+    pub fn durable() -> Self {
+        // tansu opens `sqlite://NAME` relative to its working directory,
+        // which is the broker's temp dir.
+        Self::with_storage("sqlite://tansu.db")
+    }
+
+    /// A broker on the given storage engine URL, run in its own temp dir.
     pub fn with_storage(storage: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut t = Self { child: None, port: crate::free_port(), storage: storage.to_owned(), log: dir.path().join("tansu.log"), _dir: dir };
@@ -74,6 +83,7 @@ impl Tansu {
         let child = Command::new(tansu_bin())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage])
             .env("RUST_LOG", "warn")
+            .current_dir(self._dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -237,6 +247,35 @@ pub fn consume(brokers: &str, topic: &str, expected: usize, quiet: Duration, tim
             }
             Some(Err(e)) => eprintln!("verifier: {e}"),
             None => {}
+        }
+    }
+    out
+}
+
+/// Reads `expected` records of `topic` (every partition, from the
+/// beginning) and returns, for each, the time from its `CreateTime`
+/// timestamp to its arrival here, in microseconds: the latency a bare
+/// consumer sees, the floor for a pipeline's. Gives up after `timeout`.
+pub fn consume_latencies(brokers: &str, topic: &str, expected: usize, properties: &[(&str, &str)], timeout: Duration) -> Vec<u64> {
+    let mut cfg = config(brokers);
+    cfg.set("group.id", "weir-test-latency").set("enable.auto.commit", "false");
+    for (k, v) in properties {
+        cfg.set(*k, *v);
+    }
+    let c: BaseConsumer = cfg.create().expect("consumer");
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("partition");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::with_capacity(expected);
+    let started = Instant::now();
+    while out.len() < expected && started.elapsed() < timeout {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+            let created_us = m.timestamp().to_millis().unwrap_or(0).max(0) as u64 * 1000;
+            out.push(now_us.saturating_sub(created_us));
         }
     }
     out

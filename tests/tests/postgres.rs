@@ -300,3 +300,40 @@ fn a_table_that_does_not_fit_stops_the_start_naming_field_and_column() {
     let out = weir(&s, &RUN).output().expect("run weir");
     assert!(String::from_utf8_lossy(&out.stderr).contains("table: table \"evnts\" does not exist"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A server that accepts TCP connections only over TLS (`hostssl` in
+/// pg_hba, a self-signed certificate): `tls = "disable"` is refused by the
+/// server before any data flows, naming the sink and the server's reason;
+/// `verify-full` against the system's authorities refuses the self-signed
+/// certificate; `verify-full` with `tls-ca-file` and `require` deliver
+/// every row.
+#[test]
+fn tls_modes_against_a_server_that_requires_tls() {
+    let pg = TempCluster::start_tls();
+    pg.psql(EVENTS);
+    let s = Scratch::new();
+    let run = |extra: &str| {
+        s.pipeline("p.toml", &pipeline(&pg, 5_000, 1_000_000, "200ms", &format!("{MAPPING}\n{extra}")));
+        weir(&s, &[RUN.as_slice(), &["--fresh"]].concat()).output().expect("run weir")
+    };
+
+    let out = run(r#"tls = "disable""#);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a plain connection must be refused:\n{stderr}");
+    assert!(stderr.contains("sinks.db") && stderr.contains("no encryption"), "the error names the sink and pg_hba's reason:\n{stderr}");
+
+    let out = run(r#"tls = "verify-full""#);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a self-signed certificate must not pass verify-full without tls-ca-file:\n{stderr}");
+    assert!(stderr.contains("certificate verify failed"), "{stderr}");
+    assert_eq!(pg.psql("SELECT count(*) FROM events"), "0");
+
+    let out = run(&format!("tls = \"verify-full\"\ntls-ca-file = \"{}\"", pg.ca_file().display()));
+    assert!(out.status.success(), "verify-full with the server's CA:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg.psql("SELECT count(*), count(DISTINCT id) FROM events"), "5000|5000");
+
+    pg.psql("TRUNCATE events; DELETE FROM weir_progress");
+    let out = run(r#"tls = "require""#);
+    assert!(out.status.success(), "require (no certificate check):\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg.psql("SELECT count(*), count(DISTINCT id) FROM events"), "5000|5000");
+}

@@ -51,10 +51,12 @@ mod source;
 pub use sink::{KafkaSink, KafkaSinkConfig};
 pub use source::{KafkaSource, KafkaSourceConfig, StartFrom, StopAt};
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use weir_connector::ConnectorError;
 
 /// How long a metadata or offset request to the brokers may take before
@@ -79,4 +81,50 @@ fn client_config(brokers: &str, defaults: &[(&str, String)], properties: &BTreeM
 /// A broker or client failure, as a retryable connector error.
 fn external(what: impl std::fmt::Display, e: rdkafka::error::KafkaError) -> ConnectorError {
     ConnectorError::external(format!("{what}: {e}"), e)
+}
+
+/// How often the same client error is said again.
+const REPEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Says librdkafka's errors and warnings, each kind at most every
+/// [`REPEAT_EVERY`]: while a broker is down librdkafka reports the same
+/// failure on every connection attempt, from every client of a connector.
+#[derive(Debug, Default)]
+pub(crate) struct ClientLog {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl ClientLog {
+    fn fresh(&self, kind: &str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match last.get(kind) {
+            Some(at) if now.duration_since(*at) < REPEAT_EVERY => false,
+            _ => {
+                last.insert(kind.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// An error callback: `connector` names the source or sink.
+    pub(crate) fn error(&self, connector: &str, error: &rdkafka::error::KafkaError, reason: &str) {
+        let kind = error.to_string();
+        if self.fresh(&kind) {
+            tracing::warn!("kafka: {connector}: {kind}: {reason} (librdkafka keeps retrying; repeats are not shown for {} s)", REPEAT_EVERY.as_secs());
+        }
+    }
+
+    /// A log callback: errors and warnings are throttled per facility.
+    pub(crate) fn log(&self, connector: &str, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+                if self.fresh(fac) {
+                    tracing::warn!(target: "librdkafka", "kafka: {connector}: {fac} {message}");
+                }
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", "kafka: {connector}: {fac} {message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "kafka: {connector}: {fac} {message}"),
+        }
+    }
 }

@@ -183,11 +183,16 @@ impl KafkaSinkConfig {
 struct SinkContext {
     failed: Arc<Mutex<Option<String>>>,
     sink: String,
+    log: Arc<crate::ClientLog>,
 }
 
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(sink = %self.sink, "kafka: {error}: {reason}");
+        self.log.error(&format!("sink {:?}", self.sink), &error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(&format!("sink {:?}", self.sink), level, fac, message);
     }
 }
 
@@ -248,6 +253,8 @@ pub struct KafkaSink {
     prefix: String,
     spill_dir: PathBuf,
     failed: Arc<Mutex<Option<String>>>,
+    /// librdkafka's errors and warnings, shared by the sink's producers.
+    client_log: Arc<crate::ClientLog>,
     /// At-least-once: the one producer.
     plain: Option<Producer_>,
     /// Exactly-once: the open epoch, epochs waiting for their checkpoint,
@@ -279,6 +286,7 @@ impl KafkaSink {
             prefix,
             spill_dir,
             failed: Arc::new(Mutex::new(None)),
+            client_log: Arc::default(),
             plain: None,
             open: None,
             pending: VecDeque::new(),
@@ -308,7 +316,7 @@ impl KafkaSink {
             defaults.push(("transaction.timeout.ms", self.config.transaction_timeout.0.as_millis().to_string()));
         }
         client_config(&self.config.brokers, &defaults, &properties(&self.config.properties))
-            .create_with_context(SinkContext { failed: self.failed.clone(), sink: self.ctx.name.clone() })
+            .create_with_context(SinkContext { failed: self.failed.clone(), sink: self.ctx.name.clone(), log: self.client_log.clone() })
             .map_err(|e| ConnectorError::user(format!("invalid Kafka producer settings: {e}")))
     }
 

@@ -117,6 +117,14 @@ pub struct KafkaSourceConfig {
     /// partitions, of the largest record timestamp read, minus this delay.
     #[serde(default)]
     pub watermark_delay: Option<DurationStr>,
+    /// Stamp each record with its Kafka timestamp as its creation time, so
+    /// the sinks measure end-to-end latency (producer -> broker -> weir ->
+    /// sink) as for the generator's `mark-latency`. Meaningful only for
+    /// `CreateTime` timestamps from producers whose clock is this host's;
+    /// Kafka timestamps are whole milliseconds. Adds a 16-byte header to
+    /// every record.
+    #[serde(default)]
+    pub mark_latency: bool,
     /// librdkafka consumer properties, passed through as they are.
     #[serde(default)]
     pub properties: BTreeMap<String, Property>,
@@ -213,6 +221,7 @@ struct Shared {
 struct SourceContext {
     shared: Arc<Shared>,
     labels: [(&'static str, String); 3],
+    log: crate::ClientLog,
 }
 
 impl ClientContext for SourceContext {
@@ -242,7 +251,11 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(source = %self.labels[1].1, "kafka: {error}: {reason}");
+        self.log.error(&format!("source {:?}", self.labels[1].1), &error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(&format!("source {:?}", self.labels[1].1), level, fac, message);
     }
 }
 
@@ -317,6 +330,7 @@ impl KafkaSource {
             .create_with_context(SourceContext {
                 shared: shared.clone(),
                 labels: [("pipeline", ctx.pipeline.clone()), ("source", ctx.name.clone()), ("subtask", ctx.subtask.to_string())],
+                log: crate::ClientLog::default(),
             })
             .map_err(|e| ConnectorError::user(format!("invalid Kafka consumer settings: {e}")))?;
         let mut source = Self {
@@ -658,12 +672,15 @@ impl Poller {
                     }
                     *next = m.offset() + 1;
                     let ts = m.timestamp().to_millis().unwrap_or_else(|| weir_connector::now_micros() as i64 / 1000);
+                    let created = (ts.max(0) as u64 * 1000).to_le_bytes();
+                    let mark: &[(&[u8], &[u8])] = if self.config.mark_latency { &[(weir_connector::EMITTED_AT_HEADER, &created)] } else { &[] };
                     match m.headers() {
                         Some(h) if h.count() > 0 => {
-                            let hs: Vec<(&[u8], &[u8])> = h.iter().map(|h| (h.key.as_bytes(), h.value.unwrap_or_default())).collect();
+                            let mut hs: Vec<(&[u8], &[u8])> = h.iter().map(|h| (h.key.as_bytes(), h.value.unwrap_or_default())).collect();
+                            hs.extend_from_slice(mark);
                             chunk.frames.push(m.key(), m.payload().unwrap_or_default(), ts, &hs);
                         }
-                        _ => chunk.frames.push(m.key(), m.payload().unwrap_or_default(), ts, &[]),
+                        _ => chunk.frames.push(m.key(), m.payload().unwrap_or_default(), ts, mark),
                     }
                     let e = last.entry(tp).or_insert((0, i64::MIN));
                     *e = (m.offset() + 1, e.1.max(ts));

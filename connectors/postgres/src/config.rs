@@ -47,9 +47,13 @@ pub struct PostgresSinkConfig {
     /// A file holding the password (its first line).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    /// `disable` (default) or `require`.
+    /// `disable` (default), `require` or `verify-full`.
     #[serde(default)]
     pub tls: TlsMode,
+    /// `verify-full`: PEM file of the certificate authorities to trust
+    /// (default: the system's).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// `statement_timeout` of the sink's sessions (`0`: none).
     #[serde(default = "default_statement_timeout", deserialize_with = "duration")]
     pub statement_timeout: Duration,
@@ -102,9 +106,12 @@ pub enum TlsMode {
     /// Plain TCP or a Unix socket.
     #[default]
     Disable,
-    /// Refuse to connect without TLS (not available in this build: the
-    /// sink says so at start-up).
+    /// Encrypt, and refuse a server without TLS; the server's certificate
+    /// is not checked (libpq's `sslmode=require`).
     Require,
+    /// Encrypt, and check the server's certificate chain and that it names
+    /// the host connected to (libpq's `sslmode=verify-full`).
+    VerifyFull,
 }
 
 /// `batch.*`.
@@ -234,8 +241,10 @@ impl PostgresSinkConfig {
         if self.reconnect.max_backoff < self.reconnect.initial_backoff {
             bad("reconnect.max-backoff", "must not be below reconnect.initial-backoff".into());
         }
-        if self.tls == TlsMode::Require {
-            bad("tls", "this build of weir has no TLS support for PostgreSQL; use a Unix socket or an SSH/stunnel tunnel, or set tls = \"disable\"".into());
+        match (&self.tls, &self.tls_ca_file) {
+            (TlsMode::VerifyFull, Some(ca)) if !ca.is_file() => bad("tls-ca-file", format!("{} is not a file", ca.display())),
+            (TlsMode::Disable | TlsMode::Require, Some(_)) => bad("tls-ca-file", "only used with tls = \"verify-full\"".into()),
+            _ => {}
         }
         problems
     }

@@ -64,6 +64,7 @@ pub mod encode;
 pub mod schema;
 mod sink;
 pub mod testing;
+pub mod tls;
 pub mod writer;
 
 pub use config::{Delivery, PostgresSinkConfig, WriteMode};

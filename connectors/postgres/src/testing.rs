@@ -50,6 +50,23 @@ impl TempCluster {
     /// Creates and starts a cluster; panics with the server's log when it
     /// cannot (this is test support).
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Like [`TempCluster::start`], but TCP connections must use TLS
+    /// (`hostssl` only in `pg_hba.conf`; Unix sockets stay plain). The
+    /// server's certificate is self-signed for `localhost` and `127.0.0.1`;
+    /// [`TempCluster::ca_file`] is the file to trust it with.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The self-signed certificate of a [`TempCluster::start_tls`] server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir().join("server.crt")
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = find_bin_dir().expect("PostgreSQL binaries not found: install postgresql (or set WEIR_PG_BIN)");
         let dir = tempfile::Builder::new().prefix("weir-pg-").tempdir().expect("temp dir");
         let run_as = is_root().then(|| {
@@ -61,11 +78,27 @@ impl TempCluster {
         let mut cluster = Self { dir, bin, port: 0, run_as };
         let data = cluster.data_dir();
         cluster.run_ok("initdb", &["-D", path_str(&data), "-U", "weir", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        let mut tls_conf = String::new();
+        if tls {
+            // As the cluster's owner, so the server may read the key.
+            let out = cluster
+                .as_owner("openssl")
+                .args([
+                    "req", "-new", "-x509", "-days", "2", "-nodes", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", path_str(&data.join("server.key")), "-out", path_str(&data.join("server.crt")),
+                ])
+                .output()
+                .expect("run openssl (the openssl command makes the test certificate)");
+            assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
+            std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n").expect("write pg_hba.conf");
+            tls_conf = "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n".into();
+        }
         for attempt in 0..5 {
             cluster.port = free_port();
             let conf = format!(
                 "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
-                 max_connections = 60\nshared_buffers = 128MB\nmax_wal_size = 1GB\nlog_min_messages = warning\n",
+                 max_connections = 60\nshared_buffers = 128MB\nmax_wal_size = 1GB\nlog_min_messages = warning\n{tls_conf}",
                 cluster.port,
                 cluster.dir.path().display()
             );
@@ -83,7 +116,11 @@ impl TempCluster {
     }
 
     fn command(&self, tool: &str) -> Command {
-        let exe = self.bin.join(tool);
+        self.as_owner(self.bin.join(tool))
+    }
+
+    /// A command run as the cluster's owner.
+    fn as_owner(&self, exe: impl AsRef<std::ffi::OsStr>) -> Command {
         match &self.run_as {
             Some(user) => {
                 let mut c = Command::new("runuser");

@@ -147,7 +147,24 @@ fn classify(e: tokio_postgres::Error, what: &str) -> Failure {
         return if retry { Failure::Retry(msg) } else { Failure::Fatal(msg) };
     }
     // Not a server error: I/O, a closed connection, a timeout.
-    Failure::Retry(format!("{what}: {e}"))
+    Failure::Retry(format!("{what}: {}", with_causes(&e)))
+}
+
+/// An error and its causes, `: `-separated (tokio-postgres says "error
+/// performing TLS handshake" and keeps OpenSSL's reason in the source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // OpenSSL's errors repeat their own causes.
+        if !text.contains(more.as_str()) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The writer thread's state.
@@ -247,6 +264,9 @@ impl Writer {
             pg.password(p);
         }
         pg.connect_timeout(config.connect_timeout);
+        if config.tls != crate::config::TlsMode::Disable {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         pg.application_name(format!("weir/{}/{}/{}", who.pipeline, who.sink, who.subtask));
         let endpoint = describe(&pg);
         // One worker drives the connection and the COPY in flight while this
@@ -362,20 +382,37 @@ impl Writer {
         self.client = None;
         let pg = self.pg.clone();
         let endpoint = self.endpoint.clone();
+        let tls = crate::tls::connector(self.config.tls, self.config.tls_ca_file.as_deref()).map_err(Failure::Fatal)?;
         let client = self.rt.block_on(async {
-            let (client, connection) = pg.connect(NoTls).await.map_err(|e| {
+            let failed = |e: tokio_postgres::Error| {
                 let msg = format!("cannot connect to PostgreSQL at {endpoint}");
                 match e.as_db_error() {
-                    // Bad password, unknown database or role: the user must act.
+                    // Bad password, unknown database or role, or a server
+                    // refusing the connection (pg_hba, e.g. TLS required):
+                    // the user must act.
                     Some(db) if db.code().code().starts_with("28") || db.code().code().starts_with("3D") => {
                         Failure::Fatal(format!("url: {msg}: {} (SQLSTATE {})", db.message(), db.code().code()))
                     }
+                    // A certificate that fails verification, or a server
+                    // without TLS: retrying cannot help.
+                    None if ["certificate verify failed", "server does not support TLS"].iter().any(|t| with_causes(&e).contains(t)) => {
+                        Failure::Fatal(format!("tls: {msg}: {}", with_causes(&e)))
+                    }
                     _ => classify(e, &msg),
                 }
-            })?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            };
+            let client = match tls {
+                Some(tls) => {
+                    let (client, connection) = pg.connect(tls).await.map_err(failed)?;
+                    tokio::spawn(connection);
+                    client
+                }
+                None => {
+                    let (client, connection) = pg.connect(NoTls).await.map_err(failed)?;
+                    tokio::spawn(connection);
+                    client
+                }
+            };
             Ok::<_, Failure>(client)
         })?;
         let timeout = self.config.statement_timeout.as_millis();

@@ -5,13 +5,21 @@
 //! `events` records to an 8-partition topic, then measures:
 //! 1. a bare rdkafka consumer (librdkafka, no weir) reading every record;
 //! 2. Kafka -> identity (Wasm) -> Kafka (at-least-once);
-//! 3. Kafka -> events-agg (parse + keyed running sum, Wasm) -> discard.
+//! 3. Kafka -> events-agg (parse + keyed running sum, Wasm) -> discard;
+//! 4. the latency floor: a producer writes 20 k records/s for 10 s, read by
+//!    a bare rdkafka consumer (`CreateTime` to arrival);
+//! 5. end-to-end latency: the same producer while Kafka -> identity (Wasm)
+//!    -> discard runs with `mark-latency`, so each record's latency is from
+//!    its producer's `CreateTime` to the sink.
+//!
+//! Each row also reports the process's peak RSS (`VmHWM`, reset before the
+//! row; the bench process holds weir and the verifying client).
 
 use anyhow::Context as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use weir_pipeline::{LoadOptions, Pipeline, Progress, RunOptions, StartFrom};
-use weir_tests::kafka::{Tansu, consume, create_topic, produce};
+use weir_pipeline::{LoadOptions, Pipeline, Progress, RunHandle, RunOptions, StartFrom};
+use weir_tests::kafka::{Tansu, consume, consume_latencies, create_topic, produce, produce_with};
 use weir_wasm::Engine;
 
 /// One measured row.
@@ -20,6 +28,61 @@ struct Row {
     records: u64,
     seconds: f64,
     bytes: u64,
+    peak_rss: Option<u64>,
+    /// p50 and p99 end-to-end latency in microseconds.
+    latency: Option<(u64, u64)>,
+}
+
+/// Records per second and seconds of the latency rows.
+const LIVE_RATE: u64 = 20_000;
+const LIVE_SECONDS: u64 = 10;
+/// `fetch.wait.max.ms` of the latency rows' consumers. tansu 0.6 holds every
+/// fetch for the whole wait even when records are there (Kafka answers as
+/// soon as `fetch.min.bytes` arrived), so librdkafka's 500 ms default would
+/// measure tansu, not weir.
+const FETCH_WAIT_MS: u32 = 5;
+
+/// Produces `LIVE_RATE` records/s for `LIVE_SECONDS` to `topic`, after
+/// `delay`, with a 1 ms linger.
+fn paced_producer(brokers: &str, topic: &'static str, delay: Duration) -> std::thread::JoinHandle<()> {
+    let brokers = brokers.to_owned();
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let started = Instant::now();
+        let paced = (0..LIVE_RATE * LIVE_SECONDS).map(move |n| {
+            let due = started + Duration::from_micros(n * 1_000_000 / LIVE_RATE);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            event(n)
+        });
+        produce_with(&brokers, topic, paced, &[("linger.ms", "1")]);
+    })
+}
+
+/// The same paced producer read by a bare rdkafka consumer: the latency
+/// floor of the broker and client, without weir.
+fn bare_latency(brokers: &str) -> anyhow::Result<Row> {
+    let what = "latency floor: producer at 20 k/s -> bare rdkafka consumer";
+    create_topic(brokers, "live-bare", 8);
+    eprintln!("weir-bench: kafka: {what}");
+    let total = LIVE_RATE * LIVE_SECONDS;
+    crate::events_agg::reset_peak_rss();
+    let producer = paced_producer(brokers, "live-bare", Duration::from_secs(1));
+    let fetch_wait = FETCH_WAIT_MS.to_string();
+    let mut latencies = consume_latencies(brokers, "live-bare", total as usize, &[("fetch.wait.max.ms", &fetch_wait)], Duration::from_secs(120));
+    producer.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
+    anyhow::ensure!(latencies.len() as u64 == total, "{what}: read {} of {total} records", latencies.len());
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok(Row { what, records: total, seconds: LIVE_SECONDS as f64, bytes: total * 100, peak_rss: crate::events_agg::peak_rss(), latency: Some((at(0.5), at(0.99))) })
+}
+
+fn event(n: u64) -> (Option<Vec<u8>>, Vec<u8>) {
+    let mut v = format!(r#"{{"id":{n},"user":"user-{:04}","amount":{},"pad":""#, (n * 7919) % 10_000, n % 100).into_bytes();
+    v.resize(98, b'x');
+    v.extend_from_slice(b"\"}");
+    (None, v)
 }
 
 /// Runs the Kafka benchmark with `count` records.
@@ -29,18 +92,20 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
     create_topic(&brokers, "events", 8);
     create_topic(&brokers, "copy", 8);
     eprintln!("weir-bench: kafka: producing {count} 100-byte records to tansu at {brokers}");
-    let records = (0..count).map(|n| {
-        let mut v = format!(r#"{{"id":{n},"user":"user-{:04}","amount":{},"pad":""#, (n * 7919) % 10_000, n % 100).into_bytes();
-        v.resize(98, b'x');
-        v.extend_from_slice(b"\"}");
-        (None, v)
-    });
-    produce(&brokers, "events", records);
+    produce(&brokers, "events", (0..count).map(event));
 
     let mut rows = Vec::new();
+    crate::events_agg::reset_peak_rss();
     let started = Instant::now();
     let got = consume(&brokers, "events", count as usize, Duration::ZERO, Duration::from_secs(600)).len() as u64;
-    rows.push(Row { what: "bare rdkafka consumer (the broker's ceiling)", records: got, seconds: started.elapsed().as_secs_f64(), bytes: got * 100 });
+    rows.push(Row {
+        what: "bare rdkafka consumer (the broker's ceiling)",
+        records: got,
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: got * 100,
+        peak_rss: crate::events_agg::peak_rss(),
+        latency: None,
+    });
 
     let dir = tempfile::tempdir()?;
     for (what, body) in [
@@ -70,31 +135,97 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
         std::fs::write(&file, body)?;
         let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
         eprintln!("weir-bench: kafka: {what}");
+        crate::events_agg::reset_peak_rss();
         let started = Instant::now();
         let summary = weir_pipeline::run(&p, engine, &RunOptions { progress: Progress::Quiet, start_from: StartFrom::Fresh, ..Default::default() })
             .with_context(|| what.to_owned())?;
         let records = summary.source_records();
-        rows.push(Row { what, records, seconds: started.elapsed().as_secs_f64(), bytes: records * 100 });
+        rows.push(Row { what, records, seconds: started.elapsed().as_secs_f64(), bytes: records * 100, peak_rss: crate::events_agg::peak_rss(), latency: None });
     }
+    rows.push(bare_latency(&brokers)?);
+    rows.push(live_latency(engine, plugin_dir, &brokers, dir.path())?);
     let ceiling = rows[0].records as f64 / rows[0].seconds;
+    let mib = |b: Option<u64>| b.map_or("-".to_owned(), |b| format!("{:.0} MiB", b as f64 / f64::from(1 << 20)));
     for r in &rows {
         let rate = r.records as f64 / r.seconds;
         if json {
             println!(
                 "{}",
-                serde_json::json!({"benchmark": "kafka", "pipeline": r.what, "records": r.records, "seconds": r.seconds, "records_per_s": rate, "mb_per_s": r.bytes as f64 / r.seconds / 1e6, "of_ceiling": rate / ceiling})
+                serde_json::json!({
+                    "benchmark": "kafka", "pipeline": r.what, "records": r.records, "seconds": r.seconds,
+                    "records_per_s": rate, "mb_per_s": r.bytes as f64 / r.seconds / 1e6, "of_ceiling": rate / ceiling,
+                    "peak_rss_bytes": r.peak_rss, "p50_ms": r.latency.map(|l| l.0 as f64 / 1e3), "p99_ms": r.latency.map(|l| l.1 as f64 / 1e3),
+                })
+            );
+        } else if let Some((p50, p99)) = r.latency {
+            println!(
+                "kafka: {:<58} {:>9} records at {:>7.0} records/s: latency p50 {:.1} ms, p99 {:.1} ms, peak RSS {}",
+                r.what,
+                r.records,
+                rate,
+                p50 as f64 / 1e3,
+                p99 as f64 / 1e3,
+                mib(r.peak_rss)
             );
         } else {
             println!(
-                "kafka: {:<58} {:>9} records in {:>6.2} s: {:>7.0} records/s, {:>6.1} MB/s ({:.0}% of the bare consumer)",
+                "kafka: {:<58} {:>9} records in {:>6.2} s: {:>7.0} records/s, {:>6.1} MB/s ({:.0}% of the bare consumer), peak RSS {}",
                 r.what,
                 r.records,
                 r.seconds,
                 rate,
                 r.bytes as f64 / r.seconds / 1e6,
-                100.0 * rate / ceiling
+                100.0 * rate / ceiling,
+                mib(r.peak_rss)
             );
         }
     }
     Ok(())
+}
+
+/// A producer writes `LIVE_RATE` records/s for `LIVE_SECONDS` to a fresh
+/// topic while Kafka (`mark-latency`) -> identity -> discard runs; the run
+/// is stopped once everything produced was read.
+fn live_latency(engine: &Engine, plugin_dir: &Path, brokers: &str, dir: &Path) -> anyhow::Result<Row> {
+    let what = "latency: producer at 20 k/s -> Kafka -> identity (Wasm) -> discard";
+    create_topic(brokers, "live", 8);
+    let file = dir.join("live.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"kafka-latency\"\nplugin-dir = \"{}\"\n[checkpoint]\ninterval = \"1s\"\n\
+             [sources.events]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"live\"\nstart = \"earliest\"\nmark-latency = true\n\
+             [sources.events.properties]\n\"fetch.wait.max.ms\" = \"{FETCH_WAIT_MS}\"\n\
+             [[operators]]\nname = \"id\"\nplugin = \"identity\"\n\
+             [sinks.out]\ntype = \"discard\"\n",
+            plugin_dir.display()
+        ),
+    )?;
+    let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("weir-bench: kafka: {what}");
+    let handle = RunHandle::new();
+    let total = LIVE_RATE * LIVE_SECONDS;
+    // Start producing once the pipeline reads; stop it once all arrived.
+    let producer = paced_producer(brokers, "live", Duration::from_secs(2));
+    let stopper = std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            let _ = producer.join();
+            std::thread::sleep(Duration::from_secs(2));
+            handle.stop();
+        }
+    });
+    crate::events_agg::reset_peak_rss();
+    let summary = weir_pipeline::run(
+        &p,
+        engine,
+        &RunOptions { progress: Progress::Quiet, start_from: StartFrom::Fresh, handle: Some(handle), ..Default::default() },
+    )
+    .with_context(|| what.to_owned())?;
+    stopper.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
+    let records = summary.source_records();
+    anyhow::ensure!(records == total, "{what}: read {records} of {total} records");
+    let latency = summary.latency.map(|l| (l.p50_us, l.p99_us));
+    anyhow::ensure!(latency.is_some(), "{what}: no latency samples (mark-latency did not reach the sink)");
+    Ok(Row { what, records, seconds: LIVE_SECONDS as f64, bytes: records * 100, peak_rss: crate::events_agg::peak_rss(), latency })
 }

@@ -188,6 +188,11 @@ How to read the results:
   latency     p50/p99 from a record's creation at the source to the sink, at
               ~10% load; with idle flush a buffer leaves as soon as the
               producer has nothing more to read. Target: p99 < 5 ms.
+  kafka       records/s and MB/s of two pipelines beside a bare rdkafka
+              consumer of the same topic (tansu in memory; --count records).
+              Target: >= 80% of the bare consumer. Then latency under a
+              producer paced at 20 k/s: the bare consumer's (the floor) and
+              the pipeline's (producer CreateTime -> sink). Peak RSS per row.
 
 Examples:
   cargo run --release -p weir-bench                         # everything, events-agg first
@@ -195,6 +200,7 @@ Examples:
   cargo run --release -p weir-bench -- async
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
+  cargo run --release -p weir-bench -- kafka --count 1000000
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
   cargo run --release -p weir-bench -- boundary --batch-sizes 256,4096 --json";
 
@@ -218,7 +224,8 @@ enum Which {
     /// cold and a warm compile cache.
     Reload,
     /// Kafka (tansu, in memory): a bare consumer vs Kafka -> identity ->
-    /// Kafka and Kafka -> events-agg -> discard. Not part of `all`.
+    /// Kafka and Kafka -> events-agg -> discard, then latency under a
+    /// paced producer. Not part of `all`.
     Kafka,
     /// The bottleneck analysis over a full 300 s history (what every API
     /// and UI poll costs): 8 tasks x 4 subtasks.

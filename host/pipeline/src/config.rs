@@ -738,11 +738,10 @@ impl Pipeline {
                     SinkKind::File(c)
                 }),
                 Some("postgres") => typed::<PostgresSinkConfig>(toml::Value::Table(t), &path, &mut errors).map(|mut c| {
-                    push_validation(&mut errors, &path, c.validate());
                     c.spill_dir = base.join(&c.spill_dir);
-                    if let Some(f) = &c.password_file {
-                        c.password_file = Some(base.join(f));
-                    }
+                    c.password_file = c.password_file.map(|f| base.join(f));
+                    c.tls_ca_file = c.tls_ca_file.map(|f| base.join(f));
+                    push_validation(&mut errors, &path, c.validate());
                     SinkKind::Postgres(Box::new(c))
                 }),
                 Some("discard") => {
