@@ -218,9 +218,11 @@ path = "out/dead-{{subtask}}.jsonl"
     )
 }
 
+/// Key-value lookups, over TLS: the cluster accepts TCP only with TLS, and
+/// the connection checks its certificate (`verify-full`).
 #[test]
 fn kv_lookups_enrich_from_postgres() {
-    let pg = TempCluster::start();
+    let pg = TempCluster::start_tls();
     profiles(&pg);
     let s = Scratch::new();
     let body = format!(
@@ -237,6 +239,8 @@ url = "{url}"
 table = "profiles"
 key-column = "user_id"
 value-column = "profile"
+tls = "verify-full"
+tls-ca-file = "{ca}"
 [[operators]]
 name = "enrich"
 plugin = "enrich-profile"
@@ -246,7 +250,8 @@ async = {{ capacity = 16, connections = ["profiles"], on-timeout = "fail" }}
 type = "file"
 path = "out.jsonl"
 "#,
-        url = pg.url()
+        url = pg.url(),
+        ca = pg.ca_file().display()
     );
     s.pipeline("p.toml", &body);
     run_to_end(&s);

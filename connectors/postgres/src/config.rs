@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `[sinks.NAME]` with `type = "postgres"`.
@@ -241,10 +241,8 @@ impl PostgresSinkConfig {
         if self.reconnect.max_backoff < self.reconnect.initial_backoff {
             bad("reconnect.max-backoff", "must not be below reconnect.initial-backoff".into());
         }
-        match (&self.tls, &self.tls_ca_file) {
-            (TlsMode::VerifyFull, Some(ca)) if !ca.is_file() => bad("tls-ca-file", format!("{} is not a file", ca.display())),
-            (TlsMode::Disable | TlsMode::Require, Some(_)) => bad("tls-ca-file", "only used with tls = \"verify-full\"".into()),
-            _ => {}
+        if let Some(m) = validate_tls(self.tls, self.tls_ca_file.as_deref()) {
+            bad("tls-ca-file", m);
         }
         problems
     }
@@ -325,6 +323,15 @@ fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         .zip(mult)
         .and_then(|(n, m)| n.checked_mul(m))
         .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}; write e.g. \"4MiB\", \"512KiB\"")))
+}
+
+/// Checks `tls-ca-file` against `tls` (resolved paths).
+pub fn validate_tls(tls: TlsMode, ca_file: Option<&Path>) -> Option<String> {
+    match (tls, ca_file) {
+        (TlsMode::VerifyFull, Some(ca)) if !ca.is_file() => Some(format!("{} is not a file", ca.display())),
+        (TlsMode::Disable | TlsMode::Require, Some(_)) => Some("only used with tls = \"verify-full\"".into()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -192,6 +192,12 @@ pub struct PostgresConnection {
     /// Longest time to establish a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: DurationStr,
+    /// `disable` (default), `require` or `verify-full`, as for the sink.
+    #[serde(default)]
+    pub tls: weir_connector_postgres::config::TlsMode,
+    /// `verify-full`: PEM file of the authorities to trust, relative to
+    /// the pipeline file (default: the system's).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 fn default_connect_timeout() -> DurationStr {
@@ -239,6 +245,10 @@ impl ConnectionConfig {
         if max == Some(0) {
             problems.push(("max-connections".into(), "must be at least 1".into()));
         }
+        let c = self.postgres();
+        if let Some(m) = weir_connector_postgres::config::validate_tls(c.tls, c.tls_ca_file.as_deref()) {
+            problems.push(("tls-ca-file".into(), m));
+        }
         if let ConnectionConfig::PostgresKv(_, kv) = self {
             for (k, v) in [("table", &kv.table), ("key-column", &kv.key_column), ("value-column", &kv.value_column)] {
                 if v.trim().is_empty() {
@@ -266,6 +276,9 @@ impl ConnectionConfig {
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         let (ConnectionConfig::Postgres(c) | ConnectionConfig::PostgresKv(c, _)) = self;
         if let Some(f) = &mut c.password_file {
+            *f = base.join(&*f);
+        }
+        if let Some(f) = &mut c.tls_ca_file {
             *f = base.join(&*f);
         }
     }

@@ -30,6 +30,7 @@ struct Conn {
 pub struct Pool {
     name: String,
     config: tokio_postgres::Config,
+    tls: Option<postgres_openssl::MakeTlsConnector>,
     endpoint: String,
     idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
@@ -51,8 +52,13 @@ impl Pool {
         }
         pg.connect_timeout(config.connect_timeout());
         pg.application_name(application);
+        let c = config.postgres();
+        let tls = weir_connector_postgres::tls::connector(c.tls, c.tls_ca_file.as_deref()).map_err(|e| format!("connections.{name}.{e}"))?;
+        if tls.is_some() {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         let endpoint = weir_connector_postgres::writer::describe(&pg);
-        Ok(Self { name: name.to_owned(), config: pg, endpoint, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(size.max(1))) })
+        Ok(Self { name: name.to_owned(), config: pg, tls, endpoint, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(size.max(1))) })
     }
 
     /// Runs one statement on a pooled connection.
@@ -71,14 +77,19 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Conn, String> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| format!("connection {:?}: cannot connect to PostgreSQL at {}: {}", self.name, self.endpoint, describe_error(&e)))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let failed = |e: tokio_postgres::Error| format!("connection {:?}: cannot connect to PostgreSQL at {}: {}", self.name, self.endpoint, describe_error(&e));
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(failed)?;
+                tokio::spawn(connection);
+                client
+            }
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(failed)?;
+                tokio::spawn(connection);
+                client
+            }
+        };
         Ok(Conn { client, statements: HashMap::new() })
     }
 
