@@ -152,10 +152,27 @@ impl Scratch {
         run.stdout
     }
 
+    /// `weir ARGS` in this directory with the shared compile cache, stdin
+    /// and stdout closed and stderr captured, to spawn or run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(weir_bin());
+        cmd.args(args).current_dir(self.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd
+    }
+
     /// Runs `weir ARGS` in this directory with a timeout.
     pub fn weir(&self, args: &[&str], timeout: Duration) -> Run {
         run_with_timeout(Command::new(weir_bin()).args(args).current_dir(self.dir.path()), timeout)
     }
+}
+
+/// Runs `cmd` (e.g. [`Scratch::command`]) to its end and returns its
+/// stderr; panics with the stderr when it fails.
+pub fn succeed(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run weir");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "weir failed ({:?}):\n{stderr}", out.status);
+    stderr
 }
 
 /// The compile cache shared by all tests (compiling is the slow part).

@@ -10,21 +10,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use weir_connector_postgres::testing::TempCluster;
 use weir_tests::delay_server::DelayServer;
-use weir_tests::{cache_dir, kill_after, weir_bin, Lcg, Scratch};
+use weir_tests::{kill_after, succeed, Lcg, Scratch};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
 fn weir(s: &Scratch, args: &[&str]) -> Command {
-    let mut cmd = Command::new(weir_bin());
-    cmd.args(args).current_dir(s.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd
+    s.command(args)
 }
 
 fn run_to_end(s: &Scratch) -> String {
-    let out = weir(s, &RUN).output().expect("run weir");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "weir failed ({:?}):\n{stderr}", out.status);
-    stderr
+    succeed(&mut s.command(&RUN))
 }
 
 /// generator (`count` events, parallelism 1) -> enrich-profile over HTTP -> file.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use weir_tests::{cache_dir, json_lines, kill_after, weir_bin, Lcg, Scratch};
+use weir_tests::{json_lines, kill_after, succeed, Lcg, Scratch};
 
 /// generator -> json-filter (key by user) -> running-sum (keyed state) -> file sink.
 fn pipeline(count: u64, rate: u64, parallelism: u32, interval: &str) -> String {
@@ -38,13 +38,7 @@ path = "out/part-{{subtask}}.jsonl"
 }
 
 fn weir(s: &Scratch, args: &[&str], failpoints: Option<&str>) -> Command {
-    let mut cmd = Command::new(weir_bin());
-    cmd.args(args)
-        .current_dir(s.dir.path())
-        .env("WEIR_CACHE_DIR", cache_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = s.command(args);
     if let Some(f) = failpoints {
         cmd.env("WEIR_FAILPOINTS", f);
     }
@@ -57,10 +51,7 @@ const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 fn run_to_end(s: &Scratch, extra: &[&str]) -> String {
     let mut args = RUN.to_vec();
     args.extend_from_slice(extra);
-    let out = weir(s, &args, None).output().expect("run weir");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "weir failed ({:?}):\n{stderr}", out.status);
-    stderr
+    succeed(&mut weir(s, &args, None))
 }
 
 /// Starts a run and kills it with SIGKILL after `after` (unless it

@@ -8,21 +8,16 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use weir_tests::kafka::{Tansu, consume, create_topic, produce, produce_with};
 use std::io::{BufRead, BufReader};
-use weir_tests::{Lcg, Scratch, cache_dir, free_port, kill_after, metric, rss, scrape, weir_bin};
+use weir_tests::{Lcg, Scratch, cache_dir, free_port, kill_after, metric, rss, scrape, succeed, weir_bin};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
 fn weir(s: &Scratch, args: &[&str]) -> Command {
-    let mut cmd = Command::new(weir_bin());
-    cmd.args(args).current_dir(s.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd
+    s.command(args)
 }
 
 fn run_to_end(s: &Scratch, args: &[&str]) -> String {
-    let out = weir(s, args).output().expect("run weir");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "weir failed ({:?}):\n{stderr}", out.status);
-    stderr
+    succeed(&mut s.command(args))
 }
 
 /// `{"id":N,"user":"user-U","amount":A}` for N in 0..count; keyed by user

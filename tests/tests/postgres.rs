@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use weir_connector_postgres::testing::TempCluster;
-use weir_tests::{cache_dir, kill_after, weir_bin, Lcg, Scratch};
+use weir_tests::{kill_after, succeed, Lcg, Scratch};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
@@ -48,16 +48,11 @@ const EVENTS: &str = "CREATE TABLE events (id bigint NOT NULL, \"user\" text NOT
 const MAPPING: &str = "columns = { id = \"id\", user = \"user\", amount = \"amount\", ts = \"ts\", pad = \"pad\", ck = \"@checkpoint\" }";
 
 fn weir(s: &Scratch, args: &[&str]) -> Command {
-    let mut cmd = Command::new(weir_bin());
-    cmd.args(args).current_dir(s.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd
+    s.command(args)
 }
 
 fn run_to_end(s: &Scratch, env: &[(&str, &str)]) -> String {
-    let out = weir(s, &RUN).envs(env.iter().copied()).output().expect("run weir");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "weir failed ({:?}):\n{stderr}", out.status);
-    stderr
+    succeed(s.command(&RUN).envs(env.iter().copied()))
 }
 
 fn spawn(s: &Scratch) -> Child {
