@@ -306,6 +306,24 @@ pub fn rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Samples a running process's RSS every 500 ms for `duration`; returns
+/// `(peak, baseline)`, the baseline being the first sample after `settle`
+/// (so start-up allocations are not counted as growth). Panics if the
+/// process exits meanwhile.
+pub fn watch_rss(pid: u32, duration: Duration, settle: Duration) -> (u64, u64) {
+    let start = Instant::now();
+    let (mut peak, mut baseline) = (0u64, None);
+    while start.elapsed() < duration {
+        std::thread::sleep(Duration::from_millis(500));
+        let r = rss(pid).expect("the process is running");
+        peak = peak.max(r);
+        if start.elapsed() > settle && baseline.is_none() {
+            baseline = Some(r);
+        }
+    }
+    (peak, baseline.expect("sampled after settling"))
+}
+
 /// A small seeded generator for random kill moments and fault schedules.
 #[derive(Debug, Clone)]
 pub struct Lcg(pub u64);

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use weir_tests::{cache_dir, free_port, metric, rss, scrape, weir_bin, Sample, Scratch};
+use weir_tests::{cache_dir, free_port, metric, scrape, watch_rss, weir_bin, Sample, Scratch};
 
 fn spawn(s: &Scratch, pipeline: &str, port: u16) -> std::process::Child {
     Command::new(weir_bin())
@@ -143,18 +143,7 @@ fn a_stalled_sink_bounds_memory_and_loses_nothing() {
     let mut child = spawn(&s, p.to_str().unwrap(), port);
     // Opening the read end lets the sink open; then nobody reads for 60 s.
     let reader = std::fs::File::open(&fifo).unwrap();
-    let stall = Duration::from_secs(60);
-    let start = Instant::now();
-    let mut peak = 0u64;
-    let mut baseline = None;
-    while start.elapsed() < stall {
-        std::thread::sleep(Duration::from_millis(500));
-        let r = rss(child.id()).expect("weir is running");
-        peak = peak.max(r);
-        if start.elapsed() > Duration::from_secs(3) && baseline.is_none() {
-            baseline = Some(r);
-        }
-    }
+    let (peak, baseline) = watch_rss(child.id(), Duration::from_secs(60), Duration::from_secs(3));
     let m = scrape(port).expect("metrics");
     let read_so_far = metric(&m, "weir_operator_records_out_total", &[("operator", "gen")]).unwrap();
     assert!(read_so_far < 100_000.0, "the source kept reading ({read_so_far} records) while the sink was stalled");
@@ -162,7 +151,7 @@ fn a_stalled_sink_bounds_memory_and_loses_nothing() {
     // 3 tasks x 1 MiB of network buffers, the Wasm instance and the sink's
     // buffer: well under 100 MiB; buffering the input would take 400 MB.
     assert!(peak < 100 << 20, "peak RSS {} MiB during the stall", peak >> 20);
-    assert!(peak - baseline.unwrap() < 16 << 20, "RSS grew by {} MiB during the stall", (peak - baseline.unwrap()) >> 20);
+    assert!(peak - baseline < 16 << 20, "RSS grew by {} MiB during the stall", (peak - baseline) >> 20);
 
     let mut lines = 0u64;
     for (i, line) in BufReader::new(reader).lines().enumerate() {

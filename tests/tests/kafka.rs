@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 use weir_tests::kafka::{Tansu, consume, create_topic, produce, produce_with};
 use std::io::{BufRead, BufReader};
-use weir_tests::{Lcg, Scratch, cache_dir, free_port, kill_after, metric, rss, scrape, succeed, weir_bin};
+use weir_tests::{Lcg, Scratch, cache_dir, free_port, kill_after, metric, scrape, succeed, watch_rss, weir_bin};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
@@ -288,17 +288,7 @@ path = "out.fifo"
         .spawn()
         .expect("start weir");
     let reader = std::fs::File::open(&fifo).expect("open the FIFO");
-    let stall = Duration::from_secs(120);
-    let start = Instant::now();
-    let (mut peak, mut baseline) = (0u64, None);
-    while start.elapsed() < stall {
-        std::thread::sleep(Duration::from_millis(500));
-        let r = rss(child.id()).expect("weir is running");
-        peak = peak.max(r);
-        if start.elapsed() > Duration::from_secs(10) && baseline.is_none() {
-            baseline = Some(r);
-        }
-    }
+    let (peak, baseline) = watch_rss(child.id(), Duration::from_secs(120), Duration::from_secs(10));
     let m = scrape(port).expect("metrics");
     let read = metric(&m, "weir_operator_records_out_total", &[("operator", "big")]).expect("records read");
     assert!(read < 40_000.0, "the source kept reading ({read} records) while the sink was stalled");
@@ -307,7 +297,7 @@ path = "out.fifo"
     let lag: f64 = m.iter().filter(|x| x.name == "weir_kafka_consumer_lag").map(|x| x.value).sum();
     assert!(lag > 200_000.0, "consumer lag {lag} should show the records waiting in Kafka");
     assert!(peak < 200 << 20, "peak RSS {} MiB during the stall", peak >> 20);
-    assert!(peak - baseline.expect("sampled") < 32 << 20, "RSS grew by {} MiB during the stall", (peak - baseline.unwrap()) >> 20);
+    assert!(peak - baseline < 32 << 20, "RSS grew by {} MiB during the stall", (peak - baseline) >> 20);
 
     let mut seen = vec![false; count as usize];
     for line in BufReader::new(reader).lines() {

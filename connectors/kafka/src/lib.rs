@@ -107,11 +107,13 @@ impl ClientLog {
         }
     }
 
-    /// An error callback: `connector` names the source or sink.
+    /// An error callback, or an error a poll returned (`reason` empty):
+    /// `connector` names the source or sink.
     pub(crate) fn error(&self, connector: &str, error: &rdkafka::error::KafkaError, reason: &str) {
         let kind = error.to_string();
         if self.fresh(&kind) {
-            tracing::warn!("kafka: {connector}: {kind}: {reason} (librdkafka keeps retrying; repeats are not shown for {} s)", REPEAT_EVERY.as_secs());
+            let reason = if reason.is_empty() { String::new() } else { format!(": {reason}") };
+            tracing::warn!("kafka: {connector}: {kind}{reason} (librdkafka keeps retrying; repeats are not shown for {} s)", REPEAT_EVERY.as_secs());
         }
     }
 

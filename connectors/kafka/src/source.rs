@@ -644,7 +644,6 @@ impl Poller {
         let mut chunk = Chunk::default();
         let mut last: HashMap<Tp, (i64, i64)> = HashMap::new();
         let mut paused = false;
-        let mut last_error: Option<(String, Instant)> = None;
         let discovery = self.config.partition_discovery.0;
         let mut next_discovery = Instant::now() + discovery;
         let mut next_gap_check = Instant::now();
@@ -697,12 +696,9 @@ impl Poller {
                         return;
                     }
                     // Transient (a broker restarting, a network blip):
-                    // librdkafka reconnects by itself; say so at most every 10 s.
-                    let text = e.to_string();
-                    if last_error.as_ref().is_none_or(|(t, at)| *t != text || at.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!(source = %self.name, "kafka: {text} (retrying)");
-                        last_error = Some((text, Instant::now()));
-                    }
+                    // librdkafka reconnects by itself; the client's log says
+                    // so once per kind of error every 10 s.
+                    self.consumer.context().log.error(&format!("source {:?}", self.name), &e, "");
                 }
                 None => {
                     if !chunk.frames.is_empty() || !chunk.ends.is_empty() {
