@@ -1,5 +1,10 @@
 //! Value types shared by connector and pipeline configuration: durations
 //! and sizes written the way people write them (`"100ms"`, `"32KiB"`).
+//!
+//! This is the one parser of durations and sizes in weir: pipeline files,
+//! connector sections and `weir serve`'s config all read them through
+//! [`DurationStr`] and [`ByteSize`] (or the `deserialize_with` helpers
+//! [`duration`] and [`byte_size`] for plain `Duration`/`u64` fields).
 
 use serde::Deserialize;
 use std::time::Duration;
@@ -8,16 +13,31 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationStr(pub Duration);
 
+impl DurationStr {
+    /// Parses `100ms`, `10s`, `1m 30s` or `0`; the error says how to write one.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        if s.trim() == "0" {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\""))
+    }
+}
+
 impl<'de> Deserialize<'de> for DurationStr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s.trim() == "0" {
-            return Ok(Self(Duration::ZERO));
-        }
-        humantime::parse_duration(s.trim())
-            .map(Self)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\"")))
+        Self::parse(&s).map(Self).map_err(serde::de::Error::custom)
     }
+}
+
+/// `#[serde(deserialize_with = "duration")]` for a `Duration` field.
+pub fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    DurationStr::deserialize(d).map(|d| d.0)
+}
+
+/// `#[serde(deserialize_with = "byte_size")]` for a `u64` field of bytes.
+pub fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ByteSize::deserialize(d).map(|b| b.0)
 }
 
 /// A size written like `32KiB`, `256 MiB`, `1GiB`, or a number of bytes.

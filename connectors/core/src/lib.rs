@@ -19,6 +19,8 @@ use std::fmt;
 use std::time::Duration;
 
 pub mod config;
+mod keys;
+pub mod registry;
 
 pub use weir_format::{BatchWriter, Frames, RecordRef};
 
@@ -227,6 +229,19 @@ pub trait Sink: Send {
     /// that never waits on anything slower than itself has nothing to report.
     fn observe_waits(&mut self, observer: std::sync::Arc<dyn WaitObserver>) {
         let _ = observer;
+    }
+}
+
+/// `type = "discard"`: a sink that takes no settings.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardConfig {}
+
+impl registry::SinkConfig for DiscardConfig {
+    const TYPE: &'static str = "discard";
+
+    fn open(&self, _: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError> {
+        Ok(Box::new(DiscardSink::default()))
     }
 }
 

@@ -143,3 +143,53 @@ pub use source::{FileSource, FileSourceConfig, LineFormat};
 fn test_ctx(subtask: u32, parallelism: u32) -> weir_connector::ConnectorContext {
     weir_connector::ConnectorContext { pipeline: "test".into(), name: "files".into(), subtask, parallelism }
 }
+
+mod registration {
+    use crate::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, StdoutSink, StdoutSinkConfig};
+    use weir_connector::registry::{ConfigContext, FieldErrors, SinkConfig, SourceConfig};
+    use weir_connector::{ConnectorContext, ConnectorError, Sink, Source};
+
+    impl SourceConfig for FileSourceConfig {
+        const TYPE: &'static str = "file";
+
+        fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+            let problems = self.validate();
+            self.path = cx.resolve(&self.path);
+            problems
+        }
+
+        fn max_parallelism(&self) -> Option<u32> {
+            Some(1)
+        }
+
+        fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError> {
+            Ok(Box::new(FileSource::open(self.clone(), ctx)?))
+        }
+    }
+
+    impl SinkConfig for FileSinkConfig {
+        const TYPE: &'static str = "file";
+
+        fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+            let problems = self.validate();
+            self.path = cx.resolve(&self.path);
+            problems
+        }
+
+        fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError> {
+            Ok(Box::new(FileSink::open(self.clone(), ctx)?))
+        }
+    }
+
+    impl SinkConfig for StdoutSinkConfig {
+        const TYPE: &'static str = "stdout";
+
+        fn prepare(&mut self, _: &ConfigContext<'_>) -> FieldErrors {
+            self.validate()
+        }
+
+        fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError> {
+            Ok(Box::new(StdoutSink::new(self.clone(), ctx)))
+        }
+    }
+}

@@ -964,3 +964,15 @@ mod tests {
         assert_eq!(bad.validate()[0].0, "users");
     }
 }
+
+impl weir_connector::registry::SourceConfig for GeneratorConfig {
+    const TYPE: &'static str = "generator";
+
+    fn prepare(&mut self, _: &weir_connector::registry::ConfigContext<'_>) -> weir_connector::registry::FieldErrors {
+        self.validate()
+    }
+
+    fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn weir_connector::Source>, ConnectorError> {
+        Ok(Box::new(GeneratorSource::new(self.clone(), ctx)))
+    }
+}

@@ -130,3 +130,45 @@ impl ClientLog {
         }
     }
 }
+
+mod registration {
+    use crate::sink::{Delivery, default_spill_dir};
+    use crate::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
+    use weir_connector::registry::{ConfigContext, FieldErrors, SinkConfig, SourceConfig};
+    use weir_connector::{ConnectorContext, ConnectorError, Sink, Source};
+
+    impl SourceConfig for KafkaSourceConfig {
+        const TYPE: &'static str = "kafka";
+
+        fn prepare(&mut self, _: &ConfigContext<'_>) -> FieldErrors {
+            self.validate()
+        }
+
+        fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError> {
+            Ok(Box::new(KafkaSource::open(self.clone(), ctx)?))
+        }
+    }
+
+    impl SinkConfig for KafkaSinkConfig {
+        const TYPE: &'static str = "kafka";
+
+        fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+            let mut problems = self.validate();
+            if self.delivery == Delivery::ExactlyOnce && !cx.checkpointing {
+                problems.push((
+                    "delivery".into(),
+                    "exactly-once commits a Kafka transaction per checkpoint; turn checkpoints on ([checkpoint] interval) or use \"at-least-once\"".into(),
+                ));
+            }
+            self.spill_dir = Some(match &self.spill_dir {
+                Some(d) => cx.resolve(d),
+                None => default_spill_dir(cx.base, cx.pipeline, cx.name),
+            });
+            problems
+        }
+
+        fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError> {
+            Ok(Box::new(KafkaSink::open(self.clone(), ctx)?))
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! the schema check against the real table happens when the sink opens
 //! (see [`crate::schema`]).
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,10 +55,10 @@ pub struct PostgresSinkConfig {
     #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
     /// `statement_timeout` of the sink's sessions (`0`: none).
-    #[serde(default = "default_statement_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_statement_timeout", deserialize_with = "weir_connector::config::duration")]
     pub statement_timeout: Duration,
     /// Timeout of one connection attempt.
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_connect_timeout", deserialize_with = "weir_connector::config::duration")]
     pub connect_timeout: Duration,
     /// Reconnecting after a connection loss.
     #[serde(default)]
@@ -121,10 +121,10 @@ pub struct BatchConfig {
     /// Rows per COPY statement (and per transaction, at-least-once).
     pub rows: usize,
     /// Bytes of records per COPY statement.
-    #[serde(deserialize_with = "byte_size")]
+    #[serde(deserialize_with = "weir_connector::config::byte_size")]
     pub bytes: u64,
     /// At-least-once: longest time a row waits before its batch is written.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "weir_connector::config::duration")]
     pub max_delay: Duration,
 }
 
@@ -139,13 +139,13 @@ impl Default for BatchConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ReconnectConfig {
     /// First wait after a failure.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "weir_connector::config::duration")]
     pub initial_backoff: Duration,
     /// Longest wait between attempts.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "weir_connector::config::duration")]
     pub max_backoff: Duration,
     /// Fail the pipeline after this long without a successful write.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "weir_connector::config::duration")]
     pub give_up_after: Duration,
 }
 
@@ -286,43 +286,6 @@ pub fn read_password(env: Option<&str>, file: Option<&std::path::Path>) -> Resul
         return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
     }
     Ok(None)
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s.trim())
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\"")))
-}
-
-fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        N(u64),
-        S(String),
-    }
-    let s = match Raw::deserialize(d)? {
-        Raw::N(n) => return Ok(n),
-        Raw::S(s) => s,
-    };
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: Option<u64> = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => Some(1),
-        "kib" | "k" => Some(1 << 10),
-        "mib" | "m" => Some(1 << 20),
-        "gib" | "g" => Some(1 << 30),
-        _ => None,
-    };
-    num.parse::<u64>()
-        .ok()
-        .zip(mult)
-        .and_then(|(n, m)| n.checked_mul(m))
-        .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}; write e.g. \"4MiB\", \"512KiB\"")))
 }
 
 /// Checks `tls-ca-file` against `tls` (resolved paths).

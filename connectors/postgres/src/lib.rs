@@ -69,3 +69,27 @@ pub mod writer;
 
 pub use config::{Delivery, PostgresSinkConfig, WriteMode};
 pub use sink::PostgresSink;
+
+impl weir_connector::registry::SinkConfig for PostgresSinkConfig {
+    const TYPE: &'static str = "postgres";
+
+    fn prepare(&mut self, cx: &weir_connector::registry::ConfigContext<'_>) -> weir_connector::registry::FieldErrors {
+        self.spill_dir = cx.resolve(&self.spill_dir);
+        self.password_file = self.password_file.as_deref().map(|f| cx.resolve(f));
+        self.tls_ca_file = self.tls_ca_file.as_deref().map(|f| cx.resolve(f));
+        self.validate()
+    }
+
+    fn nested_sections() -> Vec<(&'static str, Vec<&'static str>)> {
+        use weir_connector::registry::keys_of;
+        vec![
+            ("batch", keys_of::<config::BatchConfig>()),
+            ("reconnect", keys_of::<config::ReconnectConfig>()),
+            ("dead-letter", keys_of::<config::DeadLetterConfig>()),
+        ]
+    }
+
+    fn open(&self, ctx: &weir_connector::ConnectorContext) -> Result<Box<dyn weir_connector::Sink>, weir_connector::ConnectorError> {
+        Ok(Box::new(PostgresSink::open(self.clone(), ctx)?))
+    }
+}

@@ -28,11 +28,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(s.trim()).map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"500ms\", \"10s\", \"1m\"")))
-}
-
 /// How a failed pipeline is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -51,17 +46,17 @@ pub struct RestartConfig {
     /// Fixed delay or exponential backoff.
     pub strategy: Strategy,
     /// Delay before the first restart.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "weir_connector::config::duration")]
     pub delay: Duration,
     /// Longest delay (exponential backoff).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "weir_connector::config::duration")]
     pub max_delay: Duration,
     /// Growth of the delay per failure (exponential backoff).
     pub multiplier: f64,
     /// Failures in a row after which the pipeline stays failed (0: never give up).
     pub max_attempts: u32,
     /// A run that lasted this long resets the failure count.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "weir_connector::config::duration")]
     pub reset_after: Duration,
 }
 
@@ -136,10 +131,10 @@ pub struct ServeConfig {
     #[serde(default)]
     pub metrics: MetricsConfig,
     /// Seconds between two scans of the pipelines directory.
-    #[serde(default = "default_scan", deserialize_with = "duration")]
+    #[serde(default = "default_scan", deserialize_with = "weir_connector::config::duration")]
     pub scan_interval: Duration,
     /// Longest wait for a pipeline's final checkpoint on shutdown.
-    #[serde(default = "default_grace", deserialize_with = "duration")]
+    #[serde(default = "default_grace", deserialize_with = "weir_connector::config::duration")]
     pub shutdown_timeout: Duration,
 }
 

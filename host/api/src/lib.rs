@@ -30,7 +30,9 @@ pub use supervisor::{Info, State, Supervisor};
 use weir_wasm::Engine;
 
 /// Runs the service until SIGTERM or SIGINT.
-pub fn serve(config: ServeConfig, engine: Engine) -> Result<(), String> {
+/// `connectors` are the sources and sinks pipelines may use
+/// (`weir_connectors::builtin()`).
+pub fn serve(config: ServeConfig, engine: Engine, connectors: std::sync::Arc<weir_pipeline::Registry>) -> Result<(), String> {
     let token = config.token();
     if token.is_none() {
         tracing::warn!(
@@ -44,7 +46,7 @@ pub fn serve(config: ServeConfig, engine: Engine) -> Result<(), String> {
     }
     let listen = config.api.listen;
     let scan_every = config.scan_interval;
-    let sup = Supervisor::new(config, engine);
+    let sup = Supervisor::new(config, engine, connectors);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("weir-api")

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use weir_pipeline::{LoadOptions, Pipeline, Progress, RunError, RunHandle, RunOptions, StartFrom};
+use weir_pipeline::{LoadOptions, Pipeline, Progress, RunHandle, RunOptions, StartFrom};
 use weir_wasm::Engine;
 
 /// Where a pipeline is in its life.
@@ -198,6 +198,7 @@ impl Slot {
 pub struct Supervisor {
     config: ServeConfig,
     engine: Engine,
+    connectors: Arc<weir_pipeline::Registry>,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
 }
 
@@ -213,9 +214,10 @@ fn fingerprint(file: &Path) -> Option<(SystemTime, u64)> {
 }
 
 impl Supervisor {
-    /// A supervisor for `config`, running plugins on `engine`.
-    pub fn new(config: ServeConfig, engine: Engine) -> Arc<Self> {
-        Arc::new(Self { config, engine, slots: Mutex::new(BTreeMap::new()) })
+    /// A supervisor for `config`, running plugins on `engine` and the
+    /// sources and sinks of `connectors`.
+    pub fn new(config: ServeConfig, engine: Engine, connectors: Arc<weir_pipeline::Registry>) -> Arc<Self> {
+        Arc::new(Self { config, engine, connectors, slots: Mutex::new(BTreeMap::new()) })
     }
 
     /// The service configuration.
@@ -356,7 +358,7 @@ impl Supervisor {
                 std::mem::replace(&mut c.start_from, StartFrom::Latest)
             };
             slot.set_state(State::Starting);
-            let p = match Pipeline::load(&slot.file, &LoadOptions { plugin_dir: self.config.plugin_dir.clone() }) {
+            let p = match Pipeline::load(&slot.file, &LoadOptions::new(self.connectors.clone()).plugin_dir(self.config.plugin_dir.clone())) {
                 Ok(p) => p,
                 Err(e) => {
                     let msg = e.to_string();
@@ -422,9 +424,7 @@ impl Supervisor {
                     slot.set_state(State::Stopped);
                 }
                 Err(e) => {
-                    let msg = match &e {
-                        RunError::Setup(m) | RunError::Failed(m) => m.clone(),
-                    };
+                    let msg = e.message.clone();
                     let failures = {
                         let mut info = slot.info.lock().expect("slot lock");
                         if started.elapsed() >= restart.reset_after {
@@ -434,7 +434,21 @@ impl Supervisor {
                         info.last_error = Some(msg.clone());
                         info.failures
                     };
-                    tracing::error!(pipeline = %slot.id, failures, "pipeline failed: {msg}");
+                    tracing::error!(pipeline = %slot.id, failures, retryable = e.is_retryable(), "pipeline failed: {msg}");
+                    if !e.is_retryable() {
+                        // A bad plugin or connector setting fails the same
+                        // way on every start: restarting would only hide it.
+                        slot.set_state(State::Failed);
+                        slot.event(format!(
+                            "failed to start: {msg}; not restarting, since a restart would fail the same way. \
+                             Fix it, then restart the pipeline (or change its file, which restarts it)"
+                        ));
+                        let mut c = slot.control.lock().expect("slot lock");
+                        if c.want == Want::Run {
+                            c.want = Want::Stop;
+                        }
+                        continue;
+                    }
                     if restart.max_attempts > 0 && failures > restart.max_attempts {
                         slot.set_state(State::Failed);
                         slot.event(format!(

@@ -72,7 +72,7 @@ type = "discard"
             );
             let file = dir.path().join("async.toml");
             std::fs::write(&file, text)?;
-            let p = Pipeline::load(&file, &LoadOptions { plugin_dir: Some(plugin_dir.to_owned()) })?;
+            let p = Pipeline::load(&file, &LoadOptions::new(weir_connectors::builtin()).plugin_dir(Some(plugin_dir.to_owned())))?;
             eprintln!("weir-bench: async: {latency_ms} ms lookups, capacity {capacity}, {records} records");
             let before = rss();
             let peak = Arc::new(AtomicU64::new(before));

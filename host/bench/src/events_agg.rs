@@ -4,7 +4,8 @@ use anyhow::{bail, Context as _};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-use weir_pipeline::{human, LoadOptions, Pipeline, Progress, RunSummary, SourceKind};
+use weir_connector_generator::GeneratorConfig;
+use weir_pipeline::{human, LoadOptions, Pipeline, Progress, RunSummary};
 use weir_wasm::Engine;
 
 /// The events-agg benchmark's results.
@@ -27,11 +28,11 @@ pub fn run(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, para
 
 /// [`run`], after `tweak` has changed the loaded pipeline.
 pub fn run_with(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, parallelism: u32, tweak: impl FnOnce(&mut Pipeline)) -> anyhow::Result<Report> {
-    let mut p = Pipeline::load(pipeline, &LoadOptions { plugin_dir: Some(plugin_dir.to_owned()) })?;
+    let mut p = Pipeline::load(pipeline, &LoadOptions::new(weir_connectors::builtin()).plugin_dir(Some(plugin_dir.to_owned())))?;
     tweak(&mut p);
     let mut generators = 0;
     for source in p.sources.values_mut() {
-        if let SourceKind::Generator(g) = &mut source.kind {
+        if let Some(g) = source.spec.as_any_mut().downcast_mut::<GeneratorConfig>() {
             g.count = Some(count);
             generators += 1;
             // The generator splits its sequence over its subtasks, so the
@@ -77,7 +78,7 @@ pub(crate) fn peak_rss() -> Option<u64> {
 pub fn checkpoints(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64, users: u64, interval: Duration, json: bool) -> anyhow::Result<()> {
     let users_tweak = move |p: &mut Pipeline| {
         for source in p.sources.values_mut() {
-            if let SourceKind::Generator(g) = &mut source.kind {
+            if let Some(g) = source.spec.as_any_mut().downcast_mut::<GeneratorConfig>() {
                 g.users = users;
             }
         }

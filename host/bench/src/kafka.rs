@@ -133,7 +133,7 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
     ] {
         let file = dir.path().join("p.toml");
         std::fs::write(&file, body)?;
-        let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let p = Pipeline::load(&file, &LoadOptions::new(weir_connectors::builtin())).map_err(|e| anyhow::anyhow!("{e}"))?;
         eprintln!("weir-bench: kafka: {what}");
         crate::events_agg::reset_peak_rss();
         let started = Instant::now();
@@ -201,7 +201,7 @@ fn live_latency(engine: &Engine, plugin_dir: &Path, brokers: &str, dir: &Path) -
             plugin_dir.display()
         ),
     )?;
-    let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = Pipeline::load(&file, &LoadOptions::new(weir_connectors::builtin())).map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("weir-bench: kafka: {what}");
     let handle = RunHandle::new();
     let total = LIVE_RATE * LIVE_SECONDS;

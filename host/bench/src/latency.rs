@@ -23,7 +23,7 @@ pub struct Row {
 pub fn run(engine: &Engine, pipeline: &Path, plugin_dir: &Path) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for flush_on_idle in [true, false] {
-        let mut p = Pipeline::load(pipeline, &LoadOptions { plugin_dir: Some(plugin_dir.to_owned()) })?;
+        let mut p = Pipeline::load(pipeline, &LoadOptions::new(weir_connectors::builtin()).plugin_dir(Some(plugin_dir.to_owned())))?;
         p.network.flush_on_idle = flush_on_idle;
         eprintln!("weir-bench: latency: {} with flush-on-idle = {flush_on_idle}", pipeline.display());
         let summary = weir_pipeline::run(&p, engine, &RunOptions { progress: Progress::Quiet, metrics_address: None, start_from: weir_pipeline::StartFrom::Fresh, ..Default::default() })

@@ -25,8 +25,8 @@
 //!
 //! * **records/s**: records produced by the source / elapsed wall time.
 //!   Elapsed starts once the plugins are loaded and the operators opened.
-//!   For scale: Apache Flink 2.3 runs the same job at ~347 k records/s at
-//!   parallelism 1 on a 2-vCPU machine (`/work/shared/anchors.md`).
+//!   For scale, Flink runs the same job too; compare only figures taken
+//!   in the same sitting ([docs/performance.md](../../../docs/performance.md)).
 //! * **MB/s**: bytes of the generated frames (what the first operator
 //!   received, frame headers included) per second, 1 MB = 10^6 bytes.
 //! * **peak RSS**: the process's `VmHWM` from `/proc/self/status`. It is

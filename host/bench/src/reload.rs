@@ -100,7 +100,7 @@ fn rust_run(engine: &Engine, dir: &Path, builds: &[Vec<u8>; 2], count: u64, inte
     std::fs::write(&target, &builds[0])?;
     let file = dir.join("p.toml");
     std::fs::write(&file, rust_pipeline(dir, count))?;
-    let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = Pipeline::load(&file, &LoadOptions::new(weir_connectors::builtin())).map_err(|e| anyhow::anyhow!("{e}"))?;
     let run = weir_pipeline::RunHandle::new();
     let handle = run.reload().clone();
     let options = RunOptions { progress: Progress::Quiet, handle: Some(run), ..Default::default() };
@@ -189,7 +189,7 @@ fn js_run(dir: &Path, builds: &[Vec<u8>; 2]) -> anyhow::Result<(u64, Vec<u64>)> 
             dir.join("checkpoints").display()
         ),
     )?;
-    let p = Pipeline::load(&file, &LoadOptions::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = Pipeline::load(&file, &LoadOptions::new(weir_connectors::builtin())).map_err(|e| anyhow::anyhow!("{e}"))?;
     let run = weir_pipeline::RunHandle::new();
     let handle = run.reload().clone();
     let options = RunOptions { progress: Progress::Quiet, handle: Some(run.clone()), ..Default::default() };

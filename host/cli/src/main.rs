@@ -7,7 +7,7 @@ mod status;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weir_pipeline::{checkpoint_line, human, LoadOptions, Pipeline, Plan, Progress, RunError, RunOptions, RunSummary, StartFrom};
+use weir_pipeline::{checkpoint_line, human, LoadOptions, Phase, Pipeline, Plan, Progress, RunOptions, RunSummary, StartFrom};
 use weir_wasm::{Engine, EngineConfig};
 
 /// weir runs stream pipelines whose operators are WebAssembly components.
@@ -246,7 +246,7 @@ fn engine() -> Result<Engine, ExitCode> {
 }
 
 fn load(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> Result<Pipeline, ExitCode> {
-    Pipeline::load(pipeline, &LoadOptions { plugin_dir }).map_err(|e| fail(2, &e.to_string()))
+    Pipeline::load(pipeline, &LoadOptions::new(weir_connectors::builtin()).plugin_dir(plugin_dir)).map_err(|e| fail(2, &e.to_string()))
 }
 
 /// A validated pipeline and the engine to run it, or the exit code of the failure.
@@ -278,7 +278,7 @@ fn cmd_serve(config: &std::path::Path) -> ExitCode {
         Ok(e) => e,
         Err(code) => return code,
     };
-    match weir_api::serve(c, engine) {
+    match weir_api::serve(c, engine, weir_connectors::builtin()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }
@@ -341,8 +341,8 @@ fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool,
             print_summary(&summary);
             ExitCode::SUCCESS
         }
-        Err(RunError::Setup(m)) => fail(2, &m),
-        Err(RunError::Failed(m)) => fail(1, &format!("pipeline `{}` failed: {m}", p.name)),
+        Err(e) if e.phase == Phase::Setup => fail(2, &e.message),
+        Err(e) => fail(1, &format!("pipeline `{}` failed: {}", p.name, e.message)),
     }
 }
 

@@ -55,7 +55,7 @@ fn event_line(e: &ReloadEvent) -> String {
 
 /// `weir plugins PIPELINE`.
 pub fn list(pipeline: &Path, plugin_dir: Option<PathBuf>, json: bool) -> ExitCode {
-    let p = match weir_pipeline::Pipeline::load(pipeline, &weir_pipeline::LoadOptions { plugin_dir }) {
+    let p = match weir_pipeline::Pipeline::load(pipeline, &weir_pipeline::LoadOptions::new(weir_connectors::builtin()).plugin_dir(plugin_dir)) {
         Ok(p) => p,
         Err(e) => return crate::fail(2, &e.to_string()),
     };
@@ -123,7 +123,7 @@ fn print_status(s: &ReloadStatus) {
 
 /// `weir reload PIPELINE [--operator NAME]`.
 pub fn reload(pipeline: &Path, operator: Option<&str>) -> ExitCode {
-    let p = match weir_pipeline::Pipeline::load(pipeline, &weir_pipeline::LoadOptions::default()) {
+    let p = match weir_pipeline::Pipeline::load(pipeline, &weir_pipeline::LoadOptions::new(weir_connectors::builtin())) {
         Ok(p) => p,
         Err(e) => return crate::fail(2, &e.to_string()),
     };

@@ -15,11 +15,13 @@
 //! With checkpoints on, the socket also keeps two processes from running
 //! one pipeline over the same checkpoints: a second `weir run` finds it
 //! answering and refuses to start.
+//!
+//! The socket is a front end of the run's [`RunHandle`], like `weir
+//! serve`'s API: every request goes through the handle, the one way into a
+//! running pipeline.
 
-use crate::checkpoints::SavepointReply;
 use crate::handle::{LiveStatus, RunHandle};
-use crate::reload::{ReloadEvent, ReloadHandle, ReloadStatus};
-use crossbeam_channel::Receiver;
+use crate::reload::{ReloadEvent, ReloadStatus};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -37,8 +39,6 @@ const SAVEPOINT_WAIT: Duration = Duration::from_secs(600);
 /// and removes the socket file.
 #[derive(Debug)]
 pub struct Control {
-    /// Savepoint requests.
-    pub requests: Receiver<SavepointReply>,
     path: PathBuf,
     stop: Arc<AtomicBool>,
     listening: bool,
@@ -56,9 +56,9 @@ impl Drop for Control {
 }
 
 /// Starts answering on the control socket of the pipeline whose checkpoint
-/// directory is `dir`; savepoint requests come out of the returned
-/// channel. Fails when another process already serves it.
-pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle, handle: RunHandle) -> Result<Control, String> {
+/// directory is `dir`, through the run's `handle`. Fails when another
+/// process already serves it.
+pub fn serve(dir: &Path, pipeline: &str, handle: RunHandle) -> Result<Control, String> {
     let path = dir.join(SOCKET);
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
@@ -71,8 +71,6 @@ pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle, handle: RunHandl
         // Left behind by a process that was killed.
         let _ = std::fs::remove_file(&path);
     }
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let reload = reload.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let mut listening = false;
     match UnixListener::bind(&path) {
@@ -86,10 +84,8 @@ pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle, handle: RunHandl
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let tx = tx.clone();
-                        let reload = reload.clone();
                         let handle = handle.clone();
-                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &tx, &reload, &handle));
+                        let _ = std::thread::Builder::new().name("weir-control-conn".into()).spawn(move || answer(conn, &handle));
                     }
                 })
                 .map_err(|e| format!("cannot start the control thread: {e}"))?;
@@ -97,10 +93,11 @@ pub fn serve(dir: &Path, pipeline: &str, reload: &ReloadHandle, handle: RunHandl
         // Savepoints on demand are a convenience; the run goes on without.
         Err(e) => tracing::warn!("cannot listen on {} ({e}); `weir savepoint` will not reach this run", path.display()),
     }
-    Ok(Control { requests: rx, path, stop, listening })
+    Ok(Control { path, stop, listening })
 }
 
-fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>, reload: &ReloadHandle, handle: &RunHandle) {
+fn answer(conn: UnixStream, handle: &RunHandle) {
+    let reload = handle.reload();
     let mut line = String::new();
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
@@ -110,18 +107,11 @@ fn answer(conn: UnixStream, requests: &crossbeam_channel::Sender<SavepointReply>
         return;
     }
     let response = match line.trim() {
-        "savepoint" => {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            if requests.send(tx).is_err() {
-                "error the pipeline is shutting down".to_owned()
-            } else {
-                match rx.recv_timeout(SAVEPOINT_WAIT) {
-                    Ok(Ok(dir)) => format!("ok {}", dir.display()),
-                    Ok(Err(e)) => format!("error {e}"),
-                    Err(_) => "error the pipeline stopped before the savepoint completed".to_owned(),
-                }
-            }
-        }
+        "savepoint" => match handle.savepoint().recv_timeout(SAVEPOINT_WAIT) {
+            Ok(Ok(dir)) => format!("ok {}", dir.display()),
+            Ok(Err(e)) => format!("error {e}"),
+            Err(_) => "error the pipeline stopped before the savepoint completed".to_owned(),
+        },
         "plugins" => format!("ok {}", serde_json::to_string(&reload.status()).expect("plain data")),
         "status" => match handle.status() {
             Some(status) => format!("ok {}", serde_json::to_string(&status).expect("status serializes")),

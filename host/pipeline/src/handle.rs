@@ -67,6 +67,9 @@ pub struct CheckpointSummary {
     pub last_duration_ms: Option<u64>,
     /// Its size in bytes.
     pub last_bytes: Option<u64>,
+    /// How long its barriers waited for alignment, in milliseconds.
+    #[serde(default)]
+    pub last_alignment_ms: Option<u64>,
     /// The checkpoint this run resumed from.
     pub restored_from: Option<u64>,
 }
@@ -79,6 +82,7 @@ impl From<&CheckpointStats> for CheckpointSummary {
             last_id: s.last.as_ref().map(|l| l.id),
             last_duration_ms: s.last.as_ref().map(|l| l.duration.as_millis() as u64),
             last_bytes: s.last.as_ref().map(|l| l.bytes),
+            last_alignment_ms: s.last.as_ref().map(|l| l.alignment.as_millis() as u64),
             restored_from: s.restored_from,
         }
     }

@@ -35,15 +35,18 @@ pub mod control;
 pub mod handle;
 mod plan;
 pub mod reload;
+pub mod report;
 mod run;
 
 pub use config::{
     find_plugin, list_plugins, ByteSize, ConfigError, ConfigErrors, DurationStr, LimitsConfig, LoadOptions, NetworkConfig, OnError,
-    OperatorConfig, PartitionKind, Pipeline, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    OperatorConfig, PartitionKind, Pipeline, SinkConfig, SourceConfig, config_sections, ConfigSection,
 };
+pub use weir_connector::registry::Registry;
 pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
 pub use reload::{OperatorVersion, ReloadEvent, ReloadHandle, ReloadStatus};
 pub use config::{CheckpointConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 pub use handle::{LiveStatus, PluginUse, PluginVersion, RunHandle};
-pub use run::{check_operators, checkpoint_line, human, load_plugins, run, Latency, LoadedPlugins, Progress, RunError, RunOptions, RunSummary, VertexSummary};
+pub use report::{checkpoint_line, human};
+pub use run::{check_operators, load_plugins, run, Latency, LoadedPlugins, Phase, Progress, RunError, RunOptions, RunSummary, VertexSummary};

@@ -1,0 +1,205 @@
+//! The tasks of a plan: one per chain and subtask, each with its input
+//! (a source or an input gate), its stages and its output partitioners.
+
+use super::nodes::{Node, NodeContext};
+use super::{LoadedPlugins, RunError};
+use crate::checkpoints::{Coordinator, Restore};
+use crate::config::Pipeline;
+use crate::plan::{Plan, VertexKind};
+use crate::RunHandle;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use weir_network::{gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
+use weir_metrics::{Registry, TaskEntry, VertexEntry};
+use weir_task::{ReloadSlot, Stage, StageMetrics, Task, TaskInput, TaskMetrics};
+
+/// The tasks of a run, ready to start, and what watches them.
+pub(super) struct Built {
+    pub tasks: Vec<Task>,
+    /// Stage metrics, per vertex and subtask.
+    pub metrics: Arc<Vec<Vec<Arc<StageMetrics>>>>,
+    /// Every task's metrics, for the monitor.
+    pub task_entries: Vec<TaskEntry>,
+    /// One hot-reload slot per batch operator, shared by its subtasks.
+    pub slots: Vec<Arc<ReloadSlot>>,
+    /// Set to stop every task (at the first failure, or on a kill).
+    pub cancel: Arc<AtomicBool>,
+    /// What the slots report to the reload manager.
+    pub reports: crossbeam_channel::Receiver<(String, weir_task::SwapReport)>,
+}
+
+/// The senders and gates of every chain that does not start at a source.
+struct Gates {
+    senders: Vec<Vec<Option<GateSender>>>,
+    gates: Vec<Vec<Option<InputGate>>>,
+}
+
+impl Gates {
+    fn new(plan: &Plan) -> Self {
+        let mut senders = Vec::new();
+        let mut gates = Vec::new();
+        for chain in &plan.chains {
+            let head = &plan.vertices[chain.vertices[0]];
+            let (cs, cg): (Vec<_>, Vec<_>) = (0..chain.parallelism)
+                .map(|_| match head.input {
+                    Some((u, part)) => {
+                        let channels = if part == Partitioning::Forward { 1 } else { plan.vertices[u].parallelism };
+                        let (s, g) = gate(channels);
+                        (Some(s), Some(g))
+                    }
+                    None => (None, None),
+                })
+                .unzip();
+            senders.push(cs);
+            gates.push(cg);
+        }
+        Self { senders, gates }
+    }
+}
+
+impl Built {
+    pub fn new(p: &Pipeline, plan: &Plan, plugins: &LoadedPlugins, restore: Option<&Restore>, coordinator: Option<&Coordinator>) -> Result<Self, RunError> {
+        let buffers = BufferConfig { size: p.network.buffer_size.0 as usize, timeout: p.network.buffer_timeout.0, flush_on_idle: p.network.flush_on_idle };
+        let mut gates = Gates::new(plan);
+        let (reports_tx, reports) = crossbeam_channel::unbounded();
+        let slots: Vec<Arc<ReloadSlot>> = plan
+            .vertices
+            .iter()
+            .filter_map(|v| match v.kind {
+                VertexKind::Operator(i) => Some((i, v.parallelism)),
+                _ => None,
+            })
+            .map(|(i, par)| ReloadSlot::new(&p.operators[i].name, par, &plugins.plugins[i].hash, reports_tx.clone()))
+            .collect();
+        drop(reports_tx);
+        let metrics: Vec<Vec<Arc<StageMetrics>>> = plan.vertices.iter().map(|v| (0..v.parallelism).map(|_| Arc::new(StageMetrics::default())).collect()).collect();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let mut task_entries = Vec::new();
+        for (ci, chain) in plan.chains.iter().enumerate() {
+            let head = &plan.vertices[chain.vertices[0]];
+            for s in 0..chain.parallelism {
+                // Output pools first: the task's metrics watch them.
+                let clock = Arc::new(WaitClock::default());
+                let (outputs, pools) = outputs(p, plan, ci, s, &gates.senders, buffers, &clock)?;
+                let in_capacity = match head.input {
+                    Some((_, Partitioning::Forward)) => p.network.exclusive_buffers as u64,
+                    Some((u, _)) => u64::from(plan.vertices[u].parallelism) * p.network.exclusive_buffers as u64,
+                    None => 0,
+                };
+                let tm = Arc::new(TaskMetrics::new(in_capacity, pools, clock));
+                let cx = NodeContext { p, plan, plugins, restore, metrics: &metrics, slots: &slots, task: &tm, subtask: s };
+                let mut input = None;
+                let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+                for &v in &chain.vertices {
+                    match Node::open(v, &cx)? {
+                        Node::Input(i) => input = Some(i),
+                        Node::Stage(stage) => stages.push(stage),
+                    }
+                }
+                let input = match input {
+                    Some(i) => i,
+                    None => TaskInput::Gate(gates.gates[ci][s as usize].take().expect("gate per subtask")),
+                };
+                task_entries.push(TaskEntry { chain_name: head.name.clone(), chain: ci, subtask: s, metrics: tm.clone() });
+                let vertices = chain.vertices.iter().copied().filter(|&v| !matches!(plan.vertices[v].kind, VertexKind::Source(_))).collect();
+                tasks.push(Task {
+                    name: format!("{}[{s}]", head.name),
+                    input,
+                    stages,
+                    vertices,
+                    subtask: s,
+                    checkpoints: coordinator.map(|c| c.link(tasks.len())),
+                    completed: 0,
+                    outputs,
+                    metrics: tm,
+                    cancel: cancel.clone(),
+                    batch_bytes: buffers.size,
+                });
+            }
+        }
+        Ok(Self { tasks, metrics: Arc::new(metrics), task_entries, slots, cancel, reports })
+    }
+
+    /// The monitor's view of the job: vertices, chains and task metrics.
+    pub fn registry(&self, p: &Pipeline, plan: &Plan) -> Arc<Registry> {
+        Arc::new(Registry {
+            pipeline: p.name.clone(),
+            vertices: plan
+                .vertices
+                .iter()
+                .enumerate()
+                .map(|(v, vx)| VertexEntry {
+                    name: vx.name.clone(),
+                    kind: vx.kind_name(),
+                    chain: plan.chain_of(v),
+                    input: vx.input.map(|(u, _)| u),
+                    partition: vx.input.map_or("", |(_, part)| crate::plan::part_name(part)),
+                    stages: self.metrics[v].clone(),
+                })
+                .collect(),
+            tasks: self.task_entries.clone(),
+        })
+    }
+}
+
+/// The output partitioners of subtask `s` of chain `ci`, one per consumer
+/// of the chain's last vertex, each with its own bounded buffer pool.
+fn outputs(
+    p: &Pipeline,
+    plan: &Plan,
+    ci: usize,
+    s: u32,
+    senders: &[Vec<Option<GateSender>>],
+    buffers: BufferConfig,
+    clock: &Arc<WaitClock>,
+) -> Result<(Vec<Partitioner>, Vec<BufferPool>), RunError> {
+    let chain = &plan.chains[ci];
+    let head = &plan.vertices[chain.vertices[0]];
+    let last = &plan.vertices[*chain.vertices.last().expect("non-empty chain")];
+    let mut outputs = Vec::new();
+    let mut pools = Vec::new();
+    for &c in &last.consumers {
+        let cc = plan.chain_of(c);
+        let (_, part) = plan.vertices[c].input.expect("consumer has an input");
+        let targets: Vec<_> = if part == Partitioning::Forward {
+            vec![senders[cc][s as usize].as_ref().expect("gate").channel(0)]
+        } else {
+            senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(s)).collect()
+        };
+        let targets = targets.into_iter().map(|t| weir_network::throttle::arm(&plan.vertices[c].name, t)).collect::<Vec<_>>();
+        let memory = p.network.memory.0 as usize / last.consumers.len();
+        let config = PoolConfig { buffers: memory / buffers.size, buffer_size: buffers.size, exclusive: p.network.exclusive_buffers };
+        let pool = BufferPool::new(config, targets.len(), clock.clone())
+            .map_err(|e| RunError::setup(format!("{}: network: task `{}` cannot feed `{}`: {e}", p.file.display(), head.name, plan.vertices[c].name)))?;
+        pools.push(pool.clone());
+        outputs.push(Partitioner::new(part, targets, buffers, pool));
+    }
+    Ok((outputs, pools))
+}
+
+/// Starts the hot-reload manager for the batch operators. Async operators
+/// are not hot-reloaded (yet): their slots are swapped by a restart.
+pub(super) fn start_reload(
+    p: &Pipeline,
+    plan: &Plan,
+    engine: &weir_wasm::Engine,
+    handle: &RunHandle,
+    plugins: &LoadedPlugins,
+    built: &Built,
+    coordinator: Option<&Coordinator>,
+) -> Result<crate::reload::Manager, RunError> {
+    let managed = plan
+        .vertices
+        .iter()
+        .filter_map(|v| match v.kind {
+            VertexKind::Operator(i) if p.operators[i].async_io.is_none() => Some((i, v.parallelism)),
+            _ => None,
+        })
+        .map(|(i, par)| {
+            let slot = built.slots.iter().find(|sl| sl.operator == p.operators[i].name).expect("a slot per operator").clone();
+            crate::reload::ManagedOperator::new(i, slot, crate::reload::targets(p, i, par), plugins.plugins[i].clone())
+        })
+        .collect();
+    crate::reload::start(p, engine, handle.reload(), managed, built.reports.clone(), coordinator.map(Coordinator::trigger_counter)).map_err(RunError::setup)
+}

@@ -1,0 +1,95 @@
+//! Before anything is built: the checkpoint store, the claim on the
+//! pipeline (no second process may run it over the same checkpoints), and
+//! the checkpoint the run resumes from.
+
+use super::RunError;
+use crate::checkpoints::{Coordinator, Restore, StartFrom};
+use crate::config::Pipeline;
+use crate::control::Control;
+use crate::plan::Plan;
+use crate::RunHandle;
+use std::sync::Arc;
+use weir_checkpoint::{CheckpointStore, Pin};
+
+/// What a run starts from.
+pub(super) struct Start {
+    store: Option<Arc<CheckpointStore>>,
+    control: Option<Control>,
+    /// The checkpoint to restore, `None` for a fresh start.
+    pub restore: Option<Restore>,
+    pin: Option<Pin>,
+}
+
+impl Start {
+    pub fn prepare(p: &Pipeline, plan: &Plan, handle: &RunHandle, start_from: &StartFrom) -> Result<Self, RunError> {
+        let checkpointing = p.checkpoint.interval.is_some();
+        let store = if checkpointing || matches!(start_from, StartFrom::Checkpoint(_)) {
+            let dir = std::path::absolute(&p.checkpoint.dir).unwrap_or_else(|_| p.checkpoint.dir.clone());
+            Some(Arc::new(
+                CheckpointStore::open(&dir, &p.name).map_err(|e| RunError::setup_kind(weir_connector::ErrorKind::External, format!("{}: checkpoint.dir: {e}", p.file.display())))?,
+            ))
+        } else {
+            None
+        };
+        // Another process running this pipeline would write the same
+        // checkpoints: refuse, before anything else is opened.
+        let control = match &store {
+            Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name, handle.clone()).map_err(RunError::setup)?),
+            // Without checkpoints the socket only serves `weir reload`,
+            // `weir status` and `weir plugins`: best effort, and no claim
+            // on the pipeline.
+            _ => {
+                let dir = p.checkpoint.dir.join(&p.name);
+                match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, handle.clone())) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!("{e}; `weir reload` and `weir plugins` will not reach this run");
+                        None
+                    }
+                }
+            }
+        };
+        let restore = match (&store, start_from) {
+            (_, StartFrom::Fresh) | (None, _) => None,
+            (Some(store), StartFrom::Latest) => {
+                let (found, warnings) = store.latest_valid().map_err(|e| RunError::setup(e.to_string()))?;
+                for w in warnings {
+                    tracing::warn!(pipeline = %p.name, "{w}");
+                }
+                found
+            }
+            (Some(store), StartFrom::Checkpoint(spec)) => Some(store.load(spec).map_err(|e| RunError::setup(format!("--from-checkpoint {spec}: {e}")))?),
+        }
+        .map(Restore::new);
+        let mut pin = None;
+        if let (Some(r), Some(store)) = (&restore, &store) {
+            r.check(p, plan).map_err(RunError::setup)?;
+            let m = &r.checkpoint.manifest;
+            let what = if m.kind == weir_checkpoint::Kind::Savepoint { "savepoint" } else { "checkpoint" };
+            tracing::info!(pipeline = %p.name, id = m.id, "resuming from {what} {} ({})", m.id, r.checkpoint.dir.display());
+            if m.finished {
+                tracing::info!(
+                    pipeline = %p.name,
+                    "{what} {} was taken when the input had ended: the pipeline already finished and its output is complete; \
+                     run with --fresh to process the input again",
+                    m.id
+                );
+            }
+            pin = Some(store.pin(&r.checkpoint.dir).map_err(|e| RunError::setup(e.to_string()))?);
+        }
+        Ok(Self { store, control, restore, pin })
+    }
+
+    /// The checkpoint coordinator, when checkpoints are on; it holds the
+    /// pin on the restored checkpoint until its first own one completes.
+    pub fn coordinator(&mut self, p: &Pipeline, plan: &Plan) -> Option<Coordinator> {
+        let store = self.store.as_ref().filter(|_| p.checkpoint.interval.is_some())?;
+        let tasks: usize = plan.chains.iter().map(|c| c.parallelism as usize).sum();
+        Some(Coordinator::new(p, plan, store.clone(), tasks, self.pin.take(), self.restore.as_ref().map(|r| r.checkpoint.manifest.id)))
+    }
+
+    /// The restored state is loaded: lets it go, keeps the claim.
+    pub fn into_control(self) -> Option<Control> {
+        self.control
+    }
+}
