@@ -122,7 +122,7 @@ impl Built {
     }
 
     /// The monitor's view of the job: vertices, chains and task metrics.
-    pub fn registry(&self, p: &Pipeline, plan: &Plan) -> Arc<Registry> {
+    pub fn registry(&mut self, p: &Pipeline, plan: &Plan) -> Arc<Registry> {
         Arc::new(Registry {
             pipeline: p.name.clone(),
             vertices: plan
@@ -138,7 +138,7 @@ impl Built {
                     stages: self.metrics[v].clone(),
                 })
                 .collect(),
-            tasks: self.task_entries.clone(),
+            tasks: std::mem::take(&mut self.task_entries),
         })
     }
 }

@@ -216,7 +216,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         }
     }
     let mut coordinator = start.coordinator(p, &plan);
-    let built = build::Built::new(p, &plan, &plugins, start.restore.as_ref(), coordinator.as_ref())?;
+    let mut built = build::Built::new(p, &plan, &plugins, start.restore.as_ref(), coordinator.as_ref())?;
     // Every state file is read: without a coordinator to hold it, the pin
     // on the restored checkpoint can go. The claim on the pipeline stays.
     let _control = start.into_control();
