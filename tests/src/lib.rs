@@ -6,9 +6,9 @@
 //! per test process (cargo's own lock serializes concurrent builds).
 //! Every command runs with a timeout, so a hung pipeline fails its test
 //! instead of hanging the suite.
-
-pub mod delay_server;
-pub mod kafka;
+//!
+//! The external servers tests run against (PostgreSQL, the tansu Kafka
+//! broker, a slow HTTP service) are started by `weir-test-support`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -236,11 +236,6 @@ pub fn text(o: &Output) -> (String, String) {
 /// Parses JSON lines.
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
-}
-
-/// A TCP port that was free a moment ago, on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// One Prometheus sample: metric name, labels, value.

@@ -1,15 +1,15 @@
 //! Issue 8: async I/O slots for Wasm operators, shown end to end with the
 //! real `weir` binary, the `enrich-profile` plugin built from `plugins/`,
 //! a throwaway PostgreSQL cluster started by the test, and a slow HTTP
-//! service (`weir_tests::delay_server`): throughput against capacity,
+//! service (`weir_test_support::delay_server`): throughput against capacity,
 //! ordered and unordered output, timeouts retried and dead-lettered without
 //! failing the job, SIGKILL with records in flight, and grants.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use weir_connector_postgres::testing::TempCluster;
-use weir_tests::delay_server::DelayServer;
+use weir_test_support::delay_server::DelayServer;
+use weir_test_support::postgres::TempCluster;
 use weir_tests::{kill_after, succeed, Lcg, Scratch};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
@@ -347,7 +347,8 @@ fn bad_async_config_is_reported_by_check_with_paths() {
 
 #[test]
 fn metrics_show_slots_latency_timeouts_retries_and_dead_letters() {
-    use weir_tests::{free_port, metric, scrape};
+    use weir_test_support::free_port;
+    use weir_tests::{metric, scrape};
     let server = DelayServer::start(Duration::from_millis(5), Duration::ZERO);
     server.time_out(&user(2), 1000);
     let s = Scratch::new();

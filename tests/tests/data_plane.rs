@@ -4,7 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use weir_tests::{cache_dir, free_port, metric, scrape, watch_rss, weir_bin, Sample, Scratch};
+use weir_test_support::free_port;
+use weir_tests::{cache_dir, metric, scrape, watch_rss, weir_bin, Sample, Scratch};
 
 fn spawn(s: &Scratch, pipeline: &str, port: u16) -> std::process::Child {
     Command::new(weir_bin())

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
-use weir_tests::kafka::{Tansu, consume, create_topic, produce, produce_with};
+use weir_test_support::kafka::{Tansu, consume, create_topic, produce, produce_with};
 use std::io::{BufRead, BufReader};
-use weir_tests::{Lcg, Scratch, cache_dir, free_port, kill_after, metric, scrape, succeed, watch_rss, weir_bin};
+use weir_test_support::free_port;
+use weir_tests::{Lcg, Scratch, cache_dir, kill_after, metric, scrape, succeed, watch_rss, weir_bin};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use weir_connector_postgres::testing::TempCluster;
+use weir_test_support::postgres::TempCluster;
 use weir_tests::{kill_after, succeed, Lcg, Scratch};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
@@ -108,7 +108,7 @@ fn postgres_crashes_and_killed_connections_lose_and_duplicate_nothing() {
             let mut rng = Lcg(6);
             let (mut stops, mut terminated) = (0, 0);
             // Wait for the sink to be connected.
-            weir_connector_postgres::testing::wait_until(Duration::from_secs(60), || {
+            weir_test_support::wait_until(Duration::from_secs(60), || {
                 pg.try_psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'weir/%'").is_ok_and(|n| n.trim() != "0")
             });
             while (stops < 5 || terminated < 50) && !done.load(Ordering::Relaxed) {

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weir_tests::{cache_dir, free_port, metric, plugin, scrape, weir_bin, Scratch};
+use weir_test_support::free_port;
+use weir_tests::{cache_dir, metric, plugin, scrape, weir_bin, Scratch};
 
 const PARALLELISM: usize = 2;
 

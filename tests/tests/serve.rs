@@ -19,7 +19,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-use weir_tests::{cache_dir, free_port, plugin_dir, repo, weir_bin, Scratch};
+use weir_test_support::free_port;
+use weir_tests::{cache_dir, plugin_dir, repo, weir_bin, Scratch};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 

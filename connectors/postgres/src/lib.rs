@@ -57,13 +57,11 @@
 //! - [`schema`]: the start-up check of the table against the mapping.
 //! - [`encode`]: records to binary COPY rows.
 //! - [`writer`]: the thread that talks to PostgreSQL.
-//! - [`testing`]: a throwaway PostgreSQL cluster for tests and benchmarks.
 
 pub mod config;
 pub mod encode;
 pub mod schema;
 mod sink;
-pub mod testing;
 pub mod tls;
 pub mod writer;
 

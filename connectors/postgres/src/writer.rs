@@ -695,7 +695,7 @@ impl Writer {
             s.dead_letters += dead.len() as u64;
         }
         if let Job::Epoch(e) = job {
-            weir_checkpoint::failpoint::hit(FAILPOINT_AFTER_COMMIT, e.checkpoint);
+            weir_failpoint::hit(FAILPOINT_AFTER_COMMIT, e.checkpoint);
         }
         Ok(false)
     }

@@ -2,8 +2,8 @@
 //! throwaway PostgreSQL cluster: the checkpoint protocol step by step.
 
 use weir_connector::{BatchWriter, Committable, ConnectorContext, Sink};
-use weir_connector_postgres::testing::TempCluster;
 use weir_connector_postgres::{PostgresSink, PostgresSinkConfig};
+use weir_test_support::postgres::TempCluster;
 
 fn config(pg: &TempCluster, spill: &std::path::Path, extra: &str) -> PostgresSinkConfig {
     let text = format!("url = {:?}\ntable = \"events\"\nspill-dir = {:?}\n{extra}", pg.url(), spill.display().to_string());
@@ -60,7 +60,7 @@ fn at_least_once_writes_a_partial_batch_after_max_delay_and_sets_bad_records_asi
     let (b, n) = batch(0..10);
     sink.write(&b, n).unwrap();
     // Fewer rows than batch.rows: they still appear, after max-delay, without a checkpoint.
-    assert!(weir_connector_postgres::testing::wait_until(std::time::Duration::from_secs(10), || pg.psql("SELECT count(*) FROM events") == "10"));
+    assert!(weir_test_support::wait_until(std::time::Duration::from_secs(10), || pg.psql("SELECT count(*) FROM events") == "10"));
     let mut w = BatchWriter::new();
     w.push(None, b"not json", 1, &[]);
     w.push(None, b"{\"id\":99999999999,\"name\":\"too big\"}", 2, &[]);

@@ -2,7 +2,7 @@
 //!
 //! generator -> `enrich-profile` (one HTTP GET per event) -> discard, with
 //! the delaying HTTP server of the test harness
-//! (`weir_tests::delay_server`) answering after 1 ms or 10 ms, at capacity
+//! (`weir_test_support::delay_server`) answering after 1 ms or 10 ms, at capacity
 //! 1, 8, 64 and 256 (ordered output, parallelism 1). Nothing external is
 //! needed. Per run:
 //!
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use weir_pipeline::{LoadOptions, Pipeline, Progress, RunOptions};
-use weir_tests::delay_server::DelayServer;
+use weir_test_support::delay_server::DelayServer;
 use weir_wasm::Engine;
 
 /// One run.

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use weir_pipeline::{LoadOptions, Pipeline, Progress, RunHandle, RunOptions, StartFrom};
-use weir_tests::kafka::{Tansu, consume, consume_latencies, create_topic, produce, produce_with};
+use weir_test_support::kafka::{Tansu, consume, consume_latencies, create_topic, produce, produce_with};
 use weir_wasm::Engine;
 
 /// One measured row.

@@ -1,7 +1,7 @@
 //! The PostgreSQL sink against the physical limit: a raw binary `COPY` of
 //! the same rows at the same batch size.
 //!
-//! A throwaway cluster (`weir_connector_postgres::testing::TempCluster`:
+//! A throwaway cluster (`weir_test_support::postgres::TempCluster`:
 //! initdb in a temp dir, `fsync = off` like every test cluster here) gets a
 //! table `bench (id bigint, name text, amount integer, payload text)`; each
 //! row comes from a 100-byte JSON record. Every run starts on a freshly
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use weir_connector::{BatchWriter, ConnectorContext, Frames, Sink};
 use weir_connector_postgres::encode::{Encoder, COPY_HEADER, COPY_TRAILER};
 use weir_connector_postgres::schema::{Column, PgType, Source};
-use weir_connector_postgres::testing::TempCluster;
 use weir_connector_postgres::{PostgresSink, PostgresSinkConfig};
+use weir_test_support::postgres::TempCluster;
 
 /// One measured configuration.
 #[derive(Debug)]

@@ -20,7 +20,7 @@
 //!   savepoints, never a checkpoint pinned by a live process ([`CheckpointStore::pin`]), and
 //!   removes the manifest first, so a deletion cut short leaves an incomplete directory rather
 //!   than a corrupt complete one.
-//! * **Crash tests** kill the process at exact steps through [`failpoint`].
+//! * **Crash tests** kill the process at exact steps through [`weir_failpoint`].
 //!
 //! One process writes a pipeline's directory at a time; retention assumes that an incomplete
 //! directory older than the newest complete checkpoint is abandoned.
@@ -44,13 +44,12 @@
 #![deny(missing_docs)]
 
 mod error;
-pub mod failpoint;
 mod manifest;
 
 pub use error::StoreError;
 pub use manifest::{Committable, FileEntry, Kind, Manifest, SubtaskState, VERSION, VertexKind, VertexState};
 
-use failpoint::Failpoints;
+use weir_failpoint::{self as failpoint, Failpoints};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};

@@ -491,7 +491,7 @@ fn write_checkpoint(mut writer: weir_checkpoint::CheckpointWriter, jobs: &Receiv
                     continue;
                 }
                 match job().and_then(|bytes| writer.write_file(&name, &bytes).map_err(|e| e.to_string())) {
-                    Ok(_) => weir_checkpoint::failpoint::hit("after-state-write", id),
+                    Ok(_) => weir_failpoint::hit("after-state-write", id),
                     Err(e) => error = Some(format!("writing state file {name}: {e}")),
                 }
             }

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use weir_checkpoint::failpoint;
+use weir_failpoint as failpoint;
 use weir_connector::{BatchWriter, Poll, Source};
 use weir_network::{Envelope, InputGate, Message, Partitioner, Received};
 

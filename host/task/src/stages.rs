@@ -5,7 +5,7 @@ use crate::{Stage, StageMetrics, StageState, TaskError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use weir_checkpoint::failpoint;
+use weir_failpoint as failpoint;
 use weir_connector::{Committable, Sink};
 use weir_format::{BatchWriter, Frames, Preview, RecordRef};
 use weir_wasm::{CallError, OperatorInstance, TimerFired, TrapKind};

@@ -4,7 +4,7 @@
 //!
 //! `GET /profile/KEY` answers `200 {"name":"KEY","tier":T}` after the
 //! delay (plus up to `jitter` more, pseudo-random per request). A key told
-//! to [`DelayServer::time_out`] N times hangs its first N requests (for
+//! to [`Inner::time_out`] N times hangs its first N requests (for
 //! `hang`, far beyond any client timeout) before answering.
 
 use std::collections::HashMap;

@@ -13,12 +13,16 @@
 //! | `after-barrier-injection` | runtime, after sources emit the barrier | abort |
 //! | `after-state-write` | runtime, after an operator subtask's state file is written | abort |
 //! | `after-sink-pre-commit` | runtime, after a sink pre-commits | abort |
-//! | `before-completion` | [`CheckpointWriter::complete`](crate::CheckpointWriter::complete), the manifest is synced but not renamed | abort |
-//! | `state-file-half` | [`CheckpointWriter::write_file`](crate::CheckpointWriter::write_file), half of the bytes are written and synced | abort |
-//! | `disk-full` | [`CheckpointWriter::write_file`](crate::CheckpointWriter::write_file) | returns an I/O error of kind `StorageFull` |
+//! | `before-completion` | `weir_checkpoint::CheckpointWriter::complete`, the manifest is synced but not renamed | abort |
+//! | `state-file-half` | `weir_checkpoint::CheckpointWriter::write_file`, half of the bytes are written and synced | abort |
+//! | `disk-full` | `weir_checkpoint::CheckpointWriter::write_file` | returns an I/O error of kind `StorageFull` |
+//! | `after-postgres-commit` | the PostgreSQL sink, after an epoch's transaction commits | abort |
 //!
 //! An aborting point prints `weir: failpoint NAME reached at checkpoint N; aborting the
 //! process` to stderr first, so a test can tell the crash it asked for from a real one.
+//!
+//! This crate depends on no other weir crate, so a connector can place a point without
+//! depending on the checkpoint store.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +54,7 @@ pub fn error(name: &str, checkpoint: u64) -> Option<io::Error> {
 }
 
 /// The failpoints armed by `WEIR_FAILPOINTS`, parsed on first use.
-pub(crate) fn global() -> &'static Arc<Failpoints> {
+pub fn global() -> &'static Arc<Failpoints> {
     static GLOBAL: OnceLock<Arc<Failpoints>> = OnceLock::new();
     GLOBAL.get_or_init(|| {
         let spec = std::env::var(ENV).unwrap_or_default();
@@ -63,7 +67,7 @@ pub(crate) fn global() -> &'static Arc<Failpoints> {
 
 /// A set of armed failpoints (the process-wide one comes from `WEIR_FAILPOINTS`).
 #[derive(Debug, Default)]
-pub(crate) struct Failpoints {
+pub struct Failpoints {
     entries: Vec<Armed>,
 }
 
@@ -76,7 +80,7 @@ struct Armed {
 
 impl Failpoints {
     /// Parses the `WEIR_FAILPOINTS` syntax.
-    pub(crate) fn parse(spec: &str) -> Result<Failpoints, String> {
+    pub fn parse(spec: &str) -> Result<Failpoints, String> {
         let mut entries = Vec::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (name, at) = match item.split_once('@') {
@@ -98,21 +102,21 @@ impl Failpoints {
 
     /// True (once) when `name` is armed for `checkpoint`; for a crash after partial work, the
     /// caller does the work and then calls [`die`].
-    pub(crate) fn fires(&self, name: &str, checkpoint: u64) -> bool {
+    pub fn fires(&self, name: &str, checkpoint: u64) -> bool {
         self.entries
             .iter()
             .any(|e| e.name == name && e.at.is_none_or(|n| n == checkpoint) && !e.fired.swap(true, Ordering::SeqCst))
     }
 
     /// Aborts the process if `name` fires.
-    pub(crate) fn hit(&self, name: &str, checkpoint: u64) {
+    pub fn hit(&self, name: &str, checkpoint: u64) {
         if self.fires(name, checkpoint) {
             die(name, checkpoint);
         }
     }
 
     /// The injected error if `name` fires.
-    pub(crate) fn error(&self, name: &str, checkpoint: u64) -> Option<io::Error> {
+    pub fn error(&self, name: &str, checkpoint: u64) -> Option<io::Error> {
         self.fires(name, checkpoint).then(|| match name {
             "disk-full" => io::Error::new(io::ErrorKind::StorageFull, "No space left on device (failpoint disk-full)"),
             _ => io::Error::other(format!("injected failure (failpoint {name})")),
@@ -121,7 +125,7 @@ impl Failpoints {
 }
 
 /// Prints the failpoint message and aborts.
-pub(crate) fn die(name: &str, checkpoint: u64) -> ! {
+pub fn die(name: &str, checkpoint: u64) -> ! {
     eprintln!("weir: failpoint {name} reached at checkpoint {checkpoint}; aborting the process");
     std::process::abort()
 }
