@@ -10,6 +10,9 @@
 //! ([`Source::restore`]); a sink is two-phase ([`Sink::pre_commit`] on a
 //! checkpoint barrier, [`Sink::commit`] once the checkpoint is complete). A
 //! sink that keeps the defaults is at-least-once: it flushes on pre-commit.
+//! A transactional sink stages each epoch's records in local files until its
+//! checkpoint completes, through the one mechanism in [`staging`] (the file,
+//! Kafka and PostgreSQL sinks all use it).
 //!
 //! Errors carry a domain and a retry hint ([`ErrorKind`]) so the runtime
 //! can tell a bad config (stop, tell the user) from a broker that is down
@@ -21,6 +24,7 @@ use std::time::Duration;
 pub mod config;
 mod keys;
 pub mod registry;
+pub mod staging;
 
 pub use weir_format::{BatchWriter, Frames, RecordRef};
 

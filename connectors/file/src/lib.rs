@@ -59,16 +59,20 @@
 //!
 //! The output file only ever holds the records of completed checkpoints, so
 //! a reader (`tail -f`, a downstream job) never sees a record that a restart
-//! would take back. Records of the running checkpoint go to a hidden file
-//! next to the output, `.{name}.inprogress` (through a 64 KiB buffer). On a
-//! checkpoint barrier the sink fsyncs it and renames it to
-//! `.{name}.{checkpoint}.{run}.pending`; the checkpoint stores a handle
-//! naming that file, the output and the offset at which the part belongs
-//! (JSON, e.g. `{"kind":"file","path":"/data/out-0.txt","pending":
-//! "/data/.out-0.txt.7.3f9a0c12.pending","offset":4096,"len":512}`). Once
-//! the checkpoint is complete the part is appended to the output at that
-//! offset, fsynced, and the pending file removed. At the end of the input
-//! the runtime takes a final checkpoint, which publishes the rest.
+//! would take back. The sink stages through weir's one exactly-once staging
+//! mechanism ([`weir_connector::staging`]), in hidden files next to the
+//! output: records of the running checkpoint go to
+//! `.{name}.{run}.inprogress` (through a 64 KiB buffer). On a checkpoint
+//! barrier the sink fsyncs it, renames it to
+//! `.{name}.{checkpoint}.{run}.sealed` and fsyncs the directory; the
+//! checkpoint stores a handle naming that file, the output and the offset at
+//! which the part belongs (JSON, e.g. `{"area":{"dir":"/data","stem":
+//! ".out-0.txt"},"output":"/data/out-0.txt","offset":4096,"epoch":
+//! {"checkpoint":7,"file":"/data/.out-0.txt.7.3f9a0c12.sealed","bytes":512,
+//! "records":64}}`). Once the checkpoint is complete the part is appended to
+//! the output at that offset, fsynced, and the sealed file removed. At the
+//! end of the input the runtime takes a final checkpoint, which publishes
+//! the rest.
 //!
 //! A fresh start truncates (or creates) the output. A restart from a
 //! checkpoint publishes that checkpoint's parts that were not published yet
@@ -78,9 +82,9 @@
 //! what it wrote after the checkpoint, which the restarted pipeline writes
 //! again. After a change of parallelism a subtask also publishes the parts
 //! of former subtasks' files. An output that is shorter than weir left it,
-//! or a pending file that was deleted, stops the pipeline with an error that
-//! names the file. Do not edit the output or the hidden files while the
-//! pipeline runs or has a checkpoint to resume from.
+//! or a sealed file that was deleted or changed, stops the pipeline with an
+//! error that names the file. Do not edit the output or the hidden files
+//! while the pipeline runs or has a checkpoint to resume from.
 //!
 //! ### At-least-once: FIFOs, devices, `/dev/stdout`
 //!

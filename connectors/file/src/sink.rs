@@ -1,21 +1,20 @@
 //! The file sink and the stdout sink.
 //!
 //! The file sink is two-phase (see the crate docs, "Exactly-once"): records
-//! are staged in a hidden in-progress file, sealed into a pending file on
-//! pre-commit and appended to the output on commit, at an offset recorded in
-//! the handle. That offset makes a commit idempotent: a repeated commit
-//! first cuts the output back to it, and a commit whose pending file is gone
-//! while the output already reaches past the part did its work before. The
-//! stdout sink keeps the at-least-once defaults of [`Sink`].
+//! are staged next to the output through [`weir_connector::staging`] (an
+//! in-progress file, sealed on pre-commit) and appended to the output on
+//! commit, at an offset recorded in the handle. That offset makes a commit
+//! idempotent: a repeated commit first cuts the output back to it, and a
+//! commit whose sealed file is gone while the output already reaches past
+//! the part did its work before. The stdout sink keeps the at-least-once
+//! defaults of [`Sink`].
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use weir_connector::staging::{self, Area, Recovery, Sealed, Stage, StagedHandle};
 use weir_connector::{Committable, ConnectorContext, ConnectorError, Sink};
 
 use crate::output::{OutputFormat, format_batch};
@@ -100,11 +99,12 @@ impl FileSinkConfig {
 /// Writes records to a file, one line each, as a transactional [`Sink`]:
 /// the file only ever holds the records of completed checkpoints.
 ///
-/// Records of the current checkpoint go to a hidden in-progress file next
-/// to the output (`.{name}.inprogress`). [`Sink::pre_commit`] seals it as
-/// `.{name}.{checkpoint}.{run}.pending`; [`Sink::commit`] appends the sealed
-/// part to the output at the offset recorded in the handle, so repeating a
-/// commit (after a crash) publishes nothing twice. See the crate docs.
+/// Records of the current checkpoint are staged in hidden files next to
+/// the output ([`weir_connector::staging`], area [`Area::beside`] the
+/// output): [`Sink::pre_commit`] seals the epoch; [`Sink::commit`] appends
+/// the sealed part to the output at the offset recorded in the handle, so
+/// repeating a commit (after a crash) publishes nothing twice. See the
+/// crate docs.
 ///
 /// A path that is not a regular file (a FIFO, `/dev/stdout`, a character
 /// device) cannot be held back or rolled back: the sink then writes to it
@@ -117,10 +117,6 @@ pub struct FileSink {
     path: PathBuf,
     format: OutputFormat,
     mode: Mode,
-    /// The open file: the in-progress file while staging (created at the
-    /// first write after a pre-commit), the path itself when writing
-    /// directly (until [`Sink::close`]).
-    writer: Option<BufWriter<File>>,
     /// Whether [`Sink::start`] ran.
     started: bool,
     /// Set when a write, flush or pre-commit failed half-way: the data of
@@ -133,39 +129,36 @@ pub struct FileSink {
 /// How a [`FileSink`] writes.
 #[derive(Debug)]
 enum Mode {
-    /// A regular file: staged in hidden files, published on commit.
-    Staged(Staging),
-    /// Not a regular file: written straight through (at-least-once).
-    Direct,
-}
-
-/// The hidden files of a staged [`FileSink`].
-#[derive(Debug)]
-struct Staging {
-    /// `.{name}.inprogress` next to the output.
-    inprogress: PathBuf,
-    /// Tells this run's pending files from those of another run that used
-    /// the same checkpoint ids.
-    run: String,
-    /// Bytes written to the in-progress file.
-    written: u64,
-    /// The length the output has once every part pre-committed so far is
-    /// committed: the offset of the next part.
-    expected_len: u64,
+    /// A regular file: staged next to it, published on commit.
+    Staged {
+        stage: Stage,
+        /// The length the output has once every part pre-committed so far
+        /// is committed: the offset of the next part.
+        expected_len: u64,
+    },
+    /// Not a regular file: written straight through (at-least-once), until
+    /// [`Sink::close`].
+    Direct(Option<BufWriter<File>>),
 }
 
 /// A pre-commit handle of the file sink, stored in the checkpoint as JSON,
-/// for example
-/// `{"kind":"file","path":"/data/out-0.txt","pending":"/data/.out-0.txt.7.3f9a0c12.pending","offset":4096,"len":512}`.
+/// for example `{"area":{"dir":"/data","stem":".out-0.txt"},"output":
+/// "/data/out-0.txt","offset":4096,"epoch":{"checkpoint":7,"file":
+/// "/data/.out-0.txt.7.3f9a0c12.sealed","bytes":512,"records":64}}`: the
+/// epoch is appended to `output` at `offset`. A sink writing directly (not
+/// a regular file) stores an empty handle: it has nothing to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-enum Handle {
-    /// `len` bytes sealed in `pending`, to be appended to `path` at
-    /// `offset`; `pending` is `None` when the checkpoint had no data.
-    File { path: PathBuf, pending: Option<PathBuf>, offset: u64, len: u64 },
-    /// `path` is not a regular file and was written directly: nothing to
-    /// publish.
-    Direct { path: PathBuf },
+struct Handle {
+    area: Area,
+    output: PathBuf,
+    offset: u64,
+    epoch: Sealed,
+}
+
+impl StagedHandle for Handle {
+    fn area(&self) -> &Area {
+        &self.area
+    }
 }
 
 impl FileSink {
@@ -227,7 +220,7 @@ impl FileSink {
                 ));
             }
         };
-        let (mode, writer) = if direct {
+        let mode = if direct {
             // Like `File::create` before this sink was transactional, this
             // waits for a reader of a FIFO; unlike it, it neither creates nor
             // truncates.
@@ -243,29 +236,18 @@ impl FileSink {
                 "The file sink is at-least-once because its path is not a regular file: \
                  records written after the last checkpoint are written again after a restart."
             );
-            (Mode::Direct, Some(BufWriter::with_capacity(WRITE_BUFFER, file)))
+            Mode::Direct(Some(BufWriter::with_capacity(WRITE_BUFFER, file)))
         } else {
-            if path.to_str().is_none() {
-                return Err(ConnectorError::user(format!(
+            let area = Area::beside(&path).ok_or_else(|| {
+                ConnectorError::user(format!(
                     "sink `{name}`: path: {} is not valid UTF-8, which a checkpoint cannot record; \
                      rename the output directory or file",
                     path.display()
-                )));
-            }
-            let staging =
-                Staging { inprogress: hidden_path(&path, ".inprogress"), run: run_id(), written: 0, expected_len: 0 };
-            (Mode::Staged(staging), None)
+                ))
+            })?;
+            Mode::Staged { stage: Stage::new(area, WRITE_BUFFER), expected_len: 0 }
         };
-        Ok(FileSink {
-            name: name.clone(),
-            path,
-            format: config.format,
-            mode,
-            writer,
-            started: false,
-            failed: false,
-            scratch: Vec::new(),
-        })
+        Ok(FileSink { name: name.clone(), path, format: config.format, mode, started: false, failed: false, scratch: Vec::new() })
     }
 
     /// The file this sink writes (absolute).
@@ -276,7 +258,7 @@ impl FileSink {
     /// True when the sink is exactly-once: its path is a regular file (or
     /// does not exist yet), so output is published per checkpoint.
     pub fn is_transactional(&self) -> bool {
-        matches!(self.mode, Mode::Staged(_))
+        matches!(self.mode, Mode::Staged { .. })
     }
 
     /// Fails unless the sink can take data of the current checkpoint.
@@ -301,111 +283,48 @@ impl FileSink {
         Ok(())
     }
 
-    /// Parses a handle from a checkpoint; `None` for an empty handle (what
-    /// a sink with the default, at-least-once pre-commit stores).
-    fn parse_handle(&self, checkpoint: u64, handle: &[u8]) -> Result<Option<Handle>, ConnectorError> {
-        if handle.is_empty() {
-            return Ok(None);
-        }
-        serde_json::from_slice(handle).map(Some).map_err(|e| {
-            ConnectorError::user(format!(
-                "sink `{}`: checkpoint {checkpoint} holds a handle this file sink cannot read ({e}); \
-                 was the sink's type changed since the checkpoint was taken? Restore from a checkpoint \
-                 taken with this sink, or start the pipeline without restoring",
-                self.name
-            ))
-        })
-    }
-
-    /// Publishes one handle; see [`Sink::commit`].
-    fn publish(&self, checkpoint: u64, handle: &Handle) -> Result<(), ConnectorError> {
-        match handle {
-            Handle::Direct { .. } => Ok(()),
-            Handle::File { path, pending, offset, len } => {
-                publish_part(&self.name, checkpoint, path, pending.as_deref(), *offset, *len)
-            }
-        }
-    }
-
     /// The body of [`Sink::write`].
-    fn append(&mut self) -> Result<(), ConnectorError> {
-        let (name, path) = (&self.name, &self.path);
-        if self.writer.is_none() {
-            let Mode::Staged(staging) = &mut self.mode else {
-                return Err(ConnectorError::internal(format!(
-                    "sink `{name}`: write after close; this is a bug in weir's runtime"
-                )));
-            };
-            let file = File::create(&staging.inprogress).map_err(|e| {
-                ConnectorError::external(
-                    format!(
-                        "sink `{name}`: cannot create the in-progress file {} of {}: {e}; \
-                         check that the directory is writable",
-                        staging.inprogress.display(),
-                        path.display()
-                    ),
-                    e,
-                )
-            })?;
-            staging.written = 0;
-            self.writer = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+    fn append(&mut self, records: usize) -> Result<(), ConnectorError> {
+        match &mut self.mode {
+            Mode::Staged { stage, .. } => stage.write(&self.scratch, records as u64),
+            Mode::Direct(Some(writer)) => writer.write_all(&self.scratch).map_err(|e| {
+                ConnectorError::external(format!("sink `{}`: writing {}: {e}", self.name, self.path.display()), e)
+            }),
+            Mode::Direct(None) => Err(ConnectorError::internal(format!(
+                "sink `{}`: write after close; this is a bug in weir's runtime",
+                self.name
+            ))),
         }
-        if let Some(writer) = &mut self.writer {
-            writer
-                .write_all(&self.scratch)
-                .map_err(|e| ConnectorError::external(format!("sink `{name}`: writing {}: {e}", path.display()), e))?;
-        }
-        if let Mode::Staged(staging) = &mut self.mode {
-            staging.written += self.scratch.len() as u64;
-        }
-        Ok(())
     }
 
     /// The body of [`Sink::flush`].
     fn flush_to_disk(&mut self) -> Result<(), ConnectorError> {
-        let Some(writer) = &mut self.writer else { return Ok(()) };
-        let (name, path) = (&self.name, &self.path);
+        let writer = match &mut self.mode {
+            Mode::Staged { stage, .. } => return stage.flush(),
+            Mode::Direct(None) => return Ok(()),
+            Mode::Direct(Some(writer)) => writer,
+        };
         let fail = |e: io::Error| {
-            ConnectorError::external(format!("sink `{name}`: flushing {} to disk: {e}", path.display()), e)
+            ConnectorError::external(format!("sink `{}`: flushing {} to disk: {e}", self.name, self.path.display()), e)
         };
         writer.flush().map_err(fail)?;
         match writer.get_ref().sync_all() {
             // A FIFO, a character device or a socket cannot be synced; the
             // data was handed over by the flush above.
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput && matches!(self.mode, Mode::Direct) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
             r => r.map_err(fail),
         }
     }
 
-    /// The body of [`Sink::pre_commit`].
-    fn seal(&mut self, checkpoint: u64) -> Result<Handle, ConnectorError> {
+    /// The body of [`Sink::pre_commit`]: the handle, `None` when writing
+    /// directly.
+    fn seal(&mut self, checkpoint: u64) -> Result<Option<Handle>, ConnectorError> {
         self.flush_to_disk()?;
-        let (name, path) = (&self.name, &self.path);
-        let staging = match &mut self.mode {
-            Mode::Direct => return Ok(Handle::Direct { path: path.clone() }),
-            Mode::Staged(staging) => staging,
-        };
-        let offset = staging.expected_len;
-        if self.writer.is_none() || staging.written == 0 {
-            return Ok(Handle::File { path: path.clone(), pending: None, offset, len: 0 });
-        }
-        let pending = hidden_path(path, &format!(".{checkpoint}.{}.pending", staging.run));
-        fs::rename(&staging.inprogress, &pending).map_err(|e| {
-            ConnectorError::external(
-                format!(
-                    "sink `{name}`: cannot rename {} to {} for checkpoint {checkpoint}: {e}",
-                    staging.inprogress.display(),
-                    pending.display()
-                ),
-                e,
-            )
-        })?;
-        // The flushed writer now refers to the pending file: close it.
-        self.writer = None;
-        let len = std::mem::take(&mut staging.written);
-        staging.expected_len += len;
-        sync_dir(name, dir_of(path))?;
-        Ok(Handle::File { path: path.clone(), pending: Some(pending), offset, len })
+        let Mode::Staged { stage, expected_len } = &mut self.mode else { return Ok(None) };
+        let epoch = stage.seal(checkpoint)?;
+        let offset = *expected_len;
+        *expected_len += epoch.bytes;
+        Ok(Some(Handle { area: stage.area().clone(), output: self.path.clone(), offset, epoch }))
     }
 }
 
@@ -414,12 +333,10 @@ impl Sink for FileSink {
     /// committed is skipped), then, for a regular file, truncates this
     /// subtask's output to the length it has after the last recovered
     /// handle naming it (0 when none does: a fresh start), creating it when
-    /// missing, and removes the hidden in-progress and pending files that a
-    /// crashed run left next to this output and next to every output the
-    /// handles name: they hold data written after the checkpoint.
+    /// missing, and applies the staging cleanup rule: the hidden files that
+    /// a crashed run left next to this output and next to every output the
+    /// handles name hold data written after the checkpoint, and are removed.
     fn start(&mut self, recovered: Option<&[Committable]>) -> Result<(), ConnectorError> {
-        let restoring = recovered.is_some();
-        let recovered = recovered.unwrap_or_default();
         if self.started {
             return Err(ConnectorError::internal(format!(
                 "sink `{}`: start was called twice; this is a bug in weir's runtime",
@@ -430,47 +347,39 @@ impl Sink for FileSink {
         // for this file (the run before had fewer subtasks) keeps what is
         // there: only commits ever write to it, so it holds published data.
         let mut committed_len = match std::fs::metadata(&self.path) {
-            Ok(m) if restoring => Some(m.len()),
-            _ => None,
-        }
-        .unwrap_or(0);
-        let mut outputs: Vec<PathBuf> = Vec::new();
-        for c in recovered {
-            let Some(handle) = self.parse_handle(c.checkpoint, &c.handle)? else { continue };
-            self.publish(c.checkpoint, &handle)?;
-            if let Handle::File { path, offset, len, .. } = handle {
-                if path == self.path {
-                    committed_len = offset + len;
-                }
-                if !outputs.contains(&path) {
-                    outputs.push(path);
-                }
+            Ok(m) if recovered.is_some() => m.len(),
+            _ => 0,
+        };
+        let recovery = Recovery::<Handle>::new("file", recovered)?;
+        for (checkpoint, handle) in recovery.handles() {
+            publish_part(&self.name, *checkpoint, handle)?;
+            if handle.output == self.path {
+                committed_len = handle.offset + handle.epoch.bytes;
             }
         }
-        if let Mode::Staged(staging) = &mut self.mode {
-            let (name, path) = (&self.name, &self.path);
-            let fail = |e: io::Error| {
-                ConnectorError::external(
-                    format!(
-                        "sink `{name}`: cannot truncate {} to the {committed_len} bytes of the checkpoint \
-                         the pipeline resumes from: {e}; check that the file and its directory are writable",
-                        path.display()
-                    ),
-                    e,
-                )
-            };
-            let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(fail)?;
-            file.set_len(committed_len).map_err(fail)?;
-            file.sync_all().map_err(fail)?;
-            sync_dir(name, dir_of(path))?;
-            staging.expected_len = committed_len;
-            if !outputs.contains(path) {
-                outputs.push(path.clone());
+        let own = match &mut self.mode {
+            Mode::Direct(_) => None,
+            Mode::Staged { stage, expected_len } => {
+                let (name, path) = (&self.name, &self.path);
+                let fail = |e: io::Error| {
+                    ConnectorError::external(
+                        format!(
+                            "sink `{name}`: cannot truncate {} to the {committed_len} bytes of the checkpoint \
+                             the pipeline resumes from: {e}; check that the file and its directory are writable",
+                            path.display()
+                        ),
+                        e,
+                    )
+                };
+                let file = OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(fail)?;
+                file.set_len(committed_len).map_err(fail)?;
+                file.sync_all().map_err(fail)?;
+                staging::sync_dir(dir_of(path))?;
+                *expected_len = committed_len;
+                Some(stage.area())
             }
-        }
-        for output in &outputs {
-            remove_leftovers(&self.name, output)?;
-        }
+        };
+        recovery.finish(own)?;
         self.started = true;
         Ok(())
     }
@@ -478,11 +387,11 @@ impl Sink for FileSink {
     fn write(&mut self, batch: &[u8], _records: usize) -> Result<(), ConnectorError> {
         self.check_usable("write")?;
         self.scratch.clear();
-        format_batch(self.format, batch, &mut self.scratch)?;
+        let records = format_batch(self.format, batch, &mut self.scratch)?;
         if self.scratch.is_empty() {
             return Ok(());
         }
-        let result = self.append();
+        let result = self.append(records);
         self.failed |= result.is_err();
         result
     }
@@ -497,71 +406,51 @@ impl Sink for FileSink {
         result
     }
 
-    /// Flushes and fsyncs the in-progress file and renames it to
-    /// `.{name}.{checkpoint}.{run}.pending`; the handle records it with the
+    /// Seals the epoch ([`Stage::seal`]); the handle records it with the
     /// offset at which it is to be appended. Without data since the last
-    /// pre-commit there is no pending file and the handle's `len` is 0.
+    /// pre-commit there is no sealed file and the epoch's `bytes` is 0.
     fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
         self.check_usable("pre_commit")?;
         let result = self.seal(checkpoint);
         self.failed |= result.is_err();
-        let handle = result?;
-        serde_json::to_vec(&handle).map_err(|e| {
-            ConnectorError::internal(format!("sink `{}`: cannot encode the pre-commit handle: {e}", self.name))
-        })
+        match result? {
+            Some(handle) => staging::encode_handle(&handle),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Appends the pending part to the output the handle names (any
+    /// Appends the sealed part to the output the handle names (any
     /// subtask's): truncates the output to the handle's offset first, which
     /// undoes a half-done earlier attempt, then copies, fsyncs and removes
-    /// the pending file. A handle whose pending file is gone while the
-    /// output already holds its bytes was committed before and is skipped.
+    /// the sealed file. A handle whose sealed file is gone while the output
+    /// already holds its bytes was committed before and is skipped.
     fn commit(&mut self, checkpoint: u64, handle: &[u8]) -> Result<(), ConnectorError> {
-        match self.parse_handle(checkpoint, handle)? {
-            Some(handle) => self.publish(checkpoint, &handle),
+        match staging::decode_handle::<Handle>("file", checkpoint, handle)? {
+            Some(handle) => publish_part(&self.name, checkpoint, &handle),
             None => Ok(()),
         }
     }
 
     /// Releases the files. Publishes nothing: records not pre-committed are
-    /// dropped (with the in-progress file), pending files stay for a later
+    /// dropped (with the in-progress file), sealed files stay for a later
     /// commit, and buffered records for a non-regular path are discarded.
     fn close(&mut self) -> Result<(), ConnectorError> {
-        if let Some(writer) = self.writer.take() {
-            // Drop the buffer unwritten (a `BufWriter` would flush it).
-            let (file, _unwritten) = writer.into_parts();
-            drop(file);
-            if let Mode::Staged(staging) = &mut self.mode {
-                staging.written = 0;
-                match fs::remove_file(&staging.inprogress) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(ConnectorError::external(
-                            format!(
-                                "sink `{}`: cannot remove the in-progress file {}: {e}",
-                                self.name,
-                                staging.inprogress.display()
-                            ),
-                            e,
-                        ));
-                    }
-                    _ => {}
-                }
+        match &mut self.mode {
+            Mode::Staged { stage, .. } => stage.discard(),
+            Mode::Direct(writer) => {
+                // Drop the buffer unwritten (a `BufWriter` would flush it).
+                drop(writer.take().map(BufWriter::into_parts));
+                Ok(())
             }
         }
-        Ok(())
     }
 }
 
-/// Appends the pending part of checkpoint `checkpoint` to `path` at
-/// `offset`, idempotently; see [`Sink::commit`] of [`FileSink`].
-fn publish_part(
-    sink: &str,
-    checkpoint: u64,
-    path: &Path,
-    pending: Option<&Path>,
-    offset: u64,
-    len: u64,
-) -> Result<(), ConnectorError> {
+/// Appends the sealed part of checkpoint `checkpoint` to its output at its
+/// offset, idempotently; see [`Sink::commit`] of [`FileSink`].
+fn publish_part(sink: &str, checkpoint: u64, handle: &Handle) -> Result<(), ConnectorError> {
+    let Handle { output: path, offset, epoch, .. } = handle;
+    let (offset, len) = (*offset, epoch.bytes);
     let truncated = |have: u64| {
         ConnectorError::user(format!(
             "sink `{sink}`: {} holds {have} bytes but weir had published {offset} bytes to it before \
@@ -570,21 +459,8 @@ fn publish_part(
             path.display()
         ))
     };
-    let pending_file = match pending {
-        None => None,
-        Some(pending) => match File::open(pending) {
-            Ok(file) => Some((pending, file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(ConnectorError::external(
-                    format!("sink `{sink}`: cannot open {} to publish checkpoint {checkpoint}: {e}", pending.display()),
-                    e,
-                ));
-            }
-        },
-    };
-    let Some((pending, mut source)) = pending_file else {
-        // Nothing sealed, or committed before (the pending file is removed
+    let Some(mut source) = epoch.open()? else {
+        // Nothing sealed, or committed before (the sealed file is removed
         // once its bytes are durable in the output).
         let have = match fs::metadata(path) {
             Ok(meta) => meta.len(),
@@ -602,14 +478,14 @@ fn publish_part(
         if have < offset {
             return Err(truncated(have));
         }
-        // Here `len` > 0, so the handle names a pending file.
+        // Here `len` > 0, so the handle names a sealed file.
         return Err(ConnectorError::user(format!(
             "sink `{sink}`: the pending data of checkpoint {checkpoint} for {} is gone: {} does not exist \
              and the file holds {have} bytes, not the {} it has once the checkpoint is published. A hidden \
              file next to the output was deleted outside weir; put it back, or start the pipeline without \
              restoring from this checkpoint",
             path.display(),
-            pending.unwrap_or(path).display(),
+            epoch.file.as_deref().unwrap_or(path).display(),
             offset + len
         )));
     };
@@ -619,14 +495,6 @@ fn publish_part(
             e,
         )
     };
-    let sealed = source.metadata().map_err(|e| fail("cannot inspect the pending file of", e))?.len();
-    if sealed != len {
-        return Err(ConnectorError::user(format!(
-            "sink `{sink}`: {} holds {sealed} bytes but checkpoint {checkpoint} sealed {len}: the pending file \
-             was changed outside weir; put it back, or start the pipeline without restoring from this checkpoint",
-            pending.display()
-        )));
-    }
     let mut output = OpenOptions::new()
         .write(true)
         .create(true)
@@ -648,105 +516,19 @@ fn publish_part(
         return Err(ConnectorError::user(format!(
             "sink `{sink}`: {} changed while checkpoint {checkpoint} was being published ({copied} bytes \
              copied, {len} expected); do not touch the hidden files next to the output",
-            pending.display()
+            epoch.file.as_deref().unwrap_or(path).display()
         )));
     }
     output.sync_all().map_err(|e| fail("cannot fsync", e))?;
     drop(source);
-    fs::remove_file(pending).map_err(|e| fail("cannot remove the published pending file of", e))?;
-    sync_dir(sink, dir_of(pending))
+    // The output is in the sealed file's directory: this also makes a
+    // newly created output durable.
+    epoch.remove()
 }
 
 /// The directory holding `path` (`.` for a bare file name).
 fn dir_of(path: &Path) -> &Path {
     path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."))
-}
-
-/// `.{file name}{suffix}` next to `path`.
-fn hidden_path(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(suffix);
-    path.with_file_name(name)
-}
-
-/// True for the name of a hidden file the file sink writing `output_name`
-/// keeps: `.{output}.inprogress` or `.{output}.{checkpoint}.{run}.pending`.
-fn is_hidden_file_of(name: &str, output_name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_prefix(output_name)) else { return false };
-    if rest == ".inprogress" {
-        return true;
-    }
-    let Some(middle) = rest.strip_prefix('.').and_then(|r| r.strip_suffix(".pending")) else { return false };
-    match middle.split_once('.') {
-        Some((checkpoint, run)) => {
-            !checkpoint.is_empty()
-                && checkpoint.bytes().all(|b| b.is_ascii_digit())
-                && !run.is_empty()
-                && run.bytes().all(|b| b.is_ascii_hexdigit())
-        }
-        None => false,
-    }
-}
-
-/// Removes the hidden files of the sink writing `output`: what a crashed
-/// run wrote after the checkpoint the pipeline resumes from.
-fn remove_leftovers(sink: &str, output: &Path) -> Result<(), ConnectorError> {
-    let Some(output_name) = output.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
-    let dir = dir_of(output);
-    let fail = |e: io::Error| {
-        ConnectorError::external(
-            format!("sink `{sink}`: cannot remove the files a crashed run left in {}: {e}", dir.display()),
-            e,
-        )
-    };
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(fail(e)),
-    };
-    let mut removed = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(fail)?;
-        let name = entry.file_name();
-        if !name.to_str().is_some_and(|name| is_hidden_file_of(name, output_name)) {
-            continue;
-        }
-        match fs::remove_file(entry.path()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e)),
-            _ => removed.push(name),
-        }
-    }
-    if !removed.is_empty() {
-        tracing::info!(
-            sink = %sink,
-            output = %output.display(),
-            files = ?removed,
-            "Removed files a crashed run left next to the output; they held records written after the checkpoint \
-             the pipeline resumes from."
-        );
-        sync_dir(sink, dir)?;
-    }
-    Ok(())
-}
-
-/// Fsyncs a directory so that a rename, creation or removal in it is
-/// durable.
-fn sync_dir(sink: &str, dir: &Path) -> Result<(), ConnectorError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-        ConnectorError::external(format!("sink `{sink}`: cannot fsync the directory {}: {e}", dir.display()), e)
-    })
-}
-
-/// A short id, different for every sink instance, that keeps a run's
-/// pending files apart from another run's that reused checkpoint ids.
-fn run_id() -> String {
-    static INSTANCES: AtomicU32 = AtomicU32::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let mixed = (now.subsec_nanos() ^ (now.as_secs() as u32).rotate_left(7))
-        .wrapping_add(std::process::id().rotate_left(16))
-        .wrapping_add(INSTANCES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9));
-    format!("{mixed:08x}")
 }
 
 /// True when `path` is, or is a symbolic link that leads into, `/proc`
@@ -914,27 +696,28 @@ mod tests {
         assert_eq!(read(&path), "", "a flush makes data durable, not visible");
         let h1 = sink.pre_commit(1).unwrap();
         assert_eq!(read(&path), "", "pre-committed data is not visible yet");
-        let Handle::File { path: named, pending: Some(pending), offset: 0, len: 4 } = handle(&h1) else {
+        let Handle { output, offset: 0, epoch: Sealed { file: Some(sealed), bytes: 4, records: 2, .. }, .. } = handle(&h1) else {
             panic!("unexpected handle {}", String::from_utf8_lossy(&h1))
         };
-        assert_eq!(named, path);
-        assert_eq!(std::fs::read(&pending).unwrap(), b"a\nb\n");
-        let pending_name = pending.file_name().unwrap().to_str().unwrap();
-        assert!(pending_name.starts_with(".sink.txt.1.") && pending_name.ends_with(".pending"), "{pending_name}");
+        assert_eq!(output, path);
+        assert_eq!(std::fs::read(&sealed).unwrap(), b"a\nb\n");
+        let sealed_name = sealed.file_name().unwrap().to_str().unwrap();
+        assert!(sealed_name.starts_with(".sink.txt.1.") && sealed_name.ends_with(".sealed"), "{sealed_name}");
         sink.commit(1, &h1).unwrap();
         assert_eq!(read(&path), "a\nb\n");
         assert_eq!(hidden_files(path.parent().unwrap()), Vec::<String>::new());
 
         write_values(&mut sink, &["c"]);
-        assert_eq!(hidden_files(path.parent().unwrap()), [".sink.txt.inprogress"]);
+        let hidden = hidden_files(path.parent().unwrap());
+        assert!(hidden.len() == 1 && hidden[0].starts_with(".sink.txt.") && hidden[0].ends_with(".inprogress"), "{hidden:?}");
         let h2 = sink.pre_commit(2).unwrap();
-        assert!(matches!(handle(&h2), Handle::File { offset: 4, len: 2, .. }), "{}", String::from_utf8_lossy(&h2));
+        assert_eq!((handle(&h2).offset, handle(&h2).epoch.bytes), (4, 2), "{}", String::from_utf8_lossy(&h2));
         sink.commit(2, &h2).unwrap();
         assert_eq!(read(&path), "a\nb\nc\n");
 
-        // A checkpoint without data: no pending file, nothing to publish.
+        // A checkpoint without data: no sealed file, nothing to publish.
         let h3 = sink.pre_commit(3).unwrap();
-        assert_eq!(handle(&h3), Handle::File { path: path.clone(), pending: None, offset: 6, len: 0 });
+        assert_eq!((handle(&h3).offset, handle(&h3).epoch.clone()), (6, Sealed { checkpoint: 3, file: None, bytes: 0, records: 0 }));
         sink.commit(3, &h3).unwrap();
         assert_eq!(read(&path), "a\nb\nc\n");
 
@@ -1023,7 +806,7 @@ mod tests {
         // The restored sink appends after the checkpoint's data.
         write_values(&mut sink, &["four"]);
         let h = sink.pre_commit(2).unwrap();
-        assert!(matches!(handle(&h), Handle::File { offset: 4, len: 5, .. }), "{}", String::from_utf8_lossy(&h));
+        assert_eq!((handle(&h).offset, handle(&h).epoch.bytes), (4, 5), "{}", String::from_utf8_lossy(&h));
         sink.commit(2, &h).unwrap();
         assert_eq!(read(&path), "one\nfour\n");
     }
@@ -1088,7 +871,7 @@ mod tests {
         let h1 = sink.pre_commit(1).unwrap(); // checkpoint 1 fails
         write_values(&mut sink, &["two"]);
         let h2 = sink.pre_commit(2).unwrap();
-        assert!(matches!(handle(&h2), Handle::File { offset: 4, len: 4, .. }), "{}", String::from_utf8_lossy(&h2));
+        assert_eq!((handle(&h2).offset, handle(&h2).epoch.bytes), (4, 4), "{}", String::from_utf8_lossy(&h2));
         assert_eq!(read(&path), "");
         sink.commit(1, &h1).unwrap();
         sink.commit(2, &h2).unwrap();
@@ -1159,7 +942,7 @@ mod tests {
         sink.start(None).unwrap();
         write_values(&mut sink, &["gone"]);
         let h = sink.pre_commit(1).unwrap();
-        assert_eq!(handle(&h), Handle::Direct { path: PathBuf::from("/dev/null") });
+        assert!(h.is_empty(), "a direct sink has nothing to publish");
         sink.commit(1, &h).unwrap();
         sink.close().unwrap();
         // A restart with a direct handle has nothing to publish.
@@ -1222,18 +1005,6 @@ mod tests {
     }
 
     #[test]
-    fn hidden_file_names_match_only_their_output() {
-        assert!(is_hidden_file_of(".out.txt.inprogress", "out.txt"));
-        assert!(is_hidden_file_of(".out.txt.12.00ab3f9c.pending", "out.txt"));
-        assert!(!is_hidden_file_of(".out.txt.1.txt.inprogress", "out.txt"), "another output's file");
-        assert!(!is_hidden_file_of(".out.txt.1.txt.5.0abc.pending", "out.txt"), "another output's file");
-        assert!(!is_hidden_file_of(".out.txt.12.pending", "out.txt"));
-        assert!(!is_hidden_file_of(".out.txt.x.00ab.pending", "out.txt"));
-        assert!(!is_hidden_file_of("out.txt", "out.txt"));
-        assert!(!is_hidden_file_of(".out.txt", "out.txt"));
-    }
-
-    #[test]
     fn a_file_truncated_outside_weir_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.txt");
@@ -1266,12 +1037,12 @@ mod tests {
         sink.start(None).unwrap();
         write_values(&mut sink, &["one"]);
         let h1 = sink.pre_commit(1).unwrap();
-        let Handle::File { pending: Some(pending), .. } = handle(&h1) else { panic!("no pending file") };
-        std::fs::remove_file(&pending).unwrap();
+        let Some(sealed) = handle(&h1).epoch.file else { panic!("no sealed file") };
+        std::fs::remove_file(&sealed).unwrap();
         let err = sink.commit(1, &h1).unwrap_err();
         assert_eq!(err.kind, ErrorKind::User);
         assert!(err.message.contains("the pending data of checkpoint 1 for"), "{}", err.message);
-        assert!(err.message.contains(&pending.display().to_string()), "{}", err.message);
+        assert!(err.message.contains(&sealed.display().to_string()), "{}", err.message);
     }
 
     #[test]

@@ -27,9 +27,11 @@
 //! each checkpoint epoch are written in one Kafka transaction, committed
 //! when the checkpoint completes; consumers reading with
 //! `isolation.level=read_committed` (librdkafka's default) see them only
-//! then, all at once. Each epoch's records are also appended to a local
-//! *spill file*, fsynced at the barrier, and every transaction commits, with
-//! its records, a *marker*: the checkpoint id as the offset of the consumer
+//! then, all at once. Each epoch's records are also staged in a local
+//! *spill file* ([`weir_connector::staging`], `spill-dir/SUBTASK.*`), sealed
+//! and fsynced with its directory at the barrier and removed once its
+//! transaction commits, and every transaction commits, with its records, a
+//! *marker*: the checkpoint id as the offset of the consumer
 //! group `PREFIX-SUBTASK` on partition 0 of `topic`. A transaction open when
 //! the process died is aborted by the broker once the restarted sink takes
 //! over its transactional id; the restarted sink reads the marker, and if
@@ -40,8 +42,6 @@
 //! instead, which librdkafka cannot).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +55,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message};
 use serde::{Deserialize, Serialize};
 use weir_connector::config::{ByteSize, DurationStr};
+use weir_connector::staging::{self, Area, Recovery, Sealed, Stage, StagedHandle};
 use weir_connector::{Committable, ConnectorContext, ConnectorError, Frames, Sink};
 
 use crate::source::{Property, properties};
@@ -218,6 +219,8 @@ type Producer_ = ThreadedProducer<SinkContext>;
 /// failed and are committed with it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Handle {
+    /// Where that subtask staged its epochs.
+    area: Area,
     /// Subtask that wrote it (its marker group).
     subtask: u32,
     /// Transactional ids that subtask had in use (`PREFIX-SUBTASK-0..slots`).
@@ -226,24 +229,24 @@ struct Handle {
     epochs: Vec<Epoch>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Epoch {
-    /// The checkpoint whose barrier ended the epoch (its marker value).
-    checkpoint: u64,
-    /// The epoch's transaction.
-    transactional_id: String,
-    /// The epoch's records.
-    spill: PathBuf,
+impl StagedHandle for Handle {
+    fn area(&self) -> &Area {
+        &self.area
+    }
 }
 
-/// One transactional producer and the epoch it holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Epoch {
+    /// The epoch's transaction.
+    transactional_id: String,
+    /// The epoch's records; its checkpoint is the marker value.
+    sealed: Sealed,
+}
+
+/// One transactional producer.
 struct Txn {
     producer: Producer_,
     id: String,
-    /// The open epoch's spill file.
-    spill: Option<(BufWriter<File>, PathBuf)>,
-    /// A closed epoch's synced spill file.
-    spilled: Option<PathBuf>,
 }
 
 /// A Kafka sink subtask. See the module docs.
@@ -251,21 +254,20 @@ pub struct KafkaSink {
     config: KafkaSinkConfig,
     ctx: ConnectorContext,
     prefix: String,
-    spill_dir: PathBuf,
+    /// Exactly-once: the open epoch's records, in `spill-dir`.
+    stage: Stage,
     failed: Arc<Mutex<Option<String>>>,
     /// librdkafka's errors and warnings, shared by the sink's producers.
     client_log: Arc<crate::ClientLog>,
     /// At-least-once: the one producer.
     plain: Option<Producer_>,
-    /// Exactly-once: the open epoch, epochs waiting for their checkpoint,
-    /// and idle producers.
+    /// Exactly-once: the open epoch's transaction, sealed epochs waiting
+    /// for their checkpoint, and idle producers.
     open: Option<Txn>,
-    pending: VecDeque<(u64, Txn)>,
+    pending: VecDeque<(Txn, Sealed)>,
     idle: Vec<Txn>,
     slots: u32,
     marker_group: Option<rdkafka::consumer::ConsumerGroupMetadata>,
-    /// Starts of each epoch's spill files are numbered by this.
-    epoch: u64,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -284,7 +286,7 @@ impl KafkaSink {
             config,
             ctx: ctx.clone(),
             prefix,
-            spill_dir,
+            stage: Stage::new(Area::subtask(spill_dir, ctx.subtask), 1 << 20),
             failed: Arc::new(Mutex::new(None)),
             client_log: Arc::default(),
             plain: None,
@@ -293,7 +295,6 @@ impl KafkaSink {
             idle: Vec::new(),
             slots: 0,
             marker_group: None,
-            epoch: 0,
         };
         if sink.config.delivery == Delivery::AtLeastOnce {
             sink.plain = Some(sink.producer(None)?);
@@ -338,24 +339,15 @@ impl KafkaSink {
     /// The open epoch, starting one (and its transaction) if needed.
     fn open_txn(&mut self) -> Result<&mut Txn, ConnectorError> {
         if self.open.is_none() {
-            let mut txn = match self.idle.pop() {
+            let txn = match self.idle.pop() {
                 Some(t) => t,
                 None => {
                     let id = format!("{}-{}-{}", self.prefix, self.ctx.subtask, self.slots);
                     self.slots += 1;
-                    Txn { producer: self.transactional(&id)?, id, spill: None, spilled: None }
+                    Txn { producer: self.transactional(&id)?, id }
                 }
             };
             txn.producer.begin_transaction().map_err(|e| external(format!("beginning a transaction as {:?}", txn.id), e))?;
-            self.epoch += 1;
-            let path = self.spill_dir.join(format!("{}-{}-{}.spill", self.ctx.subtask, std::process::id(), self.epoch));
-            let file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|e| ConnectorError::external(format!("cannot create the spill file {}", path.display()), e))?;
-            txn.spill = Some((BufWriter::with_capacity(1 << 20, file), path));
             self.open = Some(txn);
         }
         Ok(self.open.as_mut().expect("opened above"))
@@ -474,44 +466,29 @@ impl KafkaSink {
     }
 
     /// Writes an epoch's spill file again in a new transaction with its
-    /// marker.
+    /// marker, then removes the file.
     fn replay(&mut self, subtask: u32, epoch: &Epoch) -> Result<(), ConnectorError> {
-        let (checkpoint, handle) = (epoch.checkpoint, epoch);
-        let mut bytes = Vec::new();
-        File::open(&handle.spill).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| {
-            ConnectorError::external(format!("the spill file {} of checkpoint {checkpoint} is unreadable; its records cannot be re-sent", handle.spill.display()), e)
-        })?;
-        let producer = self.transactional(&handle.transactional_id)?;
+        let checkpoint = epoch.sealed.checkpoint;
+        let mut batches = epoch.sealed.batches()?;
+        let producer = self.transactional(&epoch.transactional_id)?;
         producer.begin_transaction().map_err(|e| external("beginning the replay transaction", e))?;
-        self.send(&producer, &bytes)?;
+        while let Some(batch) = batches.next_batch()? {
+            self.send(&producer, batch)?;
+        }
         Self::flush(&producer)?;
         self.check_failed()?;
         let group = self.marker_group(subtask)?;
-        self.commit_with_marker(&producer, &handle.transactional_id, &group, checkpoint)?;
-        tracing::info!(sink = %self.ctx.name, subtask = self.ctx.subtask, "re-sent the uncommitted epoch of checkpoint {checkpoint} ({} bytes) from {}", bytes.len(), handle.spill.display());
+        self.commit_with_marker(&producer, &epoch.transactional_id, &group, checkpoint)?;
+        epoch.sealed.remove()?;
+        tracing::info!(
+            sink = %self.ctx.name,
+            subtask = self.ctx.subtask,
+            "re-sent the uncommitted epoch of checkpoint {checkpoint} ({} records) from {}",
+            epoch.sealed.records,
+            epoch.sealed.file.as_deref().unwrap_or(Path::new("(no records)")).display()
+        );
         Ok(())
     }
-
-    /// Removes spill files no checkpoint refers to (epochs after the last
-    /// checkpoint of a previous run) written by subtasks this one stands
-    /// in for.
-    fn clean_spills(&self) {
-        let Ok(dir) = fs::read_dir(&self.spill_dir) else { return };
-        for e in dir.flatten() {
-            let path = e.path();
-            let writer = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next()).and_then(|s| s.parse::<u32>().ok());
-            if writer.is_some_and(|w| w % self.ctx.parallelism.max(1) == self.ctx.subtask) {
-                let _ = fs::remove_file(&path);
-            }
-        }
-    }
-}
-
-fn sync_spill(txn: &mut Txn) -> Result<PathBuf, ConnectorError> {
-    let (w, path) = txn.spill.take().ok_or_else(|| ConnectorError::internal("epoch without a spill file"))?;
-    let file = w.into_inner().map_err(|e| ConnectorError::external(format!("writing the spill file {}", path.display()), e.into_error()))?;
-    file.sync_all().map_err(|e| ConnectorError::external(format!("syncing the spill file {}", path.display()), e))?;
-    Ok(path)
 }
 
 impl Sink for KafkaSink {
@@ -519,10 +496,9 @@ impl Sink for KafkaSink {
         if self.config.delivery == Delivery::AtLeastOnce {
             return Ok(());
         }
-        fs::create_dir_all(&self.spill_dir).map_err(|e| ConnectorError::external(format!("cannot create the spill directory {}", self.spill_dir.display()), e))?;
-        for c in recovered.unwrap_or_default() {
-            let handle: Handle = serde_json::from_slice(&c.handle)
-                .map_err(|e| ConnectorError::user(format!("the checkpoint's Kafka sink handle is unreadable ({e}); was it written by another sink type?")))?;
+        self.stage.area().create()?;
+        let recovery = Recovery::<Handle>::new("Kafka", recovered)?;
+        for (_, handle) in recovery.handles() {
             // Fence every transactional id of the old subtask: its open
             // transactions (epochs after the checkpoint) are aborted.
             for slot in 0..handle.slots {
@@ -530,20 +506,20 @@ impl Sink for KafkaSink {
             }
             let done = self.committed_marker(handle.subtask)?;
             for epoch in &handle.epochs {
-                if done.is_none_or(|d| d < epoch.checkpoint) {
+                if done.is_none_or(|d| d < epoch.sealed.checkpoint) {
                     self.replay(handle.subtask, epoch)?;
                 }
             }
         }
         // Every epoch the checkpoint names is committed now; other spill
         // files hold records after it, which the sources send again.
-        self.clean_spills();
+        recovery.finish(Some(self.stage.area()))?;
         // Fence our own ids from an earlier run without a checkpoint.
         self.open_txn()?;
         Ok(())
     }
 
-    fn write(&mut self, batch: &[u8], _records: usize) -> Result<(), ConnectorError> {
+    fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
         self.check_failed()?;
         if let Some(p) = &self.plain {
             return self.send(p, batch);
@@ -551,14 +527,9 @@ impl Sink for KafkaSink {
         self.open_txn()?;
         let txn = self.open.take().expect("opened above");
         let r = self.send(&txn.producer, batch);
-        let mut txn = txn;
-        if r.is_ok()
-            && let Some((w, path)) = &mut txn.spill
-        {
-            w.write_all(batch).map_err(|e| ConnectorError::external(format!("writing the spill file {}", path.display()), e))?;
-        }
         self.open = Some(txn);
-        r
+        r?;
+        self.stage.write_batch(batch, records)
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
@@ -577,27 +548,21 @@ impl Sink for KafkaSink {
             return Ok(Vec::new());
         }
         self.open_txn()?;
-        let mut txn = self.open.take().expect("opened above");
+        let txn = self.open.take().expect("opened above");
         Self::flush(&txn.producer)?;
         self.check_failed()?;
-        txn.spilled = Some(sync_spill(&mut txn)?);
-        self.pending.push_back((checkpoint, txn));
-        let epochs = self
-            .pending
-            .iter()
-            .map(|(id, t)| Epoch { checkpoint: *id, transactional_id: t.id.clone(), spill: t.spilled.clone().unwrap_or_default() })
-            .collect();
-        let handle = Handle { subtask: self.ctx.subtask, slots: self.slots, epochs };
-        serde_json::to_vec(&handle).map_err(|e| ConnectorError::internal(format!("encoding the sink handle: {e}")))
+        let sealed = self.stage.seal(checkpoint)?;
+        self.pending.push_back((txn, sealed));
+        let epochs = self.pending.iter().map(|(t, sealed)| Epoch { transactional_id: t.id.clone(), sealed: sealed.clone() }).collect();
+        let handle = Handle { area: self.stage.area().clone(), subtask: self.ctx.subtask, slots: self.slots, epochs };
+        staging::encode_handle(&handle)
     }
 
     fn commit(&mut self, checkpoint: u64, _handle: &[u8]) -> Result<(), ConnectorError> {
-        while self.pending.front().is_some_and(|(id, _)| *id <= checkpoint) {
-            let (id, mut txn) = self.pending.pop_front().expect("checked");
-            self.commit_txn(id, &txn)?;
-            if let Some(path) = txn.spilled.take() {
-                let _ = fs::remove_file(path);
-            }
+        while self.pending.front().is_some_and(|(_, sealed)| sealed.checkpoint <= checkpoint) {
+            let (txn, sealed) = self.pending.pop_front().expect("checked");
+            self.commit_txn(sealed.checkpoint, &txn)?;
+            sealed.remove()?;
             self.idle.push(txn);
         }
         Ok(())
@@ -605,12 +570,10 @@ impl Sink for KafkaSink {
 
     fn close(&mut self) -> Result<(), ConnectorError> {
         self.flush()?;
-        if let Some(mut txn) = self.open.take() {
+        if let Some(txn) = self.open.take() {
             // Records after the last checkpoint: abort; a restore re-sends them.
             let _ = txn.producer.abort_transaction(REQUEST_TIMEOUT);
-            if let Some((_, path)) = txn.spill.take() {
-                let _ = fs::remove_file(path);
-            }
+            self.stage.discard()?;
         }
         Ok(())
     }

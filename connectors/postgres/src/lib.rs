@@ -21,10 +21,12 @@
 //! commit would lose the epoch unless prepared transactions, i.e. XA, are
 //! used), a staging table (every row written twice by the database: about
 //! half the throughput of a plain COPY), or a local durable spill. This sink
-//! spills: [`Sink::write`](weir_connector::Sink::write) appends the batch's
-//! frames to a file (no per-record work on the task thread), `pre_commit`
-//! fsyncs and seals it under the checkpoint's id and returns a handle naming
-//! it, and `commit` queues it for the writer thread, which publishes it in
+//! spills, through weir's one staging mechanism ([`weir_connector::staging`],
+//! files `SUBTASK.*` in `spill-dir/PIPELINE/SINK`):
+//! [`Sink::write`](weir_connector::Sink::write) appends the batch's frames to
+//! a file (no per-record work on the task thread), `pre_commit` fsyncs and
+//! seals it under the checkpoint's id and returns a handle naming it, and
+//! `commit` queues it for the writer thread, which publishes it in
 //! **one transaction**: binary `COPY` in statements of `batch.rows` rows,
 //! the dead letters, and the upsert of the progress row
 //! `(pipeline, sink, subtask) -> checkpoint`. The database does the work of
@@ -36,7 +38,10 @@
 //! that may still be unpublished. On restore, [`Sink::start`]
 //! (weir_connector::Sink::start) publishes them in order; the progress row
 //! (read `FOR UPDATE` in the publishing transaction) makes a replay of a
-//! published epoch a no-op. A fresh start resets the progress row.
+//! published epoch a no-op; then the staging cleanup rule removes every
+//! other spill file of the subtask (epochs after the checkpoint, files a
+//! crash left half written). A fresh start removes them all and resets the
+//! progress row.
 //!
 //! # Faults
 //!

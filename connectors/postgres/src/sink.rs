@@ -1,26 +1,32 @@
-//! The task-thread side of the sink: spilling epochs, handles, waiting.
+//! The task-thread side of the sink: staging epochs, handles, waiting.
 
 use crate::config::{Delivery, PostgresSinkConfig};
 use crate::writer::{Epoch, Identity, Job, Shared, State, Writer};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use weir_connector::staging::{self, Area, Recovery, Stage, StagedHandle};
 use weir_connector::{Committable, ConnectorContext, ConnectorError, ErrorKind, Sink, WaitObserver};
 
 /// Committed epochs (or at-least-once batches) waiting for the writer beyond
 /// which the sink stops taking records: the pipeline is then backpressured.
 const MAX_QUEUED: usize = 2;
 
-/// A pre-commit handle, stored in the checkpoint as JSON: every epoch not
-/// yet known to be published, e.g.
-/// `{"epochs":[{"checkpoint":7,"subtask":0,"path":"/data/spill/p/pg/0/7-3f9a.epoch","records":51200}]}`.
+/// A pre-commit handle, stored in the checkpoint as JSON: the subtask's
+/// staging area and every epoch not yet known to be published, e.g.
+/// `{"area":{"dir":"/data/spill/p/db","stem":"0"},"epochs":[{"subtask":0,"sealed":{"checkpoint":7,
+/// "file":"/data/spill/p/db/0.7.3f9a0c12.sealed","bytes":1843200,"records":51200}}]}`.
 #[derive(Debug, Serialize, Deserialize)]
 struct Handle {
+    area: Area,
     epochs: Vec<Epoch>,
+}
+
+impl StagedHandle for Handle {
+    fn area(&self) -> &Area {
+        &self.area
+    }
 }
 
 /// Writes records into a PostgreSQL table; see the crate docs.
@@ -32,25 +38,16 @@ pub struct PostgresSink {
     bytes_per_batch: u64,
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// `SPILL-DIR/PIPELINE/SINK/SUBTASK`.
-    dir: PathBuf,
-    /// Tells this run's spill files from earlier runs'.
-    run: String,
-    /// The epoch being written (exactly-once).
-    /// Batches arrive whole (~32 KiB), so they are written without a buffer.
-    spill: Option<File>,
-    spill_records: u64,
+    /// Exactly-once: the epoch being written, in `SPILL-DIR/PIPELINE/SINK`
+    /// under the subtask's index.
+    stage: Stage,
     waits: Option<Arc<dyn WaitObserver>>,
 }
 
 impl std::fmt::Debug for PostgresSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresSink").field("name", &self.name).field("subtask", &self.subtask).field("dir", &self.dir).finish()
+        f.debug_struct("PostgresSink").field("name", &self.name).field("subtask", &self.subtask).field("stage", self.stage.area()).finish()
     }
-}
-
-fn io_error(what: String) -> impl FnOnce(std::io::Error) -> ConnectorError {
-    move |e| ConnectorError::external(format!("{what}: {e}"), e)
 }
 
 impl PostgresSink {
@@ -65,9 +62,9 @@ impl PostgresSink {
             return Err(ConnectorError::user(list.join("; ")));
         }
         let password = config.password().map_err(ConnectorError::user)?;
-        let dir = config.spill_dir.join(&ctx.pipeline).join(&ctx.name).join(ctx.subtask.to_string());
+        let area = Area::subtask(config.spill_dir.join(&ctx.pipeline).join(&ctx.name), ctx.subtask);
         if config.delivery == Delivery::ExactlyOnce {
-            fs::create_dir_all(&dir).map_err(io_error(format!("spill-dir: cannot create {}", dir.display())))?;
+            area.create().map_err(|e| ConnectorError { message: format!("spill-dir: {}", e.message), ..e })?;
         }
         let shared = Arc::new(Shared::default());
         let who = Identity { pipeline: ctx.pipeline.clone(), sink: ctx.name.clone(), subtask: ctx.subtask };
@@ -85,10 +82,9 @@ impl PostgresSink {
             bytes_per_batch,
             shared,
             thread: Some(thread),
-            dir,
-            run: format!("{:08x}", (weir_connector::now_micros() ^ u64::from(std::process::id()) << 20) as u32),
-            spill: None,
-            spill_records: 0,
+            // Batches arrive whole (~32 KiB): a small buffer joins a batch
+            // and its length into one write.
+            stage: Stage::new(area, 64 * 1024),
             waits: None,
         };
         let ready = {
@@ -147,10 +143,6 @@ impl PostgresSink {
         self.shared.changed.notify_all();
     }
 
-    fn spill_path(&self, checkpoint: u64) -> PathBuf {
-        self.dir.join(format!("{checkpoint}-{}.epoch", self.run))
-    }
-
     /// At-least-once: hands the open batch to the writer.
     fn seal_open_batch(&self) {
         let mut s = self.shared.state.lock().expect("sink state");
@@ -162,29 +154,6 @@ impl PostgresSink {
             self.shared.changed.notify_all();
         }
     }
-
-    /// Removes what earlier runs left in this subtask's spill directory that
-    /// nobody will publish: in-progress files, and epochs of checkpoints
-    /// after `restored` (`None`: every file).
-    fn clean_spill_dir(&self, restored: Option<u64>) -> Result<(), ConnectorError> {
-        let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(()) };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let checkpoint = name.strip_suffix(".epoch").and_then(|n| n.split('-').next()).and_then(|n| n.parse::<u64>().ok());
-            let remove = match (restored, checkpoint) {
-                (None, _) | (_, None) => true,
-                (Some(r), Some(c)) => c > r,
-            };
-            if remove {
-                fs::remove_file(entry.path()).map_err(io_error(format!("cannot remove the stale spill file {}", entry.path().display())))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl Sink for PostgresSink {
@@ -196,33 +165,21 @@ impl Sink for PostgresSink {
         if self.delivery == Delivery::AtLeastOnce {
             return Ok(());
         }
-        let Some(recovered) = recovered else {
+        let recovery = Recovery::<Handle>::new("postgres", recovered)?;
+        if recovered.is_none() {
             // A fresh start: nothing earlier is to be published, and
             // checkpoint ids may start again from 1.
-            self.clean_spill_dir(None)?;
+            recovery.finish(Some(self.stage.area()))?;
             self.push_jobs([Job::ResetProgress]);
             return self.wait_for(|s| s.jobs.is_empty() && !s.busy, true);
-        };
+        }
         let mut epochs: Vec<Epoch> = Vec::new();
-        for c in recovered {
-            if c.handle.is_empty() {
-                continue;
-            }
-            let handle: Handle = serde_json::from_slice(&c.handle).map_err(|e| {
-                ConnectorError::user(format!(
-                    "checkpoint {} holds a handle this postgres sink cannot read ({e}); was the sink's type changed since \
-                     the checkpoint was taken? Restore from a checkpoint taken with this sink, or start with --fresh",
-                    c.checkpoint
-                ))
-            })?;
-            for e in handle.epochs {
-                if !epochs.contains(&e) {
-                    epochs.push(e);
-                }
+        for e in recovery.handles().iter().flat_map(|(_, handle)| &handle.epochs) {
+            if !epochs.contains(e) {
+                epochs.push(e.clone());
             }
         }
-        epochs.sort_by_key(|e| (e.checkpoint, e.subtask));
-        let restored = recovered.iter().map(|c| c.checkpoint).max();
+        epochs.sort_by_key(|e| (e.sealed.checkpoint, e.subtask));
         if !epochs.is_empty() {
             tracing::info!(sink = %self.name, subtask = self.subtask, epochs = epochs.len(), "publishing the epochs of the restored checkpoint (those already published are skipped)");
         }
@@ -234,10 +191,7 @@ impl Sink for PostgresSink {
         }
         self.push_jobs(epochs.into_iter().map(Job::Epoch));
         self.wait_for(|s| s.jobs.is_empty() && !s.busy, true)?;
-        if restored.is_some() {
-            self.clean_spill_dir(restored)?;
-        }
-        Ok(())
+        recovery.finish(Some(self.stage.area()))
     }
 
     fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
@@ -247,18 +201,7 @@ impl Sink for PostgresSink {
         // Postgres is behind: stop taking records (backpressure).
         self.wait_for(|s| s.jobs.len() < MAX_QUEUED, true)?;
         match self.delivery {
-            Delivery::ExactlyOnce => {
-                if self.spill.is_none() {
-                    let path = self.dir.join(format!("inprogress-{}.spill", self.run));
-                    let file = File::create(&path).map_err(io_error(format!("spill-dir: cannot create {}", path.display())))?;
-                    self.spill = Some(file);
-                }
-                let w = self.spill.as_mut().expect("opened");
-                w.write_all(&(batch.len() as u32).to_le_bytes())
-                    .and_then(|()| w.write_all(batch))
-                    .map_err(io_error(format!("spill-dir: writing to {}", self.dir.display())))?;
-                self.spill_records += records as u64;
-            }
+            Delivery::ExactlyOnce => self.stage.write_batch(batch, records)?,
             Delivery::AtLeastOnce => {
                 let mut s = self.shared.state.lock().expect("sink state");
                 if s.open.since.is_none() {
@@ -278,10 +221,7 @@ impl Sink for PostgresSink {
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
         match self.delivery {
-            Delivery::ExactlyOnce => match &mut self.spill {
-                Some(w) => w.flush().map_err(io_error(format!("spill-dir: writing to {}", self.dir.display()))),
-                None => Ok(()),
-            },
+            Delivery::ExactlyOnce => self.stage.flush(),
             Delivery::AtLeastOnce => {
                 self.seal_open_batch();
                 self.wait_for(|s| s.jobs.is_empty() && !s.busy, true)
@@ -297,22 +237,14 @@ impl Sink for PostgresSink {
             s.open.position = 0;
             return Ok(Vec::new());
         }
-        if let Some(mut w) = self.spill.take() {
-            let tmp = self.dir.join(format!("inprogress-{}.spill", self.run));
-            let path = self.spill_path(checkpoint);
-            let what = format!("spill-dir: sealing the records of checkpoint {checkpoint} in {}", path.display());
-            w.flush().map_err(io_error(what.clone()))?;
-            w.sync_data().map_err(io_error(what.clone()))?;
-            drop(w);
-            fs::rename(&tmp, &path).map_err(io_error(what.clone()))?;
-            sync_dir(&self.dir).map_err(io_error(what))?;
-            let epoch = Epoch { checkpoint, subtask: self.subtask, path, records: self.spill_records };
-            self.spill_records = 0;
-            self.shared.state.lock().expect("sink state").unpublished.push((epoch, false));
+        let sealed = self.stage.seal(checkpoint)?;
+        let mut s = self.shared.state.lock().expect("sink state");
+        // An epoch without records has nothing to publish.
+        if sealed.file.is_some() {
+            s.unpublished.push((Epoch { subtask: self.subtask, sealed }, false));
         }
-        let s = self.shared.state.lock().expect("sink state");
-        let handle = Handle { epochs: s.unpublished.iter().map(|(e, _)| e.clone()).collect() };
-        Ok(serde_json::to_vec(&handle).expect("a handle serializes"))
+        let handle = Handle { area: self.stage.area().clone(), epochs: s.unpublished.iter().map(|(e, _)| e.clone()).collect() };
+        staging::encode_handle(&handle)
     }
 
     fn commit(&mut self, checkpoint: u64, _handle: &[u8]) -> Result<(), ConnectorError> {
@@ -325,7 +257,7 @@ impl Sink for PostgresSink {
         }
         let mut due = Vec::new();
         for (epoch, queued) in s.unpublished.iter_mut() {
-            if epoch.checkpoint <= checkpoint && !*queued {
+            if epoch.sealed.checkpoint <= checkpoint && !*queued {
                 *queued = true;
                 due.push(Job::Epoch(epoch.clone()));
             }
@@ -336,7 +268,11 @@ impl Sink for PostgresSink {
     }
 
     fn close(&mut self) -> Result<(), ConnectorError> {
-        self.flush()?;
+        match self.delivery {
+            // Records not sealed by a checkpoint are dropped.
+            Delivery::ExactlyOnce => self.stage.discard()?,
+            Delivery::AtLeastOnce => self.flush()?,
+        }
         // Every committed epoch is published before the run ends.
         let result = self.wait_for(|s| s.jobs.is_empty() && !s.busy, true);
         {

@@ -18,13 +18,12 @@ use crate::schema::{Target, quote_ident, quote_qualified};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use std::collections::VecDeque;
-use std::io::Read;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
+use weir_connector::staging::{Batches, Sealed};
 use weir_connector::{Frames, RecordRef};
 
 /// Failpoint hit right after an epoch's transaction committed (tests use it
@@ -32,17 +31,13 @@ use weir_connector::{Frames, RecordRef};
 pub const FAILPOINT_AFTER_COMMIT: &str = "after-postgres-commit";
 
 /// One epoch of an exactly-once sink: the records one subtask received
-/// before a checkpoint barrier, spilled to a file.
+/// before a checkpoint barrier, staged in a sealed file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Epoch {
-    /// The checkpoint that sealed it.
-    pub checkpoint: u64,
     /// The subtask that wrote it: its progress row.
     pub subtask: u32,
-    /// The spill file.
-    pub path: PathBuf,
-    /// Records in it.
-    pub records: u64,
+    /// Its records and the checkpoint that sealed them.
+    pub sealed: Sealed,
 }
 
 /// Work for the writer thread.
@@ -210,25 +205,14 @@ impl DeadLetter {
 
 /// Reads the records of a job, block by block.
 enum Records<'a> {
-    File { reader: std::fs::File, path: PathBuf, block: Vec<u8> },
+    Staged(Batches),
     Memory { frames: Option<&'a [u8]> },
 }
 
 impl<'a> Records<'a> {
     fn open(job: &'a Job) -> Result<Self, Failure> {
         Ok(match job {
-            Job::Epoch(e) => {
-                let file = std::fs::File::open(&e.path).map_err(|err| {
-                    Failure::Fatal(format!(
-                        "the records of checkpoint {} are in {}, which cannot be opened ({err}); \
-                         they cannot be published. Was the spill directory deleted or moved?",
-                        e.checkpoint,
-                        e.path.display()
-                    ))
-                })?;
-                // Blocks are whole batches (~32 KiB): read straight into the block, no second buffer.
-                Records::File { reader: file, path: e.path.clone(), block: Vec::new() }
-            }
+            Job::Epoch(e) => Records::Staged(e.sealed.batches().map_err(|e| Failure::Fatal(e.message))?),
             Job::Batch { frames, .. } => Records::Memory { frames: Some(frames) },
             Job::ResetProgress => Records::Memory { frames: None },
         })
@@ -238,20 +222,7 @@ impl<'a> Records<'a> {
     fn next_block(&mut self) -> Result<Option<&[u8]>, Failure> {
         match self {
             Records::Memory { frames } => Ok(frames.take()),
-            Records::File { reader, path, block } => {
-                let mut len = [0u8; 4];
-                match reader.read_exact(&mut len) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-                    Err(e) => return Err(Failure::Fatal(format!("reading {}: {e}", path.display()))),
-                }
-                let n = u32::from_le_bytes(len) as usize;
-                block.resize(n, 0);
-                reader.read_exact(block).map_err(|e| {
-                    Failure::Fatal(format!("{} is truncated ({e}); it was sealed by a checkpoint, so the disk lost data", path.display()))
-                })?;
-                Ok(Some(block))
-            }
+            Records::Staged(batches) => batches.next_batch().map_err(|e| Failure::Fatal(e.message)),
         }
     }
 }
@@ -340,14 +311,17 @@ impl Writer {
                 }
                 s.jobs.pop_front().expect("a job")
             };
-            let result = self.run_with_retries(&job);
+            let result = self.run_with_retries(&job).and_then(|skipped| match &job {
+                // Published: the staging file goes (outside the lock: it fsyncs).
+                Job::Epoch(e) => e.sealed.remove().map(|()| skipped).map_err(|e| e.message),
+                _ => Ok(skipped),
+            });
             let mut s = self.shared.state.lock().expect("sink state");
             s.busy = false;
             match result {
                 Ok(skipped) => {
                     if let Job::Epoch(e) = &job {
                         s.unpublished.retain(|(u, _)| u != e);
-                        let _ = std::fs::remove_file(&e.path);
                         s.skipped += u64::from(skipped);
                     }
                 }
@@ -625,14 +599,14 @@ impl Writer {
                     ))
                     .map_err(|e| classify(e, "reading the progress table"))?;
                 if let Some(done) = row.map(|r| r.get::<_, i64>(0))
-                    && e.checkpoint > 0
-                    && done >= e.checkpoint as i64
+                    && e.sealed.checkpoint > 0
+                    && done >= e.sealed.checkpoint as i64
                 {
                     exec("ROLLBACK", "ending a transaction")?;
-                    tracing::info!(sink = %who.sink, subtask = e.subtask, checkpoint = e.checkpoint, published = done, "checkpoint already published; skipping the replay");
+                    tracing::info!(sink = %who.sink, subtask = e.subtask, checkpoint = e.sealed.checkpoint, published = done, "checkpoint already published; skipping the replay");
                     return Ok(true);
                 }
-                (e.checkpoint, 0u64)
+                (e.sealed.checkpoint, 0u64)
             }
             Job::Batch { checkpoint, position, .. } => (*checkpoint, *position),
             Job::ResetProgress => unreachable!(),
@@ -668,7 +642,7 @@ impl Writer {
             self.write_dead_letters(client, &dead)?;
         }
         if let Job::Epoch(e) = job
-            && e.checkpoint > 0
+            && e.sealed.checkpoint > 0
         {
             rt.block_on(client.execute(
                 &format!(
@@ -676,7 +650,7 @@ impl Writer {
                      ON CONFLICT (pipeline, sink, subtask) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, committed_at = now()",
                     self.progress
                 ),
-                &[&who.pipeline, &who.sink, &(e.subtask as i32), &(e.checkpoint as i64)],
+                &[&who.pipeline, &who.sink, &(e.subtask as i32), &(e.sealed.checkpoint as i64)],
             ))
             .map_err(|e| classify(e, "updating the progress table"))?;
         }
@@ -695,7 +669,7 @@ impl Writer {
             s.dead_letters += dead.len() as u64;
         }
         if let Job::Epoch(e) = job {
-            weir_failpoint::hit(FAILPOINT_AFTER_COMMIT, e.checkpoint);
+            weir_failpoint::hit(FAILPOINT_AFTER_COMMIT, e.sealed.checkpoint);
         }
         Ok(false)
     }

@@ -38,15 +38,34 @@ fn epochs_appear_on_commit_and_a_replay_is_skipped() {
     let (b, n) = batch(1000..1500);
     sink.write(&b, n).unwrap();
     let h2 = sink.pre_commit(2).unwrap();
+    // Records after the last barrier are dropped by close.
+    let (b, n) = batch(1500..1600);
+    sink.write(&b, n).unwrap();
     sink.close().unwrap();
     assert_eq!(pg.psql("SELECT count(*), count(DISTINCT id), max(ck) FROM events"), "1000|1000|1");
+    let staged = spill.path().join("p/db");
+    let names = files(&staged);
+    assert!(names.len() == 1 && names[0].starts_with("0.2.") && names[0].ends_with(".sealed"), "only epoch 2 waits: {names:?}");
+    // What a crash leaves: a half-written epoch and one sealed after the
+    // checkpoint the run resumes from; and another subtask's file.
+    for name in ["0.deadbeef.inprogress", "0.3.deadbeef.sealed", "1.3.deadbeef.sealed"] {
+        std::fs::write(staged.join(name), [1, 2, 3]).unwrap();
+    }
     // A restart from checkpoint 2: epoch 1 is replayed (skipped), epoch 2 published.
     let mut sink = PostgresSink::open(c, &ctx(0)).unwrap();
     sink.start(Some(&[Committable { checkpoint: 1, handle: h1 }, Committable { checkpoint: 2, handle: h2 }])).unwrap();
     assert_eq!(sink.counters().0, 1, "the replay of epoch 1 is skipped");
+    assert_eq!(files(&staged), ["1.3.deadbeef.sealed"], "subtask 0's files are published or discarded");
     sink.close().unwrap();
     assert_eq!(pg.psql("SELECT count(*), count(DISTINCT id), max(ck) FROM events"), "1500|1500|2");
     assert_eq!(pg.psql("SELECT checkpoint FROM weir_progress WHERE pipeline = 'p' AND sink = 'db'"), "2");
+}
+
+/// The names of the files in `dir`, sorted.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
 }
 
 #[test]
