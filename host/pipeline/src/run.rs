@@ -349,7 +349,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
         (Some(store), StartFrom::Latest) => {
             let (found, warnings) = store.latest_valid().map_err(|e| RunError::Setup(e.to_string()))?;
             for w in warnings {
-                eprintln!("weir: warning: {w}");
+                weir_events::emit(weir_events::CheckpointUnusable { pipeline: &p.name, warning: &w });
             }
             found
         }
@@ -360,15 +360,8 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     if let (Some(r), Some(store)) = (&restore, &store) {
         r.check(p, &plan).map_err(RunError::Setup)?;
         let m = &r.checkpoint.manifest;
-        let what = if m.kind == weir_checkpoint::Kind::Savepoint { "savepoint" } else { "checkpoint" };
-        eprintln!("weir: {}: resuming from {what} {} ({})", p.name, m.id, r.checkpoint.dir.display());
-        if m.finished {
-            eprintln!(
-                "weir: {}: {what} {} was taken when the input had ended: the pipeline already finished and its output is complete; \
-                 run with --fresh to process the input again",
-                p.name, m.id
-            );
-        }
+        let savepoint = m.kind == weir_checkpoint::Kind::Savepoint;
+        weir_events::emit(weir_events::CheckpointRestored { pipeline: &p.name, id: m.id, savepoint, dir: &r.checkpoint.dir, finished: m.finished });
         pin = Some(store.pin(&r.checkpoint.dir).map_err(|e| RunError::Setup(e.to_string()))?);
     }
     // Before the tasks are built: stages register their metric handles
@@ -516,7 +509,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
                                 RunError::Setup(format!("checkpoint {} ({}): in-flight records of `{}`: {e}", r.checkpoint.manifest.id, r.checkpoint.dir.display(), op.name))
                             })?;
                             if n > 0 {
-                                eprintln!("weir: {}: re-issuing {n} records of {}[{s}] that were in flight at the checkpoint", p.name, op.name);
+                                weir_events::emit(weir_events::InFlightReissued { pipeline: &p.name, operator: &op.name, subtask: s, records: n });
                             }
                         }
                         stages.push(Box::new(stage));
