@@ -176,7 +176,9 @@ fn api_auth_traversal_and_openapi() {
     let mut sv = serve(&s, "");
     s.write("pipelines/orders.toml", SLOW_PIPELINE);
     let port = sv.port;
-    wait_for("orders running", &sv, || state(port, "orders")["state"] == "running");
+    // `running` is reported from the start of the run; its figures (the
+    // routes below) exist once its tasks are built, a few ms later.
+    wait_for("orders running", &sv, || state(port, "orders")["state"] == "running" && http(port, "GET", "/api/v1/pipelines/orders/graph", None, None).0 == 200);
 
     // 401 for every mutating call without the token or with a wrong one.
     let doc: Value = serde_json::from_str(&http(port, "GET", "/api/openapi.json", None, None).1).expect("openapi.json");

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -37,12 +38,16 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// The `tracing` layer that feeds this journal.
+    /// The `tracing` layer that feeds this journal. It asks only for what
+    /// it keeps (and the supervisor's spans), so installing it does not
+    /// make the process build debug events it would drop (nor forward
+    /// every `log` record of its dependencies).
     pub fn layer<S>(&self) -> impl Layer<S> + use<S>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        JournalLayer { routes: self.routes.clone() }
+        let wanted = filter_fn(|m| m.target() == weir_events::NOTICE || *m.level() <= Level::WARN || (m.is_span() && m.target().starts_with("weir_api")));
+        JournalLayer { routes: self.routes.clone() }.with_filter(wanted.with_max_level_hint(LevelFilter::INFO))
     }
 
     /// From now on, events of pipeline `name` go to `slot`.

@@ -16,7 +16,7 @@
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -34,8 +34,10 @@ pub fn init(filter: &str, journal: Option<&Journal>) {
     match journal {
         Some(journal) => tracing_subscriber::registry().with(fmt.with_filter(env)).with(journal.layer()).init(),
         None => {
-            let not_notice = filter_fn(|m| m.target() != weir_events::NOTICE);
-            let notice = filter_fn(|m| m.target() == weir_events::NOTICE);
+            // The level hints keep the process's maximum level that of the
+            // filter: nothing more verbose is built (or forwarded from `log`).
+            let not_notice = filter_fn(|m| m.target() != weir_events::NOTICE).with_max_level_hint(LevelFilter::TRACE);
+            let notice = filter_fn(|m| m.target() == weir_events::NOTICE).with_max_level_hint(LevelFilter::INFO);
             tracing_subscriber::registry().with(fmt.with_filter(env.and(not_notice))).with(Notices.with_filter(notice)).init();
         }
     }
