@@ -83,7 +83,7 @@ impl Running {
             .args(["-v", "run", "--quiet", "--metrics-address", &format!("127.0.0.1:{metrics_port}"), "p.toml"])
             .current_dir(s.dir.path())
             .env("WEIR_CACHE_DIR", cache_dir())
-            .env("WEIR_LOG", "warn,weir_pipeline::reload=info")
+            .env("WEIR_LOG", "warn,weir_pipeline::reload=info,weir::reload=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(err))
@@ -243,6 +243,17 @@ fn fifty_swaps_under_load_keep_every_record_once_and_the_sums() {
     r.wait_output("v1 outputs after the last swap", |parts| parts.iter().all(|p| p.last().is_some_and(|x| x["version"] == "v1") && tag_runs(p).len() > 40));
     let log = r.log();
     assert!(log.contains("hot reload done: every subtask runs version"), "{log}");
+    // Issue 15: every swap counts once as accepted: 49 replaced by the next
+    // one, the last once it passed its probation on every subtask.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let accepted = loop {
+        let n = scrape(r.metrics_port).and_then(|m| metric(&m, "weir_plugin_reloads_total", &[("operator", "sum"), ("outcome", "accepted")]));
+        if n == Some(50.0) || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(accepted, Some(50.0), "{}", r.log());
     let parts = r.kill_and_check();
     for (i, p) in parts.iter().enumerate() {
         let runs = tag_runs(p);
@@ -285,6 +296,9 @@ fn bad_versions_are_rejected_or_rolled_back_and_the_old_one_keeps_running() {
     let samples = scrape(r.metrics_port).expect("metrics endpoint");
     let reloads = |outcome| metric(&samples, "weir_plugin_reloads_total", &[("operator", "sum"), ("outcome", outcome)]);
     assert_eq!((reloads("rejected"), reloads("rolled_back")), (Some(4.0), Some(1.0)));
+    // Issue 15: each attempt counts once, as the history shows it; the
+    // rolled-back version is not also counted as accepted.
+    assert_eq!(reloads("accepted"), None, "no attempt ended accepted");
     let version = |h: &str| metric(&samples, "weir_operator_plugin_version", &[("operator", "sum"), ("version", &h[..12])]);
     assert_eq!(version(&v1_hash), Some(1.0), "the active version's gauge");
     assert_eq!(version(&hash(&bad[4].1)), Some(0.0), "the rolled-back version's gauge");

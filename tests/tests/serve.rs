@@ -177,7 +177,9 @@ fn api_auth_traversal_and_openapi() {
     let mut sv = serve(&s, "");
     s.write("pipelines/orders.toml", SLOW_PIPELINE);
     let port = sv.port;
-    wait_for("orders running", &sv, || state(port, "orders")["state"] == "running");
+    // `running` is reported from the start of the run; its figures (the
+    // routes below) exist once its tasks are built, a few ms later.
+    wait_for("orders running", &sv, || state(port, "orders")["state"] == "running" && http(port, "GET", "/api/v1/pipelines/orders/graph", None, None).0 == 200);
 
     // 401 for every mutating call without the token or with a wrong one.
     let doc: Value = serde_json::from_str(&http(port, "GET", "/api/openapi.json", None, None).1).expect("openapi.json");
@@ -313,6 +315,10 @@ fn sigterm_stops_gracefully_and_the_next_start_resumes_exactly_once() {
     let mut sv = serve(&s, "");
     wait_for("seq running again", &sv, || state(port_of(&sv), "seq")["state"] == "running");
     std::thread::sleep(Duration::from_secs(2));
+    // Issue 15: what `weir run` tells its user is in the pipeline's events.
+    let events = state(port_of(&sv), "seq")["events"].clone();
+    let resumed = events.as_array().unwrap().iter().find(|e| e["what"].as_str().unwrap().starts_with("resuming from checkpoint 1 ("));
+    assert_eq!(resumed.map(|e| e["level"].clone()), Some("info".into()), "{events:#}");
     assert!(sv.sigterm().success(), "{}", sv.log());
     assert!(sv.log().contains("resuming from checkpoint 1"), "{}", sv.log());
     let all: Vec<u64> = std::fs::read_to_string(s.path("out.txt")).unwrap().lines().map(|l| l.parse().unwrap()).collect();

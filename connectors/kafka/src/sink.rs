@@ -183,17 +183,17 @@ impl KafkaSinkConfig {
 /// call into the sink.
 struct SinkContext {
     failed: Arc<Mutex<Option<String>>>,
-    sink: String,
+    at: ConnectorContext,
     log: Arc<crate::ClientLog>,
 }
 
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&format!("sink {:?}", self.sink), &error, reason);
+        self.log.error(&format!("sink {:?}", self.at.name), &error, reason);
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.log(&format!("sink {:?}", self.sink), level, fac, message);
+        self.log.log(&format!("sink {:?}", self.at.name), level, fac, message);
     }
 }
 
@@ -202,7 +202,14 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, m)) = result {
-            metrics::counter!("weir_kafka_sink_delivery_failures_total", "sink" => self.sink.clone()).increment(1);
+            weir_events::emit(weir_events::KafkaDeliveryFailed {
+                pipeline: &self.at.pipeline,
+                sink: &self.at.name,
+                subtask: self.at.subtask,
+                topic: m.topic(),
+                partition: m.partition(),
+                error: e,
+            });
             let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
             if f.is_none() {
                 *f = Some(format!("a record for {}[{}] could not be delivered after retries: {e}", m.topic(), m.partition()));
@@ -317,7 +324,7 @@ impl KafkaSink {
             defaults.push(("transaction.timeout.ms", self.config.transaction_timeout.0.as_millis().to_string()));
         }
         client_config(&self.config.brokers, &defaults, &properties(&self.config.properties))
-            .create_with_context(SinkContext { failed: self.failed.clone(), sink: self.ctx.name.clone(), log: self.client_log.clone() })
+            .create_with_context(SinkContext { failed: self.failed.clone(), at: self.ctx.clone(), log: self.client_log.clone() })
             .map_err(|e| ConnectorError::user(format!("invalid Kafka producer settings: {e}")))
     }
 

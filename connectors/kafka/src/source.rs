@@ -220,7 +220,7 @@ struct Shared {
 /// librdkafka callbacks: statistics (lag per partition) and commit results.
 struct SourceContext {
     shared: Arc<Shared>,
-    labels: [(&'static str, String); 3],
+    at: ConnectorContext,
     log: crate::ClientLog,
 }
 
@@ -238,31 +238,31 @@ impl ClientContext for SourceContext {
                 if end < 0 {
                     continue;
                 }
-                let labels = [
-                    ("pipeline", self.labels[0].1.clone()),
-                    ("source", self.labels[1].1.clone()),
-                    ("subtask", self.labels[2].1.clone()),
-                    ("topic", topic.clone()),
-                    ("partition", partition.to_string()),
-                ];
-                metrics::gauge!("weir_kafka_consumer_lag", &labels).set((end - next).max(0) as f64);
+                weir_events::emit(weir_events::KafkaConsumerLag {
+                    pipeline: &self.at.pipeline,
+                    source: &self.at.name,
+                    subtask: self.at.subtask,
+                    topic,
+                    partition: *partition,
+                    lag: end - next,
+                });
             }
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(&format!("source {:?}", self.labels[1].1), &error, reason);
+        self.log.error(&format!("source {:?}", self.at.name), &error, reason);
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        self.log.log(&format!("source {:?}", self.labels[1].1), level, fac, message);
+        self.log.log(&format!("source {:?}", self.at.name), level, fac, message);
     }
 }
 
 impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
-            tracing::warn!(source = %self.labels[1].1, "could not commit offsets to the consumer group (monitoring only; checkpoints are unaffected): {e}");
+            tracing::warn!(pipeline = %self.at.pipeline, source = %self.at.name, "could not commit offsets to the consumer group (monitoring only; checkpoints are unaffected): {e}");
         }
     }
 }
@@ -329,7 +329,7 @@ impl KafkaSource {
         let consumer: Consumer_ = client_config(&config.brokers, &defaults, &properties(&config.properties))
             .create_with_context(SourceContext {
                 shared: shared.clone(),
-                labels: [("pipeline", ctx.pipeline.clone()), ("source", ctx.name.clone()), ("subtask", ctx.subtask.to_string())],
+                at: ctx.clone(),
                 log: crate::ClientLog::default(),
             })
             .map_err(|e| ConnectorError::user(format!("invalid Kafka consumer settings: {e}")))?;
@@ -778,9 +778,12 @@ impl Poller {
         };
         match r {
             Ok(()) => {
-                tracing::debug!(source = %self.name, subtask = self.subtask, "partitions {}", if pause { "paused" } else { "resumed" });
+                let at = &self.consumer.context().at;
+                let (pipeline, source, subtask) = (at.pipeline.as_str(), at.name.as_str(), at.subtask);
                 if pause {
-                    metrics::counter!("weir_kafka_source_pauses_total", "source" => self.name.clone()).increment(1);
+                    weir_events::emit(weir_events::KafkaPartitionsPaused { pipeline, source, subtask });
+                } else {
+                    weir_events::emit(weir_events::KafkaPartitionsResumed { pipeline, source, subtask });
                 }
                 true
             }

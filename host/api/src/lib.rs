@@ -15,6 +15,9 @@
 //!   poll the API every second and draw the job graph coloured by busy
 //!   (red), backpressured (black) and idle (blue) time.
 //!
+//! A pipeline's events hold what the supervisor did and what the pipeline
+//! told its user (warnings, errors, notices: [`journal`]).
+//!
 //! The data plane never runs on the async runtime: each pipeline runs on
 //! its own threads ([`weir_pipeline::run`]); the runtime only serves HTTP.
 //! SIGTERM or SIGINT stops every pipeline gracefully (final checkpoint,
@@ -22,17 +25,19 @@
 
 pub mod config;
 pub mod http;
+pub mod journal;
 pub mod supervisor;
 
 pub use config::{ApiConfig, RestartConfig, ServeConfig, Strategy};
+pub use journal::Journal;
 pub use supervisor::{Info, State, Supervisor};
 
 use weir_wasm::Engine;
 
-/// Runs the service until SIGTERM or SIGINT.
-/// `connectors` are the sources and sinks pipelines may use
-/// (`weir_connectors::builtin()`).
-pub fn serve(config: ServeConfig, engine: Engine, connectors: std::sync::Arc<weir_pipeline::Registry>) -> Result<(), String> {
+/// Runs the service until SIGTERM or SIGINT. What pipelines log reaches
+/// their events through `journal` (see [`journal`]); `connectors` are the
+/// sources and sinks pipelines may use (`weir_connectors::builtin()`).
+pub fn serve(config: ServeConfig, engine: Engine, journal: Journal, connectors: std::sync::Arc<weir_pipeline::Registry>) -> Result<(), String> {
     let token = config.token();
     if token.is_none() {
         tracing::warn!(
@@ -46,7 +51,7 @@ pub fn serve(config: ServeConfig, engine: Engine, connectors: std::sync::Arc<wei
     }
     let listen = config.api.listen;
     let scan_every = config.scan_interval;
-    let sup = Supervisor::new(config, engine, connectors);
+    let sup = Supervisor::new(config, engine, journal, connectors);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("weir-api")

@@ -12,6 +12,7 @@
 //! commit it, and the next start resumes there.
 
 use crate::config::ServeConfig;
+use crate::journal::Journal;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,11 +41,15 @@ pub enum State {
     Invalid,
 }
 
-/// Something that happened to a pipeline, for the API and the UI.
+/// Something that happened to a pipeline, for the API and the UI: what the
+/// supervisor did, and every warning, error and notice of its runs (what a
+/// foreground `weir run` prints; see [`crate::journal`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// `info`, `warn` or `error`.
+    pub level: &'static str,
     /// What happened, in words.
     pub what: String,
 }
@@ -111,6 +116,31 @@ fn now_ms() -> u64 {
 }
 
 impl Slot {
+    /// The slot of pipeline file `file`, to be started.
+    pub(crate) fn new(id: &str, file: &Path) -> Self {
+        Slot {
+            id: id.to_owned(),
+            file: file.to_owned(),
+            info: Mutex::new(Info {
+                id: id.to_owned(),
+                name: None,
+                file: file.display().to_string(),
+                state: State::Starting,
+                failures: 0,
+                restarts: 0,
+                last_error: None,
+                started_at_ms: None,
+                events: Vec::new(),
+                checkpoint_root: None,
+            }),
+            handle: Mutex::new(RunHandle::new()),
+            control: Mutex::new(Control { want: Want::Run, start_from: StartFrom::Latest, reset: false }),
+            wake: Condvar::new(),
+            fingerprint: Mutex::new(fingerprint(file)),
+            thread: Mutex::new(None),
+        }
+    }
+
     /// What the API shows.
     pub fn info(&self) -> Info {
         self.info.lock().expect("slot lock").clone()
@@ -121,10 +151,16 @@ impl Slot {
         self.handle.lock().expect("slot lock").clone()
     }
 
+    /// Logs what the supervisor did and records it.
     fn event(&self, what: String) {
         tracing::info!(pipeline = %self.id, "{what}");
+        self.record("info", what);
+    }
+
+    /// Records an event (the last 100 are kept).
+    pub(crate) fn record(&self, level: &'static str, what: String) {
         let mut info = self.info.lock().expect("slot lock");
-        info.events.push(Event { at_ms: now_ms(), what });
+        info.events.push(Event { at_ms: now_ms(), level, what });
         if info.events.len() > 100 {
             info.events.remove(0);
         }
@@ -198,6 +234,7 @@ impl Slot {
 pub struct Supervisor {
     config: ServeConfig,
     engine: Engine,
+    journal: Journal,
     connectors: Arc<weir_pipeline::Registry>,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
 }
@@ -215,9 +252,10 @@ fn fingerprint(file: &Path) -> Option<(SystemTime, u64)> {
 
 impl Supervisor {
     /// A supervisor for `config`, running plugins on `engine` and the
-    /// sources and sinks of `connectors`.
-    pub fn new(config: ServeConfig, engine: Engine, connectors: Arc<weir_pipeline::Registry>) -> Arc<Self> {
-        Arc::new(Self { config, engine, connectors, slots: Mutex::new(BTreeMap::new()) })
+    /// sources and sinks of `connectors`; what its pipelines log goes to
+    /// their events through `journal` (when its layer is installed).
+    pub fn new(config: ServeConfig, engine: Engine, journal: Journal, connectors: Arc<weir_pipeline::Registry>) -> Arc<Self> {
+        Arc::new(Self { config, engine, journal, connectors, slots: Mutex::new(BTreeMap::new()) })
     }
 
     /// The service configuration.
@@ -277,27 +315,7 @@ impl Supervisor {
             if slots.contains_key(&id) {
                 continue;
             }
-            let slot = Arc::new(Slot {
-                id: id.clone(),
-                file: file.clone(),
-                info: Mutex::new(Info {
-                    id: id.clone(),
-                    name: None,
-                    file: file.display().to_string(),
-                    state: State::Starting,
-                    failures: 0,
-                    restarts: 0,
-                    last_error: None,
-                    started_at_ms: None,
-                    events: Vec::new(),
-                    checkpoint_root: None,
-                }),
-                handle: Mutex::new(RunHandle::new()),
-                control: Mutex::new(Control { want: Want::Run, start_from: StartFrom::Latest, reset: false }),
-                wake: Condvar::new(),
-                fingerprint: Mutex::new(fingerprint(&file)),
-                thread: Mutex::new(None),
-            });
+            let slot = Arc::new(Slot::new(&id, &file));
             slot.event(format!("found {}", file.display()));
             let me = self.clone();
             let s = slot.clone();
@@ -336,7 +354,7 @@ impl Supervisor {
         }
     }
 
-    fn supervise(&self, slot: &Slot) {
+    fn supervise(&self, slot: &Arc<Slot>) {
         let restart = &self.config.restart;
         loop {
             // Wait until wanted.
@@ -403,7 +421,11 @@ impl Supervisor {
                 start_from,
                 handle: Some(handle.clone()),
             };
-            let result = weir_pipeline::run(&p, &self.engine, &options);
+            // What the run logs goes to this slot's events, also from this
+            // thread's messages that do not name the pipeline.
+            self.journal.attach(&p.name, slot);
+            let result = tracing::info_span!("run", pipeline = %p.name).in_scope(|| weir_pipeline::run(&p, &self.engine, &options));
+            self.journal.detach(&p.name, slot);
             let want = slot.control.lock().expect("slot lock").want.clone();
             match result {
                 Ok(summary) if handle.stop_requested() => {

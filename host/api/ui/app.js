@@ -145,7 +145,7 @@ function drawTables(detail, checkpoints) {
   ev.replaceChildren();
   for (const e of detail.pipeline.events.slice(-20).reverse()) {
     const li = document.createElement("li");
-    li.textContent = `${new Date(e.at_ms).toLocaleTimeString()} ${e.what}`;
+    li.textContent = `${new Date(e.at_ms).toLocaleTimeString()} ${e.level === "info" ? "" : e.level + ": "}${e.what}`;
     ev.appendChild(li);
   }
 }

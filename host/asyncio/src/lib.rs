@@ -31,12 +31,13 @@
 //!   returned to the plugin naming the config key ([`Io`]).
 //!
 //! Modules: [`config`] (pipeline-file settings), [`http`] (the HTTP/1.1
-//! client), [`pg`] (PostgreSQL pools and value conversion), [`metrics`].
+//! client), [`pg`] (PostgreSQL pools and value conversion). Slot usage,
+//! latency, timeouts, retries and dead letters are counted through
+//! `weir_events::AsyncSlotMetrics` (metric names: `weir_events::metric`).
 
 pub mod config;
 pub mod http;
 mod io;
-pub mod metrics;
 pub mod pg;
 mod queue;
 mod stage;

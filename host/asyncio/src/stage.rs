@@ -15,7 +15,7 @@
 //! slots keep working meanwhile.
 
 use crate::config::{AsyncConfig, OnTimeout, OutputMode, RetryConfig};
-use crate::metrics::SlotMetrics;
+use weir_events::AsyncSlotMetrics;
 use crate::queue::Queue;
 use std::ops::Range;
 use std::sync::Arc;
@@ -54,7 +54,7 @@ struct SlotCtx {
     io: Arc<dyn IoProvider>,
     timeout: Duration,
     retry: RetryConfig,
-    metrics: SlotMetrics,
+    metrics: AsyncSlotMetrics,
 }
 
 /// Where a dead-letter sink runs: inside the operator's stage.
@@ -106,7 +106,7 @@ pub struct AsyncStage {
     metrics: Arc<StageMetrics>,
     backpressure: Arc<WaitClock>,
     key_groups: Range<u32>,
-    slot_metrics: SlotMetrics,
+    slot_metrics: AsyncSlotMetrics,
 }
 
 impl AsyncStage {
@@ -121,7 +121,7 @@ impl AsyncStage {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime of {name}: {e}"))?;
-        let slot_metrics = SlotMetrics::new(&info.pipeline, &info.operator, info.subtask, config.capacity);
+        let slot_metrics = AsyncSlotMetrics::register(&info.pipeline, &info.operator, info.subtask, config.capacity);
         let ctx = Arc::new(SlotCtx {
             plugin,
             info: info.clone(),
@@ -213,7 +213,7 @@ impl AsyncStage {
             self.apply(d);
         }
         self.release()?;
-        self.slot_metrics.set_usage(self.capacity - self.free.len(), self.pending.len());
+        self.slot_metrics.usage(self.capacity - self.free.len(), self.pending.len());
         Ok(())
     }
 
@@ -248,8 +248,7 @@ impl AsyncStage {
                         self.config_path, self.name
                     )));
                 }
-                self.slot_metrics.dead_lettered.increment(1);
-                tracing::debug!(operator = %self.name, "dead-lettered {describe} after {attempts} attempt(s): {reason}");
+                self.slot_metrics.dead_lettered(&describe, attempts, &reason);
                 let (key, timestamp, value) = match &rec {
                     Some(r) => (r.key, r.timestamp, r.value),
                     None => (None, 0, &[][..]),
@@ -470,7 +469,7 @@ async fn run_slot(slot: usize, instance: AsyncInstance, mut jobs: tokio::sync::m
                 Some(inst) => {
                     let started = Instant::now();
                     let r = tokio::time::timeout(ctx.timeout, inst.process(&job.record)).await;
-                    ctx.metrics.latency.record(started.elapsed().as_secs_f64());
+                    ctx.metrics.attempt(started.elapsed());
                     match r {
                         Ok(Ok(Ok(out))) => break Outcome::Ok(out),
                         Ok(Ok(Err(ProcessError::Permanent(m)))) => break Outcome::Failed { reason: m, attempts: attempt },
@@ -483,7 +482,7 @@ async fn run_slot(slot: usize, instance: AsyncInstance, mut jobs: tokio::sync::m
                         Err(_) => {
                             // Abandoned mid-call: the store is in an unknown state.
                             instance = None;
-                            ctx.metrics.timeouts.increment(1);
+                            ctx.metrics.timed_out(ctx.timeout);
                             format!("timed out after {}", humantime::format_duration(ctx.timeout))
                         }
                     }
@@ -492,7 +491,7 @@ async fn run_slot(slot: usize, instance: AsyncInstance, mut jobs: tokio::sync::m
             if attempt > ctx.retry.attempts {
                 break Outcome::Failed { reason: error, attempts: attempt };
             }
-            ctx.metrics.retries.increment(1);
+            ctx.metrics.retried(attempt, &error);
             tokio::time::sleep(ctx.retry.delay(attempt - 1)).await;
         };
         if done.send(Done { slot, seq: job.seq, outcome }).is_err() {

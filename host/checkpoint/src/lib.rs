@@ -175,7 +175,8 @@ impl CheckpointStore {
 
     /// The newest complete checkpoint or savepoint whose manifest parses and whose files all
     /// have the recorded size and checksum, or `None`. Each broken one on the way is skipped
-    /// with a warning, logged and returned for the CLI to print.
+    /// with a warning, returned for the caller to report (the pipeline logs it once, with the
+    /// pipeline's name, as a `weir_events::CheckpointUnusable` event).
     pub fn latest_valid(&self) -> Result<(Option<LoadedCheckpoint>, Vec<String>), StoreError> {
         let candidates: Vec<Entry> = scan(&self.dir)?.into_iter().filter(|e| e.complete).rev().collect();
         let mut warnings = Vec::new();
@@ -192,9 +193,7 @@ impl CheckpointStore {
                         }
                         other => other.to_string(),
                     };
-                    let warning = format!("{} ({}) is unusable: {reason}; {next}", e.label(), e.dir.display());
-                    tracing::warn!(checkpoint = e.id, dir = %e.dir.display(), "{warning}");
-                    warnings.push(warning);
+                    warnings.push(format!("{} ({}) is unusable: {reason}; {next}", e.label(), e.dir.display()));
                 }
             }
         }

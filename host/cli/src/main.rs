@@ -1,5 +1,6 @@
 //! The `weir` command line.
 
+mod log;
 mod new_plugin;
 mod plugins;
 mod status;
@@ -192,19 +193,8 @@ fn main() -> ExitCode {
         1 => "info".into(),
         _ => "debug".into(),
     });
-    // Under systemd (JOURNAL_STREAM set) the journal adds timestamps and
-    // colour codes would be noise; the same without a terminal.
-    use std::io::IsTerminal;
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::stderr().is_terminal() && !journald)
-        .with_writer(std::io::stderr);
-    if journald {
-        builder.without_time().init();
-    } else {
-        builder.init();
-    }
+    let journal = service.then(weir_api::Journal::default);
+    log::init(&filter, journal.as_ref());
     match cli.command {
         Command::Run { pipeline, plugin_dir, quiet, metrics_address, from_checkpoint, fresh } => {
             let address = match metrics_address.as_str() {
@@ -222,7 +212,7 @@ fn main() -> ExitCode {
             cmd_run(&pipeline, plugin_dir, quiet, address, start_from)
         }
         Command::Savepoint { pipeline } => cmd_savepoint(&pipeline),
-        Command::Serve { config } => cmd_serve(&config),
+        Command::Serve { config } => cmd_serve(&config, journal.unwrap_or_default()),
         Command::Status { pipeline, json } => cmd_status(&pipeline, json),
         Command::Top { pipeline, iterations } => cmd_top(&pipeline, iterations),
         Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
@@ -269,7 +259,7 @@ fn cmd_savepoint(pipeline: &std::path::Path) -> ExitCode {
     }
 }
 
-fn cmd_serve(config: &std::path::Path) -> ExitCode {
+fn cmd_serve(config: &std::path::Path, journal: weir_api::Journal) -> ExitCode {
     let c = match weir_api::ServeConfig::load(config) {
         Ok(c) => c,
         Err(e) => return fail(2, &e),
@@ -278,7 +268,7 @@ fn cmd_serve(config: &std::path::Path) -> ExitCode {
         Ok(e) => e,
         Err(code) => return code,
     };
-    match weir_api::serve(c, engine, weir_connectors::builtin()) {
+    match weir_api::serve(c, engine, journal, weir_connectors::builtin()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }

@@ -59,7 +59,7 @@ pub fn global() -> &'static Arc<Failpoints> {
     GLOBAL.get_or_init(|| {
         let spec = std::env::var(ENV).unwrap_or_default();
         Arc::new(Failpoints::parse(&spec).unwrap_or_else(|e| {
-            eprintln!("weir: ignoring {ENV}={spec:?}: {e}; no failpoint is armed");
+            weir_events::emit(weir_events::SettingIgnored { variable: ENV, value: &spec, why: &format!("{e}; no failpoint is armed") });
             Failpoints::default()
         }))
     })

@@ -21,8 +21,10 @@
 //! backpressured at most 10% of the time, LOW up to 50%, HIGH above; the
 //! worst subtask decides.
 //!
-//! Every figure is also exported to Prometheus; names and labels are listed
-//! in the README ("Metrics").
+//! Every figure is also exported to Prometheus, under the names and labels
+//! of `weir_events::metric` (the one table of metric names): the sampled
+//! per-second figures are how hot-path counters leave the tasks, which never
+//! call into the metrics recorder per record.
 
 pub mod analysis;
 mod view;
@@ -30,12 +32,13 @@ mod view;
 pub use analysis::{Analysis, GraphTask, Kind};
 pub use view::{EdgeView, Snapshot, SubtaskView, TaskTimeline, TaskView, Timeline, VertexView};
 
-use metrics::Gauge;
+use metrics::{Counter, Gauge};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use weir_events::metric;
 use weir_task::{StageMetrics, TaskMetrics};
 
 /// Seconds the displayed figures are averaged over.
@@ -180,8 +183,8 @@ struct StageSeries {
     rout: Gauge,
     bin: Gauge,
     bout: Gauge,
-    rin_total: metrics::Counter,
-    rout_total: metrics::Counter,
+    rin_total: Counter,
+    rout_total: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -219,13 +222,14 @@ impl Monitor {
             .tasks
             .iter()
             .map(|t| {
-                let labels = [("pipeline", p.clone()), ("task", t.chain_name.clone()), ("subtask", t.subtask.to_string())];
+                let subtask = t.subtask.to_string();
+                let labels = [p.as_str(), &t.chain_name, &subtask];
                 Series {
-                    busy: metrics::gauge!("weir_task_busy_time_ms_per_second", &labels),
-                    idle: metrics::gauge!("weir_task_idle_time_ms_per_second", &labels),
-                    bp: metrics::gauge!("weir_task_backpressured_time_ms_per_second", &labels),
-                    in_pool: metrics::gauge!("weir_task_in_pool_usage", &labels),
-                    out_pool: metrics::gauge!("weir_task_out_pool_usage", &labels),
+                    busy: metric::TASK_BUSY.gauge(&labels),
+                    idle: metric::TASK_IDLE.gauge(&labels),
+                    bp: metric::TASK_BACKPRESSURED.gauge(&labels),
+                    in_pool: metric::TASK_IN_POOL.gauge(&labels),
+                    out_pool: metric::TASK_OUT_POOL.gauge(&labels),
                 }
             })
             .collect();
@@ -235,14 +239,15 @@ impl Monitor {
             .map(|v| {
                 (0..v.stages.len())
                     .map(|s| {
-                        let labels = [("pipeline", p.clone()), ("operator", v.name.clone()), ("subtask", s.to_string())];
+                        let subtask = s.to_string();
+                        let labels = [p.as_str(), &v.name, &subtask];
                         StageSeries {
-                            rin: metrics::gauge!("weir_operator_records_in_per_second", &labels),
-                            rout: metrics::gauge!("weir_operator_records_out_per_second", &labels),
-                            bin: metrics::gauge!("weir_operator_bytes_in_per_second", &labels),
-                            bout: metrics::gauge!("weir_operator_bytes_out_per_second", &labels),
-                            rin_total: metrics::counter!("weir_operator_records_in_total", &labels),
-                            rout_total: metrics::counter!("weir_operator_records_out_total", &labels),
+                            rin: metric::OPERATOR_RECORDS_IN_RATE.gauge(&labels),
+                            rout: metric::OPERATOR_RECORDS_OUT_RATE.gauge(&labels),
+                            bin: metric::OPERATOR_BYTES_IN_RATE.gauge(&labels),
+                            bout: metric::OPERATOR_BYTES_OUT_RATE.gauge(&labels),
+                            rin_total: metric::OPERATOR_RECORDS_IN.counter(&labels),
+                            rout_total: metric::OPERATOR_RECORDS_OUT.counter(&labels),
                         }
                     })
                     .collect()
@@ -252,7 +257,7 @@ impl Monitor {
         let status_series = (0..chains)
             .map(|c| {
                 let name = registry.tasks.iter().find(|t| t.chain == c).map(|t| t.chain_name.clone()).unwrap_or_default();
-                metrics::gauge!("weir_task_backpressure_status", "pipeline" => p.clone(), "task" => name)
+                metric::TASK_BACKPRESSURE_STATUS.gauge(&[&p, &name])
             })
             .collect();
         let state = State {

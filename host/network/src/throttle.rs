@@ -24,7 +24,7 @@ fn armed() -> Option<&'static (String, u64)> {
         let spec = std::env::var(ENV).ok()?;
         let parsed = spec.split_once('=').and_then(|(v, r)| Some((v.trim().to_owned(), parse_rate(r.trim())?)));
         if parsed.is_none() {
-            eprintln!("weir: ignoring {ENV}={spec:?}: write VERTEX=BYTES_PER_SECOND, e.g. work=256KiB");
+            weir_events::emit(weir_events::SettingIgnored { variable: ENV, value: &spec, why: "write VERTEX=BYTES_PER_SECOND, e.g. work=256KiB" });
         }
         parsed
     })

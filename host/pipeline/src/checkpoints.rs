@@ -12,7 +12,9 @@
 //! counted and logged, and the next one is tried at the next interval.
 //!
 //! When the input ends every task takes a *final* checkpoint, so the last
-//! records are published exactly once too.
+//! records are published exactly once too. A checkpoint still running then
+//! is abandoned, and counted as such: completed, failed and abandoned
+//! checkpoints account for every id a run used.
 
 use crate::config::Pipeline;
 use crate::plan::{Plan, VertexKind};
@@ -33,6 +35,9 @@ pub struct CheckpointStats {
     pub completed: u64,
     /// Checkpoints that failed in this run.
     pub failed: u64,
+    /// Checkpoints given up because the input ended while they ran (the
+    /// final checkpoint covers their data).
+    pub abandoned: u64,
     /// The last completed one: id, duration, bytes, longest alignment.
     pub last: Option<LastCheckpoint>,
     /// The checkpoint this run resumed from.
@@ -256,7 +261,7 @@ impl Coordinator {
                 p.savepoint = savepoint;
                 self.pending = Some(p);
                 if self.stopping && self.stop_at.load(Ordering::Acquire) == 0 {
-                    tracing::info!(checkpoint = id, "stopping: the pipeline ends once this checkpoint is complete");
+                    tracing::info!(pipeline = %self.pipeline, checkpoint = id, "stopping: the pipeline ends once this checkpoint is complete");
                     self.stop_at.store(id, Ordering::Release);
                 }
                 tracing::debug!(checkpoint = id, "triggering checkpoint");
@@ -302,8 +307,8 @@ impl Coordinator {
             // The first task whose input ended: the final checkpoint begins,
             // and one still running can no longer get every ack.
             if let Some(p) = &self.pending {
-                let id = p.id;
-                tracing::info!(checkpoint = id, "checkpoint abandoned: the input ended before every task took it; the final checkpoint covers its data");
+                weir_events::emit(weir_events::CheckpointAbandoned { pipeline: &self.pipeline, id: p.id });
+                self.stats.lock().expect("stats lock").abandoned += 1;
                 if let Some(p) = self.pending.take()
                     && let Some(reply) = p.savepoint
                 {
@@ -395,22 +400,17 @@ impl Coordinator {
             Ok(info) => {
                 let duration = p.started.elapsed();
                 self.completed.store(id, Ordering::Release);
-                let what = if p.kind == Kind::Savepoint { "savepoint" } else { "checkpoint" };
-                tracing::info!(
-                    checkpoint = id,
-                    bytes = info.bytes,
-                    duration_ms = duration.as_millis() as u64,
-                    alignment_ms = p.alignment.as_millis() as u64,
-                    sync_ms = p.sync.as_millis() as u64,
-                    dir = %info.dir.display(),
-                    "{what} complete{}",
-                    if p.finished { " (final: the input has ended)" } else { "" }
-                );
-                metrics::gauge!("weir_checkpoint_last_id", "pipeline" => self.pipeline.clone()).set(id as f64);
-                metrics::gauge!("weir_checkpoint_last_duration_ms", "pipeline" => self.pipeline.clone()).set(duration.as_secs_f64() * 1e3);
-                metrics::gauge!("weir_checkpoint_last_size_bytes", "pipeline" => self.pipeline.clone()).set(info.bytes as f64);
-                metrics::gauge!("weir_checkpoint_last_alignment_ms", "pipeline" => self.pipeline.clone()).set(p.alignment.as_secs_f64() * 1e3);
-                metrics::counter!("weir_checkpoints_completed_total", "pipeline" => self.pipeline.clone()).increment(1);
+                weir_events::emit(weir_events::CheckpointCompleted {
+                    pipeline: &self.pipeline,
+                    id,
+                    savepoint: p.kind == Kind::Savepoint,
+                    last: p.finished,
+                    bytes: info.bytes,
+                    duration,
+                    alignment: p.alignment,
+                    sync: p.sync,
+                    dir: &info.dir,
+                });
                 {
                     let mut s = self.stats.lock().expect("stats lock");
                     s.completed += 1;
@@ -426,7 +426,7 @@ impl Coordinator {
                 match self.store.retain(self.retain) {
                     Ok(deleted) if !deleted.is_empty() => tracing::debug!(?deleted, "deleted old checkpoints"),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("could not delete old checkpoints: {e}"),
+                    Err(e) => tracing::warn!(pipeline = %self.pipeline, "could not delete old checkpoints: {e}"),
                 }
                 self.schedule();
             }
@@ -462,8 +462,7 @@ impl Coordinator {
     }
 
     fn count_failure(&self, id: u64, reason: &str) {
-        tracing::warn!(checkpoint = id, "checkpoint failed: {reason}; the pipeline keeps running and the next checkpoint retries");
-        metrics::counter!("weir_checkpoints_failed_total", "pipeline" => self.pipeline.clone()).increment(1);
+        weir_events::emit(weir_events::CheckpointFailed { pipeline: &self.pipeline, id, reason });
         self.stats.lock().expect("stats lock").failed += 1;
     }
 
@@ -560,7 +559,7 @@ impl Restore {
         }
         for v in &plan.vertices {
             if self.vertex(&v.name).is_none() {
-                tracing::warn!(vertex = %v.name, checkpoint = m.id, "not in the checkpoint: it starts with no state");
+                tracing::warn!(pipeline = %p.name, vertex = %v.name, checkpoint = m.id, "not in the checkpoint: it starts with no state");
             }
         }
         Ok(())
@@ -619,4 +618,53 @@ pub enum StartFrom {
     Checkpoint(String),
     /// Nothing: ignore existing checkpoints.
     Fresh,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LoadOptions;
+
+    fn ack(task: usize, checkpoint: u64, finished: bool) -> Ack {
+        Ack { task, checkpoint, subtask: 0, finished, result: Ok(Vec::new()), alignment: Duration::ZERO, sync: Duration::ZERO }
+    }
+
+    /// Issue 15: a checkpoint abandoned because the input ended is counted,
+    /// so completed, failed and abandoned checkpoints account for every id.
+    #[test]
+    fn an_abandoned_checkpoint_is_counted_so_no_id_goes_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[sources.gen]\ntype = \"generator\"\ncount = 10\n[sinks.out]\ntype = \"file\"\npath = \"out.txt\"\nparallelism = 2\n";
+        let p = Pipeline::parse(&dir.path().join("p.toml"), text, &LoadOptions::new(weir_connectors::builtin())).unwrap();
+        let plan = Plan::new(&p);
+        let store = Arc::new(CheckpointStore::open(dir.path(), &p.name).unwrap());
+        let mut c = Coordinator::new(&p, &plan, store, 2, None, None);
+        let stats = c.stats();
+        let ((), counted) = weir_events::testing::capture(|| {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            c.request_checkpoint(reply);
+            c.poll();
+            // Task 0 takes checkpoint 1; task 1's input ends first, so it
+            // takes the final checkpoint 2 instead.
+            c.link(0).acks.send(ack(0, 1, false)).unwrap();
+            c.link(1).acks.send(ack(1, 2, true)).unwrap();
+            c.poll();
+            assert!(answer.try_recv().unwrap().is_err(), "the checkpoint asked for is abandoned");
+            c.link(0).acks.send(ack(0, 2, true)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while stats.lock().unwrap().completed == 0 && Instant::now() < deadline {
+                c.poll();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        counted.assert_compliant();
+        let s = stats.lock().unwrap().clone();
+        assert_eq!((s.completed, s.failed, s.abandoned), (1, 0, 1));
+        assert_eq!(s.last.map(|l| l.id), Some(2));
+        let count = |name| counted.value(name, &[("pipeline", "p")]).unwrap_or(0.0);
+        assert_eq!(count("weir_checkpoints_completed_total"), 1.0);
+        assert_eq!(count("weir_checkpoints_abandoned_total"), 1.0, "checkpoint 1 is counted, not skipped");
+        assert_eq!(count("weir_checkpoints_failed_total"), 0.0);
+        assert_eq!(count("weir_checkpoint_last_id"), 2.0);
+    }
 }

@@ -61,6 +61,9 @@ pub struct CheckpointSummary {
     pub completed: u64,
     /// Failed in this run.
     pub failed: u64,
+    /// Abandoned in this run because the input ended while they ran.
+    #[serde(default)]
+    pub abandoned: u64,
     /// Id of the last completed one.
     pub last_id: Option<u64>,
     /// Its duration in milliseconds.
@@ -79,6 +82,7 @@ impl From<&CheckpointStats> for CheckpointSummary {
         Self {
             completed: s.completed,
             failed: s.failed,
+            abandoned: s.abandoned,
             last_id: s.last.as_ref().map(|l| l.id),
             last_duration_ms: s.last.as_ref().map(|l| l.duration.as_millis() as u64),
             last_bytes: s.last.as_ref().map(|l| l.bytes),

@@ -17,7 +17,11 @@
 //! reason (the old version keeps running), `accepted` (validated and
 //! offered to the subtasks; `swapped` counts the subtasks that took it), or
 //! `rolled-back` when the new version failed during its probation. Each
-//! attempt is also a log line and counts in `weir_plugin_reloads_total`;
+//! attempt is also a log line and counts once in `weir_plugin_reloads_total`
+//! under the outcome the history ends up showing: a rejection at once, an
+//! accepted version only when it can no longer be rolled back (it passed
+//! its probation on every subtask, a newer version replaced it, or the run
+//! ended), so a version that is rolled back counts as `rolled_back` only.
 //! `weir_operator_plugin_version` shows the active version per operator.
 //!
 //! [`ReloadHandle`] is the public, thread-safe view for other front ends
@@ -39,7 +43,7 @@
 use crate::config::{Pipeline, ReloadPolicy};
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -225,11 +229,14 @@ pub(crate) struct ManagedOperator {
     pub previous: Option<Arc<Plugin>>,
     /// History id and file-change time of the attempt being swapped in.
     pending: Option<(u64, Instant)>,
+    /// The accepted version that may still be rolled back, and the subtasks
+    /// where it passed its probation: counted once it is final.
+    unsettled: Option<(String, BTreeSet<u32>)>,
 }
 
 impl ManagedOperator {
     pub(crate) fn new(index: usize, slot: Arc<ReloadSlot>, targets: Vec<Target>, current: Arc<Plugin>) -> Self {
-        Self { index, slot, targets, current, previous: None, pending: None }
+        Self { index, slot, targets, current, previous: None, pending: None, unsettled: None }
     }
 }
 
@@ -295,7 +302,7 @@ pub(crate) fn start(
     let watcher = match p.reload.policy {
         ReloadPolicy::Manual => None,
         ReloadPolicy::Auto | ReloadPolicy::OnCheckpoint if !p.plugin_dir.is_dir() => {
-            tracing::warn!(dir = %p.plugin_dir.display(), "the plugin directory does not exist; hot reload is off for this run");
+            tracing::warn!(pipeline = %p.name, dir = %p.plugin_dir.display(), "the plugin directory does not exist; hot reload is off for this run");
             None
         }
         ReloadPolicy::Auto | ReloadPolicy::OnCheckpoint => {
@@ -325,7 +332,7 @@ pub(crate) fn start(
         };
     }
     for m in &operators {
-        set_version_metric(&p.name, &p.operators[m.index].name, &m.current, 1.0);
+        version_metric(&p.name, &p.operators[m.index].name, &m.current, true);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut worker = Worker { pipeline: p.clone(), engine: engine.clone(), handle: handle.clone(), operators, trigger, next_id: 1, history: VecDeque::new() };
@@ -345,31 +352,15 @@ pub(crate) fn start(
                     }
                 }
                 worker.handle.shared.lock().expect("reload status").commands = None;
+                worker.finish();
             })
             .map_err(|e| format!("cannot start the reload thread: {e}"))?
     };
     Ok(Manager { stop, thread: Some(thread), _watcher: watcher })
 }
 
-fn set_version_metric(pipeline: &str, operator: &str, plugin: &Plugin, value: f64) {
-    metrics::gauge!(
-        "weir_operator_plugin_version",
-        "pipeline" => pipeline.to_owned(),
-        "operator" => operator.to_owned(),
-        "plugin" => plugin.name.clone(),
-        "version" => short(&plugin.hash).to_owned()
-    )
-    .set(value);
-}
-
-fn count_reload(pipeline: &str, operator: &str, outcome: Outcome) {
-    metrics::counter!(
-        "weir_plugin_reloads_total",
-        "pipeline" => pipeline.to_owned(),
-        "operator" => operator.to_owned(),
-        "outcome" => outcome.as_str().replace('-', "_")
-    )
-    .increment(1);
+fn version_metric(pipeline: &str, operator: &str, plugin: &Plugin, active: bool) {
+    weir_events::emit(weir_events::PluginVersion { pipeline, operator, plugin: &plugin.name, version: short(&plugin.hash), active });
 }
 
 impl Worker {
@@ -471,17 +462,14 @@ impl Worker {
             Err(rejection) => {
                 event.outcome = Outcome::Rejected;
                 event.reason = rejection.reason.clone();
-                tracing::warn!(
-                    pipeline = %pipeline,
-                    operator = %operator,
-                    plugin = %c.name,
-                    version = short(&c.hash),
-                    running = short(&m.current.hash),
-                    "hot reload rejected: {}. Version {} keeps running; fix the plugin and copy it again",
-                    rejection.reason,
-                    short(&m.current.hash)
-                );
-                count_reload(&pipeline, &operator, Outcome::Rejected);
+                weir_events::emit(weir_events::ReloadRejected {
+                    pipeline: &pipeline,
+                    operator: &operator,
+                    plugin: &c.name,
+                    version: short(&c.hash),
+                    running: short(&m.current.hash),
+                    reason: &rejection.reason,
+                });
             }
             Ok(prepared) => {
                 event.load_ms = prepared.load_time.as_millis() as u64;
@@ -494,27 +482,29 @@ impl Worker {
                 let probation = Probation { batches: self.pipeline.reload.probation_batches, max_failures: self.pipeline.reload.max_failures };
                 let m = &mut self.operators[i];
                 m.slot.offer(prepared.plugin.clone(), m.current.clone(), prepared.instances, m.targets.clone(), at, probation);
-                set_version_metric(&pipeline, &operator, &m.current, 0.0);
-                set_version_metric(&pipeline, &operator, &prepared.plugin, 1.0);
+                version_metric(&pipeline, &operator, &m.current, false);
+                version_metric(&pipeline, &operator, &prepared.plugin, true);
                 m.previous = Some(std::mem::replace(&mut m.current, prepared.plugin.clone()));
                 m.pending = Some((id, c.changed_at));
-                tracing::info!(
-                    pipeline = %pipeline,
-                    operator = %operator,
-                    plugin = %c.name,
-                    from = short(&event.from),
-                    to = short(&event.to),
-                    load_ms = event.load_ms,
-                    cached = event.cached,
-                    open_ms = event.open_ms,
-                    "hot reload accepted: version {} validated; swapping it in {}",
-                    short(&event.to),
-                    match at {
+                // The version this one replaces can no longer be rolled back.
+                let replaced = m.unsettled.replace((prepared.plugin.hash.clone(), BTreeSet::new()));
+                if let Some((version, _)) = replaced {
+                    weir_events::emit(weir_events::ReloadKept { pipeline: &pipeline, operator: &operator, version: short(&version), why: "a newer version replaced it" });
+                }
+                weir_events::emit(weir_events::ReloadAccepted {
+                    pipeline: &pipeline,
+                    operator: &operator,
+                    plugin: &c.name,
+                    from: short(&event.from),
+                    to: short(&event.to),
+                    load_ms: event.load_ms,
+                    cached: event.cached,
+                    open_ms: event.open_ms,
+                    when: &match at {
                         SwapAt::NextBatch => "at the next batch boundary".to_owned(),
                         SwapAt::Checkpoint(id) => format!("at checkpoint {id}"),
-                    }
-                );
-                count_reload(&pipeline, &operator, Outcome::Accepted);
+                    },
+                });
                 let (file, version, since) = (prepared.plugin.path.clone(), prepared.plugin.hash.clone(), now_ms());
                 self.handle.update(|s| {
                     if let Some(o) = s.operators.iter_mut().find(|o| o.operator == operator) {
@@ -557,16 +547,14 @@ impl Worker {
                 });
                 tracing::debug!(pipeline = %pipeline, operator, subtask, version = short(&to), migrated, "subtask swapped to the new version");
                 if all && let Some(e) = e {
-                    tracing::info!(
-                        pipeline = %pipeline,
+                    weir_events::emit(weir_events::ReloadDone {
+                        pipeline: &pipeline,
                         operator,
-                        version = short(&to),
-                        subtasks = parallelism,
-                        migrated = e.migrated,
-                        latency_ms = e.swap_latency_ms.unwrap_or(0),
-                        "hot reload done: every subtask runs version {} with the operator's state",
-                        short(&to)
-                    );
+                        version: short(&to),
+                        subtasks: parallelism,
+                        migrated: e.migrated,
+                        latency_ms: e.swap_latency_ms.unwrap_or(0),
+                    });
                 }
             }
             SwapReport::Failed { subtask, version, error, rollback } => {
@@ -587,6 +575,21 @@ impl Worker {
             }
             SwapReport::Settled { subtask, version } => {
                 tracing::debug!(pipeline = %pipeline, operator, subtask, version = short(&version), "the new version passed its probation on this subtask");
+                let m = &mut self.operators[i];
+                let subtasks = m.targets.len();
+                if let Some((v, settled)) = &mut m.unsettled
+                    && *v == version
+                    && settled.insert(subtask)
+                    && settled.len() >= subtasks
+                {
+                    m.unsettled = None;
+                    weir_events::emit(weir_events::ReloadKept {
+                        pipeline: &pipeline,
+                        operator,
+                        version: short(&version),
+                        why: "it passed its probation on every subtask",
+                    });
+                }
             }
         }
     }
@@ -599,9 +602,10 @@ impl Worker {
             return;
         }
         let Some(previous) = m.previous.take() else { return };
-        set_version_metric(&pipeline, &operator, &m.current, 0.0);
-        set_version_metric(&pipeline, &operator, &previous, 1.0);
+        version_metric(&pipeline, &operator, &m.current, false);
+        version_metric(&pipeline, &operator, &previous, true);
         let failed = std::mem::replace(&mut m.current, previous.clone());
+        m.unsettled = None;
         let pending = m.pending.take();
         if let Some((id, _)) = pending {
             self.edit(id, |e| {
@@ -609,17 +613,14 @@ impl Worker {
                 e.reason = reason.to_owned();
             });
         }
-        count_reload(&pipeline, &operator, Outcome::RolledBack);
-        tracing::error!(
-            pipeline = %pipeline,
-            operator = %operator,
-            plugin = %failed.name,
-            failed = short(&failed.hash),
-            restored = short(&previous.hash),
-            "hot reload rolled back: version {} failed during its probation ({reason}); version {} runs again with the operator's state. Fix the plugin and copy it again",
-            short(&failed.hash),
-            short(&previous.hash)
-        );
+        weir_events::emit(weir_events::ReloadRolledBack {
+            pipeline: &pipeline,
+            operator: &operator,
+            plugin: &failed.name,
+            failed: short(&failed.hash),
+            restored: short(&previous.hash),
+            reason,
+        });
         let (file, version, since) = (previous.path.clone(), previous.hash.clone(), now_ms());
         self.handle.update(|s| {
             if let Some(o) = s.operators.iter_mut().find(|o| o.operator == operator) {
@@ -628,5 +629,14 @@ impl Worker {
                 o.since_ms = since;
             }
         });
+    }
+
+    /// The run ends: accepted versions still on probation are final now.
+    fn finish(&mut self) {
+        for i in 0..self.operators.len() {
+            if let Some((version, _)) = self.operators[i].unsettled.take() {
+                weir_events::emit(weir_events::ReloadKept { pipeline: &self.pipeline.name, operator: self.operator_name(i), version: short(&version), why: "the run ended" });
+            }
+        }
     }
 }

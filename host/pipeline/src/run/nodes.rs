@@ -133,7 +133,7 @@ fn async_operator(v: usize, i: usize, metrics: Arc<StageMetrics>, cx: &NodeConte
         let refs: Vec<&[u8]> = files.iter().map(|f| f.as_slice()).collect();
         let n = stage.restore(&refs).map_err(|e| cx.at_checkpoint(r, &format!("in-flight records of `{}`", op.name), e))?;
         if n > 0 {
-            tracing::info!(pipeline = %p.name, operator = %op.name, subtask = s, records = n, "re-issuing {n} records of {}[{s}] that were in flight at the checkpoint", op.name);
+            weir_events::emit(weir_events::InFlightReissued { pipeline: &p.name, operator: &op.name, subtask: s, records: n });
         }
     }
     Ok(stage)

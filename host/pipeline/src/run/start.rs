@@ -54,7 +54,7 @@ impl Start {
             (Some(store), StartFrom::Latest) => {
                 let (found, warnings) = store.latest_valid().map_err(|e| RunError::setup(e.to_string()))?;
                 for w in warnings {
-                    tracing::warn!(pipeline = %p.name, "{w}");
+                    weir_events::emit(weir_events::CheckpointUnusable { pipeline: &p.name, warning: &w });
                 }
                 found
             }
@@ -65,16 +65,8 @@ impl Start {
         if let (Some(r), Some(store)) = (&restore, &store) {
             r.check(p, plan).map_err(RunError::setup)?;
             let m = &r.checkpoint.manifest;
-            let what = if m.kind == weir_checkpoint::Kind::Savepoint { "savepoint" } else { "checkpoint" };
-            tracing::info!(pipeline = %p.name, id = m.id, "resuming from {what} {} ({})", m.id, r.checkpoint.dir.display());
-            if m.finished {
-                tracing::info!(
-                    pipeline = %p.name,
-                    "{what} {} was taken when the input had ended: the pipeline already finished and its output is complete; \
-                     run with --fresh to process the input again",
-                    m.id
-                );
-            }
+            let savepoint = m.kind == weir_checkpoint::Kind::Savepoint;
+            weir_events::emit(weir_events::CheckpointRestored { pipeline: &p.name, id: m.id, savepoint, dir: &r.checkpoint.dir, finished: m.finished });
             pin = Some(store.pin(&r.checkpoint.dir).map_err(|e| RunError::setup(e.to_string()))?);
         }
         Ok(Self { store, control, restore, pin })

@@ -1,0 +1,211 @@
+//! Hot reload of plugins. Each attempt is counted once, by its final
+//! outcome, as the reload history shows it: [`ReloadRejected`] at once,
+//! and a validated version either [`ReloadRolledBack`] or, once it can no
+//! longer be rolled back, [`ReloadKept`]. [`ReloadAccepted`] and
+//! [`ReloadDone`] only log the steps in between.
+//!
+//! Versions are the first 12 hex digits of the plugin file's SHA-256.
+
+use crate::{Event, metric};
+
+/// The `tracing` target of these events (`WEIR_LOG=weir::reload=debug` shows them all).
+const TARGET: &str = "weir::reload";
+
+fn count(pipeline: &str, operator: &str, outcome: &str) {
+    metric::PLUGIN_RELOADS
+        .counter(&[pipeline, operator, outcome])
+        .increment(1);
+}
+
+/// Which version of a plugin an operator runs: `active` for the one it
+/// runs now, not for one it ran before.
+#[derive(Debug)]
+pub struct PluginVersion<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Operator name.
+    pub operator: &'a str,
+    /// Plugin name.
+    pub plugin: &'a str,
+    /// The version.
+    pub version: &'a str,
+    /// Whether the operator runs it now.
+    pub active: bool,
+}
+
+impl Event for PluginVersion<'_> {
+    fn emit(self) {
+        tracing::trace!(target: TARGET, pipeline = self.pipeline, operator = self.operator, plugin = self.plugin, version = self.version, active = self.active, "plugin version");
+        metric::PLUGIN_VERSION
+            .gauge(&[self.pipeline, self.operator, self.plugin, self.version])
+            .set(if self.active { 1.0 } else { 0.0 });
+    }
+}
+
+/// A new plugin file failed validation; the running version stays.
+#[derive(Debug)]
+pub struct ReloadRejected<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Operator name.
+    pub operator: &'a str,
+    /// Plugin name.
+    pub plugin: &'a str,
+    /// The version refused.
+    pub version: &'a str,
+    /// The version that keeps running.
+    pub running: &'a str,
+    /// Why it was refused.
+    pub reason: &'a str,
+}
+
+impl Event for ReloadRejected<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            target: TARGET,
+            pipeline = self.pipeline,
+            operator = self.operator,
+            plugin = self.plugin,
+            version = self.version,
+            running = self.running,
+            "hot reload rejected: {}. Version {} keeps running; fix the plugin and copy it again",
+            self.reason,
+            self.running
+        );
+        count(self.pipeline, self.operator, "rejected");
+    }
+}
+
+/// A new version passed validation and is offered to the subtasks. Not
+/// counted yet: it may still be rolled back during its probation.
+#[derive(Debug)]
+pub struct ReloadAccepted<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Operator name.
+    pub operator: &'a str,
+    /// Plugin name.
+    pub plugin: &'a str,
+    /// The version that ran.
+    pub from: &'a str,
+    /// The new version.
+    pub to: &'a str,
+    /// Compile (or cache load) and link time, ms.
+    pub load_ms: u64,
+    /// The compiled code came from the on-disk cache.
+    pub cached: bool,
+    /// Instantiate-and-open time of every subtask, ms.
+    pub open_ms: u64,
+    /// When it is swapped in, in words ("at the next batch boundary").
+    pub when: &'a str,
+}
+
+impl Event for ReloadAccepted<'_> {
+    fn emit(self) {
+        tracing::info!(
+            target: TARGET,
+            pipeline = self.pipeline,
+            operator = self.operator,
+            plugin = self.plugin,
+            from = self.from,
+            to = self.to,
+            load_ms = self.load_ms,
+            cached = self.cached,
+            open_ms = self.open_ms,
+            "hot reload accepted: version {} validated; swapping it in {}",
+            self.to,
+            self.when
+        );
+    }
+}
+
+/// Every subtask of the operator runs the new version.
+#[derive(Debug)]
+pub struct ReloadDone<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Operator name.
+    pub operator: &'a str,
+    /// The version.
+    pub version: &'a str,
+    /// Subtasks.
+    pub subtasks: u32,
+    /// Its `migrate` hook was called.
+    pub migrated: bool,
+    /// From the last write to the file to the last subtask swapping, ms.
+    pub latency_ms: u64,
+}
+
+impl Event for ReloadDone<'_> {
+    fn emit(self) {
+        tracing::info!(
+            target: TARGET,
+            pipeline = self.pipeline,
+            operator = self.operator,
+            version = self.version,
+            subtasks = self.subtasks,
+            migrated = self.migrated,
+            latency_ms = self.latency_ms,
+            "hot reload done: every subtask runs version {} with the operator's state",
+            self.version
+        );
+    }
+}
+
+/// An accepted version can no longer be rolled back: counted as
+/// `accepted`.
+#[derive(Debug)]
+pub struct ReloadKept<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Operator name.
+    pub operator: &'a str,
+    /// The version.
+    pub version: &'a str,
+    /// Why it is final: it passed its probation on every subtask, a newer
+    /// version replaced it, or the run ended.
+    pub why: &'a str,
+}
+
+impl Event for ReloadKept<'_> {
+    fn emit(self) {
+        tracing::debug!(target: TARGET, pipeline = self.pipeline, operator = self.operator, version = self.version, "hot reload of version {} is final: {}", self.version, self.why);
+        count(self.pipeline, self.operator, "accepted");
+    }
+}
+
+/// A new version failed during its probation; the previous one runs again
+/// with the operator's state.
+#[derive(Debug)]
+pub struct ReloadRolledBack<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Operator name.
+    pub operator: &'a str,
+    /// Plugin name.
+    pub plugin: &'a str,
+    /// The version that failed.
+    pub failed: &'a str,
+    /// The version running again.
+    pub restored: &'a str,
+    /// What failed.
+    pub reason: &'a str,
+}
+
+impl Event for ReloadRolledBack<'_> {
+    fn emit(self) {
+        tracing::error!(
+            target: TARGET,
+            pipeline = self.pipeline,
+            operator = self.operator,
+            plugin = self.plugin,
+            failed = self.failed,
+            restored = self.restored,
+            "hot reload rolled back: version {} failed during its probation ({}); version {} runs again with the operator's state. Fix the plugin and copy it again",
+            self.failed,
+            self.reason,
+            self.restored
+        );
+        count(self.pipeline, self.operator, "rolled_back");
+    }
+}
