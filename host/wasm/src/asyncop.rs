@@ -90,13 +90,7 @@ impl async_io::Host for AsyncHostState {
 
 impl log::Host for AsyncHostState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            log::Level::Trace => tracing::Level::TRACE,
-            log::Level::Debug => tracing::Level::DEBUG,
-            log::Level::Info => tracing::Level::INFO,
-            log::Level::Warn => tracing::Level::WARN,
-            log::Level::Error => tracing::Level::ERROR,
-        };
+        let level = crate::instance::tracing_level!(level, log::Level);
         crate::instance::plugin_log(&self.tag, &mut self.log_window, level, &message);
         Ok(())
     }

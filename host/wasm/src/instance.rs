@@ -231,15 +231,24 @@ impl timers::Host for HostState {
 /// Lines per second a plugin may log before lines are dropped (and counted).
 const LOG_LINES_PER_SECOND: u32 = 100;
 
+/// A plugin's `log` level as a tracing level: the one mapping, for the
+/// two `log::Level` types the two worlds' bindings generate.
+macro_rules! tracing_level {
+    ($level:expr, $($ty:ident)::+) => {
+        match $level {
+            $($ty)::+::Trace => tracing::Level::TRACE,
+            $($ty)::+::Debug => tracing::Level::DEBUG,
+            $($ty)::+::Info => tracing::Level::INFO,
+            $($ty)::+::Warn => tracing::Level::WARN,
+            $($ty)::+::Error => tracing::Level::ERROR,
+        }
+    };
+}
+pub(crate) use tracing_level;
+
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let level = match level {
-            log::Level::Trace => tracing::Level::TRACE,
-            log::Level::Debug => tracing::Level::DEBUG,
-            log::Level::Info => tracing::Level::INFO,
-            log::Level::Warn => tracing::Level::WARN,
-            log::Level::Error => tracing::Level::ERROR,
-        };
+        let level = tracing_level!(level, log::Level);
         plugin_log(&self.tag, &mut self.log_window, level, &message);
         Ok(())
     }
