@@ -13,13 +13,23 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationStr(pub Duration);
 
+/// The longest duration any setting takes: 366 days. Intervals, timeouts
+/// and delays are added to clock readings; a bound keeps that arithmetic
+/// far from overflow, and no pipeline means a longer one.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 impl DurationStr {
-    /// Parses `100ms`, `10s`, `1m 30s` or `0`; the error says how to write one.
+    /// Parses `100ms`, `10s`, `1m 30s` or `0`, up to [`MAX_DURATION`]; the
+    /// error says how to write one.
     pub fn parse(s: &str) -> Result<Duration, String> {
         if s.trim() == "0" {
             return Ok(Duration::ZERO);
         }
-        humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\""))
+        let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?} ({e}); write e.g. \"100ms\", \"10s\", \"2m\""))?;
+        if d > MAX_DURATION {
+            return Err(format!("duration {s:?} is longer than the longest weir accepts, 366 days"));
+        }
+        Ok(d)
     }
 }
 
@@ -78,5 +88,19 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::S(s) => Self::parse(&s)
                 .ok_or_else(|| serde::de::Error::custom(format!("invalid size {s:?}; write e.g. \"32KiB\", \"256MiB\", \"1GiB\""))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(DurationStr::parse("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(DurationStr::parse("366days"), Ok(MAX_DURATION));
+        let e = DurationStr::parse("300000000000y").unwrap_err();
+        assert!(e.contains("366 days") || e.contains("invalid duration"), "{e}");
+        assert!(DurationStr::parse("367days").unwrap_err().contains("366 days"));
     }
 }

@@ -73,8 +73,12 @@ impl Plan {
     /// Builds the graph of a validated pipeline.
     pub fn new(p: &Pipeline) -> Self {
         let mut vertices: Vec<Vertex> = Vec::new();
-        let index = |vs: &[Vertex], name: &str| vs.iter().position(|v| v.name == name).expect("validated input");
+        // Names to vertices: linear in the number of operators (a file may
+        // have tens of thousands).
+        let mut by_name: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let index = |by_name: &std::collections::HashMap<String, usize>, name: &str| *by_name.get(name).expect("validated input");
         for (name, s) in &p.sources {
+            by_name.insert(name.clone(), vertices.len());
             vertices.push(Vertex {
                 name: name.clone(),
                 kind: VertexKind::Source(s.clone()),
@@ -86,7 +90,8 @@ impl Plan {
             });
         }
         for (i, op) in p.operators.iter().enumerate() {
-            let input = index(&vertices, &p.operator_input(i).expect("validated"));
+            let input = index(&by_name, &p.operator_input(i).expect("validated"));
+            by_name.insert(op.name.clone(), vertices.len());
             let parallelism = op.parallelism.unwrap_or(p.parallelism);
             let part = partitioning(op, vertices[input].parallelism, parallelism, p.max_parallelism);
             vertices.push(Vertex {
@@ -100,7 +105,7 @@ impl Plan {
             });
         }
         for (name, s) in &p.sinks {
-            let input = index(&vertices, &p.sink_input(name, s).expect("validated"));
+            let input = index(&by_name, &p.sink_input(name, s).expect("validated"));
             let side_of = p.dead_letter_of(name).map(|_| input);
             let parallelism = s.parallelism.unwrap_or(vertices[input].parallelism);
             let part = if parallelism == vertices[input].parallelism { Partitioning::Forward } else { Partitioning::Rebalance };
@@ -160,6 +165,12 @@ impl Plan {
 
     /// One line per task, for `weir check` and logs.
     pub fn describe(&self) -> Vec<String> {
+        let mut sides: std::collections::HashMap<usize, Vec<&str>> = std::collections::HashMap::new();
+        for v in &self.vertices {
+            if let Some(owner) = v.side_of {
+                sides.entry(owner).or_default().push(&v.name);
+            }
+        }
         self.chains
             .iter()
             .map(|c| {
@@ -169,11 +180,11 @@ impl Plan {
                     Some((u, part)) => format!(" <- {} [{}]", self.vertices[u].name, part_name(part)),
                     None => String::new(),
                 };
-                let side: Vec<String> = self
+                let side: Vec<String> = c
                     .vertices
                     .iter()
-                    .filter(|v| v.side_of.is_some_and(|o| c.vertices.contains(&o)))
-                    .map(|v| format!(" (+ dead letters -> {} (sink))", v.name))
+                    .flat_map(|o| sides.get(o).into_iter().flatten())
+                    .map(|name| format!(" (+ dead letters -> {name} (sink))"))
                     .collect();
                 format!("task x{}: {}{}{input}", c.parallelism, names.join(" -> "), side.concat())
             })

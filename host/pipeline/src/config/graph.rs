@@ -1,7 +1,7 @@
 //! The job graph as the file declares it: inputs, names, parallelism and
 //! dead-letter sinks, checked once every section is parsed.
 
-use super::{ConfigError, PartitionKind, Pipeline, SinkConfig};
+use super::{check_name, ConfigError, PartitionKind, Pipeline, SinkConfig, MAX_PARALLELISM};
 use std::collections::{BTreeMap, BTreeSet};
 
 impl Pipeline {
@@ -14,6 +14,7 @@ impl Pipeline {
         if declared_sinks == 0 {
             errors.push(ConfigError { path: "sinks".into(), message: "a pipeline needs at least one sink, e.g. [sinks.out] type = \"stdout\"".into() });
         }
+        self.check_names_and_parallelism(errors);
         let mut names = BTreeSet::new();
         for n in self.sources.keys() {
             names.insert(n.clone());
@@ -65,6 +66,39 @@ impl Pipeline {
                 Err(_) if declared_sources > self.sources.len() => {}
                 Err(m) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: m }),
             }
+        }
+    }
+
+    /// Every name becomes part of a file name (checkpoint state files, the
+    /// checkpoint directory, the control socket) and every parallelism a
+    /// number of threads: both are checked here, so that a file `weir check`
+    /// accepts never fails later for either.
+    fn check_names_and_parallelism(&self, errors: &mut Vec<ConfigError>) {
+        let mut check = |path: String, name: &str, parallelism: Option<u32>| {
+            if let Err(m) = check_name(name) {
+                errors.push(ConfigError { path: path.clone(), message: m });
+            }
+            if let Some(p) = parallelism.filter(|&p| p > MAX_PARALLELISM) {
+                errors.push(ConfigError {
+                    path: format!("{path}.parallelism"),
+                    message: format!("{p} is above the most weir runs, {MAX_PARALLELISM} subtasks per vertex (each is a thread)"),
+                });
+            }
+        };
+        for (n, s) in &self.sources {
+            check(format!("sources.{n}"), n, s.parallelism);
+        }
+        for op in &self.operators {
+            check(format!("{}.name", op.path()), &op.name, op.parallelism);
+        }
+        for (n, s) in &self.sinks {
+            check(format!("sinks.{n}"), n, s.parallelism);
+        }
+        if self.parallelism > MAX_PARALLELISM {
+            errors.push(ConfigError {
+                path: "parallelism".into(),
+                message: format!("{} is above the most weir runs, {MAX_PARALLELISM} subtasks per vertex (each is a thread)", self.parallelism),
+            });
         }
     }
 

@@ -162,6 +162,26 @@ pub(crate) fn take_str(table: &mut toml::Table, key: &str, path: &str, errors: &
     }
 }
 
+/// The most subtasks of one vertex (`parallelism`): each is a thread.
+pub const MAX_PARALLELISM: u32 = 1024;
+
+/// The longest name of a pipeline, source, operator, sink or plugin.
+pub const MAX_NAME_LEN: usize = 100;
+
+/// The one rule for the names in a pipeline file (the pipeline's, every
+/// source's, operator's and sink's, and a plugin's): they become parts of
+/// file names, so 1 to 100 of letters, digits, `-`, `_` and `.`, starting
+/// with a letter or digit (no `/`, no `..`, no hidden files).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !name.chars().all(allowed) || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "{name:?} is not a valid name: use 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit (names become parts of file names)"
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn take_u32(table: &mut toml::Table, key: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<u32> {
     match table.remove(key) {
         None => None,
@@ -210,8 +230,8 @@ impl Pipeline {
         };
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let name = raw.name.clone().unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into()));
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-            errors.push(ConfigError { path: "name".into(), message: format!("{name:?} is not a valid pipeline name (letters, digits, '-', '_', '.')") });
+        if let Err(m) = check_name(&name) {
+            errors.push(ConfigError { path: "name".into(), message: m });
         }
         let plugin_dir = options.plugin_dir.clone().unwrap_or_else(|| base.join(raw.plugin_dir.clone().unwrap_or_else(|| "plugins".into())));
         let parallelism = raw.parallelism.unwrap_or(1);

@@ -120,6 +120,14 @@ pub(super) fn parse_operators(
                 errors.push(ConfigError { path: format!("{path}.allow-read"), message: "async operators get no filesystem access; remove allow-read".into() });
             }
         }
+        // A plugin is a file *in* the plugin directory, named like
+        // everything else: `../x` or an absolute path is refused.
+        if let Err(m) = super::check_name(&op.plugin) {
+            errors.push(ConfigError { path: format!("{path}.plugin"), message: format!("{m}; a plugin is named by its file in plugin-dir, without directory or `.wasm`") });
+            plugin_files.push(PathBuf::new());
+            operators.push(op);
+            continue;
+        }
         match find_plugin(plugin_dir, &op.plugin) {
             Some(f) => plugin_files.push(f),
             None => {
