@@ -198,6 +198,16 @@ pub trait Sink: Send {
         Ok(())
     }
 
+    /// Output of an earlier run that a fresh [`Sink::start`] would replace
+    /// or forget, described for the user (`"out.jsonl holds 2.1 MB"`), or
+    /// `None` (the default) when there is none or the sink cannot tell.
+    /// The runtime asks before a fresh start that the user did not ask for
+    /// (no checkpoint to resume from, no `--fresh`) and refuses to start
+    /// when there is some: only `--fresh` may replace published output.
+    fn earlier_output(&mut self) -> Result<Option<String>, ConnectorError> {
+        Ok(None)
+    }
+
     /// Writes a batch (`records` frames in `batch`).
     fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError>;
 

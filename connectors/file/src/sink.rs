@@ -384,6 +384,18 @@ impl Sink for FileSink {
         Ok(())
     }
 
+    /// A regular output file that is not empty: only commits write to it,
+    /// so what it holds was published.
+    fn earlier_output(&mut self) -> Result<Option<String>, ConnectorError> {
+        if !matches!(self.mode, Mode::Staged { .. }) {
+            return Ok(None);
+        }
+        Ok(match std::fs::metadata(&self.path) {
+            Ok(m) if m.len() > 0 => Some(format!("{} already holds {} bytes", self.path.display(), m.len())),
+            _ => None,
+        })
+    }
+
     fn write(&mut self, batch: &[u8], _records: usize) -> Result<(), ConnectorError> {
         self.check_usable("write")?;
         self.scratch.clear();

@@ -200,6 +200,16 @@ impl CheckpointStore {
         Ok((None, warnings))
     }
 
+    /// Every checkpoint and savepoint directory, complete or not, oldest first, as
+    /// `checkpoint 3` or `checkpoint 4 (no manifest)`: what a store holds when
+    /// [`CheckpointStore::latest_valid`] found nothing usable in it.
+    pub fn found(&self) -> Result<Vec<String>, StoreError> {
+        Ok(scan(&self.dir)?
+            .into_iter()
+            .map(|e| if e.complete { e.label() } else { format!("{} (no manifest)", e.label()) })
+            .collect())
+    }
+
     /// An explicitly chosen checkpoint: `spec` is an id (`17`), `savepoint-17`, or the path of
     /// a checkpoint directory of any pipeline (`./17` for a relative one). Fails, naming the
     /// file, if it is incomplete or corrupt; it never falls back.

@@ -58,7 +58,7 @@ impl Gates {
 }
 
 impl Built {
-    pub fn new(p: &Pipeline, plan: &Plan, plugins: &LoadedPlugins, restore: Option<&Restore>, coordinator: Option<&Coordinator>) -> Result<Self, RunError> {
+    pub fn new(p: &Pipeline, plan: &Plan, plugins: &LoadedPlugins, restore: Option<&Restore>, fresh: bool, coordinator: Option<&Coordinator>) -> Result<Self, RunError> {
         let buffers = BufferConfig { size: p.network.buffer_size.0 as usize, timeout: p.network.buffer_timeout.0, flush_on_idle: p.network.flush_on_idle };
         let mut gates = Gates::new(plan);
         let (reports_tx, reports) = crossbeam_channel::unbounded();
@@ -88,7 +88,7 @@ impl Built {
                     None => 0,
                 };
                 let tm = Arc::new(TaskMetrics::new(in_capacity, pools, clock));
-                let cx = NodeContext { p, plan, plugins, restore, metrics: &metrics, slots: &slots, task: &tm, subtask: s };
+                let cx = NodeContext { p, plan, plugins, restore, fresh, metrics: &metrics, slots: &slots, task: &tm, subtask: s };
                 let mut input = None;
                 let mut stages: Vec<Box<dyn Stage>> = Vec::new();
                 for &v in &chain.vertices {

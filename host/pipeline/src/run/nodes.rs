@@ -29,6 +29,9 @@ pub(super) struct NodeContext<'a> {
     pub plan: &'a Plan,
     pub plugins: &'a LoadedPlugins,
     pub restore: Option<&'a Restore>,
+    /// The user asked to start over (`--fresh`): sinks may replace what
+    /// earlier runs published.
+    pub fresh: bool,
     /// Stage metrics, per vertex and subtask.
     pub metrics: &'a [Vec<Arc<StageMetrics>>],
     /// Hot-reload slots of the batch operators.
@@ -88,6 +91,21 @@ fn sink(v: usize, parallelism: u32, cx: &NodeContext<'_>) -> Result<SinkStage, R
     let mut sink: Box<dyn Sink> = sc.spec.open(&cx.connector(&vx.name, parallelism)).map_err(|e| connector_error(cx.p, "sinks", &vx.name, None, e))?;
     sink.observe_waits(Arc::new(BackpressureClock(cx.task.backpressure.clone())));
     let recovered = cx.restore.map(|r| r.sink_committables(&vx.name, s, parallelism));
+    if recovered.is_none()
+        && !cx.fresh
+        && cx.p.checkpoint.interval.is_some()
+        && let Some(found) = sink.earlier_output().map_err(|e| connector_error(cx.p, "sinks", &vx.name, Some(s), e))?
+    {
+        return Err(RunError::setup(format!(
+            "{}: sinks.{}: {found}, and no checkpoint of pipeline `{}` says what of it was published (was the pipeline \
+             renamed, or its checkpoint directory removed?). weir will not replace it on its own: move it away, point \
+             checkpoint.dir back at the checkpoints, or start over with `weir run --fresh {}`, which replaces it.",
+            cx.p.file.display(),
+            vx.name,
+            cx.p.name,
+            cx.p.file.display()
+        )));
+    }
     sink.start(recovered.as_deref()).map_err(|e| connector_error(cx.p, "sinks", &vx.name, Some(s), e))?;
     Ok(SinkStage::new(sink, vx.name.clone(), s, cx.metrics[v][s as usize].clone()))
 }

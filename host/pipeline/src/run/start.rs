@@ -53,8 +53,11 @@ impl Start {
             (_, StartFrom::Fresh) | (None, _) => None,
             (Some(store), StartFrom::Latest) => {
                 let (found, warnings) = store.latest_valid().map_err(|e| RunError::setup(e.to_string()))?;
-                for w in warnings {
-                    weir_events::emit(weir_events::CheckpointUnusable { pipeline: &p.name, warning: &w });
+                for w in &warnings {
+                    weir_events::emit(weir_events::CheckpointUnusable { pipeline: &p.name, warning: w });
+                }
+                if found.is_none() {
+                    refuse_fresh_start(p, store, &warnings)?;
                 }
                 found
             }
@@ -84,4 +87,31 @@ impl Start {
     pub fn into_control(self) -> Option<Control> {
         self.control
     }
+}
+
+/// No usable checkpoint, but complete ones that are damaged: the runs
+/// before completed checkpoints, and sinks published what they hold.
+/// Starting over would replace that output (a file sink truncates its file)
+/// or forget it (a database sink's progress), so only `--fresh` may do it.
+/// Directories without a manifest alone are what a run killed during its
+/// first checkpoint leaves: nothing was published then, and the sinks' own
+/// check ([`weir_connector::Sink::earlier_output`]) covers a manifest that
+/// was deleted after the fact.
+fn refuse_fresh_start(p: &Pipeline, store: &CheckpointStore, warnings: &[String]) -> Result<(), RunError> {
+    if warnings.is_empty() {
+        return Ok(());
+    }
+    let found = store.found().map_err(|e| RunError::setup(e.to_string()))?;
+    let why = format!(":\n  {}", warnings.join("\n  "));
+    Err(RunError::setup(format!(
+        "pipeline `{}`: {} holds {} but none is usable{why}\n\
+         weir will not start over on its own: the earlier runs may have published output that a fresh start \
+         replaces. Restore the damaged files from a backup, or resume from a savepoint with `--from-checkpoint PATH`, \
+         or start over with `weir run --fresh {}` (if the only run before stopped during its first checkpoint, \
+         nothing was published and --fresh loses nothing).",
+        p.name,
+        store.dir().display(),
+        found.join(", "),
+        p.file.display()
+    )))
 }
