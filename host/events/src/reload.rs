@@ -209,3 +209,40 @@ impl Event for ReloadRolledBack<'_> {
         count(self.pipeline, self.operator, "rolled_back");
     }
 }
+
+/// At start, an operator's plugin file did not load, or holds a version hot
+/// reload had refused: the operator runs the last version that ran well,
+/// kept beside the checkpoints.
+#[derive(Debug)]
+pub struct PluginFallback<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// Operator name.
+    pub operator: &'a str,
+    /// The plugin file in the plugin directory.
+    pub file: &'a std::path::Path,
+    /// Why it is not used.
+    pub reason: &'a str,
+    /// The version that runs instead.
+    pub version: &'a str,
+    /// Where that version is kept.
+    pub kept: &'a std::path::Path,
+}
+
+impl Event for PluginFallback<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            target: TARGET,
+            pipeline = self.pipeline,
+            operator = self.operator,
+            version = self.version,
+            "operator `{}` runs its last good version {} (kept at {}) instead of {}: {}. Fix or replace the file; \
+             hot reload picks it up",
+            self.operator,
+            self.version,
+            self.kept.display(),
+            self.file.display(),
+            self.reason
+        );
+    }
+}

@@ -37,6 +37,7 @@ mod plan;
 pub mod reload;
 pub mod report;
 mod run;
+mod vault;
 
 pub use config::{
     find_plugin, list_plugins, ByteSize, ConfigError, ConfigErrors, DurationStr, LimitsConfig, LoadOptions, NetworkConfig, OnError,

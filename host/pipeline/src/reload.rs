@@ -41,6 +41,7 @@
 //! ```
 
 use crate::config::{Pipeline, ReloadPolicy};
+use crate::vault::PluginVault;
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
@@ -285,6 +286,8 @@ struct Worker {
     trigger: Option<Arc<AtomicU64>>,
     next_id: u64,
     history: VecDeque<ReloadEvent>,
+    /// The last good version of each operator, for the next start.
+    vault: Option<PluginVault>,
 }
 
 /// Starts the manager for `operators` (whose slots the stages poll).
@@ -335,19 +338,31 @@ pub(crate) fn start(
         version_metric(&p.name, &p.operators[m.index].name, &m.current, true);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = Worker { pipeline: p.clone(), engine: engine.clone(), handle: handle.clone(), operators, trigger, next_id: 1, history: VecDeque::new() };
+    let mut worker = Worker { pipeline: p.clone(), engine: engine.clone(), handle: handle.clone(), operators, trigger, next_id: 1, history: VecDeque::new(), vault: PluginVault::of(p) };
     let thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("weir-reload".into())
             .spawn(move || {
+                // A channel whose senders are gone (no watcher under
+                // `manual`, no operator sending reports) is replaced by one
+                // that never fires: a closed channel is always ready, and
+                // selecting on it would spin a core.
+                let (mut candidates, mut commands, mut reports) = (candidates, commands, reports);
                 while !stop.load(Ordering::Relaxed) {
                     crossbeam_channel::select! {
-                        recv(candidates) -> c => if let Ok(c) = c { worker.candidate(&c, Trigger::Watcher); },
-                        recv(commands) -> c => if let Ok(Command::Reload { operator, reply }) = c {
-                            let _ = reply.send(worker.command(operator.as_deref()));
+                        recv(candidates) -> c => match c {
+                            Ok(c) => worker.candidate(&c, Trigger::Watcher),
+                            Err(_) => candidates = crossbeam_channel::never(),
                         },
-                        recv(reports) -> r => if let Ok((op, r)) = r { worker.report(&op, r); },
+                        recv(commands) -> c => match c {
+                            Ok(Command::Reload { operator, reply }) => { let _ = reply.send(worker.command(operator.as_deref())); }
+                            Err(_) => commands = crossbeam_channel::never(),
+                        },
+                        recv(reports) -> r => match r {
+                            Ok((op, r)) => worker.report(&op, r),
+                            Err(_) => reports = crossbeam_channel::never(),
+                        },
                         default(Duration::from_millis(100)) => {}
                     }
                 }
@@ -462,6 +477,7 @@ impl Worker {
             Err(rejection) => {
                 event.outcome = Outcome::Rejected;
                 event.reason = rejection.reason.clone();
+                self.keep(&operator, |v| v.mark_bad(&operator, &c.hash));
                 weir_events::emit(weir_events::ReloadRejected {
                     pipeline: &pipeline,
                     operator: &operator,
@@ -472,6 +488,7 @@ impl Worker {
                 });
             }
             Ok(prepared) => {
+                self.keep(&operator, |v| v.store(&c.hash, &c.bytes));
                 event.load_ms = prepared.load_time.as_millis() as u64;
                 event.cached = prepared.plugin.from_cache;
                 event.open_ms = prepared.open_time.as_millis() as u64;
@@ -589,6 +606,7 @@ impl Worker {
                         version: short(&version),
                         why: "it passed its probation on every subtask",
                     });
+                    self.keep(operator, |v| v.mark_good(operator, &version));
                 }
             }
         }
@@ -607,6 +625,7 @@ impl Worker {
         let failed = std::mem::replace(&mut m.current, previous.clone());
         m.unsettled = None;
         let pending = m.pending.take();
+        self.keep(&operator, |v| v.mark_bad(&operator, &failed.hash));
         if let Some((id, _)) = pending {
             self.edit(id, |e| {
                 e.outcome = Outcome::RolledBack;
@@ -629,6 +648,16 @@ impl Worker {
                 o.since_ms = since;
             }
         });
+    }
+
+    /// Records in the vault what a restart should run (best effort: the
+    /// run goes on without it, with a warning).
+    fn keep(&self, operator: &str, f: impl FnOnce(&PluginVault) -> std::io::Result<()>) {
+        if let Some(v) = &self.vault
+            && let Err(e) = f(v)
+        {
+            tracing::warn!(pipeline = %self.pipeline.name, operator, "cannot record the plugin versions to restart on beside the checkpoints: {e}");
+        }
     }
 
     /// The run ends: accepted versions still on probation are final now.

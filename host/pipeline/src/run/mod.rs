@@ -25,6 +25,7 @@ use crate::plan::Plan;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_connector::ErrorKind;
+use crate::vault::PluginVault;
 use weir_wasm::{Engine, Plugin};
 
 pub use nodes::check_operators;
@@ -171,8 +172,15 @@ pub struct LoadedPlugins {
     pub plugins: Vec<Arc<Plugin>>,
 }
 
-/// Loads (compiles or fetches from the cache) every operator's plugin.
+/// Loads (compiles or fetches from the cache) every operator's plugin, as
+/// the files in the plugin directory are.
 pub fn load_plugins(p: &Pipeline, engine: &Engine) -> Result<LoadedPlugins, RunError> {
+    load_plugins_from(p, engine, None)
+}
+
+/// Like [`load_plugins`]; with a vault, an operator whose file does not
+/// load or holds a version hot reload refused runs its last good version.
+fn load_plugins_from(p: &Pipeline, engine: &Engine, vault: Option<&PluginVault>) -> Result<LoadedPlugins, RunError> {
     let mut loaded: Vec<(std::path::PathBuf, Arc<Plugin>)> = Vec::new();
     let mut plugins = Vec::new();
     for (i, file) in p.plugin_files.iter().enumerate() {
@@ -180,9 +188,7 @@ pub fn load_plugins(p: &Pipeline, engine: &Engine) -> Result<LoadedPlugins, RunE
             plugins.push(plugin.clone());
             continue;
         }
-        let plugin = engine
-            .load(file)
-            .map_err(|e| RunError::setup(format!("{}: {} (`{}`): {e}", p.file.display(), p.operators[i].path(), p.operators[i].name)))?;
+        let plugin = load_plugin(p, engine, i, file, vault)?;
         tracing::info!(
             plugin = %plugin.name,
             version = plugin.short_hash(),
@@ -198,10 +204,38 @@ pub fn load_plugins(p: &Pipeline, engine: &Engine) -> Result<LoadedPlugins, RunE
     Ok(LoadedPlugins { plugins })
 }
 
+fn load_plugin(p: &Pipeline, engine: &Engine, i: usize, file: &std::path::Path, vault: Option<&PluginVault>) -> Result<Plugin, RunError> {
+    let op = &p.operators[i];
+    let error = |e: &dyn std::fmt::Display| RunError::setup(format!("{}: {} (`{}`): {e}", p.file.display(), op.path(), op.name));
+    let candidate = weir_wasm::reload::Candidate::read(file).map_err(|e| error(&format!("cannot read plugin {}: {e}", file.display())));
+    let loaded = candidate.and_then(|c| {
+        let plugin = engine.load_bytes(&c.name, &c.path, &c.bytes).map_err(|e| error(&e))?;
+        if let Some(v) = vault
+            && let Err(e) = v.store(&plugin.hash, &c.bytes)
+        {
+            tracing::warn!(operator = %op.name, "cannot keep a copy of plugin version {} beside the checkpoints: {e}", plugin.short_hash());
+        }
+        Ok(plugin)
+    });
+    let Some(vault) = vault else { return loaded };
+    let reason = match &loaded {
+        Ok(plugin) if vault.is_bad(&op.name, &plugin.hash) => format!("hot reload refused version {} of this file", plugin.short_hash()),
+        Ok(_) => return loaded,
+        Err(e) => e.message.clone(),
+    };
+    let Some((hash, kept)) = vault.last_good(&op.name) else { return loaded };
+    let bytes = std::fs::read(&kept).map_err(|e| error(&format!("{reason}; and its last good version {} cannot be read: {e}", kept.display())))?;
+    let name = loaded.as_ref().map_or_else(|_| op.plugin.clone(), |plugin| plugin.name.clone());
+    let plugin = engine.load_bytes(&name, &kept, &bytes).map_err(|e| error(&format!("{reason}; and its last good version does not load either: {e}")))?;
+    weir_events::emit(weir_events::PluginFallback { pipeline: &p.name, operator: &op.name, file, reason: &reason, version: weir_wasm::reload::short(&hash), kept: &kept });
+    Ok(plugin)
+}
+
 /// Runs a pipeline to the end of its input (or until its handle stops it).
 pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSummary, RunError> {
     let handle = options.handle.clone().unwrap_or_default();
-    let plugins = load_plugins(p, engine)?;
+    let vault = PluginVault::of(p);
+    let plugins = load_plugins_from(p, engine, vault.as_ref())?;
     let plan = Plan::new(p);
     for line in plan.describe() {
         tracing::debug!(pipeline = %p.name, "{line}");
@@ -215,11 +249,31 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
             Err(e) => tracing::warn!("{e}; continuing without the metrics endpoint (use --metrics-address to choose another)"),
         }
     }
-    let mut coordinator = start.coordinator(p, &plan);
-    let mut built = build::Built::new(p, &plan, &plugins, start.restore.as_ref(), coordinator.as_ref())?;
+    // Restored from the checkpoint taken when the input had ended: every
+    // record was processed. Building the tasks has the sinks publish what
+    // that checkpoint holds (again, idempotently, in case the run before
+    // stopped between completing it and committing); nothing else runs, and
+    // no checkpoint is written that would push older ones out.
+    let finished = start.restore.as_ref().is_some_and(|r| r.checkpoint.manifest.finished);
+    let mut coordinator = if finished { None } else { start.coordinator(p, &plan) };
+    let fresh = options.start_from == StartFrom::Fresh;
+    let started = std::time::Instant::now();
+    let mut built = build::Built::new(p, &plan, &plugins, start.restore.as_ref(), fresh, coordinator.as_ref())?;
+    if finished {
+        let monitor = weir_metrics::Monitor::new(built.registry(p, &plan));
+        return Ok(summary::summarize(p, &plan, &built.metrics, &monitor, None, started.elapsed()));
+    }
     // Every state file is read: without a coordinator to hold it, the pin
     // on the restored checkpoint can go. The claim on the pipeline stays.
     let _control = start.into_control();
+    // Every operator opened: the versions running are good ones.
+    if let Some(v) = &vault {
+        for (op, plugin) in p.operators.iter().zip(&plugins.plugins) {
+            if let Err(e) = v.mark_good(&op.name, &plugin.hash) {
+                tracing::warn!(operator = %op.name, "cannot record plugin version {} as the last good one: {e}", plugin.short_hash());
+            }
+        }
+    }
     let monitor = Arc::new(weir_metrics::Monitor::new(built.registry(p, &plan)));
     let _attached = handle.attach_guard(monitor.clone(), coordinator.as_ref().map(Coordinator::stats), crate::handle::plugins_at_start(p, &plugins));
     let _reload = build::start_reload(p, &plan, engine, &handle, &plugins, &built, coordinator.as_ref())?;
