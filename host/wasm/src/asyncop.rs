@@ -128,7 +128,7 @@ impl AsyncInstance {
         let state = AsyncHostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: Limiter { max: limits.memory, denied: None },
+            limiter: Limiter::new(limits.memory),
             io,
             tag,
             log_window: (Instant::now(), 0),

@@ -133,17 +133,31 @@ pub struct TimerFired {
     pub timestamp: i64,
 }
 
+/// Caps the linear memory of one instance: all its memories together (a
+/// component may declare several), not each on its own.
 pub(crate) struct Limiter {
     pub(crate) max: usize,
     pub(crate) denied: Option<usize>,
+    /// The sum of the sizes of the instance's memories.
+    used: usize,
+}
+
+impl Limiter {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { max, denied: None, used: 0 }
+    }
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.denied = Some(desired);
-            return Err(wasmtime::Error::msg(format!("memory limit of {} bytes exceeded", self.max)));
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // A growth that fails later for another reason stays counted: the
+        // sum errs on the safe side.
+        let used = self.used.saturating_sub(current).saturating_add(desired);
+        if used > self.max {
+            self.denied = Some(used);
+            return Err(wasmtime::Error::msg(format!("memory limit of {} bytes exceeded (all the instance's memories together)", self.max)));
         }
+        self.used = used;
         Ok(true)
     }
 
@@ -231,6 +245,9 @@ impl timers::Host for HostState {
 /// Lines per second a plugin may log before lines are dropped (and counted).
 const LOG_LINES_PER_SECOND: u32 = 100;
 
+/// The longest plugin log line written whole; longer ones are cut.
+pub(crate) const MAX_LOG_LINE: usize = 16 * 1024;
+
 /// A plugin's `log` level as a tracing level: the one mapping, for the
 /// two `log::Level` types the two worlds' bindings generate.
 macro_rules! tracing_level {
@@ -258,6 +275,17 @@ impl log::Host for HostState {
 /// to [`LOG_LINES_PER_SECOND`] per instance (`window`: start of the current
 /// second and lines in it).
 pub(crate) fn plugin_log(tag: &str, window: &mut (Instant, u32), level: tracing::Level, message: &str) {
+    let cut;
+    let message = if message.len() > MAX_LOG_LINE {
+        let mut end = MAX_LOG_LINE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut = format!("{}... ({} more bytes cut: a plugin log line is at most {MAX_LOG_LINE} bytes)", &message[..end], message.len() - end);
+        cut.as_str()
+    } else {
+        message
+    };
     let now = Instant::now();
     if now.duration_since(window.0) >= Duration::from_secs(1) {
         if window.1 > LOG_LINES_PER_SECOND {
@@ -330,7 +358,7 @@ impl OperatorInstance {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter { max: limits.memory, denied: None },
+            limiter: Limiter::new(limits.memory),
             keyed,
             timers,
             tag,
@@ -544,4 +572,19 @@ pub(crate) fn classify_trap(denied: Option<usize>, stderr: &CapturedOutput, limi
         TrapKind::Other
     };
     CallError::Trap { kind, detail: format!("{e:?}"), stderr: stderr.tail() }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_covers_all_memories_of_an_instance() {
+        let mut l = Limiter::new(100);
+        assert!(l.memory_growing(0, 60, None).unwrap(), "first memory");
+        assert!(l.memory_growing(0, 60, None).is_err(), "a second memory may not take the total past the limit");
+        assert_eq!(l.denied, Some(120));
+        assert!(l.memory_growing(60, 90, None).unwrap(), "growing the first within the limit");
+        assert!(l.memory_growing(90, 101, None).is_err());
+    }
 }
