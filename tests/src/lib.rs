@@ -30,6 +30,9 @@ pub fn plugin_dir() -> PathBuf {
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release", "--manifest-path"])
                 .arg(&manifest)
+                // The plugins' own workspace builds into plugins/target,
+                // where this function looks, whatever the host build uses.
+                .env_remove("CARGO_TARGET_DIR")
                 .status()
                 .expect("cannot run cargo to build the plugins");
             assert!(status.success(), "building {} for wasm32-wasip2 failed", manifest.display());

@@ -78,8 +78,16 @@ impl Running {
         std::fs::write(s.path("plugins/tagged-sum.wasm"), first).unwrap();
         s.write("p.toml", pipeline(reload));
         let metrics_port = free_port();
-        let err = std::fs::File::create(s.path("weir.log")).unwrap();
-        let child = Command::new(weir_bin())
+        let child = Self::spawn(&s, metrics_port);
+        let r = Self { s, child, metrics_port };
+        r.wait_for("the pipeline to answer `weir plugins`", |st| st["operators"].as_array().is_some_and(|o| !o.is_empty()));
+        r
+    }
+
+    /// `weir run` in `s`, logging to `weir.log` (appended to).
+    fn spawn(s: &Scratch, metrics_port: u16) -> Child {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(s.path("weir.log")).unwrap();
+        Command::new(weir_bin())
             .args(["-v", "run", "--quiet", "--metrics-address", &format!("127.0.0.1:{metrics_port}"), "p.toml"])
             .current_dir(s.dir.path())
             .env("WEIR_CACHE_DIR", cache_dir())
@@ -88,10 +96,16 @@ impl Running {
             .stdout(Stdio::null())
             .stderr(Stdio::from(err))
             .spawn()
-            .expect("start weir");
-        let r = Self { s, child, metrics_port };
-        r.wait_for("the pipeline to answer `weir plugins`", |st| st["operators"].as_array().is_some_and(|o| !o.is_empty()));
-        r
+            .expect("start weir")
+    }
+
+    /// Kills the run with SIGKILL, as a crash would, and starts it again
+    /// with the plugin directory as it is.
+    fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = Self::spawn(&self.s, self.metrics_port);
+        self.wait_for("the restarted pipeline to answer `weir plugins`", |st| st["operators"].as_array().is_some_and(|o| !o.is_empty()));
     }
 
     fn log(&self) -> String {
@@ -304,6 +318,34 @@ fn bad_versions_are_rejected_or_rolled_back_and_the_old_one_keeps_running() {
     assert_eq!(version(&hash(&bad[4].1)), Some(0.0), "the rolled-back version's gauge");
     let parts = r.kill_and_check();
     assert!(parts.iter().flatten().all(|x| x["version"] == "v1"), "the trapping version's failed batch was redone by v1; nothing else ran");
+}
+
+/// Issue 16: a file that hot reload refused stays in the plugin directory;
+/// a crash and restart runs the last good version instead of failing to
+/// start, and says so.
+#[test]
+fn a_refused_plugin_file_does_not_block_recovery() {
+    let [v1, _] = builds();
+    let mut r = Running::start(&v1, "");
+    let v1_hash = hash(&v1);
+    let refused: [(&str, Vec<u8>, &str); 2] = [
+        ("a version that traps on its first batch", std::fs::read(plugin("fixture-trap")).unwrap(), "rolled-back"),
+        ("bytes that are not Wasm", b"not a plugin".to_vec(), "rejected"),
+    ];
+    for (i, (what, bytes, outcome)) in refused.iter().enumerate() {
+        r.install(bytes, false);
+        let e = r.wait_attempt(0, &hash(bytes));
+        assert_eq!(e["outcome"], *outcome, "{what}: {e:#}");
+        let before = r.outputs().iter().map(Vec::len).sum::<usize>();
+        r.crash_and_restart();
+        let st = r.status().unwrap();
+        assert_eq!(Running::sum_operator(&st)["version"], v1_hash, "{what}: the restart runs v1: {st:#}");
+        let log = r.log();
+        assert_eq!(log.matches("runs its last good version").count(), i + 1, "{what}: the restart says so:\n{log}");
+        r.wait_output(&format!("output after restarting over {what}"), |parts| parts.iter().map(Vec::len).sum::<usize>() > before + 100);
+    }
+    let parts = r.kill_and_check();
+    assert!(parts.iter().flatten().all(|x| x["version"] == "v1"));
 }
 
 /// Must-have 3: ten writes a second for five seconds; the last one wins.
