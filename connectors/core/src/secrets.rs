@@ -33,8 +33,13 @@ pub fn is_secret_key(key: &str) -> bool {
     if ["-env", "_env", "-file", "_file", "location", "-path", "_path"].iter().any(|s| last.ends_with(s)) {
         return false;
     }
-    const WORDS: &[&str] = &["password", "passwd", "secret", "token", "credential", "private", "apikey", "api-key", "api_key", "pem", "oauthbearer"];
-    WORDS.iter().any(|w| last.contains(w)) || last == "key" || last.ends_with("-key") || last.ends_with("_key") || key.contains("key.pem")
+    const WORDS: &[&str] = &["password", "passwd", "secret", "token", "credential", "private", "apikey", "api-key", "api_key", "pem"];
+    WORDS.iter().any(|w| last.contains(w))
+        || last == "key"
+        || last.ends_with("-key")
+        || last.ends_with("_key")
+        || key.contains("key.pem")
+        || key.contains("oauthbearer.config")
 }
 
 fn is_key_char(c: char) -> bool {
