@@ -391,11 +391,11 @@ fn issue16_dns_rebinding_foreign_host_and_origin_are_refused() {
     let s = Scratch::new();
     let sv = serve_with(&s, "", "allowed-hosts = [\"weir.test\"]\n", "", "");
     let port = sv.port;
-    let with = |host: &str, extra: &[(&str, String)]| {
+    fn with(host: &str, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
         let mut h = vec![("Host", host.to_owned())];
         h.extend(extra.iter().cloned());
         h
-    };
+    }
     for path in ["/api/v1/pipelines", "/ui/", "/api/v1/health", "/api/openapi.json"] {
         for host in ["evil.example", "evil.example:80", &format!("evil.example:{port}"), "localhost.evil.example"] {
             let (status, body) = http_with(port, "GET", path, &with(host, &[]), None);
