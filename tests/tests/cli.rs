@@ -60,3 +60,94 @@ fn new_plugin_scaffold_builds_and_runs() {
     // A second scaffold into the same place is refused, not overwritten.
     s.weir(&["new-plugin", "alerts"], T).expect_code(2).expect_stderr(&["already exists"]);
 }
+
+/// A pipeline of no plugin that runs until killed, with checkpoints in `dir`.
+fn endless(dir: &str) -> String {
+    format!("name = \"endless\"\n[checkpoint]\ninterval = \"1s\"\ndir = {dir:?}\n[sources.gen]\ntype = \"generator\"\nrate = 100.0\n[sinks.out]\ntype = \"discard\"\n")
+}
+
+/// Waits until `path` exists (or panics with the run's stderr).
+fn wait_for_file(path: &std::path::Path, child: &mut std::process::Child) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+            panic!("weir run ended ({status}) before {} appeared:\n{err}", path.display());
+        }
+        assert!(std::time::Instant::now() < until, "{} did not appear", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 16, first section, item 5: when the control socket cannot be
+/// bound (its path is over 107 bytes), a second run of the pipeline must
+/// still be refused, naming the first one's pid and the lock, instead of
+/// resuming the first's checkpoint under it.
+#[test]
+fn issue16_a_second_run_is_refused_even_without_a_control_socket() {
+    let s = Scratch::new();
+    let long = format!("data/{}/{}", "d".repeat(60), "e".repeat(60));
+    s.write("p.toml", endless(&long));
+    let mut first = s.command(&["run", "--quiet", "--metrics-address", "off", "p.toml"]).spawn().unwrap();
+    let dir = s.path(&long).join("endless");
+    wait_for_file(&dir.join("_run.lock"), &mut first);
+    assert!(dir.join("_control.sock").as_os_str().len() > 107, "the socket path is too long to bind");
+    std::thread::sleep(Duration::from_millis(500));
+    let second = s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], T);
+    let _ = first.kill();
+    let _ = first.wait();
+    second.expect_code(2).expect_stderr(&["already running", &format!("process {}", first.id()), "_run.lock"]);
+    // The lock dies with its process: the next run starts.
+    let mut third = s.command(&["run", "--quiet", "--metrics-address", "off", "p.toml"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(third.try_wait().unwrap().is_none(), "a run after the first was killed starts");
+    let _ = third.kill();
+    let _ = third.wait();
+}
+
+/// Issue 16: the control socket is the user's only whatever the umask,
+/// refuses other users, and bounds what a client may send.
+#[test]
+fn issue16_the_control_socket_is_private_and_bounded() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    s.write("p.toml", endless("data"));
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "umask 000; exec \"$0\" run --quiet --metrics-address off p.toml"]).arg(weir_tests::weir_bin()).current_dir(s.dir.path()).env("WEIR_CACHE_DIR", weir_tests::cache_dir());
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let socket = s.path("data/endless/_control.sock");
+    wait_for_file(&socket, &mut child);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket ignores umask 000");
+    let ask = |request: &[u8]| {
+        let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = c.write_all(request);
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(c).read_line(&mut line);
+        line
+    };
+    assert!(ask(b"status\n").starts_with("ok "), "the owner is answered");
+    let answer = ask(&vec![b'x'; 100_000]);
+    assert!(answer.contains("longer than 4096 bytes"), "{answer}");
+    let started = std::time::Instant::now();
+    let answer = ask(b"stat");
+    assert!(answer.contains("no request line within"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Another user, even with the socket opened to everyone, is refused by
+    // its uid (`weir status` run as nobody).
+    for dir in [s.dir.path().to_owned(), s.path("data"), s.path("data/endless")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let other = weir_tests::run_with_timeout(
+        Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(weir_tests::weir_bin()).args(["status", "p.toml"]).current_dir(s.dir.path()),
+        T,
+    );
+    other.expect_code(1).expect_stderr(&["answers only its own user", "uid 65534"]);
+    let _ = child.kill();
+    let _ = child.wait();
+}

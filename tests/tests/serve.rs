@@ -58,18 +58,23 @@ impl Serve {
 
 /// Writes weir.toml (with `restart`) and starts `weir serve`.
 fn serve(s: &Scratch, restart: &str) -> Serve {
+    let plugins = format!("plugin-dir = {:?}\n", plugin_dir().display().to_string());
+    serve_with(s, &plugins, "", &format!("[restart]\n{restart}\n"), "")
+}
+
+/// Starts `weir serve` with weir.toml made of `top` (top-level keys),
+/// `api` (more `[api]` keys) and `rest` (more tables), under the shell
+/// commands `limits` (e.g. `ulimit -n 256`), and waits until it answers.
+fn serve_with(s: &Scratch, top: &str, api: &str, rest: &str, limits: &str) -> Serve {
     let port = free_port();
     s.write(
         "weir.toml",
-        format!(
-            "pipelines = \"pipelines\"\nplugin-dir = {:?}\nscan-interval = \"500ms\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken-env = \"WEIR_TEST_TOKEN\"\n[restart]\n{restart}\n",
-            plugin_dir().display().to_string()
-        ),
+        format!("pipelines = \"pipelines\"\n{top}scan-interval = \"500ms\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken-env = \"WEIR_TEST_TOKEN\"\n{api}\n{rest}"),
     );
     std::fs::create_dir_all(s.path("pipelines")).unwrap();
     let log = s.path(format!("serve-{port}.log").as_str());
-    let child = Command::new(weir_bin())
-        .args(["serve", "--config", "weir.toml"])
+    let child = Command::new("sh")
+        .args(["-c", &format!("{limits}\nexec \"$0\" serve --config weir.toml"), weir_bin().to_str().unwrap()])
         .current_dir(s.dir.path())
         .env("WEIR_CACHE_DIR", cache_dir())
         .env("WEIR_TEST_TOKEN", TOKEN)
@@ -90,15 +95,26 @@ fn serve(s: &Scratch, restart: &str) -> Serve {
 /// One raw HTTP/1.1 request (the path is sent exactly as given, so encoded
 /// and `..` forms reach the server unnormalised). Returns status and body.
 fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let mut headers = vec![("Host", "127.0.0.1".to_owned())];
+    if let Some(t) = token {
+        headers.push(("Authorization", format!("Bearer {t}")));
+    }
+    http_with(port, method, path, &headers, body)
+}
+
+/// [`http`] with the headers given (`Host` included).
+fn http_with(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: Option<&str>) -> (u16, String) {
     let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
     c.set_read_timeout(Some(Duration::from_secs(150))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
     req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
-    c.write_all(req.as_bytes()).unwrap();
+    if c.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -359,4 +375,174 @@ fn ui_in_headless_chromium() {
     assert!(v["timeline"].as_u64().unwrap() >= 4, "timeline lines: {v}");
     assert_eq!(v["external"], serde_json::json!([]), "the UI loads nothing from elsewhere");
     assert!(shots.join("graph.png").is_file() && shots.join("subtasks.png").is_file());
+}
+
+// Issue 16, "the service facing a browser, a crowd and a typo". These runs
+// need no plugin: their pipelines are a generator and a discard sink.
+
+/// A pipeline of no plugin that runs until stopped.
+const IDLE_PIPELINE: &str = "[checkpoint]\ninterval = \"1h\"\ndir = \"../data\"\n[sources.gen]\ntype = \"generator\"\nrate = 100.0\n[sinks.out]\ntype = \"discard\"\n";
+
+/// DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1
+/// sends `Host: evil.example`; the API must not answer it, nor take a
+/// mutating call from a page of another origin.
+#[test]
+fn issue16_dns_rebinding_foreign_host_and_origin_are_refused() {
+    let s = Scratch::new();
+    let sv = serve_with(&s, "", "allowed-hosts = [\"weir.test\"]\n", "", "");
+    let port = sv.port;
+    fn with(host: &str, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut h = vec![("Host", host.to_owned())];
+        h.extend(extra.iter().cloned());
+        h
+    }
+    for path in ["/api/v1/pipelines", "/ui/", "/api/v1/health", "/api/openapi.json"] {
+        for host in ["evil.example", "evil.example:80", &format!("evil.example:{port}"), "localhost.evil.example"] {
+            let (status, body) = http_with(port, "GET", path, &with(host, &[]), None);
+            assert_eq!(status, 421, "GET {path} with Host {host}: {body}");
+            assert!(body.contains("api.allowed-hosts"), "the refusal says what to do: {body}");
+        }
+        for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), "[::1]".to_owned(), "weir.test".to_owned(), format!("WEIR.TEST:{port}")] {
+            let (status, body) = http_with(port, "GET", path, &with(&host, &[]), None);
+            assert_eq!(status, 200, "GET {path} with Host {host}: {body}");
+        }
+    }
+    // A mutating call from a browser page of another origin: 403, even
+    // with the token and an allowed Host.
+    let auth = ("Authorization", format!("Bearer {TOKEN}"));
+    for origin in ["http://evil.example", "null", &format!("http://evil.example:{port}")] {
+        let (status, body) = http_with(port, "POST", "/api/v1/pipelines/nosuch/stop", &with("localhost", &[auth.clone(), ("Origin", origin.to_owned())]), None);
+        assert_eq!(status, 403, "Origin {origin}: {body}");
+    }
+    // The UI's own origin (and no origin, as curl sends) passes the guard
+    // and reaches the route.
+    for extra in [vec![auth.clone(), ("Origin", format!("http://127.0.0.1:{port}"))], vec![auth.clone()]] {
+        let (status, body) = http_with(port, "POST", "/api/v1/pipelines/nosuch/stop", &with("localhost", &extra), None);
+        assert_eq!(status, 404, "{extra:?}: {body}");
+    }
+}
+
+/// `WEIR_API_TOKEN` obeys the 16-character rule of `api.token`.
+#[test]
+fn issue16_short_api_token_from_the_environment_is_refused() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("pipelines")).unwrap();
+    s.write("weir.toml", format!("[api]\nlisten = \"127.0.0.1:{}\"\ntoken-env = \"WEIR_TEST_TOKEN\"\n", free_port()));
+    let run = weir_tests::run_with_timeout(
+        Command::new(weir_bin()).args(["serve", "--config", "weir.toml"]).current_dir(s.dir.path()).env("WEIR_TEST_TOKEN", "short"),
+        Duration::from_secs(60),
+    );
+    run.expect_code(2).expect_stderr(&["$WEIR_TEST_TOKEN (api.token-env): use at least 16 characters"]);
+}
+
+/// A TOML syntax error on a secret's line reaches neither the
+/// unauthenticated `last_error`, nor the events, nor the log, nor the
+/// terminal; the error still says where it is.
+#[test]
+fn issue16_config_syntax_errors_never_echo_secrets() {
+    const SECRET: &str = "hunter2-do-not-leak";
+    let s = Scratch::new();
+    let sv = serve_with(&s, "", "", "", "");
+    let port = sv.port;
+    let leaky = format!("[sources.k]\ntype = \"kafka\"\nbrokers = \"localhost:9\"\ntopic = \"t\"\n[sources.k.properties]\n\"sasl.password\" = \"{SECRET}\n[sinks.out]\ntype = \"discard\"\n");
+    s.write("pipelines/leaky.toml", &leaky);
+    wait_for("leaky invalid", &sv, || state(port, "leaky")["state"] == "invalid");
+    let listing = http(port, "GET", "/api/v1/pipelines", None, None).1;
+    let detail = http(port, "GET", "/api/v1/pipelines/leaky", None, None).1;
+    let p = state(port, "leaky");
+    let last_error = p["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(last_error.contains("not valid TOML at line 6, column"), "the error still says where: {last_error}");
+    assert!(last_error.contains("sasl.password"), "and which key: {last_error}");
+    for (what, text) in [("the listing", &listing), ("the detail", &detail), ("the log", &sv.log())] {
+        assert!(!text.contains(SECRET), "{what} leaks the secret:\n{text}");
+    }
+    // The same file on the command line, and weir.toml itself.
+    let run = s.weir(&["check", s.path("pipelines/leaky.toml").to_str().unwrap()], Duration::from_secs(60));
+    run.expect_code(2).expect_stderr(&["line 6, column"]);
+    assert!(!run.stderr.contains(SECRET), "{}", run.stderr);
+    s.write("bad.toml", format!("[api]\ntoken = \"{SECRET}-0123456789\nlisten = \"127.0.0.1:1\"\n"));
+    let run = s.weir(&["serve", "--config", "bad.toml"], Duration::from_secs(60));
+    run.expect_code(2).expect_stderr(&["line 2, column"]);
+    assert!(!run.stderr.contains(SECRET), "{}", run.stderr);
+}
+
+/// Connection exhaustion: a crowd of idle connections at a low
+/// file-descriptor limit, against the API and the metrics exporter. Before
+/// issue 16 the directory scan then failed and the supervisor stopped every
+/// pipeline as "pipeline file removed", and the exporter logged millions of
+/// accept errors. Now the pipeline keeps running, the log stays short, and
+/// the server serves again once the crowd's connections time out.
+#[test]
+fn issue16_a_crowd_of_idle_connections_stops_no_pipeline_and_floods_no_log() {
+    let s = Scratch::new();
+    let metrics = free_port();
+    // More connections allowed than descriptors: accepts fail with EMFILE.
+    let sv = serve_with(&s, "", "max-connections = 2000\nheader-timeout = \"2s\"\n", &format!("[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"), "ulimit -n 200");
+    let port = sv.port;
+    s.write("pipelines/steady.toml", IDLE_PIPELINE);
+    wait_for("steady running", &sv, || state(port, "steady")["state"] == "running");
+    let crowd: Vec<TcpStream> = (0..300).flat_map(|i| TcpStream::connect(("127.0.0.1", if i % 2 == 0 { port } else { metrics }))).collect();
+    assert!(crowd.len() > 250, "the crowd connected: {}", crowd.len());
+    // Several scans happen while no descriptor is left.
+    std::thread::sleep(Duration::from_secs(4));
+    drop(crowd);
+    wait_for("the API serves again", &sv, || http(port, "GET", "/api/v1/health", None, None).0 == 200);
+    std::thread::sleep(Duration::from_secs(1));
+    let p = state(port, "steady");
+    assert_eq!(p["state"], "running", "{p:#}");
+    let events = p["events"].to_string();
+    assert!(!events.contains("removed") && !events.contains("stopping"), "the pipeline was stopped: {events}");
+    let log = sv.log();
+    let accept_lines = log.lines().filter(|l| l.contains("cannot accept connections")).count();
+    assert!(accept_lines <= 4, "{accept_lines} lines of accept errors (at most one per listener per 10 s):\n{log}");
+    assert!(log.len() < 64 * 1024, "the log grew to {} bytes", log.len());
+    assert!(weir_tests::scrape(metrics).is_some(), "the exporter serves again");
+}
+
+/// Idle connections are closed after `header-timeout`; beyond
+/// `max-connections` they are closed at once.
+#[test]
+fn issue16_idle_connections_time_out_and_are_capped() {
+    let s = Scratch::new();
+    let sv = serve_with(&s, "", "max-connections = 4\nheader-timeout = \"1s\"\n", "", "");
+    let port = sv.port;
+    // Nothing sent (a slowloris), and half a request.
+    let mut idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    idle[0].write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut over = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let started = Instant::now();
+    assert!(matches!(over.read_to_end(&mut buf), Ok(0) | Err(_)) && started.elapsed() < Duration::from_secs(2), "a connection over the cap is closed at once");
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        let _ = c.read_to_end(&mut buf);
+        assert!(started.elapsed() < Duration::from_secs(5), "an idle connection was kept open");
+    }
+    assert!(sv.log().len() < 16 * 1024);
+    assert_eq!(http(port, "GET", "/api/v1/health", None, None).0, 200);
+}
+
+/// A pipelines directory that cannot be read is a failed scan, not an empty
+/// directory: every pipeline keeps running, and health says why.
+#[test]
+fn issue16_a_failed_directory_scan_stops_no_pipeline() {
+    let s = Scratch::new();
+    let sv = serve_with(&s, "", "", "", "");
+    let port = sv.port;
+    s.write("pipelines/steady.toml", IDLE_PIPELINE);
+    wait_for("steady running", &sv, || state(port, "steady")["state"] == "running");
+    std::fs::rename(s.path("pipelines"), s.path("moved")).unwrap();
+    wait_for("a degraded health", &sv, || get_json(port, "/api/v1/health")["status"] == "degraded");
+    let health = get_json(port, "/api/v1/health");
+    assert!(health["problem"].as_str().unwrap().contains("cannot list the pipelines directory"), "{health}");
+    std::thread::sleep(Duration::from_secs(2));
+    let p = state(port, "steady");
+    assert_eq!(p["state"], "running", "{p:#}");
+    std::fs::rename(s.path("moved"), s.path("pipelines")).unwrap();
+    wait_for("health ok", &sv, || get_json(port, "/api/v1/health")["status"] == "ok");
+    assert_eq!(state(port, "steady")["state"], "running");
+    assert_eq!(sv.log().matches("cannot list the pipelines directory").count(), 1, "logged once, not every scan:\n{}", sv.log());
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 pub mod config;
 mod keys;
 pub mod registry;
+pub mod secrets;
 pub mod staging;
 
 pub use weir_format::{BatchWriter, Frames, RecordRef};

@@ -8,6 +8,10 @@
 //! listen = "127.0.0.1:8080"        # REST API and web UI
 //! # token = "..."                  # bearer token for mutating calls; or the env var below
 //! token-env = "WEIR_API_TOKEN"
+//! # allowed-hosts = ["weir.internal"] # host names besides localhost and IP addresses
+//! # max-connections = 256          # open connections at once
+//! # header-timeout = "10s"         # to send a request's headers (and idle between requests)
+//! # idle-timeout = "60s"           # longest a connection moves no byte (outside a call)
 //!
 //! [restart]
 //! strategy = "exponential-backoff" # or "fixed-delay"
@@ -96,11 +100,37 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Environment variable holding the token.
     pub token_env: String,
+    /// Host names the API answers to besides `localhost`, IP addresses and
+    /// the listen address (`Host` and `Origin` are checked against them, to
+    /// refuse DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Connections open at once; more are closed as soon as accepted.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers, counted from
+    /// the moment the server waits for them (so also the longest a
+    /// keep-alive connection stays idle between requests).
+    #[serde(deserialize_with = "weir_connector::config::duration")]
+    pub header_timeout: Duration,
+    /// Longest a connection may move no byte in either direction while no
+    /// call is being answered (a client that stops reading its answer).
+    #[serde(deserialize_with = "weir_connector::config::duration")]
+    pub idle_timeout: Duration,
 }
+
+/// The least characters of a bearer token (`api.token` or `token-env`).
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), token: None, token_env: "WEIR_API_TOKEN".into() }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+            token_env: "WEIR_API_TOKEN".into(),
+            allowed_hosts: Vec::new(),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -154,7 +184,9 @@ impl ServeConfig {
     /// Reads and validates `weir.toml`; relative paths become relative to its directory.
     pub fn load(file: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let mut c: ServeConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        // By position and key, with secrets redacted: the toml crate's own
+        // message quotes the source line (which may be `token = "..."`).
+        let mut c: ServeConfig = toml::from_str(&text).map_err(|e| format!("{}: {}", file.display(), weir_connector::secrets::toml_error(&e, &text)))?;
         let base = file.parent().unwrap_or(Path::new("."));
         c.pipelines = base.join(&c.pipelines);
         c.plugin_dir = c.plugin_dir.map(|d| base.join(d));
@@ -168,8 +200,24 @@ impl ServeConfig {
         if c.restart.max_delay < c.restart.delay {
             errors.push("restart.max-delay: must not be shorter than restart.delay".into());
         }
-        if c.api.token.as_deref().is_some_and(|t| t.len() < 16) {
-            errors.push("api.token: use at least 16 characters".into());
+        match (&c.api.token, std::env::var(&c.api.token_env)) {
+            (Some(t), _) => errors.extend(token_problem(t, "api.token")),
+            (None, Ok(t)) => errors.extend(token_problem(&t, &format!("${} (api.token-env)", c.api.token_env))),
+            (None, Err(std::env::VarError::NotUnicode(_))) => errors.push(format!("${} (api.token-env): not valid UTF-8", c.api.token_env)),
+            (None, Err(std::env::VarError::NotPresent)) => {}
+        }
+        for (i, h) in c.api.allowed_hosts.iter().enumerate() {
+            if let Some(why) = crate::http::host_problem(h) {
+                errors.push(format!("api.allowed-hosts[{i}]: {h:?} {why}"));
+            }
+        }
+        if !(1..=1_000_000).contains(&c.api.max_connections) {
+            errors.push(format!("api.max-connections: {} must be between 1 and 1000000", c.api.max_connections));
+        }
+        for (key, d) in [("api.header-timeout", c.api.header_timeout), ("api.idle-timeout", c.api.idle_timeout)] {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                errors.push(format!("{key}: {d:?} must be between 1ms and 1h"));
+            }
         }
         if errors.is_empty() {
             Ok(c)
@@ -184,9 +232,36 @@ impl ServeConfig {
     }
 }
 
+/// Why `token` (read from `source`) cannot be the bearer token, if it
+/// cannot: the same rule for `api.token` and the environment variable. An
+/// empty variable counts as unset (the API stays read-only).
+pub fn token_problem(token: &str, source: &str) -> Option<String> {
+    if token.is_empty() && source.starts_with('$') {
+        return None;
+    }
+    if token.chars().count() < MIN_TOKEN_LEN {
+        return Some(format!("{source}: use at least {MIN_TOKEN_LEN} characters (this one has {})", token.chars().count()));
+    }
+    if token.trim() != token || token.chars().any(char::is_control) {
+        return Some(format!("{source}: must not start or end with whitespace or hold control characters"));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: a token from the environment obeys the rule of `api.token`.
+    #[test]
+    fn short_tokens_are_refused_from_either_source() {
+        assert!(token_problem("short", "api.token").is_some_and(|m| m.contains("at least 16")));
+        assert!(token_problem("short", "$WEIR_API_TOKEN (api.token-env)").is_some_and(|m| m.starts_with("$WEIR_API_TOKEN")));
+        assert_eq!(token_problem("", "$WEIR_API_TOKEN (api.token-env)"), None, "an empty variable leaves the API read-only");
+        assert!(token_problem("", "api.token").is_some());
+        assert!(token_problem(" 0123456789abcdef", "api.token").is_some());
+        assert_eq!(token_problem("0123456789abcdef", "api.token"), None);
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

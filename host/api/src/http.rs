@@ -8,6 +8,20 @@
 //! no path parameter is ever joined to a file system path, and ids with
 //! anything but letters, digits, `-`, `_` and inner dots (so `..`, `/`,
 //! `%`, absolute paths and encoded variants) are refused with 400.
+//!
+//! A browser is a hostile client too: a page of any site can send requests
+//! to 127.0.0.1, and with DNS rebinding read the answers under its own name.
+//! Every request's `Host` (and the `Origin` of every mutating call) must
+//! therefore name this server: `localhost`, an IP address, or a name of
+//! `api.allowed-hosts`; anything else is answered 421 (`Host`) or 403
+//! (`Origin`) before any route runs.
+//!
+//! The server itself ([`serve`]) bounds what a crowd of clients can hold:
+//! at most `api.max-connections` connections (more are closed as soon as
+//! accepted), headers within `api.header-timeout`, no connection idle for
+//! longer than `api.idle-timeout` outside a call, every call answered
+//! within [`REQUEST_TIMEOUT`]; failed accepts (no file descriptor left)
+//! are logged at most once per ten seconds.
 
 use crate::supervisor::{Slot, Supervisor};
 use axum::extract::{Path, Query, Request, State};
@@ -52,6 +66,96 @@ const APP_CSS: &str = include_str!("../ui/app.css");
 struct App {
     sup: Arc<Supervisor>,
     token: Option<Arc<str>>,
+    hosts: Arc<[String]>,
+}
+
+/// Why `entry` cannot be a name of `api.allowed-hosts`, if it cannot.
+pub fn host_problem(entry: &str) -> Option<&'static str> {
+    if entry.is_empty() {
+        Some("is empty")
+    } else if entry.contains([':', '/', '@', '[', ']']) || entry.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("is not a host name: give the name alone, without scheme, port or path (e.g. \"weir.example.com\")")
+    } else {
+        None
+    }
+}
+
+/// The host of a `Host` header or of an origin's authority (`name:port`,
+/// `[v6]:port`): lower case, without port and trailing dot.
+fn host_of(authority: &str) -> Option<String> {
+    let a = authority.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        let (ip, tail) = rest.split_once(']')?;
+        if !(tail.is_empty() || tail.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))) {
+            return None;
+        }
+        return ip.parse::<std::net::Ipv6Addr>().ok().map(|ip| ip.to_string());
+    }
+    let name = match a.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return None,
+        None => a,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+/// True when a request naming `host` may be answered: `localhost` (and
+/// `*.localhost`, which browsers resolve to loopback themselves), any IP
+/// address (an address is not a name an attacker's DNS can rebind), or a
+/// name of `allowed` (`api.allowed-hosts`).
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    host_of(host).is_some_and(|h| {
+        h == "localhost" || h.ends_with(".localhost") || h.parse::<std::net::IpAddr>().is_ok() || allowed.iter().any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(&h))
+    })
+}
+
+/// True when the `Origin` of a mutating call may be answered: absent (not a
+/// browser), or `http(s)://` and a host [`host_allowed`] accepts.
+pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    let Some(authority) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else { return false };
+    !authority.contains(['/', '@']) && host_allowed(authority, allowed)
+}
+
+/// Refuses requests whose `Host` (every request) or `Origin` (mutating
+/// calls) names another server: the guard against DNS rebinding.
+async fn check_host(State(app): State<App>, req: Request, next: Next) -> Response {
+    match refusal(&app.hosts, &req) {
+        Some(refused) => refused.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+fn refusal(hosts: &[String], req: &Request) -> Option<ApiError> {
+    let text = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or("(not text)"));
+    let host = text(header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return Some(ApiError(StatusCode::BAD_REQUEST, "the request has no Host header".into()));
+    };
+    if !host_allowed(host, hosts) {
+        return Some(ApiError(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server does not answer to the host {host:?} (a guard against DNS rebinding): use localhost or an IP address, \
+                 or add the name to api.allowed-hosts in weir.toml"
+            ),
+        ));
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        let origin = text(header::ORIGIN);
+        if !origin_allowed(origin, hosts) {
+            return Some(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a page from {:?} may not change this server (a guard against cross-site requests): \
+                     only pages of localhost, an IP address or a name of api.allowed-hosts may",
+                    origin.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    None
 }
 
 /// An error answer: status and a JSON `{"error": ...}`.
@@ -95,11 +199,12 @@ fn not_running(name: &str) -> ApiError {
     ApiError(StatusCode::CONFLICT, format!("pipeline `{name}` is not running"))
 }
 
-/// Builds the router: API, UI, OpenAPI document.
-pub fn router(sup: Arc<Supervisor>, token: Option<String>) -> Router {
-    let app = App { sup, token: token.map(Arc::from) };
+/// Builds the router: API, UI, OpenAPI document. Requests must name this
+/// server (`localhost`, an IP address or one of `allowed_hosts`).
+pub fn router(sup: Arc<Supervisor>, token: Option<String>, allowed_hosts: &[String]) -> Router {
+    let app = App { sup, token: token.map(Arc::from), hosts: allowed_hosts.into() };
     Router::new()
-        .route("/api/v1/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/api/v1/health", get(health))
         .route("/api/v1/pipelines", get(list))
         .route("/api/v1/pipelines/{name}", get(detail))
         .route("/api/v1/pipelines/{name}/graph", get(graph))
@@ -120,7 +225,17 @@ pub fn router(sup: Arc<Supervisor>, token: Option<String>) -> Router {
         .route("/ui/{file}", get(|Path(file): Path<String>| async move { asset(&file) }))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see /api/openapi.json".into()) })
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), check_host))
         .with_state(app)
+}
+
+/// `ok`, or `degraded` with the problem while the pipelines directory
+/// cannot be read (the pipelines keep running meanwhile).
+async fn health(State(app): State<App>) -> Json<Value> {
+    match app.sup.scan_error() {
+        None => Json(json!({ "status": "ok" })),
+        Some(problem) => Json(json!({ "status": "degraded", "problem": problem })),
+    }
 }
 
 fn asset(file: &str) -> Response {
@@ -326,9 +441,204 @@ async fn restart(State(app): State<App>, Path(name): Path<String>) -> ApiResult 
     Ok((StatusCode::ACCEPTED, Json(summary(&slot))).into_response())
 }
 
+/// Longest a call may take before its connection is answered 503: above
+/// the 120 s a checkpoint or savepoint call waits, and the bound on a
+/// client that stops sending a request body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// The bounds of the API's connections (`[api]` in weir.toml).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `api.max-connections`.
+    pub max_connections: usize,
+    /// `api.header-timeout`.
+    pub header_timeout: Duration,
+    /// `api.idle-timeout`.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits of `[api]`.
+    pub fn of(api: &crate::ApiConfig) -> Self {
+        Self { max_connections: api.max_connections, header_timeout: api.header_timeout, idle_timeout: api.idle_timeout }
+    }
+}
+
+/// When a connection last moved a byte, and how many of its calls are
+/// being answered (time in a call is not idle time).
+struct Activity {
+    born: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.born.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        if self.calls.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        self.born.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+}
+
+/// Counts a call as running while alive.
+struct InCall(Arc<Activity>);
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.calls.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A connection that records when it last moved a byte.
+struct Watched {
+    stream: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut me.stream).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            me.activity.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let r = std::pin::Pin::new(&mut me.stream).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            me.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` changes;
+/// then stops accepting, lets the open connections finish their calls
+/// (each closes once idle) and returns when they are gone, or after
+/// [`REQUEST_TIMEOUT`].
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: Limits, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut errors = weir_metrics::exporter::AcceptErrors::new("the API");
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                tokio::time::sleep(errors.failed(&e)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: a crowd gets no file descriptor to hold.
+            errors.refused(peer, limits.max_connections);
+            continue;
+        };
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            connection(stream, peer, app, limits, shutdown).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, slots.acquire_many(all)).await;
+}
+
+async fn connection(stream: tokio::net::TcpStream, peer: std::net::SocketAddr, app: Router, limits: Limits, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let activity = Arc::new(Activity { born: std::time::Instant::now(), last_ms: 0.into(), calls: 0.into() });
+    let io = hyper_util::rt::TokioIo::new(Watched { stream, activity: activity.clone() });
+    let routes = hyper_util::service::TowerToHyperService::new(app);
+    let calls = activity.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        calls.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = InCall(calls.clone());
+        let call = hyper::service::Service::call(&routes, req);
+        async move {
+            let answer = tokio::time::timeout(REQUEST_TIMEOUT, call).await;
+            drop(guard);
+            match answer {
+                Ok(r) => r,
+                Err(_) => Ok(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the call took longer than {REQUEST_TIMEOUT:?}; try again")).into_response()),
+            }
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval((limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, "API connection ended: {e}");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => {
+                if activity.idle_for() > limits.idle_timeout {
+                    tracing::debug!(%peer, "closing an API connection idle for longer than api.idle-timeout ({:?})", limits.idle_timeout);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: DNS rebinding. A name the server was not told about is
+    /// refused; loopback names, IP addresses and allowed names are not.
+    #[test]
+    fn hosts_and_origins_must_name_this_server() {
+        let allowed = vec!["weir.example.com".to_owned()];
+        for ok in ["127.0.0.1:8080", "localhost", "LOCALHOST:1", "app.localhost:8080", "[::1]:8080", "[::1]", "10.1.2.3", "weir.example.com:443", "Weir.Example.Com."] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8080", "", "localhost.evil.example", "weir.example.com.evil", "[::1]x", "127.0.0.1:80:80", "a b", "[evil]:80"] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+        assert!(origin_allowed(None, &allowed));
+        assert!(origin_allowed(Some("http://localhost:8080"), &allowed));
+        assert!(origin_allowed(Some("https://weir.example.com"), &allowed));
+        for bad in ["null", "http://evil.example", "file://", "http://127.0.0.1@evil.example", "http://evil.example/x"] {
+            assert!(!origin_allowed(Some(bad), &allowed), "{bad}");
+        }
+        assert_eq!(host_problem("weir.example.com"), None);
+        for bad in ["", "http://x", "x:80", "a b", "[::1]"] {
+            assert!(host_problem(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn ids_and_checkpoints_reject_paths() {

@@ -73,26 +73,16 @@ pub fn serve(config: ServeConfig, engine: Engine, journal: Journal, connectors: 
                 }
             })
         };
-        let app = http::router(sup.clone(), token);
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = done_rx.await;
-                })
-                .await
-        });
+        let app = http::router(sup.clone(), token, &sup.config().api.allowed_hosts);
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(http::serve(listener, app, http::Limits::of(&sup.config().api), done_rx));
         let signal = shutdown_signal().await;
         tracing::info!("{signal} received: stopping every pipeline gracefully (final checkpoint, sinks commit)");
         scanner.abort();
         let s = sup.clone();
         let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
-        let _ = done_tx.send(());
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("the API server failed: {e}")),
-            Err(e) => return Err(format!("the API server failed: {e}")),
-        }
+        let _ = done_tx.send(true);
+        server.await.map_err(|e| format!("the API server failed: {e}"))?;
         tracing::info!("every pipeline stopped; weir serve exits");
         Ok(())
     })

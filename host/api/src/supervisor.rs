@@ -157,8 +157,11 @@ impl Slot {
         self.record("info", what);
     }
 
-    /// Records an event (the last 100 are kept).
+    /// Records an event (the last 100 are kept), with the values of
+    /// secret-looking keys redacted: the API shows events without
+    /// authentication.
     pub(crate) fn record(&self, level: &'static str, what: String) {
+        let what = weir_connector::secrets::redact(&what);
         let mut info = self.info.lock().expect("slot lock");
         info.events.push(Event { at_ms: now_ms(), level, what });
         if info.events.len() > 100 {
@@ -237,6 +240,7 @@ pub struct Supervisor {
     journal: Journal,
     connectors: Arc<weir_pipeline::Registry>,
     slots: Mutex<BTreeMap<String, Arc<Slot>>>,
+    scan_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -255,7 +259,7 @@ impl Supervisor {
     /// sources and sinks of `connectors`; what its pipelines log goes to
     /// their events through `journal` (when its layer is installed).
     pub fn new(config: ServeConfig, engine: Engine, journal: Journal, connectors: Arc<weir_pipeline::Registry>) -> Arc<Self> {
-        Arc::new(Self { config, engine, journal, connectors, slots: Mutex::new(BTreeMap::new()) })
+        Arc::new(Self { config, engine, journal, connectors, slots: Mutex::new(BTreeMap::new()), scan_error: Mutex::new(None) })
     }
 
     /// The service configuration.
@@ -273,24 +277,51 @@ impl Supervisor {
         self.slots.lock().expect("slots lock").get(id).cloned()
     }
 
-    /// Picks up added, changed and removed pipeline files.
-    pub fn scan(self: &Arc<Self>) {
+    /// Why the last scan of the pipelines directory failed, while it fails.
+    pub fn scan_error(&self) -> Option<String> {
+        self.scan_error.lock().expect("scan lock").clone()
+    }
+
+    /// The pipeline files of the directory, by id; an error when it cannot
+    /// be listed completely (a missing directory, no file descriptor left).
+    fn list(&self) -> Result<BTreeMap<String, PathBuf>, String> {
+        let dir = &self.config.pipelines;
+        let why = |e: std::io::Error| format!("cannot list the pipelines directory {}: {e}", dir.display());
         let mut found = BTreeMap::new();
-        match std::fs::read_dir(&self.config.pipelines) {
-            Ok(entries) => {
-                for e in entries.flatten() {
-                    let path = e.path();
-                    if path.extension().is_some_and(|x| x == "toml")
-                        && path.is_file()
-                        && let Some(id) = path.file_stem().and_then(|s| s.to_str())
-                        && crate::http::valid_id(id)
-                    {
-                        found.insert(id.to_owned(), path);
-                    }
-                }
+        for e in std::fs::read_dir(dir).map_err(why)? {
+            let path = e.map_err(why)?.path();
+            if path.extension().is_some_and(|x| x == "toml")
+                && path.is_file()
+                && let Some(id) = path.file_stem().and_then(|s| s.to_str())
+                && crate::http::valid_id(id)
+            {
+                found.insert(id.to_owned(), path);
             }
-            Err(e) => tracing::warn!("cannot list the pipelines directory {}: {e}", self.config.pipelines.display()),
         }
+        Ok(found)
+    }
+
+    /// Picks up added, changed and removed pipeline files. A scan that
+    /// fails changes nothing: a directory that cannot be read is not an
+    /// empty one, and stopping every pipeline because the process ran out
+    /// of file descriptors would turn a crowd of connections into an outage.
+    pub fn scan(self: &Arc<Self>) {
+        let found = match self.list() {
+            Ok(found) => {
+                if self.scan_error.lock().expect("scan lock").take().is_some() {
+                    tracing::info!(dir = %self.config.pipelines.display(), "the pipelines directory can be read again; picking up its changes");
+                }
+                found
+            }
+            Err(e) => {
+                let mut last = self.scan_error.lock().expect("scan lock");
+                if last.is_none() {
+                    tracing::error!(dir = %self.config.pipelines.display(), "{e}; every pipeline keeps running as it is until the directory can be read again");
+                }
+                *last = Some(e);
+                return;
+            }
+        };
         let mut slots = self.slots.lock().expect("slots lock");
         for (id, slot) in slots.iter() {
             match found.get(id) {
@@ -379,6 +410,7 @@ impl Supervisor {
             let p = match Pipeline::load(&slot.file, &LoadOptions::new(self.connectors.clone()).plugin_dir(self.config.plugin_dir.clone())) {
                 Ok(p) => p,
                 Err(e) => {
+                    // ConfigErrors never quote the file and redact secrets.
                     let msg = e.to_string();
                     slot.info.lock().expect("slot lock").last_error = Some(msg.clone());
                     slot.set_state(State::Invalid);
@@ -442,11 +474,12 @@ impl Supervisor {
                     }
                 }
                 Err(e) if handle.stop_requested() && want != Want::Run => {
-                    slot.event(format!("stopped with an error: {e}"));
+                    slot.event(format!("stopped with an error: {}", weir_connector::secrets::redact(&e.to_string())));
                     slot.set_state(State::Stopped);
                 }
                 Err(e) => {
-                    let msg = e.message.clone();
+                    // Shown without authentication: no secret may pass.
+                    let msg = weir_connector::secrets::redact(&e.message);
                     let failures = {
                         let mut info = slot.info.lock().expect("slot lock");
                         if started.elapsed() >= restart.reset_after {

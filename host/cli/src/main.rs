@@ -184,6 +184,7 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
+    raise_open_file_limit();
     let cli = Cli::parse();
     let service = matches!(cli.command, Command::Serve { .. });
     let filter = std::env::var("WEIR_LOG").unwrap_or_else(|_| match cli.verbose {
@@ -223,6 +224,24 @@ fn main() -> ExitCode {
         Command::Plugin { command: PluginCommand::Inspect { file } } => cmd_inspect(&file),
         Command::Plugins { pipeline, plugin_dir, json } => plugins::list(&pipeline, plugin_dir, json),
         Command::Reload { pipeline, operator } => plugins::reload(&pipeline, operator.as_deref()),
+    }
+}
+
+/// Raises the soft limit of open files to the hard one. The soft limit is
+/// often 1024, which a crowd of connections to `weir serve` (or a pipeline
+/// with many files and sockets) reaches long before the hard limit; weir
+/// bounds its own connections, so the higher limit is safe to take.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit still stops at the kernel's nr_open (2^20 by default).
+    let target = limit.maximum.unwrap_or(1 << 20);
+    let Some(current) = limit.current.filter(|&c| c < target) else { return };
+    if let Err(e) = setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: limit.maximum })
+        && current < 4096
+    {
+        // Logging is not set up yet; the old limit still works.
+        eprintln!("weir: cannot raise the open-file limit from {current} to {target} ({e}); a crowd of connections may exhaust it");
     }
 }
 

@@ -27,6 +27,7 @@
 //! call into the metrics recorder per record.
 
 pub mod analysis;
+pub mod exporter;
 mod view;
 
 pub use analysis::{Analysis, GraphTask, Kind};
@@ -465,10 +466,7 @@ impl Monitor {
 /// Serves `/metrics` in the Prometheus text format on `address`, for the
 /// whole process. Call once; later calls fail.
 pub fn serve_prometheus(address: std::net::SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(address)
-        .install()
-        .map_err(|e| format!("cannot serve metrics on {address}: {e}"))
+    exporter::serve_prometheus(address)
 }
 
 #[cfg(test)]

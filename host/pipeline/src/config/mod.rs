@@ -52,10 +52,12 @@ impl fmt::Display for ConfigErrors {
         let n = self.errors.len();
         writeln!(f, "{} has {n} problem{}:", self.file.display(), if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
+            // Secrets never reach a message (the log, `last_error`).
+            let message = weir_connector::secrets::redact_at(&e.path, &e.message);
             if e.path.is_empty() {
-                writeln!(f, "  {}: {}", self.file.display(), e.message)?;
+                writeln!(f, "  {}: {message}", self.file.display())?;
             } else {
-                writeln!(f, "  {}: {}: {}", self.file.display(), e.path, e.message)?;
+                writeln!(f, "  {}: {}: {message}", self.file.display(), e.path)?;
             }
         }
         Ok(())
@@ -222,7 +224,9 @@ impl Pipeline {
     /// Validates pipeline text as if read from `file` (relative paths resolve against its directory).
     pub fn parse(file: &Path, text: &str, options: &LoadOptions) -> Result<Self, Vec<ConfigError>> {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
-            vec![ConfigError { path: String::new(), message: format!("not valid TOML: {}", e.to_string().trim()) }]
+            // By position and key: the toml crate's own message quotes the
+            // source line, which may hold a secret.
+            vec![ConfigError { path: String::new(), message: format!("not valid TOML at {}", weir_connector::secrets::toml_error(&e, text)) }]
         })?;
         let mut errors = Vec::new();
         let Some(raw) = raw_pipeline(table, &mut errors) else {

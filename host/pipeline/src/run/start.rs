@@ -32,15 +32,19 @@ impl Start {
             None
         };
         // Another process running this pipeline would write the same
-        // checkpoints: refuse, before anything else is opened.
+        // checkpoints: claim it (a lock held for the run's life) and refuse
+        // when another holds it, before anything else is opened. Retryable:
+        // the other run may end.
         let control = match &store {
-            Some(store) if checkpointing => Some(crate::control::serve(store.dir(), &p.name, handle.clone()).map_err(RunError::setup)?),
+            Some(store) if checkpointing => Some(
+                crate::control::serve(store.dir(), &p.name, handle.clone(), true).map_err(|e| RunError::setup_kind(weir_connector::ErrorKind::External, e))?,
+            ),
             // Without checkpoints the socket only serves `weir reload`,
             // `weir status` and `weir plugins`: best effort, and no claim
             // on the pipeline.
             _ => {
                 let dir = p.checkpoint.dir.join(&p.name);
-                match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, handle.clone())) {
+                match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, handle.clone(), false)) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         tracing::warn!("{e}; `weir reload` and `weir plugins` will not reach this run");
