@@ -914,6 +914,44 @@ mod tests {
         assert_eq!(fields, ["topics", "start-timestamp"]);
     }
 
+    /// Issue 16: a header name over 65,535 bytes panicked the polling
+    /// thread and `poll()` never heard of it. Now the records before it
+    /// arrive, then `poll()` fails naming the partition and offset.
+    #[test]
+    fn a_record_too_large_for_a_frame_fails_poll_with_its_partition_and_offset() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("in", 1, 1).unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        let name = "h".repeat(70_000);
+        for n in 0..3 {
+            let mut rec = BaseRecord::<(), str>::to("in").payload("ok").partition(0);
+            if n == 2 {
+                rec = rec.headers(OwnedHeaders::new().insert(Header { key: &name, value: Some("v") }));
+            }
+            producer.send(rec).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let config = toml_like(&format!(r#"{{"brokers":"{}","topic":"in","end":"latest"}}"#, mock.bootstrap_servers()));
+        let ctx = ConnectorContext { pipeline: "p".into(), name: "in".into(), subtask: 0, parallelism: 1 };
+        let mut source = KafkaSource::open(config, &ctx).unwrap();
+        let mut out = BatchWriter::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let error = loop {
+            assert!(Instant::now() < deadline, "poll never failed; records so far: {}", out.records());
+            match source.poll(&mut out, 1 << 20) {
+                Ok(Poll::Finished) => panic!("the source finished without the record at offset 2"),
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(out.records(), 2, "the records before it were delivered");
+        assert_eq!(error.kind, weir_connector::ErrorKind::User);
+        assert!(error.message.contains("in[0] offset 2") && error.message.contains("header name is 70000 bytes"), "{}", error.message);
+    }
+
     fn toml_like(json: &str) -> KafkaSourceConfig {
         serde_json::from_str(json).unwrap()
     }
