@@ -14,6 +14,10 @@
 //! checkpoint completes, through the one mechanism in [`staging`] (the file,
 //! Kafka and PostgreSQL sinks all use it).
 //!
+//! A connector that works on a thread of its own starts it with
+//! [`background::spawn`], so that the thread's death (an error or a panic)
+//! reaches the task and fails the pipeline instead of stalling it.
+//!
 //! Errors carry a domain and a retry hint ([`ErrorKind`]) so the runtime
 //! can tell a bad config (stop, tell the user) from a broker that is down
 //! (retry with backoff) from a bug.
@@ -21,6 +25,7 @@
 use std::fmt;
 use std::time::Duration;
 
+pub mod background;
 pub mod config;
 mod keys;
 pub mod registry;

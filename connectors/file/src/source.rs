@@ -168,7 +168,9 @@ impl Source for FileSource {
             self.offset += read as u64;
             self.line += 1;
             if !skip {
-                out.push(None, line, now_ms, &[]);
+                out.try_push(None, line, now_ms, &[]).map_err(|e| {
+                    ConnectorError::user(format!("{}:{}: cannot read the line: {e}", self.path.display(), self.line))
+                })?;
                 written += 1;
                 if out.len() >= target_bytes {
                     break;

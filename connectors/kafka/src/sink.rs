@@ -201,7 +201,10 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, m)) = result {
+        let Err((e, m)) = result else { return };
+        // Runs on the producer's polling thread: a panic here would end it
+        // unheard, and no delivery would be reported again.
+        let reported = weir_connector::background::guard("kafka producer", || {
             weir_events::emit(weir_events::KafkaDeliveryFailed {
                 pipeline: &self.at.pipeline,
                 sink: &self.at.name,
@@ -210,10 +213,14 @@ impl ProducerContext for SinkContext {
                 partition: m.partition(),
                 error: e,
             });
-            let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-            if f.is_none() {
-                *f = Some(format!("a record for {}[{}] could not be delivered after retries: {e}", m.topic(), m.partition()));
+        });
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            let mut message = format!("a record for {}[{}] could not be delivered after retries: {e}", m.topic(), m.partition());
+            if let Err(panic) = reported {
+                message.push_str(&format!("; and {panic}"));
             }
+            *f = Some(message);
         }
     }
 }

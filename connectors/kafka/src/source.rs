@@ -430,12 +430,9 @@ impl KafkaSource {
             name: self.name.clone(),
             assigned: self.positions.iter().map(|(tp, pos)| (tp.clone(), (pos.next, pos.end))).collect(),
             end_hints: hints,
+            reading: None,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("kafka-{}-{}", self.name, self.subtask))
-            .spawn(move || poller.run())
-            .map_err(|e| ConnectorError::internal(format!("could not start the Kafka polling thread: {e}")))?;
-        self.thread = Some(thread);
+        self.thread = Some(weir_connector::background::spawn(format!("kafka-{}-{}", self.name, self.subtask), poller)?);
         Ok(())
     }
 
@@ -509,7 +506,10 @@ impl Source for KafkaSource {
             // barriers and shutdown are not held up.
             q = self.shared.ready.wait_timeout(q, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner()).0;
         }
-        if let Some(e) = q.error.take() {
+        // Records read before the polling thread stopped go out first.
+        if q.chunks.is_empty()
+            && let Some(e) = q.error.take()
+        {
             return Err(e);
         }
         let mut progressed = false;
@@ -636,10 +636,29 @@ struct Poller {
     /// Bounded runs: each partition's end offset as ListOffsets reported it
     /// at start.
     end_hints: HashMap<Tp, i64>,
+    /// The record being read, for the report if the thread dies on it.
+    reading: Option<(Tp, i64)>,
+}
+
+impl weir_connector::background::Background for Poller {
+    fn run(&mut self) -> Result<(), ConnectorError> {
+        self.poll_loop()
+    }
+
+    fn died(&mut self, mut error: ConnectorError) {
+        if error.kind == weir_connector::ErrorKind::Internal
+            && let Some(((topic, partition), offset)) = &self.reading
+        {
+            error.message = format!("source {:?} stopped at {topic}[{partition}] offset {offset}: {}", self.name, error.message);
+        }
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.error.get_or_insert(error);
+        self.shared.ready.notify_all();
+    }
 }
 
 impl Poller {
-    fn run(mut self) {
+    fn poll_loop(&mut self) -> Result<(), ConnectorError> {
         let max = self.config.max_buffered.0 as usize;
         let mut chunk = Chunk::default();
         let mut last: HashMap<Tp, (i64, i64)> = HashMap::new();
@@ -662,24 +681,41 @@ impl Poller {
             match self.consumer.poll(wait) {
                 Some(Ok(m)) => {
                     let tp: Tp = (Arc::from(m.topic()), m.partition());
-                    let Some((next, end)) = self.assigned.get_mut(&tp) else { continue };
+                    let Some(&(next, end)) = self.assigned.get(&tp) else { continue };
                     // Records before `next` were delivered already (fetched
                     // again after a resume), those past a bounded end are
                     // not ours.
-                    if m.offset() < *next || end.is_some_and(|end| m.offset() >= end) {
+                    if m.offset() < next || end.is_some_and(|end| m.offset() >= end) {
                         continue;
                     }
-                    *next = m.offset() + 1;
+                    self.reading = Some((tp.clone(), m.offset()));
                     let ts = m.timestamp().to_millis().unwrap_or_else(|| weir_connector::now_micros() as i64 / 1000);
                     let created = (ts.max(0) as u64 * 1000).to_le_bytes();
                     let mark: &[(&[u8], &[u8])] = if self.config.mark_latency { &[(weir_connector::EMITTED_AT_HEADER, &created)] } else { &[] };
-                    match m.headers() {
+                    let pushed = match m.headers() {
                         Some(h) if h.count() > 0 => {
                             let mut hs: Vec<(&[u8], &[u8])> = h.iter().map(|h| (h.key.as_bytes(), h.value.unwrap_or_default())).collect();
                             hs.extend_from_slice(mark);
-                            chunk.frames.push(m.key(), m.payload().unwrap_or_default(), ts, &hs);
+                            chunk.frames.try_push(m.key(), m.payload().unwrap_or_default(), ts, &hs)
                         }
-                        _ => chunk.frames.push(m.key(), m.payload().unwrap_or_default(), ts, mark),
+                        _ => chunk.frames.try_push(m.key(), m.payload().unwrap_or_default(), ts, mark),
+                    };
+                    if let Err(e) = pushed {
+                        // The records before it still reach the pipeline.
+                        self.push(&mut chunk, &mut last);
+                        return Err(ConnectorError::user(format!(
+                            "source {:?} cannot read the record at {}[{}] offset {}: {e}. A source cannot skip a record \
+                             (on-error applies to operators): shorten the field where the record is produced, or delete \
+                             the topic's records up to offset {} and run again",
+                            self.name,
+                            tp.0,
+                            tp.1,
+                            m.offset(),
+                            m.offset() + 1
+                        )));
+                    }
+                    if let Some((next, _)) = self.assigned.get_mut(&tp) {
+                        *next = m.offset() + 1;
                     }
                     let e = last.entry(tp).or_insert((0, i64::MIN));
                     *e = (m.offset() + 1, e.1.max(ts));
@@ -690,10 +726,7 @@ impl Poller {
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     if is_fatal(&e) {
-                        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-                        q.error = Some(external(format!("source {:?} cannot read from Kafka", self.name), e));
-                        self.shared.ready.notify_all();
-                        return;
+                        return Err(external(format!("source {:?} cannot read from Kafka", self.name), e));
                     }
                     // Transient (a broker restarting, a network blip):
                     // librdkafka reconnects by itself; the client's log says
@@ -717,6 +750,7 @@ impl Poller {
                 self.discover_new(&mut chunk, &mut last);
             }
         }
+        Ok(())
     }
 
     /// Bounded runs: a partition's end is the larger of what ListOffsets
@@ -878,6 +912,44 @@ mod tests {
         let c: KafkaSourceConfig = toml_like(r#"{"brokers":"localhost:9092","topic":"a","topics":["b"],"start":"timestamp"}"#);
         let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["topics", "start-timestamp"]);
+    }
+
+    /// Issue 16: a header name over 65,535 bytes panicked the polling
+    /// thread and `poll()` never heard of it. Now the records before it
+    /// arrive, then `poll()` fails naming the partition and offset.
+    #[test]
+    fn a_record_too_large_for_a_frame_fails_poll_with_its_partition_and_offset() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("in", 1, 1).unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        let name = "h".repeat(70_000);
+        for n in 0..3 {
+            let mut rec = BaseRecord::<(), str>::to("in").payload("ok").partition(0);
+            if n == 2 {
+                rec = rec.headers(OwnedHeaders::new().insert(Header { key: &name, value: Some("v") }));
+            }
+            producer.send(rec).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let config = toml_like(&format!(r#"{{"brokers":"{}","topic":"in","end":"latest"}}"#, mock.bootstrap_servers()));
+        let ctx = ConnectorContext { pipeline: "p".into(), name: "in".into(), subtask: 0, parallelism: 1 };
+        let mut source = KafkaSource::open(config, &ctx).unwrap();
+        let mut out = BatchWriter::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let error = loop {
+            assert!(Instant::now() < deadline, "poll never failed; records so far: {}", out.records());
+            match source.poll(&mut out, 1 << 20) {
+                Ok(Poll::Finished) => panic!("the source finished without the record at offset 2"),
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(out.records(), 2, "the records before it were delivered");
+        assert_eq!(error.kind, weir_connector::ErrorKind::User);
+        assert!(error.message.contains("in[0] offset 2") && error.message.contains("header name is 70000 bytes"), "{}", error.message);
     }
 
     fn toml_like(json: &str) -> KafkaSourceConfig {

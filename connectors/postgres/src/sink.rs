@@ -70,10 +70,7 @@ impl PostgresSink {
         let who = Identity { pipeline: ctx.pipeline.clone(), sink: ctx.name.clone(), subtask: ctx.subtask };
         let (delivery, rows_per_batch, bytes_per_batch) = (config.delivery, config.batch.rows, config.batch.bytes);
         let writer = Writer::new(config, password, who, shared.clone()).map_err(ConnectorError::user)?;
-        let thread = std::thread::Builder::new()
-            .name(format!("weir-pg-{}-{}", ctx.name, ctx.subtask))
-            .spawn(move || writer.run())
-            .map_err(|e| ConnectorError::external("cannot start the PostgreSQL writer thread", e))?;
+        let thread = weir_connector::background::spawn(format!("weir-pg-{}-{}", ctx.name, ctx.subtask), writer)?;
         let sink = Self {
             name: ctx.name.clone(),
             subtask: ctx.subtask,
@@ -88,9 +85,9 @@ impl PostgresSink {
             waits: None,
         };
         let ready = {
-            let mut s = sink.shared.state.lock().expect("sink state");
+            let mut s = sink.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             while s.ready.is_none() {
-                s = sink.shared.changed.wait(s).expect("sink state");
+                s = sink.shared.changed.wait(s).unwrap_or_else(|e| e.into_inner());
             }
             s.ready.clone().expect("set")
         };
@@ -107,14 +104,14 @@ impl PostgresSink {
     /// Epochs skipped at start because the progress table showed them
     /// published, and rows sent to the dead-letter table so far.
     pub fn counters(&self) -> (u64, u64) {
-        let s = self.shared.state.lock().expect("sink state");
+        let s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         (s.skipped, s.dead_letters)
     }
 
     /// Waits until `done` holds; fails when the writer gave up.
     /// `backpressure`: the wait is reported as backpressure.
     fn wait_for(&self, done: impl Fn(&State) -> bool, backpressure: bool) -> Result<(), ConnectorError> {
-        let mut s = self.shared.state.lock().expect("sink state");
+        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut waiting = false;
         let result = loop {
             if let Some(e) = &s.fatal {
@@ -129,7 +126,7 @@ impl PostgresSink {
                     w.start_wait();
                 }
             }
-            s = self.shared.changed.wait_timeout(s, Duration::from_millis(100)).expect("sink state").0;
+            s = self.shared.changed.wait_timeout(s, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
         };
         if waiting && let Some(w) = &self.waits {
             w.end_wait();
@@ -138,14 +135,14 @@ impl PostgresSink {
     }
 
     fn push_jobs(&self, jobs: impl IntoIterator<Item = Job>) {
-        let mut s = self.shared.state.lock().expect("sink state");
+        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         s.jobs.extend(jobs);
         self.shared.changed.notify_all();
     }
 
     /// At-least-once: hands the open batch to the writer.
     fn seal_open_batch(&self) {
-        let mut s = self.shared.state.lock().expect("sink state");
+        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.open.records > 0 {
             let open = std::mem::take(&mut s.open);
             s.open.checkpoint = open.checkpoint;
@@ -184,7 +181,7 @@ impl Sink for PostgresSink {
             tracing::info!(sink = %self.name, subtask = self.subtask, epochs = epochs.len(), "publishing the epochs of the restored checkpoint (those already published are skipped)");
         }
         {
-            let mut s = self.shared.state.lock().expect("sink state");
+            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             for e in &epochs {
                 s.unpublished.push((e.clone(), true));
             }
@@ -203,7 +200,7 @@ impl Sink for PostgresSink {
         match self.delivery {
             Delivery::ExactlyOnce => self.stage.write_batch(batch, records)?,
             Delivery::AtLeastOnce => {
-                let mut s = self.shared.state.lock().expect("sink state");
+                let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 if s.open.since.is_none() {
                     s.open.since = Some(std::time::Instant::now());
                 }
@@ -232,13 +229,13 @@ impl Sink for PostgresSink {
     fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
         if self.delivery == Delivery::AtLeastOnce {
             self.flush()?;
-            let mut s = self.shared.state.lock().expect("sink state");
+            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             s.open.checkpoint = checkpoint + 1;
             s.open.position = 0;
             return Ok(Vec::new());
         }
         let sealed = self.stage.seal(checkpoint)?;
-        let mut s = self.shared.state.lock().expect("sink state");
+        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         // An epoch without records has nothing to publish.
         if sealed.file.is_some() {
             s.unpublished.push((Epoch { subtask: self.subtask, sealed }, false));
@@ -251,7 +248,7 @@ impl Sink for PostgresSink {
         if self.delivery == Delivery::AtLeastOnce {
             return Ok(());
         }
-        let mut s = self.shared.state.lock().expect("sink state");
+        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = &s.fatal {
             return Err(ConnectorError { kind: ErrorKind::External, message: e.clone(), source: None });
         }
@@ -276,7 +273,7 @@ impl Sink for PostgresSink {
         // Every committed epoch is published before the run ends.
         let result = self.wait_for(|s| s.jobs.is_empty() && !s.busy, true);
         {
-            let mut s = self.shared.state.lock().expect("sink state");
+            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             s.closing = true;
             self.shared.changed.notify_all();
         }

@@ -227,6 +227,26 @@ impl<'a> Records<'a> {
     }
 }
 
+/// The writer thread, started with [`weir_connector::background::spawn`]:
+/// if it dies (a panic), the sink's next call fails with the reason
+/// instead of waiting for a writer that is gone.
+impl weir_connector::background::Background for Writer {
+    fn run(&mut self) -> Result<(), weir_connector::ConnectorError> {
+        self.work();
+        Ok(())
+    }
+
+    fn died(&mut self, error: weir_connector::ConnectorError) {
+        let message = format!("sink {:?} subtask {}: {error}", self.who.sink, self.who.subtask);
+        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.ready.is_none() {
+            s.ready = Some(Err(message.clone()));
+        }
+        s.fatal.get_or_insert(message);
+        self.shared.changed.notify_all();
+    }
+}
+
 impl Writer {
     /// Prepares a writer (no I/O yet).
     pub fn new(config: PostgresSinkConfig, password: Option<String>, who: Identity, shared: Arc<Shared>) -> Result<Self, String> {
@@ -270,11 +290,11 @@ impl Writer {
 
     /// The thread body: connect and check the table, then work through the
     /// queue until the sink closes.
-    pub fn run(mut self) {
+    fn work(&mut self) {
         let ready = self.start_up();
         let failed = ready.is_err();
         {
-            let mut s = self.shared.state.lock().expect("sink state");
+            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = &ready {
                 s.fatal = Some(e.clone());
             }
@@ -286,7 +306,7 @@ impl Writer {
         }
         loop {
             let job = {
-                let mut s = self.shared.state.lock().expect("sink state");
+                let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
                     if s.fatal.is_some() || self.shared.stop.load(Ordering::Relaxed) {
                         return;
@@ -307,7 +327,7 @@ impl Writer {
                         return;
                     }
                     let wait = s.open.since.map_or(Duration::from_millis(200), |t| delay.saturating_sub(t.elapsed()));
-                    s = self.shared.changed.wait_timeout(s, wait.max(Duration::from_millis(1))).expect("sink state").0;
+                    s = self.shared.changed.wait_timeout(s, wait.max(Duration::from_millis(1))).unwrap_or_else(|e| e.into_inner()).0;
                 }
                 s.jobs.pop_front().expect("a job")
             };
@@ -316,7 +336,7 @@ impl Writer {
                 Job::Epoch(e) => e.sealed.remove().map(|()| skipped).map_err(|e| e.message),
                 _ => Ok(skipped),
             });
-            let mut s = self.shared.state.lock().expect("sink state");
+            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             s.busy = false;
             match result {
                 Ok(skipped) => {
@@ -665,7 +685,7 @@ impl Writer {
                 first_error = %dead[0].error,
                 "rows were rejected and written to the dead-letter table"
             );
-            let mut s = self.shared.state.lock().expect("sink state");
+            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             s.dead_letters += dead.len() as u64;
         }
         if let Job::Epoch(e) = job {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use weir_wasm::HttpResponse;
 
@@ -119,7 +119,7 @@ enum Failure {
     Other(String),
 }
 
-async fn read_line(conn: &mut Conn, line: &mut String) -> std::io::Result<usize> {
+async fn read_line(conn: &mut (impl AsyncBufRead + Unpin), line: &mut String) -> std::io::Result<usize> {
     line.clear();
     let n = (&mut *conn).take(MAX_LINE as u64).read_line(line).await?;
     if n == MAX_LINE && !line.ends_with('\n') {
@@ -181,28 +181,7 @@ async fn exchange(conn: &mut Conn, head: &[u8], body: &[u8], method: &str, max_b
     let mut out = Vec::new();
     if no_body {
     } else if chunked {
-        loop {
-            read_line(conn, &mut line).await.map_err(|e| other(format!("reading a chunk: {e}")))?;
-            let size_text = line.trim_end().split(';').next().unwrap_or("").trim().to_owned();
-            let size = usize::from_str_radix(&size_text, 16).map_err(|_| other(format!("bad chunk size {size_text:?}")))?;
-            if size == 0 {
-                // Trailers, then the empty line.
-                loop {
-                    read_line(conn, &mut line).await.map_err(|e| other(format!("reading trailers: {e}")))?;
-                    if line.trim_end().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            if out.len() + size > max_body {
-                return Err(too_big(out.len() + size));
-            }
-            let start = out.len();
-            out.resize(start + size + 2, 0);
-            conn.read_exact(&mut out[start..]).await.map_err(|e| other(format!("reading a chunk: {e}")))?;
-            out.truncate(start + size);
-        }
+        out = read_chunked(conn, max_body).await.map_err(other)?;
     } else if let Some(n) = length {
         if n > max_body {
             return Err(too_big(n));
@@ -219,6 +198,58 @@ async fn exchange(conn: &mut Conn, head: &[u8], body: &[u8], method: &str, max_b
     Ok((HttpResponse { status, headers, body: out }, !close))
 }
 
+/// The size of the next chunk from its size line (hex digits, maybe
+/// `;extensions`), checked against what the body may still take: the body
+/// so far is `so_far` bytes of at most `max_body`. A size that does not fit
+/// in a `usize` or would take the body past `max_body` is an error, before
+/// anything is allocated.
+fn chunk_size(line: &str, so_far: usize, max_body: usize) -> Result<usize, String> {
+    let text = line.trim_end().split(';').next().unwrap_or("").trim();
+    let shown = || text.chars().take(32).collect::<String>();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("bad chunk size {:?}", shown()));
+    }
+    let size = usize::from_str_radix(text, 16).map_err(|_| format!("chunk size {:?} is too large", shown()))?;
+    match so_far.checked_add(size) {
+        Some(total) if total <= max_body => Ok(size),
+        _ => Err(format!(
+            "the response body ({} bytes or more) is larger than async.max-response ({max_body} bytes)",
+            so_far.saturating_add(size)
+        )),
+    }
+}
+
+/// Reads a chunked body (RFC 9112 section 7.1) of at most `max_body` bytes.
+async fn read_chunked(conn: &mut (impl AsyncBufRead + Unpin), max_body: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut line = String::new();
+    loop {
+        read_line(conn, &mut line).await.map_err(|e| format!("reading a chunk: {e}"))?;
+        let size = chunk_size(&line, out.len(), max_body)?;
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let n = read_line(conn, &mut line).await.map_err(|e| format!("reading trailers: {e}"))?;
+                if n == 0 {
+                    return Err("the connection closed in the trailers of a chunked body".into());
+                }
+                if line.trim_end().is_empty() {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        let start = out.len();
+        // At most max_body + 2 bytes: checked by chunk_size.
+        out.resize(start + size + 2, 0);
+        conn.read_exact(&mut out[start..]).await.map_err(|e| format!("reading a chunk: {e}"))?;
+        if &out[start + size..] != b"\r\n" {
+            return Err("a chunk does not end with CRLF".into());
+        }
+        out.truncate(start + size);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +261,39 @@ mod tests {
         assert_eq!(parse_url("http://h?x=1").unwrap().path, "/?x=1");
         assert!(parse_url("https://h/").unwrap_err().contains("plain http://"));
         assert!(parse_url("ftp://h/").is_err());
+    }
+
+    fn chunked(body: &[u8], max_body: usize) -> Result<Vec<u8>, String> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(read_chunked(&mut &body[..], max_body))
+    }
+
+    #[test]
+    fn chunked_bodies_are_read() {
+        assert_eq!(chunked(b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: x\r\n\r\n", 10).unwrap(), b"abcde");
+        assert_eq!(chunked(b"5\r\nabcde\r\n0\r\n\r\n", 5).unwrap(), b"abcde");
+    }
+
+    /// Issue 16: a chunk size near `usize::MAX` overflowed `out.len() + size`
+    /// and panicked the slot, which then never answered for its record.
+    #[test]
+    fn hostile_chunk_sizes_are_errors_not_panics() {
+        let max = 1 << 20;
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "10000000000000000", "ffffffffffffffffffffffff", "7fffffffffffffff"] {
+            let body = format!("1\r\na\r\n{size}\r\n");
+            let e = chunked(body.as_bytes(), max).unwrap_err();
+            assert!(e.contains("too large") || e.contains("async.max-response"), "{size}: {e}");
+        }
+        // One byte over the limit, across chunks.
+        let e = chunked(b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n", 5).unwrap_err();
+        assert!(e.contains("6 bytes or more") && e.contains("(5 bytes)"), "{e}");
+        for bad in ["", "-1", "+5", "0x10", "1 2", "g"] {
+            let body = format!("{bad}\r\n");
+            assert!(chunked(body.as_bytes(), max).unwrap_err().starts_with("bad chunk size"), "{bad:?}");
+        }
+        // A chunk not followed by CRLF, and a body cut short.
+        assert!(chunked(b"2\r\nabcd\r\n", max).unwrap_err().contains("CRLF"));
+        assert!(chunked(b"5\r\nab", max).unwrap_err().contains("reading a chunk"));
+        assert!(chunked(b"0\r\nX: y\r\n", max).unwrap_err().contains("trailers"));
     }
 }

@@ -265,9 +265,10 @@ impl AsyncStage {
                     Ok(v) => envelope["value"] = serde_json::Value::String(v.to_owned()),
                     Err(_) => envelope["value-hex"] = serde_json::Value::String(value.iter().map(|b| format!("{b:02x}")).collect()),
                 }
-                let body = serde_json::to_vec(&envelope).expect("JSON");
-                self.dead.push(key, &body, timestamp, &[]);
-                Ok(())
+                let body = serde_json::to_vec(&envelope).map_err(|e| TaskError::Stage(format!("{}: encoding a dead letter: {e}", self.name)))?;
+                self.dead
+                    .try_push(key, &body, timestamp, &[])
+                    .map_err(|e| TaskError::Stage(format!("{} (`{}`): cannot dead-letter {describe}: {e}", self.config_path, self.name)))
             }
         }
     }
@@ -450,52 +451,67 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, String> {
 }
 
 /// One slot: runs its records one at a time, with timeout and retries; a
-/// timed-out or trapped instance is dropped and a fresh one opened.
+/// timed-out or trapped instance is dropped and a fresh one opened. A panic
+/// while running a record (a bug in the host's I/O) fails that record, like
+/// a permanent error, instead of ending the slot: a slot that stopped would
+/// never answer for its record and the stage would wait forever.
 async fn run_slot(slot: usize, instance: AsyncInstance, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>, done: crossbeam_channel::Sender<Done>, ctx: Arc<SlotCtx>) {
     let mut instance = Some(instance);
     while let Some(job) = jobs.recv().await {
-        let mut attempt: u32 = 0;
-        let outcome = loop {
-            attempt += 1;
-            let error = match &mut instance {
-                None => match AsyncInstance::open(&ctx.plugin, &ctx.info, ctx.limits, ctx.io.clone(), slot).await {
-                    Ok(i) => {
-                        instance = Some(i);
-                        attempt -= 1;
-                        continue;
-                    }
-                    Err(e) => format!("could not open a fresh instance of the plugin: {e}"),
-                },
-                Some(inst) => {
-                    let started = Instant::now();
-                    let r = tokio::time::timeout(ctx.timeout, inst.process(&job.record)).await;
-                    ctx.metrics.attempt(started.elapsed());
-                    match r {
-                        Ok(Ok(Ok(out))) => break Outcome::Ok(out),
-                        Ok(Ok(Err(ProcessError::Permanent(m)))) => break Outcome::Failed { reason: m, attempts: attempt },
-                        Ok(Ok(Err(ProcessError::Transient(m)))) => m,
-                        Ok(Err(trap)) => {
-                            // The store is unusable after a trap.
-                            instance = None;
-                            format!("the plugin {trap}")
-                        }
-                        Err(_) => {
-                            // Abandoned mid-call: the store is in an unknown state.
-                            instance = None;
-                            ctx.metrics.timed_out(ctx.timeout);
-                            format!("timed out after {}", humantime::format_duration(ctx.timeout))
-                        }
-                    }
-                }
-            };
-            if attempt > ctx.retry.attempts {
-                break Outcome::Failed { reason: error, attempts: attempt };
+        let outcome = match weir_connector::background::CatchUnwind(Box::pin(run_job(slot, &mut instance, &job, &ctx))).await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                // The instance may have been left mid-call.
+                instance = None;
+                Outcome::Failed { reason: format!("the host panicked while running it (a bug in weir): {panic}"), attempts: 1 }
             }
-            ctx.metrics.retried(attempt, &error);
-            tokio::time::sleep(ctx.retry.delay(attempt - 1)).await;
         };
         if done.send(Done { slot, seq: job.seq, outcome }).is_err() {
             return;
         }
+    }
+}
+
+/// Runs one record on a slot's instance, with timeout and retries.
+async fn run_job(slot: usize, instance: &mut Option<AsyncInstance>, job: &Job, ctx: &SlotCtx) -> Outcome {
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let error = match instance {
+            None => match AsyncInstance::open(&ctx.plugin, &ctx.info, ctx.limits, ctx.io.clone(), slot).await {
+                Ok(i) => {
+                    *instance = Some(i);
+                    attempt -= 1;
+                    continue;
+                }
+                Err(e) => format!("could not open a fresh instance of the plugin: {e}"),
+            },
+            Some(inst) => {
+                let started = Instant::now();
+                let r = tokio::time::timeout(ctx.timeout, inst.process(&job.record)).await;
+                ctx.metrics.attempt(started.elapsed());
+                match r {
+                    Ok(Ok(Ok(out))) => return Outcome::Ok(out),
+                    Ok(Ok(Err(ProcessError::Permanent(m)))) => return Outcome::Failed { reason: m, attempts: attempt },
+                    Ok(Ok(Err(ProcessError::Transient(m)))) => m,
+                    Ok(Err(trap)) => {
+                        // The store is unusable after a trap.
+                        *instance = None;
+                        format!("the plugin {trap}")
+                    }
+                    Err(_) => {
+                        // Abandoned mid-call: the store is in an unknown state.
+                        *instance = None;
+                        ctx.metrics.timed_out(ctx.timeout);
+                        format!("timed out after {}", humantime::format_duration(ctx.timeout))
+                    }
+                }
+            }
+        };
+        if attempt > ctx.retry.attempts {
+            return Outcome::Failed { reason: error, attempts: attempt };
+        }
+        ctx.metrics.retried(attempt, &error);
+        tokio::time::sleep(ctx.retry.delay(attempt - 1)).await;
     }
 }

@@ -19,6 +19,12 @@
 //! walks it with [`Frames`]. Every read is bounds-checked; a malformed buffer
 //! yields [`FrameError`] and never panics.
 //!
+//! The length fields bound what a record can hold ([`MAX_KEY`],
+//! [`MAX_FIELD`], [`MAX_HEADER_NAME`]). Code that writes records from
+//! outside (a broker, a file) uses [`BatchWriter::try_push`], which returns
+//! [`TooLarge`] for a record that does not fit, so the caller can name it;
+//! [`BatchWriter::push`] is for records whose sizes the caller controls.
+//!
 //! ```
 //! use weir_format::{BatchWriter, Frames};
 //!
@@ -123,6 +129,68 @@ impl fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
+
+/// Longest key a frame holds (`u32::MAX` marks "no key").
+pub const MAX_KEY: usize = NO_KEY as usize - 1;
+/// Longest value, header value or header block a frame holds.
+pub const MAX_FIELD: usize = u32::MAX as usize;
+/// Longest header name a frame holds.
+pub const MAX_HEADER_NAME: usize = u16::MAX as usize;
+
+/// A part of a record, for [`TooLarge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The key.
+    Key,
+    /// The value.
+    Value,
+    /// A header's name.
+    HeaderName,
+    /// A header's value.
+    HeaderValue,
+    /// All headers together, encoded.
+    Headers,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Key => "key",
+            Self::Value => "value",
+            Self::HeaderName => "header name",
+            Self::HeaderValue => "header value",
+            Self::Headers => "header block",
+        })
+    }
+}
+
+/// A record field larger than the frame format can hold: the record cannot
+/// enter a batch. [`BatchWriter::try_push`] returns it; the caller names
+/// the record (topic, partition and offset; file and line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge {
+    /// Which field.
+    pub field: Field,
+    /// Its length in bytes.
+    pub len: usize,
+    /// The most the frame format holds for it.
+    pub max: usize,
+}
+
+impl TooLarge {
+    #[inline]
+    fn check(field: Field, len: usize, max: usize) -> Result<(), Self> {
+        if len > max { Err(Self { field, len, max }) } else { Ok(()) }
+    }
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "its {} is {} bytes, more than weir's record format holds ({} bytes)", self.field, self.len, self.max)
+    }
+}
+
+impl std::error::Error for TooLarge {}
 
 #[inline]
 fn u32_at(buf: &[u8], at: usize) -> u32 {
@@ -278,28 +346,55 @@ impl BatchWriter {
     }
 
     /// Appends one record.
+    ///
+    /// For records whose sizes the caller controls. A record from outside
+    /// (a broker, a file, a peer) goes through [`BatchWriter::try_push`].
+    ///
+    /// # Panics
+    ///
+    /// When a field is larger than the frame format can hold (see
+    /// [`TooLarge`]).
     #[inline]
     pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64, headers: &[(&[u8], &[u8])]) {
-        let headers_len: usize = headers.iter().map(|(n, v)| 6 + n.len() + v.len()).sum();
-        self.push_header(key.map(<[u8]>::len), value.len(), headers_len, timestamp);
+        if let Err(e) = self.try_push(key, value, timestamp, headers) {
+            panic!("{e}");
+        }
+    }
+
+    /// Appends one record, or says which field does not fit the frame
+    /// format and leaves the batch as it was.
+    #[inline]
+    pub fn try_push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64, headers: &[(&[u8], &[u8])]) -> Result<(), TooLarge> {
+        let mut headers_len: usize = 0;
+        for (name, value) in headers {
+            TooLarge::check(Field::HeaderName, name.len(), MAX_HEADER_NAME)?;
+            TooLarge::check(Field::HeaderValue, value.len(), MAX_FIELD)?;
+            headers_len = headers_len.saturating_add(6 + name.len() + value.len());
+        }
+        TooLarge::check(Field::Headers, headers_len, MAX_FIELD)?;
+        let key_len = key.map(<[u8]>::len);
+        self.check_header(key_len, value.len(), headers_len)?;
+        self.write_header(key_len, value.len(), headers_len, timestamp);
         if let Some(k) = key {
             self.buf.extend_from_slice(k);
         }
         self.buf.extend_from_slice(value);
         for (name, value) in headers {
-            let name_len = u16::try_from(name.len()).expect("header name longer than 65535 bytes");
-            self.buf.extend_from_slice(&name_len.to_le_bytes());
+            // Both checked above.
+            self.buf.extend_from_slice(&(name.len() as u16).to_le_bytes());
             self.buf.extend_from_slice(name);
             self.buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
             self.buf.extend_from_slice(value);
         }
         self.records += 1;
+        Ok(())
     }
 
     /// Appends a record read from another batch, headers included, as one copy.
     #[inline]
     pub fn push_record(&mut self, rec: &RecordRef<'_>) {
-        self.push_header(rec.key.map(<[u8]>::len), rec.value.len(), rec.raw_headers.len(), rec.timestamp);
+        // The lengths come from a frame, so they fit one.
+        self.write_header(rec.key.map(<[u8]>::len), rec.value.len(), rec.raw_headers.len(), rec.timestamp);
         if let Some(k) = rec.key {
             self.buf.extend_from_slice(k);
         }
@@ -311,17 +406,30 @@ impl BatchWriter {
     /// Appends a record whose value is produced in place by `write_value`,
     /// which appends the value's bytes to the vector it is given. This avoids
     /// building the value in a separate allocation first.
+    ///
+    /// # Panics
+    ///
+    /// When the key or the value written is larger than the frame format
+    /// can hold (see [`TooLarge`]); the caller controls both.
     #[inline]
     pub fn push_with(&mut self, key: Option<&[u8]>, timestamp: i64, write_value: impl FnOnce(&mut Vec<u8>)) {
         let start = self.buf.len();
-        self.push_header(key.map(<[u8]>::len), 0, 0, timestamp);
+        let key_len = key.map(<[u8]>::len);
+        if let Err(e) = self.check_header(key_len, 0, 0) {
+            panic!("{e}");
+        }
+        self.write_header(key_len, 0, 0, timestamp);
         if let Some(k) = key {
             self.buf.extend_from_slice(k);
         }
         let value_start = self.buf.len();
         write_value(&mut self.buf);
-        let value_len = (self.buf.len() - value_start) as u32;
-        self.buf[start + 12..start + 16].copy_from_slice(&value_len.to_le_bytes());
+        let value_len = self.buf.len() - value_start;
+        if let Err(e) = TooLarge::check(Field::Value, value_len, MAX_FIELD) {
+            self.buf.truncate(start);
+            panic!("{e}");
+        }
+        self.buf[start + 12..start + 16].copy_from_slice(&(value_len as u32).to_le_bytes());
         self.records += 1;
     }
 
@@ -335,12 +443,20 @@ impl BatchWriter {
         self.buf[start + 16..start + 20].copy_from_slice(&(raw_headers.len() as u32).to_le_bytes());
     }
 
+    /// Checks the lengths a frame header holds.
     #[inline]
-    fn push_header(&mut self, key_len: Option<usize>, value_len: usize, headers_len: usize, timestamp: i64) {
-        let key_len = match key_len {
-            Some(n) => u32::try_from(n).ok().filter(|&n| n != NO_KEY).expect("key longer than 4 GiB"),
-            None => NO_KEY,
-        };
+    fn check_header(&self, key_len: Option<usize>, value_len: usize, headers_len: usize) -> Result<(), TooLarge> {
+        if let Some(n) = key_len {
+            TooLarge::check(Field::Key, n, MAX_KEY)?;
+        }
+        TooLarge::check(Field::Value, value_len, MAX_FIELD)?;
+        TooLarge::check(Field::Headers, headers_len, MAX_FIELD)
+    }
+
+    /// Writes a frame header whose lengths were checked (or come from a frame).
+    #[inline]
+    fn write_header(&mut self, key_len: Option<usize>, value_len: usize, headers_len: usize, timestamp: i64) {
+        let key_len = key_len.map_or(NO_KEY, |n| n as u32);
         let mut head = [0u8; HEADER_LEN];
         head[0..8].copy_from_slice(&timestamp.to_le_bytes());
         head[8..12].copy_from_slice(&key_len.to_le_bytes());
@@ -568,6 +684,30 @@ mod tests {
         let mut evil = vec![0u8; HEADER_LEN];
         evil[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(count(&evil).is_err());
+    }
+
+    #[test]
+    fn oversized_fields_are_errors_and_leave_the_batch_intact() {
+        let mut w = BatchWriter::new();
+        w.push(None, b"before", 1, &[]);
+        let long_name = vec![b'h'; MAX_HEADER_NAME + 1];
+        let e = w.try_push(Some(b"k"), b"v", 2, &[(b"ok", b""), (&long_name, b"x")]).unwrap_err();
+        assert_eq!(e, TooLarge { field: Field::HeaderName, len: 65_536, max: 65_535 });
+        assert_eq!(e.to_string(), "its header name is 65536 bytes, more than weir's record format holds (65535 bytes)");
+        assert_eq!(w.records(), 1);
+        // The longest name that fits round-trips.
+        let name = vec![b'n'; MAX_HEADER_NAME];
+        w.try_push(None, b"after", 3, &[(&name, b"v")]).unwrap();
+        let bytes = w.finish();
+        let recs: Vec<_> = Frames::new(&bytes).map(Result::unwrap).collect();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].headers().next().unwrap().unwrap(), (&name[..], &b"v"[..]));
+    }
+
+    #[test]
+    #[should_panic(expected = "header name is 70000 bytes")]
+    fn push_panics_only_with_the_reason() {
+        BatchWriter::new().push(None, b"", 0, &[(&[0; 70_000], b"")]);
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub struct TimerService {
     processing: BTreeSet<(i64, Vec<u8>)>,
     staged: Vec<(bool, bool, i64, Vec<u8>)>,
     in_call: bool,
+    /// While set, event-time timers that commits add at or before the
+    /// watermark are also listed in `rearmed`.
+    track_rearms: bool,
+    rearmed: Vec<(i64, Vec<u8>)>,
     /// Current event-time watermark.
     pub watermark: i64,
 }
@@ -35,13 +39,39 @@ impl TimerService {
     /// Applies the call's registrations and deletions.
     pub fn commit(&mut self) {
         for (event, add, ts, key) in std::mem::take(&mut self.staged) {
-            if add {
-                self.set(event).insert((ts, key));
-            } else {
-                self.set(event).remove(&(ts, key));
-            }
+            self.apply(event, add, ts, key);
         }
         self.in_call = false;
+    }
+
+    fn apply(&mut self, event: bool, add: bool, ts: i64, key: Vec<u8>) {
+        if !add {
+            self.set(event).remove(&(ts, key));
+            return;
+        }
+        let listed = self.track_rearms && event && ts <= self.watermark;
+        if self.set(event).insert((ts, key.clone())) && listed {
+            self.rearmed.push((ts, key));
+        }
+    }
+
+    /// Starts or stops listing the event-time timers that calls add at or
+    /// before the watermark (due at once). The host tracks them around
+    /// `on-timer` calls: an `on-timer` that keeps re-registering the timers
+    /// it fires at or before the watermark would fire forever.
+    pub fn track_rearms(&mut self, on: bool) {
+        self.track_rearms = on;
+        self.rearmed.clear();
+    }
+
+    /// The timers listed since the last call (see [`TimerService::track_rearms`]).
+    pub fn take_rearmed(&mut self) -> Vec<(i64, Vec<u8>)> {
+        std::mem::take(&mut self.rearmed)
+    }
+
+    /// True when an event-time timer is due at `watermark`.
+    pub fn event_due(&self, watermark: i64) -> bool {
+        self.next_event().is_some_and(|t| t <= watermark)
     }
 
     /// Drops the call's registrations and deletions.
@@ -55,7 +85,7 @@ impl TimerService {
         if self.in_call {
             self.staged.push((event, true, timestamp, key.to_vec()));
         } else {
-            self.set(event).insert((timestamp, key.to_vec()));
+            self.apply(event, true, timestamp, key.to_vec());
         }
     }
 
@@ -64,7 +94,7 @@ impl TimerService {
         if self.in_call {
             self.staged.push((event, false, timestamp, key.to_vec()));
         } else {
-            self.set(event).remove(&(timestamp, key.to_vec()));
+            self.apply(event, false, timestamp, key.to_vec());
         }
     }
 
@@ -109,5 +139,39 @@ impl TimerService {
     /// True when no timer is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rearms_are_new_event_timers_at_or_before_the_watermark() {
+        let mut t = TimerService::new();
+        t.watermark = 100;
+        t.register(true, b"x", 1);
+        t.track_rearms(true);
+        assert!(t.take_rearmed().is_empty(), "only timers added while tracking are listed");
+        t.begin();
+        t.register(true, b"a", 100);
+        t.register(true, b"b", 50);
+        t.register(true, b"c", 101);
+        t.register(false, b"d", 10);
+        t.register(true, b"x", 1);
+        t.commit();
+        assert_eq!(t.take_rearmed(), vec![(100, b"a".to_vec()), (50, b"b".to_vec())]);
+        // A rolled-back call lists nothing.
+        t.begin();
+        t.register(true, b"z", 1);
+        t.rollback();
+        assert!(t.take_rearmed().is_empty());
+        t.track_rearms(false);
+        t.register(true, b"y", 2);
+        assert!(t.take_rearmed().is_empty());
+        assert!(t.event_due(100));
+        assert_eq!(t.take_due(true, 1, 10), vec![(1, b"x".to_vec())]);
+        assert_eq!(t.take_due(true, 100, 10).len(), 3);
+        assert!(!t.event_due(100));
     }
 }

@@ -23,7 +23,7 @@ mod stages;
 pub use checkpoint::{Ack, Aligner, Checkpointing, StageState, StatePart};
 pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
 pub use reload::{Probation, ReloadSlot, SwapAt, SwapReport};
-pub use stages::{ErrorPolicy, SinkStage, StageInfo, WasmStage};
+pub use stages::{ErrorPolicy, SinkStage, StageInfo, TIMER_CALLS_PER_ROUND, TIMER_OUTPUT_PER_ROUND, TIMER_REARM_LIMIT, TIMERS_PER_CALL, WasmStage};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -67,6 +67,21 @@ pub trait Stage: Send {
     /// downstream (every record before it has been returned).
     fn released_watermark(&mut self) -> Option<i64> {
         None
+    }
+
+    /// True while timers due at the current watermark wait to fire: a
+    /// round of timer firing ended at its budget. The stage holds the
+    /// watermark back meanwhile ([`Stage::holds_watermarks`]); the task
+    /// calls [`Stage::fire_pending_timers`] between its other work (records,
+    /// barriers) until this is false, and at the end of input before
+    /// [`Stage::close`].
+    fn timers_pending(&self) -> bool {
+        false
+    }
+
+    /// Fires the next round of pending timers; returns their output.
+    fn fire_pending_timers(&mut self) -> Result<Vec<u8>, TaskError> {
+        Ok(Vec::new())
     }
 
     /// The earliest processing-time timer, if any.
@@ -360,7 +375,8 @@ impl Task {
                 metrics.add_out(records, w.len());
                 self.push(0, w.as_bytes(), records)?;
                 w.clear();
-                self.release_watermarks()?;
+                // Timers due while the source is busy fire between batches.
+                self.fire_processing_timers()?;
                 self.flush_due()?;
             }
             // Like Flink's auto-watermark interval: a watermark flushes the
@@ -502,6 +518,9 @@ impl Task {
     /// least 1 ms: an async operator with records in flight asks to be
     /// polled this way).
     fn stage_timer_wait(&mut self) -> Duration {
+        if self.stages.iter().any(|s| s.timers_pending()) {
+            return Duration::ZERO;
+        }
         let now = now_ms();
         self.stages
             .iter_mut()
@@ -570,9 +589,15 @@ impl Task {
         Ok(())
     }
 
+    /// Fires due processing-time timers and the next round of pending
+    /// event-time timers, then sends on the watermarks that releases.
     fn fire_processing_timers(&mut self) -> Result<(), TaskError> {
         let now = now_ms();
         for i in 0..self.stages.len() {
+            if self.stages[i].timers_pending() {
+                let out = self.stages[i].fire_pending_timers()?;
+                self.push_stage_output(i, out)?;
+            }
             if self.stages[i].next_processing_timer().is_some_and(|t| t <= now) {
                 let out = self.stages[i].on_processing_time(now)?;
                 self.push_stage_output(i, out)?;
@@ -596,6 +621,13 @@ impl Task {
         for i in 0..self.stages.len() {
             let out = self.stages[i].on_watermark(i64::MAX)?;
             self.push_stage_output(i, out)?;
+            // Every event-time timer is due now; a stage that fires them in
+            // rounds ends (or fails, if they re-arm forever) before closing.
+            while self.stages[i].timers_pending() {
+                self.cancelled()?;
+                let out = self.stages[i].fire_pending_timers()?;
+                self.push_stage_output(i, out)?;
+            }
             let out = self.stages[i].close()?;
             self.push_stage_output(i, out)?;
         }

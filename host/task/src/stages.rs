@@ -2,6 +2,7 @@
 
 use crate::reload::{Outcome, ReloadSlot, StageReload};
 use crate::{Stage, StageMetrics, StageState, TaskError};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -9,6 +10,21 @@ use weir_failpoint as failpoint;
 use weir_connector::{Committable, Sink};
 use weir_format::{BatchWriter, Frames, Preview, RecordRef};
 use weir_wasm::{CallError, OperatorInstance, TimerFired, TrapKind};
+
+/// Timers handed to one `on-timer` call, at most.
+pub const TIMERS_PER_CALL: usize = 1024;
+/// `on-timer` calls in one round of timer firing, at most. Between rounds
+/// the task moves records, barriers and watermarks on, so timers that keep
+/// firing cannot stall a checkpoint.
+pub const TIMER_CALLS_PER_ROUND: usize = 64;
+/// Output bytes after which a round of timer firing ends early, so the
+/// output of timers goes downstream in pieces instead of piling up.
+pub const TIMER_OUTPUT_PER_ROUND: usize = 4 << 20;
+/// How many times in a row an event-time timer may be re-registered at
+/// or before the timer that fired it (at the end of input: at any time,
+/// since every timer is due there) before the operator fails: such a chain
+/// is due again at once, every time, and would fire forever.
+pub const TIMER_REARM_LIMIT: u32 = 1000;
 
 /// What an operator does with a record its plugin rejects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,12 +72,27 @@ pub struct WasmStage {
     records_seen: u64,
     last_skip_log: Option<Instant>,
     reload: Option<StageReload>,
+    timers: TimerRounds,
+}
+
+/// Budgeted timer firing (see [`TIMER_CALLS_PER_ROUND`]).
+#[derive(Debug, Default)]
+struct TimerRounds {
+    /// A watermark whose due event-time timers have not all fired yet: it
+    /// is held back from downstream until they have.
+    held: Option<i64>,
+    /// A held watermark whose timers have all fired since, to send on.
+    released: Option<i64>,
+    /// Event-time timers registered by `on-timer` at or before the timers
+    /// it fired, and how many times in a row that has happened to them
+    /// (see [`TIMER_REARM_LIMIT`]). Emptied when no timer is left due.
+    rearmed: HashMap<(i64, Vec<u8>), u32>,
 }
 
 impl WasmStage {
     /// Wraps an opened instance.
     pub fn new(instance: OperatorInstance, info: StageInfo, policy: ErrorPolicy, metrics: Arc<StageMetrics>) -> Self {
-        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None, reload: None }
+        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None, reload: None, timers: TimerRounds::default() }
     }
 
     /// Lets the operator's plugin be hot-reloaded through `slot` (see
@@ -179,36 +210,96 @@ impl WasmStage {
         TaskError::Stage(msg)
     }
 
-    fn collect_timers(&mut self, event_time: bool, time: i64) -> Result<Vec<u8>, TaskError> {
+    /// One round of timer firing in one domain: at most
+    /// [`TIMER_CALLS_PER_ROUND`] calls of at most [`TIMERS_PER_CALL`] timers
+    /// each, ending early once the output reaches [`TIMER_OUTPUT_PER_ROUND`].
+    /// Returns the output and whether every timer due at `time` has fired.
+    fn timer_round(&mut self, event_time: bool, time: i64) -> Result<(Vec<u8>, bool), TaskError> {
         let mut out = Vec::new();
-        loop {
+        for _ in 0..TIMER_CALLS_PER_ROUND {
             let due: Vec<TimerFired> = self
                 .instance
                 .timers()
-                .take_due(event_time, time, 1024)
+                .take_due(event_time, time, TIMERS_PER_CALL)
                 .into_iter()
                 .map(|(timestamp, key)| TimerFired { event_time, key, timestamp })
                 .collect();
             if due.is_empty() {
-                return Ok(out);
+                break;
             }
-            match self.instance.on_timer(&due) {
-                Ok(o) => out.extend_from_slice(&o),
-                Err(e) if self.in_probation() => {
-                    // A new version failing on timers rolls back at once;
-                    // the previous version gets the same timers.
-                    let r = self.reload.as_mut().expect("on probation");
-                    match r.count_failure(&mut self.instance, &e, true).map_err(|e| self.reload_error(e))? {
-                        Outcome::Reverted => match self.instance.on_timer(&due) {
-                            Ok(o) => out.extend_from_slice(&o),
-                            Err(e) => return Err(self.call_failed("on-timer", e, None)),
-                        },
-                        Outcome::NotMine | Outcome::Tolerated => return Err(self.call_failed("on-timer", e, None)),
-                    }
-                }
-                Err(e) => return Err(self.call_failed("on-timer", e, None)),
+            if event_time {
+                self.fire_event_timers(&due, time, &mut out)?;
+            } else {
+                self.fire_timers(&due, &mut out)?;
+            }
+            if out.len() >= TIMER_OUTPUT_PER_ROUND {
+                break;
             }
         }
+        let timers = self.instance.timers();
+        let drained = if event_time { !timers.event_due(time) } else { timers.next_processing().is_none_or(|t| t > time) };
+        if event_time && drained {
+            self.timers.rearmed.clear();
+        }
+        Ok((out, drained))
+    }
+
+    /// Fires event-time timers due at watermark `watermark`, and follows
+    /// the timers the call re-registers at or before the ones it fired:
+    /// past [`TIMER_REARM_LIMIT`] times in a row, the operator fails.
+    fn fire_event_timers(&mut self, due: &[TimerFired], watermark: i64, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        let mut chain = 0;
+        let mut latest = i64::MIN;
+        for t in due {
+            // Taken out when fired: the map holds only timers still registered.
+            chain = chain.max(self.timers.rearmed.remove(&(t.timestamp, t.key.clone())).unwrap_or(0));
+            latest = latest.max(t.timestamp);
+        }
+        self.instance.timers().track_rearms(true);
+        let fired = self.fire_timers(due, out);
+        let rearmed = self.instance.timers().take_rearmed();
+        self.instance.timers().track_rearms(false);
+        fired?;
+        for (ts, key) in rearmed {
+            // At the end of input every timer is due: any re-registration
+            // is due again at once. Before it, a later timestamp is progress.
+            if watermark != i64::MAX && ts > latest {
+                continue;
+            }
+            if chain + 1 >= TIMER_REARM_LIMIT {
+                let at = if watermark == i64::MAX { "the end of input (watermark +inf)".to_owned() } else { format!("watermark {watermark}") };
+                return Err(TaskError::Stage(format!(
+                    "{}: its on-timer re-registered an event-time timer at or before the one it fired {TIMER_REARM_LIMIT} times in a row \
+                     (key {}, timestamp {ts}), so at {at} its timers would fire forever. A timer registered in on-timer must be later \
+                     than the one that fired (at the end of input the watermark is i64::MAX: stop re-registering there); see docs/limits.md.",
+                    self.info.who(),
+                    Preview(&key)
+                )));
+            }
+            self.timers.rearmed.insert((ts, key), chain + 1);
+        }
+        Ok(())
+    }
+
+    /// Hands `due` to `on-timer` and appends the output to `out`.
+    fn fire_timers(&mut self, due: &[TimerFired], out: &mut Vec<u8>) -> Result<(), TaskError> {
+        match self.instance.on_timer(due) {
+            Ok(o) => out.extend_from_slice(&o),
+            Err(e) if self.in_probation() => {
+                // A new version failing on timers rolls back at once;
+                // the previous version gets the same timers.
+                let r = self.reload.as_mut().expect("on probation");
+                match r.count_failure(&mut self.instance, &e, true).map_err(|e| self.reload_error(e))? {
+                    Outcome::Reverted => match self.instance.on_timer(due) {
+                        Ok(o) => out.extend_from_slice(&o),
+                        Err(e) => return Err(self.call_failed("on-timer", e, None)),
+                    },
+                    Outcome::NotMine | Outcome::Tolerated => return Err(self.call_failed("on-timer", e, None)),
+                }
+            }
+            Err(e) => return Err(self.call_failed("on-timer", e, None)),
+        }
+        Ok(())
     }
 }
 
@@ -279,10 +370,39 @@ impl Stage for WasmStage {
 
     fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
         self.instance.timers().watermark = watermark;
-        if self.instance.timers().next_event().is_some_and(|t| t <= watermark) {
-            return self.collect_timers(true, watermark);
+        // This watermark supersedes one held before.
+        self.timers.released = None;
+        if !self.instance.timers().event_due(watermark) {
+            // Nothing (left) to fire: a watermark held before goes on with this one.
+            self.timers.held = None;
+            return Ok(Vec::new());
         }
-        Ok(Vec::new())
+        let (out, drained) = self.timer_round(true, watermark)?;
+        // Until the timers due at it have fired, the watermark stays here.
+        self.timers.held = (!drained).then_some(watermark);
+        Ok(out)
+    }
+
+    fn holds_watermarks(&self) -> bool {
+        self.timers.held.is_some()
+    }
+
+    fn released_watermark(&mut self) -> Option<i64> {
+        self.timers.released.take()
+    }
+
+    fn timers_pending(&self) -> bool {
+        self.timers.held.is_some()
+    }
+
+    fn fire_pending_timers(&mut self) -> Result<Vec<u8>, TaskError> {
+        let Some(watermark) = self.timers.held else { return Ok(Vec::new()) };
+        let (out, drained) = self.timer_round(true, watermark)?;
+        if drained {
+            self.timers.held = None;
+            self.timers.released = Some(watermark);
+        }
+        Ok(out)
     }
 
     fn next_processing_timer(&mut self) -> Option<i64> {
@@ -290,7 +410,8 @@ impl Stage for WasmStage {
     }
 
     fn on_processing_time(&mut self, now_ms: i64) -> Result<Vec<u8>, TaskError> {
-        self.collect_timers(false, now_ms)
+        // Timers left due at the end of the round fire at the next call.
+        Ok(self.timer_round(false, now_ms)?.0)
     }
 
     fn close(&mut self) -> Result<Vec<u8>, TaskError> {
