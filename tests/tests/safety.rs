@@ -172,3 +172,34 @@ fn a_finished_pipeline_run_again_does_nothing() {
     assert_eq!(listing(&s), before, "no new checkpoint pushes the old ones out");
     assert!(std::fs::read(s.path("out/sums.jsonl")).unwrap() == published);
 }
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn an_idle_pipeline_without_operators_does_not_spin() {
+    // One record a second: the run is idle nearly all the time. The reload
+    // thread used to select on closed channels and burn a core.
+    let s = Scratch::new();
+    s.pipeline(
+        "p.toml",
+        "name = \"idle\"\n[sources.events]\ntype = \"generator\"\nrate = 1\ncount = 30\n[sinks.out]\ntype = \"discard\"\n",
+    );
+    let mut child = s.command(&["run", "--quiet", "--metrics-address", "off", "p.toml"]).spawn().expect("start weir");
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_seconds(child.id());
+    std::thread::sleep(Duration::from_secs(4));
+    let used = cpu_seconds(child.id()) - before;
+    let _ = child.kill();
+    let _ = child.wait();
+    // A spinning thread uses ~4 CPU seconds in these 4 seconds; an idle run
+    // a few hundredths.
+    assert!(used < 1.0, "an idle run used {used:.2} CPU seconds in 4 seconds");
+}
