@@ -52,13 +52,16 @@ impl PluginVault {
     }
 
     /// `operator` ran `hash` successfully: it is what a restart falls back
-    /// to. Versions no operator names any more are removed.
+    /// to. The version it replaces is removed when no operator names it.
     pub fn mark_good(&self, operator: &str, hash: &str) -> std::io::Result<()> {
         if !self.dir.join(format!("{hash}.wasm")).is_file() {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("version {hash} was never stored")));
         }
+        let before = self.last_good(operator).map(|(h, _)| h);
         write_atomic(&self.dir, &self.dir.join(format!("{operator}.good")), hash.as_bytes())?;
-        self.collect_garbage();
+        if let Some(old) = before.filter(|old| old != hash) {
+            self.remove_unless_named(&old);
+        }
         Ok(())
     }
 
@@ -93,24 +96,17 @@ impl PluginVault {
         (is_hash(hash) && file.is_file()).then(|| (hash.to_owned(), file))
     }
 
-    /// Removes stored versions that no `.good` file names (best effort: a
-    /// leftover file only takes space).
-    fn collect_garbage(&self) {
+    /// Removes stored version `hash` unless a `.good` file names it (best
+    /// effort: a leftover file only takes space).
+    fn remove_unless_named(&self, hash: &str) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
-        let mut files = Vec::new();
-        let mut named = Vec::new();
-        for path in entries.flatten().map(|e| e.path()) {
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("wasm") => files.push(path),
-                Some("good") => named.extend(std::fs::read_to_string(&path).ok().map(|h| h.trim().to_owned())),
-                _ => {}
-            }
-        }
-        for f in files {
-            let stem = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            if !named.iter().any(|h| h == stem) {
-                let _ = std::fs::remove_file(&f);
-            }
+        let named = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "good"))
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|h| h.trim() == hash));
+        if !named {
+            let _ = std::fs::remove_file(self.dir.join(format!("{hash}.wasm")));
         }
     }
 }
@@ -155,6 +151,11 @@ mod tests {
         assert_eq!((hash.as_str(), std::fs::read(file).unwrap()), (B, b"version b".to_vec()));
         assert!(!v.dir.join(format!("{A}.wasm")).exists(), "a version no operator names is removed");
         assert!(v.mark_good("other", A).is_err(), "only stored versions can be good");
+        // A version stored for one operator survives another's mark.
+        v.store(A, b"version a").unwrap();
+        v.mark_good("parse", B).unwrap();
+        v.mark_good("sum", A).unwrap();
+        assert!(v.last_good("sum").is_some() && v.last_good("parse").is_some());
     }
 
     #[test]
