@@ -58,6 +58,10 @@ impl PluginVault {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("version {hash} was never stored")));
         }
         let before = self.last_good(operator).map(|(h, _)| h);
+        if before.as_deref() == Some(hash) {
+            // The usual restart: nothing changed, nothing to write or sync.
+            return Ok(());
+        }
         write_atomic(&self.dir, &self.dir.join(format!("{operator}.good")), hash.as_bytes())?;
         if let Some(old) = before.filter(|old| old != hash) {
             self.remove_unless_named(&old);
