@@ -51,6 +51,8 @@ struct Inner {
     linker: Linker<HostState>,
     async_linker: Linker<AsyncHostState>,
     cache_dir: Option<PathBuf>,
+    /// The cache directory was refused (and a warning logged).
+    cache_refused: AtomicBool,
     /// Distinguishes artifacts of incompatible engine builds/configs.
     compat: String,
     _ticker: Ticker,
@@ -115,7 +117,17 @@ impl Engine {
             engine.precompile_compatibility_hash().hash(&mut h);
             format!("{:016x}-{}", h.finish(), env!("CARGO_PKG_VERSION"))
         };
-        Ok(Self { inner: Arc::new(Inner { engine, linker, async_linker, cache_dir: config.cache_dir, compat, _ticker: Ticker { stop } }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                async_linker,
+                cache_dir: config.cache_dir,
+                cache_refused: AtomicBool::new(false),
+                compat,
+                _ticker: Ticker { stop },
+            }),
+        })
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
@@ -153,7 +165,7 @@ impl Engine {
             Component::new(engine, bytes)
                 .map_err(|e| PluginError::Compile { path: path.to_owned(), message: format!("{e:#}") })
         };
-        let Some(dir) = &self.inner.cache_dir else {
+        let Some(dir) = self.trusted_cache_dir() else {
             return Ok((compile()?, false));
         };
         let file = dir.join(format!("{hash}-{}.cwasm", self.inner.compat));
@@ -161,16 +173,38 @@ impl Engine {
             return Ok((component, true));
         }
         let component = compile()?;
-        if let Err(e) = self.store_artifact(dir, &file, &component) {
+        if let Err(e) = self.store_artifact(&file, &component) {
             tracing::warn!(cache = %dir.display(), "could not write the compiled plugin to the cache ({e}); it will be compiled again next time");
         }
         Ok((component, false))
     }
 
+    /// The cache directory, created (mode 0700) when missing, when only
+    /// this user can write to it: a cached artifact is loaded as trusted
+    /// machine code, so a directory another user can write to is not used
+    /// (a warning says so once, and plugins are compiled every time).
+    fn trusted_cache_dir(&self) -> Option<&Path> {
+        let dir = self.inner.cache_dir.as_deref()?;
+        match cache::prepare_dir(dir) {
+            Ok(()) => Some(dir),
+            Err(why) => {
+                if !self.inner.cache_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        cache = %dir.display(),
+                        "not using the compile cache: {why}. Plugins are compiled at every load until this is fixed \
+                         (or WEIR_CACHE_DIR names a directory of your own)"
+                    );
+                }
+                None
+            }
+        }
+    }
+
     /// Loads a cached artifact after checking its checksum; any problem
-    /// (missing, truncated, corrupt) means "compile again".
+    /// (missing, truncated, corrupt, a symbolic link, writable by another
+    /// user) means "compile again".
     fn load_artifact(&self, file: &Path) -> Option<Component> {
-        let data = std::fs::read(file).ok()?;
+        let data = cache::read_own(file)?;
         if data.len() < 32 {
             return None;
         }
@@ -183,14 +217,161 @@ impl Engine {
         load_verified_artifact(&self.inner.engine, artifact)
     }
 
-    fn store_artifact(&self, dir: &Path, file: &Path, component: &Component) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let artifact = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    fn store_artifact(&self, file: &Path, component: &Component) -> std::io::Result<()> {
+        let artifact = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         let mut data = Sha256::digest(&artifact).to_vec();
         data.extend_from_slice(&artifact);
+        cache::write_private(file, &data)
+    }
+}
+
+/// The compile cache's files: only this user's, never through a link.
+mod cache {
+    use std::fs::{self, DirBuilder, File, OpenOptions};
+    use std::io::{self, Read, Write};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    use std::path::Path;
+
+    /// Who may own what the cache holds: this user, or root (whom a user
+    /// trusts anyway).
+    fn trusted_owner(uid: u32) -> bool {
+        uid == rustix::process::geteuid().as_raw() || uid == 0
+    }
+
+    /// What is wrong with metadata `meta` of a cache directory or file, if
+    /// anything: owned by another user, or writable by group or others.
+    fn untrusted(meta: &fs::Metadata) -> Option<String> {
+        if !trusted_owner(meta.uid()) {
+            return Some(format!(
+                "it belongs to user {}, not to this user ({})",
+                meta.uid(),
+                rustix::process::geteuid().as_raw()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Some(format!(
+                "other users can write to it (mode {:o}; `chmod go-w` it)",
+                meta.mode() & 0o7777
+            ));
+        }
+        None
+    }
+
+    /// Creates `dir` (mode 0700, with missing parents) and checks that only
+    /// this user can write to it.
+    pub(super) fn prepare_dir(dir: &Path) -> Result<(), String> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("it cannot be created ({e})"))?;
+        let meta = fs::metadata(dir).map_err(|e| format!("it cannot be inspected ({e})"))?;
+        if !meta.is_dir() {
+            return Err("it is not a directory".to_owned());
+        }
+        untrusted(&meta).map_or(Ok(()), Err)
+    }
+
+    /// The contents of `file` when it is a regular file, not a symbolic
+    /// link, of this user's that nobody else can write to.
+    pub(super) fn read_own(file: &Path) -> Option<Vec<u8>> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(file)
+            .ok()?;
+        let meta = f.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        if let Some(why) = untrusted(&meta) {
+            tracing::warn!(file = %file.display(), "ignoring a cached compiled plugin: {why}");
+            return None;
+        }
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        f.read_to_end(&mut data).ok()?;
+        Some(data)
+    }
+
+    /// Writes `file` (mode 0600) through a new temporary file beside it and
+    /// a rename, neither of which follows a symbolic link planted at
+    /// either name.
+    pub(super) fn write_private(file: &Path, data: &[u8]) -> io::Result<()> {
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &data)?;
-        std::fs::rename(&tmp, file)
+        let _ = fs::remove_file(&tmp);
+        let result = (|| {
+            let mut f: File = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            fs::rename(&tmp, file)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::os::unix::fs::PermissionsExt;
+
+        use super::*;
+
+        #[test]
+        fn a_directory_others_can_write_is_refused() {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("new/cache");
+            prepare_dir(&dir).unwrap();
+            assert_eq!(
+                fs::metadata(&dir).unwrap().mode() & 0o777,
+                0o700,
+                "created private"
+            );
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+            let why = prepare_dir(&dir).unwrap_err();
+            assert!(
+                why.contains("other users can write to it (mode 777"),
+                "{why}"
+            );
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).unwrap();
+            assert!(
+                prepare_dir(&dir).is_err(),
+                "a sticky directory lets others plant files"
+            );
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+            prepare_dir(&dir).unwrap();
+        }
+
+        #[test]
+        fn links_are_neither_read_nor_written_through() {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("elsewhere");
+            fs::write(&target, b"not an artifact").unwrap();
+            let entry = dir.path().join("abc.cwasm");
+            std::os::unix::fs::symlink(&target, &entry).unwrap();
+            assert_eq!(
+                read_own(&entry),
+                None,
+                "a link planted as a cache entry is not read"
+            );
+            // A link planted at the temporary name is not written through.
+            let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
+            std::os::unix::fs::symlink(&target, &tmp).unwrap();
+            fs::remove_file(&entry).unwrap();
+            write_private(&entry, b"artifact").unwrap();
+            assert_eq!(fs::read(&target).unwrap(), b"not an artifact");
+            assert_eq!(read_own(&entry).unwrap(), b"artifact");
+            assert_eq!(fs::symlink_metadata(&entry).unwrap().mode() & 0o777, 0o600);
+            // A file others can write is not read.
+            fs::set_permissions(&entry, fs::Permissions::from_mode(0o666)).unwrap();
+            assert_eq!(read_own(&entry), None);
+        }
     }
 }
 

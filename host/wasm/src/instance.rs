@@ -271,21 +271,34 @@ impl log::Host for HostState {
     }
 }
 
+/// `message`, cut to [`MAX_LOG_LINE`] bytes (at a character boundary) with
+/// a note of how much was cut.
+fn cut_log_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_LOG_LINE {
+        return message.into();
+    }
+    let mut end = MAX_LOG_LINE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... ({} more bytes cut: a plugin log line is at most {MAX_LOG_LINE} bytes)",
+        &message[..end],
+        message.len() - end
+    )
+    .into()
+}
+
 /// One `log` call of a plugin instance into the host's log, rate-limited
 /// to [`LOG_LINES_PER_SECOND`] per instance (`window`: start of the current
 /// second and lines in it).
-pub(crate) fn plugin_log(tag: &str, window: &mut (Instant, u32), level: tracing::Level, message: &str) {
-    let cut;
-    let message = if message.len() > MAX_LOG_LINE {
-        let mut end = MAX_LOG_LINE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        cut = format!("{}... ({} more bytes cut: a plugin log line is at most {MAX_LOG_LINE} bytes)", &message[..end], message.len() - end);
-        cut.as_str()
-    } else {
-        message
-    };
+pub(crate) fn plugin_log(
+    tag: &str,
+    window: &mut (Instant, u32),
+    level: tracing::Level,
+    message: &str,
+) {
+    let message = cut_log_line(message);
     let now = Instant::now();
     if now.duration_since(window.0) >= Duration::from_secs(1) {
         if window.1 > LOG_LINES_PER_SECOND {
@@ -577,6 +590,22 @@ pub(crate) fn classify_trap(denied: Option<usize>, stderr: &CapturedOutput, limi
 #[cfg(test)]
 mod limiter_tests {
     use super::*;
+
+    #[test]
+    fn a_long_log_line_is_cut_at_a_character_boundary() {
+        assert_eq!(cut_log_line("short"), "short");
+        let exact = "x".repeat(MAX_LOG_LINE);
+        assert_eq!(cut_log_line(&exact), exact);
+        // A 3-byte character straddles the limit: the cut goes before it.
+        let long = format!("{}€{}", "x".repeat(MAX_LOG_LINE - 1), "y".repeat(100 << 20));
+        let cut = cut_log_line(&long);
+        let expected = format!(
+            "{}... ({} more bytes cut: a plugin log line is at most 16384 bytes)",
+            "x".repeat(MAX_LOG_LINE - 1),
+            3 + (100 << 20)
+        );
+        assert_eq!(cut, expected);
+    }
 
     #[test]
     fn the_memory_limit_covers_all_memories_of_an_instance() {
