@@ -332,3 +332,27 @@ fn tls_modes_against_a_server_that_requires_tls() {
     assert!(out.status.success(), "require (no certificate check):\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(pg.psql("SELECT count(*), count(DISTINCT id) FROM events"), "5000|5000");
 }
+
+#[test]
+fn lost_checkpoints_never_insert_the_rows_again() {
+    let pg = TempCluster::start();
+    pg.psql(EVENTS);
+    let count = 20_000;
+    let s = Scratch::new();
+    s.pipeline("p.toml", &pipeline(&pg, count, 1_000_000, "100ms", MAPPING));
+    run_to_end(&s, &[]);
+    assert_exact(&pg, count);
+    // The checkpoints are gone (deleted, or a new disk): a fresh start
+    // would insert every row a second time.
+    std::fs::remove_dir_all(s.path("data/checkpoints/pgload")).unwrap();
+    let out = weir(&s, &RUN).output().expect("run weir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the progress table weir_progress says this sink published the rows of checkpoint"
+        ) && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+    assert_exact(&pg, count);
+}

@@ -173,6 +173,81 @@ fn a_finished_pipeline_run_again_does_nothing() {
     assert!(std::fs::read(s.path("out/sums.jsonl")).unwrap() == published);
 }
 
+#[test]
+fn a_checkpoint_naming_files_the_sink_does_not_own_is_refused() {
+    let s = Scratch::new();
+    let published = finished_run(&s);
+    // A file beside the output, as long as the published output: restoring
+    // a handle that names it would "publish" into it.
+    let victim = s.path("out/other.jsonl");
+    std::fs::write(&victim, &published).unwrap();
+    let manifest = checkpoints(&s)
+        .pop()
+        .expect("a checkpoint")
+        .join("_manifest.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let mut edited = 0;
+    for vertex in json["vertices"].as_array_mut().unwrap() {
+        for subtask in vertex["subtasks"].as_array_mut().into_iter().flatten() {
+            for c in subtask["committables"].as_array_mut().into_iter().flatten() {
+                let handle =
+                    String::from_utf8(hex::decode(c["handle"].as_str().unwrap()).unwrap()).unwrap();
+                let forged = handle.replace("sums.jsonl", "other.jsonl");
+                assert_ne!(forged, handle, "the handle names the output: {handle}");
+                c["handle"] = hex::encode(forged).into();
+                edited += 1;
+            }
+        }
+    }
+    assert!(edited > 0, "the sink stored a handle: {json}");
+    std::fs::write(&manifest, serde_json::to_vec(&json).unwrap()).unwrap();
+    s.weir(&RUN, T).expect_code(2).expect_stderr(&[
+        "names a path this file sink does not own",
+        "other.jsonl",
+        "--fresh",
+    ]);
+    assert!(
+        std::fs::read(&victim).unwrap() == published,
+        "the other file is untouched"
+    );
+    assert!(
+        std::fs::read(s.path("out/sums.jsonl")).unwrap() == published,
+        "the output is untouched"
+    );
+}
+
+#[test]
+fn a_compile_cache_other_users_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    plugin_dir();
+    s.pipeline("p.toml", &pipeline("sums"));
+    // A cached artifact is loaded as machine code: a directory others can
+    // write to would let them run theirs in weir.
+    let cache = s.path("shared-cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(weir_tests::weir_bin())
+        .args(RUN)
+        .current_dir(s.path(""))
+        .env("WEIR_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not using the compile cache")
+            && stderr.contains("other users can write to it"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing was written to it"
+    );
+}
+
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process stat");

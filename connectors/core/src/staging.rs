@@ -30,8 +30,10 @@
 //!    destination (the output's length, the Kafka commit marker, the
 //!    PostgreSQL progress row).
 //! 4. **Replay** on restore (`start`): [`Recovery`] decodes the handles of
-//!    the checkpoint the run resumes from; the sink publishes each of them
-//!    again, then [`Recovery::finish`] applies the cleanup rule below.
+//!    the checkpoint the run resumes from and checks that every path they
+//!    name is the sink's own (a checkpoint can be edited or copied from
+//!    another pipeline); the sink publishes each of them again, then
+//!    [`Recovery::finish`] applies the cleanup rule below.
 //!
 //! # The cleanup rule
 //!
@@ -75,6 +77,10 @@
 //!     fn area(&self) -> &Area {
 //!         &self.area
 //!     }
+//!
+//!     fn sealed(&self) -> Vec<&Sealed> {
+//!         vec![&self.epoch]
+//!     }
 //! }
 //!
 //! let dir = tempfile::tempdir().unwrap();
@@ -89,9 +95,10 @@
 //! stage.write_batch(b"after the checkpoint", 1).unwrap();
 //! drop(stage);
 //!
-//! // The restart publishes checkpoint 7 again and discards the rest.
+//! // The restart publishes checkpoint 7 again and discards the rest. The
+//! // handle may only name this sink's own area.
 //! let recovered = [Committable { checkpoint: 7, handle }];
-//! let recovery = Recovery::<Handle>::new("example", Some(&recovered)).unwrap();
+//! let recovery = Recovery::<Handle>::new("example", Some(&recovered), |h| h.area.check_subtask_in(dir.path())).unwrap();
 //! for (_, handle) in recovery.handles() {
 //!     let mut batches = handle.epoch.batches().unwrap();
 //!     assert_eq!(batches.next_batch().unwrap(), Some(&b"frames of a batch"[..]));
@@ -143,6 +150,43 @@ impl Area {
         let name = path.file_name()?.to_str()?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         Some(Self { dir: dir.to_path_buf(), stem: format!(".{name}") })
+    }
+
+    /// The area's stem is a plain part of a file name (not empty, no path
+    /// separator, no NUL), so every file of the area is in [`Area::dir`].
+    pub fn check(&self) -> Result<(), String> {
+        let stem = self.stem.as_str();
+        if stem.is_empty() || stem.contains(['/', '\0']) {
+            return Err(format!(
+                "the staging area {} has the file-name prefix {stem:?}, which is not a plain name",
+                self.describe()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Ok` when this is the area of some subtask in `dir`, the directory
+    /// a sink's subtasks share ([`Area::subtask`]); otherwise what is wrong,
+    /// for [`Recovery::new`].
+    pub fn check_subtask_in(&self, dir: &Path) -> Result<(), String> {
+        if self.dir != dir {
+            return Err(format!(
+                "its staging directory is {}, not this sink's {}",
+                self.dir.display(),
+                dir.display()
+            ));
+        }
+        if self.stem.parse::<u32>().map(|n| n.to_string()) != Ok(self.stem.clone()) {
+            return Err(format!(
+                "the staging area {} is not a subtask's",
+                self.describe()
+            ));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (files {}.*)", self.dir.display(), self.stem)
     }
 
     /// Creates the directory (and its parents) when missing.
@@ -433,6 +477,9 @@ impl Batches {
 pub trait StagedHandle: DeserializeOwned {
     /// The area the epochs of this handle were staged in.
     fn area(&self) -> &Area;
+
+    /// Every sealed epoch the handle names.
+    fn sealed(&self) -> Vec<&Sealed>;
 }
 
 /// The restore of a staging sink, in the order [`Sink::start`] does it:
@@ -451,10 +498,36 @@ impl<H: StagedHandle> Recovery<H> {
     /// first: nothing on a fresh start (`None`). Empty handles (those of an
     /// at-least-once sink) are skipped. `kind` names the sink type in the
     /// error about a handle it cannot read.
-    pub fn new(kind: &str, recovered: Option<&[Committable]>) -> Result<Self, ConnectorError> {
+    ///
+    /// A checkpoint is a file on disk that can be edited, or copied from
+    /// another pipeline, so the paths its handles name are checked before
+    /// anything is read, written or removed there: each sealed file must be
+    /// one of its area's own files, and `ours` must accept the handle (the
+    /// sink's rule for where its areas are, [`Area::check_subtask_in`] for
+    /// most sinks); it returns what is wrong otherwise. A handle that names
+    /// a path outside the sink's own areas is a user error.
+    pub fn new(
+        kind: &str,
+        recovered: Option<&[Committable]>,
+        ours: impl Fn(&H) -> Result<(), String>,
+    ) -> Result<Self, ConnectorError> {
         let mut handles = Vec::new();
         for c in recovered.unwrap_or_default() {
-            if let Some(handle) = decode_handle(kind, c.checkpoint, &c.handle)? {
+            if let Some(handle) = decode_handle::<H>(kind, c.checkpoint, &c.handle)? {
+                if let Err(problem) = handle
+                    .area()
+                    .check()
+                    .and_then(|()| confined(&handle))
+                    .and_then(|()| ours(&handle))
+                {
+                    return Err(ConnectorError::user(format!(
+                        "checkpoint {} names a path this {kind} sink does not own: {problem}. A checkpoint only ever \
+                         names the sink's own files, so it was taken with a different configuration, copied from another \
+                         pipeline, or edited. Restore the configuration it was taken with, restore from another \
+                         checkpoint, or start the pipeline with --fresh",
+                        c.checkpoint
+                    )));
+                }
                 handles.push((c.checkpoint, handle));
             }
         }
@@ -490,6 +563,28 @@ impl<H: StagedHandle> Recovery<H> {
         }
         Ok(())
     }
+}
+
+/// Each sealed file of `handle` is a sealed file of its area, sealed by its
+/// own checkpoint.
+fn confined<H: StagedHandle>(handle: &H) -> Result<(), String> {
+    let area = handle.area();
+    for sealed in handle.sealed() {
+        let Some(file) = &sealed.file else { continue };
+        let name = file.file_name().and_then(|n| n.to_str());
+        let kind = name
+            .filter(|_| file.parent() == Some(area.dir.as_path()))
+            .and_then(|n| area.classify(n));
+        if kind != Some(FileKind::Sealed(sealed.checkpoint)) {
+            return Err(format!(
+                "{} is not a file sealed by checkpoint {} in the staging area {}",
+                file.display(),
+                sealed.checkpoint,
+                area.describe()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a handle from a checkpoint; `None` for an empty handle (what a

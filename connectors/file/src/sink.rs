@@ -115,6 +115,9 @@ pub struct FileSink {
     name: String,
     /// The output file of this subtask, absolute.
     path: PathBuf,
+    /// The configured path, absolute, `{subtask}` not replaced: what the
+    /// outputs a restored checkpoint names must be.
+    template: PathBuf,
     format: OutputFormat,
     mode: Mode,
     /// Whether [`Sink::start`] ran.
@@ -159,6 +162,55 @@ impl StagedHandle for Handle {
     fn area(&self) -> &Area {
         &self.area
     }
+
+    fn sealed(&self) -> Vec<&Sealed> {
+        vec![&self.epoch]
+    }
+}
+
+impl Handle {
+    /// `Ok` when the handle's output is a file of this sink (`template`,
+    /// its absolute path, with `{subtask}` replaced by a subtask's index)
+    /// and its area is the one beside it.
+    fn check_ours(&self, template: &Path) -> Result<(), String> {
+        if !is_output_of(template, &self.output) {
+            return Err(format!(
+                "its output {} is not this sink's path {}",
+                self.output.display(),
+                template.display()
+            ));
+        }
+        if Area::beside(&self.output).as_ref() != Some(&self.area) {
+            return Err(format!(
+                "its staging files are not the hidden files beside {}",
+                self.output.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// True when `output` is `template` with every `{subtask}` replaced by one
+/// subtask index (written as [`FileSinkConfig::path_for_subtask`] does), or
+/// `template` itself when it has no placeholder.
+fn is_output_of(template: &Path, output: &Path) -> bool {
+    let (Some(template), Some(output)) = (template.to_str(), output.to_str()) else {
+        return template == output;
+    };
+    let Some((before, _)) = template.split_once(SUBTASK_PLACEHOLDER) else {
+        return template == output;
+    };
+    let Some(rest) = output.strip_prefix(before) else {
+        return false;
+    };
+    // The index is the digits the first placeholder became; try each
+    // length, since the text after it may start with digits too.
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    (1..=digits.min(10)).any(|n| {
+        rest[..n]
+            .parse::<u32>()
+            .is_ok_and(|index| template.replace(SUBTASK_PLACEHOLDER, &index.to_string()) == output)
+    })
 }
 
 impl FileSink {
@@ -247,7 +299,17 @@ impl FileSink {
             })?;
             Mode::Staged { stage: Stage::new(area, WRITE_BUFFER), expected_len: 0 }
         };
-        Ok(FileSink { name: name.clone(), path, format: config.format, mode, started: false, failed: false, scratch: Vec::new() })
+        let template = std::path::absolute(&config.path).unwrap_or_else(|_| config.path.clone());
+        Ok(FileSink {
+            name: name.clone(),
+            path,
+            template,
+            format: config.format,
+            mode,
+            started: false,
+            failed: false,
+            scratch: Vec::new(),
+        })
     }
 
     /// The file this sink writes (absolute).
@@ -350,7 +412,8 @@ impl Sink for FileSink {
             Ok(m) if recovered.is_some() => m.len(),
             _ => 0,
         };
-        let recovery = Recovery::<Handle>::new("file", recovered)?;
+        let recovery =
+            Recovery::<Handle>::new("file", recovered, |h| h.check_ours(&self.template))?;
         for (checkpoint, handle) in recovery.handles() {
             publish_part(&self.name, *checkpoint, handle)?;
             if handle.output == self.path {
@@ -741,6 +804,80 @@ mod tests {
         drop(sink);
         assert_eq!(read(&path), "a\nb\nc\n");
         assert_eq!(hidden_files(path.parent().unwrap()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_checkpoint_naming_another_file_is_refused_and_that_file_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut sink = sink_at(&path);
+        sink.start(None).unwrap();
+        write_values(&mut sink, &["a"]);
+        let genuine = handle(&sink.pre_commit(1).unwrap());
+        drop(sink);
+        // The handle edited to point at a file the sink does not write: a
+        // restore would truncate it to the recorded offset.
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let nothing = Sealed {
+            checkpoint: 1,
+            file: None,
+            bytes: 0,
+            records: 0,
+        };
+        let forged = Handle {
+            output: victim.clone(),
+            area: Area::beside(&victim).unwrap(),
+            offset: 0,
+            epoch: nothing,
+        };
+        let mut sink = sink_at(&path);
+        let c = committable(1, &serde_json::to_vec(&forged).unwrap());
+        let err = sink.start(Some(&[c])).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::User);
+        assert!(
+            err.message.contains(&format!(
+                "its output {} is not this sink's path {}",
+                victim.display(),
+                path.display()
+            )),
+            "{}",
+            err.message
+        );
+        assert_eq!(read(&victim), "precious\n");
+        // The genuine one restores.
+        let mut sink = sink_at(&path);
+        sink.start(Some(&[committable(
+            1,
+            &serde_json::to_vec(&genuine).unwrap(),
+        )]))
+        .unwrap();
+        assert_eq!(read(&path), "a\n");
+    }
+
+    #[test]
+    fn outputs_of_a_template_are_its_subtasks_files() {
+        let t = Path::new("/d/part-{subtask}/x{subtask}1.txt");
+        assert!(is_output_of(t, Path::new("/d/part-0/x01.txt")));
+        assert!(is_output_of(t, Path::new("/d/part-12/x121.txt")));
+        assert!(
+            !is_output_of(t, Path::new("/d/part-1/x21.txt")),
+            "one index for every placeholder"
+        );
+        assert!(
+            !is_output_of(t, Path::new("/d/part-01/x011.txt")),
+            "written without leading zeros"
+        );
+        assert!(!is_output_of(t, Path::new("/d/part-/x1.txt")));
+        assert!(!is_output_of(t, Path::new("/d/part-0/../../etc/x01.txt")));
+        assert!(is_output_of(
+            Path::new("/d/out.txt"),
+            Path::new("/d/out.txt")
+        ));
+        assert!(!is_output_of(
+            Path::new("/d/out.txt"),
+            Path::new("/d/other.txt")
+        ));
     }
 
     #[test]

@@ -247,6 +247,45 @@ impl StagedHandle for Handle {
     fn area(&self) -> &Area {
         &self.area
     }
+
+    fn sealed(&self) -> Vec<&Sealed> {
+        self.epochs.iter().map(|e| &e.sealed).collect()
+    }
+}
+
+/// More transactional ids than one subtask ever holds: each is a producer
+/// with an uncommitted epoch or an idle one, so a handle with more was not
+/// written by this sink. Restoring fences every id of a handle.
+const MAX_SLOTS: u32 = 1024;
+
+impl Handle {
+    /// `Ok` when this handle is one this sink's subtasks write: its area in
+    /// `spill_dir`, its transactional ids `PREFIX-SUBTASK-SLOT`.
+    fn check_ours(&self, spill_dir: &Path, prefix: &str) -> Result<(), String> {
+        self.area.check_subtask_in(spill_dir)?;
+        if self.slots > MAX_SLOTS {
+            return Err(format!(
+                "it names {} transactional ids, more than a subtask ever uses ({MAX_SLOTS})",
+                self.slots
+            ));
+        }
+        let own = format!("{prefix}-{}-", self.subtask);
+        for epoch in &self.epochs {
+            let slot = epoch
+                .transactional_id
+                .strip_prefix(&own)
+                .and_then(|s| s.parse::<u32>().ok());
+            if slot.is_none_or(|s| s >= self.slots) {
+                return Err(format!(
+                    "the transactional id {:?} is not one of subtask {}'s ({own}0 to {own}{})",
+                    epoch.transactional_id,
+                    self.subtask,
+                    self.slots.saturating_sub(1)
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -511,7 +550,9 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         self.stage.area().create()?;
-        let recovery = Recovery::<Handle>::new("Kafka", recovered)?;
+        let (spill_dir, prefix) = (self.stage.area().dir.clone(), self.prefix.clone());
+        let recovery =
+            Recovery::<Handle>::new("Kafka", recovered, |h| h.check_ours(&spill_dir, &prefix))?;
         for (_, handle) in recovery.handles() {
             // Fence every transactional id of the old subtask: its open
             // transactions (epochs after the checkpoint) are aborted.

@@ -27,6 +27,10 @@ impl StagedHandle for Handle {
     fn area(&self) -> &Area {
         &self.area
     }
+
+    fn sealed(&self) -> Vec<&staging::Sealed> {
+        self.epochs.iter().map(|e| &e.sealed).collect()
+    }
 }
 
 /// Writes records into a PostgreSQL table; see the crate docs.
@@ -42,6 +46,8 @@ pub struct PostgresSink {
     /// under the subtask's index.
     stage: Stage,
     waits: Option<Arc<dyn WaitObserver>>,
+    /// The progress table and the table written, for messages.
+    tables: (String, String),
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -67,10 +73,20 @@ impl PostgresSink {
             area.create().map_err(|e| ConnectorError { message: format!("spill-dir: {}", e.message), ..e })?;
         }
         let shared = Arc::new(Shared::default());
-        let who = Identity { pipeline: ctx.pipeline.clone(), sink: ctx.name.clone(), subtask: ctx.subtask };
-        let (delivery, rows_per_batch, bytes_per_batch) = (config.delivery, config.batch.rows, config.batch.bytes);
-        let writer = Writer::new(config, password, who, shared.clone()).map_err(ConnectorError::user)?;
-        let thread = weir_connector::background::spawn(format!("weir-pg-{}-{}", ctx.name, ctx.subtask), writer)?;
+        let who = Identity {
+            pipeline: ctx.pipeline.clone(),
+            sink: ctx.name.clone(),
+            subtask: ctx.subtask,
+        };
+        let (delivery, rows_per_batch, bytes_per_batch) =
+            (config.delivery, config.batch.rows, config.batch.bytes);
+        let tables = (config.progress_table.clone(), config.table.clone());
+        let writer =
+            Writer::new(config, password, who, shared.clone()).map_err(ConnectorError::user)?;
+        let thread = weir_connector::background::spawn(
+            format!("weir-pg-{}-{}", ctx.name, ctx.subtask),
+            writer,
+        )?;
         let sink = Self {
             name: ctx.name.clone(),
             subtask: ctx.subtask,
@@ -83,6 +99,7 @@ impl PostgresSink {
             // and its length into one write.
             stage: Stage::new(area, 64 * 1024),
             waits: None,
+            tables,
         };
         let ready = {
             let mut s = sink.shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,11 +175,37 @@ impl Sink for PostgresSink {
         self.waits = Some(observer);
     }
 
+    /// Exactly-once: the progress table has a row of a checkpoint this
+    /// sink (pipeline and sink name) published, so the table holds its
+    /// output.
+    fn earlier_output(&mut self) -> Result<Option<String>, ConnectorError> {
+        if self.delivery == Delivery::AtLeastOnce {
+            return Ok(None);
+        }
+        self.push_jobs([Job::ReadProgress]);
+        self.wait_for(|s| s.jobs.is_empty() && !s.busy, false)?;
+        let published = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .published;
+        Ok(published.map(|checkpoint| {
+            format!(
+                "the progress table {} says this sink published the rows of checkpoint {checkpoint} of this pipeline to {}",
+                self.tables.0, self.tables.1
+            )
+        }))
+    }
+
     fn start(&mut self, recovered: Option<&[Committable]>) -> Result<(), ConnectorError> {
         if self.delivery == Delivery::AtLeastOnce {
             return Ok(());
         }
-        let recovery = Recovery::<Handle>::new("postgres", recovered)?;
+        let spill_dir = &self.stage.area().dir;
+        let recovery = Recovery::<Handle>::new("postgres", recovered, |h| {
+            h.area.check_subtask_in(spill_dir)
+        })?;
         if recovered.is_none() {
             // A fresh start: nothing earlier is to be published, and
             // checkpoint ids may start again from 1.

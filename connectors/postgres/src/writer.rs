@@ -50,6 +50,9 @@ pub enum Job {
     Batch { frames: Vec<u8>, records: usize, checkpoint: u64, position: u64 },
     /// A fresh start: forget this subtask's published checkpoints.
     ResetProgress,
+    /// Read the highest checkpoint any subtask of this sink published
+    /// (into [`State::published`]).
+    ReadProgress,
 }
 
 /// State shared by the sink (task thread) and its writer thread.
@@ -85,6 +88,10 @@ pub struct State {
     pub skipped: u64,
     /// Rows sent to the dead-letter table.
     pub dead_letters: u64,
+    /// The highest checkpoint the progress table says a subtask of this
+    /// sink published, as of the last [`Job::ReadProgress`]; `None` when it
+    /// has no row (or only rows of fresh starts, checkpoint 0).
+    pub published: Option<i64>,
 }
 
 /// At-least-once: records collected for the next batch.
@@ -212,9 +219,13 @@ enum Records<'a> {
 impl<'a> Records<'a> {
     fn open(job: &'a Job) -> Result<Self, Failure> {
         Ok(match job {
-            Job::Epoch(e) => Records::Staged(e.sealed.batches().map_err(|e| Failure::Fatal(e.message))?),
-            Job::Batch { frames, .. } => Records::Memory { frames: Some(frames) },
-            Job::ResetProgress => Records::Memory { frames: None },
+            Job::Epoch(e) => {
+                Records::Staged(e.sealed.batches().map_err(|e| Failure::Fatal(e.message))?)
+            }
+            Job::Batch { frames, .. } => Records::Memory {
+                frames: Some(frames),
+            },
+            Job::ResetProgress | Job::ReadProgress => Records::Memory { frames: None },
         })
     }
 
@@ -609,6 +620,21 @@ impl Writer {
                 .map(|_| false)
                 .map_err(|e| classify(e, "resetting the progress row"));
         }
+        if let Job::ReadProgress = job {
+            let published: Option<i64> = rt
+                .block_on(client.query_one(
+                    &format!(
+                        "SELECT max(checkpoint) FROM {} WHERE pipeline = $1 AND sink = $2",
+                        self.progress
+                    ),
+                    &[&who.pipeline, &who.sink],
+                ))
+                .map_err(|e| classify(e, "reading the progress table"))?
+                .get(0);
+            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.published = published.filter(|&c| c > 0);
+            return Ok(false);
+        }
         exec("BEGIN", "starting a transaction")?;
         let (checkpoint, mut position) = match job {
             Job::Epoch(e) => {
@@ -628,8 +654,12 @@ impl Writer {
                 }
                 (e.sealed.checkpoint, 0u64)
             }
-            Job::Batch { checkpoint, position, .. } => (*checkpoint, *position),
-            Job::ResetProgress => unreachable!(),
+            Job::Batch {
+                checkpoint,
+                position,
+                ..
+            } => (*checkpoint, *position),
+            Job::ResetProgress | Job::ReadProgress => unreachable!(),
         };
         let mut records = Records::open(job)?;
         let mut encoder = self.encoder.as_ref().expect("prepared").clone();

@@ -12,6 +12,15 @@ impl StagedHandle for TestHandle {
     fn area(&self) -> &Area {
         &self.area
     }
+
+    fn sealed(&self) -> Vec<&Sealed> {
+        self.epochs.iter().collect()
+    }
+}
+
+/// Any area of a subtask in `dir`.
+fn ours(dir: &Path) -> impl Fn(&TestHandle) -> Result<(), String> + '_ {
+    move |h: &TestHandle| h.area.check_subtask_in(dir)
 }
 
 fn committable(checkpoint: u64, area: &Area, epochs: &[&Sealed]) -> Committable {
@@ -137,7 +146,9 @@ fn a_crash_between_seal_and_publish_is_published_by_the_restart() {
     assert_eq!(files(dir.path()).len(), 3, "{:?}", files(dir.path()));
 
     let mut published = Vec::new();
-    let recovery = Recovery::<TestHandle>::new("test", Some(std::slice::from_ref(&c1))).unwrap();
+    let recovery =
+        Recovery::<TestHandle>::new("test", Some(std::slice::from_ref(&c1)), ours(dir.path()))
+            .unwrap();
     for (checkpoint, handle) in recovery.handles() {
         assert_eq!(*checkpoint, 1);
         for epoch in &handle.epochs {
@@ -151,7 +162,7 @@ fn a_crash_between_seal_and_publish_is_published_by_the_restart() {
 
     // A second crash, after the publish: the replay finds no file (published
     // before), which the sink checks against its destination.
-    let recovery = Recovery::<TestHandle>::new("test", Some(&[c1])).unwrap();
+    let recovery = Recovery::<TestHandle>::new("test", Some(&[c1]), ours(dir.path())).unwrap();
     let epoch = &recovery.handles()[0].1.epochs[0];
     assert!(epoch.open().unwrap().is_none());
     let err = epoch.batches().unwrap_err();
@@ -176,7 +187,10 @@ fn a_half_written_epoch_file_is_discarded_and_a_damaged_sealed_file_is_refused()
 
     // The restart discards the half-written epoch.
     let c = committable(1, &Area::subtask(dir.path(), 0), &[]);
-    Recovery::<TestHandle>::new("test", Some(&[c])).unwrap().finish(Some(&Area::subtask(dir.path(), 0))).unwrap();
+    Recovery::<TestHandle>::new("test", Some(&[c]), ours(dir.path()))
+        .unwrap()
+        .finish(Some(&Area::subtask(dir.path(), 0)))
+        .unwrap();
     assert!(!in_progress.exists());
     assert!(files(dir.path()).is_empty(), "and the sealed epoch no restored handle names");
 
@@ -272,7 +286,7 @@ fn cleanup_covers_the_own_area_and_every_area_a_handle_names_and_nothing_else() 
     fs::write(dir.path().join("1.notes"), "kept").unwrap();
     // Restored at parallelism 2, subtask 1 stands in for old subtasks 1 and 3
     // (the handles name area 3; area 1 is its own).
-    let recovery = Recovery::<TestHandle>::new("test", Some(&handles)).unwrap();
+    let recovery = Recovery::<TestHandle>::new("test", Some(&handles), ours(dir.path())).unwrap();
     assert_eq!(recovery.handles().len(), 2);
     recovery.finish(Some(&Area::subtask(dir.path(), 1))).unwrap();
     let left = files(dir.path());
@@ -289,7 +303,7 @@ fn a_fresh_start_clears_the_own_area() {
     stage.seal(1).unwrap();
     stage.write(b"y", 1).unwrap();
     stage.flush().unwrap();
-    let recovery = Recovery::<TestHandle>::new("test", None).unwrap();
+    let recovery = Recovery::<TestHandle>::new("test", None, ours(dir.path())).unwrap();
     assert!(recovery.handles().is_empty());
     journal::take();
     recovery.finish(Some(stage.area())).unwrap();
@@ -325,13 +339,34 @@ fn file_names_belong_to_exactly_one_area() {
 
 #[test]
 fn unreadable_handles_are_user_errors_and_empty_ones_are_skipped() {
-    let bad = [Committable { checkpoint: 4, handle: b"not json".to_vec() }];
-    let err = Recovery::<TestHandle>::new("file", Some(&bad)).unwrap_err();
+    let bad = [Committable {
+        checkpoint: 4,
+        handle: b"not json".to_vec(),
+    }];
+    let err =
+        Recovery::<TestHandle>::new("file", Some(&bad), ours(Path::new("/spill"))).unwrap_err();
     assert_eq!(err.kind, crate::ErrorKind::User);
-    assert!(err.message.starts_with("checkpoint 4 holds a handle this file sink cannot read"), "{}", err.message);
-    let empty = [Committable { checkpoint: 4, handle: Vec::new() }];
-    assert!(Recovery::<TestHandle>::new("file", Some(&empty)).unwrap().handles().is_empty());
-    assert!(decode_handle::<TestHandle>("file", 4, b"").unwrap().is_none());
+    assert!(
+        err.message
+            .starts_with("checkpoint 4 holds a handle this file sink cannot read"),
+        "{}",
+        err.message
+    );
+    let empty = [Committable {
+        checkpoint: 4,
+        handle: Vec::new(),
+    }];
+    assert!(
+        Recovery::<TestHandle>::new("file", Some(&empty), ours(Path::new("/spill")))
+            .unwrap()
+            .handles()
+            .is_empty()
+    );
+    assert!(
+        decode_handle::<TestHandle>("file", 4, b"")
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -341,4 +376,101 @@ fn run_ids_differ_between_stages() {
     a.write(b"a", 1).unwrap();
     b.write(b"b", 1).unwrap();
     assert_ne!(a.seal(1).unwrap().file, b.seal(1).unwrap().file, "two runs reusing checkpoint 1 do not collide");
+}
+
+#[test]
+fn a_handle_naming_paths_outside_the_sinks_areas_is_refused_before_anything_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = dir.path().join("spill");
+    let mut stage = new_stage(&spill, 0);
+    stage.write(b"records", 1).unwrap();
+    let sealed = stage.seal(3).unwrap();
+    let victim = dir.path().join("victim.txt");
+    fs::write(&victim, "precious").unwrap();
+    let refused = |handle: TestHandle| {
+        let c = Committable {
+            checkpoint: 3,
+            handle: encode_handle(&handle).unwrap(),
+        };
+        let err = Recovery::<TestHandle>::new("test", Some(&[c]), ours(&spill)).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::User);
+        assert!(
+            err.message
+                .starts_with("checkpoint 3 names a path this test sink does not own: "),
+            "{}",
+            err.message
+        );
+        err.message
+    };
+    // Another directory as the area (the victim's): clearing it would touch it.
+    let elsewhere = Area::subtask(dir.path(), 0);
+    let message = refused(TestHandle {
+        area: elsewhere,
+        epochs: vec![],
+    });
+    assert!(
+        message.contains(&format!(
+            "its staging directory is {}, not this sink's {}",
+            dir.path().display(),
+            spill.display()
+        )),
+        "{message}"
+    );
+    // A stem that climbs out of the directory.
+    let climbing = Area {
+        dir: spill.clone(),
+        stem: "../victim".into(),
+    };
+    assert!(
+        refused(TestHandle {
+            area: climbing,
+            epochs: vec![]
+        })
+        .contains("is not a plain name")
+    );
+    // A stem that is not a subtask's.
+    let odd = Area {
+        dir: spill.clone(),
+        stem: "victim".into(),
+    };
+    assert!(
+        refused(TestHandle {
+            area: odd,
+            epochs: vec![]
+        })
+        .contains("is not a subtask's")
+    );
+    // A sealed file outside the area, or another checkpoint's.
+    let outside = Sealed {
+        file: Some(victim.clone()),
+        ..sealed.clone()
+    };
+    assert!(
+        refused(TestHandle {
+            area: Area::subtask(&spill, 0),
+            epochs: vec![outside]
+        })
+        .contains("is not a file sealed by checkpoint 3")
+    );
+    let other = Sealed {
+        checkpoint: 4,
+        ..sealed.clone()
+    };
+    assert!(
+        refused(TestHandle {
+            area: Area::subtask(&spill, 0),
+            epochs: vec![other]
+        })
+        .contains("is not a file sealed by checkpoint 4")
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    // The genuine handle is accepted.
+    let c = committable(3, &Area::subtask(&spill, 0), &[&sealed]);
+    assert_eq!(
+        Recovery::<TestHandle>::new("test", Some(&[c]), ours(&spill))
+            .unwrap()
+            .handles()
+            .len(),
+        1
+    );
 }
