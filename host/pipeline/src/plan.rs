@@ -67,6 +67,10 @@ pub struct Plan {
     pub vertices: Vec<Vertex>,
     /// Chains (tasks).
     pub chains: Vec<Chain>,
+    /// The chain of each vertex in a chain (side vertices: `usize::MAX`).
+    chain_index: Vec<usize>,
+    /// The dead-letter sink of each vertex that has one.
+    dead_letters: std::collections::HashMap<usize, usize>,
 }
 
 impl Plan {
@@ -152,15 +156,34 @@ impl Plan {
             }
             chains.push(Chain { vertices: chain, parallelism: vertices[head].parallelism });
         }
-        Plan { vertices, chains }
+        let mut chain_index = vec![usize::MAX; vertices.len()];
+        for (c, chain) in chains.iter().enumerate() {
+            for &v in &chain.vertices {
+                chain_index[v] = c;
+            }
+        }
+        let dead_letters = (0..vertices.len())
+            .filter_map(|v| vertices[v].side_of.map(|owner| (owner, v)))
+            .collect();
+        Plan {
+            vertices,
+            chains,
+            chain_index,
+            dead_letters,
+        }
     }
 
-    /// The chain a vertex belongs to.
+    /// The chain a vertex belongs to (a side vertex: its owner's).
     pub fn chain_of(&self, v: usize) -> usize {
         if let Some(owner) = self.vertices[v].side_of {
             return self.chain_of(owner);
         }
-        self.chains.iter().position(|c| c.vertices.contains(&v)).expect("every vertex is in a chain")
+        self.chain_index[v]
+    }
+
+    /// The dead-letter sink of vertex `v`, if it has one.
+    pub fn dead_letter_of(&self, v: usize) -> Option<usize> {
+        self.dead_letters.get(&v).copied()
     }
 
     /// One line per task, for `weir check` and logs.

@@ -139,8 +139,11 @@ fn operator(i: usize, parallelism: u32, metrics: Arc<StageMetrics>, cx: &NodeCon
 fn async_operator(v: usize, i: usize, metrics: Arc<StageMetrics>, cx: &NodeContext<'_>) -> Result<weir_async::AsyncStage, RunError> {
     let (p, plan, s) = (cx.p, cx.plan, cx.subtask);
     let parallelism = plan.vertices[v].parallelism;
-    let dead_letter = match plan.vertices.iter().position(|d| d.side_of == Some(v)) {
-        Some(dv) => Some(weir_async::DeadLetter { vertex: dv, stage: Box::new(sink(dv, parallelism, cx)?) }),
+    let dead_letter = match plan.dead_letter_of(v) {
+        Some(dv) => Some(weir_async::DeadLetter {
+            vertex: dv,
+            stage: Box::new(sink(dv, parallelism, cx)?),
+        }),
         None => None,
     };
     let mut stage = open_async(p, cx.plugins, i, s, parallelism, dead_letter, metrics, cx.task.backpressure.clone())?;
