@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use weir_pipeline::{LoadOptions, Pipeline, Progress, RunHandle, RunOptions, StartFrom};
+use weir_pipeline::{
+    ConfigError, ConfigErrors, LoadOptions, Pipeline, Progress, RunHandle, RunOptions, StartFrom,
+};
 use weir_wasm::Engine;
 
 /// Where a pipeline is in its life.
@@ -107,7 +109,11 @@ pub struct Slot {
     handle: Mutex<RunHandle>,
     control: Mutex<Control>,
     wake: Condvar,
-    fingerprint: Mutex<Option<(SystemTime, u64)>>,
+    /// A digest of the file contents the run last loaded (`None` before
+    /// its first load): a scan restarts the pipeline only when the file
+    /// says something else now, not when it was merely touched or seen
+    /// half-written before the run read it whole.
+    fingerprint: Mutex<Option<u64>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -136,7 +142,7 @@ impl Slot {
             handle: Mutex::new(RunHandle::new()),
             control: Mutex::new(Control { want: Want::Run, start_from: StartFrom::Latest, reset: false }),
             wake: Condvar::new(),
-            fingerprint: Mutex::new(fingerprint(file)),
+            fingerprint: Mutex::new(None),
             thread: Mutex::new(None),
         }
     }
@@ -249,9 +255,13 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
-fn fingerprint(file: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(file).ok()?;
-    Some((m.modified().ok()?, m.len()))
+/// A digest of a pipeline file's contents (not cryptographic: it tells a
+/// changed file from an unchanged one).
+fn fingerprint(text: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 impl Supervisor {
@@ -330,11 +340,15 @@ impl Supervisor {
                     slot.want(Want::Exit, None);
                 }
                 Some(file) => {
-                    let now = fingerprint(file);
-                    let mut fp = slot.fingerprint.lock().expect("slot lock");
-                    if *fp != now {
-                        *fp = now;
-                        drop(fp);
+                    let Some(loaded) = *slot.fingerprint.lock().expect("slot lock") else {
+                        continue;
+                    };
+                    // Unreadable now (removed between the listing and
+                    // here, permissions): the next scan decides.
+                    let Ok(text) = std::fs::read(file) else {
+                        continue;
+                    };
+                    if fingerprint(&text) != loaded {
                         slot.event("pipeline file changed; restarting with the new version".into());
                         slot.want(Want::Rerun, None);
                     }
@@ -407,7 +421,27 @@ impl Supervisor {
                 std::mem::replace(&mut c.start_from, StartFrom::Latest)
             };
             slot.set_state(State::Starting);
-            let p = match Pipeline::load(&slot.file, &LoadOptions::new(self.connectors.clone()).plugin_dir(self.config.plugin_dir.clone())) {
+            let loaded = std::fs::read(&slot.file)
+                .map_err(|e| format!("cannot read the pipeline file: {e}"))
+                .and_then(|text| {
+                    *slot.fingerprint.lock().expect("slot lock") = Some(fingerprint(&text));
+                    String::from_utf8(text)
+                        .map_err(|_| "the pipeline file is not UTF-8 text".to_owned())
+                });
+            let options = LoadOptions::new(self.connectors.clone())
+                .plugin_dir(self.config.plugin_dir.clone());
+            let parsed = loaded
+                .map_err(|message| {
+                    vec![ConfigError {
+                        path: String::new(),
+                        message,
+                    }]
+                })
+                .and_then(|text| Pipeline::parse(&slot.file, &text, &options));
+            let p = match parsed.map_err(|errors| ConfigErrors {
+                file: slot.file.clone(),
+                errors,
+            }) {
                 Ok(p) => p,
                 Err(e) => {
                     // ConfigErrors never quote the file and redact secrets.
