@@ -18,15 +18,25 @@ def main(argv=None):
     build.add_argument("-p", "--path", action="append", default=[], help="extra directory to find modules in (repeatable); the current directory is searched")
     args = parser.parse_args(argv)
 
-    tool = shutil.which("componentize-py")
-    if tool is None:
-        sys.exit("componentize-py is not installed: pip install componentize-py==0.25.1")
     here = os.path.dirname(os.path.abspath(__file__))
     wit = os.path.join(here, "wit")
-    cmd = [tool, "-d", wit, "-w", "operator", "componentize", args.app, "-o", args.output, "-p", os.path.dirname(here), "-p", "."]
+    cmd = [*_componentize_py(), "-d", wit, "-w", "operator", "componentize", args.app, "-o", args.output, "-p", os.path.dirname(here), "-p", "."]
     for p in args.path:
         cmd += ["-p", p]
     sys.exit(subprocess.call(cmd))
+
+
+def _componentize_py():
+    """componentize-py from this interpreter's packages, or else from PATH
+    (pip may put its script in a directory that is not on PATH)."""
+    try:
+        import componentize_py  # noqa: F401
+    except ImportError:
+        tool = shutil.which("componentize-py")
+        if tool is None:
+            sys.exit("componentize-py is not installed: pip install componentize-py==0.25.1")
+        return [tool]
+    return [sys.executable, "-c", "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())"]
 
 
 if __name__ == "__main__":
