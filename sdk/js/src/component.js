@@ -28,16 +28,29 @@ class StateErrorFromHost extends StateError {
   }
 }
 
+// componentize-js lowers a Uint8Array argument from the start of its
+// ArrayBuffer, ignoring the view's offset: a view into a batch (a record's
+// key) must be copied before it crosses into the host.
+function own(bytes) {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+}
+
+// componentize-js 0.23 lifts an s64 result as if it were unsigned (the
+// watermark before the first, i64::MIN, arrives as 2^63): reinterpret it.
+function s64(v) {
+  return Number(BigInt.asIntN(64, BigInt(v)));
+}
+
 const wasmHost = {
-  get: (name, key) => stateCall(state.get, name, key) ?? null,
-  getMany: (name, keys) => stateCall(state.getMany, name, keys),
-  mapGet: (name, key, mapKey) => stateCall(state.mapGet, name, key, mapKey) ?? null,
-  mapEntries: (name, key) => stateCall(state.mapEntries, name, key),
-  apply: (ops) => stateCall(state.apply, ops),
-  registerTimer: (domain, key, ts) => timers.register(domain, key, BigInt(Math.trunc(ts))),
-  deleteTimer: (domain, key, ts) => timers.delete(domain, key, BigInt(Math.trunc(ts))),
-  watermark: () => Number(timers.currentWatermark()),
-  processingTime: () => Number(timers.currentProcessingTime()),
+  get: (name, key) => stateCall(state.get, name, own(key)) ?? null,
+  getMany: (name, keys) => stateCall(state.getMany, name, own(keys)),
+  mapGet: (name, key, mapKey) => stateCall(state.mapGet, name, own(key), own(mapKey)) ?? null,
+  mapEntries: (name, key) => stateCall(state.mapEntries, name, own(key)),
+  apply: (ops) => stateCall(state.apply, own(ops)),
+  registerTimer: (domain, key, ts) => timers.register(domain, own(key), BigInt(Math.trunc(ts))),
+  deleteTimer: (domain, key, ts) => timers.delete(domain, own(key), BigInt(Math.trunc(ts))),
+  watermark: () => s64(timers.currentWatermark()),
+  processingTime: () => s64(timers.currentProcessingTime()),
   log: (level, message) => log(level, message),
 };
 
@@ -60,7 +73,7 @@ export function exportOperator(OpClass) {
       return output(rt.process(input));
     },
     onTimer(fired) {
-      return output(rt.onTimer(fired.map((t) => new Timer(t.domain, t.key, Number(t.timestamp)))));
+      return output(rt.onTimer(fired.map((t) => new Timer(t.domain, t.key, s64(t.timestamp)))));
     },
     close() {
       const r = rt.close();

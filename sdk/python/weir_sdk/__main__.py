@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 
 def main(argv=None):
@@ -20,10 +21,15 @@ def main(argv=None):
 
     here = os.path.dirname(os.path.abspath(__file__))
     wit = os.path.join(here, "wit")
-    cmd = [*_componentize_py(), "-d", wit, "-w", "operator", "componentize", args.app, "-o", args.output, "-p", os.path.dirname(here), "-p", "."]
-    for p in args.path:
-        cmd += ["-p", p]
-    sys.exit(subprocess.call(cmd))
+    # The module path of the build holds the app's directory and a copy of
+    # this package alone, not the whole site-packages it may be installed in.
+    with tempfile.TemporaryDirectory(prefix="weir-sdk-") as sdk_path:
+        shutil.copytree(here, os.path.join(sdk_path, "weir_sdk"), ignore=shutil.ignore_patterns("wit", "__pycache__"))
+        cmd = [*_componentize_py(), "-d", wit, "-w", "operator", "componentize", args.app, "-o", args.output, "-p", ".", "-p", sdk_path]
+        for p in args.path:
+            cmd += ["-p", p]
+        code = subprocess.call(cmd)
+    sys.exit(code)
 
 
 def _componentize_py():

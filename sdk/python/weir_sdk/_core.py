@@ -211,7 +211,7 @@ class Context:
             per_name = self._values[name] = {}
         slot = per_name.get(key)
         if slot is None:
-            slot = per_name[key] = [self._call(self._host.get, name, key), False]
+            slot = per_name[key] = [self._host.get(name, key), False]
         return slot
 
     def get(self, name, key, codec=BYTES, default=None):
@@ -247,7 +247,7 @@ class Context:
         else:
             at = (name, key, map_key)
             if at not in self._map_reads:
-                self._map_reads[at] = self._call(self._host.map_get, name, key, map_key)
+                self._map_reads[at] = self._host.map_get(name, key, map_key)
             value = self._map_reads[at]
         return default if value is None else codec.decode(value)
 
@@ -256,7 +256,7 @@ class Context:
         ordered by map key (bytes)."""
         key = as_bytes(key)
         pending = self._map_writes.get((name, key))
-        entries = {} if pending is not None and pending[0] else dict(self._call(self._host.map_entries, name, key))
+        entries = {} if pending is not None and pending[0] else dict(self._host.map_entries(name, key))
         if pending is not None:
             for mk, v in pending[1].items():
                 if v is None:
@@ -316,10 +316,6 @@ class Context:
         self._host.log(level, str(message))
 
     # ---- the batch ---------------------------------------------------------
-
-    @staticmethod
-    def _call(f, *args):
-        return f(*args)
 
     def _prefetch(self, names, keys):
         """One ``get-many`` per name for the keys of the batch."""

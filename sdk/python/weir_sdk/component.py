@@ -1,21 +1,26 @@
 """The glue between componentize-py's generated bindings (``wit_world``)
 and an :class:`weir_sdk.Operator`. Used through :func:`weir_sdk.export`.
 
-The bindings exist only inside a component build, so they are imported when
-the host first calls ``open``, never when the module is imported natively
-(the test harness runs the same operator without them).
+The bindings exist only inside a component build: natively (the test
+harness runs the same operator without them) the imports below fail and
+nothing here is called. In a build they must happen when the module is
+imported, which componentize-py does while it pre-initializes the app:
+modules first imported later, inside a call, are not in the component.
 """
 
 from . import _core
+
+try:
+    from componentize_py_types import Err
+    from wit_world.imports import log, state, timers, types
+except ImportError:  # natively: weir_sdk.testing runs operators instead
+    Err = log = state = timers = types = None
 
 
 class _WasmHost:
     """The host seen through the WIT imports."""
 
     def __init__(self):
-        from componentize_py_types import Err
-        from wit_world.imports import log, state, timers, types
-
         self._Err, self._log, self._state, self._timers, self._types = Err, log, state, timers, types
         self._domains = {_core.EVENT_TIME: types.TimeDomain.EVENT_TIME, _core.PROCESSING_TIME: types.TimeDomain.PROCESSING_TIME}
         self._levels = {name: getattr(log.Level, name.upper()) for name in _core.LEVELS}
@@ -70,8 +75,6 @@ def handler(op_class):
         _runtime = None
 
         def open(self, info):
-            from componentize_py_types import Err
-
             try:
                 rt = _core.Runtime(
                     op_class,
@@ -87,15 +90,11 @@ def handler(op_class):
             return self._output(*Handler._runtime.process(input))
 
         def on_timer(self, fired):
-            from wit_world.imports import types
-
             domain = {types.TimeDomain.EVENT_TIME: _core.EVENT_TIME, types.TimeDomain.PROCESSING_TIME: _core.PROCESSING_TIME}
             timers = [_core.Timer(domain[t.domain], bytes(t.key), t.timestamp) for t in fired]
             return self._output(*Handler._runtime.on_timer(timers))
 
         def close(self):
-            from componentize_py_types import Err
-
             records, error = Handler._runtime.close()
             if error is not None:
                 raise Err(error)
@@ -103,8 +102,6 @@ def handler(op_class):
 
         @staticmethod
         def _output(records, error):
-            from wit_world.imports import types
-
             if error is None:
                 return types.BatchOutput(records, None)
             return types.BatchOutput(b"", types.RecordError(error[0], error[1]))
