@@ -16,7 +16,6 @@
 import { Operator, WeirError } from "weir-sdk";
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
-const JSON_WS = " \t\n\r";
 const FILTER_WS = " \t\n\r\f";
 const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
 const INTEGER = /^-?(?:0|[1-9][0-9]*)$/;
@@ -44,23 +43,30 @@ function skipValue(text, i) {
     }
     throw new Malformed("unterminated object or array", n);
   }
-  while (i < n && !",}] \t\n\r".includes(text[i])) i++;
-  return i;
+  SCALAR.lastIndex = i;
+  SCALAR.test(text);
+  return SCALAR.lastIndex;
 }
 
+const SCALAR = /[^,}\] \t\n\r]*/y;
+
+/** The end of the string whose opening quote is at `i`. */
 function skipString(text, i) {
-  for (i++; i < text.length; i++) {
-    if (text[i] === "\\") i++;
-    else if (text[i] === '"') return i + 1;
+  for (;;) {
+    const q = text.indexOf('"', i + 1);
+    if (q < 0) throw new Malformed("unterminated string", text.length);
+    let slashes = 0;
+    while (text.charCodeAt(q - 1 - slashes) === 92) slashes++;
+    if (slashes % 2 === 0) return q + 1;
+    i = q;
   }
-  throw new Malformed("unterminated string", text.length);
 }
 
 /** The top-level fields of a JSON object: Map(name -> [value, raw JSON text]). */
 export function scanObject(text) {
   const n = text.length;
   const ws = (i) => {
-    while (i < n && JSON_WS.includes(text[i])) i++;
+    for (let c = text.charCodeAt(i); c === 32 || c === 10 || c === 13 || c === 9; c = text.charCodeAt(++i));
     return i;
   };
   let i = ws(0);

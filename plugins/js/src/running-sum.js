@@ -13,6 +13,7 @@
 import { Operator, WeirError, codecs } from "weir-sdk";
 
 const SUM = "sum";
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 const I64_MIN = -(2n ** 63n), I64_MAX = 2n ** 63n - 1n;
 
 export default class RunningSum extends Operator {
@@ -33,7 +34,7 @@ export default class RunningSum extends Operator {
     }
     let key;
     try {
-      key = new TextDecoder("utf-8", { fatal: true }).decode(record.key);
+      key = utf8.decode(record.key);
     } catch {
       throw new WeirError("the record key is not UTF-8, so it cannot be written into the JSON output");
     }

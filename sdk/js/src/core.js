@@ -96,11 +96,13 @@ export class Record {
    * @param {number} timestamp event time in ms
    * @param {Uint8Array} rawHeaders the encoded headers
    */
-  constructor(key, value, timestamp = 0, rawHeaders = EMPTY) {
+  constructor(key, value, timestamp = 0, rawHeaders = EMPTY, frame = null) {
     this.key = key;
     this.value = value;
     this.timestamp = timestamp;
     this.rawHeaders = rawHeaders;
+    /** The record's bytes in the batch, copied whole by `out.forward`. */
+    this.frame = frame;
   }
   /** The headers as `[[name, value], ...]` of Uint8Arrays. */
   get headers() {
@@ -150,7 +152,8 @@ export class Output {
   }
   /** Emits an input record unchanged (key, value, timestamp, headers). */
   forward(record) {
-    frame.writeFrame(this.w, record.key, record.value, record.timestamp, record.rawHeaders);
+    if (record.frame) this.w.bytes(record.frame);
+    else frame.writeFrame(this.w, record.key, record.value, record.timestamp, record.rawHeaders);
     this.count++;
   }
   get length() {
@@ -435,7 +438,7 @@ export class Runtime {
   process(batch) {
     const records = [];
     try {
-      frame.readFrames(batch, (ts, k, v, h) => records.push(new Record(k, v, ts, h)));
+      frame.readFrames(batch, (ts, k, v, h, f) => records.push(new Record(k, v, ts, h, f)));
     } catch (e) {
       return { error: { index: 0, message: `malformed batch: ${e.message}` } };
     }

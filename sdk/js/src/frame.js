@@ -35,14 +35,18 @@ function view(buf) {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
-/** Calls `f(timestamp, key | null, value, rawHeaders)` for each record of a batch (views, no copies). */
+/** Calls `f(timestamp, key | null, value, rawHeaders, frame)` for each record of a batch (views, no copies). */
 export function readFrames(buf, f) {
   const dv = view(buf);
   const end = buf.length;
   let at = 0;
   while (at < end) {
     if (end - at < 20) throw new FrameError(`truncated record header at byte ${at}`);
-    const ts = Number(dv.getBigInt64(at, true));
+    // An i64 timestamp as a Number without a BigInt when it is a safe integer
+    // (any millisecond timestamp is): the common case costs two reads.
+    const hi = dv.getInt32(at + 4, true);
+    const ts = hi > 0x1fffff || hi < -0x200000 ? Number(dv.getBigInt64(at, true)) : hi * 4294967296 + dv.getUint32(at, true);
+    const start = at;
     const klen = dv.getUint32(at + 8, true);
     const vlen = dv.getUint32(at + 12, true);
     const hlen = dv.getUint32(at + 16, true);
@@ -57,7 +61,7 @@ export function readFrames(buf, f) {
     const headers = buf.subarray(at, at + hlen);
     at += hlen;
     if (at > end) throw new FrameError(`record ends at byte ${at}, past the end of the batch (${end} bytes)`);
-    f(ts, key, value, headers);
+    f(ts, key, value, headers, buf.subarray(start, at));
   }
 }
 
@@ -93,7 +97,13 @@ export class Writer {
   }
   i64(v) {
     this.reserve(8);
-    this.dv.setBigInt64(this.len, typeof v === "bigint" ? v : BigInt(Math.trunc(v)), true);
+    if (typeof v === "number" && Number.isSafeInteger(v)) {
+      const hi = Math.floor(v / 4294967296);
+      this.dv.setUint32(this.len, v - hi * 4294967296, true);
+      this.dv.setInt32(this.len + 4, hi, true);
+    } else {
+      this.dv.setBigInt64(this.len, typeof v === "bigint" ? v : BigInt(Math.trunc(v)), true);
+    }
     this.len += 8;
   }
   bytes(b) {

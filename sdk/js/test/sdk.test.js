@@ -196,3 +196,19 @@ test("filter and map", () => {
   const m = new Harness(map((r) => (r.text === "drop" ? null : r.text.toUpperCase())));
   assert.deepEqual(m.process([record("k", "a", 3), record(null, "drop")]).map((r) => [r.keyText, r.text, r.timestamp]), [["k", "A", 3]]);
 });
+
+test("timestamps round-trip exactly, with and without BigInt", () => {
+  const times = [0, -1, -5, 1700000000000, -1700000000001, 2 ** 53 - 1, -(2 ** 53) + 1, 4294967296, -4294967296];
+  const w = new frame.Writer();
+  for (const t of times) frame.writeFrame(w, null, new Uint8Array(0), t);
+  w.i64(-(2n ** 63n));
+  const buf = w.finish();
+  const got = [];
+  frame.readFrames(buf.subarray(0, buf.length - 8), (ts) => got.push(ts));
+  assert.deepEqual(got, times);
+  assert.equal(new DataView(buf.buffer).getBigInt64(buf.length - 8, true), -(2n ** 63n));
+  // A timestamp beyond 2^53 is read through a BigInt (rounded to a double).
+  const big = new frame.Writer();
+  frame.writeFrame(big, null, new Uint8Array(0), 2n ** 62n);
+  frame.readFrames(big.finish(), (ts) => assert.equal(ts, 2 ** 62));
+});
