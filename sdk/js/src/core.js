@@ -77,8 +77,9 @@ export const codecs = {
 
 /** A Uint8Array as a string usable as a Map key (one char per byte). */
 export function byteKey(b) {
+  if (b.length <= 1024) return String.fromCharCode.apply(null, b);
   let s = "";
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
+  for (let i = 0; i < b.length; i += 1024) s += String.fromCharCode.apply(null, b.subarray(i, i + 1024));
   return s;
 }
 

@@ -212,3 +212,17 @@ test("timestamps round-trip exactly, with and without BigInt", () => {
   frame.writeFrame(big, null, new Uint8Array(0), 2n ** 62n);
   frame.readFrames(big.finish(), (ts) => assert.equal(ts, 2 ** 62));
 });
+
+test("state keys of any bytes and length stay distinct and round-trip", () => {
+  class Keys extends Operator {
+    process(r, out, ctx) {
+      ctx.put("k", r.value, r.value.length, codecs.json);
+    }
+  }
+  const long = new Uint8Array(3000).map((_, i) => i % 256);
+  const values = [new Uint8Array([0]), new Uint8Array([0, 0]), new Uint8Array([255, 128]), long, long.subarray(1)];
+  const h = new Harness(Keys);
+  h.process(values.map((v) => record(null, v)));
+  for (const v of values) assert.equal(h.state("k", v, codecs.json), v.length);
+  assert.equal(h.host.values.size, values.length);
+});
