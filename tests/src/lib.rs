@@ -10,6 +10,8 @@
 //! The external servers tests run against (PostgreSQL, the tansu Kafka
 //! broker, a slow HTTP service) are started by `weir-test-support`.
 
+pub mod components;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -1,9 +1,11 @@
 //! Operators in other languages: the JavaScript example of the README
 //! (sdk/js/errors-only.js), built into a component with componentize-js and
-//! run by weir like any plugin.
+//! run by weir like any plugin, and the bundled operators re-implemented
+//! with the Python and JavaScript SDKs (plugins/python, plugins/js).
 
 use std::process::Command;
 use std::time::Duration;
+use weir_tests::components::{cached_build, js_component, python_component};
 use weir_tests::{repo, run_with_timeout, Scratch};
 
 #[test]
@@ -23,4 +25,239 @@ fn a_javascript_operator_built_with_componentize_js_runs() {
     );
     build.expect_code(0);
     assert_eq!(s.run_log_filter("errors-only", "{}"), "disk error on sda\nnetwork error\n");
+}
+
+/// The three operators of each language, copied into `dir` under the names
+/// a pipeline finds them by.
+fn install(s: &Scratch, dir: &str, files: [std::path::PathBuf; 3]) {
+    std::fs::create_dir_all(s.path(dir)).unwrap();
+    for (name, file) in ["json_filter", "running_sum", "window_count"].iter().zip(files) {
+        std::fs::copy(&file, s.path(&format!("{dir}/{name}.wasm"))).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
+    }
+}
+
+/// Runs `operators` between a generator of `count` events over 50 users and
+/// a file sink, with the plugins in `plugins`; returns the output bytes.
+fn run_with(s: &Scratch, plugins: &str, operators: &str, count: u32) -> Vec<u8> {
+    let out = format!("out-{plugins}.jsonl");
+    let body = format!(
+        "plugin-dir = {plugins:?}\n[sources.events]\ntype = \"generator\"\ncount = {count}\nusers = 50\n{operators}\n\
+         [sinks.out]\ntype = \"file\"\npath = {out:?}\n"
+    );
+    let pipeline = s.write(&format!("{plugins}.toml"), body);
+    s.weir(&["run", "--quiet", "--fresh", "--metrics-address", "off", pipeline.to_str().unwrap()], Duration::from_secs(600)).expect_code(0);
+    std::fs::read(s.path(&out)).unwrap()
+}
+
+/// Issue 18: json-filter, running-sum and window-count re-implemented with
+/// the Python and JavaScript SDKs give the Rust plugins' output byte for
+/// byte: keyed state (running sums, hash-partitioned) and
+/// event-time timers (windows fired by the generator's watermarks and by the
+/// final one at the end of input).
+#[test]
+fn python_and_javascript_plugins_match_the_rust_ones_byte_for_byte() {
+    let s = Scratch::new();
+    install(&s, "rust", ["json-filter", "running-sum", "window-count"].map(weir_tests::plugin));
+    install(&s, "python", ["json-filter", "running-sum", "window-count"].map(|p| python_component(&format!("plugins/python/{p}"))));
+    install(&s, "js", ["json-filter", "running-sum", "window-count"].map(|p| js_component(&format!("plugins/js/src/{p}.js"))));
+
+    let sums = r#"
+        [[operators]]
+        name = "parse"
+        plugin = "json-filter"
+        config = { filter = "amount >= 10 and user != \"user-0007\"", project = ["user", "amount", "ts"], key = "user" }
+        [[operators]]
+        name = "sum"
+        plugin = "running-sum"
+        partition = "hash"
+        config = { tag = "same" }
+    "#;
+    let windows = r#"
+        [[operators]]
+        name = "parse"
+        plugin = "json-filter"
+        config = { filter = "amount < 30", key = "user" }
+        [[operators]]
+        name = "windows"
+        plugin = "window-count"
+        partition = "hash"
+        config = { size-ms = 250 }
+    "#;
+    for (what, operators, count) in [("running sums", sums, 20_000), ("event-time windows", windows, 20_000)] {
+        let rust = run_with(&s, "rust", operators, count);
+        let lines = rust.iter().filter(|&&b| b == b'\n').count();
+        assert!(lines > 1000, "{what}: the Rust pipeline wrote only {lines} lines");
+        for lang in ["python", "js"] {
+            let other = run_with(&s, lang, operators, count);
+            if other != rust {
+                let (r, o) = (String::from_utf8_lossy(&rust), String::from_utf8_lossy(&other));
+                let first = r.lines().zip(o.lines()).position(|(a, b)| a != b);
+                panic!(
+                    "{what}: {lang} wrote {} bytes, Rust {}; first different line #{first:?}: {:?} vs {:?}",
+                    other.len(),
+                    rust.len(),
+                    first.and_then(|i| o.lines().nth(i)),
+                    first.and_then(|i| r.lines().nth(i)),
+                );
+            }
+        }
+    }
+}
+
+/// Runs the Python fixture-misbehave operator named `boom` (`settings` are
+/// its extra TOML lines) over generated records; returns the run.
+fn misbehaving_python(settings: &str) -> weir_tests::Run {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    std::fs::copy(python_component("plugins/python/fixture-misbehave"), s.path("plugins/fixture_misbehave.wasm")).unwrap();
+    s.write(
+        "p.toml",
+        format!(
+            "plugin-dir = \"plugins\"\n[sources.events]\ntype = \"generator\"\ncount = 1000\n\
+             [[operators]]\nname = \"boom\"\nplugin = \"fixture-misbehave\"\n{settings}\n[sinks.out]\ntype = \"discard\"\n"
+        ),
+    );
+    s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(300))
+}
+
+/// Issue 18: a Python exception names its type, message, file and line,
+/// like a Rust panic names its message.
+#[test]
+fn a_python_exception_is_reported_with_its_file_and_line() {
+    let source = std::fs::read_to_string(repo().join("plugins/python/fixture-misbehave/app.py")).unwrap();
+    let line = 1 + source.lines().position(|l| l.contains("raise ValueError")).expect("the fixture raises ValueError");
+    let run = misbehaving_python("config = { mode = \"raise\", after = 5 }");
+    run.expect_code(1).expect_stderr(&[
+        "operator `boom`",
+        "fixture-misbehave",
+        "rejected record #5",
+        "ValueError: fixture-misbehave: deliberate exception on record 5",
+        &format!("raised at app.py:{line} in process"),
+    ]);
+}
+
+/// Issue 18: a Python loop that never returns is stopped by the CPU deadline.
+#[test]
+fn a_python_infinite_loop_is_stopped_by_the_cpu_deadline() {
+    let run = misbehaving_python("config = { mode = \"loop\" }\nlimits = { call-timeout = \"300ms\" }");
+    run.expect_code(1).expect_stderr(&["operator `boom`", "CPU deadline of 300ms", "limits.call-timeout"]);
+    assert!(run.elapsed < Duration::from_secs(120), "took {:?}", run.elapsed);
+}
+
+/// Issue 18: a Python operator allocating without bound is stopped at its
+/// memory limit, and the host survives to report it.
+#[test]
+fn a_python_memory_hog_is_stopped_at_its_limit() {
+    let run = misbehaving_python("config = { mode = \"hog\" }\nlimits = { memory = \"96MiB\" }");
+    run.expect_code(1).expect_stderr(&["operator `boom`", "limit of 96 MiB", "limits.memory"]);
+}
+
+/// Runs `program args` in `dir` and panics with its output unless it succeeds.
+fn step(dir: &std::path::Path, program: &str, args: &[&str]) {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(dir).env("PYTHONPATH", repo().join("sdk/python"));
+    run_with_timeout(&mut cmd, Duration::from_secs(600)).expect_code(0);
+}
+
+/// Issue 18: `weir new-plugin --lang js` and `--lang python` scaffold
+/// projects whose own tests pass and whose one documented build command
+/// makes a component that runs in a pipeline. (The Python SDK is on
+/// PYTHONPATH here where a user would `pip install` it; the builds are
+/// cached by the content of the scaffold and the SDK.)
+#[test]
+fn javascript_and_python_scaffolds_pass_their_tests_build_and_run() {
+    let s = Scratch::new();
+    s.weir(&["new-plugin", "alerts-js", "--lang", "js"], Duration::from_secs(60)).expect_code(0);
+    let run = s.weir(&["new-plugin", "alerts-py", "--lang", "python"], Duration::from_secs(60));
+    run.expect_code(0);
+    assert!(run.stdout.contains("python -m weir_sdk build app -o alerts_py.wasm"), "{}", run.stdout);
+
+    let js = s.path("alerts-js");
+    step(&js, "npm", &["install", "--no-audit", "--no-fund", "--prefer-offline"]);
+    step(&js, "npm", &["test"]);
+    let js_sources: [(&std::path::Path, &[&str]); 4] =
+        [(&js, &[".json"]), (&js.join("src"), &[".js"]), (&repo().join("sdk/js/src"), &[".js"]), (&repo().join("sdk/js/bin"), &[".js"])];
+    let js_wasm = cached_build("scaffold-js", "npm run build", &js_sources, |out| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("npm run build && cp alerts_js.wasm {out:?}")).current_dir(&js);
+        cmd
+    });
+
+    let py = s.path("alerts-py");
+    step(&py, "python3", &["-m", "unittest", "-v"]);
+    let py_sources: [(&std::path::Path, &[&str]); 2] = [(&py, &[".py"]), (&repo().join("sdk/python/weir_sdk"), &[".py"])];
+    let py_wasm = cached_build("scaffold-py", "python -m weir_sdk build", &py_sources, |out| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("python3 -m weir_sdk build app -o alerts_py.wasm && cp alerts_py.wasm {out:?}")).current_dir(&py);
+        cmd.env("PYTHONPATH", repo().join("sdk/python"));
+        cmd
+    });
+
+    // One directory per run: a finished pipeline run again does nothing.
+    for (plugin, wasm) in [("alerts-js", js_wasm), ("alerts-py", py_wasm)] {
+        let run = Scratch::new();
+        std::fs::create_dir_all(run.path("plugins")).unwrap();
+        std::fs::copy(wasm, run.path(&format!("plugins/{}.wasm", plugin.replace('-', "_")))).unwrap();
+        let out = run.run_log_filter(plugin, r#"{ needle = "error", prefix = "ALERT " }"#);
+        assert_eq!(out, "ALERT disk error on sda\nALERT network error\n", "{plugin}");
+    }
+}
+
+/// Issue 18: a pipeline whose keyed state is kept by a Python operator
+/// (running-sum), killed with SIGKILL three times and started again each
+/// time, ends with exactly the output of an uninterrupted run.
+#[test]
+fn sigkills_during_a_python_operator_pipeline_change_nothing_in_the_output() {
+    let body = "[checkpoint]\ninterval = \"200ms\"\n[sources.events]\ntype = \"generator\"\ncount = 30000\nrate = 6000\nusers = 200\n\
+                [[operators]]\nname = \"parse\"\nplugin = \"json-filter\"\nconfig = { project = [\"user\", \"amount\"], key = \"user\" }\n\
+                [[operators]]\nname = \"sum\"\nplugin = \"running-sum\"\npartition = \"hash\"\n\
+                [sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n";
+    let python = python_component("plugins/python/running-sum");
+    let scratch = || {
+        let s = Scratch::new();
+        std::fs::create_dir_all(s.path("plugins")).unwrap();
+        std::fs::copy(weir_tests::plugin("json-filter"), s.path("plugins/json_filter.wasm")).unwrap();
+        std::fs::copy(&python, s.path("plugins/running_sum.wasm")).unwrap();
+        s.write("p.toml", format!("plugin-dir = \"plugins\"\n{body}"));
+        s
+    };
+    let run = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
+    let reference = scratch();
+    weir_tests::succeed(&mut reference.command(&run));
+    let expected = std::fs::read(reference.path("out.jsonl")).unwrap();
+    assert_eq!(expected.iter().filter(|&&b| b == b'\n').count(), 30000, "one running sum per record");
+
+    let s = scratch();
+    for after in [1500, 2200, 1800] {
+        let mut child = s.command(&run).stderr(std::process::Stdio::null()).spawn().expect("start weir");
+        weir_tests::kill_after(&mut child, Duration::from_millis(after));
+    }
+    let stderr = weir_tests::succeed(&mut s.command(&run));
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    let actual = std::fs::read(s.path("out.jsonl")).unwrap();
+    assert!(actual == expected, "output differs from the uninterrupted run's ({} bytes vs {})", actual.len(), expected.len());
+}
+
+/// Issue 18: a JavaScript throw names its error, file and line, like a Rust
+/// panic names its message.
+#[test]
+fn a_javascript_throw_is_reported_with_its_file_and_line() {
+    let source = std::fs::read_to_string(repo().join("plugins/js/fixtures/fixture-throw.js")).unwrap();
+    let line = 1 + source.lines().position(|l| l.contains("value.missing.field")).expect("the fixture reads value.missing.field");
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    std::fs::copy(js_component("plugins/js/fixtures/fixture-throw.js"), s.path("plugins/fixture_throw.wasm")).unwrap();
+    s.write(
+        "p.toml",
+        "plugin-dir = \"plugins\"\n[sources.events]\ntype = \"generator\"\ncount = 100\n\
+         [[operators]]\nname = \"buggy\"\nplugin = \"fixture-throw\"\nconfig = { after = 3 }\n[sinks.out]\ntype = \"discard\"\n",
+    );
+    let run = s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(300));
+    run.expect_code(1).expect_stderr(&[
+        "operator `buggy`",
+        "rejected record #3",
+        "TypeError: ",
+        "value.missing is undefined",
+        &format!("(thrown at fixture-throw.js:{line} in process)"),
+    ]);
 }

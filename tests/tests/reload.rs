@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weir_test_support::free_port;
+use weir_tests::components::{js_component, python_component};
 use weir_tests::{cache_dir, metric, plugin, scrape, weir_bin, Scratch};
 
 const PARALLELISM: usize = 2;
@@ -430,4 +431,47 @@ fn manual_reload_waits_for_the_command() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to reload"), "{again:?}");
     r.wait_output("v2 output", |parts| parts.iter().all(|p| p.last().is_some_and(|x| x["version"] == "v2")));
     r.kill_and_check();
+}
+
+/// Issue 18: the keyed running sum hot-reloaded under load from Rust (v1) to
+/// Python (v2) to JavaScript (v3): each swap is accepted, and the state
+/// crosses languages: for every key, the published sums are exactly the
+/// running totals of its records in order, none lost or counted twice.
+#[test]
+fn a_running_sum_reloaded_from_rust_to_python_to_javascript_keeps_its_state() {
+    let rust = std::fs::read(plugin("running-sum")).unwrap();
+    let python = std::fs::read(python_component("plugins/python/running-sum")).unwrap();
+    let js = std::fs::read(js_component("plugins/js/src/running-sum.js")).unwrap();
+    let r = Running::start(&rust, "");
+    let lines = |parts: &[Vec<Value>]| parts.iter().map(Vec::len).sum::<usize>();
+    // 12,000 records per version over the generator's 10,000 users: most
+    // keys get records from more than one version.
+    r.wait_output("Rust outputs", |parts| lines(parts) > 12_000);
+    let mut after = 0;
+    for (bytes, lang) in [(&python, "Python"), (&js, "JavaScript")] {
+        r.install(bytes, true);
+        let e = r.wait_attempt(after, &hash(bytes));
+        assert_eq!(e["outcome"], "accepted", "the swap to {lang}: {e:#}\n{}", r.log());
+        after = e["id"].as_u64().unwrap();
+        let published = lines(&r.outputs());
+        r.wait_output(&format!("{lang} outputs"), |parts| lines(parts) > published + 12_000);
+    }
+    assert_eq!(Running::sum_operator(&r.status().unwrap())["version"], hash(&js));
+    let parts = r.outputs();
+    drop(r);
+    // The generator's record N has user (N * 7919) mod 10000 and amount N mod 100.
+    let mut expected: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for n in 0..lines(&parts) as i64 * 4 {
+        let sums = expected.entry(format!("user-{:04}", (n * 7919) % 10000)).or_default();
+        sums.push(sums.last().copied().unwrap_or(0) + n % 100);
+    }
+    let mut got: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in parts.iter().flatten() {
+        got.entry(r["key"].as_str().unwrap().to_owned()).or_default().push(r["sum"].as_i64().unwrap());
+    }
+    assert!(got.values().filter(|s| s.len() >= 3).count() > 1000, "too few keys with several records to show the state carried");
+    for (key, sums) in &got {
+        let want = &expected[key];
+        assert!(want.len() >= sums.len() && &want[..sums.len()] == sums, "key {key}: published sums {sums:?}, running totals {:?}", &want[..sums.len().min(want.len())]);
+    }
 }

@@ -127,10 +127,10 @@ enum Command {
         /// Directory to create the project in (default: ./NAME).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// Language of the project.
-        #[arg(long, default_value = "rust", value_parser = ["rust"])]
-        lang: String,
-        /// Path of the weir-sdk crate (default: the SDK of the weir source tree this binary was built from).
+        /// Language of the project: rust (Cargo), js (npm, componentize-js) or python (pip, componentize-py).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new_plugin::Lang,
+        /// Path of the SDK: the weir-sdk crate, sdk/js or sdk/python (default: the SDK of the weir source tree this binary was built from).
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },
@@ -217,7 +217,7 @@ fn main() -> ExitCode {
         Command::Status { pipeline, json } => cmd_status(&pipeline, json),
         Command::Top { pipeline, iterations } => cmd_top(&pipeline, iterations),
         Command::Check { pipeline, plugin_dir } => cmd_check(&pipeline, plugin_dir),
-        Command::NewPlugin { name, dir, lang: _, sdk } => match new_plugin::create(&name, dir, sdk) {
+        Command::NewPlugin { name, dir, lang, sdk } => match new_plugin::create(&name, lang, dir, sdk) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(2, &format!("{e:#}")),
         },

@@ -1,4 +1,7 @@
-//! `weir new-plugin`: scaffolds a Rust operator project.
+//! `weir new-plugin`: scaffolds an operator project in Rust, JavaScript or
+//! Python. Each scaffold holds the same example operator (keep the records
+//! containing `needle`, prefix them with `prefix`) and a passing native test,
+//! and builds to a component with one command.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -103,40 +106,226 @@ mod tests {
 }
 "##;
 
-fn default_sdk() -> Option<PathBuf> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk");
-    sdk.join("Cargo.toml").is_file().then(|| sdk.canonicalize().unwrap_or(sdk))
+const JS_PACKAGE: &str = r#"{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "type": "module",
+  "description": "A weir operator in JavaScript",
+  "scripts": {
+    "test": "node --test test/",
+    "build": "weir-js build src/operator.js -o {crate}.wasm"
+  },
+  "dependencies": {
+    "weir-sdk": "file:{sdk}"
+  }
+}
+"#;
+
+const JS_OPERATOR: &str = r#"// `{name}`: a weir operator.
+//
+// It keeps records whose value contains `needle` and prefixes their value
+// with `prefix`. Replace the logic in `process` with your own.
+//
+//   [[operators]]
+//   name = "{name}"
+//   plugin = "{name}"
+//   config = { needle = "error", prefix = "ALERT " }
+import { Operator, WeirError } from "weir-sdk";
+
+export default class Plugin extends Operator {
+  // `config` is the operator's config table from the pipeline file.
+  open(config) {
+    const { needle, prefix = "", ...unknown } = config;
+    if (Object.keys(unknown).length) throw new WeirError(`unknown config key "${Object.keys(unknown)[0]}"`);
+    if (typeof needle !== "string" || needle === "") throw new WeirError("`needle` must be a non-empty string");
+    this.needle = needle;
+    this.prefix = prefix;
+  }
+
+  // Called for each input record; `out.emit` / `out.forward` produce outputs,
+  // a thrown WeirError rejects the record.
+  process(record, out) {
+    if (record.text.includes(this.needle)) out.emit(record.key, this.prefix + record.text, record.timestamp, record);
+  }
+}
+"#;
+
+const JS_TEST: &str = r#"// The operator's logic under Node: npm test.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Harness, OpenError, record } from "weir-sdk/testing";
+import Plugin from "../src/operator.js";
+
+test("keeps and prefixes matching records", () => {
+  const h = new Harness(Plugin, { needle: "error", prefix: "ALERT " });
+  const out = h.process([record(null, "all good"), record(null, "disk error")]);
+  assert.deepEqual(out.map((r) => r.text), ["ALERT disk error"]);
+});
+
+test("an empty needle is refused", () => {
+  assert.throws(() => new Harness(Plugin, { needle: "" }), OpenError);
+});
+"#;
+
+const PY_APP: &str = r#""""`{name}`: a weir operator.
+
+It keeps records whose value contains `needle` and prefixes their value
+with `prefix`. Replace the logic in `process` with your own.
+
+    [[operators]]
+    name = "{name}"
+    plugin = "{name}"
+    config = { needle = "error", prefix = "ALERT " }
+"""
+
+import weir_sdk as weir
+
+
+class Plugin(weir.Operator):
+    def open(self, config, info):
+        """`config` is the operator's config table from the pipeline file."""
+        unknown = set(config) - {"needle", "prefix"}
+        if unknown:
+            raise weir.Error(f"unknown config key {sorted(unknown)[0]!r}")
+        self.needle = config.get("needle")
+        if not isinstance(self.needle, str) or not self.needle:
+            raise weir.Error("`needle` must be a non-empty string")
+        self.prefix = config.get("prefix", "")
+
+    def process(self, record, out, ctx):
+        """Called for each input record; `out.emit` / `out.forward` produce
+        outputs, a raised weir.Error rejects the record."""
+        if self.needle in record.text:
+            out.emit(record.key, self.prefix + record.text, record.timestamp, record)
+
+
+# The component's export: componentize-py looks for `Handler` in `app`.
+Handler = weir.export(Plugin)
+"#;
+
+const PY_TEST: &str = r#""""The operator's logic under CPython: python -m unittest."""
+
+import unittest
+
+from weir_sdk.testing import Harness, OpenError, record
+
+from app import Plugin
+
+
+class PluginTest(unittest.TestCase):
+    def test_keeps_and_prefixes_matching_records(self):
+        h = Harness(Plugin, {"needle": "error", "prefix": "ALERT "})
+        out = h.process([record(None, "all good"), record(None, "disk error")])
+        self.assertEqual([r.text for r in out], ["ALERT disk error"])
+
+    def test_an_empty_needle_is_refused(self):
+        with self.assertRaises(OpenError):
+            Harness(Plugin, {"needle": ""})
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+/// The language of a scaffold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Cargo, weir-sdk.
+    Rust,
+    /// npm, weir-sdk from `sdk/js`, componentize-js.
+    Js,
+    /// pip, weir-sdk from `sdk/python`, componentize-py.
+    Python,
+}
+
+impl Lang {
+    /// The SDK directory inside a weir source tree, and the file that marks it.
+    fn sdk(self) -> (&'static str, &'static str) {
+        match self {
+            Lang::Rust => ("sdk", "Cargo.toml"),
+            Lang::Js => ("sdk/js", "package.json"),
+            Lang::Python => ("sdk/python", "pyproject.toml"),
+        }
+    }
+}
+
+fn default_sdk(lang: Lang) -> Option<PathBuf> {
+    let (dir, marker) = lang.sdk();
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
+    sdk.join(marker).is_file().then(|| sdk.canonicalize().unwrap_or(sdk))
 }
 
 /// Creates the project and says how to build and use it.
-pub fn create(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<()> {
+pub fn create(name: &str, lang: Lang, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<()> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || name.starts_with('-') {
         bail!("plugin name {name:?} must be lowercase letters, digits and '-' (it becomes the crate and file name)");
     }
-    let sdk = match sdk.or_else(default_sdk) {
+    let (sdk_dir, marker) = lang.sdk();
+    let sdk = match sdk.or_else(|| default_sdk(lang)) {
         Some(s) => s,
-        None => bail!("cannot find the weir-sdk crate; pass --sdk PATH (the `sdk/` directory of the weir source tree)"),
+        None => bail!("cannot find weir-sdk; pass --sdk PATH (the `{sdk_dir}/` directory of the weir source tree)"),
     };
-    if !sdk.join("Cargo.toml").is_file() {
-        bail!("{} is not the weir-sdk crate (no Cargo.toml there); pass --sdk PATH", sdk.display());
+    if !sdk.join(marker).is_file() {
+        bail!("{} is not weir-sdk for this language (no {marker} there); pass --sdk PATH (the `{sdk_dir}/` directory of the weir source tree)", sdk.display());
     }
+    let sdk = sdk.canonicalize().unwrap_or(sdk);
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty; choose another --dir", dir.display());
     }
     let crate_name = name.replace('-', "_");
     let fill = |t: &str| t.replace("{name}", name).replace("{crate}", &crate_name).replace("{sdk}", &sdk.display().to_string());
-    std::fs::create_dir_all(dir.join("src")).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("Cargo.toml"), fill(CARGO_TOML)).context("writing Cargo.toml")?;
-    std::fs::write(dir.join("src/lib.rs"), fill(LIB_RS)).context("writing src/lib.rs")?;
-    std::fs::write(dir.join(".gitignore"), "/target\n").context("writing .gitignore")?;
+    let write = |rel: &str, text: &str| -> Result<()> {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, fill(text)).with_context(|| format!("writing {}", path.display()))
+    };
+    let next: Vec<String> = match lang {
+        Lang::Rust => {
+            write("Cargo.toml", CARGO_TOML)?;
+            write("src/lib.rs", LIB_RS)?;
+            write(".gitignore", "/target\n")?;
+            vec![
+                "cargo test                                   # run its logic natively".into(),
+                "cargo build --target wasm32-wasip2 --release # build the component".into(),
+                format!("cp target/wasm32-wasip2/release/{crate_name}.wasm <your plugin-dir>/"),
+            ]
+        }
+        Lang::Js => {
+            write("package.json", JS_PACKAGE)?;
+            write("src/operator.js", JS_OPERATOR)?;
+            write("test/operator.test.js", JS_TEST)?;
+            write(".gitignore", "node_modules/\n*.wasm\n")?;
+            write(".npmrc", "package-lock=false\n")?;
+            vec![
+                "npm install      # weir-sdk and componentize-js".into(),
+                "npm test         # run its logic under Node".into(),
+                format!("npm run build    # build the component {crate_name}.wasm"),
+                format!("cp {crate_name}.wasm <your plugin-dir>/"),
+            ]
+        }
+        Lang::Python => {
+            write("app.py", PY_APP)?;
+            write("test_app.py", PY_TEST)?;
+            write(".gitignore", "__pycache__/\n*.wasm\n")?;
+            vec![
+                format!("pip install componentize-py==0.25.1 {}   # once", sdk.display()),
+                "python -m unittest                           # run its logic under CPython".into(),
+                format!("python -m weir_sdk build app -o {crate_name}.wasm   # build the component"),
+                format!("cp {crate_name}.wasm <your plugin-dir>/"),
+            ]
+        }
+    };
     println!("Created plugin `{name}` in {}", dir.display());
     println!();
     println!("Next:");
     println!("  cd {}", dir.display());
-    println!("  cargo test                                   # run its logic natively");
-    println!("  cargo build --target wasm32-wasip2 --release # build the component");
-    println!("  cp target/wasm32-wasip2/release/{crate_name}.wasm <your plugin-dir>/");
+    for line in next {
+        println!("  {line}");
+    }
     println!("and reference it from a pipeline with `plugin = \"{name}\"`.");
     Ok(())
 }

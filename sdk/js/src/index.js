@@ -1,0 +1,13 @@
+// weir-sdk: stream operators for weir, in JavaScript, as WebAssembly components.
+//
+//   import { Operator } from "weir-sdk";
+//   export default class Shout extends Operator {
+//     process(record, out) { out.emit(record.key, record.text.toUpperCase(), record.timestamp); }
+//   }
+//
+// `npx weir-js build src/operator.js -o shout.wasm` builds the module's
+// default export into a component; `weir-sdk/testing` runs it under Node.
+export {
+  Operator, Record, Timer, Output, Context, WeirError, StateError, codecs, filter, map,
+  EVENT_TIME, PROCESSING_TIME, MIN_WATERMARK,
+} from "./core.js";

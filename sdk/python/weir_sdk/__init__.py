@@ -1,0 +1,66 @@
+"""weir-sdk: stream operators for weir, in Python, as WebAssembly components.
+
+An operator is a class; one line turns it into the component's export::
+
+    import weir_sdk as weir
+
+    class Shout(weir.Operator):
+        def process(self, record, out, ctx):
+            out.emit(record.key, record.value.upper(), record.timestamp)
+
+    Handler = weir.export(Shout)
+
+Build it with ``python -m weir_sdk build app -o shout.wasm`` (``app`` is the
+module, ``app.py``); test it natively with :mod:`weir_sdk.testing`.
+
+A batch of records crosses into the component as one buffer; the SDK walks
+it and calls ``process`` once per record with a :class:`Record` view.
+Outputs go to an :class:`Output`. Keyed state lives in the host
+(:class:`Context`): the states named in ``prefetch`` are fetched for a
+whole batch in one host call, and writes are applied in one host call when
+the batch ends. Raising :class:`Error` (or any exception) rejects the
+record: its message, with the file and line for unexpected exceptions, is
+what weir reports.
+"""
+
+from ._core import (
+    BYTES,
+    EVENT_TIME,
+    F64,
+    I64,
+    JSON,
+    PROCESSING_TIME,
+    STR,
+    U64,
+    Codec,
+    Context,
+    Error,
+    OpenInfo,
+    Operator,
+    Output,
+    Record,
+    StateError,
+    TimeDomain,
+    Timer,
+    filter,
+    map,
+)
+
+__all__ = [
+    "BYTES", "EVENT_TIME", "F64", "I64", "JSON", "PROCESSING_TIME", "STR", "U64",
+    "Codec", "Context", "Error", "OpenInfo", "Operator", "Output", "Record", "StateError",
+    "TimeDomain", "Timer", "export", "filter", "map",
+]
+
+__version__ = "0.1.0"
+
+
+def export(op_class):
+    """Makes ``op_class`` (an :class:`Operator` subclass, or what
+    :func:`filter` / :func:`map` return) the component's operator. Assign
+    the result to ``Handler`` at the top level of the app module."""
+    if not (isinstance(op_class, type) and issubclass(op_class, Operator)):
+        raise TypeError(f"weir_sdk.export takes an Operator subclass, not {op_class!r}")
+    from .component import handler
+
+    return handler(op_class)

@@ -1,0 +1,49 @@
+"""``python -m weir_sdk build APP -o OUT.wasm``: builds the module APP (its
+``Handler``, from :func:`weir_sdk.export`) into a weir operator component
+with componentize-py, against the WIT contract shipped in this package."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m weir_sdk", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build a module into a .wasm component")
+    build.add_argument("app", help="the module that defines Handler (app for app.py)")
+    build.add_argument("-o", "--output", required=True, help="the .wasm file to write")
+    build.add_argument("-p", "--path", action="append", default=[], help="extra directory to find modules in (repeatable); the current directory is searched")
+    args = parser.parse_args(argv)
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    wit = os.path.join(here, "wit")
+    # The module path of the build holds the app's directory and a copy of
+    # this package alone, not the whole site-packages it may be installed in.
+    with tempfile.TemporaryDirectory(prefix="weir-sdk-") as sdk_path:
+        shutil.copytree(here, os.path.join(sdk_path, "weir_sdk"), ignore=shutil.ignore_patterns("wit", "__pycache__"))
+        cmd = [*_componentize_py(), "-d", wit, "-w", "operator", "componentize", args.app, "-o", args.output, "-p", ".", "-p", sdk_path]
+        for p in args.path:
+            cmd += ["-p", p]
+        code = subprocess.call(cmd)
+    sys.exit(code)
+
+
+def _componentize_py():
+    """componentize-py from this interpreter's packages, or else from PATH
+    (pip may put its script in a directory that is not on PATH)."""
+    try:
+        import componentize_py  # noqa: F401
+    except ImportError:
+        tool = shutil.which("componentize-py")
+        if tool is None:
+            sys.exit("componentize-py is not installed: pip install componentize-py==0.25.1")
+        return [tool]
+    return [sys.executable, "-c", "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())"]
+
+
+if __name__ == "__main__":
+    main()
