@@ -1,0 +1,78 @@
+//! Issue 16, "Host memory a plugin or an input can grow without bound":
+//! what the host holds on a plugin's behalf (state writes of one call,
+//! timers) is bounded per operator subtask, and crossing a bound fails the
+//! run with a message naming the operator and the limit, instead of the
+//! host's memory growing until the machine gives out.
+//!
+//! The hostile plugin is `plugins/fixture-hoard`: its own memory stays
+//! small while it asks the host to hold ever more for it.
+
+use std::time::Duration;
+use weir_tests::{Run, Scratch};
+
+const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
+const T: Duration = Duration::from_secs(300);
+
+/// A pipeline of ten generated records through `fixture-hoard` with
+/// `config` and the operator's `limits`.
+fn hoard(config: &str, limits: &str) -> Run {
+    let s = Scratch::new();
+    s.pipeline(
+        "p.toml",
+        &format!(
+            r#"
+name = "hoard"
+[sources.in]
+type = "generator"
+count = 10
+[[operators]]
+name = "hoard"
+plugin = "fixture-hoard"
+config = {config}
+limits = {limits}
+[sinks.out]
+type = "discard"
+"#
+        ),
+    );
+    let run = s.weir(&RUN, T);
+    assert!(run.code.is_some(), "the run hung (killed after {T:?}):\n{}", run.stderr);
+    run
+}
+
+/// Issue 16: a plugin capped at 256 MiB staged 1 GiB of `state.apply` in one
+/// call by reusing its buffer (2.1 GiB of host memory). One call's staged
+/// writes are now bounded by the operator's `limits.memory`: here 64 writes
+/// of 1 MiB against a 32 MiB limit fail the batch.
+#[test]
+fn state_writes_staged_by_one_call_past_limits_memory_fail_naming_the_operator() {
+    let run = hoard(r#"{ what = "state-writes", count = 64, block = 1048576 }"#, r#"{ memory = "32MiB" }"#);
+    run.expect_code(1).expect_stderr(&[
+        "operator `hoard`",
+        "staged more than 33554432 bytes of state writes in one call (limits.memory)",
+        "while processing batch #1",
+    ]);
+}
+
+/// The same plugin writing less than the limit in one call runs to the end.
+#[test]
+fn state_writes_within_limits_memory_succeed() {
+    hoard(r#"{ what = "state-writes", count = 16, block = 1048576 }"#, r#"{ memory = "32MiB" }"#).expect_code(0);
+}
+
+/// Issue 16: 10 M timers took 1.34 GiB of host memory. The timers of an
+/// operator subtask are now bounded by `limits.timers`.
+#[test]
+fn timers_past_limits_timers_fail_naming_the_operator() {
+    let run = hoard(r#"{ what = "timers", count = 2000, block = 16 }"#, "{ timers = 1000 }");
+    run.expect_code(1).expect_stderr(&["operator `hoard`", "more than 1000 timers (limits.timers)"]);
+}
+
+/// Issue 16: 40 timers with 64 MiB keys took 5.3 GiB. The keys of an
+/// operator subtask's timers together are now bounded by its
+/// `limits.memory`: here 48 keys of 1 MiB against 32 MiB.
+#[test]
+fn timer_keys_past_limits_memory_fail_naming_the_operator() {
+    let run = hoard(r#"{ what = "timers", count = 48, block = 1048576 }"#, r#"{ memory = "32MiB" }"#);
+    run.expect_code(1).expect_stderr(&["operator `hoard`", "timer keys of more than 33554432 bytes together (limits.memory)"]);
+}
