@@ -1,8 +1,10 @@
 //! Issue 16, "Host memory a plugin or an input can grow without bound":
 //! what the host holds on a plugin's behalf (state writes of one call,
-//! timers) is bounded per operator subtask, and crossing a bound fails the
-//! run with a message naming the operator and the limit, instead of the
-//! host's memory growing until the machine gives out.
+//! timers) is bounded per operator subtask, records in flight are
+//! bounded in bytes by `network.memory` however large they are, and
+//! crossing a bound fails the run with a message naming the operator and
+//! the limit, instead of the host's memory growing until the machine gives
+//! out.
 //!
 //! The hostile plugin is `plugins/fixture-hoard`: its own memory stays
 //! small while it asks the host to hold ever more for it.
@@ -75,4 +77,52 @@ fn timers_past_limits_timers_fail_naming_the_operator() {
 fn timer_keys_past_limits_memory_fail_naming_the_operator() {
     let run = hoard(r#"{ what = "timers", count = 48, block = 1048576 }"#, r#"{ memory = "32MiB" }"#);
     run.expect_code(1).expect_stderr(&["operator `hoard`", "timer keys of more than 33554432 bytes together (limits.memory)"]);
+}
+
+/// A generator of `count` records of `value_size` bytes feeding a discard
+/// sink at parallelism 2 (so the records cross the network), with
+/// `network.memory = "4MiB"`.
+fn large_records(count: u64, value_size: u64) -> Run {
+    let s = Scratch::new();
+    s.pipeline(
+        "p.toml",
+        &format!(
+            r#"
+name = "large"
+[network]
+memory = "4MiB"
+[sources.in]
+type = "generator"
+schema = "sequence"
+count = {count}
+value-size = {value_size}
+[sinks.out]
+type = "discard"
+parallelism = 2
+"#
+        ),
+    );
+    let run = s.weir(&RUN, T);
+    assert!(run.code.is_some(), "the run hung (killed after {T:?}):\n{}", run.stderr);
+    run
+}
+
+/// Issue 16: a network buffer grew to fit a large record and still counted
+/// as one buffer, so `network.memory = "4MiB"` held 1.97 GiB of 8 MiB
+/// records. A large record now holds a buffer's credit per buffer-size of
+/// its bytes, so one larger than an output channel may hold (here 126
+/// buffers of 32 KiB) can never fit the memory bound and is refused, naming
+/// the producer and the record.
+#[test]
+fn records_larger_than_network_memory_allows_fail_naming_the_producer() {
+    let run = large_records(4, 8 << 20);
+    run.expect_code(1).expect_stderr(&["the output of `in`", "a record of 8388", "bytes one output channel may hold", "raise network.memory"]);
+}
+
+/// Records larger than a network buffer but within the bound still flow,
+/// each in a buffer grown for it.
+#[test]
+fn records_larger_than_a_network_buffer_within_network_memory_flow() {
+    let run = large_records(40, 1 << 20);
+    run.expect_code(0);
 }
