@@ -1,15 +1,17 @@
 //! Issue 16, "Host memory a plugin or an input can grow without bound":
 //! what the host holds on a plugin's behalf (state writes of one call,
-//! timers) is bounded per operator subtask, records in flight are
+//! timers, SQL rows) is bounded per operator subtask, records in flight are
 //! bounded in bytes by `network.memory` however large they are, and
 //! crossing a bound fails the run with a message naming the operator and
 //! the limit, instead of the host's memory growing until the machine gives
 //! out.
 //!
 //! The hostile plugin is `plugins/fixture-hoard`: its own memory stays
-//! small while it asks the host to hold ever more for it.
+//! small while it asks the host to hold ever more for it. The SQL test
+//! starts a throwaway PostgreSQL cluster.
 
 use std::time::Duration;
+use weir_test_support::postgres::TempCluster;
 use weir_tests::{Run, Scratch};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
@@ -77,6 +79,41 @@ fn timers_past_limits_timers_fail_naming_the_operator() {
 fn timer_keys_past_limits_memory_fail_naming_the_operator() {
     let run = hoard(r#"{ what = "timers", count = 48, block = 1048576 }"#, r#"{ memory = "32MiB" }"#);
     run.expect_code(1).expect_stderr(&["operator `hoard`", "timer keys of more than 33554432 bytes together (limits.memory)"]);
+}
+
+/// Issue 16: an async operator's SQL query handed the plugin every row it
+/// returned, collected in host memory first, with no bound (HTTP bodies
+/// had `max-response`). Now the rows of one query count against the same
+/// `async.max-response`: 2,000 rows of 1,000 bytes against the default
+/// 1 MiB fail the record, naming the operator's setting.
+#[test]
+fn sql_rows_past_async_max_response_fail_naming_the_operator() {
+    let pg = TempCluster::start();
+    let s = Scratch::new();
+    s.pipeline(
+        "p.toml",
+        &format!(
+            r#"
+name = "rows"
+[sources.events]
+type = "generator"
+count = 3
+[connections.pg]
+type = "postgres"
+url = "{url}"
+[[operators]]
+name = "enrich"
+plugin = "enrich-profile"
+config = {{ lookup = "sql", connection = "pg", query = "SELECT repeat('x', 1000) FROM generate_series(1, 2000) WHERE $1::text IS NOT NULL" }}
+async = {{ connections = ["pg"], on-timeout = "fail", retry = {{ attempts = 1, backoff = "10ms" }} }}
+[sinks.out]
+type = "discard"
+"#,
+            url = pg.url()
+        ),
+    );
+    let run = s.weir(&RUN, T);
+    run.expect_code(1).expect_stderr(&["operators[0]", "the SQL result (", "is larger than operators[0].async.max-response (1048576 bytes)"]);
 }
 
 /// A generator of `count` records of `value_size` bytes feeding a discard
