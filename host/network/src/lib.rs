@@ -337,16 +337,10 @@ impl Partitioner {
                         Some(k) if n > 1 => keygroup::subtask(keygroup::of(k, max_parallelism), max_parallelism, n),
                         _ => 0,
                     } as usize;
-                    let len = rec.encoded_len();
-                    // A record that does not fit starts a buffer of its own,
-                    // so buffers never grow past the buffer size but for a
-                    // single record larger than it.
-                    if self.writers[t].as_ref().is_some_and(|(b, _)| b.len() + len > self.config.size && !b.is_empty()) {
-                        self.send_writer(t)?;
-                    }
                     self.writable(t)?;
-                    if len > self.config.size {
-                        self.reserve(t, len, &rec)?;
+                    let len = rec.encoded_len();
+                    if self.writers[t].as_ref().is_some_and(|(b, _)| b.len() + len > self.config.size) {
+                        self.overflow(t, len, &rec)?;
                     }
                     let (buf, count) = self.writers[t].as_mut().expect("writable");
                     let mut w = BatchWriter::from_vec(std::mem::take(buf.data_mut()), 0);
@@ -371,6 +365,21 @@ impl Partitioner {
         if self.writers[t].is_none() {
             let buf = self.pool.acquire(t, || self.targets[t].is_disconnected()).ok_or(Disconnected)?;
             self.writers[t] = Some((buf, 0));
+        }
+        Ok(())
+    }
+
+    /// A record of `len` bytes does not fit target `t`'s buffer: it starts
+    /// a buffer of its own, so buffers never grow past the buffer size but
+    /// for a single record larger than it (which gets the room for it).
+    #[cold]
+    fn overflow(&mut self, t: usize, len: usize, rec: &weir_format::RecordRef<'_>) -> Result<(), EmitError> {
+        if self.writers[t].as_ref().is_some_and(|(b, _)| !b.is_empty()) {
+            self.send_writer(t)?;
+            self.writable(t)?;
+        }
+        if len > self.config.size {
+            self.reserve(t, len, rec)?;
         }
         Ok(())
     }
