@@ -3,7 +3,7 @@
 
 use crate::config::{AsyncConfig, ConnectionConfig};
 use crate::http::{parse_url, HttpClient};
-use crate::pg::{quote_ident, quote_qualified, rows_to_wit, Pool, DEFAULT_MAX_CONNECTIONS};
+use crate::pg::{quote_ident, quote_qualified, Pool, RowBudget, DEFAULT_MAX_CONNECTIONS};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use weir_wasm::{HttpResponse, IoFuture, IoProvider, SqlRows, SqlValue};
@@ -59,6 +59,11 @@ impl Io {
         Ok(Self { path: path.to_owned(), allow_http, max_response: config.max_response.0 as usize, http: Arc::new(HttpClient::default()), sql, kv })
     }
 
+    /// The bound of what one request hands the plugin, and its setting.
+    fn max_response(&self) -> (usize, String) {
+        (self.max_response, format!("{}.max-response", self.path))
+    }
+
     fn not_granted(&self, kind: &str, name: &str) -> String {
         let have: Vec<&str> = match kind {
             "sql" => self.sql.keys().map(String::as_str).collect(),
@@ -101,10 +106,8 @@ impl IoProvider for Io {
             let msg = self.not_granted("sql", &connection);
             return Box::pin(async move { Err(msg) });
         };
-        Box::pin(async move {
-            let (columns, rows) = pool.query(&query, &params).await?;
-            rows_to_wit(columns, &rows)
-        })
+        let (max, setting) = self.max_response();
+        Box::pin(async move { pool.query(&query, &params, &RowBudget { bytes: max, setting: &setting }).await })
     }
 
     fn kv_get(&self, store: String, key: String) -> IoFuture<Option<String>> {
@@ -112,12 +115,10 @@ impl IoProvider for Io {
             let msg = self.not_granted("kv-get", &store);
             return Box::pin(async move { Err(msg) });
         };
+        let (max, setting) = self.max_response();
         Box::pin(async move {
-            let (_, rows) = kv.pool.query(&kv.sql, &[SqlValue::Text(key)]).await?;
-            match rows.first() {
-                None => Ok(None),
-                Some(row) => row.try_get::<_, Option<String>>(0).map_err(|e| format!("kv-get {store:?}: {e}")),
-            }
+            let rows = kv.pool.query(&kv.sql, &[SqlValue::Text(key)], &RowBudget { bytes: max, setting: &setting }).await?;
+            Ok(rows.rows.into_iter().next().and_then(|row| row.into_iter().next().flatten()))
         })
     }
 }

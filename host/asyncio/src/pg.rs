@@ -6,8 +6,14 @@
 //! time per connection, so `capacity` slots waiting on slow queries need
 //! that many connections to overlap. Each connection prepares a statement
 //! once and reuses it.
+//!
+//! Rows are read as a stream and converted to text one by one, counting
+//! their size against the operator's `async.max-response`: a query that
+//! returns more fails there, instead of the host collecting every row
+//! first (one row is still read whole before it is counted).
 
 use bytes::BytesMut;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
@@ -61,15 +67,16 @@ impl Pool {
         Ok(Self { name: name.to_owned(), config: pg, tls, endpoint, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(size.max(1))) })
     }
 
-    /// Runs one statement on a pooled connection.
-    pub async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<(Vec<String>, Vec<tokio_postgres::Row>), String> {
+    /// Runs one statement on a pooled connection; its rows as text, at most
+    /// `max` bytes of them (see [`RowBudget`]).
+    pub async fn query(&self, sql: &str, params: &[SqlValue], max: &RowBudget<'_>) -> Result<SqlRows, String> {
         let _permit = self.permits.acquire().await.map_err(|_| "the pool is closed".to_owned())?;
         let pooled = self.idle.lock().expect("pool lock").pop();
         let mut conn = match pooled {
             Some(c) if !c.client.is_closed() => c,
             _ => self.connect().await?,
         };
-        let result = self.run(&mut conn, sql, params).await;
+        let result = self.run(&mut conn, sql, params, max).await;
         if !conn.client.is_closed() {
             self.idle.lock().expect("pool lock").push(conn);
         }
@@ -93,7 +100,7 @@ impl Pool {
         Ok(Conn { client, statements: HashMap::new() })
     }
 
-    async fn run(&self, conn: &mut Conn, sql: &str, params: &[SqlValue]) -> Result<(Vec<String>, Vec<tokio_postgres::Row>), String> {
+    async fn run(&self, conn: &mut Conn, sql: &str, params: &[SqlValue], max: &RowBudget<'_>) -> Result<SqlRows, String> {
         let fail = |e: tokio_postgres::Error| format!("connection {:?} ({}): {}", self.name, self.endpoint, describe_error(&e));
         let statement = match conn.statements.get(sql) {
             Some(s) => s.clone(),
@@ -109,9 +116,25 @@ impl Pool {
             return Err(format!("the statement takes {} parameter(s) but {} were passed", statement.params().len(), params.len()));
         }
         let params: Vec<Param<'_>> = params.iter().map(Param).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = conn.client.query(&statement, &refs).await.map_err(fail)?;
-        Ok((statement.columns().iter().map(|c| c.name().to_owned()).collect(), rows))
+        let stream = conn.client.query_raw(&statement, params.iter()).await.map_err(fail)?;
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(row) = stream.next().await {
+            let row = row_to_text(&row.map_err(fail)?)?;
+            bytes = bytes.saturating_add(row.iter().map(|v| ROW_VALUE_BYTES + v.as_ref().map_or(0, String::len)).sum::<usize>());
+            if bytes > max.bytes {
+                // Dropping the stream discards the rows still to come.
+                return Err(format!(
+                    "the SQL result ({} rows, {bytes} bytes or more) is larger than {} ({} bytes); select fewer rows or columns, or raise it",
+                    rows.len() + 1,
+                    max.setting,
+                    max.bytes
+                ));
+            }
+            rows.push(row);
+        }
+        Ok(SqlRows { columns: statement.columns().iter().map(|c| c.name().to_owned()).collect(), rows })
     }
 }
 
@@ -125,21 +148,31 @@ fn describe_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Rows as text, as the WIT `sql-rows` record.
-pub fn rows_to_wit(columns: Vec<String>, rows: &[tokio_postgres::Row]) -> Result<SqlRows, String> {
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut values = Vec::with_capacity(row.len());
-        for i in 0..row.len() {
-            let v: Option<Text> = row.try_get(i).map_err(|_| {
-                let c = &row.columns()[i];
-                format!("column {:?} has type {}, which weir does not convert; cast it to text in the query ({}::text)", c.name(), c.type_(), c.name())
-            })?;
-            values.push(v.map(|t| t.0));
-        }
-        out.push(values);
+/// The most bytes of rows one query may hand to a plugin, and the setting
+/// that says so (for the error).
+#[derive(Debug, Clone, Copy)]
+pub struct RowBudget<'a> {
+    /// Bytes: the rows' values as text, plus [`ROW_VALUE_BYTES`] each.
+    pub bytes: usize,
+    /// The setting, e.g. `operators[1].async.max-response`.
+    pub setting: &'a str,
+}
+
+/// What each value of a row counts besides its text (a NULL too): what
+/// holding it costs the host, so that many small values are bounded too.
+pub const ROW_VALUE_BYTES: usize = 16;
+
+/// One row as text, a value of the WIT `sql-rows` record.
+fn row_to_text(row: &tokio_postgres::Row) -> Result<Vec<Option<String>>, String> {
+    let mut values = Vec::with_capacity(row.len());
+    for i in 0..row.len() {
+        let v: Option<Text> = row.try_get(i).map_err(|_| {
+            let c = &row.columns()[i];
+            format!("column {:?} has type {}, which weir does not convert; cast it to text in the query ({}::text)", c.name(), c.type_(), c.name())
+        })?;
+        values.push(v.map(|t| t.0));
     }
-    Ok(SqlRows { columns, rows: out })
+    Ok(values)
 }
 
 /// A parameter, converted to the type the statement expects.

@@ -14,7 +14,10 @@
 //! siblings. A producer that cannot get a buffer waits, and that wait is
 //! what the task reports as *backpressured*. Memory in flight is therefore
 //! bounded by configuration, never by load; backpressure propagates hop by
-//! hop up to the sources.
+//! hop up to the sources. A record larger than a buffer travels alone in a
+//! buffer grown for it, which holds as many credits as it takes buffers'
+//! worth of bytes, so large records are bounded by the same memory; one
+//! larger than a channel may ever hold is refused ([`EmitError`]).
 //!
 //! Signals travel in-band on the same channels as data ([`Message`]):
 //! watermarks, checkpoint barriers and end-of-input, so a receiver sees them
@@ -28,7 +31,7 @@
 mod pool;
 pub mod throttle;
 
-pub use pool::{Buffer, BufferPool, PoolConfig, PoolError};
+pub use pool::{Buffer, BufferPool, PoolConfig, PoolError, ReserveError};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -204,6 +207,43 @@ impl OutputChannel {
     }
 }
 
+/// Why a batch could not be sent on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmitError {
+    /// The receiver went away.
+    Disconnected,
+    /// A record is larger than one output channel may hold at once.
+    RecordTooLarge {
+        /// Its size in the frame format (bytes).
+        bytes: usize,
+        /// The most one channel may hold ([`BufferPool::max_buffer`]).
+        max: usize,
+        /// The record's key and start of its value.
+        record: String,
+    },
+}
+
+impl From<Disconnected> for EmitError {
+    fn from(_: Disconnected) -> Self {
+        EmitError::Disconnected
+    }
+}
+
+impl std::fmt::Display for EmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EmitError::Disconnected => Disconnected.fmt(f),
+            EmitError::RecordTooLarge { bytes, max, record } => write!(
+                f,
+                "a record of {bytes} bytes ({record}) is larger than the {max} bytes one output channel may hold \
+                 (network.memory, less the exclusive buffers of its sibling channels); raise network.memory"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EmitError {}
+
 /// How records are spread over the subtasks of the next operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Partitioning {
@@ -251,18 +291,26 @@ pub struct Partitioner {
     oldest: Option<Instant>,
     config: BufferConfig,
     next: usize,
+    /// The vertex whose output this is (for messages).
+    producer: String,
 }
 
 impl Partitioner {
-    /// A partitioner over `targets` (index = downstream subtask), drawing
-    /// buffers from `pool` (channel i of the pool is target i).
-    pub fn new(strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, pool: BufferPool) -> Self {
+    /// A partitioner of `producer`'s output over `targets` (index =
+    /// downstream subtask), drawing buffers from `pool` (channel i of the
+    /// pool is target i).
+    pub fn new(producer: &str, strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, pool: BufferPool) -> Self {
         let writers = targets.iter().map(|_| None).collect();
-        Self { strategy, targets, writers, pool, oldest: None, config, next: 0 }
+        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, producer: producer.to_owned() }
+    }
+
+    /// The vertex whose output this is.
+    pub fn producer(&self) -> &str {
+        &self.producer
     }
 
     /// Routes one batch of `records` records.
-    pub fn emit(&mut self, batch: &[u8], records: usize) -> Result<(), Disconnected> {
+    pub fn emit(&mut self, batch: &[u8], records: usize) -> Result<(), EmitError> {
         if records == 0 {
             return Ok(());
         }
@@ -290,6 +338,10 @@ impl Partitioner {
                         _ => 0,
                     } as usize;
                     self.writable(t)?;
+                    let len = rec.encoded_len();
+                    if self.writers[t].as_ref().is_some_and(|(b, _)| b.len() + len > self.config.size) {
+                        self.overflow(t, len, &rec)?;
+                    }
                     let (buf, count) = self.writers[t].as_mut().expect("writable");
                     let mut w = BatchWriter::from_vec(std::mem::take(buf.data_mut()), 0);
                     w.push_record(&rec);
@@ -317,37 +369,81 @@ impl Partitioner {
         Ok(())
     }
 
+    /// A record of `len` bytes does not fit target `t`'s buffer: it starts
+    /// a buffer of its own, so buffers never grow past the buffer size but
+    /// for a single record larger than it (which gets the room for it).
+    #[cold]
+    fn overflow(&mut self, t: usize, len: usize, rec: &weir_format::RecordRef<'_>) -> Result<(), EmitError> {
+        if self.writers[t].as_ref().is_some_and(|(b, _)| !b.is_empty()) {
+            self.send_writer(t)?;
+            self.writable(t)?;
+        }
+        if len > self.config.size {
+            self.reserve(t, len, rec)?;
+        }
+        Ok(())
+    }
+
+    /// Gives target `t`'s (empty) buffer room for a record of `len` bytes,
+    /// larger than a buffer, with the credits for it. Every other partly
+    /// filled buffer is sent first: credits held by unsent buffers would
+    /// never come back to this wait.
+    #[cold]
+    fn reserve(&mut self, t: usize, len: usize, rec: &weir_format::RecordRef<'_>) -> Result<(), EmitError> {
+        for other in (0..self.writers.len()).filter(|&o| o != t) {
+            self.send_writer(other)?;
+        }
+        let (buf, _) = self.writers[t].as_mut().expect("writable");
+        let target = &self.targets[t];
+        self.pool.reserve(buf, len, || target.is_disconnected()).map_err(|e| match e {
+            ReserveError::Gone => EmitError::Disconnected,
+            ReserveError::TooLarge { bytes, max } => EmitError::RecordTooLarge {
+                bytes,
+                max,
+                record: format!("key {}, value {}", rec.key.map_or_else(|| "none".to_owned(), |k| weir_format::Preview(k).to_string()), weir_format::Preview(rec.value)),
+            },
+        })
+    }
+
     /// Appends whole frames to target `t`'s buffer, splitting at record
-    /// boundaries so that no buffer grows far past the buffer size.
-    fn append(&mut self, t: usize, batch: &[u8], records: usize) -> Result<(), Disconnected> {
+    /// boundaries so that no buffer grows past the buffer size, but for a
+    /// single record larger than it.
+    fn append(&mut self, t: usize, batch: &[u8], records: usize) -> Result<(), EmitError> {
         let mut rest = batch;
         let mut rest_records = records;
         while !rest.is_empty() {
             self.writable(t)?;
-            let (buf, count) = self.writers[t].as_mut().expect("writable");
-            let room = self.config.size.saturating_sub(buf.len());
-            if rest.len() <= room || (buf.is_empty() && room == 0) {
-                buf.data_mut().extend_from_slice(rest);
-                *count += rest_records as u32;
-                rest = &[];
+            let (used, empty) = self.writers[t].as_ref().map(|(b, _)| (b.len(), b.is_empty())).expect("writable");
+            let room = self.config.size.saturating_sub(used);
+            let (cut, n) = if rest.len() <= room || (empty && room == 0) {
+                (rest.len(), rest_records)
             } else {
-                // Take as many whole frames as fit (at least one into an empty buffer).
+                // Take as many whole frames as fit; a frame larger than a
+                // whole buffer goes alone into an empty one, grown for it.
                 let mut cut = 0;
                 let mut n = 0;
                 for r in Frames::new(rest) {
-                    let len = r.expect("operators produce well-formed batches").encoded_len();
-                    if cut + len > room && !(cut == 0 && buf.is_empty()) {
+                    let r = r.expect("operators produce well-formed batches");
+                    let len = r.encoded_len();
+                    if cut + len > room {
+                        if cut == 0 && empty {
+                            self.reserve(t, len, &r)?;
+                            cut = len;
+                            n = 1;
+                        }
                         break;
                     }
                     cut += len;
                     n += 1;
                 }
-                buf.data_mut().extend_from_slice(&rest[..cut]);
-                *count += n;
-                rest = &rest[cut..];
-                rest_records -= n as usize;
-            }
-            if self.writers[t].as_ref().is_some_and(|(b, _)| b.len() >= self.config.size) || !rest.is_empty() {
+                (cut, n)
+            };
+            let (buf, count) = self.writers[t].as_mut().expect("writable");
+            buf.data_mut().extend_from_slice(&rest[..cut]);
+            *count += n as u32;
+            rest = &rest[cut..];
+            rest_records -= n;
+            if buf.len() >= self.config.size || !rest.is_empty() {
                 self.send_writer(t)?;
             }
         }
@@ -433,7 +529,7 @@ mod tests {
     fn hash_sends_each_key_to_one_owner() {
         let gates: Vec<_> = (0..3).map(|_| gate(1)).collect();
         let targets = gates.iter().map(|(s, _)| s.channel(0)).collect();
-        let mut p = Partitioner::new(Partitioning::Hash { max_parallelism: 128 }, targets, BufferConfig::default(), pool(3, 64, 32 << 10));
+        let mut p = Partitioner::new("op", Partitioning::Hash { max_parallelism: 128 }, targets, BufferConfig::default(), pool(3, 64, 32 << 10));
         let keys: Vec<String> = (0..300).map(|i| format!("k{}", i % 50)).collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (b, n) = batch(&refs);
@@ -456,7 +552,7 @@ mod tests {
     fn buffers_are_sent_when_full_and_on_flush_and_split_at_records() {
         let (s, g) = gate(1);
         let cfg = BufferConfig { size: 1024, timeout: Duration::from_secs(3600), flush_on_idle: true };
-        let mut p = Partitioner::new(Partitioning::Forward, vec![s.channel(0)], cfg, pool(1, 64, 1024));
+        let mut p = Partitioner::new("op", Partitioning::Forward, vec![s.channel(0)], cfg, pool(1, 64, 1024));
         let (b, n) = batch(&["a"; 10]);
         p.emit(&b, n).unwrap();
         assert_eq!(g.queued(), 0, "a small batch waits for more");
@@ -481,7 +577,7 @@ mod tests {
         let clock = Arc::new(WaitClock::default());
         let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1 }, 1, clock.clone()).unwrap();
         let cfg = BufferConfig { size: 64, timeout: Duration::ZERO, flush_on_idle: true };
-        let mut p = Partitioner::new(Partitioning::Forward, vec![s.channel(0)], cfg, pool);
+        let mut p = Partitioner::new("op", Partitioning::Forward, vec![s.channel(0)], cfg, pool);
         let (b, n) = batch(&["x"]);
         p.emit(&b, n).unwrap();
         p.emit(&b, n).unwrap();
@@ -496,6 +592,44 @@ mod tests {
         assert!(clock.total_ns() >= 50_000_000, "waited {} ns", clock.total_ns());
         let g = t.join().unwrap();
         drop(g);
-        assert_eq!(p.emit(&b, n).and_then(|()| p.flush()), Err(Disconnected));
+        assert_eq!(p.emit(&b, n).and_then(|()| Ok(p.flush()?)), Err(EmitError::Disconnected));
+    }
+
+    /// Issue 16: records larger than a buffer travel alone in a buffer that
+    /// holds credits for their bytes, by every partitioning; one larger than
+    /// a channel may hold is refused, naming the record.
+    #[test]
+    fn a_record_larger_than_a_buffer_travels_alone_with_credits_for_its_bytes() {
+        for strategy in [Partitioning::Forward, Partitioning::Hash { max_parallelism: 128 }] {
+            let (s, g) = gate(1);
+            let cfg = BufferConfig { size: 64, timeout: Duration::from_secs(3600), flush_on_idle: true };
+            let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 64, exclusive: 1 }, 1, Arc::default()).unwrap();
+            let mut p = Partitioner::new("op", strategy, vec![s.channel(0)], cfg, pool.clone());
+            let mut w = BatchWriter::new();
+            w.push(Some(b"a"), b"small", 0, &[]);
+            w.push(Some(b"a"), &[b'x'; 200], 0, &[]);
+            w.push(Some(b"a"), b"small", 0, &[]);
+            p.emit(&w.finish(), 3).unwrap();
+            // The first small record was sent ahead; the large one is alone.
+            let first = g.try_recv().unwrap();
+            let Message::Data { buf, records } = first.msg else { panic!("data") };
+            assert_eq!(records, 1);
+            drop(buf);
+            let Message::Data { buf, records } = g.try_recv().unwrap().msg else { panic!("data") };
+            assert_eq!(records, 1);
+            assert!(buf.len() > 200);
+            // 4 credits of 64 bytes for the large buffer, 1 for the small one being filled.
+            assert_eq!(pool.in_use(), 5, "{strategy:?}");
+            drop(buf);
+            assert_eq!(pool.in_use(), 1);
+            let mut w = BatchWriter::new();
+            w.push(Some(b"k"), &[b'y'; 600], 0, &[]);
+            let err = p.emit(&w.finish(), 1).unwrap_err();
+            assert!(
+                matches!(&err, EmitError::RecordTooLarge { max: 512, record, .. } if record.contains("key \"k\"")),
+                "{strategy:?}: {err}"
+            );
+            assert!(err.to_string().contains("raise network.memory"), "{err}");
+        }
     }
 }

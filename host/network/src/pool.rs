@@ -1,4 +1,14 @@
 //! The bounded buffer pool of a producing task, with per-channel credits.
+//!
+//! A credit is `buffer_size` bytes. A buffer holds one credit, and a
+//! buffer that must grow past `buffer_size` for a record larger than that
+//! holds one credit per `buffer_size` bytes of it ([`BufferPool::reserve`]),
+//! so the bytes in flight stay within the pool (`network.memory`) whatever
+//! the record sizes. Credits come from the channel's exclusive ones first,
+//! then from the floating ones; a record larger than all the credits one
+//! channel can ever hold ([`BufferPool::max_buffer`]) is refused. Normal
+//! records never reach `reserve`: the hot path takes one credit per buffer,
+//! as before.
 
 use crate::WaitClock;
 use std::ops::Deref;
@@ -14,6 +24,20 @@ pub struct PoolConfig {
     pub buffer_size: usize,
     /// Buffers reserved for each downstream channel; the rest float.
     pub exclusive: usize,
+}
+
+/// A buffer could not be given room for a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveError {
+    /// The consumer went away while the producer waited.
+    Gone,
+    /// More bytes than the channel can ever hold at once: at most `max`.
+    TooLarge {
+        /// The bytes asked for.
+        bytes: usize,
+        /// The most one channel's buffer may hold.
+        max: usize,
+    },
 }
 
 /// A pool too small for its channels.
@@ -33,10 +57,26 @@ pub struct PoolError {
 #[derive(Debug)]
 struct State {
     free: Vec<Vec<u8>>,
-    /// Exclusive buffers held per channel (in a writer, in flight or being processed).
+    /// Exclusive credits held per channel (in a writer, in flight or being processed).
     held: Vec<usize>,
-    /// Floating buffers held, across channels.
+    /// Floating credits held, across channels.
     floating_held: usize,
+}
+
+impl State {
+    /// Credits channel `channel` could take now.
+    fn available(&self, inner: &Inner, channel: usize) -> usize {
+        (inner.config.exclusive - self.held[channel]) + (inner.floating - self.floating_held)
+    }
+
+    /// Takes `n` credits for `channel` (exclusive first); returns how many
+    /// are floating. The caller checked they are available.
+    fn take(&mut self, inner: &Inner, channel: usize, n: usize) -> usize {
+        let exclusive = n.min(inner.config.exclusive - self.held[channel]);
+        self.held[channel] += exclusive;
+        self.floating_held += n - exclusive;
+        n - exclusive
+    }
 }
 
 #[derive(Debug)]
@@ -73,15 +113,18 @@ impl BufferPool {
     /// while waiting; `None` means the consumer went away.
     pub fn acquire(&self, channel: usize, gone: impl Fn() -> bool) -> Option<Buffer> {
         let inner = &self.inner;
+        let mut st = self.wait_for(channel, 1, &gone)?;
+        let floating = st.take(inner, channel, 1);
+        let data = st.free.pop().unwrap_or_else(|| Vec::with_capacity(inner.config.buffer_size));
+        Some(Buffer { data, pool: Some(self.inner.clone()), channel, exclusive: 1 - floating, floating })
+    }
+
+    /// Waits until `channel` can take `n` credits; `None` when `gone`.
+    fn wait_for(&self, channel: usize, n: usize, gone: &impl Fn() -> bool) -> Option<std::sync::MutexGuard<'_, State>> {
+        let inner = &self.inner;
         let mut st = inner.state.lock().expect("pool lock");
         let mut waiting = false;
-        let floating = loop {
-            if st.held[channel] < inner.config.exclusive {
-                break false;
-            }
-            if st.floating_held < inner.floating {
-                break true;
-            }
+        while st.available(inner, channel) < n {
             if gone() {
                 if waiting {
                     inner.clock.end_wait();
@@ -93,17 +136,39 @@ impl BufferPool {
                 inner.clock.start_wait();
             }
             st = inner.returned.wait_timeout(st, Duration::from_millis(50)).expect("pool lock").0;
-        };
+        }
         if waiting {
             inner.clock.end_wait();
         }
-        if floating {
-            st.floating_held += 1;
-        } else {
-            st.held[channel] += 1;
+        Some(st)
+    }
+
+    /// The most bytes one buffer of a channel may hold: every credit the
+    /// channel can hold at once (its exclusive ones and all floating ones).
+    pub fn max_buffer(&self) -> usize {
+        (self.inner.config.exclusive + self.inner.floating) * self.inner.config.buffer_size
+    }
+
+    /// Gives `buf` (of this pool) credits for `bytes` bytes, one per
+    /// `buffer_size`, waiting for them like [`BufferPool::acquire`] (that
+    /// wait is backpressure), and room for them. For a record larger than a
+    /// buffer: the caller holds no other buffer of this pool while it
+    /// waits, or the credits it needs might never come back.
+    pub fn reserve(&self, buf: &mut Buffer, bytes: usize, gone: impl Fn() -> bool) -> Result<(), ReserveError> {
+        let max = self.max_buffer();
+        if bytes > max {
+            return Err(ReserveError::TooLarge { bytes, max });
         }
-        let data = st.free.pop().unwrap_or_else(|| Vec::with_capacity(inner.config.buffer_size));
-        Some(Buffer { data, pool: Some(self.inner.clone()), channel, floating })
+        let need = bytes.div_ceil(self.inner.config.buffer_size);
+        let held = buf.exclusive + buf.floating;
+        if need > held {
+            let mut st = self.wait_for(buf.channel, need - held, &gone).ok_or(ReserveError::Gone)?;
+            let floating = st.take(&self.inner, buf.channel, need - held);
+            buf.floating += floating;
+            buf.exclusive += need - held - floating;
+        }
+        buf.data.reserve_exact(bytes.saturating_sub(buf.data.len()));
+        Ok(())
     }
 
     /// Buffers in use (held by writers, in flight, or being processed).
@@ -130,13 +195,15 @@ pub struct Buffer {
     data: Vec<u8>,
     pool: Option<Arc<Inner>>,
     channel: usize,
-    floating: bool,
+    /// Credits held: the channel's exclusive ones and floating ones.
+    exclusive: usize,
+    floating: usize,
 }
 
 impl Buffer {
     /// A buffer outside any pool (tests, sources that hand over whole batches).
     pub fn unpooled(data: Vec<u8>) -> Self {
-        Self { data, pool: None, channel: 0, floating: false }
+        Self { data, pool: None, channel: 0, exclusive: 0, floating: 0 }
     }
 
     /// The bytes, to append to.
@@ -158,16 +225,14 @@ impl Drop for Buffer {
         let Some(inner) = self.pool.take() else { return };
         let mut data = std::mem::take(&mut self.data);
         data.clear();
-        // A buffer that grew for an oversized record is not kept at that size.
-        if data.capacity() > inner.config.buffer_size * 2 {
+        // A buffer that grew for an oversized record is not kept at that
+        // size: its credits go back, so must its bytes.
+        if data.capacity() > inner.config.buffer_size {
             data = Vec::with_capacity(inner.config.buffer_size);
         }
         let mut st = inner.state.lock().expect("pool lock");
-        if self.floating {
-            st.floating_held -= 1;
-        } else {
-            st.held[self.channel] -= 1;
-        }
+        st.floating_held -= self.floating;
+        st.held[self.channel] -= self.exclusive;
         st.free.push(data);
         drop(st);
         inner.returned.notify_all();
@@ -192,6 +257,33 @@ mod tests {
         assert_eq!(pool.in_use(), 2);
         assert!(pool.acquire(1, || false).is_some());
         drop(b);
+    }
+
+    /// Issue 16: a buffer grew to fit a large record and still counted as
+    /// one buffer, so `network.memory = "4MiB"` held 1.97 GiB of 8 MiB
+    /// records. Now a large buffer holds a credit per `buffer_size` bytes.
+    #[test]
+    fn a_buffer_grown_for_a_large_record_holds_credits_for_its_bytes() {
+        let pool = BufferPool::new(PoolConfig { buffers: 6, buffer_size: 16, exclusive: 2 }, 2, Arc::default()).unwrap();
+        // Channel 0 may use its 2 exclusive and the 2 floating credits: 64 bytes.
+        assert_eq!(pool.max_buffer(), 64);
+        let mut big = pool.acquire(0, || false).unwrap();
+        pool.reserve(&mut big, 40, || false).unwrap();
+        assert_eq!(pool.in_use(), 3, "40 bytes take 3 credits of 16");
+        assert!(big.data_mut().capacity() >= 40);
+        let mut b2 = pool.acquire(0, || false).unwrap();
+        assert_eq!(pool.reserve(&mut b2, 32, || true), Err(ReserveError::Gone), "one credit left for channel 0: it waits");
+        assert_eq!(pool.reserve(&mut b2, 65, || false), Err(ReserveError::TooLarge { bytes: 65, max: 64 }));
+        // Channel 1 still has its exclusive credits.
+        let c = pool.acquire(1, || false).unwrap();
+        drop(big);
+        assert_eq!(pool.in_use(), 2, "all the large buffer's credits came back");
+        pool.reserve(&mut b2, 48, || false).unwrap();
+        assert_eq!(pool.in_use(), 4);
+        drop((b2, c));
+        assert_eq!(pool.in_use(), 0);
+        let again = pool.acquire(0, || false).unwrap();
+        assert!(again.data.capacity() <= 16, "a grown buffer is not kept grown");
     }
 
     #[test]

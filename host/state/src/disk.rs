@@ -810,7 +810,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let max = 16;
         let mut timers = TimerService::new();
-        timers.register(true, b"key-1", 5);
+        timers.register(true, b"key-1", 5).unwrap();
 
         let mut on_disk = KeyedState::with_backend(0, 1, max, Box::new(DiskBackend::open(&dir.path().join("a.redb")).unwrap()));
         fill(&mut on_disk, 500, "d");

@@ -33,7 +33,7 @@ mod timers;
 
 pub use disk::DiskBackend;
 pub use heap::HeapBackend;
-pub use timers::TimerService;
+pub use timers::{TimerBudget, TimerError, TimerService};
 
 use hashbrown::HashMap;
 use snapshot::{Entry, SnapshotError, SnapshotReader, SnapshotWriter};
@@ -54,6 +54,10 @@ pub enum StateError {
     TooLarge(u64),
     /// A malformed request.
     Invalid(String),
+    /// A bound of the host's own memory was reached (see
+    /// [`KeyedState::set_call_budget`]): not the guest's to handle, so the
+    /// host traps the call with this message.
+    OverBudget(String),
 }
 
 impl fmt::Display for StateError {
@@ -62,6 +66,7 @@ impl fmt::Display for StateError {
             StateError::KeyNotOwned => f.write_str("key owned by another subtask"),
             StateError::TooLarge(n) => write!(f, "key or value larger than {n} bytes"),
             StateError::Invalid(s) => write!(f, "invalid request: {s}"),
+            StateError::OverBudget(s) => f.write_str(s),
         }
     }
 }
@@ -133,6 +138,10 @@ pub struct KeyedState {
     staged: Vec<u8>,
     undo: Vec<Undo>,
     in_call: bool,
+    /// Bytes of `state.apply` buffers staged in the current call, whether
+    /// still staged or already materialized.
+    call_written: usize,
+    call_budget: usize,
 }
 
 impl fmt::Debug for KeyedState {
@@ -156,7 +165,20 @@ impl KeyedState {
             staged: Vec::new(),
             undo: Vec::new(),
             in_call: false,
+            call_written: 0,
+            call_budget: usize::MAX,
         }
+    }
+
+    /// Bounds what one plugin call may make the host hold for it: the bytes
+    /// of the `state.apply` buffers it sends (its writes are held until the
+    /// call ends), and the size of one `get-many` answer. Without it a
+    /// plugin capped at 256 MiB could stage 1 GiB of writes in one call by
+    /// reusing its buffer (2.1 GiB of host memory). The host sets it to the
+    /// instance's memory limit: a `get-many` answer larger than that could
+    /// not be received anyway.
+    pub fn set_call_budget(&mut self, bytes: usize) {
+        self.call_budget = bytes;
     }
 
     /// The key groups this subtask owns.
@@ -183,6 +205,7 @@ impl KeyedState {
     pub fn begin(&mut self) {
         debug_assert!(self.staged.is_empty() && self.undo.is_empty());
         self.in_call = true;
+        self.call_written = 0;
     }
 
     /// The call succeeded: apply its writes. An error means the backend
@@ -195,12 +218,14 @@ impl KeyedState {
         self.staged.clear();
         self.undo.clear();
         self.in_call = false;
+        self.call_written = 0;
         self.backend.end_writes()
     }
 
     /// The call failed: forget its writes.
     pub fn rollback(&mut self) {
         self.staged.clear();
+        self.call_written = 0;
         while let Some(u) = self.undo.pop() {
             match u {
                 Undo::Value { name, key, old } => match old {
@@ -256,7 +281,15 @@ impl KeyedState {
                 hashbrown::hash_map::Entry::Vacant(slot) => {
                     self.check_key(key)?;
                     slot.insert(i);
-                    lp::put_opt(out, self.backend.get(name, key).as_deref());
+                    let value = self.backend.get(name, key);
+                    let len = out.len() + value.as_ref().map_or(0, |v| v.len());
+                    if len > self.call_budget {
+                        return Err(StateError::OverBudget(format!(
+                            "asked for state {name:?} of many keys at once (get-many): the answer passed {} bytes (limits.memory; it could not fit in the plugin's memory) at key #{i}",
+                            self.call_budget
+                        )));
+                    }
+                    lp::put_opt(out, value.as_deref());
                 }
             }
             i += 1;
@@ -281,8 +314,17 @@ impl KeyedState {
     /// Validates a `state.apply` buffer completely (format, key ownership,
     /// sizes) and stages it. A refused buffer stages nothing.
     pub fn stage(&mut self, ops: &[u8]) -> Result<(), StateError> {
+        if self.in_call && self.call_written.saturating_add(ops.len()) > self.call_budget {
+            return Err(StateError::OverBudget(format!(
+                "staged more than {} bytes of state writes in one call (limits.memory): {} bytes before this state.apply of {} bytes",
+                self.call_budget,
+                self.call_written,
+                ops.len()
+            )));
+        }
         self.validate(ops)?;
         if self.in_call {
+            self.call_written += ops.len();
             self.staged.extend_from_slice(ops);
         } else {
             self.apply_unchecked(ops, false);
@@ -387,7 +429,7 @@ impl KeyedState {
             r.for_each(self.owned.clone(), |e| match e {
                 Entry::Value { name, key, value } => b.put(name, key, value),
                 Entry::Map { name, key, map_key, value } => b.map_put(name, key, map_key, value),
-                Entry::Timer { event_time, key, timestamp } => timers.register(event_time, key, timestamp),
+                Entry::Timer { event_time, key, timestamp } => timers.restore(event_time, key, timestamp),
             })?;
         }
         self.backend.end_writes().map_err(SnapshotError)
@@ -454,6 +496,39 @@ mod tests {
     }
 
     #[test]
+    fn one_call_stages_at_most_its_budget_even_when_reads_materialize_writes() {
+        let mut s = KeyedState::new(0, 1, 128);
+        s.set_call_budget(100);
+        let mut ops = Vec::new();
+        put(&mut ops, "v", b"a", &[7; 30]);
+        assert!(ops.len() < 50);
+        s.begin();
+        s.stage(&ops).unwrap();
+        // A read applies the staged writes early; they still count.
+        assert!(s.get("v", b"a").unwrap().is_some());
+        s.stage(&ops).unwrap();
+        let e = s.stage(&ops).unwrap_err();
+        assert!(matches!(&e, StateError::OverBudget(m) if m.contains("more than 100 bytes of state writes in one call")), "{e}");
+        s.rollback();
+        assert_eq!(s.get("v", b"a").unwrap(), None, "the refused call's writes are undone");
+        // The next call starts with the whole budget.
+        s.begin();
+        s.stage(&ops).unwrap();
+        s.stage(&ops).unwrap();
+        s.commit().unwrap();
+        // A get-many answer is bounded the same way.
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            lp::put(&mut keys, b"a");
+        }
+        let mut out = Vec::new();
+        s.get_many("v", &keys, &mut out).unwrap();
+        s.set_call_budget(20);
+        let e = s.get_many("v", &keys, &mut Vec::new()).unwrap_err();
+        assert!(matches!(&e, StateError::OverBudget(m) if m.contains("get-many")), "{e}");
+    }
+
+    #[test]
     fn foreign_keys_and_broken_buffers_are_refused_whole() {
         // Two subtasks split 128 key groups; find a key the second one owns.
         let mut s0 = KeyedState::new(0, 2, 128);
@@ -513,7 +588,7 @@ mod tests {
             for f in [&b"win"[..], k.as_bytes(), b"10", b"x"] {
                 lp::put(&mut ops, f);
             }
-            timers.register(i % 2 == 0, k.as_bytes(), i);
+            timers.register(i % 2 == 0, k.as_bytes(), i).unwrap();
         }
         one.stage(&ops).unwrap();
         let file = take(&mut one, &timers);

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use weir_failpoint as failpoint;
 use weir_connector::{BatchWriter, Poll, Source};
-use weir_network::{Envelope, InputGate, Message, Partitioner, Received};
+use weir_network::{EmitError, Envelope, InputGate, Message, Partitioner, Received};
 
 /// Why a task stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -554,7 +554,10 @@ impl Task {
             return Ok(());
         }
         for p in &mut self.outputs {
-            p.emit(batch, records).map_err(|_| TaskError::Cancelled)?;
+            p.emit(batch, records).map_err(|e| match e {
+                EmitError::Disconnected => TaskError::Cancelled,
+                e => TaskError::Stage(format!("the output of `{}` (task {}): {e}", p.producer(), self.name)),
+            })?;
         }
         Ok(())
     }

@@ -194,6 +194,9 @@ impl WasmStage {
                 let hint = match kind {
                     TrapKind::Deadline(_) => "If the plugin is only slow, raise `limits.call-timeout` for this operator; if it loops forever, fix the plugin.".to_owned(),
                     TrapKind::Memory { .. } => "Raise `limits.memory` for this operator if it legitimately needs more, or fix the plugin's memory use.".to_owned(),
+                    TrapKind::HostLimit(_) => {
+                        "Raise the limit named above for this operator if it legitimately needs more (see docs/limits.md), or fix the plugin.".to_owned()
+                    }
                     TrapKind::Other => {
                         let bt: Vec<&str> = detail.lines().skip(1).filter(|l| !l.trim().is_empty()).take(8).collect();
                         if bt.is_empty() {

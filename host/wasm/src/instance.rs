@@ -10,7 +10,7 @@ use wasmtime::component::{HasSelf, Instance, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weir_bindings::{log, state, timers, types, Operator};
-use weir_state::{KeyedState, StateError, TimerService};
+use weir_state::{KeyedState, StateError, TimerBudget, TimerService};
 
 /// Resource limits of one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,11 +19,24 @@ pub struct Limits {
     pub memory: usize,
     /// CPU time one call (a batch, timers, open, close) may take.
     pub call_timeout: Duration,
+    /// Timers one operator subtask may hold.
+    pub timers: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory: 256 << 20, call_timeout: Duration::from_secs(10) }
+        Self { memory: 256 << 20, call_timeout: Duration::from_secs(10), timers: 4_000_000 }
+    }
+}
+
+impl Limits {
+    /// What the host holds for an instance, bounded by these limits: the
+    /// writes and reads of one call by `memory` (a plugin reusing its
+    /// buffer could otherwise make the host hold many times its own
+    /// memory), the timers by `timers` and their keys by `memory`.
+    fn bound_host_memory(&self, keyed: &mut KeyedState, timers: &mut TimerService) {
+        keyed.set_call_budget(self.memory);
+        timers.set_budget(TimerBudget { count: self.timers, key_bytes: self.memory });
     }
 }
 
@@ -59,6 +72,9 @@ pub enum TrapKind {
         /// The size it asked for.
         requested: usize,
     },
+    /// The instance asked the host to hold more for it than a limit allows
+    /// (state writes of one call, timers): the message says which.
+    HostLimit(String),
     /// Any other trap (unreachable, panic, out-of-bounds access...).
     Other,
 }
@@ -100,6 +116,7 @@ impl fmt::Display for CallError {
                         requested >> 20,
                         limit >> 20
                     )?,
+                    TrapKind::HostLimit(what) => write!(f, "{what}, and was stopped")?,
                     TrapKind::Other => {
                         // The trap's own words ("wasm trap: wasm `unreachable`
                         // instruction executed") follow the backtrace.
@@ -177,6 +194,25 @@ pub struct HostState {
     pub(crate) timers: TimerService,
     tag: Arc<str>,
     log_window: (Instant, u32),
+    /// A host limit a call of the instance hit (it traps the call).
+    over_limit: Option<String>,
+}
+
+impl HostState {
+    /// The answer of a state import: a host limit traps the call (the
+    /// guest cannot handle it), other errors go to the guest.
+    fn state_result<T>(&mut self, r: Result<T, StateError>) -> wasmtime::Result<Result<T, state::StateError>> {
+        match r {
+            Err(StateError::OverBudget(m)) => Err(self.hit_limit(m)),
+            r => Ok(r.map_err(to_wit)),
+        }
+    }
+
+    fn hit_limit(&mut self, what: String) -> wasmtime::Error {
+        let e = wasmtime::Error::msg(what.clone());
+        self.over_limit = Some(what);
+        e
+    }
 }
 
 impl WasiView for HostState {
@@ -194,6 +230,7 @@ fn to_wit(e: StateError) -> state::StateError {
         StateError::KeyNotOwned => state::StateError::KeyNotOwned,
         StateError::TooLarge(n) => state::StateError::TooLarge(n),
         StateError::Invalid(s) => state::StateError::Invalid(s),
+        StateError::OverBudget(s) => unreachable!("a host limit traps the call: {s}"),
     }
 }
 
@@ -201,36 +238,40 @@ impl types::Host for HostState {}
 
 impl state::Host for HostState {
     fn get(&mut self, name: String, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, state::StateError>> {
-        Ok(self.keyed.get(&name, &key).map(|v| v.map(std::borrow::Cow::into_owned)).map_err(to_wit))
+        let r = self.keyed.get(&name, &key).map(|v| v.map(std::borrow::Cow::into_owned));
+        self.state_result(r)
     }
 
     fn get_many(&mut self, name: String, keys: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, state::StateError>> {
         let mut out = Vec::with_capacity(keys.len());
-        Ok(self.keyed.get_many(&name, &keys, &mut out).map(|()| out).map_err(to_wit))
+        let r = self.keyed.get_many(&name, &keys, &mut out).map(|()| out);
+        self.state_result(r)
     }
 
     fn map_get(&mut self, name: String, key: Vec<u8>, map_key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, state::StateError>> {
-        Ok(self.keyed.map_get(&name, &key, &map_key).map(|v| v.map(std::borrow::Cow::into_owned)).map_err(to_wit))
+        let r = self.keyed.map_get(&name, &key, &map_key).map(|v| v.map(std::borrow::Cow::into_owned));
+        self.state_result(r)
     }
 
     fn map_entries(&mut self, name: String, key: Vec<u8>) -> wasmtime::Result<Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError>> {
-        Ok(self.keyed.map_entries(&name, &key).map_err(to_wit))
+        let r = self.keyed.map_entries(&name, &key);
+        self.state_result(r)
     }
 
     fn apply(&mut self, ops: Vec<u8>) -> wasmtime::Result<Result<(), state::StateError>> {
-        Ok(self.keyed.stage(&ops).map_err(to_wit))
+        let r = self.keyed.stage(&ops);
+        self.state_result(r)
     }
 }
 
 impl timers::Host for HostState {
     fn register(&mut self, domain: types::TimeDomain, key: Vec<u8>, timestamp: i64) -> wasmtime::Result<()> {
-        self.timers.register(matches!(domain, types::TimeDomain::EventTime), &key, timestamp);
-        Ok(())
+        // `register` returns nothing to the guest: a refusal is a host limit.
+        self.timers.register(matches!(domain, types::TimeDomain::EventTime), &key, timestamp).map_err(|e| self.hit_limit(e.0))
     }
 
     fn delete(&mut self, domain: types::TimeDomain, key: Vec<u8>, timestamp: i64) -> wasmtime::Result<()> {
-        self.timers.delete(matches!(domain, types::TimeDomain::EventTime), &key, timestamp);
-        Ok(())
+        self.timers.delete(matches!(domain, types::TimeDomain::EventTime), &key, timestamp).map_err(|e| self.hit_limit(e.0))
     }
 
     fn current_watermark(&mut self) -> wasmtime::Result<i64> {
@@ -356,9 +397,10 @@ impl OperatorInstance {
         plugin: &Arc<Plugin>,
         info: &InstanceInfo,
         limits: Limits,
-        keyed: KeyedState,
-        timers: TimerService,
+        mut keyed: KeyedState,
+        mut timers: TimerService,
     ) -> Result<Self, CallError> {
+        limits.bound_host_memory(&mut keyed, &mut timers);
         let tag: Arc<str> = format!("{}/{}[{}]", plugin.name, info.operator, info.subtask).into();
         let stderr = CapturedOutput::new(tag.clone(), "stderr");
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
@@ -376,6 +418,7 @@ impl OperatorInstance {
             timers,
             tag,
             log_window: (Instant::now(), 0),
+            over_limit: None,
         };
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
@@ -573,6 +616,9 @@ pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
 }
 
 fn classify(store: &Store<HostState>, stderr: &CapturedOutput, limits: Limits, e: wasmtime::Error) -> CallError {
+    if let Some(what) = &store.data().over_limit {
+        return CallError::Trap { kind: TrapKind::HostLimit(what.clone()), detail: format!("{e:?}"), stderr: stderr.tail() };
+    }
     classify_trap(store.data().limiter.denied, stderr, limits, e)
 }
 

@@ -172,6 +172,8 @@ pub struct LimitsConfig {
     pub memory: Option<ByteSize>,
     /// CPU time one call into a plugin may take.
     pub call_timeout: Option<DurationStr>,
+    /// Timers one operator subtask may hold.
+    pub timers: Option<usize>,
 }
 
 impl LimitsConfig {
@@ -180,6 +182,7 @@ impl LimitsConfig {
         weir_wasm::Limits {
             memory: self.memory.map_or(base.memory, |m| m.0 as usize),
             call_timeout: self.call_timeout.map_or(base.call_timeout, |d| d.0),
+            timers: self.timers.unwrap_or(base.timers),
         }
     }
 }

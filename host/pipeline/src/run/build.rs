@@ -173,7 +173,7 @@ fn outputs(
         let pool = BufferPool::new(config, targets.len(), clock.clone())
             .map_err(|e| RunError::setup(format!("{}: network: task `{}` cannot feed `{}`: {e}", p.file.display(), head.name, plan.vertices[c].name)))?;
         pools.push(pool.clone());
-        outputs.push(Partitioner::new(part, targets, buffers, pool));
+        outputs.push(Partitioner::new(&last.name, part, targets, buffers, pool));
     }
     Ok((outputs, pools))
 }
