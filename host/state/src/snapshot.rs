@@ -163,6 +163,10 @@ impl<'a> SnapshotReader<'a> {
         let offsets = bytes.get(HEADER..HEADER + index).ok_or_else(|| bad("truncated index"))?;
         let data = &bytes[HEADER + index..];
         let reader = Self { max_parallelism, groups: start..end, offsets, data };
+        // The first group starts the data: bytes before it would be read by no one.
+        if reader.offset(0) != 0 {
+            return Err(bad("the index does not start at the data section"));
+        }
         let mut last = 0;
         for i in 0..=(end - start) as usize {
             let o = reader.offset(i);
@@ -279,6 +283,24 @@ mod tests {
             bytes.extend_from_slice(&n.to_le_bytes());
         }
         assert_eq!(SnapshotReader::new(&bytes).unwrap_err().0, "truncated index");
+    }
+
+    /// Issue 16, found by the snapshot fuzz target
+    /// (`fuzz/corpus/snapshot/index-skips-data`): an index whose first
+    /// offset was not 0 was accepted, and the entries before it were
+    /// silently not restored.
+    #[test]
+    fn an_index_that_skips_data_is_an_error() {
+        let mut w = SnapshotWriter::new(2, 0..2);
+        w.value("v", b"k1", b"x");
+        w.value("v", b"k2", b"y");
+        let mut bytes = w.finish();
+        let len = (bytes.len() - HEADER - 8 * 3) as u64;
+        // Every group starts and ends at the end of the data.
+        for i in 0..3 {
+            bytes[HEADER + 8 * i..HEADER + 8 * i + 8].copy_from_slice(&len.to_le_bytes());
+        }
+        assert_eq!(SnapshotReader::new(&bytes).unwrap_err().0, "the index does not start at the data section");
     }
 
     /// Issue 16, found writing the snapshot fuzz target: an entry filed under a key group its key
