@@ -258,14 +258,18 @@ async fn read_chunked(conn: &mut (impl AsyncBufRead + Unpin), max_body: usize) -
             }
             return Ok(out);
         }
+        // Grown as bytes arrive, not sized by the size line (within
+        // max_body, checked by chunk_size, which may be very large).
         let start = out.len();
-        // At most max_body + 2 bytes: checked by chunk_size.
-        out.resize(start + size + 2, 0);
-        conn.read_exact(&mut out[start..]).await.map_err(|e| format!("reading a chunk: {e}"))?;
-        if &out[start + size..] != b"\r\n" {
+        (&mut *conn).take(size as u64).read_to_end(&mut out).await.map_err(|e| format!("reading a chunk: {e}"))?;
+        if out.len() - start < size {
+            return Err(format!("reading a chunk: the connection closed after {} of its {size} bytes", out.len() - start));
+        }
+        let mut end = [0u8; 2];
+        conn.read_exact(&mut end).await.map_err(|e| format!("reading a chunk: {e}"))?;
+        if &end != b"\r\n" {
             return Err("a chunk does not end with CRLF".into());
         }
-        out.truncate(start + size);
     }
 }
 
@@ -315,6 +319,17 @@ mod tests {
         let (resp, reusable) = response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef", 3).unwrap();
         assert_eq!((resp.body.as_slice(), reusable), (&b"abc"[..], true));
         assert!(response(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd", 3).unwrap_err().contains("larger than async.max-response"));
+    }
+
+    /// Issue 16, found by the http_response fuzz target
+    /// (`fuzz/corpus/http_response/chunk-larger-than-sent`): a chunk was
+    /// allocated at the size its size line announced before a byte of it
+    /// arrived (under a large `max-response`, an allocation failure that
+    /// aborted the process); now it grows as bytes arrive.
+    #[test]
+    fn a_chunk_is_not_allocated_before_it_arrives() {
+        let e = chunked(b"ab000000000001\r\nabc", usize::MAX).unwrap_err();
+        assert!(e.contains("after 3 of its 48132221017522177 bytes"), "{e}");
     }
 
     #[test]
