@@ -394,3 +394,40 @@ pub fn request_status(dir: &Path, pipeline: &str) -> Result<LiveStatus, String> 
     let json = request(dir, pipeline, "status").map_err(|e| format!("pipeline `{pipeline}`: {e}"))?;
     serde_json::from_str(&json).map_err(|e| format!("unexpected answer to `status`: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_write_back() {
+        for (line, request) in [
+            ("savepoint\n", Request::Savepoint),
+            (" status \r\n", Request::Status),
+            ("plugins", Request::Plugins),
+            ("reload\n", Request::Reload(None)),
+            ("reload   \n", Request::Reload(None)),
+            ("reload sum \n", Request::Reload(Some("sum".into()))),
+        ] {
+            assert_eq!(read_request(line.as_bytes()), Ok(request.clone()), "{line:?}");
+            assert_eq!(Request::parse(&request.line()), Ok(request));
+        }
+        assert!(Request::parse("reloadx").unwrap_err().starts_with("unknown request \"reloadx\""));
+    }
+
+    #[test]
+    fn a_request_is_bounded_text() {
+        let long = format!("reload {}\n", "x".repeat(MAX_LINE));
+        assert_eq!(read_request(long.as_bytes()), Err(format!("the request is longer than {MAX_LINE} bytes")));
+        assert_eq!(read_request(&b"reload \xff\n"[..]), Err("the request is not UTF-8 text".to_owned()));
+        // Only the first line counts.
+        assert_eq!(read_request(&b"status\nsavepoint\n"[..]), Ok(Request::Status));
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(parse_answer("ok /a/b\n"), Ok("/a/b"));
+        assert_eq!(parse_answer("error no such operator\n"), Err("no such operator".to_owned()));
+        assert_eq!(parse_answer("what"), Err("unexpected answer \"what\"".to_owned()));
+    }
+}
