@@ -44,7 +44,7 @@ mod stage;
 
 pub use config::{AsyncConfig, ConnectionConfig, OnTimeout, OutputMode, RetryConfig};
 pub use io::Io;
-pub use stage::{decode_snapshot, AsyncStage, AsyncStageSpec, DeadLetter};
+pub use stage::{decode_snapshot, encode_snapshot, AsyncStage, AsyncStageSpec, DeadLetter};
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

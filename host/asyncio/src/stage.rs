@@ -369,17 +369,10 @@ impl Stage for AsyncStage {
         // mode they never overtake the ones before it.
         self.pending.barrier();
         let span = (self.key_groups.end - self.key_groups.start).max(1);
-        let mut bytes = Vec::with_capacity(16 + self.pending.records().map(|r| r.len() + 8).sum::<usize>());
-        bytes.extend_from_slice(SNAPSHOT_MAGIC);
-        bytes.extend_from_slice(&(self.pending.len() as u32).to_le_bytes());
-        for (i, record) in self.pending.records().enumerate() {
-            // Spread the records over the key groups this subtask owns, so a
-            // restore at another parallelism hands each to exactly one subtask.
-            let kg = self.key_groups.start + (i as u32 % span);
-            bytes.extend_from_slice(&kg.to_le_bytes());
-            bytes.extend_from_slice(&(record.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(record);
-        }
+        // Spread the records over the key groups this subtask owns, so a
+        // restore at another parallelism hands each to exactly one subtask.
+        let start = self.key_groups.start;
+        let bytes = encode_snapshot(self.pending.records().enumerate().map(|(i, record)| (start + (i as u32 % span), record)));
         Ok(Some(StageState::Operator { key_groups: self.key_groups.clone(), job: Box::new(move || Ok(bytes)) }))
     }
 
@@ -430,7 +423,24 @@ impl Drop for AsyncStage {
     }
 }
 
-/// Parses an in-flight snapshot file: `(key group, record frame)` pairs.
+/// Writes an in-flight snapshot file of `(key group, record frame)` pairs:
+/// a magic number, a `u32` count, then per record its key group and
+/// length (`u32` each) and its bytes, little-endian.
+pub fn encode_snapshot<'a>(records: impl Iterator<Item = (u32, &'a [u8])>) -> Vec<u8> {
+    let mut bytes = SNAPSHOT_MAGIC.to_vec();
+    bytes.extend_from_slice(&[0; 4]);
+    let mut count = 0u32;
+    for (kg, record) in records {
+        bytes.extend_from_slice(&kg.to_le_bytes());
+        bytes.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(record);
+        count += 1;
+    }
+    bytes[8..12].copy_from_slice(&count.to_le_bytes());
+    bytes
+}
+
+/// Parses an in-flight snapshot file written by [`encode_snapshot`].
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, String> {
     let bad = || "not an async operator's in-flight snapshot (corrupt, or written by another kind of operator)".to_owned();
     let rest = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()).ok_or_else(bad)?;
@@ -446,6 +456,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, String> {
         }
         out.push((u32::from_le_bytes(*kg), r[..len].to_vec()));
         rest = &r[len..];
+    }
+    // Bytes after the last record mean the count is damaged: records would be lost.
+    if !rest.is_empty() {
+        return Err(bad());
     }
     Ok(out)
 }
@@ -513,5 +527,39 @@ async fn run_job(slot: usize, instance: &mut Option<AsyncInstance>, job: &Job, c
         }
         ctx.metrics.retried(attempt, &error);
         tokio::time::sleep(ctx.retry.delay(attempt - 1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_snapshots_round_trip() {
+        let records: [(u32, &[u8]); 3] = [(0, b"first"), (7, b""), (3, b"third")];
+        let bytes = encode_snapshot(records.iter().copied());
+        let back = decode_snapshot(&bytes).unwrap();
+        assert_eq!(back.iter().map(|(kg, r)| (*kg, r.as_slice())).collect::<Vec<_>>(), records);
+        assert_eq!(decode_snapshot(&encode_snapshot(std::iter::empty())).unwrap(), Vec::new());
+    }
+
+    /// Issue 16, found by the snapshot fuzz target
+    /// (`fuzz/corpus/snapshot/in-flight-trailing-bytes`): bytes after the
+    /// last record were ignored, so a damaged count silently dropped the
+    /// records after it on restore.
+    #[test]
+    fn bytes_after_the_last_record_are_an_error() {
+        let mut bytes = encode_snapshot([(0, &b"a"[..]), (1, &b"b"[..])].into_iter());
+        // The count says one record where there are two.
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert!(decode_snapshot(&bytes).unwrap_err().contains("corrupt"));
+        let mut bytes = encode_snapshot(std::iter::once((0, &b"a"[..])));
+        bytes.push(0);
+        assert!(decode_snapshot(&bytes).is_err());
+        // Truncated, and a length past the end.
+        let bytes = encode_snapshot(std::iter::once((0, &b"abc"[..])));
+        for cut in 0..bytes.len() {
+            assert!(decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -383,7 +383,7 @@ impl CheckpointWriter {
         if let Some(detail) = manifest.unlisted_state_file() {
             return Err(StoreError::invalid(path, detail));
         }
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::invalid(&path, e.to_string()))?;
+        let json = manifest.encode();
         let tmp = self.dir.join(format!("{MANIFEST}{TMP_SUFFIX}"));
         let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
         f.write_all(&json).and_then(|()| f.sync_all()).map_err(StoreError::io("write", &tmp))?;
@@ -448,14 +448,7 @@ fn verify(dir: &Path, expect: Option<(Kind, u64)>) -> Result<Manifest, StoreErro
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Incomplete { dir: dir.to_path_buf() }),
         Err(e) => return Err(StoreError::io("read", path)(e)),
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&json).map_err(|e| StoreError::corrupt(&path, format!("not a valid manifest: {e}")))?;
-    if manifest.version != VERSION {
-        return Err(StoreError::corrupt(
-            path,
-            format!("manifest version {} is not supported (this weir reads version {VERSION})", manifest.version),
-        ));
-    }
+    let manifest = Manifest::decode(&json).map_err(|e| StoreError::corrupt(&path, e))?;
     if let Some((kind, id)) = expect
         && (kind, id) != (manifest.kind, manifest.id)
     {
@@ -464,14 +457,8 @@ fn verify(dir: &Path, expect: Option<(Kind, u64)>) -> Result<Manifest, StoreErro
             format!("the manifest describes {} {} but the directory is {kind} {id}", manifest.kind, manifest.id),
         ));
     }
-    if let Some(detail) = manifest.unlisted_state_file() {
-        return Err(StoreError::corrupt(path, detail));
-    }
     for entry in &manifest.files {
         let file = dir.join(&entry.name);
-        if !valid_name(&entry.name) {
-            return Err(StoreError::corrupt(path, format!("invalid file name {:?} in the manifest", entry.name)));
-        }
         let (bytes, crc) = checksum_file(&file).map_err(|e| missing_or_io(&file, e))?;
         check(&file, entry, bytes, crc)?;
     }

@@ -88,6 +88,30 @@ impl Manifest {
         }
     }
 
+    /// Reads a manifest from the bytes of `_manifest.json` and checks all
+    /// that can be checked without the files: the format version, that
+    /// every listed file has a plain name inside the checkpoint directory,
+    /// and that every state file a subtask names is listed. Whatever the
+    /// bytes, the answer is a manifest or a message saying what is wrong.
+    pub fn decode(json: &[u8]) -> Result<Manifest, String> {
+        let manifest: Manifest = serde_json::from_slice(json).map_err(|e| format!("not a valid manifest: {e}"))?;
+        if manifest.version != VERSION {
+            return Err(format!("manifest version {} is not supported (this weir reads version {VERSION})", manifest.version));
+        }
+        if let Some(entry) = manifest.files.iter().find(|f| !crate::valid_name(&f.name)) {
+            return Err(format!("invalid file name {:?} in the manifest", entry.name));
+        }
+        if let Some(detail) = manifest.unlisted_state_file() {
+            return Err(detail);
+        }
+        Ok(manifest)
+    }
+
+    /// The bytes of `_manifest.json` for this manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest is always representable as JSON")
+    }
+
     /// The total size of the checkpoint's files, in bytes.
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()

@@ -235,9 +235,51 @@ fn accept_loop(listener: &UnixListener, stop: &AtomicBool, handle: &RunHandle) {
     }
 }
 
-/// Reads one request line: at most [`MAX_LINE`] bytes, within [`READ_TIMEOUT`].
-fn read_request(conn: &UnixStream) -> Result<String, String> {
-    conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+/// A request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `savepoint`: take a savepoint and answer its directory.
+    Savepoint,
+    /// `plugins`: the plugin versions and reload history.
+    Plugins,
+    /// `status`: the live status.
+    Status,
+    /// `reload [OPERATOR]`: reload one operator's plugin, or every one.
+    Reload(Option<String>),
+}
+
+impl Request {
+    /// Parses a request line (surrounding white space ignored).
+    pub fn parse(line: &str) -> Result<Request, String> {
+        Ok(match line.trim() {
+            "savepoint" => Request::Savepoint,
+            "plugins" => Request::Plugins,
+            "status" => Request::Status,
+            r if r == "reload" || r.starts_with("reload ") => {
+                Request::Reload(r.strip_prefix("reload").map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned))
+            }
+            other => {
+                return Err(format!("unknown request {other:?}; requests are `savepoint`, `status`, `reload [OPERATOR]` and `plugins`"));
+            }
+        })
+    }
+
+    /// The request's line, without its newline.
+    pub fn line(&self) -> String {
+        match self {
+            Request::Savepoint => "savepoint".to_owned(),
+            Request::Plugins => "plugins".to_owned(),
+            Request::Status => "status".to_owned(),
+            Request::Reload(None) => "reload".to_owned(),
+            Request::Reload(Some(op)) => format!("reload {op}"),
+        }
+    }
+}
+
+/// Reads and parses one request line from `conn`: at most [`MAX_LINE`]
+/// bytes of UTF-8 text, whatever the client sends. (The socket's read
+/// timeout bounds the time; see [`READ_TIMEOUT`].)
+pub fn read_request(conn: impl Read) -> Result<Request, String> {
     let mut line = Vec::new();
     let mut reader = BufReader::new(conn).take(MAX_LINE as u64 + 1);
     reader.read_until(b'\n', &mut line).map_err(|e| match e.kind() {
@@ -247,45 +289,55 @@ fn read_request(conn: &UnixStream) -> Result<String, String> {
     if line.len() > MAX_LINE {
         return Err(format!("the request is longer than {MAX_LINE} bytes"));
     }
-    String::from_utf8(line).map_err(|_| "the request is not UTF-8 text".to_owned())
+    Request::parse(&String::from_utf8(line).map_err(|_| "the request is not UTF-8 text".to_owned())?)
 }
 
 fn answer(conn: UnixStream, handle: &RunHandle) {
     let reload = handle.reload();
-    let line = match read_request(&conn) {
-        Ok(line) => line,
+    let request = match conn.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string()).and_then(|()| read_request(&conn)) {
+        Ok(request) => request,
         Err(e) => {
             let mut conn = conn;
             let _ = writeln!(conn, "error {e}");
             return;
         }
     };
-    let response = match line.trim() {
-        "savepoint" => match handle.savepoint().recv_timeout(SAVEPOINT_WAIT) {
+    let response = match request {
+        Request::Savepoint => match handle.savepoint().recv_timeout(SAVEPOINT_WAIT) {
             Ok(Ok(dir)) => format!("ok {}", dir.display()),
             Ok(Err(e)) => format!("error {e}"),
             Err(_) => "error the pipeline stopped before the savepoint completed".to_owned(),
         },
-        "plugins" => match serde_json::to_string(&reload.status()) {
+        Request::Plugins => match serde_json::to_string(&reload.status()) {
             Ok(json) => format!("ok {json}"),
             Err(e) => format!("error cannot encode the plugin status: {e}"),
         },
-        "status" => match handle.status().map(|s| serde_json::to_string(&s)) {
+        Request::Status => match handle.status().map(|s| serde_json::to_string(&s)) {
             Some(Ok(json)) => format!("ok {json}"),
             Some(Err(e)) => format!("error cannot encode the status: {e}"),
             None => "error the pipeline is starting or stopping; ask again".to_owned(),
         },
-        r if r == "reload" || r.starts_with("reload ") => {
-            let operator = r.strip_prefix("reload").map(str::trim).filter(|o| !o.is_empty());
-            match reload.request_reload(operator).and_then(|events| serde_json::to_string(&events).map_err(|e| e.to_string())) {
+        Request::Reload(operator) => {
+            match reload.request_reload(operator.as_deref()).and_then(|events| serde_json::to_string(&events).map_err(|e| e.to_string())) {
                 Ok(json) => format!("ok {json}"),
                 Err(e) => format!("error {e}"),
             }
         }
-        other => format!("error unknown request {other:?}; requests are `savepoint`, `status`, `reload [OPERATOR]` and `plugins`"),
     };
     let mut conn = conn;
     let _ = writeln!(conn, "{}", response.replace('\n', " "));
+}
+
+/// Parses an answer line: what follows `ok `, or the message after `error `.
+pub fn parse_answer(line: &str) -> Result<&str, String> {
+    let answer = line.trim();
+    if let Some(ok) = answer.strip_prefix("ok ") {
+        Ok(ok)
+    } else if let Some(e) = answer.strip_prefix("error ") {
+        Err(e.to_owned())
+    } else {
+        Err(format!("unexpected answer {answer:?}"))
+    }
 }
 
 /// Sends one request line to the pipeline running with checkpoint
@@ -303,14 +355,10 @@ fn request(dir: &Path, pipeline: &str, line: &str) -> Result<String, String> {
     writeln!(conn, "{line}").map_err(|e| format!("writing to {}: {e}", path.display()))?;
     let mut answer = String::new();
     BufReader::new(conn).read_line(&mut answer).map_err(|e| format!("reading from {}: {e}", path.display()))?;
-    let answer = answer.trim();
-    if let Some(ok) = answer.strip_prefix("ok ") {
-        Ok(ok.to_owned())
-    } else if let Some(e) = answer.strip_prefix("error ") {
-        Err(e.to_owned())
-    } else {
-        Err(format!("unexpected answer from {}: {answer:?}", path.display()))
-    }
+    parse_answer(&answer).map(str::to_owned).map_err(|e| match e.strip_prefix("unexpected answer ") {
+        Some(answer) => format!("unexpected answer from {}: {answer}", path.display()),
+        None => e,
+    })
 }
 
 /// Asks the pipeline running with checkpoint directory `dir` for a
@@ -345,4 +393,41 @@ pub fn request_plugins(dir: &Path, pipeline: &str) -> Result<ReloadStatus, Strin
 pub fn request_status(dir: &Path, pipeline: &str) -> Result<LiveStatus, String> {
     let json = request(dir, pipeline, "status").map_err(|e| format!("pipeline `{pipeline}`: {e}"))?;
     serde_json::from_str(&json).map_err(|e| format!("unexpected answer to `status`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_write_back() {
+        for (line, request) in [
+            ("savepoint\n", Request::Savepoint),
+            (" status \r\n", Request::Status),
+            ("plugins", Request::Plugins),
+            ("reload\n", Request::Reload(None)),
+            ("reload   \n", Request::Reload(None)),
+            ("reload sum \n", Request::Reload(Some("sum".into()))),
+        ] {
+            assert_eq!(read_request(line.as_bytes()), Ok(request.clone()), "{line:?}");
+            assert_eq!(Request::parse(&request.line()), Ok(request));
+        }
+        assert!(Request::parse("reloadx").unwrap_err().starts_with("unknown request \"reloadx\""));
+    }
+
+    #[test]
+    fn a_request_is_bounded_text() {
+        let long = format!("reload {}\n", "x".repeat(MAX_LINE));
+        assert_eq!(read_request(long.as_bytes()), Err(format!("the request is longer than {MAX_LINE} bytes")));
+        assert_eq!(read_request(&b"reload \xff\n"[..]), Err("the request is not UTF-8 text".to_owned()));
+        // Only the first line counts.
+        assert_eq!(read_request(&b"status\nsavepoint\n"[..]), Ok(Request::Status));
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(parse_answer("ok /a/b\n"), Ok("/a/b"));
+        assert_eq!(parse_answer("error no such operator\n"), Err("no such operator".to_owned()));
+        assert_eq!(parse_answer("what"), Err("unexpected answer \"what\"".to_owned()));
+    }
 }

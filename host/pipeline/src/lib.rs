@@ -41,7 +41,7 @@ mod vault;
 
 pub use config::{
     find_plugin, list_plugins, ByteSize, ConfigError, ConfigErrors, DurationStr, LimitsConfig, LoadOptions, NetworkConfig, OnError,
-    OperatorConfig, PartitionKind, Pipeline, SinkConfig, SourceConfig, config_sections, ConfigSection,
+    OperatorConfig, PartitionKind, Pipeline, SinkConfig, SourceConfig, config_sections, ConfigSection, check_name, MAX_PARALLELISM,
 };
 pub use weir_connector::registry::Registry;
 pub use plan::{Chain, Plan, Vertex, VertexKind};

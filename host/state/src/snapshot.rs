@@ -158,10 +158,15 @@ impl<'a> SnapshotReader<'a> {
         if start > end || end > max_parallelism {
             return Err(bad(&format!("key groups {start}..{end} of {max_parallelism}")));
         }
-        let index = 8 * (end - start + 1) as usize;
+        // In usize: `end - start + 1` overflows a u32 for 0..u32::MAX.
+        let index = 8 * ((end - start) as usize + 1);
         let offsets = bytes.get(HEADER..HEADER + index).ok_or_else(|| bad("truncated index"))?;
         let data = &bytes[HEADER + index..];
         let reader = Self { max_parallelism, groups: start..end, offsets, data };
+        // The first group starts the data: bytes before it would be read by no one.
+        if reader.offset(0) != 0 {
+            return Err(bad("the index does not start at the data section"));
+        }
         let mut last = 0;
         for i in 0..=(end - start) as usize {
             let o = reader.offset(i);
@@ -191,38 +196,46 @@ impl<'a> SnapshotReader<'a> {
     }
 
     /// Calls `f` for every entry of the key groups in `wanted` (the
-    /// intersection with this file's groups).
+    /// intersection with this file's groups), checking that each entry's
+    /// key belongs to the key group it is filed under: a restore must not
+    /// load a key into a subtask that does not own it.
     pub fn for_each(&self, wanted: Range<u32>, mut f: impl FnMut(Entry<'a>)) -> Result<(), SnapshotError> {
         let from = wanted.start.max(self.groups.start);
         let to = wanted.end.min(self.groups.end);
-        if from >= to {
-            return Ok(());
-        }
-        let lo = self.offset((from - self.groups.start) as usize) as usize;
-        let hi = self.offset((to - self.groups.start) as usize) as usize;
-        let bad = |what: &str| SnapshotError(format!("{what} in the entries of key groups {from}..{to}"));
-        let mut r = lp::Reader::new(&self.data[lo..hi]);
-        while let Some(tag) = r.u8() {
-            let mut field = || r.bytes().ok_or_else(|| bad("truncated entry"));
-            let entry = match tag {
-                VALUE | MAP => {
-                    let name = std::str::from_utf8(field()?).map_err(|_| bad("state name not UTF-8"))?;
-                    let key = field()?;
-                    if tag == VALUE {
-                        Entry::Value { name, key, value: field()? }
-                    } else {
-                        let map_key = field()?;
-                        Entry::Map { name, key, map_key, value: field()? }
+        for group in from..to {
+            let i = (group - self.groups.start) as usize;
+            let (lo, hi) = (self.offset(i) as usize, self.offset(i + 1) as usize);
+            let bad = |what: &str| SnapshotError(format!("{what} in the entries of key group {group}"));
+            let mut r = lp::Reader::new(&self.data[lo..hi]);
+            while let Some(tag) = r.u8() {
+                let mut field = || r.bytes().ok_or_else(|| bad("truncated entry"));
+                let entry = match tag {
+                    VALUE | MAP => {
+                        let name = std::str::from_utf8(field()?).map_err(|_| bad("state name not UTF-8"))?;
+                        let key = field()?;
+                        if tag == VALUE {
+                            Entry::Value { name, key, value: field()? }
+                        } else {
+                            let map_key = field()?;
+                            Entry::Map { name, key, map_key, value: field()? }
+                        }
                     }
+                    EVENT_TIMER | PROCESSING_TIMER => {
+                        let key = field()?;
+                        let ts = <[u8; 8]>::try_from(field()?).map_err(|_| bad("timer timestamp not 8 bytes"))?;
+                        Entry::Timer { event_time: tag == EVENT_TIMER, key, timestamp: i64::from_le_bytes(ts) }
+                    }
+                    other => return Err(bad(&format!("unknown entry tag {other}"))),
+                };
+                let key = match &entry {
+                    Entry::Value { key, .. } | Entry::Map { key, .. } | Entry::Timer { key, .. } => key,
+                };
+                let of = keygroup::of(key, self.max_parallelism);
+                if of != group {
+                    return Err(bad(&format!("a key of key group {of}")));
                 }
-                EVENT_TIMER | PROCESSING_TIMER => {
-                    let key = field()?;
-                    let ts = <[u8; 8]>::try_from(field()?).map_err(|_| bad("timer timestamp not 8 bytes"))?;
-                    Entry::Timer { event_time: tag == EVENT_TIMER, key, timestamp: i64::from_le_bytes(ts) }
-                }
-                other => return Err(bad(&format!("unknown entry tag {other}"))),
-            };
-            f(entry);
+                f(entry);
+            }
         }
         Ok(())
     }
@@ -258,6 +271,63 @@ mod tests {
         let expected: Vec<&String> = keys.iter().filter(|k| (4..9).contains(&keygroup::of(k.as_bytes(), max))).collect();
         assert_eq!(seen.len(), expected.len());
         assert!(expected.iter().all(|k| seen.contains(k)));
+    }
+
+    /// Issue 16, found writing the snapshot fuzz target (the input is
+    /// `fuzz/corpus/snapshot/all-key-groups`): key groups `0..u32::MAX` made the index length `end - start + 1`
+    /// overflow, and the restore panicked instead of reporting a damaged file.
+    #[test]
+    fn an_index_of_every_key_group_is_an_error_not_an_overflow() {
+        let mut bytes = MAGIC.to_vec();
+        for n in [u32::MAX, 0, u32::MAX] {
+            bytes.extend_from_slice(&n.to_le_bytes());
+        }
+        assert_eq!(SnapshotReader::new(&bytes).unwrap_err().0, "truncated index");
+    }
+
+    /// Issue 16, found by the snapshot fuzz target
+    /// (`fuzz/corpus/snapshot/index-skips-data`): an index whose first
+    /// offset was not 0 was accepted, and the entries before it were
+    /// silently not restored.
+    #[test]
+    fn an_index_that_skips_data_is_an_error() {
+        let mut w = SnapshotWriter::new(2, 0..2);
+        w.value("v", b"k1", b"x");
+        w.value("v", b"k2", b"y");
+        let mut bytes = w.finish();
+        let len = (bytes.len() - HEADER - 8 * 3) as u64;
+        // Every group starts and ends at the end of the data.
+        for i in 0..3 {
+            bytes[HEADER + 8 * i..HEADER + 8 * i + 8].copy_from_slice(&len.to_le_bytes());
+        }
+        assert_eq!(SnapshotReader::new(&bytes).unwrap_err().0, "the index does not start at the data section");
+    }
+
+    /// Issue 16, found writing the snapshot fuzz target: an entry filed under a key group its key
+    /// does not hash to was restored into a subtask that does not own the
+    /// key, and the next snapshot filed it under a group it does not hold.
+    #[test]
+    fn an_entry_in_another_key_group_is_an_error() {
+        let max = 8;
+        let mut w = SnapshotWriter::new(max, 0..max);
+        w.value("v", b"k1", b"x");
+        let mut bytes = w.finish();
+        let kg = keygroup::of(b"k1", max) as usize;
+        let other = (kg + 1) % max as usize;
+        // Move the entry's bytes to the other group by rewriting the index:
+        // every offset up to `kg` (or from `other`) points at its start or end.
+        let len = bytes.len() - HEADER - 8 * (max as usize + 1);
+        for i in 0..=max as usize {
+            let o: u64 = if i <= other { 0 } else { len as u64 };
+            bytes[HEADER + 8 * i..HEADER + 8 * i + 8].copy_from_slice(&o.to_le_bytes());
+        }
+        let r = SnapshotReader::new(&bytes).unwrap();
+        let e = r.for_each(0..max, |_| ()).unwrap_err();
+        assert!(e.0.contains(&format!("key group {other}")) && e.0.contains(&format!("a key of key group {kg}")), "{e}");
+        // A reader of the entry's own group alone does not see it.
+        let mut n = 0;
+        r.for_each(kg as u32..kg as u32 + 1, |_| n += 1).unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]
