@@ -490,17 +490,25 @@ impl Backend for DiskBackend {
         }
     }
 
-    fn map_entries(&self, name: &str, key: &[u8]) -> Entries {
-        self.read(
+    fn map_entries(&self, name: &str, key: &[u8], limit: usize) -> Result<Entries, usize> {
+        let (entries, over): (Entries, Option<usize>) = self.read(
             |k| map_prefix(k, name, key),
             |t, prefix| {
                 let end = prefix_end(prefix);
-                t.maps
-                    .range::<&[u8]>(prefix_range(prefix, &end))?
-                    .map(|e| e.map(|(k, v)| (k.value()[prefix.len()..].to_vec(), v.value().to_vec())))
-                    .collect()
+                let (mut out, mut bytes) = (Entries::new(), 0usize);
+                for e in t.maps.range::<&[u8]>(prefix_range(prefix, &end))? {
+                    let (k, v) = e?;
+                    let (k, v) = (&k.value()[prefix.len()..], v.value());
+                    bytes = bytes.saturating_add(k.len() + v.len());
+                    if bytes > limit {
+                        return Ok((Entries::new(), Some(bytes)));
+                    }
+                    out.push((k.to_vec(), v.to_vec()));
+                }
+                Ok((out, None))
             },
-        )
+        );
+        over.map_or(Ok(entries), Err)
     }
 
     fn end_writes(&mut self) -> Result<(), String> {
@@ -602,7 +610,7 @@ mod tests {
         }
         b.map_put("win", b"b", b"x", b"");
         b.map_put("win", b"a", b"m", b"M");
-        obs!("entries a {}", show_entries(&b.map_entries("win", b"a")));
+        obs!("entries a {}", show_entries(&b.map_entries("win", b"a", usize::MAX).unwrap()));
         obs!("map_get a m {} nope {}", show(b.map_get("win", b"a", b"m")), show(b.map_get("win", b"a", b"nope")));
         obs!("len {}", b.len());
         b.end_writes().unwrap();
@@ -611,29 +619,29 @@ mod tests {
         b.map_put("wi", b"na", b"q", b"1");
         obs!(
             "entries a {} ab {} b {}",
-            show_entries(&b.map_entries("win", b"a")),
-            show_entries(&b.map_entries("win", b"ab")),
-            show_entries(&b.map_entries("win", b"b"))
+            show_entries(&b.map_entries("win", b"a", usize::MAX).unwrap()),
+            show_entries(&b.map_entries("win", b"ab", usize::MAX).unwrap()),
+            show_entries(&b.map_entries("win", b"b", usize::MAX).unwrap())
         );
         obs!("len {}", b.len());
         b.map_remove("win", b"b", b"x");
         b.map_remove("win", b"b", b"x");
         b.map_remove("win", b"a", b"z");
-        obs!("entries a {} b {}", show_entries(&b.map_entries("win", b"a")), show_entries(&b.map_entries("win", b"b")));
+        obs!("entries a {} b {}", show_entries(&b.map_entries("win", b"a", usize::MAX).unwrap()), show_entries(&b.map_entries("win", b"b", usize::MAX).unwrap()));
         obs!("len {}", b.len());
         b.map_clear("win", b"a");
         b.map_clear("win", b"a");
         b.map_clear("never", b"a");
-        obs!("entries a {} ab {}", show_entries(&b.map_entries("win", b"a")), show_entries(&b.map_entries("win", b"ab")));
+        obs!("entries a {} ab {}", show_entries(&b.map_entries("win", b"a", usize::MAX).unwrap()), show_entries(&b.map_entries("win", b"ab", usize::MAX).unwrap()));
         obs!("len {}", b.len());
         b.end_writes().unwrap();
         // A key with 0xff bytes, where the prefix range has no simple end.
         b.map_put("win", &[0xff, 0xff], b"k", b"v");
         b.map_put("win", &[0xff, 0xff, 0], b"k", b"w");
-        obs!("entries ff {}", show_entries(&b.map_entries("win", &[0xff, 0xff])));
+        obs!("entries ff {}", show_entries(&b.map_entries("win", &[0xff, 0xff], usize::MAX).unwrap()));
         // Value and map state of the same name and key are separate.
         b.put("win", b"ab", b"value");
-        obs!("get win ab {} entries {}", show(b.get("win", b"ab")), show_entries(&b.map_entries("win", b"ab")));
+        obs!("get win ab {} entries {}", show(b.get("win", b"ab")), show_entries(&b.map_entries("win", b"ab", usize::MAX).unwrap()));
         obs!("len {} empty {}", b.len(), b.is_empty());
         b.end_writes().unwrap();
         log
@@ -716,7 +724,7 @@ mod tests {
                 7 => assert_eq!(heap.get(name, k), disk.get(name, k), "step {step}"),
                 8 => {
                     assert_eq!(heap.map_get(name, k, m), disk.map_get(name, k, m), "step {step}");
-                    assert_eq!(heap.map_entries(name, k), disk.map_entries(name, k), "step {step}");
+                    assert_eq!(heap.map_entries(name, k, usize::MAX).unwrap(), disk.map_entries(name, k, usize::MAX).unwrap(), "step {step}");
                 }
                 _ => disk.end_writes().unwrap(),
             }
@@ -917,7 +925,7 @@ mod tests {
         let b = DiskBackend::open(&path).unwrap();
         assert!(b.is_empty());
         assert_eq!(b.get("v", b"k"), None);
-        assert_eq!(b.map_entries("m", b"k"), Vec::new());
+        assert_eq!(b.map_entries("m", b"k", usize::MAX).unwrap(), Vec::new());
         drop(b);
         // Not a database at all: replaced too.
         std::fs::write(&path, b"garbage").unwrap();

@@ -82,12 +82,18 @@ impl Backend for HeapBackend {
         }
     }
 
-    fn map_entries(&self, name: &str, key: &[u8]) -> Entries {
-        self.maps
-            .get(name)
-            .and_then(|m| m.get(key))
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+    fn map_entries(&self, name: &str, key: &[u8], limit: usize) -> Result<Entries, usize> {
+        let Some(map) = self.maps.get(name).and_then(|m| m.get(key)) else { return Ok(Entries::new()) };
+        let mut bytes = 0usize;
+        let mut out = Entries::new();
+        for (k, v) in map {
+            bytes = bytes.saturating_add(k.len() + v.len());
+            if bytes > limit {
+                return Err(bytes);
+            }
+            out.push((k.clone(), v.clone()));
+        }
+        Ok(out)
     }
 
     fn snapshot(&mut self, mut out: SnapshotWriter) -> SnapshotJob {

@@ -102,8 +102,10 @@ pub trait Backend: Send {
     fn map_remove(&mut self, name: &str, key: &[u8], map_key: &[u8]);
     /// Removes every entry of map state `name` of `key`.
     fn map_clear(&mut self, name: &str, key: &[u8]);
-    /// Every entry of map state `name` of `key`, ordered by map key.
-    fn map_entries(&self, name: &str, key: &[u8]) -> Entries;
+    /// Every entry of map state `name` of `key`, ordered by map key; when
+    /// their keys and values pass `limit` bytes together, stops reading and
+    /// returns how many bytes it had read by then.
+    fn map_entries(&self, name: &str, key: &[u8], limit: usize) -> Result<Entries, usize>;
     /// The writes of one plugin call are applied: a backend with its own
     /// transactions makes them one unit here. Failing to do so (disk full)
     /// is a host failure, reported as a string naming the store.
@@ -308,7 +310,12 @@ impl KeyedState {
     pub fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateError> {
         self.check_key(key)?;
         self.materialize();
-        Ok(self.backend.map_entries(name, key))
+        self.backend.map_entries(name, key, self.call_budget).map_err(|_| {
+            StateError::OverBudget(format!(
+                "asked for every entry of map state {name:?} of one key (map-entries): they pass {} bytes (limits.memory; they could not fit in the plugin's memory)",
+                self.call_budget
+            ))
+        })
     }
 
     /// Validates a `state.apply` buffer completely (format, key ownership,
@@ -393,7 +400,7 @@ impl KeyedState {
                 }
                 _ => {
                     if undo {
-                        self.undo.push(Undo::Map { name: name.to_owned(), key: key.to_vec(), old: b.map_entries(name, key) });
+                        self.undo.push(Undo::Map { name: name.to_owned(), key: key.to_vec(), old: b.map_entries(name, key, usize::MAX).unwrap_or_default() });
                     }
                     b.map_clear(name, key);
                 }
@@ -526,6 +533,24 @@ mod tests {
         s.set_call_budget(20);
         let e = s.get_many("v", &keys, &mut Vec::new()).unwrap_err();
         assert!(matches!(&e, StateError::OverBudget(m) if m.contains("get-many")), "{e}");
+        // And so is a map-entries answer, on either backend.
+        let dir = tempfile::tempdir().unwrap();
+        let disk = crate::disk::DiskBackend::open(&dir.path().join("m.redb")).unwrap();
+        for mut s in [KeyedState::new(0, 1, 128), KeyedState::with_backend(0, 1, 128, Box::new(disk))] {
+            let mut ops = Vec::new();
+            for k in [&b"x"[..], b"y"] {
+                ops.push(state_op::MAP_PUT);
+                for f in [&b"m"[..], b"a", k, &[7; 10]] {
+                    lp::put(&mut ops, f);
+                }
+            }
+            s.stage(&ops).unwrap();
+            s.set_call_budget(22);
+            assert_eq!(s.map_entries("m", b"a").unwrap().len(), 2);
+            s.set_call_budget(21);
+            let e = s.map_entries("m", b"a").unwrap_err();
+            assert!(matches!(&e, StateError::OverBudget(m) if m.contains("map-entries") && m.contains("21 bytes")), "{e}");
+        }
     }
 
     #[test]
