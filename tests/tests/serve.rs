@@ -315,9 +315,7 @@ fn sigterm_stops_gracefully_and_the_next_start_resumes_exactly_once() {
     let mut sv = serve(&s, "");
     s.write("pipelines/seq.toml", pipeline);
     let port = sv.port;
-    wait_for("seq running", &sv, || {
-        state(port, "seq")["state"] == "running"
-    });
+    wait_for("seq running", &sv, || state(port, "seq")["state"] == "running");
     // Saved again with the same contents (an editor's save, a touch): not
     // a change, so no restart (which would take a checkpoint of its own).
     s.write("pipelines/seq.toml", pipeline);
@@ -329,16 +327,8 @@ fn sigterm_stops_gracefully_and_the_next_start_resumes_exactly_once() {
     assert!(log.contains("SIGTERM received: stopping every pipeline gracefully"), "{log}");
     assert!(log.contains("stopped gracefully at checkpoint 1"), "{log}");
     assert!(!log.contains("pipeline file changed"), "{log}");
-    let first: Vec<u64> = std::fs::read_to_string(s.path("out.txt"))
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert!(
-        first.len() > 1000,
-        "the final checkpoint published the output: {} records",
-        first.len()
-    );
+    let first: Vec<u64> = std::fs::read_to_string(s.path("out.txt")).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    assert!(first.len() > 1000, "the final checkpoint published the output: {} records", first.len());
     assert_eq!(first, (0..first.len() as u64).collect::<Vec<_>>());
 
     // Started again, it resumes after what was published.

@@ -140,10 +140,7 @@ fn async_operator(v: usize, i: usize, metrics: Arc<StageMetrics>, cx: &NodeConte
     let (p, plan, s) = (cx.p, cx.plan, cx.subtask);
     let parallelism = plan.vertices[v].parallelism;
     let dead_letter = match plan.dead_letter_of(v) {
-        Some(dv) => Some(weir_async::DeadLetter {
-            vertex: dv,
-            stage: Box::new(sink(dv, parallelism, cx)?),
-        }),
+        Some(dv) => Some(weir_async::DeadLetter { vertex: dv, stage: Box::new(sink(dv, parallelism, cx)?) }),
         None => None,
     };
     let mut stage = open_async(p, cx.plugins, i, s, parallelism, dead_letter, metrics, cx.task.backpressure.clone())?;
