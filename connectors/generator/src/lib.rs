@@ -12,9 +12,10 @@
 //! type = "generator"
 //! count = 10_000_000        # total records over all subtasks; omit for an endless stream
 //! rate = 50_000.0           # records per second over all subtasks; omit for "as fast as possible"
-//! schema = "events"         # "events" (default), "sequence" or "words"
+//! schema = "events"         # "events" (default), "sequence", "words" or "nexmark"
 //! seed = 0                  # changes the user ids of "events" and the sentences of "words"
 //! start-timestamp = 1_700_000_000_000   # event time of record 0, in ms since the Unix epoch
+//! # event-rate = 1000.0     # records per second of event time (timestamps 1 ms apart by default)
 //! # value-size = 100        # "sequence" only: pad each value with '.' to this many bytes
 //! ```
 //!
@@ -24,14 +25,16 @@
 //! | `rate`            | float   | unlimited           | records per second, over all subtasks |
 //! | `schema`          | string  | `"events"`          | what each value looks like, see below |
 //! | `seed`            | integer | `0`                 | varies `events` users and `words` sentences |
-//! | `start-timestamp` | integer | `1_700_000_000_000` | timestamp of sequence number 0 |
+//! | `start-timestamp` | integer | `1_700_000_000_000` | timestamp of sequence number 0 (`nexmark`: 2015-07-15T00:00:00Z) |
+//! | `event-rate`      | float   | `1000` (`nexmark`: `10000`) | records per second of event time |
 //! | `value-size`      | integer | none                | `sequence` only: pad values to this many bytes |
 //! | `users`           | integer | `10_000`            | `events` only: distinct users (`(N * 7919 + seed) mod users`, at least 4 digits) |
 //!
 //! # What is generated
 //!
 //! Every record has a *sequence number* `N` and the timestamp
-//! `start-timestamp + N`; no record has a key. Subtask `s` of a source with
+//! `start-timestamp + N * 1000 / event-rate` (in ms, rounded down: `N` ms
+//! by default); no record has a key. Subtask `s` of a source with
 //! parallelism `p` produces `N = s, s + p, s + 2p, …` while `N < count`, so
 //! the subtasks together produce every `N` in `0..count` exactly once, and the
 //! record for a given `N` is the same whatever the parallelism. That is what
@@ -46,6 +49,9 @@
 //!   `value-size` bytes when that is set.
 //! * `words`: a sentence of 3 to 12 words from a fixed 50-word vocabulary,
 //!   chosen by a SplitMix64 generator seeded from `(seed, N)`.
+//! * `nexmark`: event `N` of the Nexmark benchmark (a person, an auction or
+//!   a bid, as JSON), the same events as the reference generator; see
+//!   [`nexmark`].
 //!
 //! # Rate limiting
 //!
@@ -98,6 +104,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use weir_connector::{BatchWriter, ConnectorContext, ConnectorError, Poll, Source};
 
+pub mod nexmark;
+
 /// Largest `value-size` accepted (64 MiB): a record value must fit in one frame.
 pub const MAX_VALUE_SIZE: usize = 64 << 20;
 
@@ -119,6 +127,8 @@ pub enum Schema {
     Sequence,
     /// Sentences of 3 to 12 common English words.
     Words,
+    /// The Nexmark benchmark's persons, auctions and bids (see [`nexmark`]).
+    Nexmark,
 }
 
 impl Schema {
@@ -127,6 +137,7 @@ impl Schema {
             Schema::Events => "events",
             Schema::Sequence => "sequence",
             Schema::Words => "words",
+            Schema::Nexmark => "nexmark",
         }
     }
 }
@@ -144,8 +155,15 @@ pub struct GeneratorConfig {
     pub schema: Schema,
     /// Varies the `events` user ids and the `words` sentences.
     pub seed: u64,
-    /// Timestamp of sequence number 0, in ms since the Unix epoch.
-    pub start_timestamp: i64,
+    /// Timestamp of sequence number 0, in ms since the Unix epoch;
+    /// [`DEFAULT_START_TIMESTAMP`] when unset ([`nexmark::BASE_TIME_MS`]
+    /// for `nexmark`).
+    pub start_timestamp: Option<i64>,
+    /// Records per second of *event time*: how far apart the timestamps of
+    /// consecutive sequence numbers are. 1000 when unset (one record per
+    /// ms); [`nexmark::DEFAULT_EVENT_RATE`] for `nexmark`. Independent of
+    /// `rate`, which paces the wall clock.
+    pub event_rate: Option<f64>,
     /// `sequence` only: pad each value with `.` up to this many bytes.
     pub value_size: Option<usize>,
     /// Stamp each record with the wall-clock time it was generated (header
@@ -162,7 +180,8 @@ impl Default for GeneratorConfig {
             rate: None,
             schema: Schema::Events,
             seed: 0,
-            start_timestamp: DEFAULT_START_TIMESTAMP,
+            start_timestamp: None,
+            event_rate: None,
             value_size: None,
             mark_latency: false,
             users: DEFAULT_USERS,
@@ -185,6 +204,14 @@ impl GeneratorConfig {
             problems.push((
                 "rate".to_owned(),
                 format!("must be a positive number of records per second, got {rate}; remove it to generate as fast as possible"),
+            ));
+        }
+        if let Some(rate) = self.event_rate
+            && !(rate.is_finite() && (0.001..=1e9).contains(&rate))
+        {
+            problems.push((
+                "event-rate".to_owned(),
+                format!("must be between 0.001 and 10^9 records per second of event time, got {rate}"),
             ));
         }
         if self.users == 0 || self.users > 1_000_000_000_000 {
@@ -225,6 +252,8 @@ pub struct GeneratorSource {
     schema: Schema,
     seed: u64,
     start_timestamp: i64,
+    /// Nanoseconds of event time between consecutive sequence numbers.
+    ns_per_record: u64,
     value_size: usize,
     /// One past the last sequence number (`u64::MAX` when unbounded).
     limit: u64,
@@ -300,10 +329,16 @@ impl GeneratorSource {
             .rate
             .filter(|r| r.is_finite() && *r > 0.0)
             .map(|rate| Pacing { per_second: rate / f64::from(parallelism), started: None });
+        let (default_start, default_rate) = match config.schema {
+            Schema::Nexmark => (nexmark::BASE_TIME_MS, nexmark::DEFAULT_EVENT_RATE),
+            _ => (DEFAULT_START_TIMESTAMP, 1000.0),
+        };
+        let event_rate = config.event_rate.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(default_rate);
         GeneratorSource {
             schema: config.schema,
             seed: config.seed,
-            start_timestamp: config.start_timestamp,
+            start_timestamp: config.start_timestamp.unwrap_or(default_start),
+            ns_per_record: (1e9 / event_rate).round().max(1.0) as u64,
             value_size: if config.schema == Schema::Sequence { config.value_size.unwrap_or(0) } else { 0 },
             limit: config.count.unwrap_or(u64::MAX),
             next: u64::from(ctx.subtask),
@@ -319,6 +354,20 @@ impl GeneratorSource {
     /// The next sequence number this subtask will produce.
     pub fn next_sequence(&self) -> u64 {
         self.next
+    }
+
+    /// The timestamp of sequence number `n`.
+    #[inline(always)]
+    fn timestamp(&self, n: u64) -> i64 {
+        if self.ns_per_record == 1_000_000 {
+            self.start_timestamp.saturating_add_unsigned(n)
+        } else {
+            self.timeline().at(n)
+        }
+    }
+
+    fn timeline(&self) -> nexmark::Timeline {
+        nexmark::Timeline { start: self.start_timestamp, ns_per_event: self.ns_per_record }
     }
 
     /// True when `n` was produced before a rescaling restore. Drops the
@@ -346,7 +395,7 @@ impl GeneratorSource {
                 n = n.saturating_add(self.step);
                 continue;
             }
-            let ts = self.start_timestamp.saturating_add_unsigned(n);
+            let ts = self.timestamp(n);
             if self.mark_latency {
                 self.scratch.clear();
                 write(&mut self.scratch, n, ts);
@@ -371,7 +420,7 @@ impl Source for GeneratorSource {
     /// next record's timestamp is complete.
     fn watermark(&self) -> Option<i64> {
         // The last record this subtask emitted is the one before `next`.
-        (self.next >= self.step).then(|| self.start_timestamp.saturating_add_unsigned(self.next - self.step))
+        (self.next >= self.step).then(|| self.timestamp(self.next - self.step))
     }
 
     fn poll(&mut self, out: &mut BatchWriter, target_bytes: usize) -> Result<Poll, ConnectorError> {
@@ -398,6 +447,12 @@ impl Source for GeneratorSource {
                 self.fill(out, target_bytes, max, |v, n, _| write_sequence(v, n, size))
             }
             Schema::Words => self.fill(out, target_bytes, max, |v, n, _| write_words(v, n, seed)),
+            Schema::Nexmark => {
+                let timeline = self.timeline();
+                self.fill(out, target_bytes, max, |v, n, _| {
+                    nexmark::write_json(v, n, &timeline);
+                })
+            }
         };
         if let Some(pacing) = &mut self.pacing {
             pacing.produced(written);
@@ -724,7 +779,7 @@ mod tests {
 
     #[test]
     fn snapshot_and_restore_continue_identically() {
-        for schema in [Schema::Events, Schema::Sequence, Schema::Words] {
+        for schema in [Schema::Events, Schema::Sequence, Schema::Words, Schema::Nexmark] {
             let config = GeneratorConfig { count: Some(500), schema, seed: 3, ..Default::default() };
             let full: Vec<Vec<(i64, Vec<u8>)>> = (0..3).map(|s| drain(&mut GeneratorSource::new(config.clone(), &ctx(s, 3)), 1 << 20)).collect();
 
@@ -900,7 +955,8 @@ mod tests {
                 rate: Some(5.5),
                 schema: Schema::Sequence,
                 seed: 9,
-                start_timestamp: -3,
+                start_timestamp: Some(-3),
+                event_rate: None,
                 value_size: Some(16),
                 mark_latency: true,
                 users: DEFAULT_USERS
@@ -929,7 +985,7 @@ mod tests {
     #[test]
     #[ignore = "benchmark; run in release mode"]
     fn throughput() {
-        for schema in [Schema::Events, Schema::Sequence, Schema::Words] {
+        for schema in [Schema::Events, Schema::Sequence, Schema::Words, Schema::Nexmark] {
             let total = 10_000_000u64;
             let config = GeneratorConfig { count: Some(total), schema, ..Default::default() };
             let mut source = GeneratorSource::new(config, &ctx(0, 1));
