@@ -51,7 +51,7 @@ pub fn run_with(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u64,
         op.parallelism = Some(parallelism);
     }
 
-    eprintln!("weir-bench: events-agg: {} records at parallelism {parallelism} ({})", human(count), pipeline.display());
+    eprintln!("weir-bench: {}: {} records at parallelism {parallelism} ({})", p.name, human(count), pipeline.display());
     let peak_rss_reset = reset_peak_rss();
     let summary = weir_pipeline::run(&p, engine, &weir_pipeline::RunOptions { progress: Progress::Quiet, metrics_address: None, start_from: weir_pipeline::StartFrom::Fresh, ..Default::default() }).with_context(|| format!("running {}", pipeline.display()))?;
     let peak_rss = peak_rss();
@@ -124,11 +124,20 @@ pub fn checkpoints(engine: &Engine, pipeline: &Path, plugin_dir: &Path, count: u
 }
 
 impl Report {
-    fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.summary.elapsed
     }
 
-    fn records_per_sec(&self) -> f64 {
+    /// Records the sinks received.
+    pub(crate) fn sink_records(&self) -> u64 {
+        self.summary.sink_records()
+    }
+
+    pub(crate) fn peak_rss(&self) -> Option<u64> {
+        self.peak_rss
+    }
+
+    pub(crate) fn records_per_sec(&self) -> f64 {
         self.summary.source_records() as f64 / self.elapsed().as_secs_f64()
     }
 

@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|nexmark] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -77,6 +77,15 @@
 //! ceiling capacity / latency, and memory per slot. Part of `all` (the slow
 //! service is the test harness's delaying HTTP server; nothing external).
 //!
+//! # `nexmark`: the benchmark the field publishes
+//!
+//! See [`nexmark`]: each query of `pipelines/nexmark/` (q0 pass-through, q1
+//! currency conversion, q2 selection, q5 hot items, q7 highest bid) on
+//! `--count` events of the generator's Nexmark schema (the same events as
+//! the Flink comparison job's generator), run like events-agg at parallelism
+//! 1 and 2: events/s, events/s per core (divided by min(parallelism,
+//! cores)), outputs and peak RSS. Not part of `all`.
+//!
 //! # `boundary`: the cost of crossing into Wasm
 //!
 //! The `identity` plugin (every record copied unchanged into the output
@@ -100,6 +109,7 @@ mod boundary;
 mod events_agg;
 mod latency;
 mod kafka;
+mod nexmark;
 mod reload;
 mod postgres;
 
@@ -128,10 +138,15 @@ struct Cli {
     #[arg(long, default_value_t = 10_000_000, value_name = "N")]
     count: u64,
 
-    /// events-agg: parallelism of every operator. 1 runs the whole job as one
-    /// chain on one thread; P > 1 gives `parse` and `sum` P subtasks each.
-    #[arg(long, default_value_t = 1, value_name = "P", value_parser = clap::value_parser!(u32).range(1..))]
-    parallelism: u32,
+    /// events-agg: parallelism of every operator (default 1). 1 runs the whole
+    /// job as one chain on one thread; P > 1 gives `parse` and `sum` P
+    /// subtasks each. nexmark: runs each query at P only (default: 1 and 2).
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u32).range(1..))]
+    parallelism: Option<u32>,
+
+    /// nexmark: run only this query (q0, q1, q2, q5 or q7).
+    #[arg(long, value_name = "QUERY")]
+    query: Option<String>,
 
     /// boundary: records timed per batch size (batch size 1 runs a tenth of it).
     #[arg(long, default_value_t = 4_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
@@ -193,6 +208,11 @@ How to read the results:
               Target: >= 80% of the bare consumer. Then latency under a
               producer paced at 20 k/s: the bare consumer's (the floor) and
               the pipeline's (producer CreateTime -> sink). Peak RSS per row.
+  nexmark     events/s of each Nexmark query of pipelines/nexmark/ over the
+              generator's Nexmark events (--count), at parallelism 1 and 2;
+              per core = events/s / min(parallelism, cores). Flink runs the
+              same queries on the same events: compare only figures taken in
+              the same sitting (docs/performance.md).
 
 Examples:
   cargo run --release -p weir-bench                         # everything, events-agg first
@@ -201,6 +221,7 @@ Examples:
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- kafka --count 1000000
+  cargo run --release -p weir-bench -- nexmark --count 10000000 --query q5
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
   cargo run --release -p weir-bench -- boundary --batch-sizes 256,4096 --json";
 
@@ -236,6 +257,10 @@ enum Which {
     /// Async I/O slots: an HTTP-enriching async operator at capacity 1, 8,
     /// 64, 256 against 1 ms and 10 ms lookups, vs capacity / latency.
     Async,
+    /// The Nexmark queries of pipelines/nexmark/ (q0, q1, q2, q5, q7) on the
+    /// generator's Nexmark events at parallelism 1 and 2 (or --parallelism):
+    /// events/s, events/s per core, outputs, peak RSS. Not part of `all`.
+    Nexmark,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -264,7 +289,7 @@ fn main() -> anyhow::Result<()> {
 
     if matches!(cli.which, Which::All | Which::EventsAgg) {
         let pipeline = repo.join("pipelines/events-agg.toml");
-        let runs = if cli.which == Which::All { vec![1, 2] } else { vec![cli.parallelism] };
+        let runs = if cli.which == Which::All { vec![1, 2] } else { vec![cli.parallelism.unwrap_or(1)] };
         for parallelism in runs {
             let report = events_agg::run(&engine, &pipeline, &plugin_dir, cli.count, parallelism)?;
             report.print(cli.json);
@@ -281,6 +306,15 @@ fn main() -> anyhow::Result<()> {
     if matches!(cli.which, Which::All | Which::Reload) {
         let count = if cli.which == Which::All { 5_000_000 } else { cli.count };
         reload::run(&engine, &repo, &plugin_dir, count, cli.json)?;
+    }
+    if cli.which == Which::Nexmark {
+        let parallelisms = cli.parallelism.map_or_else(|| vec![1, 2], |p| vec![p]);
+        let queries: Vec<&'static str> = match &cli.query {
+            None => nexmark::QUERIES.to_vec(),
+            Some(q) => vec![nexmark::QUERIES.into_iter().find(|n| n == q).with_context(|| format!("--query {q}: not one of {}", nexmark::QUERIES.join(", ")))?],
+        };
+        let rows = nexmark::run(&engine, &repo, &plugin_dir, cli.count, &parallelisms, &queries)?;
+        nexmark::print(&rows, cli.json);
     }
     if cli.which == Which::Kafka {
         kafka::run(&engine, &plugin_dir, cli.count.max(1), cli.json)?;
