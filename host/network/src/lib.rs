@@ -74,6 +74,9 @@ pub struct InputGate {
     /// Number of upstream channels.
     pub channels: u32,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Records sent to the gate and not yet received (one atomic add per
+    /// buffer, none per record): what a barrier queued now waits behind.
+    records: Arc<AtomicU64>,
 }
 
 impl Drop for InputGate {
@@ -100,7 +103,8 @@ impl std::error::Error for Disconnected {}
 pub fn gate(channels: u32) -> (GateSender, InputGate) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    (GateSender { tx, closed: closed.clone() }, InputGate { rx, channels, closed })
+    let records = Arc::new(AtomicU64::new(0));
+    (GateSender { tx, closed: closed.clone(), records: records.clone() }, InputGate { rx, channels, closed, records })
 }
 
 /// Cloneable sending side of an input gate.
@@ -108,12 +112,13 @@ pub fn gate(channels: u32) -> (GateSender, InputGate) {
 pub struct GateSender {
     tx: Sender<Envelope>,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    records: Arc<AtomicU64>,
 }
 
 impl GateSender {
     /// The sender for upstream channel `channel`.
     pub fn channel(&self, channel: u32) -> OutputChannel {
-        OutputChannel { tx: self.tx.clone(), channel, closed: self.closed.clone() }
+        OutputChannel { tx: self.tx.clone(), channel, closed: self.closed.clone(), records: self.records.clone() }
     }
 }
 
@@ -132,7 +137,7 @@ impl InputGate {
     /// Waits for the next message for at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Received {
         match self.rx.recv_timeout(timeout) {
-            Ok(e) => Received::Message(e),
+            Ok(e) => Received::Message(self.received(e)),
             Err(RecvTimeoutError::Timeout) => Received::Timeout,
             Err(RecvTimeoutError::Disconnected) => Received::Disconnected,
         }
@@ -140,12 +145,29 @@ impl InputGate {
 
     /// The next message if one is waiting.
     pub fn try_recv(&self) -> Option<Envelope> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|e| self.received(e))
+    }
+
+    fn received(&self, e: Envelope) -> Envelope {
+        if let Message::Data { records, .. } = &e.msg {
+            self.records.fetch_sub(u64::from(*records), Ordering::Relaxed);
+        }
+        e
     }
 
     /// Messages waiting in the gate.
     pub fn queued(&self) -> usize {
         self.rx.len()
+    }
+
+    /// Records waiting in the gate (sent, not yet received).
+    pub fn queued_records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// The live counter behind [`InputGate::queued_records`], for metrics.
+    pub fn records_counter(&self) -> Arc<AtomicU64> {
+        self.records.clone()
     }
 }
 
@@ -193,12 +215,18 @@ pub struct OutputChannel {
     tx: Sender<Envelope>,
     channel: u32,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    records: Arc<AtomicU64>,
 }
 
 impl OutputChannel {
     /// Sends a message (never blocks: buffers, not the channel, are bounded).
     pub fn send(&self, msg: Message) -> Result<(), Disconnected> {
-        self.tx.send(Envelope { channel: self.channel, msg }).map_err(|_| Disconnected)
+        let records = if let Message::Data { records, .. } = &msg { u64::from(*records) } else { 0 };
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.tx.send(Envelope { channel: self.channel, msg }).map_err(|_| {
+            self.records.fetch_sub(records, Ordering::Relaxed);
+            Disconnected
+        })
     }
 
     /// True when the receiving task is gone.

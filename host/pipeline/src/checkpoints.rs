@@ -42,6 +42,23 @@ pub struct CheckpointStats {
     pub last: Option<LastCheckpoint>,
     /// The checkpoint this run resumed from.
     pub restored_from: Option<u64>,
+    /// The checkpoint running now, if any.
+    pub pending: Option<PendingCheckpoint>,
+}
+
+/// A checkpoint that has been triggered and is not complete yet: what
+/// [`crate::waiting::explain`] needs to say why it waits.
+#[derive(Debug, Clone)]
+pub struct PendingCheckpoint {
+    /// Its id.
+    pub id: u64,
+    /// A savepoint (always aligned).
+    pub savepoint: bool,
+    /// When it was triggered.
+    pub started: Instant,
+    /// Tasks (indices in the run's task list, which is also the metrics
+    /// registry's order) that have not acknowledged it yet.
+    pub waiting: Vec<usize>,
 }
 
 /// The last completed checkpoint.
@@ -116,6 +133,8 @@ pub struct Coordinator {
     stopping: bool,
     stop_at: Arc<AtomicU64>,
     stats: Arc<Mutex<CheckpointStats>>,
+    /// The pending checkpoint as last shown in `stats`: (id, acks missing).
+    shown: Option<(u64, usize)>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -166,6 +185,7 @@ impl Coordinator {
             stop_at: Arc::new(AtomicU64::new(0)),
             store,
             stats: Arc::new(Mutex::new(CheckpointStats { restored_from, ..Default::default() })),
+            shown: None,
         }
     }
 
@@ -251,6 +271,23 @@ impl Coordinator {
                 self.start(if savepoint { Kind::Savepoint } else { Kind::Checkpoint });
             }
         }
+        self.show_pending();
+    }
+
+    /// Copies the pending checkpoint, and the tasks it still waits for,
+    /// into the statistics when that changed (not on every poll).
+    fn show_pending(&mut self) {
+        let now = self.pending.as_ref().map(|p| (p.id, p.remaining));
+        if now == self.shown {
+            return;
+        }
+        self.shown = now;
+        self.stats.lock().expect("stats lock").pending = self.pending.as_ref().map(|p| PendingCheckpoint {
+            id: p.id,
+            savepoint: p.kind == Kind::Savepoint,
+            started: p.started,
+            waiting: p.acked.iter().enumerate().filter(|(_, a)| !**a).map(|(t, _)| t).collect(),
+        });
     }
 
     fn start(&mut self, kind: Kind) {

@@ -38,6 +38,7 @@ pub mod reload;
 pub mod report;
 mod run;
 mod vault;
+pub mod waiting;
 
 pub use config::{
     find_plugin, list_plugins, ByteSize, ConfigError, ConfigErrors, DurationStr, LimitsConfig, LoadOptions, NetworkConfig, OnError,

@@ -416,6 +416,7 @@ impl Task {
     }
 
     fn run_gate(&mut self, gate: &InputGate) -> Result<(), TaskError> {
+        let _ = self.metrics.in_records.set(gate.records_counter());
         let channels = gate.channels as usize;
         let mut input = GateInput {
             finished: vec![false; channels],
@@ -438,7 +439,7 @@ impl Task {
                     r
                 }
             };
-            self.metrics.in_queued.store(gate.queued() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.in_queued.store(gate.queued() as u64, Ordering::Relaxed);
             match received {
                 Received::Message(env) => self.on_message(env, &mut input)?,
                 Received::Timeout => self.stages_idle()?,
