@@ -321,6 +321,9 @@ pub struct Partitioner {
     next: usize,
     /// The vertex whose output this is (for messages).
     producer: String,
+    /// `(wanted, taken)`: the producer may take its pool's overdraft while
+    /// `wanted > taken` (an unaligned checkpoint it has not taken yet).
+    urgent: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
 }
 
 impl Partitioner {
@@ -329,7 +332,12 @@ impl Partitioner {
     /// pool is target i).
     pub fn new(producer: &str, strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, pool: BufferPool) -> Self {
         let writers = targets.iter().map(|_| None).collect();
-        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, producer: producer.to_owned() }
+        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, producer: producer.to_owned(), urgent: None }
+    }
+
+    /// Lets this output take its pool's overdraft while `wanted > taken`.
+    pub fn set_urgent(&mut self, wanted: Arc<AtomicU64>, taken: Arc<AtomicU64>) {
+        self.urgent = Some((wanted, taken));
     }
 
     /// The vertex whose output this is.
@@ -391,7 +399,14 @@ impl Partitioner {
     /// from the pool if none is free (backpressure).
     fn writable(&mut self, t: usize) -> Result<(), Disconnected> {
         if self.writers[t].is_none() {
-            let buf = self.pool.acquire(t, || self.targets[t].is_disconnected()).ok_or(Disconnected)?;
+            let target = &self.targets[t];
+            let buf = match &self.urgent {
+                Some((wanted, taken)) => {
+                    self.pool.acquire_urgent(t, || target.is_disconnected(), || wanted.load(Ordering::Acquire) > taken.load(Ordering::Acquire))
+                }
+                None => self.pool.acquire(t, || target.is_disconnected()),
+            }
+            .ok_or(Disconnected)?;
             self.writers[t] = Some((buf, 0));
         }
         Ok(())
@@ -550,7 +565,7 @@ mod tests {
     }
 
     fn pool(targets: usize, buffers: usize, size: usize) -> BufferPool {
-        BufferPool::new(PoolConfig { buffers, buffer_size: size, exclusive: 1 }, targets, Arc::default()).unwrap()
+        BufferPool::new(PoolConfig { buffers, buffer_size: size, exclusive: 1, overdraft: 0 }, targets, Arc::default()).unwrap()
     }
 
     #[test]
@@ -603,7 +618,7 @@ mod tests {
     fn an_exhausted_pool_blocks_the_producer_and_counts_backpressure() {
         let (s, g) = gate(1);
         let clock = Arc::new(WaitClock::default());
-        let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1 }, 1, clock.clone()).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, clock.clone()).unwrap();
         let cfg = BufferConfig { size: 64, timeout: Duration::ZERO, flush_on_idle: true };
         let mut p = Partitioner::new("op", Partitioning::Forward, vec![s.channel(0)], cfg, pool);
         let (b, n) = batch(&["x"]);
@@ -631,7 +646,7 @@ mod tests {
         for strategy in [Partitioning::Forward, Partitioning::Hash { max_parallelism: 128 }] {
             let (s, g) = gate(1);
             let cfg = BufferConfig { size: 64, timeout: Duration::from_secs(3600), flush_on_idle: true };
-            let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 64, exclusive: 1 }, 1, Arc::default()).unwrap();
+            let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, Arc::default()).unwrap();
             let mut p = Partitioner::new("op", strategy, vec![s.channel(0)], cfg, pool.clone());
             let mut w = BatchWriter::new();
             w.push(Some(b"a"), b"small", 0, &[]);

@@ -78,6 +78,29 @@ pub struct CheckpointSummary {
     /// A checkpoint that has been running for a while, and why it waits.
     #[serde(default)]
     pub waiting: Option<crate::waiting::CheckpointWait>,
+    /// Bytes of in-flight records the last one persisted (unaligned).
+    #[serde(default)]
+    pub last_inflight_bytes: Option<u64>,
+    /// The last completed ones, oldest first: the checkpoints table.
+    #[serde(default)]
+    pub recent: Vec<RecentCheckpoint>,
+}
+
+/// A completed checkpoint in [`CheckpointSummary::recent`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentCheckpoint {
+    /// Its id.
+    pub id: u64,
+    /// From trigger to completion, in milliseconds.
+    pub duration_ms: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Longest barrier alignment of any task, in milliseconds.
+    pub alignment_ms: u64,
+    /// Bytes of in-flight records it persisted.
+    pub inflight_bytes: u64,
+    /// Taken unaligned.
+    pub unaligned: bool,
 }
 
 impl From<&CheckpointStats> for CheckpointSummary {
@@ -92,6 +115,19 @@ impl From<&CheckpointStats> for CheckpointSummary {
             last_alignment_ms: s.last.as_ref().map(|l| l.alignment.as_millis() as u64),
             restored_from: s.restored_from,
             waiting: None,
+            last_inflight_bytes: s.last.as_ref().map(|l| l.inflight_bytes),
+            recent: s
+                .recent
+                .iter()
+                .map(|l| RecentCheckpoint {
+                    id: l.id,
+                    duration_ms: l.duration.as_millis() as u64,
+                    bytes: l.bytes,
+                    alignment_ms: l.alignment.as_millis() as u64,
+                    inflight_bytes: l.inflight_bytes,
+                    unaligned: l.unaligned,
+                })
+                .collect(),
         }
     }
 }
@@ -318,7 +354,7 @@ fn waiting(p: &crate::checkpoints::PendingCheckpoint, monitor: &Monitor, bottlen
         .zip(&samples)
         .map(|(t, s)| crate::waiting::TaskFigures { chain: t.chain, name: &t.chain_name, subtask: t.subtask, queued_records: t.metrics.queued_records(), rate: s.records_in })
         .collect();
-    crate::waiting::explain(p, &monitor.graph(), &figures, bottleneck, false)
+    crate::waiting::explain(p, &monitor.graph(), &figures, bottleneck, p.unaligned_mode)
 }
 
 /// Detaches its handle from the run when dropped (whatever way the run ends).

@@ -154,7 +154,7 @@ mod tests {
     }
 
     fn pending(waiting: Vec<usize>, waited: Duration, savepoint: bool) -> PendingCheckpoint {
-        PendingCheckpoint { id: 7, savepoint, started: Instant::now() - waited, waiting }
+        PendingCheckpoint { id: 7, savepoint, started: Instant::now() - waited, waiting, unaligned_mode: false }
     }
 
     #[test]
