@@ -180,6 +180,18 @@ pub fn succeed(cmd: &mut Command) -> String {
     stderr
 }
 
+/// The contents of the `part-*` files of a file sink's directory, in
+/// file name (subtask) order.
+pub fn part_files(dir: &Path) -> Vec<Vec<u8>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("output directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-")))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| std::fs::read(p).expect("read output")).collect()
+}
+
 /// The compile cache shared by all tests (compiling is the slow part).
 pub fn cache_dir() -> PathBuf {
     repo().join("target/weir-test-cache")

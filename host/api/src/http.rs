@@ -360,6 +360,8 @@ async fn checkpoints(State(app): State<App>, Path(name): Path<String>) -> ApiRes
                 "kind": if c.kind == weir_checkpoint::Kind::Savepoint { "savepoint" } else { "checkpoint" },
                 "completed_at_ms": c.completed_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
                 "bytes": c.bytes,
+                "inflight_bytes": c.inflight_bytes,
+                "alignment_ms": stats.as_ref().and_then(|s| s.recent.iter().find(|r| r.id == c.id)).map(|r| r.alignment_ms),
             }));
         }
     }

@@ -127,11 +127,11 @@ function drawTables(detail, checkpoints) {
   cp.replaceChildren();
   for (const c of (checkpoints.history || []).slice().reverse()) {
     const tr = document.createElement("tr");
-    tr.innerHTML = `<td>${c.id}</td><td>${c.kind}</td><td>${new Date(c.completed_at_ms).toLocaleTimeString()}</td><td>${human(c.bytes)}B</td>`;
+    tr.innerHTML = `<td>${c.id}</td><td>${c.kind}</td><td>${new Date(c.completed_at_ms).toLocaleTimeString()}</td><td>${human(c.bytes)}B</td><td>${c.alignment_ms == null ? "" : c.alignment_ms + " ms"}</td><td>${c.inflight_bytes ? human(c.inflight_bytes) + "B" : ""}</td>`;
     cp.appendChild(tr);
   }
   const s = checkpoints.stats;
-  $("#checkpoint-stats").textContent = s ? `${s.completed} complete, ${s.failed} failed in this run` + (s.last_id ? `; last #${s.last_id} took ${s.last_duration_ms} ms` : "") : "";
+  $("#checkpoint-stats").textContent = s ? `${s.completed} complete, ${s.failed} failed in this run` + (s.last_id ? `; last #${s.last_id} took ${s.last_duration_ms} ms` : "") + (s.waiting ? `; ${s.waiting.sentence}` : "") : "";
   const pl = $("#plugins tbody");
   pl.replaceChildren();
   for (const p of (status && status.plugins) || []) {

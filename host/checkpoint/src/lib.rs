@@ -83,6 +83,9 @@ pub struct CheckpointInfo {
     pub completed_at: SystemTime,
     /// The size of all its files, manifest included, in bytes.
     pub bytes: u64,
+    /// The size of its in-flight files (`*.inflight`: records an unaligned
+    /// barrier overtook), in bytes.
+    pub inflight_bytes: u64,
 }
 
 /// A checkpoint directory found on disk.
@@ -164,11 +167,17 @@ impl CheckpointStore {
                     .and_then(|m| m.modified())
                     .map_err(StoreError::io("read metadata of", &manifest))?;
                 let mut bytes = 0;
+                let mut inflight_bytes = 0;
                 for f in fs::read_dir(&e.dir).map_err(StoreError::io("list directory", &e.dir))? {
-                    let meta = f.and_then(|f| f.metadata()).map_err(StoreError::io("list directory", &e.dir))?;
-                    bytes += if meta.is_file() { meta.len() } else { 0 };
+                    let f = f.map_err(StoreError::io("list directory", &e.dir))?;
+                    let meta = f.metadata().map_err(StoreError::io("list directory", &e.dir))?;
+                    let len = if meta.is_file() { meta.len() } else { 0 };
+                    bytes += len;
+                    if f.file_name().to_string_lossy().ends_with(".inflight") {
+                        inflight_bytes += len;
+                    }
                 }
-                Ok(CheckpointInfo { id: e.id, kind: e.kind, dir: e.dir, completed_at, bytes })
+                Ok(CheckpointInfo { id: e.id, kind: e.kind, dir: e.dir, completed_at, bytes, inflight_bytes })
             })
             .collect()
     }
@@ -399,6 +408,7 @@ impl CheckpointWriter {
             dir: self.dir.clone(),
             completed_at: SystemTime::now(),
             bytes,
+            inflight_bytes: manifest.files.iter().filter(|f| f.name.ends_with(".inflight")).map(|f| f.bytes).sum(),
         })
     }
 

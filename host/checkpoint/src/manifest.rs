@@ -131,8 +131,7 @@ impl Manifest {
     pub(crate) fn unlisted_state_file(&self) -> Option<String> {
         self.vertices.iter().find_map(|v| {
             v.subtasks.iter().find_map(|s| {
-                let f = s.state_file.as_deref()?;
-                self.file(f).is_none().then(|| {
+                [s.state_file.as_deref(), s.inflight_file.as_deref()].into_iter().flatten().find(|f| self.file(f).is_none()).map(|f| {
                     format!(
                         "vertex {} subtask {} refers to state file {f}, which is not in the manifest's file list",
                         v.name, s.subtask
@@ -185,6 +184,12 @@ pub struct SubtaskState {
     /// A sink's pre-committed transactions, to commit or abort on restore.
     #[serde(default)]
     pub committables: Vec<Committable>,
+    /// The records an unaligned checkpoint's barrier overtook on their way
+    /// to this subtask (its input channels), replayed before new input on
+    /// restore: a file of `(key group, record)` pairs like an async
+    /// operator's in-flight records, checksummed like every file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflight_file: Option<String>,
 }
 
 /// A sink transaction pre-committed for a checkpoint.

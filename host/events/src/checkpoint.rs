@@ -26,6 +26,10 @@ pub struct CheckpointCompleted<'a> {
     pub alignment: Duration,
     /// Longest time a task stopped its data flow for its snapshot.
     pub sync: Duration,
+    /// Bytes of records in flight it persisted (unaligned checkpoints).
+    pub inflight_bytes: u64,
+    /// Taken unaligned: barriers overtook the queued buffers.
+    pub unaligned: bool,
     /// Its directory.
     pub dir: &'a Path,
 }
@@ -40,6 +44,8 @@ impl Event for CheckpointCompleted<'_> {
             duration_ms = ms(self.duration),
             alignment_ms = ms(self.alignment),
             sync_ms = ms(self.sync),
+            inflight_bytes = self.inflight_bytes,
+            unaligned = self.unaligned,
             dir = %self.dir.display(),
             "{} complete{}",
             if self.savepoint { "savepoint" } else { "checkpoint" },
@@ -56,6 +62,9 @@ impl Event for CheckpointCompleted<'_> {
         metric::CHECKPOINT_LAST_ALIGNMENT
             .gauge(&p)
             .set(self.alignment.as_secs_f64() * 1e3);
+        metric::CHECKPOINT_LAST_INFLIGHT
+            .gauge(&p)
+            .set(self.inflight_bytes as f64);
         metric::CHECKPOINTS_COMPLETED.counter(&p).increment(1);
     }
 }

@@ -148,6 +148,9 @@ table! {
     CHECKPOINT_LAST_ALIGNMENT: "weir_checkpoint_last_alignment_ms", Gauge, ["pipeline"],
         "its longest barrier alignment in any task";
     /// [`crate::CheckpointCompleted`].
+    CHECKPOINT_LAST_INFLIGHT: "weir_checkpoint_last_inflight_bytes", Gauge, ["pipeline"],
+        "bytes of in-flight records it persisted (unaligned checkpoints; 0 when aligned)";
+    /// [`crate::CheckpointCompleted`].
     CHECKPOINTS_COMPLETED: "weir_checkpoints_completed_total", Counter, ["pipeline"],
         "checkpoints completed in this run";
     /// [`crate::CheckpointFailed`].

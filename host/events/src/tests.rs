@@ -18,6 +18,8 @@ fn every_event_counts_what_the_table_says() {
             bytes: 100,
             duration: Duration::from_millis(20),
             alignment: Duration::from_millis(3),
+            inflight_bytes: 0,
+            unaligned: false,
             sync: Duration::ZERO,
             dir,
         });

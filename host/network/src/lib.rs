@@ -74,6 +74,9 @@ pub struct InputGate {
     /// Number of upstream channels.
     pub channels: u32,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Records sent to the gate and not yet received (one atomic add per
+    /// buffer, none per record): what a barrier queued now waits behind.
+    records: Arc<AtomicU64>,
 }
 
 impl Drop for InputGate {
@@ -100,7 +103,8 @@ impl std::error::Error for Disconnected {}
 pub fn gate(channels: u32) -> (GateSender, InputGate) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    (GateSender { tx, closed: closed.clone() }, InputGate { rx, channels, closed })
+    let records = Arc::new(AtomicU64::new(0));
+    (GateSender { tx, closed: closed.clone(), records: records.clone() }, InputGate { rx, channels, closed, records })
 }
 
 /// Cloneable sending side of an input gate.
@@ -108,12 +112,13 @@ pub fn gate(channels: u32) -> (GateSender, InputGate) {
 pub struct GateSender {
     tx: Sender<Envelope>,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    records: Arc<AtomicU64>,
 }
 
 impl GateSender {
     /// The sender for upstream channel `channel`.
     pub fn channel(&self, channel: u32) -> OutputChannel {
-        OutputChannel { tx: self.tx.clone(), channel, closed: self.closed.clone() }
+        OutputChannel { tx: self.tx.clone(), channel, closed: self.closed.clone(), records: self.records.clone() }
     }
 }
 
@@ -132,7 +137,7 @@ impl InputGate {
     /// Waits for the next message for at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Received {
         match self.rx.recv_timeout(timeout) {
-            Ok(e) => Received::Message(e),
+            Ok(e) => Received::Message(self.received(e)),
             Err(RecvTimeoutError::Timeout) => Received::Timeout,
             Err(RecvTimeoutError::Disconnected) => Received::Disconnected,
         }
@@ -140,12 +145,29 @@ impl InputGate {
 
     /// The next message if one is waiting.
     pub fn try_recv(&self) -> Option<Envelope> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(|e| self.received(e))
+    }
+
+    fn received(&self, e: Envelope) -> Envelope {
+        if let Message::Data { records, .. } = &e.msg {
+            self.records.fetch_sub(u64::from(*records), Ordering::Relaxed);
+        }
+        e
     }
 
     /// Messages waiting in the gate.
     pub fn queued(&self) -> usize {
         self.rx.len()
+    }
+
+    /// Records waiting in the gate (sent, not yet received).
+    pub fn queued_records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// The live counter behind [`InputGate::queued_records`], for metrics.
+    pub fn records_counter(&self) -> Arc<AtomicU64> {
+        self.records.clone()
     }
 }
 
@@ -193,12 +215,18 @@ pub struct OutputChannel {
     tx: Sender<Envelope>,
     channel: u32,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    records: Arc<AtomicU64>,
 }
 
 impl OutputChannel {
     /// Sends a message (never blocks: buffers, not the channel, are bounded).
     pub fn send(&self, msg: Message) -> Result<(), Disconnected> {
-        self.tx.send(Envelope { channel: self.channel, msg }).map_err(|_| Disconnected)
+        let records = if let Message::Data { records, .. } = &msg { u64::from(*records) } else { 0 };
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.tx.send(Envelope { channel: self.channel, msg }).map_err(|_| {
+            self.records.fetch_sub(records, Ordering::Relaxed);
+            Disconnected
+        })
     }
 
     /// True when the receiving task is gone.
@@ -293,6 +321,9 @@ pub struct Partitioner {
     next: usize,
     /// The vertex whose output this is (for messages).
     producer: String,
+    /// `(wanted, taken)`: the producer may take its pool's overdraft while
+    /// `wanted > taken` (an unaligned checkpoint it has not taken yet).
+    urgent: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
 }
 
 impl Partitioner {
@@ -301,7 +332,12 @@ impl Partitioner {
     /// pool is target i).
     pub fn new(producer: &str, strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, pool: BufferPool) -> Self {
         let writers = targets.iter().map(|_| None).collect();
-        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, producer: producer.to_owned() }
+        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, producer: producer.to_owned(), urgent: None }
+    }
+
+    /// Lets this output take its pool's overdraft while `wanted > taken`.
+    pub fn set_urgent(&mut self, wanted: Arc<AtomicU64>, taken: Arc<AtomicU64>) {
+        self.urgent = Some((wanted, taken));
     }
 
     /// The vertex whose output this is.
@@ -363,7 +399,14 @@ impl Partitioner {
     /// from the pool if none is free (backpressure).
     fn writable(&mut self, t: usize) -> Result<(), Disconnected> {
         if self.writers[t].is_none() {
-            let buf = self.pool.acquire(t, || self.targets[t].is_disconnected()).ok_or(Disconnected)?;
+            let target = &self.targets[t];
+            let buf = match &self.urgent {
+                Some((wanted, taken)) => {
+                    self.pool.acquire_urgent(t, || target.is_disconnected(), || wanted.load(Ordering::Acquire) > taken.load(Ordering::Acquire))
+                }
+                None => self.pool.acquire(t, || target.is_disconnected()),
+            }
+            .ok_or(Disconnected)?;
             self.writers[t] = Some((buf, 0));
         }
         Ok(())
@@ -522,7 +565,7 @@ mod tests {
     }
 
     fn pool(targets: usize, buffers: usize, size: usize) -> BufferPool {
-        BufferPool::new(PoolConfig { buffers, buffer_size: size, exclusive: 1 }, targets, Arc::default()).unwrap()
+        BufferPool::new(PoolConfig { buffers, buffer_size: size, exclusive: 1, overdraft: 0 }, targets, Arc::default()).unwrap()
     }
 
     #[test]
@@ -575,7 +618,7 @@ mod tests {
     fn an_exhausted_pool_blocks_the_producer_and_counts_backpressure() {
         let (s, g) = gate(1);
         let clock = Arc::new(WaitClock::default());
-        let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1 }, 1, clock.clone()).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, clock.clone()).unwrap();
         let cfg = BufferConfig { size: 64, timeout: Duration::ZERO, flush_on_idle: true };
         let mut p = Partitioner::new("op", Partitioning::Forward, vec![s.channel(0)], cfg, pool);
         let (b, n) = batch(&["x"]);
@@ -603,7 +646,7 @@ mod tests {
         for strategy in [Partitioning::Forward, Partitioning::Hash { max_parallelism: 128 }] {
             let (s, g) = gate(1);
             let cfg = BufferConfig { size: 64, timeout: Duration::from_secs(3600), flush_on_idle: true };
-            let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 64, exclusive: 1 }, 1, Arc::default()).unwrap();
+            let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, Arc::default()).unwrap();
             let mut p = Partitioner::new("op", strategy, vec![s.channel(0)], cfg, pool.clone());
             let mut w = BatchWriter::new();
             w.push(Some(b"a"), b"small", 0, &[]);

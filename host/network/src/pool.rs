@@ -9,6 +9,13 @@
 //! channel can ever hold ([`BufferPool::max_buffer`]) is refused. Normal
 //! records never reach `reserve`: the hot path takes one credit per buffer,
 //! as before.
+//!
+//! A pool may keep a few floating credits as *overdraft* (Flink's overdraft
+//! buffers, FLIP-227): only a producer that says it is urgent takes them.
+//! A task blocked on a full output in the middle of a batch cannot take an
+//! unaligned checkpoint until the batch is out; the overdraft lets it
+//! finish the batch so that its barrier can overtake the queues. The
+//! overdraft is part of the pool, so memory stays within `network.memory`.
 
 use crate::WaitClock;
 use std::ops::Deref;
@@ -24,6 +31,8 @@ pub struct PoolConfig {
     pub buffer_size: usize,
     /// Buffers reserved for each downstream channel; the rest float.
     pub exclusive: usize,
+    /// Floating buffers only an urgent producer may take (0: none).
+    pub overdraft: usize,
 }
 
 /// A buffer could not be given room for a record.
@@ -64,9 +73,10 @@ struct State {
 }
 
 impl State {
-    /// Credits channel `channel` could take now.
-    fn available(&self, inner: &Inner, channel: usize) -> usize {
-        (inner.config.exclusive - self.held[channel]) + (inner.floating - self.floating_held)
+    /// Credits channel `channel` could take now; the overdraft only when `urgent`.
+    fn available(&self, inner: &Inner, channel: usize, urgent: bool) -> usize {
+        let reserve = if urgent { 0 } else { inner.config.overdraft };
+        (inner.config.exclusive - self.held[channel]) + (inner.floating - self.floating_held).saturating_sub(reserve)
     }
 
     /// Takes `n` credits for `channel` (exclusive first); returns how many
@@ -112,19 +122,25 @@ impl BufferPool {
     /// exclusive buffers and no floating buffer is free. `gone` is polled
     /// while waiting; `None` means the consumer went away.
     pub fn acquire(&self, channel: usize, gone: impl Fn() -> bool) -> Option<Buffer> {
+        self.acquire_urgent(channel, gone, || false)
+    }
+
+    /// [`BufferPool::acquire`], which may take the overdraft while
+    /// `urgent` (polled while waiting) is true.
+    pub fn acquire_urgent(&self, channel: usize, gone: impl Fn() -> bool, urgent: impl Fn() -> bool) -> Option<Buffer> {
         let inner = &self.inner;
-        let mut st = self.wait_for(channel, 1, &gone)?;
+        let mut st = self.wait_for(channel, 1, &gone, &urgent)?;
         let floating = st.take(inner, channel, 1);
         let data = st.free.pop().unwrap_or_else(|| Vec::with_capacity(inner.config.buffer_size));
         Some(Buffer { data, pool: Some(self.inner.clone()), channel, exclusive: 1 - floating, floating })
     }
 
     /// Waits until `channel` can take `n` credits; `None` when `gone`.
-    fn wait_for(&self, channel: usize, n: usize, gone: &impl Fn() -> bool) -> Option<std::sync::MutexGuard<'_, State>> {
+    fn wait_for(&self, channel: usize, n: usize, gone: &impl Fn() -> bool, urgent: &impl Fn() -> bool) -> Option<std::sync::MutexGuard<'_, State>> {
         let inner = &self.inner;
         let mut st = inner.state.lock().expect("pool lock");
         let mut waiting = false;
-        while st.available(inner, channel) < n {
+        while st.available(inner, channel, inner.config.overdraft > 0 && urgent()) < n {
             if gone() {
                 if waiting {
                     inner.clock.end_wait();
@@ -162,7 +178,7 @@ impl BufferPool {
         let need = bytes.div_ceil(self.inner.config.buffer_size);
         let held = buf.exclusive + buf.floating;
         if need > held {
-            let mut st = self.wait_for(buf.channel, need - held, &gone).ok_or(ReserveError::Gone)?;
+            let mut st = self.wait_for(buf.channel, need - held, &gone, &|| false).ok_or(ReserveError::Gone)?;
             let floating = st.take(&self.inner, buf.channel, need - held);
             buf.floating += floating;
             buf.exclusive += need - held - floating;
@@ -246,7 +262,7 @@ mod tests {
     #[test]
     fn exclusive_then_floating_then_wait() {
         let clock = Arc::new(WaitClock::default());
-        let pool = BufferPool::new(PoolConfig { buffers: 5, buffer_size: 16, exclusive: 2 }, 2, clock).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 5, buffer_size: 16, exclusive: 2, overdraft: 0 }, 2, clock).unwrap();
         let a: Vec<Buffer> = (0..3).map(|_| pool.acquire(0, || false).unwrap()).collect();
         // Channel 0 took its 2 exclusive buffers and the only floating one;
         // channel 1 still has its exclusive ones.
@@ -264,7 +280,7 @@ mod tests {
     /// records. Now a large buffer holds a credit per `buffer_size` bytes.
     #[test]
     fn a_buffer_grown_for_a_large_record_holds_credits_for_its_bytes() {
-        let pool = BufferPool::new(PoolConfig { buffers: 6, buffer_size: 16, exclusive: 2 }, 2, Arc::default()).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 6, buffer_size: 16, exclusive: 2, overdraft: 0 }, 2, Arc::default()).unwrap();
         // Channel 0 may use its 2 exclusive and the 2 floating credits: 64 bytes.
         assert_eq!(pool.max_buffer(), 64);
         let mut big = pool.acquire(0, || false).unwrap();
@@ -286,9 +302,22 @@ mod tests {
         assert!(again.data.capacity() <= 16, "a grown buffer is not kept grown");
     }
 
+    /// Issue 17: the overdraft is kept for an urgent producer (one that
+    /// must finish its batch to take an unaligned checkpoint).
+    #[test]
+    fn only_an_urgent_producer_takes_the_overdraft() {
+        let pool = BufferPool::new(PoolConfig { buffers: 4, buffer_size: 16, exclusive: 1, overdraft: 2 }, 1, Arc::default()).unwrap();
+        let a: Vec<Buffer> = (0..2).map(|_| pool.acquire(0, || false).unwrap()).collect();
+        assert!(pool.acquire(0, || true).is_none(), "the overdraft is not for a normal wait");
+        let b: Vec<Buffer> = (0..2).map(|_| pool.acquire_urgent(0, || false, || true).unwrap()).collect();
+        assert_eq!(pool.in_use(), 4);
+        assert!(pool.acquire_urgent(0, || true, || true).is_none(), "the pool is still bounded");
+        drop((a, b));
+    }
+
     #[test]
     fn too_small_a_pool_is_refused_with_the_memory_needed() {
-        let e = BufferPool::new(PoolConfig { buffers: 3, buffer_size: 1024, exclusive: 2 }, 2, Arc::default()).unwrap_err();
+        let e = BufferPool::new(PoolConfig { buffers: 3, buffer_size: 1024, exclusive: 2, overdraft: 0 }, 2, Arc::default()).unwrap_err();
         assert_eq!(e.needed, 4096);
     }
 }

@@ -42,6 +42,30 @@ pub struct CheckpointStats {
     pub last: Option<LastCheckpoint>,
     /// The checkpoint this run resumed from.
     pub restored_from: Option<u64>,
+    /// The checkpoint running now, if any.
+    pub pending: Option<PendingCheckpoint>,
+    /// The last completed ones, oldest first (at most [`RECENT`]).
+    pub recent: VecDeque<LastCheckpoint>,
+}
+
+/// How many completed checkpoints [`CheckpointStats::recent`] keeps.
+pub const RECENT: usize = 20;
+
+/// A checkpoint that has been triggered and is not complete yet: what
+/// [`crate::waiting::explain`] needs to say why it waits.
+#[derive(Debug, Clone)]
+pub struct PendingCheckpoint {
+    /// Its id.
+    pub id: u64,
+    /// A savepoint (always aligned).
+    pub savepoint: bool,
+    /// When it was triggered.
+    pub started: Instant,
+    /// Tasks (indices in the run's task list, which is also the metrics
+    /// registry's order) that have not acknowledged it yet.
+    pub waiting: Vec<usize>,
+    /// The pipeline takes unaligned checkpoints (`checkpoint.mode`).
+    pub unaligned_mode: bool,
 }
 
 /// The last completed checkpoint.
@@ -57,6 +81,10 @@ pub struct LastCheckpoint {
     pub alignment: Duration,
     /// Longest time a task stopped its data flow to take its snapshot.
     pub sync: Duration,
+    /// Bytes of in-flight records persisted (unaligned).
+    pub inflight_bytes: u64,
+    /// Taken unaligned.
+    pub unaligned: bool,
 }
 
 /// A request to write a savepoint; the answer is its directory.
@@ -82,6 +110,9 @@ struct Pending {
     alignment: Duration,
     sync: Duration,
     savepoint: Option<SavepointReply>,
+    /// Switched to unaligned (at trigger or after the aligned timeout).
+    unaligned: bool,
+    inflight_bytes: u64,
 }
 
 /// Coordinates the checkpoints of one run.
@@ -116,6 +147,14 @@ pub struct Coordinator {
     stopping: bool,
     stop_at: Arc<AtomicU64>,
     stats: Arc<Mutex<CheckpointStats>>,
+    /// The pending checkpoint as last shown in `stats`: (id, acks missing).
+    shown: Option<(u64, usize)>,
+    /// `checkpoint.mode = "unaligned"`.
+    unaligned_mode: bool,
+    /// `checkpoint.aligned-checkpoint-timeout`.
+    aligned_timeout: Duration,
+    /// The highest checkpoint the tasks take unaligned.
+    unaligned: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -166,6 +205,10 @@ impl Coordinator {
             stop_at: Arc::new(AtomicU64::new(0)),
             store,
             stats: Arc::new(Mutex::new(CheckpointStats { restored_from, ..Default::default() })),
+            shown: None,
+            unaligned_mode: p.checkpoint.mode == crate::config::CheckpointMode::Unaligned,
+            aligned_timeout: p.checkpoint.aligned_timeout,
+            unaligned: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -179,6 +222,7 @@ impl Coordinator {
             final_id: self.final_id.clone(),
             acks: self.acks_tx.clone(),
             stop_at: self.stop_at.clone(),
+            unaligned: self.unaligned.clone(),
         }
     }
 
@@ -245,12 +289,43 @@ impl Coordinator {
             let id = p.id;
             self.fail(id, format!("not complete after {:?} (checkpoint.timeout); a task is slow to align or to snapshot", self.timeout));
         }
+        // aligned-checkpoint-timeout: a checkpoint that started aligned and
+        // still runs goes unaligned (never a savepoint, never the final one).
+        if let Some(p) = self.pending.as_mut()
+            && self.unaligned_mode
+            && !p.unaligned
+            && !p.finished
+            && p.kind == Kind::Checkpoint
+            && now.duration_since(p.started) >= self.aligned_timeout
+        {
+            p.unaligned = true;
+            tracing::debug!(checkpoint = p.id, "switching the checkpoint to unaligned (checkpoint.aligned-checkpoint-timeout)");
+            self.unaligned.store(p.id, Ordering::Release);
+        }
         if self.pending.is_none() && self.final_id.get().is_none() {
             let savepoint = !self.savepoints.is_empty();
             if savepoint || self.stopping || !self.wanted.is_empty() || (self.interval.is_some() && now >= self.next_due) {
                 self.start(if savepoint { Kind::Savepoint } else { Kind::Checkpoint });
             }
         }
+        self.show_pending();
+    }
+
+    /// Copies the pending checkpoint, and the tasks it still waits for,
+    /// into the statistics when that changed (not on every poll).
+    fn show_pending(&mut self) {
+        let now = self.pending.as_ref().map(|p| (p.id, p.remaining));
+        if now == self.shown {
+            return;
+        }
+        self.shown = now;
+        self.stats.lock().expect("stats lock").pending = self.pending.as_ref().map(|p| PendingCheckpoint {
+            id: p.id,
+            savepoint: p.kind == Kind::Savepoint,
+            started: p.started,
+            waiting: p.acked.iter().enumerate().filter(|(_, a)| !**a).map(|(t, _)| t).collect(),
+            unaligned_mode: self.unaligned_mode,
+        });
     }
 
     fn start(&mut self, kind: Kind) {
@@ -259,11 +334,16 @@ impl Coordinator {
         match self.begin(id, kind, false) {
             Ok(mut p) => {
                 p.savepoint = savepoint;
-                self.pending = Some(p);
                 if self.stopping && self.stop_at.load(Ordering::Acquire) == 0 {
                     tracing::info!(pipeline = %self.pipeline, checkpoint = id, "stopping: the pipeline ends once this checkpoint is complete");
                     self.stop_at.store(id, Ordering::Release);
                 }
+                // Unaligned from the start: the tasks know before the barrier comes.
+                if kind == Kind::Checkpoint && self.unaligned_mode && self.aligned_timeout.is_zero() {
+                    p.unaligned = true;
+                    self.unaligned.store(id, Ordering::Release);
+                }
+                self.pending = Some(p);
                 tracing::debug!(checkpoint = id, "triggering checkpoint");
                 self.trigger.store(id, Ordering::Release);
             }
@@ -299,6 +379,8 @@ impl Coordinator {
             alignment: Duration::ZERO,
             sync: Duration::ZERO,
             savepoint: None,
+            unaligned: false,
+            inflight_bytes: 0,
         })
     }
 
@@ -358,6 +440,14 @@ impl Coordinator {
                         .collect();
                     None
                 }
+                StatePart::InFlight { vertex, channels } => {
+                    let name = format!("{}-{}.inflight", self.vertices[vertex].0, ack.subtask);
+                    let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
+                    s.inflight_file = Some(name.clone());
+                    p.inflight_bytes += channels.iter().map(|c| c.len() as u64).sum::<u64>();
+                    let max_parallelism = self.max_parallelism;
+                    Some(WriteJob::File { name, job: Box::new(move || inflight_file(&channels, max_parallelism)) })
+                }
                 StatePart::Stage { vertex, state: StageState::Operator { key_groups, job } } => {
                     let name = format!("{}-{}.state", self.vertices[vertex].0, ack.subtask);
                     let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
@@ -409,12 +499,19 @@ impl Coordinator {
                     duration,
                     alignment: p.alignment,
                     sync: p.sync,
+                    inflight_bytes: p.inflight_bytes,
+                    unaligned: p.unaligned,
                     dir: &info.dir,
                 });
                 {
                     let mut s = self.stats.lock().expect("stats lock");
                     s.completed += 1;
-                    s.last = Some(LastCheckpoint { id, duration, bytes: info.bytes, alignment: p.alignment, sync: p.sync });
+                    let last = LastCheckpoint { id, duration, bytes: info.bytes, alignment: p.alignment, sync: p.sync, inflight_bytes: p.inflight_bytes, unaligned: p.unaligned };
+                    s.recent.push_back(last.clone());
+                    if s.recent.len() > RECENT {
+                        s.recent.pop_front();
+                    }
+                    s.last = Some(last);
                 }
                 if let Some(reply) = p.savepoint {
                     let _ = reply.send(Ok(info.dir.clone()));
@@ -471,6 +568,26 @@ impl Coordinator {
     pub fn final_failed(&self) -> bool {
         self.final_failed
     }
+}
+
+/// The in-flight file of a subtask: its channels' records, channel after
+/// channel, each with its key group so a restore at another parallelism
+/// re-partitions them by key (the format of an async operator's in-flight
+/// records, [`weir_async::encode_snapshot`]). A record without a key goes
+/// with key group 0, where the hash partitioner sends it.
+fn inflight_file(channels: &[Vec<u8>], max_parallelism: u32) -> Result<Vec<u8>, String> {
+    let mut records = Vec::new();
+    for c in channels {
+        let mut frames = weir_format::Frames::new(c);
+        loop {
+            let start = frames.offset();
+            let Some(r) = frames.next() else { break };
+            let r = r.map_err(|e| format!("an in-flight buffer is malformed: {e}"))?;
+            let kg = r.key.map_or(0, |k| weir_format::keygroup::of(k, max_parallelism));
+            records.push((kg, &c[start..frames.offset()]));
+        }
+    }
+    Ok(weir_async::encode_snapshot(records.into_iter()))
 }
 
 fn empty(subtask: u32) -> SubtaskState {
@@ -589,6 +706,31 @@ impl Restore {
                 }
             };
             out.push(bytes);
+        }
+        Ok(out)
+    }
+
+    /// The records in flight to subtask `subtask` of vertex `name` (now at
+    /// `parallelism`) when the checkpoint was taken, in frame format: all
+    /// of its old subtasks' in-flight records of the key groups it owns
+    /// when its input is hash-partitioned (re-partitioned by key like any
+    /// record), else those of the old subtasks `j` with
+    /// `j % parallelism == subtask`. Each channel's records keep their order.
+    pub fn inflight_records(&self, name: &str, subtask: u32, parallelism: u32, by_key: bool, max_parallelism: u32) -> Result<Vec<u8>, String> {
+        let Some(v) = self.vertex(name) else { return Ok(Vec::new()) };
+        let owned = weir_format::keygroup::range(subtask, max_parallelism, parallelism);
+        let mut out = Vec::new();
+        for s in &v.subtasks {
+            let Some(file) = &s.inflight_file else { continue };
+            if !by_key && s.subtask % parallelism != subtask {
+                continue;
+            }
+            let bytes = self.checkpoint.read_file(file).map_err(|e| e.to_string())?;
+            for (kg, record) in weir_async::decode_snapshot(&bytes).map_err(|e| format!("{file}: {e}"))? {
+                if !by_key || owned.contains(&kg) {
+                    out.extend_from_slice(&record);
+                }
+            }
         }
         Ok(out)
     }

@@ -75,6 +75,32 @@ pub struct CheckpointSummary {
     pub last_alignment_ms: Option<u64>,
     /// The checkpoint this run resumed from.
     pub restored_from: Option<u64>,
+    /// A checkpoint that has been running for a while, and why it waits.
+    #[serde(default)]
+    pub waiting: Option<crate::waiting::CheckpointWait>,
+    /// Bytes of in-flight records the last one persisted (unaligned).
+    #[serde(default)]
+    pub last_inflight_bytes: Option<u64>,
+    /// The last completed ones, oldest first: the checkpoints table.
+    #[serde(default)]
+    pub recent: Vec<RecentCheckpoint>,
+}
+
+/// A completed checkpoint in [`CheckpointSummary::recent`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentCheckpoint {
+    /// Its id.
+    pub id: u64,
+    /// From trigger to completion, in milliseconds.
+    pub duration_ms: u64,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Longest barrier alignment of any task, in milliseconds.
+    pub alignment_ms: u64,
+    /// Bytes of in-flight records it persisted.
+    pub inflight_bytes: u64,
+    /// Taken unaligned.
+    pub unaligned: bool,
 }
 
 impl From<&CheckpointStats> for CheckpointSummary {
@@ -88,6 +114,20 @@ impl From<&CheckpointStats> for CheckpointSummary {
             last_bytes: s.last.as_ref().map(|l| l.bytes),
             last_alignment_ms: s.last.as_ref().map(|l| l.alignment.as_millis() as u64),
             restored_from: s.restored_from,
+            waiting: None,
+            last_inflight_bytes: s.last.as_ref().map(|l| l.inflight_bytes),
+            recent: s
+                .recent
+                .iter()
+                .map(|l| RecentCheckpoint {
+                    id: l.id,
+                    duration_ms: l.duration.as_millis() as u64,
+                    bytes: l.bytes,
+                    alignment_ms: l.alignment.as_millis() as u64,
+                    inflight_bytes: l.inflight_bytes,
+                    unaligned: l.unaligned,
+                })
+                .collect(),
         }
     }
 }
@@ -257,11 +297,18 @@ impl RunHandle {
     pub fn status(&self) -> Option<LiveStatus> {
         let live = self.inner.live.lock().expect("handle lock");
         let live = live.as_ref()?;
-        Some(LiveStatus {
-            snapshot: live.monitor.snapshot(),
-            checkpoints: live.checkpoints.as_ref().map(|c| CheckpointSummary::from(&*c.lock().expect("stats lock"))),
-            plugins: self.plugins(),
-        })
+        let mut snapshot = live.monitor.snapshot();
+        let checkpoints = live.checkpoints.as_ref().map(|c| {
+            let stats = c.lock().expect("stats lock");
+            let mut summary = CheckpointSummary::from(&*stats);
+            summary.waiting = stats.pending.as_ref().and_then(|p| waiting(p, &live.monitor, snapshot.bottleneck.task.as_deref()));
+            summary
+        });
+        // The bottleneck sentence says it too: the first line users read.
+        if let Some(w) = checkpoints.as_ref().and_then(|c| c.waiting.as_ref()) {
+            snapshot.bottleneck.sentence = format!("{}; {}", snapshot.bottleneck.sentence, w.sentence);
+        }
+        Some(LiveStatus { snapshot, checkpoints, plugins: self.plugins() })
     }
 
     /// The last `seconds` seconds of every task, `None` when not running.
@@ -292,6 +339,22 @@ impl RunHandle {
     pub fn reload(&self) -> &crate::reload::ReloadHandle {
         &self.inner.reload
     }
+}
+
+/// Explains a pending checkpoint from the monitor's live figures.
+fn waiting(p: &crate::checkpoints::PendingCheckpoint, monitor: &Monitor, bottleneck: Option<&str>) -> Option<crate::waiting::CheckpointWait> {
+    if p.started.elapsed() < crate::waiting::REPORTED_AFTER {
+        return None;
+    }
+    let samples = monitor.tasks();
+    let figures: Vec<crate::waiting::TaskFigures<'_>> = monitor
+        .registry()
+        .tasks
+        .iter()
+        .zip(&samples)
+        .map(|(t, s)| crate::waiting::TaskFigures { chain: t.chain, name: &t.chain_name, subtask: t.subtask, queued_records: t.metrics.queued_records(), rate: s.records_in })
+        .collect();
+    crate::waiting::explain(p, &monitor.graph(), &figures, bottleneck, p.unaligned_mode)
 }
 
 /// Detaches its handle from the run when dropped (whatever way the run ends).

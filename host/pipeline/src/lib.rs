@@ -38,6 +38,7 @@ pub mod reload;
 pub mod report;
 mod run;
 mod vault;
+pub mod waiting;
 
 pub use config::{
     find_plugin, list_plugins, ByteSize, ConfigError, ConfigErrors, DurationStr, LimitsConfig, LoadOptions, NetworkConfig, OnError,
@@ -47,7 +48,7 @@ pub use weir_connector::registry::Registry;
 pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
 pub use reload::{OperatorVersion, ReloadEvent, ReloadHandle, ReloadStatus};
-pub use config::{CheckpointConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
+pub use config::{CheckpointConfig, CheckpointMode, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 pub use handle::{LiveStatus, PluginUse, PluginVersion, RunHandle};
 pub use report::{checkpoint_line, human};
 pub use run::{check_operators, load_plugins, run, Latency, LoadedPlugins, Phase, Progress, RunError, RunOptions, RunSummary, VertexSummary};

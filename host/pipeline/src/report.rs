@@ -27,6 +27,9 @@ pub fn checkpoint_summary_line(c: &CheckpointSummary) -> String {
         if let Some(ms) = c.last_alignment_ms {
             line.push_str(&format!(", alignment {ms} ms"));
         }
+        if let Some(bytes) = c.last_inflight_bytes.filter(|b| *b > 0) {
+            line.push_str(&format!(", in-flight {}B", human(bytes)));
+        }
     }
     if let Some(r) = c.restored_from {
         line.push_str(&format!("; resumed from #{r}"));

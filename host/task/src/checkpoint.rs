@@ -15,6 +15,26 @@
 //! stages ([`crate::Stage::checkpoint_complete`]), which is when sinks
 //! publish.
 //!
+//! An *unaligned* checkpoint (`checkpoint.mode = "unaligned"`, Flink's
+//! FLIP-76) does not wait for the barrier to reach the front of the
+//! queues. The coordinator marks the checkpoint unaligned
+//! ([`Checkpointing::unaligned`]), at once or after
+//! `aligned-checkpoint-timeout`; a task that has not taken it yet moves
+//! the messages waiting in its input gate into its own queue, and as soon
+//! as a barrier of that checkpoint is among them (or arrives), it takes the
+//! checkpoint there: the barrier overtakes every queued buffer. The
+//! buffers it overtook are *in flight*: the task snapshots its stages,
+//! forwards the barrier at once, and records ([`InFlight`]) the records
+//! still ahead of the barrier on every channel, those queued now and those
+//! that arrive on a channel before its own barrier does, while it goes on
+//! processing them. Once every open channel delivered its barrier the
+//! recording is complete and goes into the ack with the state. The
+//! alignment code is the same type: a checkpoint that started aligned and
+//! is switched to unaligned takes its held-back messages back in order.
+//! A restore feeds the recorded records to the task before any new input,
+//! re-partitioned by key when the parallelism changed. Savepoints are
+//! always aligned, as in Flink.
+//!
 //! A graceful stop rides on the same mechanism: the coordinator sets
 //! [`Checkpointing::stop_at`] to a checkpoint it triggers; once that one is
 //! complete every task commits it, shuts its stages down and ends, without
@@ -27,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use weir_connector::Committable;
-use weir_network::Envelope;
+use weir_network::{Envelope, Message};
 use weir_state::SnapshotJob;
 
 /// What one stage contributes to a checkpoint.
@@ -58,6 +78,14 @@ impl std::fmt::Debug for StageState {
 /// One part of a task's checkpoint state, tagged with its vertex.
 #[derive(Debug)]
 pub enum StatePart {
+    /// Records an unaligned barrier overtook, to replay before new input
+    /// on restore: per input channel, its records in frame format.
+    InFlight {
+        /// The task's head vertex (the one its input gate feeds).
+        vertex: usize,
+        /// Frames per input channel, in arrival order.
+        channels: Vec<Vec<u8>>,
+    },
     /// A source's position.
     Source {
         /// Vertex index in the plan.
@@ -112,6 +140,10 @@ pub struct Checkpointing {
     /// is complete, the task tells its stages (sinks commit), shuts them
     /// down and ends. 0: no stop requested.
     pub stop_at: Arc<AtomicU64>,
+    /// Highest checkpoint to take unaligned: its barrier overtakes the
+    /// queued buffers (set at trigger, or once the checkpoint ran longer
+    /// than `aligned-checkpoint-timeout`). Never a savepoint.
+    pub unaligned: Arc<AtomicU64>,
 }
 
 impl Checkpointing {
@@ -152,6 +184,11 @@ impl Aligner {
             held: (0..channels).map(|_| VecDeque::new()).collect(),
             current: None,
         }
+    }
+
+    /// The checkpoint being aligned, if a barrier of it has arrived.
+    pub fn aligning(&self) -> Option<u64> {
+        self.current.map(|(id, _)| id)
     }
 
     /// True when messages of `channel` must be held back.
@@ -206,10 +243,205 @@ impl Aligner {
     }
 }
 
+impl Aligner {
+    /// Starts unaligned checkpoint `id` at once. `queue` holds the
+    /// messages received and not yet processed, in arrival order, and
+    /// `ended` the channels whose input ended. Held-back messages of an
+    /// alignment of `id` in progress go back to the front of `queue` (they
+    /// follow their channel's barrier); the barriers of `id` in `queue`
+    /// are taken out, and the records ahead of each are recorded. The
+    /// returned [`InFlight`] records, as they are processed, the messages
+    /// of the channels whose barrier is still to come.
+    pub fn start_unaligned(&mut self, id: u64, queue: &mut VecDeque<Envelope>, ended: &[bool]) -> InFlight {
+        let channels = self.blocked.len();
+        let seen = self.blocked.clone();
+        let started = match self.current.take() {
+            Some((current, since)) if current == id => since,
+            _ => Instant::now(),
+        };
+        self.blocked.iter_mut().for_each(|b| *b = false);
+        for (i, env) in self.held.iter_mut().flat_map(|q| q.drain(..)).collect::<Vec<_>>().into_iter().enumerate() {
+            queue.insert(i, env);
+        }
+        let recording = (0..channels).map(|ch| !seen[ch] && !ended[ch]).collect();
+        let mut f = InFlight { id, recording, channels: vec![Vec::new(); channels], records: 0, started };
+        f.overtake(queue);
+        f
+    }
+}
+
+/// The in-flight records of an unaligned checkpoint, recorded channel by
+/// channel until each channel's barrier arrives (a channel that ends
+/// counts as arrived).
+#[derive(Debug)]
+pub struct InFlight {
+    /// The checkpoint.
+    pub id: u64,
+    /// Channels whose barrier is still to come.
+    pub recording: Vec<bool>,
+    /// Frames recorded per channel.
+    pub channels: Vec<Vec<u8>>,
+    /// Records recorded.
+    pub records: u64,
+    /// When the first barrier arrived.
+    pub started: Instant,
+}
+
+impl InFlight {
+    /// The barriers of this checkpoint in `queue` (received, not yet
+    /// processed) overtake what is ahead of them on their channel: that is
+    /// recorded, the barrier taken out, and the channel's recording ends.
+    /// Called whenever messages were moved out of the gate, so that the
+    /// checkpoint completes when the last barrier *arrives*, not when the
+    /// records queued ahead of it have been processed.
+    pub fn overtake(&mut self, queue: &mut VecDeque<Envelope>) {
+        let mut barrier = vec![false; self.recording.len()];
+        for env in queue.iter() {
+            if matches!(env.msg, Message::Barrier(b) if b == self.id) {
+                barrier[env.channel as usize] = true;
+            }
+        }
+        if !barrier.iter().zip(&self.recording).any(|(b, r)| *b && *r) {
+            return;
+        }
+        queue.retain(|env| {
+            let ch = env.channel as usize;
+            if !(barrier[ch] && self.recording[ch]) {
+                return true;
+            }
+            match &env.msg {
+                Message::Barrier(b) if *b == self.id => {
+                    self.recording[ch] = false;
+                    false
+                }
+                Message::Data { buf, records } => {
+                    self.channels[ch].extend_from_slice(buf);
+                    self.records += u64::from(*records);
+                    true
+                }
+                _ => true,
+            }
+        });
+    }
+
+    /// Looks at a message about to be processed: records its data if its
+    /// channel's barrier is still to come. Returns true when the message
+    /// is this checkpoint's barrier (consumed: not to be processed).
+    pub fn observe(&mut self, env: &Envelope) -> bool {
+        let ch = env.channel as usize;
+        match &env.msg {
+            Message::Barrier(b) if *b == self.id => {
+                self.recording[ch] = false;
+                true
+            }
+            Message::Data { buf, records } if self.recording[ch] => {
+                self.channels[ch].extend_from_slice(buf);
+                self.records += u64::from(*records);
+                false
+            }
+            Message::EndOfInput => {
+                self.recording[ch] = false;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// True once every channel delivered its barrier or ended.
+    pub fn complete(&self) -> bool {
+        !self.recording.iter().any(|r| *r)
+    }
+
+    /// Bytes recorded.
+    pub fn bytes(&self) -> u64 {
+        self.channels.iter().map(|c| c.len() as u64).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_network::Message;
+    use weir_network::{Buffer, Message};
+
+    fn data(channel: u32, bytes: &[u8]) -> Envelope {
+        Envelope { channel, msg: Message::Data { buf: Buffer::unpooled(bytes.to_vec()), records: 1 } }
+    }
+
+    fn names(queue: &VecDeque<Envelope>) -> Vec<String> {
+        queue
+            .iter()
+            .map(|e| match &e.msg {
+                Message::Data { buf, .. } => format!("{}:{}", e.channel, String::from_utf8_lossy(buf)),
+                Message::Barrier(b) => format!("{}:B{b}", e.channel),
+                Message::Watermark(w) => format!("{}:W{w}", e.channel),
+                Message::EndOfInput => format!("{}:end", e.channel),
+            })
+            .collect()
+    }
+
+    /// Issue 17: the barrier overtakes what is queued; the records ahead of
+    /// it on its channel are recorded, the other channels record until
+    /// their own barrier arrives, and nothing is recorded twice.
+    #[test]
+    fn an_unaligned_barrier_records_what_it_overtakes_once_per_channel() {
+        let mut a = Aligner::new(3);
+        let mut queue: VecDeque<Envelope> = VecDeque::from(vec![
+            data(0, b"a"),
+            data(1, b"x"),
+            data(0, b"b"),
+            env(0, Message::Barrier(5)),
+            data(0, b"c"),
+            data(1, b"y"),
+        ]);
+        let mut f = a.start_unaligned(5, &mut queue, &[false, false, true]);
+        assert_eq!(names(&queue), ["0:a", "1:x", "0:b", "0:c", "1:y"], "the barrier left the queue, the data stays to be processed");
+        assert_eq!(f.channels[0], b"ab", "ahead of channel 0's barrier");
+        assert_eq!(f.recording, [false, true, false], "channel 1's barrier is to come; channel 2 ended");
+        assert!(!f.complete());
+        // Processing the queue and what arrives records channel 1 only.
+        for _ in 0..2 {
+            let next = queue.pop_front().unwrap();
+            assert!(!f.observe(&next));
+        }
+        assert!(!f.observe(&data(1, b"x2")));
+        assert!(f.observe(&env(1, Message::Barrier(5))), "the barrier is consumed");
+        assert!(f.complete());
+        assert!(!f.observe(&data(1, b"after")));
+        assert_eq!(f.channels[1], b"xx2");
+        assert_eq!((f.records, f.bytes()), (4, 5));
+    }
+
+    /// Issue 17: a channel's barrier that arrives behind queued records
+    /// overtakes them too, so the checkpoint does not wait for them.
+    #[test]
+    fn a_later_barrier_overtakes_the_records_queued_ahead_of_it() {
+        let mut a = Aligner::new(2);
+        let mut queue = VecDeque::from(vec![data(1, b"x"), env(0, Message::Barrier(2))]);
+        let mut f = a.start_unaligned(2, &mut queue, &[false, false]);
+        assert_eq!(f.recording, [false, true]);
+        queue.extend([data(0, b"a"), data(1, b"y"), env(1, Message::Barrier(2)), data(1, b"z")]);
+        f.overtake(&mut queue);
+        assert!(f.complete());
+        assert_eq!(names(&queue), ["1:x", "0:a", "1:y", "1:z"]);
+        assert_eq!(f.channels[1], b"xy", "recorded once, in order, without being processed");
+        for e in queue.iter() {
+            assert!(!f.observe(e));
+        }
+        assert_eq!(f.channels[1], b"xy");
+    }
+
+    #[test]
+    fn an_alignment_switched_to_unaligned_gives_back_what_it_held() {
+        let mut a = Aligner::new(2);
+        assert_eq!(a.barrier(0, 3), None);
+        a.hold(data(0, b"after"));
+        let mut queue = VecDeque::from(vec![data(1, b"ahead"), data(0, b"later")]);
+        let f = a.start_unaligned(3, &mut queue, &[false, false]);
+        assert_eq!(names(&queue), ["0:after", "1:ahead", "0:later"]);
+        assert_eq!(f.recording, [false, true]);
+        assert!(f.channels.iter().all(Vec::is_empty));
+        assert!(!a.is_blocked(0), "nothing is held back any more");
+    }
 
     fn env(channel: u32, msg: Message) -> Envelope {
         Envelope { channel, msg }

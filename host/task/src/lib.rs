@@ -20,7 +20,7 @@ mod metrics;
 pub mod reload;
 mod stages;
 
-pub use checkpoint::{Ack, Aligner, Checkpointing, StageState, StatePart};
+pub use checkpoint::{Ack, Aligner, Checkpointing, InFlight, StageState, StatePart};
 pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
 pub use reload::{Probation, ReloadSlot, SwapAt, SwapReport};
 pub use stages::{ErrorPolicy, SinkStage, StageInfo, TIMER_CALLS_PER_ROUND, TIMER_OUTPUT_PER_ROUND, TIMER_REARM_LIMIT, TIMERS_PER_CALL, WasmStage};
@@ -182,6 +182,14 @@ pub struct Task {
     pub cancel: Arc<AtomicBool>,
     /// Bytes a source is asked for per poll (the network buffer size).
     pub batch_bytes: usize,
+    /// Records (frame format) an unaligned checkpoint restored from had in
+    /// flight to a stage of this task, by stage index: processed before
+    /// any new input. A stage that was a chain's head when the checkpoint
+    /// was taken may be chained behind another one now.
+    pub replay: Vec<(usize, Vec<u8>)>,
+    /// The latest checkpoint this task has taken (for its outputs'
+    /// overdraft, see [`Task::run`]).
+    pub taken: Arc<std::sync::atomic::AtomicU64>,
 }
 
 const MAX_WAIT: Duration = Duration::from_millis(100);
@@ -193,6 +201,13 @@ impl Task {
     /// Runs the task to the end of its input.
     pub fn run(mut self) -> Result<(), TaskError> {
         self.metrics.start();
+        if let Some(c) = &self.checkpoints {
+            // While an unaligned checkpoint waits for this task, a blocked
+            // output may take its pool's overdraft to finish the batch.
+            for p in &mut self.outputs {
+                p.set_urgent(c.unaligned.clone(), self.taken.clone());
+            }
+        }
         let result = match std::mem::replace(&mut self.input, TaskInput::Gate(weir_network::gate(0).1)) {
             TaskInput::Source { source, metrics, name, vertex } => {
                 self.run_source(source, &metrics, &name, vertex).and_then(|end| self.finish(end))
@@ -270,7 +285,16 @@ impl Task {
     /// Takes checkpoint `id` at this point of the stream: snapshots the
     /// stages, forwards the barrier, acknowledges.
     fn checkpoint(&mut self, id: u64, source: Option<(usize, Result<Vec<u8>, String>)>, alignment: Duration) -> Result<(), TaskError> {
+        let (result, sync) = self.snapshot_and_forward(id, source)?;
+        self.ack(id, false, result, alignment, sync);
+        Ok(())
+    }
+
+    /// Snapshots the stages and forwards the barrier of checkpoint `id`;
+    /// returns the state (or why there is none) and the time it took.
+    fn snapshot_and_forward(&mut self, id: u64, source: Option<(usize, Result<Vec<u8>, String>)>) -> Result<(Result<Vec<StatePart>, String>, Duration), TaskError> {
         let started = Instant::now();
+        self.taken.store(id, Ordering::Release);
         let mut parts = Vec::new();
         let mut failed = None;
         if let Some((vertex, position)) = source {
@@ -294,7 +318,81 @@ impl Task {
         if let Err(e) = &result {
             tracing::warn!(task = %self.name, checkpoint = id, "could not take its part of the checkpoint: {e}");
         }
-        self.ack(id, false, result, alignment, started.elapsed());
+        Ok((result, started.elapsed()))
+    }
+
+    /// Takes unaligned checkpoint `id` now, ahead of the messages in
+    /// `input.released` (see [`checkpoint`]): snapshot, barrier forwarded,
+    /// then the overtaken records are recorded until every channel's
+    /// barrier has arrived, and only then acknowledged.
+    fn start_unaligned(&mut self, id: u64, input: &mut GateInput) -> Result<(), TaskError> {
+        input.last_id = id;
+        let flight = input.aligner.start_unaligned(id, &mut input.released, &input.finished);
+        let (state, sync) = self.snapshot_and_forward(id, None)?;
+        input.inflight = Some(Unaligned { flight, state, sync });
+        self.finish_unaligned(input);
+        Ok(())
+    }
+
+    /// Acknowledges the unaligned checkpoint in progress once its
+    /// recording is complete.
+    fn finish_unaligned(&mut self, input: &mut GateInput) {
+        if !input.inflight.as_ref().is_some_and(|u| u.flight.complete()) {
+            return;
+        }
+        let Unaligned { flight, state, sync } = input.inflight.take().expect("checked");
+        let vertex = self.vertices.first().copied().unwrap_or_default();
+        let bytes = flight.bytes();
+        let state = state.map(|mut parts| {
+            if bytes > 0 {
+                parts.push(StatePart::InFlight { vertex, channels: flight.channels });
+            }
+            parts
+        });
+        tracing::debug!(task = %self.name, checkpoint = flight.id, records = flight.records, bytes, "unaligned checkpoint: in-flight records recorded");
+        self.ack(flight.id, false, state, flight.started.elapsed(), sync);
+    }
+
+    /// An unaligned checkpoint this task has not taken yet, if any: its
+    /// barrier may overtake what is queued.
+    fn unaligned_due(&self, input: &GateInput) -> Option<u64> {
+        let c = self.checkpoints.as_ref()?;
+        let id = c.unaligned.load(Ordering::Acquire);
+        let taken = input.last_id >= id && input.aligner.aligning() != Some(id);
+        (id > 0 && !taken && input.inflight.is_none()).then_some(id)
+    }
+
+    /// Processes the records restored in flight, before any new input,
+    /// in batches of about a network buffer.
+    fn replay(&mut self) -> Result<(), TaskError> {
+        for (from, replay) in std::mem::take(&mut self.replay) {
+            self.replay_into(from, &replay)?;
+        }
+        Ok(())
+    }
+
+    fn replay_into(&mut self, from: usize, replay: &[u8]) -> Result<(), TaskError> {
+        let mut start = 0;
+        let mut frames = weir_format::Frames::new(replay);
+        let mut n = 0;
+        loop {
+            let at = frames.offset();
+            let next = frames.next();
+            if next.is_none() || at - start >= self.batch_bytes {
+                if n > 0 {
+                    self.push(from, &replay[start..at], n)?;
+                }
+                start = at;
+                n = 0;
+            }
+            match next {
+                None => break,
+                Some(r) => {
+                    r.map_err(|e| TaskError::Stage(format!("{}: restored in-flight records are malformed: {e}", self.name)))?;
+                    n += 1;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -343,6 +441,7 @@ impl Task {
         // Positions of checkpoints not yet complete, oldest first: once one
         // completes, the source hears about it with its position.
         let mut positions: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+        self.replay()?;
         loop {
             self.cancelled()?;
             if let Some(c) = &self.checkpoints {
@@ -416,6 +515,7 @@ impl Task {
     }
 
     fn run_gate(&mut self, gate: &InputGate) -> Result<(), TaskError> {
+        let _ = self.metrics.in_records.set(gate.records_counter());
         let channels = gate.channels as usize;
         let mut input = GateInput {
             finished: vec![false; channels],
@@ -424,10 +524,29 @@ impl Task {
             watermark: i64::MIN,
             aligner: Aligner::new(channels),
             released: VecDeque::new(),
+            last_id: 0,
+            inflight: None,
         };
+        self.replay()?;
         while input.open > 0 {
             self.cancelled()?;
             self.notify_completed()?;
+            if let Some(u) = input.inflight.as_mut() {
+                // Recording: the remaining barriers overtake the queue too.
+                while let Some(env) = gate.try_recv() {
+                    input.released.push_back(env);
+                }
+                u.flight.overtake(&mut input.released);
+                self.finish_unaligned(&mut input);
+            } else if let Some(id) = self.unaligned_due(&input) {
+                // Look ahead: the barrier may be queued behind buffers.
+                while let Some(env) = gate.try_recv() {
+                    input.released.push_back(env);
+                }
+                if input.aligner.aligning() == Some(id) || input.released.iter().any(|e| matches!(e.msg, Message::Barrier(b) if b == id)) {
+                    self.start_unaligned(id, &mut input)?;
+                }
+            }
             let received = match input.released.pop_front().or_else(|| gate.try_recv()) {
                 Some(env) => Received::Message(env),
                 None => {
@@ -438,7 +557,7 @@ impl Task {
                     r
                 }
             };
-            self.metrics.in_queued.store(gate.queued() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.in_queued.store(gate.queued() as u64, Ordering::Relaxed);
             match received {
                 Received::Message(env) => self.on_message(env, &mut input)?,
                 Received::Timeout => self.stages_idle()?,
@@ -460,6 +579,19 @@ impl Task {
 
     fn on_message(&mut self, env: Envelope, input: &mut GateInput) -> Result<(), TaskError> {
         let ch = env.channel as usize;
+        if let Some(u) = input.inflight.as_mut() {
+            let barrier = u.flight.observe(&env);
+            self.finish_unaligned(input);
+            if barrier {
+                return Ok(());
+            }
+        } else if let Message::Barrier(id) = env.msg
+            && self.unaligned_due(input) == Some(id)
+        {
+            // An unaligned barrier at the front of the queue.
+            input.released.push_front(env);
+            return self.start_unaligned(id, input);
+        }
         if input.aligner.is_blocked(ch) {
             input.aligner.hold(env);
             return Ok(());
@@ -478,7 +610,10 @@ impl Task {
                 }
                 None
             }
-            Message::Barrier(id) => input.aligner.barrier(ch, id),
+            Message::Barrier(id) => {
+                input.last_id = input.last_id.max(id);
+                input.aligner.barrier(ch, id)
+            }
             Message::EndOfInput => {
                 if input.finished[ch] {
                     return Ok(());
@@ -671,8 +806,20 @@ struct GateInput {
     watermarks: Vec<i64>,
     watermark: i64,
     aligner: Aligner,
-    /// Messages held back during an alignment, to process before new ones.
+    /// Messages held back during an alignment, or moved out of the gate
+    /// to find an unaligned barrier, to process before new ones.
     released: VecDeque<Envelope>,
+    /// The latest checkpoint whose barrier this task has seen.
+    last_id: u64,
+    /// The unaligned checkpoint whose in-flight records are being recorded.
+    inflight: Option<Unaligned>,
+}
+
+/// An unaligned checkpoint taken, not yet acknowledged.
+struct Unaligned {
+    flight: InFlight,
+    state: Result<Vec<StatePart>, String>,
+    sync: Duration,
 }
 
 fn min_open(watermarks: &[i64], finished: &[bool]) -> i64 {

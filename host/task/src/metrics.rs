@@ -146,6 +146,10 @@ pub struct TaskMetrics {
     pub done: AtomicBool,
     /// Buffers waiting in the task's input gate (updated on every receive).
     pub in_queued: AtomicU64,
+    /// Records waiting in the task's input gate, live (the gate's own
+    /// counter, set when the task starts): what a barrier arriving now
+    /// would wait behind.
+    pub in_records: std::sync::OnceLock<Arc<AtomicU64>>,
     /// Buffers the upstream tasks may have in flight to this one.
     pub in_capacity: u64,
     /// The task's output buffer pools.
@@ -163,6 +167,7 @@ impl TaskMetrics {
             finished_ns: AtomicU64::new(0),
             done: AtomicBool::new(false),
             in_queued: AtomicU64::new(0),
+            in_records: std::sync::OnceLock::new(),
             in_capacity,
             out_pools,
         }
@@ -188,6 +193,11 @@ impl TaskMetrics {
             self.started.get().map_or(0, |s| s.elapsed().as_nanos() as u64)
         };
         (self.idle.total_ns(), self.backpressure.total_ns(), elapsed)
+    }
+
+    /// Records waiting in the input gate (0 for a source).
+    pub fn queued_records(&self) -> u64 {
+        self.in_records.get().map_or(0, |r| r.load(Ordering::Relaxed))
     }
 
     /// Fraction of the input buffers in use (0..=1).

@@ -27,7 +27,7 @@ use weir_connector::registry::Registry;
 
 pub use connectors::{SinkConfig, SourceConfig};
 pub use operators::{find_plugin, list_plugins, OnError, OperatorConfig, PartitionKind};
-pub use sections::{CheckpointConfig, LimitsConfig, NetworkConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
+pub use sections::{CheckpointConfig, CheckpointMode, LimitsConfig, NetworkConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]

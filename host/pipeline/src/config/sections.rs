@@ -51,6 +51,24 @@ pub struct CheckpointConfig {
     /// Where checkpoints go (relative to the pipeline file):
     /// `DIR/PIPELINE/ID/`.
     pub dir: PathBuf,
+    /// Whether barriers wait for the buffers queued ahead of them.
+    pub mode: CheckpointMode,
+    /// With `mode = "unaligned"`: start each checkpoint aligned and switch
+    /// it to unaligned once it has run this long (`ZERO`: unaligned at once).
+    pub aligned_timeout: Duration,
+}
+
+/// `checkpoint.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointMode {
+    /// A barrier waits behind the buffers queued ahead of it, and a task
+    /// with several inputs holds back the inputs whose barrier arrived
+    /// (Flink's aligned checkpoints).
+    #[default]
+    Aligned,
+    /// A barrier overtakes the queued buffers, which are persisted with the
+    /// checkpoint and replayed on restore (Flink's unaligned checkpoints).
+    Unaligned,
 }
 
 impl Default for CheckpointConfig {
@@ -61,6 +79,8 @@ impl Default for CheckpointConfig {
             min_pause: Duration::ZERO,
             retain: 3,
             dir: PathBuf::from("data/checkpoints"),
+            mode: CheckpointMode::Aligned,
+            aligned_timeout: Duration::ZERO,
         }
     }
 }
@@ -73,6 +93,8 @@ struct RawCheckpoint {
     min_pause: Option<DurationStr>,
     retain: Option<usize>,
     dir: Option<PathBuf>,
+    mode: Option<String>,
+    aligned_checkpoint_timeout: Option<DurationStr>,
 }
 
 /// Where operators keep keyed state.
@@ -248,6 +270,20 @@ pub(super) fn parse_checkpoint(value: Option<toml::Value>, base: &Path, errors: 
         }
         if let Some(d) = raw.dir {
             checkpoint.dir = d;
+        }
+        match raw.mode.as_deref() {
+            None | Some("aligned") => {}
+            Some("unaligned") => checkpoint.mode = CheckpointMode::Unaligned,
+            Some(other) => errors.push(ConfigError { path: "checkpoint.mode".into(), message: format!("must be \"aligned\" or \"unaligned\", got {other:?}") }),
+        }
+        if let Some(t) = raw.aligned_checkpoint_timeout {
+            if checkpoint.mode != CheckpointMode::Unaligned {
+                errors.push(ConfigError {
+                    path: "checkpoint.aligned-checkpoint-timeout".into(),
+                    message: "switches a checkpoint from aligned to unaligned, so it needs mode = \"unaligned\"".into(),
+                });
+            }
+            checkpoint.aligned_timeout = t.0;
         }
     }
     checkpoint.dir = base.join(&checkpoint.dir);

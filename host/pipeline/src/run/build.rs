@@ -102,8 +102,14 @@ impl Built {
                     None => TaskInput::Gate(gates.gates[ci][s as usize].take().expect("gate per subtask")),
                 };
                 task_entries.push(TaskEntry { chain_name: head.name.clone(), chain: ci, subtask: s, metrics: tm.clone() });
-                let vertices = chain.vertices.iter().copied().filter(|&v| !matches!(plan.vertices[v].kind, VertexKind::Source(_))).collect();
+                let vertices: Vec<usize> = chain.vertices.iter().copied().filter(|&v| !matches!(plan.vertices[v].kind, VertexKind::Source(_))).collect();
+                let replay = match restore {
+                    Some(r) => replay(r, p, plan, &vertices, s)?,
+                    None => Vec::new(),
+                };
                 tasks.push(Task {
+                    replay,
+                    taken: Arc::default(),
                     name: format!("{}[{s}]", head.name),
                     input,
                     stages,
@@ -143,6 +149,27 @@ impl Built {
     }
 }
 
+/// The records restored in flight to the stages `vertices` of subtask `s`,
+/// by stage index (see [`Restore::inflight_records`]).
+fn replay(r: &Restore, p: &Pipeline, plan: &Plan, vertices: &[usize], s: u32) -> Result<Vec<(usize, Vec<u8>)>, RunError> {
+    let mut out = Vec::new();
+    for (i, &v) in vertices.iter().enumerate() {
+        let vx = &plan.vertices[v];
+        let by_key = matches!(vx.input, Some((_, Partitioning::Hash { .. })));
+        let records = r
+            .inflight_records(&vx.name, s, vx.parallelism, by_key, p.max_parallelism)
+            .map_err(|e| RunError::setup(format!("{}: in-flight records of `{}`: {e}", r.checkpoint.dir.display(), vx.name)))?;
+        if !records.is_empty() {
+            out.push((i, records));
+        }
+    }
+    Ok(out)
+}
+
+/// Overdraft buffers per output pool with unaligned checkpoints (Flink's
+/// default), at most a quarter of its floating buffers.
+const OVERDRAFT: usize = 5;
+
 /// The output partitioners of subtask `s` of chain `ci`, one per consumer
 /// of the chain's last vertex, each with its own bounded buffer pool.
 fn outputs(
@@ -169,7 +196,15 @@ fn outputs(
         };
         let targets = targets.into_iter().map(|t| weir_network::throttle::arm(&plan.vertices[c].name, t)).collect::<Vec<_>>();
         let memory = p.network.memory.0 as usize / last.consumers.len();
-        let config = PoolConfig { buffers: memory / buffers.size, buffer_size: buffers.size, exclusive: p.network.exclusive_buffers };
+        let count = memory / buffers.size;
+        // Unaligned checkpoints: a few floating buffers are kept for a task
+        // that must finish its batch to take one (see weir_network's pool).
+        let overdraft = if p.checkpoint.mode == crate::config::CheckpointMode::Unaligned {
+            OVERDRAFT.min(count.saturating_sub(targets.len() * p.network.exclusive_buffers) / 4)
+        } else {
+            0
+        };
+        let config = PoolConfig { buffers: count, buffer_size: buffers.size, exclusive: p.network.exclusive_buffers, overdraft };
         let pool = BufferPool::new(config, targets.len(), clock.clone())
             .map_err(|e| RunError::setup(format!("{}: network: task `{}` cannot feed `{}`: {e}", p.file.display(), head.name, plan.vertices[c].name)))?;
         pools.push(pool.clone());
