@@ -1,7 +1,8 @@
 //! Operators in other languages: the JavaScript example of the README
 //! (sdk/js/errors-only.js), built into a component with componentize-js and
 //! run by weir like any plugin, and the bundled operators re-implemented
-//! with the Python and JavaScript SDKs (plugins/python, plugins/js).
+//! with the Python and JavaScript SDKs (plugins/python, plugins/js),
+//! including the async operator enrich-profile against real services.
 
 use std::process::Command;
 use std::time::Duration;
@@ -260,4 +261,99 @@ fn a_javascript_throw_is_reported_with_its_file_and_line() {
         "value.missing is undefined",
         &format!("(thrown at fixture-throw.js:{line} in process)"),
     ]);
+}
+
+/// Runs enrich-profile (`wasm`, any language) with `config` and `async`
+/// between a generator of 300 events and a file sink (dead letters to
+/// another); returns the output and dead-letter bytes.
+fn run_enrich(wasm: &std::path::Path, connections: &str, config: &str, async_table: &str) -> (Vec<u8>, Vec<u8>) {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    std::fs::copy(wasm, s.path("plugins/enrich_profile.wasm")).unwrap();
+    s.write(
+        "p.toml",
+        format!(
+            "plugin-dir = \"plugins\"\n[checkpoint]\ninterval = \"off\"\n[sources.events]\ntype = \"generator\"\ncount = 300\n{connections}\n\
+             [[operators]]\nname = \"enrich\"\nplugin = \"enrich-profile\"\nconfig = {config}\n\
+             async = {{ capacity = 4, dead-letter = \"failed\", {async_table} }}\n\
+             [sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n[sinks.failed]\ntype = \"file\"\npath = \"dead.jsonl\"\n"
+        ),
+    );
+    s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(600)).expect_code(0);
+    let read = |f: &str| std::fs::read(s.path(f)).unwrap_or_default();
+    (read("out.jsonl"), read("dead.jsonl"))
+}
+
+/// Issue 18: the async-operator world from JavaScript and Python.
+/// enrich-profile re-implemented with each SDK's AsyncOperator runs through
+/// weir against a real HTTP service (one lookup timing out: retried, then
+/// dead-lettered) and a real PostgreSQL cluster (key-value and SQL lookups,
+/// some without a profile), and writes the Rust plugin's output and dead
+/// letters byte for byte.
+#[test]
+fn async_operators_in_javascript_and_python_match_the_rust_one_against_real_services() {
+    use weir_test_support::delay_server::DelayServer;
+    use weir_test_support::postgres::TempCluster;
+    let components = [
+        ("rust", weir_tests::plugin("enrich-profile")),
+        ("python", python_component("plugins/python/enrich-profile")),
+        ("js", js_component("plugins/js/src/enrich-profile.js")),
+    ];
+    let server = DelayServer::start(Duration::from_millis(1), Duration::ZERO);
+    // The generator's event 3 is user-3757 (n * 7919 % 10000): its lookups hang.
+    server.time_out("user-3757", 1000);
+    let pg = TempCluster::start();
+    pg.psql(
+        "CREATE TABLE profiles (user_id text PRIMARY KEY, profile jsonb NOT NULL); \
+         INSERT INTO profiles SELECT 'user-' || lpad(i::text, 4, '0'), jsonb_build_object('tier', i % 3, 'since', 2000 + i % 20) FROM generate_series(0, 9999) i; \
+         DELETE FROM profiles WHERE user_id = 'user-7919'",
+    );
+    let http = (
+        String::new(),
+        format!("{{ lookup = \"http\", url = \"http://127.0.0.1:{}/profile/{{key}}\" }}", server.port),
+        format!("allow-http = [\"127.0.0.1:{}\"], timeout = \"300ms\", retry = {{ attempts = 1, backoff = \"10ms\" }}", server.port),
+    );
+    let kv = (
+        format!("[connections.profiles]\ntype = \"postgres-kv\"\nurl = \"{}\"\ntable = \"profiles\"\nkey-column = \"user_id\"\nvalue-column = \"profile\"", pg.url()),
+        "{ lookup = \"kv\", store = \"profiles\" }".to_owned(),
+        "connections = [\"profiles\"]".to_owned(),
+    );
+    let sql = (
+        format!("[connections.pg]\ntype = \"postgres\"\nurl = \"{}\"", pg.url()),
+        "{ lookup = \"sql\", connection = \"pg\", query = \"SELECT profile::text, user_id FROM profiles WHERE user_id = $1\" }".to_owned(),
+        "connections = [\"pg\"]".to_owned(),
+    );
+    for (what, (connections, config, async_table)) in [("http", http), ("kv", kv), ("sql", sql)] {
+        let mut reference = None;
+        for (lang, wasm) in &components {
+            let (out, dead) = run_enrich(wasm, &connections, &config, &async_table);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            if what == "http" {
+                assert_eq!(lines.len(), 299, "{lang}: every event but the one timing out");
+                assert!(lines.iter().all(|v| v["profile"]["name"] == v["user"]), "{lang}: {text}");
+                let dead: Vec<serde_json::Value> = String::from_utf8_lossy(&dead).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+                assert_eq!(dead.len(), 1, "{lang}: {dead:?}");
+                assert_eq!(dead[0]["attempts"], 2, "{lang}: {dead:?}");
+                assert!(dead[0]["reason"].as_str().unwrap().contains("timed out after 300ms"), "{lang}: {dead:?}");
+            } else {
+                assert_eq!(lines.len(), 300, "{lang} {what}: {}", String::from_utf8_lossy(&dead));
+                assert_eq!(lines[1]["profile"], serde_json::Value::Null, "{lang} {what}: user-7919 has no profile");
+                let n: u64 = lines[2]["user"].as_str().unwrap()[5..].parse().unwrap();
+                assert_eq!(lines[2]["profile"]["tier"], n % 3, "{lang} {what}");
+                assert!(dead.is_empty(), "{lang} {what}: {}", String::from_utf8_lossy(&dead));
+            }
+            match &reference {
+                None => reference = Some((out, dead)),
+                Some((r_out, r_dead)) => {
+                    if &out != r_out {
+                        let r = String::from_utf8_lossy(r_out);
+                        let first = r.lines().zip(text.lines()).find(|(a, b)| a != b);
+                        panic!("{what}: {lang} wrote {} bytes, Rust {}; first difference: {first:?}", out.len(), r_out.len());
+                    }
+                    assert_eq!(String::from_utf8_lossy(&dead), String::from_utf8_lossy(r_dead), "{what}: {lang}'s dead letters");
+                }
+            }
+        }
+    }
 }
