@@ -153,6 +153,39 @@ fn a_python_memory_hog_is_stopped_at_its_limit() {
     run.expect_code(1).expect_stderr(&["operator `boom`", "limit of 96 MiB", "limits.memory"]);
 }
 
+/// Runs the JavaScript fixture-misbehave operator named `boom` (`settings`
+/// are its extra TOML lines) over generated records; returns the run.
+fn misbehaving_javascript(settings: &str) -> weir_tests::Run {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    std::fs::copy(js_component("plugins/js/fixtures/fixture-misbehave.js"), s.path("plugins/fixture_misbehave.wasm")).unwrap();
+    s.write(
+        "p.toml",
+        format!(
+            "plugin-dir = \"plugins\"\n[sources.events]\ntype = \"generator\"\ncount = 1000\n\
+             [[operators]]\nname = \"boom\"\nplugin = \"fixture-misbehave\"\n{settings}\n[sinks.out]\ntype = \"discard\"\n"
+        ),
+    );
+    s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(300))
+}
+
+/// Issue 18: a JavaScript loop that never returns is stopped by the CPU
+/// deadline, like the Rust and Python fixtures.
+#[test]
+fn a_javascript_infinite_loop_is_stopped_by_the_cpu_deadline() {
+    let run = misbehaving_javascript("config = { mode = \"loop\" }\nlimits = { call-timeout = \"300ms\" }");
+    run.expect_code(1).expect_stderr(&["operator `boom`", "CPU deadline of 300ms", "limits.call-timeout"]);
+    assert!(run.elapsed < Duration::from_secs(120), "took {:?}", run.elapsed);
+}
+
+/// Issue 18: a JavaScript operator allocating without bound is stopped at
+/// its memory limit, and the host survives to report it.
+#[test]
+fn a_javascript_memory_hog_is_stopped_at_its_limit() {
+    let run = misbehaving_javascript("config = { mode = \"hog\" }\nlimits = { memory = \"96MiB\" }");
+    run.expect_code(1).expect_stderr(&["operator `boom`", "limit of 96 MiB", "limits.memory"]);
+}
+
 /// Runs `program args` in `dir` and panics with its output unless it succeeds.
 fn step(dir: &std::path::Path, program: &str, args: &[&str]) {
     let mut cmd = Command::new(program);
