@@ -390,3 +390,21 @@ fn async_operators_in_javascript_and_python_match_the_rust_one_against_real_serv
         }
     }
 }
+
+/// Issue 18: an operator written as one function in each SDK
+/// (`weir_sdk::filter!`, `filter(fn)` in JavaScript, `@weir.filter` in
+/// Python): the bundled only-errors examples, built with each language's
+/// tooling, keep the same records in a pipeline.
+#[test]
+fn one_function_operators_in_rust_javascript_and_python_run_alike() {
+    for (lang, wasm) in [
+        ("rust", weir_tests::plugin("only-errors")),
+        ("js", js_component("plugins/js/src/only-errors.js")),
+        ("python", python_component("plugins/python/only-errors")),
+    ] {
+        let s = Scratch::new();
+        std::fs::create_dir_all(s.path("plugins")).unwrap();
+        std::fs::copy(&wasm, s.path("plugins/only_errors.wasm")).unwrap();
+        assert_eq!(s.run_log_filter("only-errors", "{}"), "disk error on sda\nnetwork error\n", "{lang}");
+    }
+}
