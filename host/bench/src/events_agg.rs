@@ -128,7 +128,7 @@ impl Report {
         self.summary.elapsed
     }
 
-    fn records_per_sec(&self) -> f64 {
+    pub(crate) fn records_per_sec(&self) -> f64 {
         self.summary.source_records() as f64 / self.elapsed().as_secs_f64()
     }
 
