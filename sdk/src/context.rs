@@ -262,9 +262,15 @@ impl Context {
         Ok(self.cache[idx].get(key).and_then(|s| s.value.as_deref()))
     }
 
-    /// Reads value state `name` for `key`, decoded as `T`.
+    /// Reads value state `name` for `key`, decoded as `T`: `i64`, `u64`,
+    /// `i32`, `u32`, `f64` (little-endian), `bool`, `String`, `Vec<u8>`, or
+    /// your own [`StateValue`] (the table of layouts is there). Name the
+    /// type at the call, `ctx.get::<u64>("count", key)?`, or let the
+    /// binding's type decide it. `Ok(None)` when there is no value.
     ///
     /// Bytes that do not decode as `T` are an [`StateError::Invalid`].
+    /// A state named in [`crate::Operator::PREFETCH`] read for the current
+    /// record's key costs no host call; others cost one per key and batch.
     pub fn get<T: StateValue>(&mut self, name: &str, key: &[u8]) -> Result<Option<T>, StateError> {
         match self.get_bytes(name, key)? {
             None => Ok(None),
@@ -274,7 +280,8 @@ impl Context {
         }
     }
 
-    /// Sets value state `name` for `key`. Applied when the batch ends.
+    /// Sets value state `name` for `key` to `value` encoded as its
+    /// [`StateValue`] (`ctx.put("count", key, &n)`). Applied when the batch ends.
     pub fn put<T: StateValue>(&mut self, name: &str, key: &[u8], value: &T) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
@@ -319,19 +326,30 @@ impl Context {
         self.cache[idx].insert(key.to_vec(), Slot { value: None, dirty: true });
     }
 
-    /// Reads map state `name` of `key` at `map_key`.
+    /// Reads map state `name` of `key` at `map_key`: `Ok(None)` when there
+    /// is no such entry.
+    ///
+    /// Map state is a sorted map of byte strings per (`name`, `key`); keys,
+    /// map keys and values are raw bytes (encode numbers with
+    /// [`StateValue::encode`] / decode with [`StateValue::decode`], or keep
+    /// text). Reads see this batch's own writes. Each read is one host call
+    /// (not prefetched), so prefer value state for per-record reads.
     pub fn map_get(&mut self, name: &str, key: &[u8], map_key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         self.flush_map_ops()?;
         self.host.map_get(name, key, map_key)
     }
 
-    /// All entries of map state `name` of `key`, ordered by map key.
+    /// All entries of map state `name` of `key` as `(map_key, value)`
+    /// pairs, ordered by map key (byte order); empty when there are none.
+    /// The answer is bounded by the host's `limits.memory`: keep maps that
+    /// are listed whole small.
     pub fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateError> {
         self.flush_map_ops()?;
         self.host.map_entries(name, key)
     }
 
-    /// Sets map state `name` of `key` at `map_key`.
+    /// Sets map state `name` of `key` at `map_key` to `value`. Buffered and
+    /// applied with the batch's other writes.
     pub fn map_put(&mut self, name: &str, key: &[u8], map_key: &[u8], value: &[u8]) {
         self.map_ops.push(state_op::MAP_PUT);
         for f in [name.as_bytes(), key, map_key, value] {
@@ -339,7 +357,8 @@ impl Context {
         }
     }
 
-    /// Removes map state `name` of `key` at `map_key`.
+    /// Removes the entry `map_key` of map state `name` of `key` (nothing
+    /// when absent). Buffered like [`Context::map_put`].
     pub fn map_remove(&mut self, name: &str, key: &[u8], map_key: &[u8]) {
         self.map_ops.push(state_op::MAP_REMOVE);
         for f in [name.as_bytes(), key, map_key] {
@@ -347,7 +366,8 @@ impl Context {
         }
     }
 
-    /// Removes every entry of map state `name` of `key`.
+    /// Removes every entry of map state `name` of `key`. Buffered like
+    /// [`Context::map_put`].
     pub fn map_clear(&mut self, name: &str, key: &[u8]) {
         self.map_ops.push(state_op::MAP_CLEAR);
         for f in [name.as_bytes(), key] {

@@ -31,6 +31,10 @@
 //! assert_eq!(out[0].value, b"HI");
 //! ```
 //!
+//! For the simple cases, one function is enough: [`map!`] and [`filter!`]
+//! define the operator type from a function of the record
+//! (`weir_sdk::map!(Shout, |r: &Record<'_>| r.value.to_ascii_uppercase());`).
+//!
 //! ## How a batch crosses the boundary
 //!
 //! The host hands the guest a whole batch of records as one byte buffer in
@@ -263,10 +267,40 @@ impl Output {
 }
 
 /// A value that can be kept in host state: encoded to and decoded from bytes.
+/// [`Context::get`], [`Context::put`] and [`testing::Harness::state`] take
+/// any `T: StateValue`:
 ///
-/// Implemented for integers and floats (8-byte little-endian), `String`,
-/// `Vec<u8>` and `bool`. Wrap your own types with a serde format of your
-/// choice and store the bytes.
+/// | type | bytes in state | same layout in JS / Python |
+/// |---|---|---|
+/// | `i64`, `u64`, `f64` | 8, little-endian | `codecs.i64` / `weir.I64`, `u64`, `f64` |
+/// | `i32`, `u32` | 4, little-endian | - |
+/// | `bool` | 1 (`0` or `1`) | - |
+/// | `String` | UTF-8 | `codecs.string` / `weir.STR` |
+/// | `Vec<u8>` | as is | `codecs.bytes` / `weir.BYTES` (the default) |
+///
+/// Bytes that do not decode as the type asked for (an `i64` read of 4
+/// bytes, a `String` read of invalid UTF-8) make `get` return
+/// [`StateError::Invalid`]. Map state ([`Context::map_get`] and friends)
+/// takes and returns raw bytes: encode with [`StateValue::encode`] or keep
+/// text. For your own types, store JSON (`serde_json::to_vec`, then
+/// `put::<Vec<u8>>`) or implement this trait:
+///
+/// ```
+/// use weir_sdk::StateValue;
+///
+/// struct Point { x: i32, y: i32 }
+///
+/// impl StateValue for Point {
+///     fn encode(&self, buf: &mut Vec<u8>) {
+///         buf.extend_from_slice(&self.x.to_le_bytes());
+///         buf.extend_from_slice(&self.y.to_le_bytes());
+///     }
+///     fn decode(bytes: &[u8]) -> Option<Self> {
+///         let (x, y) = bytes.split_at_checked(4)?;
+///         Some(Point { x: i32::from_le_bytes(x.try_into().ok()?), y: i32::from_le_bytes(y.try_into().ok()?) })
+///     }
+/// }
+/// ```
 pub trait StateValue: Sized {
     /// Encodes the value.
     fn encode(&self, buf: &mut Vec<u8>);
@@ -317,6 +351,150 @@ impl StateValue for String {
     fn decode(bytes: &[u8]) -> Option<Self> {
         String::from_utf8(bytes.to_vec()).ok()
     }
+}
+
+/// What a [`map!`] function may return: the new value (`Vec<u8>`, `String`,
+/// `&str`, `&[u8]`), `Option` of one (`None` drops the record), or a
+/// `Result` of either (`Err` rejects the record).
+pub trait MapResult {
+    /// The new value, `None` to drop the record.
+    fn into_value(self) -> Result<Option<Vec<u8>>, Error>;
+}
+
+impl MapResult for Vec<u8> {
+    fn into_value(self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(Some(self))
+    }
+}
+
+impl MapResult for String {
+    fn into_value(self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(Some(self.into_bytes()))
+    }
+}
+
+impl MapResult for &str {
+    fn into_value(self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(Some(self.as_bytes().to_vec()))
+    }
+}
+
+impl MapResult for &[u8] {
+    fn into_value(self) -> Result<Option<Vec<u8>>, Error> {
+        Ok(Some(self.to_vec()))
+    }
+}
+
+impl<T: MapResult> MapResult for Option<T> {
+    fn into_value(self) -> Result<Option<Vec<u8>>, Error> {
+        self.map_or(Ok(None), MapResult::into_value)
+    }
+}
+
+impl<T: MapResult, E: Into<Error>> MapResult for Result<T, E> {
+    fn into_value(self) -> Result<Option<Vec<u8>>, Error> {
+        self.map_err(Into::into)?.into_value()
+    }
+}
+
+/// What a [`filter!`] predicate may return: `bool`, or `Result<bool, E>`
+/// (`Err` rejects the record).
+pub trait FilterResult {
+    /// Whether to keep the record.
+    fn keep(self) -> Result<bool, Error>;
+}
+
+impl FilterResult for bool {
+    fn keep(self) -> Result<bool, Error> {
+        Ok(self)
+    }
+}
+
+impl<E: Into<Error>> FilterResult for Result<bool, E> {
+    fn keep(self) -> Result<bool, Error> {
+        self.map_err(Into::into)
+    }
+}
+
+/// Defines an operator type `$name` from one function of the record that
+/// returns its new value ([`MapResult`]): key, timestamp and headers are
+/// kept; `None` drops the record, `Err` rejects it. The operator takes no
+/// config ([`NoConfig`]) and no state; anything more is an [`Operator`].
+///
+/// ```
+/// use weir_sdk::Record;
+///
+/// fn shout(record: &Record<'_>) -> Result<String, weir_sdk::Error> {
+///     Ok(std::str::from_utf8(record.value)?.to_uppercase())
+/// }
+/// weir_sdk::map!(Shout, shout);
+/// // In the plugin crate: weir_sdk::export_operator!(Shout);
+///
+/// // A closure works too:
+/// weir_sdk::map!(Trim, |r: &Record<'_>| r.value.trim_ascii().to_vec());
+///
+/// let mut h = weir_sdk::testing::Harness::<Shout>::open("{}").unwrap();
+/// let out = h.process(&[weir_sdk::testing::record(Some("k"), "hi")]).unwrap();
+/// assert_eq!((out[0].key.as_deref(), &out[0].value[..]), (Some(&b"k"[..]), &b"HI"[..]));
+/// ```
+#[macro_export]
+macro_rules! map {
+    ($name:ident, $f:expr) => {
+        $crate::__one_function_operator!($name, "An operator defined by one function (`weir_sdk::map!`).", |record, out| {
+            let f = $f;
+            if let Some(value) = $crate::MapResult::into_value(f(&record))? {
+                out.emit_with_raw_headers(record.key, record.timestamp, record.raw_headers, |v| v.extend_from_slice(&value));
+            }
+        });
+    };
+}
+
+/// The operator type of [`map!`] and [`filter!`]: no config, no state,
+/// `process` given as a body over `record` and `out`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __one_function_operator {
+    ($name:ident, $doc:literal, |$record:ident, $out:ident| $body:block) => {
+        #[doc = $doc]
+        pub struct $name;
+
+        impl $crate::Operator for $name {
+            type Config = $crate::NoConfig;
+
+            fn open(_config: $crate::NoConfig, _ctx: &$crate::OpenContext) -> ::core::result::Result<Self, $crate::Error> {
+                Ok($name)
+            }
+
+            fn process(&mut self, $record: $crate::Record<'_>, $out: &mut $crate::Output, _ctx: &mut $crate::Context) -> ::core::result::Result<(), $crate::Error> {
+                $body
+                Ok(())
+            }
+        }
+    };
+}
+
+/// Defines an operator type `$name` from one predicate of the record
+/// ([`FilterResult`]): records for which it is true pass unchanged, `Err`
+/// rejects the record. No config, no state.
+///
+/// ```
+/// weir_sdk::filter!(OnlyErrors, |r: &weir_sdk::Record<'_>| r.value.windows(5).any(|w| w == b"error"));
+/// // In the plugin crate: weir_sdk::export_operator!(OnlyErrors);
+///
+/// let mut h = weir_sdk::testing::Harness::<OnlyErrors>::open("{}").unwrap();
+/// let out = h.process(&[weir_sdk::testing::record(None, "ok"), weir_sdk::testing::record(None, "an error")]).unwrap();
+/// assert_eq!(out.len(), 1);
+/// ```
+#[macro_export]
+macro_rules! filter {
+    ($name:ident, $f:expr) => {
+        $crate::__one_function_operator!($name, "An operator defined by one predicate (`weir_sdk::filter!`).", |record, out| {
+            let f = $f;
+            if $crate::FilterResult::keep(f(&record))? {
+                out.forward(&record);
+            }
+        });
+    };
 }
 
 /// Turns an [`Operator`] into the component's exports.

@@ -1,11 +1,12 @@
 //! Operators in other languages: the JavaScript example of the README
 //! (sdk/js/errors-only.js), built into a component with componentize-js and
 //! run by weir like any plugin, and the bundled operators re-implemented
-//! with the Python and JavaScript SDKs (plugins/python, plugins/js).
+//! with the Python and JavaScript SDKs (plugins/python, plugins/js),
+//! including the async operator enrich-profile against real services.
 
 use std::process::Command;
 use std::time::Duration;
-use weir_tests::components::{cached_build, js_component, python_component};
+use weir_tests::components::{c_component, cached_build, js_component, python_component};
 use weir_tests::{repo, run_with_timeout, Scratch};
 
 #[test]
@@ -36,6 +37,20 @@ fn install(s: &Scratch, dir: &str, files: [std::path::PathBuf; 3]) {
     }
 }
 
+/// json-filter then a keyed, tagged running-sum: the job the byte-for-byte
+/// tests run in every language.
+const SUMS: &str = r#"
+    [[operators]]
+    name = "parse"
+    plugin = "json-filter"
+    config = { filter = "amount >= 10 and user != \"user-0007\"", project = ["user", "amount", "ts"], key = "user" }
+    [[operators]]
+    name = "sum"
+    plugin = "running-sum"
+    partition = "hash"
+    config = { tag = "same" }
+"#;
+
 /// Runs `operators` between a generator of `count` events over 50 users and
 /// a file sink, with the plugins in `plugins`; returns the output bytes.
 fn run_with(s: &Scratch, plugins: &str, operators: &str, count: u32) -> Vec<u8> {
@@ -61,17 +76,6 @@ fn python_and_javascript_plugins_match_the_rust_ones_byte_for_byte() {
     install(&s, "python", ["json-filter", "running-sum", "window-count"].map(|p| python_component(&format!("plugins/python/{p}"))));
     install(&s, "js", ["json-filter", "running-sum", "window-count"].map(|p| js_component(&format!("plugins/js/src/{p}.js"))));
 
-    let sums = r#"
-        [[operators]]
-        name = "parse"
-        plugin = "json-filter"
-        config = { filter = "amount >= 10 and user != \"user-0007\"", project = ["user", "amount", "ts"], key = "user" }
-        [[operators]]
-        name = "sum"
-        plugin = "running-sum"
-        partition = "hash"
-        config = { tag = "same" }
-    "#;
     let windows = r#"
         [[operators]]
         name = "parse"
@@ -83,7 +87,7 @@ fn python_and_javascript_plugins_match_the_rust_ones_byte_for_byte() {
         partition = "hash"
         config = { size-ms = 250 }
     "#;
-    for (what, operators, count) in [("running sums", sums, 20_000), ("event-time windows", windows, 20_000)] {
+    for (what, operators, count) in [("running sums", SUMS, 20_000), ("event-time windows", windows, 20_000)] {
         let rust = run_with(&s, "rust", operators, count);
         let lines = rust.iter().filter(|&&b| b == b'\n').count();
         assert!(lines > 1000, "{what}: the Rust pipeline wrote only {lines} lines");
@@ -149,6 +153,39 @@ fn a_python_infinite_loop_is_stopped_by_the_cpu_deadline() {
 #[test]
 fn a_python_memory_hog_is_stopped_at_its_limit() {
     let run = misbehaving_python("config = { mode = \"hog\" }\nlimits = { memory = \"96MiB\" }");
+    run.expect_code(1).expect_stderr(&["operator `boom`", "limit of 96 MiB", "limits.memory"]);
+}
+
+/// Runs the JavaScript fixture-misbehave operator named `boom` (`settings`
+/// are its extra TOML lines) over generated records; returns the run.
+fn misbehaving_javascript(settings: &str) -> weir_tests::Run {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    std::fs::copy(js_component("plugins/js/fixtures/fixture-misbehave.js"), s.path("plugins/fixture_misbehave.wasm")).unwrap();
+    s.write(
+        "p.toml",
+        format!(
+            "plugin-dir = \"plugins\"\n[sources.events]\ntype = \"generator\"\ncount = 1000\n\
+             [[operators]]\nname = \"boom\"\nplugin = \"fixture-misbehave\"\n{settings}\n[sinks.out]\ntype = \"discard\"\n"
+        ),
+    );
+    s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(300))
+}
+
+/// Issue 18: a JavaScript loop that never returns is stopped by the CPU
+/// deadline, like the Rust and Python fixtures.
+#[test]
+fn a_javascript_infinite_loop_is_stopped_by_the_cpu_deadline() {
+    let run = misbehaving_javascript("config = { mode = \"loop\" }\nlimits = { call-timeout = \"300ms\" }");
+    run.expect_code(1).expect_stderr(&["operator `boom`", "CPU deadline of 300ms", "limits.call-timeout"]);
+    assert!(run.elapsed < Duration::from_secs(120), "took {:?}", run.elapsed);
+}
+
+/// Issue 18: a JavaScript operator allocating without bound is stopped at
+/// its memory limit, and the host survives to report it.
+#[test]
+fn a_javascript_memory_hog_is_stopped_at_its_limit() {
+    let run = misbehaving_javascript("config = { mode = \"hog\" }\nlimits = { memory = \"96MiB\" }");
     run.expect_code(1).expect_stderr(&["operator `boom`", "limit of 96 MiB", "limits.memory"]);
 }
 
@@ -260,4 +297,147 @@ fn a_javascript_throw_is_reported_with_its_file_and_line() {
         "value.missing is undefined",
         &format!("(thrown at fixture-throw.js:{line} in process)"),
     ]);
+}
+
+/// Runs enrich-profile (`wasm`, any language) with `config` and `async`
+/// between a generator of 300 events and a file sink (dead letters to
+/// another); returns the output and dead-letter bytes.
+fn run_enrich(wasm: &std::path::Path, connections: &str, config: &str, async_table: &str) -> (Vec<u8>, Vec<u8>) {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    std::fs::copy(wasm, s.path("plugins/enrich_profile.wasm")).unwrap();
+    s.write(
+        "p.toml",
+        format!(
+            "plugin-dir = \"plugins\"\n[checkpoint]\ninterval = \"off\"\n[sources.events]\ntype = \"generator\"\ncount = 300\n{connections}\n\
+             [[operators]]\nname = \"enrich\"\nplugin = \"enrich-profile\"\nconfig = {config}\n\
+             async = {{ capacity = 4, dead-letter = \"failed\", {async_table} }}\n\
+             [sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n[sinks.failed]\ntype = \"file\"\npath = \"dead.jsonl\"\n"
+        ),
+    );
+    s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(600)).expect_code(0);
+    let read = |f: &str| std::fs::read(s.path(f)).unwrap_or_default();
+    (read("out.jsonl"), read("dead.jsonl"))
+}
+
+/// Issue 18: the async-operator world from JavaScript and Python.
+/// enrich-profile re-implemented with each SDK's AsyncOperator runs through
+/// weir against a real HTTP service (one lookup timing out: retried, then
+/// dead-lettered) and a real PostgreSQL cluster (key-value and SQL lookups,
+/// some without a profile), and writes the Rust plugin's output and dead
+/// letters byte for byte.
+#[test]
+fn async_operators_in_javascript_and_python_match_the_rust_one_against_real_services() {
+    use weir_test_support::delay_server::DelayServer;
+    use weir_test_support::postgres::TempCluster;
+    let components = [
+        ("rust", weir_tests::plugin("enrich-profile")),
+        ("python", python_component("plugins/python/enrich-profile")),
+        ("js", js_component("plugins/js/src/enrich-profile.js")),
+    ];
+    let server = DelayServer::start(Duration::from_millis(1), Duration::ZERO);
+    // The generator's event 3 is user-3757 (n * 7919 % 10000): its lookups hang.
+    server.time_out("user-3757", 1000);
+    let pg = TempCluster::start();
+    pg.psql(
+        "CREATE TABLE profiles (user_id text PRIMARY KEY, profile jsonb NOT NULL); \
+         INSERT INTO profiles SELECT 'user-' || lpad(i::text, 4, '0'), jsonb_build_object('tier', i % 3, 'since', 2000 + i % 20) FROM generate_series(0, 9999) i; \
+         DELETE FROM profiles WHERE user_id = 'user-7919'",
+    );
+    let http = (
+        String::new(),
+        format!("{{ lookup = \"http\", url = \"http://127.0.0.1:{}/profile/{{key}}\" }}", server.port),
+        format!("allow-http = [\"127.0.0.1:{}\"], timeout = \"300ms\", retry = {{ attempts = 1, backoff = \"10ms\" }}", server.port),
+    );
+    let kv = (
+        format!("[connections.profiles]\ntype = \"postgres-kv\"\nurl = \"{}\"\ntable = \"profiles\"\nkey-column = \"user_id\"\nvalue-column = \"profile\"", pg.url()),
+        "{ lookup = \"kv\", store = \"profiles\" }".to_owned(),
+        "connections = [\"profiles\"]".to_owned(),
+    );
+    let sql = (
+        format!("[connections.pg]\ntype = \"postgres\"\nurl = \"{}\"", pg.url()),
+        "{ lookup = \"sql\", connection = \"pg\", query = \"SELECT profile::text, user_id FROM profiles WHERE user_id = $1\" }".to_owned(),
+        "connections = [\"pg\"]".to_owned(),
+    );
+    for (what, (connections, config, async_table)) in [("http", http), ("kv", kv), ("sql", sql)] {
+        let mut reference = None;
+        for (lang, wasm) in &components {
+            let (out, dead) = run_enrich(wasm, &connections, &config, &async_table);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            if what == "http" {
+                assert_eq!(lines.len(), 299, "{lang}: every event but the one timing out");
+                assert!(lines.iter().all(|v| v["profile"]["name"] == v["user"]), "{lang}: {text}");
+                let dead: Vec<serde_json::Value> = String::from_utf8_lossy(&dead).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+                assert_eq!(dead.len(), 1, "{lang}: {dead:?}");
+                assert_eq!(dead[0]["attempts"], 2, "{lang}: {dead:?}");
+                assert!(dead[0]["reason"].as_str().unwrap().contains("timed out after 300ms"), "{lang}: {dead:?}");
+            } else {
+                assert_eq!(lines.len(), 300, "{lang} {what}: {}", String::from_utf8_lossy(&dead));
+                assert_eq!(lines[1]["profile"], serde_json::Value::Null, "{lang} {what}: user-7919 has no profile");
+                let n: u64 = lines[2]["user"].as_str().unwrap()[5..].parse().unwrap();
+                assert_eq!(lines[2]["profile"]["tier"], n % 3, "{lang} {what}");
+                assert!(dead.is_empty(), "{lang} {what}: {}", String::from_utf8_lossy(&dead));
+            }
+            match &reference {
+                None => reference = Some((out, dead)),
+                Some((r_out, r_dead)) => {
+                    if &out != r_out {
+                        let r = String::from_utf8_lossy(r_out);
+                        let first = r.lines().zip(text.lines()).find(|(a, b)| a != b);
+                        panic!("{what}: {lang} wrote {} bytes, Rust {}; first difference: {first:?}", out.len(), r_out.len());
+                    }
+                    assert_eq!(String::from_utf8_lossy(&dead), String::from_utf8_lossy(r_dead), "{what}: {lang}'s dead letters");
+                }
+            }
+        }
+    }
+}
+
+/// Issue 18: an operator written as one function in each SDK
+/// (`weir_sdk::filter!`, `filter(fn)` in JavaScript, `@weir.filter` in
+/// Python): the bundled only-errors examples, built with each language's
+/// tooling, keep the same records in a pipeline.
+#[test]
+fn one_function_operators_in_rust_javascript_and_python_run_alike() {
+    for (lang, wasm) in [
+        ("rust", weir_tests::plugin("only-errors")),
+        ("js", js_component("plugins/js/src/only-errors.js")),
+        ("python", python_component("plugins/python/only-errors")),
+    ] {
+        let s = Scratch::new();
+        std::fs::create_dir_all(s.path("plugins")).unwrap();
+        std::fs::copy(&wasm, s.path("plugins/only_errors.wasm")).unwrap();
+        assert_eq!(s.run_log_filter("only-errors", "{}"), "disk error on sda\nnetwork error\n", "{lang}");
+    }
+}
+
+/// Issue 18: C through Debian's clang (wasm32-wasi), `wit-bindgen c` and
+/// `wasm-tools component new` with the WASI preview-1 adapter: running-sum
+/// written with sdk/c/weir.h (keyed state prefetched with get-many and
+/// written with one apply per batch) gives the Rust
+/// plugin's output byte for byte after the Rust json-filter.
+#[test]
+fn a_c_operator_matches_the_rust_one_byte_for_byte() {
+    let c = c_component("plugins/c/running-sum/running_sum.c");
+    let s = Scratch::new();
+    for dir in ["rust", "c"] {
+        std::fs::create_dir_all(s.path(dir)).unwrap();
+        std::fs::copy(weir_tests::plugin("json-filter"), s.path(&format!("{dir}/json_filter.wasm"))).unwrap();
+    }
+    std::fs::copy(weir_tests::plugin("running-sum"), s.path("rust/running_sum.wasm")).unwrap();
+    std::fs::copy(&c, s.path("c/running_sum.wasm")).unwrap();
+    let rust = run_with(&s, "rust", SUMS, 20_000);
+    assert!(rust.iter().filter(|&&b| b == b'\n').count() > 1000);
+    let c_out = run_with(&s, "c", SUMS, 20_000);
+    if c_out != rust {
+        let (r, o) = (String::from_utf8_lossy(&rust), String::from_utf8_lossy(&c_out));
+        let first = r.lines().zip(o.lines()).find(|(a, b)| a != b);
+        panic!("C wrote {} bytes, Rust {}; first difference: {first:?}", c_out.len(), rust.len());
+    }
+    // A misspelt config key is refused when the pipeline opens, naming it.
+    s.write("bad.toml", format!("plugin-dir = \"c\"\n[sources.events]\ntype = \"generator\"\ncount = 10\n[[operators]]\nname = \"sum\"\nplugin = \"running-sum\"\nconfig = {{ feild = \"amount\" }}\n[sinks.out]\ntype = \"discard\"\n"));
+    let run = s.weir(&["run", "--quiet", "--metrics-address", "off", "bad.toml"], Duration::from_secs(120));
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("unknown field `feild`"), "{}", run.stderr);
 }

@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|nexmark] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|nexmark|languages] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -89,6 +89,14 @@
 //! 1 and 2: events/s, events/s per core (divided by min(parallelism,
 //! cores)), outputs and peak RSS. Not part of `all`.
 //!
+//! # `languages`: the same job in Rust, JavaScript and Python
+//!
+//! See [`languages`]: events-agg with json-filter and running-sum written
+//! in each language (the components built with each SDK's own command):
+//! component size, cold compile time, warm load time, memory per instance
+//! and records/s at parallelism 1. Not part of `all` (the Python build
+//! alone takes minutes).
+//!
 //! # `boundary`: the cost of crossing into Wasm
 //!
 //! The `identity` plugin (every record copied unchanged into the output
@@ -111,6 +119,7 @@ mod async_io;
 mod backpressure;
 mod boundary;
 mod events_agg;
+mod languages;
 mod latency;
 mod kafka;
 mod nexmark;
@@ -222,6 +231,7 @@ Examples:
   cargo run --release -p weir-bench                         # everything, events-agg first
   cargo run --release -p weir-bench -- latency
   cargo run --release -p weir-bench -- async
+  cargo run --release -p weir-bench -- languages --count 2000000
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- kafka --count 1000000
@@ -265,6 +275,11 @@ enum Which {
     /// generator's Nexmark events at parallelism 1 and 2 (or --parallelism):
     /// events/s, events/s per core, outputs, peak RSS. Not part of `all`.
     Nexmark,
+    /// events-agg with its two operators in Rust, JavaScript and Python:
+    /// component size, cold compile, warm load, memory per instance,
+    /// records/s. `--count` sets Rust's events, a twentieth of it the
+    /// interpreted languages'. Not part of `all`.
+    Languages,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -323,6 +338,11 @@ fn main() -> anyhow::Result<()> {
     }
     if cli.which == Which::Kafka {
         kafka::run(&engine, &plugin_dir, cli.count.max(1), cli.json)?;
+    }
+    if cli.which == Which::Languages {
+        let count = cli.count.max(1);
+        let rows = languages::run(&repo, &plugin_dir, count, (count / 20).max(1))?;
+        languages::print(&rows, cli.json);
     }
     if matches!(cli.which, Which::All | Which::Async) {
         let rows = async_io::run(&engine, &plugin_dir)?;

@@ -18,8 +18,12 @@ edition = "2024"
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-weir-sdk = { path = "{sdk}" }
+# `path` builds against the weir checkout the scaffold came from; once
+# weir-sdk is published, `weir-sdk = "0.1"` alone does.
+weir-sdk = { version = "0.1", path = "{sdk}" }
 serde = { version = "1", features = ["derive"] }
+# JSON records: serde_json::from_slice::<serde_json::Value>(record.value)
+serde_json = "1"
 
 [profile.release]
 opt-level = 3
@@ -93,7 +97,8 @@ mod tests {
 
     #[test]
     fn keeps_and_prefixes_matching_records() {
-        let mut h = Harness::<Plugin>::open(r#"{"needle": "error", "prefix": "ALERT "}"#).unwrap();
+        let config = serde_json::json!({ "needle": "error", "prefix": "ALERT " });
+        let mut h = Harness::<Plugin>::open(&config.to_string()).unwrap();
         let out = h.process(&[record(None, "all good"), record(None, "disk error")]).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].text(), "ALERT disk error");

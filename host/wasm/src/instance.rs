@@ -455,6 +455,12 @@ impl OperatorInstance {
         Ok(inst)
     }
 
+    /// The instance's linear memory now (all its memories together, as the
+    /// `limits.memory` limiter counts them), in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.used
+    }
+
     /// The plugin this instance runs.
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin

@@ -103,3 +103,10 @@ test("json-filter rejections and config errors name the problem", () => {
   ];
   for (const [config, wanted] of cases) assert.throws(() => new Harness(JsonFilter, config), (e) => e instanceof OpenError && e.message.includes(wanted), JSON.stringify(config));
 });
+
+import OnlyErrors from "../src/only-errors.js";
+
+test("only-errors, one function, keeps the records mentioning an error unchanged", () => {
+  const out = new Harness(OnlyErrors).process([record("a", "all good"), record("b", "disk error", 5), record(null, "error")]);
+  assert.deepEqual(out.map((r) => [r.keyText, r.text, r.timestamp]), [["b", "disk error", 5], [null, "error", 0]]);
+});

@@ -44,7 +44,7 @@
 #[allow(missing_docs, unsafe_code, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "async-operator",
         pub_export_macro: true,
         export_macro_name: "__export_async_operator_world",

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-// weir-js build MODULE -o OUT.wasm
+// weir-js build MODULE -o OUT.wasm [--world operator|async-operator]
 //
 // Builds a weir operator component from MODULE, whose default export is an
-// Operator class (or what `filter` / `map` return), with componentize-js.
+// Operator class (or what `filter` / `map` return), with componentize-js;
+// an AsyncOperator class builds into the `async-operator` world (the build
+// imports MODULE under Node to see which, unless --world says).
 //
 // componentize-js runs one ES module and the modules it imports by relative
 // path; it does not resolve npm packages. So the build copies MODULE and the
@@ -14,7 +16,7 @@ import { componentize } from "@bytecodealliance/componentize-js";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve, sep } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const sdkSrc = resolve(here, "../src");
@@ -22,7 +24,7 @@ const IMPORT = /((?:import|export)\s[^'";]*?from\s*|import\s*\(?\s*)(['"])([^'"]
 
 function usage(message) {
   if (message) console.error(`weir-js: ${message}`);
-  console.error("usage: weir-js build MODULE -o OUT.wasm [--wit DIR]");
+  console.error("usage: weir-js build MODULE -o OUT.wasm [--wit DIR] [--world operator|async-operator]");
   process.exit(2);
 }
 
@@ -68,16 +70,22 @@ function copyModules(entry, root, out) {
 }
 
 async function build(args) {
-  let module, output, wit = join(here, "../wit");
+  let module, output, world, wit = join(here, "../wit");
   for (let i = 0; i < args.length; i++) {
     if (args[i] === "-o" || args[i] === "--output") output = args[++i];
     else if (args[i] === "--wit") wit = args[++i];
+    else if (args[i] === "--world") world = args[++i];
     else if (!module) module = args[i];
     else usage(`unexpected argument ${args[i]}`);
   }
   if (!module || !output) usage();
   const entry = resolve(module);
   if (!existsSync(entry)) usage(`${module} does not exist`);
+  if (world === undefined) world = await worldOf(entry);
+  if (world !== "operator" && world !== "async-operator") usage(`--world is operator or async-operator, not ${world}`);
+  const glue = world === "operator"
+    ? `import { exportOperator } from "./weir-sdk/component.js";\nexport const handler = exportOperator(Operator);\n`
+    : `import { exportAsyncOperator } from "./weir-sdk/async-component.js";\nexport const asyncHandler = exportAsyncOperator(Operator);\n`;
   const out = mkdtempSync(join(tmpdir(), "weir-js-build-"));
   const started = Date.now();
   try {
@@ -88,7 +96,7 @@ async function build(args) {
     const app = "./app/" + relative(root, entry).split(sep).join("/");
     writeFileSync(
       join(out, "entry.js"),
-      `import Operator from ${JSON.stringify(app)};\nimport { exportOperator } from "./weir-sdk/component.js";\nexport const handler = exportOperator(Operator);\n`,
+      `import Operator from ${JSON.stringify(app)};\n${glue}`,
     );
     const cwd = process.cwd();
     process.chdir(out);
@@ -97,7 +105,7 @@ async function build(args) {
       ({ component } = await componentize({
         sourcePath: join(out, "entry.js"),
         witPath: resolve(cwd, wit),
-        worldName: "operator",
+        worldName: world,
         disableFeatures: ["http", "fetch-event"],
       }));
     } finally {
@@ -107,6 +115,17 @@ async function build(args) {
     console.error(`weir-js: built ${output} (${(component.length / 1e6).toFixed(1)} MB) in ${((Date.now() - started) / 1000).toFixed(1)}s`);
   } finally {
     rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/** The world of the module's default export: its class's `weirWorld` (AsyncOperator sets it). */
+async function worldOf(entry) {
+  try {
+    const m = await import(pathToFileURL(entry).href);
+    return (m.default && m.default.weirWorld) || "operator";
+  } catch (e) {
+    console.error(`weir-js: importing ${entry} under Node to see its world failed (${e.message}); building the operator world (pass --world to choose)`);
+    return "operator";
   }
 }
 

@@ -416,22 +416,28 @@ function throwSite(stack) {
 
 export class OpenError extends Error {}
 
+/** A new `OpClass` opened with the config (JSON text); a failure is an OpenError with weir's message. */
+export function openOperator(OpClass, info, configJson) {
+  let config;
+  try {
+    config = configJson ? JSON.parse(configJson) : {};
+  } catch (e) {
+    throw new OpenError(`invalid config for operator "${info.operator}": ${e.message}`);
+  }
+  try {
+    const op = new OpClass();
+    op.open(config, info);
+    return op;
+  } catch (e) {
+    throw new OpenError(describe(e));
+  }
+}
+
 /** An opened operator with its context: the loop a component runs for each export call, and the one the test harness runs. */
 export class Runtime {
   constructor(OpClass, info, configJson, host) {
-    let config;
-    try {
-      config = configJson ? JSON.parse(configJson) : {};
-    } catch (e) {
-      throw new OpenError(`invalid config for operator "${info.operator}": ${e.message}`);
-    }
     this.ctx = new Context(host);
-    try {
-      this.op = new OpClass();
-      this.op.open(config, info);
-    } catch (e) {
-      throw new OpenError(describe(e));
-    }
+    this.op = openOperator(OpClass, info, configJson);
     this.prefetchNames = [...(OpClass.prefetch || [])];
   }
 

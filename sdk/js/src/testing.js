@@ -8,10 +8,15 @@
 //   const h = new Harness(RunningSum, { field: "amount" });
 //   const out = h.process([record("a", '{"amount": 2}')]);
 //   assert.equal(out[0].text, '{"key":"a","sum":2}');
+//
+// AsyncHarness does the same for an AsyncOperator, with the lookups
+// answered by the test (FakeIo).
 
 import * as frame from "./frame.js";
 import { asBytes } from "./frame.js";
 import { Runtime, Record, Timer, StateError, OpenError, byteKey, codecs, EVENT_TIME, PROCESSING_TIME, MIN_WATERMARK } from "./core.js";
+
+import { AsyncRuntime, IoError } from "./async.js";
 
 export { OpenError };
 
@@ -192,5 +197,73 @@ export class Harness {
   /** The `[level, message]` lines the operator logged. */
   get logs() {
     return this.host.logs;
+  }
+}
+
+/**
+ * The host's I/O for an async operator under test, answered by the test:
+ * `http(method, url, headers, body)` returns `[status, body]` or
+ * `[status, headers, body]`; `sql(connection, query, params)` returns rows
+ * (arrays) or `{ columns, rows }`; `kv` is `{ store: { key: value } }` or a
+ * function `(store, key)`. An answer that throws is a failed call: the
+ * operator sees IoError with its message. `calls` lists every call made.
+ */
+export class FakeIo {
+  constructor({ http = null, sql = null, kv = null } = {}) {
+    this.answers = { http, sql, kv };
+    this.calls = [];
+  }
+  answer(what, ...args) {
+    this.calls.push([what, ...args]);
+    let f = this.answers[what];
+    if (f && typeof f === "object") {
+      const tables = f;
+      f = (store, key) => tables[store]?.[key] ?? null;
+    }
+    if (!f) throw new IoError(`${what} is not faked in this test: pass ${what} to AsyncHarness`);
+    try {
+      return f(...args);
+    } catch (e) {
+      throw e instanceof IoError ? e : new IoError(e instanceof Error ? e.message : String(e));
+    }
+  }
+  http(method, url, headers, body) {
+    const r = this.answer("http", method, url, headers, body);
+    const [status, h, b] = r.length === 3 ? r : [r[0], [], r[1]];
+    return { status, headers: h, body: asBytes(b) };
+  }
+  sql(connection, query, params) {
+    const r = this.answer("sql", connection, query, params);
+    return Array.isArray(r) ? { columns: (r[0] || []).map((_, i) => `column${i + 1}`), rows: r } : r;
+  }
+  kvGet(store, key) {
+    return this.answer("kv", store, key) ?? null;
+  }
+}
+
+/**
+ * Runs one async operator instance (one slot) natively against a FakeIo:
+ *
+ *   const h = new AsyncHarness(Enrich, { store: "profiles" }, { kv: { profiles: { u1: '{"tier":1}' } } });
+ *   const out = h.process(record("u1", '{"user":"u1"}'));
+ *
+ * `process` returns the output records or throws TransientError /
+ * PermanentError as weir would see them; `h.io.calls` lists the lookups.
+ */
+export class AsyncHarness {
+  constructor(OpClass, config = {}, answers = {}, { subtask = 0, parallelism = 1 } = {}) {
+    this.io = new FakeIo(answers);
+    const json = typeof config === "string" ? config : JSON.stringify(config);
+    this.rt = new AsyncRuntime(OpClass, { pipeline: "test", operator: "op", subtask, parallelism }, json, this.io);
+  }
+  /** The operator instance. */
+  get operator() {
+    return this.rt.op;
+  }
+  /** Processes one record (see `record`). */
+  process(r) {
+    const w = new frame.Writer();
+    frame.writeFrame(w, r.key, r.value, r.timestamp, r.rawHeaders);
+    return decode(this.rt.process(w.finish()));
   }
 }

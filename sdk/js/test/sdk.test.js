@@ -226,3 +226,47 @@ test("state keys of any bytes and length stay distinct and round-trip", () => {
   for (const v of values) assert.equal(h.state("k", v, codecs.json), v.length);
   assert.equal(h.host.values.size, values.length);
 });
+
+// Async operators: one record per call, the io calls and their failures.
+import { AsyncOperator, IoError, PermanentError, TransientError } from "../src/index.js";
+import { AsyncHarness } from "../src/testing.js";
+
+class Lookup extends AsyncOperator {
+  open(config) {
+    this.mode = config.mode;
+  }
+  process(r, out, io) {
+    if (this.mode === "throw") null.x;
+    if (this.mode === "error") throw new WeirError("bad input");
+    const rows = io.sql("pg", "SELECT $1, $2, $3, $4, $5, $6", [null, true, 3, 1.5, 7n, r.keyText]);
+    const resp = io.post("http://h/x", r.value, [["x-a", "1"]]);
+    const kv = io.kvGet("s", r.key);
+    out.emit(r.key, `${rows.first()}|${JSON.stringify(rows.objects())}|${resp.status}|${resp.json().got}|${kv}`, r.timestamp, r);
+    out.forward(r);
+  }
+}
+
+test("an async operator's calls reach the host and the answers the operator", () => {
+  const h = new AsyncHarness(Lookup, {}, {
+    http: (m, u, hs, b) => [201, [["content-type", "json"]], `{"got":${b.length}}`],
+    sql: () => ({ columns: ["a", "b"], rows: [["1", null]] }),
+    kv: { s: { k: "v" } },
+  });
+  const out = h.process(record("k", "body", 9, [["h", "1"]]));
+  assert.equal(out.length, 2);
+  assert.equal(out[0].text, '1|[{"a":"1","b":null}]|201|4|v');
+  assert.deepEqual([out[0].keyText, out[0].timestamp, out[0].headers.length], ["k", 9, 1]);
+  assert.equal(out[1].text, "body");
+  assert.deepEqual(h.io.calls.map((c) => c[0]), ["sql", "http", "kv"]);
+  assert.deepEqual(h.io.calls[0][3], [null, true, 3, 1.5, 7n, "k"]);
+  assert.equal(text(h.io.calls[1][4]), "body");
+});
+
+test("failed io calls are transient, other throws permanent with file and line", () => {
+  const down = new AsyncHarness(Lookup, {}, { sql: () => { throw new Error("no connection"); } });
+  assert.throws(() => down.process(record("k", "x")), (e) => e instanceof IoError && e instanceof TransientError && e.message === "no connection");
+  assert.throws(() => new AsyncHarness(Lookup).process(record("k", "x")), (e) => e instanceof TransientError && e.message.includes("sql is not faked"));
+  assert.throws(() => new AsyncHarness(Lookup, { mode: "throw" }).process(record("k", "x")), (e) => e instanceof PermanentError && /TypeError: .*\(thrown at sdk\.test\.js:\d+ in process\)/.test(e.message));
+  assert.throws(() => new AsyncHarness(Lookup, { mode: "error" }).process(record("k", "x")), (e) => e instanceof PermanentError && e.message === "bad input");
+  assert.throws(() => new AsyncHarness(Lookup, "{nope"), OpenError);
+});

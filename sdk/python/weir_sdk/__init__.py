@@ -21,8 +21,15 @@ whole batch in one host call, and writes are applied in one host call when
 the batch ends. Raising :class:`Error` (or any exception) rejects the
 record: its message, with the file and line for unexpected exceptions, is
 what weir reports.
+
+An *async* operator (:class:`AsyncOperator`, exported with
+:func:`export_async` as ``AsyncHandler``) gets one record per call and an
+:class:`Io` for HTTP, SQL and key-value lookups; it raises
+:class:`Transient` (retried, then dead-lettered) or :class:`Permanent`
+(dead-lettered at once).
 """
 
+from ._async import AsyncOperator, HttpResponse, Io, IoError, Permanent, SqlRows, Transient
 from ._core import (
     BYTES,
     EVENT_TIME,
@@ -50,6 +57,7 @@ __all__ = [
     "BYTES", "EVENT_TIME", "F64", "I64", "JSON", "PROCESSING_TIME", "STR", "U64",
     "Codec", "Context", "Error", "OpenInfo", "Operator", "Output", "Record", "StateError",
     "TimeDomain", "Timer", "export", "filter", "map",
+    "AsyncOperator", "HttpResponse", "Io", "IoError", "Permanent", "SqlRows", "Transient", "export_async",
 ]
 
 __version__ = "0.1.0"
@@ -62,5 +70,17 @@ def export(op_class):
     if not (isinstance(op_class, type) and issubclass(op_class, Operator)):
         raise TypeError(f"weir_sdk.export takes an Operator subclass, not {op_class!r}")
     from .component import handler
+
+    return handler(op_class)
+
+
+def export_async(op_class):
+    """Makes ``op_class`` (an :class:`AsyncOperator` subclass) the
+    component's async operator (world ``weir:plugin/async-operator``).
+    Assign the result to ``AsyncHandler`` at the top level of the app
+    module; ``python -m weir_sdk build`` then builds that world."""
+    if not (isinstance(op_class, type) and issubclass(op_class, AsyncOperator)):
+        raise TypeError(f"weir_sdk.export_async takes an AsyncOperator subclass, not {op_class!r}")
+    from .async_component import handler
 
     return handler(op_class)

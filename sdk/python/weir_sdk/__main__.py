@@ -1,6 +1,9 @@
-"""``python -m weir_sdk build APP -o OUT.wasm``: builds the module APP (its
-``Handler``, from :func:`weir_sdk.export`) into a weir operator component
-with componentize-py, against the WIT contract shipped in this package."""
+"""``python -m weir_sdk build APP -o OUT.wasm``: builds the module APP into a
+weir operator component with componentize-py, against the WIT contract
+shipped in this package. APP defines ``Handler`` (from
+:func:`weir_sdk.export`: world ``operator``) or ``AsyncHandler`` (from
+:func:`weir_sdk.export_async`: world ``async-operator``); the build imports
+APP natively to see which."""
 
 import argparse
 import os
@@ -17,7 +20,9 @@ def main(argv=None):
     build.add_argument("app", help="the module that defines Handler (app for app.py)")
     build.add_argument("-o", "--output", required=True, help="the .wasm file to write")
     build.add_argument("-p", "--path", action="append", default=[], help="extra directory to find modules in (repeatable); the current directory is searched")
+    build.add_argument("--world", choices=["operator", "async-operator"], help="the WIT world (default: from what APP exports)")
     args = parser.parse_args(argv)
+    world = args.world or _world_of(args.app, args.path)
 
     here = os.path.dirname(os.path.abspath(__file__))
     wit = os.path.join(here, "wit")
@@ -25,11 +30,28 @@ def main(argv=None):
     # this package alone, not the whole site-packages it may be installed in.
     with tempfile.TemporaryDirectory(prefix="weir-sdk-") as sdk_path:
         shutil.copytree(here, os.path.join(sdk_path, "weir_sdk"), ignore=shutil.ignore_patterns("wit", "__pycache__"))
-        cmd = [*_componentize_py(), "-d", wit, "-w", "operator", "componentize", args.app, "-o", args.output, "-p", ".", "-p", sdk_path]
+        cmd = [*_componentize_py(), "-d", wit, "-w", world, "componentize", args.app, "-o", args.output, "-p", ".", "-p", sdk_path]
         for p in args.path:
             cmd += ["-p", p]
         code = subprocess.call(cmd)
     sys.exit(code)
+
+
+def _world_of(app, paths):
+    """``async-operator`` if the module APP defines ``AsyncHandler``,
+    ``operator`` if it defines ``Handler``."""
+    import importlib
+
+    sys.path[:0] = [os.getcwd(), *paths]
+    try:
+        module = importlib.import_module(app)
+    except Exception as e:
+        sys.exit(f"weir_sdk build: importing {app} to see what it exports failed: {type(e).__name__}: {e} (or pass --world)")
+    if hasattr(module, "AsyncHandler"):
+        return "async-operator"
+    if hasattr(module, "Handler"):
+        return "operator"
+    sys.exit(f"weir_sdk build: {app} defines neither Handler = weir_sdk.export(...) nor AsyncHandler = weir_sdk.export_async(...)")
 
 
 def _componentize_py():

@@ -437,23 +437,30 @@ class OpenError(Exception):
     """``open`` failed; the message is for the person running the pipeline."""
 
 
+def open_operator(op_class, info, config_json):
+    """A new ``op_class`` opened with the config (JSON text); a failure
+    raises :class:`OpenError` with weir's message."""
+    try:
+        config = json.loads(config_json) if config_json else {}
+    except ValueError as e:
+        raise OpenError(f"invalid config for operator {info.operator!r}: {e}") from None
+    try:
+        op = op_class()
+        op.open(config, info)
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise OpenError(describe(e)) from None
+    return op
+
+
 class Runtime:
     """An opened operator with its context: the loop a component runs for
     each export call, and the one the test harness runs."""
 
     def __init__(self, op_class, info, config_json, host):
-        try:
-            config = json.loads(config_json) if config_json else {}
-        except ValueError as e:
-            raise OpenError(f"invalid config for operator {info.operator!r}: {e}") from None
         self.ctx = Context(host)
-        try:
-            self.op = op_class()
-            self.op.open(config, info)
-        except MemoryError:
-            raise
-        except Exception as e:
-            raise OpenError(describe(e)) from None
+        self.op = open_operator(op_class, info, config_json)
         self.prefetch = tuple(getattr(self.op, "prefetch", ()) or ())
 
     def process(self, batch):

@@ -10,11 +10,15 @@ in-memory host, so a test exercises the code path weir runs::
     out = h.process([record("a", '{"amount": 2}')])
     assert out[0].text == '{"key":"a","sum":2}'
     assert h.state("sum", "a", weir_sdk.I64) == 2
+
+:class:`AsyncHarness` does the same for an async operator, with the
+lookups answered by the test (:class:`FakeIo`).
 """
 
 import json
 
 from . import _core, _frame
+from ._async import AsyncRuntime, IoError
 from ._core import BYTES, EVENT_TIME, PROCESSING_TIME, OpenError, Record, Runtime, Timer
 from ._frame import as_bytes
 
@@ -193,4 +197,76 @@ class Harness:
         return self.host.logs
 
 
-__all__ = ["Harness", "MemoryHost", "OpenError", "Rejected", "record"]
+class FakeIo:
+    """The host's I/O for an async operator under test: answers from
+    ``http`` (a callable ``(method, url, headers, body)`` returning
+    ``(status, body)`` or ``(status, headers, body)``), ``sql`` (a callable
+    ``(connection, query, params)`` returning a list of rows, or ``(columns,
+    rows)``) and ``kv`` (a dict ``{store: {key: value}}`` or a callable
+    ``(store, key)``). An answer that raises (any exception) is a failed
+    call: the operator sees :class:`weir_sdk.IoError` with its message.
+    ``calls`` lists every call made, as tuples."""
+
+    def __init__(self, http=None, sql=None, kv=None):
+        self._http, self._sql, self._kv = http, sql, kv
+        self.calls = []
+
+    def _answer(self, what, f, *args):
+        self.calls.append((what, *args))
+        if f is None:
+            raise IoError(f"{what} is not faked in this test: pass {what}= to AsyncHarness")
+        try:
+            return f(*args)
+        except IoError:
+            raise
+        except Exception as e:
+            raise IoError(str(e)) from None
+
+    def http(self, method, url, headers, body):
+        r = self._answer("http", self._http, method, url, headers, body)
+        status, headers, body = r if len(r) == 3 else (r[0], [], r[1])
+        return status, headers, as_bytes(body)
+
+    def sql(self, connection, query, params):
+        r = self._answer("sql", self._sql, connection, query, params)
+        columns, rows = r if isinstance(r, tuple) else ([f"column{i + 1}" for i in range(len(r[0]) if r else 0)], r)
+        return columns, rows
+
+    def kv_get(self, store, key):
+        kv = self._kv
+        if isinstance(kv, dict):
+            tables = kv
+            kv = lambda s, k: tables.get(s, {}).get(k)  # noqa: E731
+        return self._answer("kv", kv, store, key)
+
+
+class AsyncHarness:
+    """Runs one async operator instance (one slot) natively, against a
+    :class:`FakeIo` built from ``http``, ``sql`` and ``kv``::
+
+        h = AsyncHarness(Enrich, {"store": "profiles"}, kv={"profiles": {"u1": '{"tier":1}'}})
+        out = h.process(record("u1", '{"user":"u1"}'))
+
+    ``process`` returns the output records, or raises
+    :class:`weir_sdk.Transient` / :class:`weir_sdk.Permanent` as weir
+    would see them (``h.io.calls`` lists the lookups made).
+    """
+
+    def __init__(self, op_class, config=None, http=None, sql=None, kv=None, subtask=0, parallelism=1):
+        self.io = FakeIo(http, sql, kv)
+        config_json = config if isinstance(config, str) else json.dumps(config or {})
+        self._rt = AsyncRuntime(op_class, _core.OpenInfo("test", "op", subtask, parallelism), config_json, self.io)
+
+    @property
+    def operator(self):
+        """The operator instance."""
+        return self._rt.op
+
+    def process(self, rec):
+        """Processes one record (see :func:`record`)."""
+        batch = bytearray()
+        _frame.write_frame(batch, rec.key, rec.value, rec.timestamp, rec.raw_headers)
+        return _records(self._rt.process(bytes(batch)))
+
+
+__all__ = ["AsyncHarness", "FakeIo", "Harness", "MemoryHost", "OpenError", "Rejected", "record"]
