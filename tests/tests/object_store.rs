@@ -18,7 +18,7 @@ const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
 /// 22:59:55 UTC on 2023-11-14: the first 5 000 records fall in hour 22,
 /// the rest in hour 23, so partitioning is exercised.
-const START: u64 = 1_700_006_395_000;
+const START: u64 = 1_700_002_795_000;
 
 /// The generator's `events` record `n` (seed 0), as the sink must write it.
 fn expected(n: u64) -> String {
@@ -263,7 +263,9 @@ bad-records = "{policy}"
     succeed(&mut weir(&s));
     let objects = local_objects(&s.path("out"));
     let names: Vec<&str> = objects.iter().map(|o| o.0.as_str()).collect();
-    assert_eq!(names, ["_dead_letters/part-00000-000000000000-0000.jsonl", "part-00000-000000000000-0000.parquet"]);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].starts_with("_dead_letters/part-00000-") && names[0].ends_with("-0000.jsonl"), "{names:?}");
+    assert!(names[1].starts_with("part-00000-") && names[1].ends_with("-0000.parquet"), "{names:?}");
     let letters: Vec<serde_json::Value> = weir_tests::json_lines(std::str::from_utf8(&objects[0].1).unwrap());
     assert_eq!(letters.len(), 2);
     assert_eq!(letters[0]["value"], "not json");

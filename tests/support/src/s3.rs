@@ -1,7 +1,7 @@
 //! A throwaway S3-compatible server for tests and benchmarks: `moto` in
 //! server mode (`moto_server`, installed from PyPI by `tests/run`) on a free
 //! port, with its state in memory, stopped on drop. Requests to it need no
-//! signature, so [`Moto`] talks to it with a few lines of HTTP/1.0 over
+//! valid signature (only an `Authorization` header), so [`Moto`] talks to it with a few lines of HTTP/1.0 over
 //! std's TCP: create a bucket, list keys, read an object.
 
 use std::io::{Read, Write};
@@ -118,7 +118,9 @@ impl Moto {
     pub fn try_request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(stream, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\r\n", self.port, body.len())?;
+        // moto checks no signature, but refuses anonymous reads of objects.
+        let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+        write!(stream, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n", self.port, body.len())?;
         stream.write_all(body)?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response)?;
