@@ -73,6 +73,15 @@
 //! keys) at the same `batch.rows`, with a checkpoint every `--pg-epoch`
 //! rows. Not part of `all` (it needs PostgreSQL installed).
 //!
+//! # `object-store`: the object storage sink against a raw S3 client
+//!
+//! See the `object_store` module: a local `moto_server`, 100-byte records
+//! written as JSON lines and as Parquet by the raw `object_store` client
+//! (encode, PUT) and by the real sink (check, stage, checkpoint every
+//! `--os-epoch` records, encode, PUT), objects of `--os-roll-size` record
+//! bytes, `--os-concurrency` uploads at once. Not part of `all` (it needs
+//! moto installed).
+//!
 //! # `async`: async I/O slots
 //!
 //! See [`async_io`]: throughput of an HTTP-enriching async operator at
@@ -125,6 +134,7 @@ mod kafka;
 mod nexmark;
 mod reload;
 mod postgres;
+mod object_store;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
@@ -186,6 +196,18 @@ struct Cli {
     #[arg(long, default_value_t = 250_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_epoch: u64,
 
+    /// object-store: records written per configuration (100-byte records).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    os_records: u64,
+    /// object-store: record bytes per object (the sink's `roll-size`).
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    os_roll_size: u64,
+    /// object-store: objects uploaded at once, by the sink and the raw client.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    os_concurrency: usize,
+    /// object-store: records between two checkpoints of the sink.
+    #[arg(long, default_value_t = 250_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    os_epoch: u64,
     /// Also print each result line as one JSON object on its own line.
     #[arg(long)]
     json: bool,
@@ -234,6 +256,7 @@ Examples:
   cargo run --release -p weir-bench -- languages --count 2000000
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
+  cargo run --release -p weir-bench -- object-store --os-records 1000000
   cargo run --release -p weir-bench -- kafka --count 1000000
   cargo run --release -p weir-bench -- nexmark --count 10000000 --query q5
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
@@ -280,6 +303,10 @@ enum Which {
     /// records/s. `--count` sets Rust's events, a twentieth of it the
     /// interpreted languages'. Not part of `all`.
     Languages,
+    /// The object storage sink (JSON lines and Parquet) against the raw
+    /// object_store S3 client doing the same work, on a local moto_server.
+    /// Not part of `all`.
+    ObjectStore,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -294,6 +321,11 @@ fn main() -> anyhow::Result<()> {
 
     if cli.which == Which::Analysis {
         analysis(cli.json);
+        return Ok(());
+    }
+    if cli.which == Which::ObjectStore {
+        let rows = object_store::run(cli.os_records, cli.os_roll_size, cli.os_concurrency, cli.os_epoch, cli.rounds)?;
+        object_store::print(&rows, cli.os_roll_size, cli.json);
         return Ok(());
     }
     if cli.which == Which::Postgres {

@@ -37,7 +37,7 @@ pub struct Row {
 }
 
 /// 100-byte records in 32 KiB frame batches.
-fn batches(rows: u64) -> Vec<(Vec<u8>, usize)> {
+pub(crate) fn batches(rows: u64) -> Vec<(Vec<u8>, usize)> {
     let mut out = Vec::new();
     let mut w = BatchWriter::with_capacity(32 << 10);
     for i in 0..rows {
@@ -109,6 +109,13 @@ fn sink(pg: &TempCluster, spill: &std::path::Path, data: &[(Vec<u8>, usize)], ex
     let config: PostgresSinkConfig = toml::from_str(&text)?;
     let ctx = ConnectorContext { pipeline: "bench".into(), name: "pg".into(), subtask: 0, parallelism: 1 };
     let mut sink = PostgresSink::open(config, &ctx)?;
+    drive(&mut sink, data, epoch)
+}
+
+/// Drives a sink as a task does: `start`, `write` per batch, a checkpoint
+/// (`pre_commit` + `commit`) every `epoch` records and at the end, `close`.
+/// Timed from the first write to the end of `close`.
+pub(crate) fn drive(sink: &mut dyn Sink, data: &[(Vec<u8>, usize)], epoch: u64) -> anyhow::Result<Duration> {
     sink.start(None)?;
     let started = Instant::now();
     let (mut since, mut checkpoint) = (0u64, 0u64);

@@ -8,6 +8,7 @@
 //! - [`kafka`]: the `tansu` Kafka-compatible broker, and a producer and consumer that use
 //!   rdkafka directly rather than weir's connector.
 //! - [`delay_server`]: an HTTP service that answers after a delay, for async operators.
+//! - [`s3`]: `moto` in server mode, an S3-compatible server, for the object storage sink.
 //!
 //! Used by the end-to-end tests (`tests/`), the connectors' integration tests and
 //! `weir-bench`; no production crate depends on it. Helpers that run weir itself stay in
@@ -16,6 +17,7 @@
 pub mod delay_server;
 pub mod kafka;
 pub mod postgres;
+pub mod s3;
 
 use std::time::{Duration, Instant};
 
