@@ -271,6 +271,31 @@ fn unaligned_restore_at_parallelism_2_then_3_then_1_gives_the_same_sums() {
     assert_eq!(final_sums(&out), expected);
 }
 
+/// Each subtask of a broadcast input consumed its own copy of the stream to
+/// a different point, so its in-flight records cannot be split over
+/// another parallelism: the restore stops, names the input and says what to
+/// do, instead of replaying records twice or not at all.
+#[test]
+fn inflight_records_of_a_broadcast_input_are_not_restored_at_another_parallelism() {
+    let body = |parallelism: u32| {
+        sums(1, 200_000, 200).replace(
+            "disable-chaining = true",
+            &format!("disable-chaining = true\n        partition = \"broadcast\"\n        parallelism = {parallelism}"),
+        )
+    };
+    let s = Scratch::new();
+    s.pipeline("p.toml", &body(2));
+    let slow_inflight = |s: &Scratch| {
+        inflight_files(&s.path("data/checkpoints/sums")).iter().any(|f| f.file_name().is_some_and(|n| n.to_string_lossy().starts_with("slow-")))
+    };
+    run_and_kill(&s, Duration::from_millis(1800));
+    assert!(slow_inflight(&s), "no checkpoint holds in-flight records of `slow`: the test proves nothing");
+    s.pipeline("p.toml", &body(3));
+    let run = s.weir(&RUN, Duration::from_secs(120));
+    assert_ne!(run.code, Some(0), "restored at parallelism 3 anyway:\n{}", run.stderr);
+    run.expect_stderr(&["`slow`", "broadcast input", "parallelism 2", "--fresh"]);
+}
+
 /// "Must be shown" 4: a damaged in-flight file is caught by its checksum
 /// like any other file, and the previous checkpoint is used.
 #[test]

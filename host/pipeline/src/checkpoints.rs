@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use weir_checkpoint::{CheckpointStore, Kind, LoadedCheckpoint, Manifest, Pin, SubtaskState, VertexState};
 use weir_connector::Committable;
+use weir_network::Partitioning;
 use weir_task::{Ack, Checkpointing, StageState, StatePart};
 
 /// What the CLI view and the run summary show about checkpoints.
@@ -716,8 +717,21 @@ impl Restore {
     /// when its input is hash-partitioned (re-partitioned by key like any
     /// record), else those of the old subtasks `j` with
     /// `j % parallelism == subtask`. Each channel's records keep their order.
-    pub fn inflight_records(&self, name: &str, subtask: u32, parallelism: u32, by_key: bool, max_parallelism: u32) -> Result<Vec<u8>, String> {
+    pub fn inflight_records(&self, name: &str, subtask: u32, parallelism: u32, input: Partitioning, max_parallelism: u32) -> Result<Vec<u8>, String> {
         let Some(v) = self.vertex(name) else { return Ok(Vec::new()) };
+        let by_key = matches!(input, Partitioning::Hash { .. });
+        // Every subtask of a broadcast input holds its own copy of what was
+        // in flight, each consumed to a different point: at another
+        // parallelism no split of them is right, so say so rather than
+        // replay records twice or not at all.
+        if input == Partitioning::Broadcast && v.subtasks.len() as u32 != parallelism && v.subtasks.iter().any(|s| s.inflight_file.is_some()) {
+            return Err(format!(
+                "the checkpoint holds in-flight records of a broadcast input taken at parallelism {}, which cannot be split over parallelism {parallelism}; \
+                 restore at parallelism {} (then take an aligned savepoint to rescale from), or start with --fresh",
+                v.subtasks.len(),
+                v.subtasks.len()
+            ));
+        }
         let owned = weir_format::keygroup::range(subtask, max_parallelism, parallelism);
         let mut out = Vec::new();
         for s in &v.subtasks {

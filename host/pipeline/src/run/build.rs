@@ -155,9 +155,9 @@ fn replay(r: &Restore, p: &Pipeline, plan: &Plan, vertices: &[usize], s: u32) ->
     let mut out = Vec::new();
     for (i, &v) in vertices.iter().enumerate() {
         let vx = &plan.vertices[v];
-        let by_key = matches!(vx.input, Some((_, Partitioning::Hash { .. })));
+        let input = vx.input.map_or(Partitioning::Forward, |(_, part)| part);
         let records = r
-            .inflight_records(&vx.name, s, vx.parallelism, by_key, p.max_parallelism)
+            .inflight_records(&vx.name, s, vx.parallelism, input, p.max_parallelism)
             .map_err(|e| RunError::setup(format!("{}: in-flight records of `{}`: {e}", r.checkpoint.dir.display(), vx.name)))?;
         if !records.is_empty() {
             out.push((i, records));
