@@ -1,5 +1,6 @@
 /* Native unit tests of the C SDK's encodings and JSON helpers (no Wasm):
  *   cc -o /tmp/weir-c-test sdk/c/test.c && /tmp/weir-c-test */
+#define WEIR_CORE_NO_HOST /* the encodings only: no host functions here */
 #include "weir_core.c"
 
 #include <assert.h>

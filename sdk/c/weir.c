@@ -197,15 +197,6 @@ int weir_get(weir_ctx *c, const char *name, weir_bytes key, weir_bytes *value) {
     return 1;
 }
 
-int weir_get_i64(weir_ctx *c, const char *name, weir_bytes key, int64_t *value) {
-    weir_bytes v;
-    int r = weir_get(c, name, key, &v);
-    if (r <= 0) return r;
-    if (v.len != 8) return weir_reject(c, "state \"%s\" holds %zu bytes that do not decode as i64", name, v.len);
-    *value = (int64_t)weir_u64(v.ptr);
-    return 1;
-}
-
 static void put_slot(weir_ctx *c, const char *name, weir_bytes key, int has, weir_bytes value) {
     slot *s = prefetched(c, name, key, current_record);
     if (!s) {
@@ -217,12 +208,6 @@ static void put_slot(weir_ctx *c, const char *name, weir_bytes key, int has, wei
 }
 
 void weir_put(weir_ctx *c, const char *name, weir_bytes key, weir_bytes value) { put_slot(c, name, key, 1, value); }
-
-void weir_put_i64(weir_ctx *c, const char *name, weir_bytes key, int64_t value) {
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)value >> (8 * i));
-    put_slot(c, name, key, 1, (weir_bytes){b, 8});
-}
 
 void weir_delete(weir_ctx *c, const char *name, weir_bytes key) { put_slot(c, name, key, 0, (weir_bytes){NULL, 0}); }
 

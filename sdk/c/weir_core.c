@@ -266,3 +266,23 @@ int weir_json_string(weir_bytes raw, weir_buf *out) {
     }
     return 0;
 }
+
+#ifndef WEIR_CORE_NO_HOST
+/* ---- i64 value state, on weir_get/weir_put (weir.c in a component,
+ * weir_testing.c in a native test) ---- */
+
+int weir_get_i64(weir_ctx *ctx, const char *name, weir_bytes key, int64_t *value) {
+    weir_bytes v;
+    int r = weir_get(ctx, name, key, &v);
+    if (r <= 0) return r;
+    if (v.len != 8) return weir_reject(ctx, "state \"%s\" holds %zu bytes that do not decode as i64", name, v.len);
+    *value = (int64_t)weir_u64(v.ptr);
+    return 1;
+}
+
+void weir_put_i64(weir_ctx *ctx, const char *name, weir_bytes key, int64_t value) {
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)value >> (8 * i));
+    weir_put(ctx, name, key, (weir_bytes){b, 8});
+}
+#endif

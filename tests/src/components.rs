@@ -93,7 +93,7 @@ pub fn js_component(module: &str) -> PathBuf {
     })
 }
 
-/// The C operator `source` (relative to the repository), built with
+/// The C or C++ operator `source` (relative to the repository), built with
 /// `sdk/c/build.sh` (clang's wasm32-wasi target, `wit-bindgen c`, then
 /// `component new` by wasm-tools or jco).
 pub fn c_component(source: &str) -> PathBuf {
@@ -103,7 +103,7 @@ pub fn c_component(source: &str) -> PathBuf {
         assert!(found, "{tool} is missing: run `bash tests/run`, which installs the C toolchain (docs/plugins/c.md)");
     }
     let name = source.file_stem().expect("source name").to_string_lossy().into_owned();
-    let sources: [(&Path, &[&str]); 2] = [(source.parent().expect("source dir"), &[".c", ".h"]), (&repo().join("sdk/c"), &[".c", ".h", ".sh"])];
+    let sources: [(&Path, &[&str]); 2] = [(source.parent().expect("source dir"), &[".c", ".cpp", ".h"]), (&repo().join("sdk/c"), &[".c", ".h", ".sh"])];
     cached_build(&format!("c-{name}"), "clang wasm32-wasi, wit-bindgen-cli 0.63.0, component new", &sources, |out| {
         let mut cmd = Command::new("sh");
         cmd.arg(repo().join("sdk/c/build.sh")).arg(&source).arg("-o").arg(out);

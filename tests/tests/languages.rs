@@ -1,8 +1,9 @@
 //! Operators in other languages: the JavaScript example of the README
 //! (sdk/js/errors-only.js), built into a component with componentize-js and
 //! run by weir like any plugin, and the bundled operators re-implemented
-//! with the Python and JavaScript SDKs (plugins/python, plugins/js),
-//! including the async operator enrich-profile against real services.
+//! with the Python, JavaScript, C and C++ SDKs (plugins/python, plugins/js,
+//! plugins/c, plugins/cpp), including the async operator enrich-profile
+//! against real services.
 
 use std::process::Command;
 use std::time::Duration;
@@ -240,6 +241,36 @@ fn javascript_and_python_scaffolds_pass_their_tests_build_and_run() {
     }
 }
 
+/// Issue 18: `weir new-plugin --lang c` scaffolds a project whose native
+/// test passes (`make test`, the C SDK's test harness) and whose one
+/// documented build command (`make`) makes a component that runs.
+#[test]
+fn the_c_scaffold_passes_its_test_builds_and_runs() {
+    let s = Scratch::new();
+    let run = s.weir(&["new-plugin", "alerts-c", "--lang", "c"], Duration::from_secs(60));
+    run.expect_code(0);
+    assert!(run.stdout.contains("make test"), "{}", run.stdout);
+    let dir = s.path("alerts-c");
+    step(&dir, "make", &["test"]);
+    let sources: [(&std::path::Path, &[&str]); 2] = [(&dir, &[".c", ".h"]), (&repo().join("sdk/c"), &[".c", ".h", ".sh"])];
+    let wasm = cached_build("scaffold-c", "make (sdk/c/build.sh)", &sources, |out| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("make && cp alerts_c.wasm {out:?}")).current_dir(&dir);
+        cmd
+    });
+    let run = Scratch::new();
+    std::fs::create_dir_all(run.path("plugins")).unwrap();
+    std::fs::copy(wasm, run.path("plugins/alerts_c.wasm")).unwrap();
+    let out = run.run_log_filter("alerts-c", r#"{ needle = "error", prefix = "ALERT " }"#);
+    assert_eq!(out, "ALERT disk error on sda\nALERT network error\n");
+    // A config the operator refuses stops the pipeline at open, with its reason.
+    run.write("bad.toml", "plugin-dir = \"plugins\"\n[sources.logs]\ntype = \"file\"\npath = \"in.txt\"\n\
+                           [[operators]]\nname = \"filter\"\nplugin = \"alerts-c\"\nconfig = { needle = \"\" }\n[sinks.out]\ntype = \"discard\"\n");
+    let refused = run.weir(&["run", "--quiet", "--metrics-address", "off", "bad.toml"], Duration::from_secs(120));
+    assert_ne!(refused.code, Some(0));
+    assert!(refused.stderr.contains("`needle` must be a non-empty string"), "{}", refused.stderr);
+}
+
 /// Issue 18: a pipeline whose keyed state is kept by a Python operator
 /// (running-sum), killed with SIGKILL three times and started again each
 /// time, ends with exactly the output of an uninterrupted run.
@@ -416,9 +447,10 @@ fn one_function_operators_in_rust_javascript_and_python_run_alike() {
 /// `wasm-tools component new` with the WASI preview-1 adapter: running-sum
 /// written with sdk/c/weir.h (keyed state prefetched with get-many and
 /// written with one apply per batch) gives the Rust
-/// plugin's output byte for byte after the Rust json-filter.
+/// plugin's output byte for byte after the Rust json-filter, and so does
+/// window-count in C++ (map state, event-time timers).
 #[test]
-fn a_c_operator_matches_the_rust_one_byte_for_byte() {
+fn c_and_cpp_operators_match_the_rust_ones_byte_for_byte() {
     let c = c_component("plugins/c/running-sum/running_sum.c");
     let s = Scratch::new();
     for dir in ["rust", "c"] {
@@ -434,6 +466,21 @@ fn a_c_operator_matches_the_rust_one_byte_for_byte() {
         let (r, o) = (String::from_utf8_lossy(&rust), String::from_utf8_lossy(&c_out));
         let first = r.lines().zip(o.lines()).find(|(a, b)| a != b);
         panic!("C wrote {} bytes, Rust {}; first difference: {first:?}", c_out.len(), rust.len());
+    }
+    // C++ (libc++ for wasm32-wasi) through the same SDK: window-count's
+    // event-time windows (map state, timers) give the Rust plugin's bytes.
+    let cpp = c_component("plugins/cpp/window-count/window_count.cpp");
+    std::fs::copy(weir_tests::plugin("window-count"), s.path("rust/window_count.wasm")).unwrap();
+    std::fs::copy(&cpp, s.path("c/window_count.wasm")).unwrap();
+    let windows = "[[operators]]\nname = \"parse\"\nplugin = \"json-filter\"\nconfig = { filter = \"amount < 30\", key = \"user\" }\n\
+                   [[operators]]\nname = \"windows\"\nplugin = \"window-count\"\npartition = \"hash\"\nconfig = { size-ms = 250 }\n";
+    let rust = run_with(&s, "rust", windows, 20_000);
+    assert!(rust.iter().filter(|&&b| b == b'\n').count() > 1000);
+    let cpp_out = run_with(&s, "c", windows, 20_000);
+    if cpp_out != rust {
+        let (r, o) = (String::from_utf8_lossy(&rust), String::from_utf8_lossy(&cpp_out));
+        let first = r.lines().zip(o.lines()).find(|(a, b)| a != b);
+        panic!("C++ wrote {} bytes, Rust {}; first difference: {first:?}", cpp_out.len(), rust.len());
     }
     // A misspelt config key is refused when the pipeline opens, naming it.
     s.write("bad.toml", format!("plugin-dir = \"c\"\n[sources.events]\ntype = \"generator\"\ncount = 10\n[[operators]]\nname = \"sum\"\nplugin = \"running-sum\"\nconfig = {{ feild = \"amount\" }}\n[sinks.out]\ntype = \"discard\"\n"));

@@ -1,5 +1,5 @@
-//! `weir new-plugin`: scaffolds an operator project in Rust, JavaScript or
-//! Python. Each scaffold holds the same example operator (keep the records
+//! `weir new-plugin`: scaffolds an operator project in Rust, JavaScript,
+//! Python or C. Each scaffold holds the same example operator (keep the records
 //! containing `needle`, prefix them with `prefix`) and a passing native test,
 //! and builds to a component with one command.
 
@@ -29,7 +29,8 @@ serde_json = "1"
 opt-level = 3
 lto = true
 codegen-units = 1
-strip = true
+# keeps function names: `weir run --profile` shows where the time goes
+strip = "debuginfo"
 panic = "abort"
 
 # A standalone project, not part of an enclosing workspace.
@@ -233,6 +234,125 @@ if __name__ == "__main__":
     unittest.main()
 "#;
 
+const C_OPERATOR: &str = r#"/* `{name}`: a weir operator in C.
+ *
+ * It keeps records whose value contains `needle` and prefixes their value
+ * with `prefix`. Replace the logic in `process` with your own; the whole
+ * API is weir.h (docs/plugins/c.md in the weir source tree).
+ *
+ *   [[operators]]
+ *   name = "{name}"
+ *   plugin = "{name}"
+ *   config = { needle = "error", prefix = "ALERT " }
+ */
+#include "weir.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    weir_buf needle;
+    weir_buf prefix;
+} plugin;
+
+/* `config` is the operator's config table from the pipeline file, as JSON. */
+static int open_plugin(const weir_info *info, weir_bytes config, void **self) {
+    (void)info;
+    plugin *p = calloc(1, sizeof *p);
+    weir_bytes name, value;
+    size_t at = 0;
+    int more;
+    while ((more = weir_json_next(config, &at, &name, &value)) == 1) {
+        weir_buf *field = NULL;
+        if (name.len == 6 && memcmp(name.ptr, "needle", 6) == 0) field = &p->needle;
+        else if (name.len == 6 && memcmp(name.ptr, "prefix", 6) == 0) field = &p->prefix;
+        else return weir_reject(NULL, "unknown config key \"%.*s\": expected needle or prefix", (int)name.len, name.ptr);
+        if (weir_json_string(value, field) < 0) return weir_reject(NULL, "`%.*s` must be a string", (int)name.len, name.ptr);
+    }
+    if (more < 0) return weir_reject(NULL, "the config is not a JSON object");
+    if (p->needle.len == 0) return weir_reject(NULL, "`needle` must be a non-empty string");
+    *self = p;
+    return 0;
+}
+
+static int contains(weir_bytes hay, const weir_buf *needle) {
+    for (size_t i = 0; i + needle->len <= hay.len; i++)
+        if (memcmp(hay.ptr + i, needle->ptr, needle->len) == 0) return 1;
+    return 0;
+}
+
+/* Called for each input record; weir_emit / weir_forward produce outputs,
+ * `return weir_reject(ctx, "why")` rejects the record. */
+static int process(void *self, const weir_record *r, weir_out *out, weir_ctx *ctx) {
+    (void)ctx;
+    plugin *p = self;
+    if (!contains(r->value, &p->needle)) return 0;
+    weir_buf v = {0};
+    weir_buf_put(&v, p->prefix.ptr, p->prefix.len);
+    weir_buf_bytes(&v, r->value);
+    weir_emit_with_headers(out, r->has_key ? &r->key : NULL, (weir_bytes){v.ptr, v.len}, r->timestamp, r->headers);
+    weir_buf_free(&v);
+    return 0;
+}
+
+const weir_operator weir_plugin = {.open = open_plugin, .process = process};
+"#;
+
+const C_TEST: &str = r#"/* The operator's logic natively, with weir's C test harness: make test */
+#include "weir_testing.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+static void keeps_and_prefixes_matching_records(void) {
+    weir_harness *h = weir_harness_open("{\"needle\":\"error\",\"prefix\":\"ALERT \"}");
+    assert(!weir_harness_error(h));
+    weir_record in[] = {weir_test_record(NULL, "all good", 1), weir_test_record(NULL, "disk error", 2)};
+    weir_outputs out = {0};
+    assert(weir_harness_process(h, in, 2, &out) == 0);
+    assert(out.len == 1 && weir_output_is(&out.records[0], "ALERT disk error"));
+    weir_outputs_free(&out);
+    weir_harness_close(h, &out);
+}
+
+static void an_empty_needle_is_refused(void) {
+    weir_outputs out = {0};
+    weir_harness *h = weir_harness_open("{\"needle\":\"\"}");
+    assert(weir_harness_error(h) && strstr(weir_harness_error(h), "needle"));
+    weir_harness_close(h, &out);
+}
+
+int main(void) {
+    keeps_and_prefixes_matching_records();
+    an_empty_needle_is_refused();
+    puts("{name}: 2 tests passed");
+    return 0;
+}
+"#;
+
+const C_MAKEFILE: &str = r#"# `{name}`: a weir operator in C.
+#   make test   # run its logic natively (cc and weir's C test harness)
+#   make        # build the component {crate}.wasm (clang wasm32-wasi, wit-bindgen, component new)
+# WEIR_SDK is the sdk/c directory of a weir source tree.
+WEIR_SDK ?= {sdk}
+CC ?= cc
+
+{crate}.wasm: operator.c
+	sh $(WEIR_SDK)/build.sh operator.c -o $@
+
+test: test_operator
+	./test_operator
+
+test_operator: test_operator.c operator.c
+	$(CC) -Wall -Wno-unused-function -I$(WEIR_SDK) -o $@ test_operator.c operator.c $(WEIR_SDK)/weir_testing.c
+
+clean:
+	rm -f {crate}.wasm test_operator
+
+.PHONY: test clean
+"#;
+
 /// The language of a scaffold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
@@ -242,6 +362,8 @@ pub enum Lang {
     Js,
     /// pip, weir-sdk from `sdk/python`, componentize-py.
     Python,
+    /// make, weir.h from `sdk/c`, clang (wasm32-wasi), wit-bindgen.
+    C,
 }
 
 impl Lang {
@@ -251,6 +373,7 @@ impl Lang {
             Lang::Rust => ("sdk", "Cargo.toml"),
             Lang::Js => ("sdk/js", "package.json"),
             Lang::Python => ("sdk/python", "pyproject.toml"),
+            Lang::C => ("sdk/c", "weir.h"),
         }
     }
 }
@@ -320,6 +443,17 @@ pub fn create(name: &str, lang: Lang, dir: Option<PathBuf>, sdk: Option<PathBuf>
                 format!("pip install componentize-py==0.25.1 {}   # once", sdk.display()),
                 "python -m unittest                           # run its logic under CPython".into(),
                 format!("python -m weir_sdk build app -o {crate_name}.wasm   # build the component"),
+                format!("cp {crate_name}.wasm <your plugin-dir>/"),
+            ]
+        }
+        Lang::C => {
+            write("operator.c", C_OPERATOR)?;
+            write("test_operator.c", C_TEST)?;
+            write("Makefile", C_MAKEFILE)?;
+            write(".gitignore", "*.wasm\ntest_operator\n")?;
+            vec![
+                "make test        # run its logic natively (cc)".into(),
+                format!("make             # build the component {crate_name}.wasm (clang, wit-bindgen: see docs/plugins/c.md)"),
                 format!("cp {crate_name}.wasm <your plugin-dir>/"),
             ]
         }
