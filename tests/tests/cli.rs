@@ -151,3 +151,40 @@ fn issue16_the_control_socket_is_private_and_bounded() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 20: `weir run --profile FILE` samples the plugins' own code and
+/// writes folded stacks a flame graph tool reads: one root per operator
+/// (`name (plugin)`), the functions named from the component (not
+/// `wasm-function[N]`), and the hottest functions printed per operator.
+#[test]
+fn run_with_profile_names_the_plugin_functions_the_time_goes_to() {
+    let s = Scratch::new();
+    plugin_dir();
+    s.write(
+        "p.toml",
+        format!(
+            "plugin-dir = {:?}\n[sources.events]\ntype = \"generator\"\ncount = 600000\nusers = 1000\n\
+             [[operators]]\nname = \"parse\"\nplugin = \"json-filter\"\nconfig = {{ filter = \"amount >= 10\", project = [\"user\", \"amount\"], key = \"user\" }}\n\
+             [[operators]]\nname = \"sum\"\nplugin = \"running-sum\"\npartition = \"hash\"\n\
+             [sinks.out]\ntype = \"discard\"\n",
+            plugin_dir()
+        ),
+    );
+    let run = s.weir(&["run", "--quiet", "--fresh", "--metrics-address", "off", "--profile", "prof.folded", "p.toml"], Duration::from_secs(300));
+    run.expect_code(0).expect_stderr(&["samples of plugin code", "prof.folded", "parse (json-filter)"]);
+    let folded = std::fs::read_to_string(s.path("prof.folded")).unwrap();
+    let mut roots = std::collections::BTreeMap::<String, u64>::new();
+    let mut named = 0;
+    for line in folded.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not `stack count`: {line:?}"));
+        let count: u64 = count.parse().unwrap_or_else(|_| panic!("bad count in {line:?}"));
+        let mut frames = stack.split(';');
+        *roots.entry(frames.next().unwrap().to_owned()).or_default() += count;
+        if frames.any(|f| f.contains("json_filter") || f.contains("json_scan") || f.contains("running_sum") || f.contains("weir_sdk")) {
+            named += count;
+        }
+    }
+    assert!(roots.contains_key("parse (json-filter)"), "roots: {roots:?}");
+    assert!(roots.keys().all(|r| r == "parse (json-filter)" || r == "sum (running-sum)"), "roots: {roots:?}");
+    assert!(named > 0, "no sample names a function of the plugins' crates:\n{folded}");
+}

@@ -146,7 +146,7 @@ fn a_connector_registered_outside_the_pipeline_crate_runs_a_pipeline_file() {
         "#,
     );
     let p = Pipeline::load(&file, &LoadOptions::new(registry())).unwrap_or_else(|e| panic!("{e}"));
-    let engine = weir_wasm::Engine::new(weir_wasm::EngineConfig { cache_dir: Some(cache_dir()) }).unwrap();
+    let engine = weir_wasm::Engine::new(weir_wasm::EngineConfig { cache_dir: Some(cache_dir()), profiler: None }).unwrap();
     let summary = weir_pipeline::run(&p, &engine, &RunOptions { progress: Progress::Quiet, ..RunOptions::default() }).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.source_records(), 5000);
     assert_eq!(summary.sink_records(), 5000);

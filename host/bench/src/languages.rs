@@ -108,7 +108,7 @@ fn events() -> Vec<u8> {
 fn measure(lang: &'static str, files: &[PathBuf], pipeline: &Path, count: u64) -> anyhow::Result<Row> {
     let size = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
     let cache = tempfile::tempdir()?;
-    let config = || EngineConfig { cache_dir: Some(cache.path().to_owned()) };
+    let config = || EngineConfig { cache_dir: Some(cache.path().to_owned()), profiler: None };
     let cold_engine = Engine::new(config())?;
     let started = Instant::now();
     for f in files {

@@ -336,7 +336,7 @@ fn main() -> anyhow::Result<()> {
     let repo = repo_root()?;
     build_plugins(&repo)?;
     let plugin_dir = repo.join("plugins/target/wasm32-wasip2/release");
-    let engine = Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir() })?;
+    let engine = Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir(), profiler: None })?;
 
     if matches!(cli.which, Which::All | Which::EventsAgg) {
         let pipeline = repo.join("pipelines/events-agg.toml");

@@ -174,7 +174,7 @@ fn js_builds(repo: &Path, out: &Path) -> anyhow::Result<Option<[Vec<u8>; 2]>> {
 /// The large component: cold then warm swap latencies (ms).
 fn js_run(dir: &Path, builds: &[Vec<u8>; 2]) -> anyhow::Result<(u64, Vec<u64>)> {
     // A fresh cache: build 1 was never compiled here.
-    let engine = Engine::new(EngineConfig { cache_dir: Some(dir.join("cache")) })?;
+    let engine = Engine::new(EngineConfig { cache_dir: Some(dir.join("cache")), profiler: None })?;
     std::fs::create_dir_all(dir.join("plugins"))?;
     let target = dir.join("plugins/js-op.wasm");
     std::fs::write(&target, &builds[0])?;

@@ -71,6 +71,13 @@ enum Command {
         /// input (sinks start over too: a file sink truncates its file).
         #[arg(long)]
         fresh: bool,
+        /// Sample where the plugins spend their time (every 10 ms of Wasm
+        /// execution of each instance) and write the stacks to FILE when the
+        /// run ends, as folded stacks for a flame graph (`inferno-flamegraph
+        /// FILE > flame.svg`, or open FILE in speedscope); the hottest
+        /// functions of each operator are printed with the summary.
+        #[arg(long, value_name = "FILE")]
+        profile: Option<PathBuf>,
     },
     /// Run as a service: every pipeline of a directory, restarted from its
     /// last checkpoint when it fails, with a REST API and a web UI.
@@ -127,10 +134,10 @@ enum Command {
         /// Directory to create the project in (default: ./NAME).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
-        /// Language of the project: rust (Cargo), js (npm, componentize-js) or python (pip, componentize-py).
+        /// Language of the project: rust (Cargo), js (npm, componentize-js), python (pip, componentize-py) or c (make, clang for wasm32-wasi).
         #[arg(long, value_enum, default_value = "rust")]
         lang: new_plugin::Lang,
-        /// Path of the SDK: the weir-sdk crate, sdk/js or sdk/python (default: the SDK of the weir source tree this binary was built from).
+        /// Path of the SDK: the weir-sdk crate, sdk/js, sdk/python or sdk/c (default: the SDK of the weir source tree this binary was built from).
         #[arg(long, value_name = "PATH")]
         sdk: Option<PathBuf>,
     },
@@ -197,7 +204,7 @@ fn main() -> ExitCode {
     let journal = service.then(weir_api::Journal::default);
     log::init(&filter, journal.as_ref());
     match cli.command {
-        Command::Run { pipeline, plugin_dir, quiet, metrics_address, from_checkpoint, fresh } => {
+        Command::Run { pipeline, plugin_dir, quiet, metrics_address, from_checkpoint, fresh, profile } => {
             let address = match metrics_address.as_str() {
                 "off" => None,
                 a => match a.parse() {
@@ -210,7 +217,7 @@ fn main() -> ExitCode {
                 (None, true) => StartFrom::Fresh,
                 (None, false) => StartFrom::Latest,
             };
-            cmd_run(&pipeline, plugin_dir, quiet, address, start_from)
+            cmd_run(&pipeline, plugin_dir, quiet, address, start_from, profile.as_deref())
         }
         Command::Savepoint { pipeline } => cmd_savepoint(&pipeline),
         Command::Serve { config } => cmd_serve(&config, journal.unwrap_or_default()),
@@ -251,7 +258,7 @@ fn fail(code: u8, message: &str) -> ExitCode {
 }
 
 fn engine() -> Result<Engine, ExitCode> {
-    Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir() }).map_err(|e| fail(1, &e.to_string()))
+    Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir(), profiler: None }).map_err(|e| fail(1, &e.to_string()))
 }
 
 fn load(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> Result<Pipeline, ExitCode> {
@@ -339,20 +346,62 @@ fn cmd_top(pipeline: &std::path::Path, iterations: Option<u64>) -> ExitCode {
     }
 }
 
-fn cmd_run(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>, quiet: bool, metrics_address: Option<std::net::SocketAddr>, start_from: StartFrom) -> ExitCode {
-    let (p, engine) = match prepare(pipeline, plugin_dir) {
-        Ok(x) => x,
+fn cmd_run(
+    pipeline: &std::path::Path,
+    plugin_dir: Option<PathBuf>,
+    quiet: bool,
+    metrics_address: Option<std::net::SocketAddr>,
+    start_from: StartFrom,
+    profile: Option<&std::path::Path>,
+) -> ExitCode {
+    let p = match load(pipeline, plugin_dir) {
+        Ok(p) => p,
         Err(code) => return code,
     };
+    let profiler = profile.map(|_| std::sync::Arc::new(weir_wasm::Profiler::new()));
+    let engine = match Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir(), profiler: profiler.clone() }) {
+        Ok(e) => e,
+        Err(e) => return fail(1, &e.to_string()),
+    };
     let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address, start_from, ..Default::default() };
-    match weir_pipeline::run(&p, &engine, &options) {
+    let result = weir_pipeline::run(&p, &engine, &options);
+    // A failed run's profile is kept too: it may show why it failed.
+    let profiled = match (profile, &profiler) {
+        (Some(path), Some(profiler)) => write_profile(path, &profiler.report()),
+        _ => Ok(()),
+    };
+    let code = match result {
         Ok(summary) => {
             print_summary(&summary);
             ExitCode::SUCCESS
         }
         Err(e) if e.phase == Phase::Setup => fail(2, &e.message),
         Err(e) => fail(1, &format!("pipeline `{}` failed: {}", p.name, e.message)),
+    };
+    match profiled {
+        Ok(()) => code,
+        Err(e) => fail(1, &e),
     }
+}
+
+/// Writes the folded stacks to `path` and prints each operator's hottest
+/// functions.
+fn write_profile(path: &std::path::Path, report: &weir_wasm::ProfileReport) -> Result<(), String> {
+    report.write_folded(path).map_err(|e| format!("cannot write the profile to {}: {e}", path.display()))?;
+    let total = report.samples();
+    eprintln!(
+        "profile: {total} samples of plugin code (one per 10 ms of Wasm execution per instance) written to {}; \
+         draw it with `inferno-flamegraph {} > flame.svg` or open it in speedscope",
+        path.display(),
+        path.display()
+    );
+    for op in report.operators() {
+        eprintln!("  {}: {} samples ({:.0}% of all)", op.operator, op.samples, op.samples as f64 * 100.0 / total.max(1) as f64);
+        for (function, n) in op.self_samples.iter().take(8) {
+            eprintln!("    {:>5.1}%  {function}", *n as f64 * 100.0 / op.samples.max(1) as f64);
+        }
+    }
+    Ok(())
 }
 
 fn print_summary(s: &RunSummary) {

@@ -140,7 +140,11 @@ impl AsyncInstance {
         // so a busy slot neither holds up the others nor escapes its
         // record's timeout; the ticks a call gets are its CPU deadline
         // (waiting for I/O uses none).
-        store.epoch_deadline_callback(|mut ctx| {
+        let profiler = plugin.engine.profiler().map(|p| (p.clone(), format!("{} ({})", info.operator, plugin.name)));
+        store.epoch_deadline_callback(move |mut ctx| {
+            if let Some((profiler, root)) = &profiler {
+                profiler.sample(root, &wasmtime::WasmBacktrace::capture(&ctx));
+            }
             let s = ctx.data_mut();
             if s.ticks_left == 0 {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);

@@ -3,6 +3,7 @@
 use crate::asyncop::AsyncHostState;
 use crate::instance::HostState;
 use crate::plugin::{Plugin, PluginError};
+use crate::profile::Profiler;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ pub struct EngineConfig {
     /// Where compiled components are cached, keyed by content hash. `None`
     /// disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Samples the stacks of every operator instance at each epoch tick
+    /// ([`Profiler`]); `None` (the default) costs nothing.
+    pub profiler: Option<Arc<Profiler>>,
 }
 
 impl EngineConfig {
@@ -55,6 +59,7 @@ struct Inner {
     cache_refused: AtomicBool,
     /// Distinguishes artifacts of incompatible engine builds/configs.
     compat: String,
+    profiler: Option<Arc<Profiler>>,
     _ticker: Ticker,
 }
 
@@ -125,6 +130,7 @@ impl Engine {
                 cache_dir: config.cache_dir,
                 cache_refused: AtomicBool::new(false),
                 compat,
+                profiler: config.profiler,
                 _ticker: Ticker { stop },
             }),
         })
@@ -140,6 +146,11 @@ impl Engine {
 
     pub(crate) fn async_linker(&self) -> &Linker<AsyncHostState> {
         &self.inner.async_linker
+    }
+
+    /// The profiler the engine was configured with, if any.
+    pub fn profiler(&self) -> Option<&Arc<Profiler>> {
+        self.inner.profiler.as_ref()
     }
 
     /// Loads a plugin file: reads it, checks it is a weir operator component,

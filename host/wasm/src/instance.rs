@@ -196,6 +196,9 @@ pub struct HostState {
     log_window: (Instant, u32),
     /// A host limit a call of the instance hit (it traps the call).
     over_limit: Option<String>,
+    /// Epoch ticks the running call has left when profiling (the profiler
+    /// samples at every tick, so the deadline is counted here).
+    ticks_left: u64,
 }
 
 impl HostState {
@@ -419,10 +422,24 @@ impl OperatorInstance {
             tag,
             log_window: (Instant::now(), 0),
             over_limit: None,
+            ticks_left: 0,
         };
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
+        if let Some(profiler) = plugin.engine.profiler() {
+            let profiler = profiler.clone();
+            let root = format!("{} ({})", info.operator, plugin.name);
+            store.epoch_deadline_callback(move |mut ctx| {
+                profiler.sample(&root, &wasmtime::WasmBacktrace::capture(&ctx));
+                let s = ctx.data_mut();
+                if s.ticks_left == 0 {
+                    return Ok(wasmtime::UpdateDeadline::Interrupt);
+                }
+                s.ticks_left -= 1;
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            });
+        }
+        arm_deadline(&mut store, plugin.engine.profiler().is_some(), limits.call_timeout);
         let crate::plugin::PluginKind::Operator(pre) = &plugin.kind else {
             return Err(CallError::Failed(format!(
                 "plugin {} is an async operator (world weir:plugin/async-operator); give its operator an `async` table in the pipeline file",
@@ -600,7 +617,7 @@ impl OperatorInstance {
         if self.poisoned {
             return Err(CallError::Failed("the instance was discarded after an earlier trap".into()));
         }
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        arm_deadline(&mut self.store, self.plugin.engine.profiler().is_some(), self.limits.call_timeout);
         {
             let d = self.store.data_mut();
             d.keyed.begin();
@@ -614,6 +631,17 @@ impl OperatorInstance {
                 Err(classify(&self.store, &self.stderr, self.limits, e))
             }
         }
+    }
+}
+
+/// Gives the next call `timeout` of Wasm execution: as one epoch deadline,
+/// or, when profiling, as ticks the sampling callback counts down.
+fn arm_deadline(store: &mut Store<HostState>, profiling: bool, timeout: Duration) {
+    if profiling {
+        store.data_mut().ticks_left = deadline_ticks(timeout);
+        store.set_epoch_deadline(1);
+    } else {
+        store.set_epoch_deadline(deadline_ticks(timeout));
     }
 }
 

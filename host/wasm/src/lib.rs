@@ -26,6 +26,9 @@
 //!   ([`OperatorInstance::exchange_state`]) and the optional `migrate` hook
 //!   called ([`OperatorInstance::migrate`]).
 //!
+//! * A [`Profiler`] in the [`EngineConfig`] samples the guest stacks of
+//!   every instance at each epoch tick (`weir run --profile`).
+//!
 //! Capabilities are denied by default: a plugin gets no filesystem, network,
 //! environment or arguments. Clocks and randomness are available because
 //! language runtimes need them to start.
@@ -35,9 +38,11 @@ mod engine;
 mod instance;
 mod output;
 mod plugin;
+mod profile;
 pub mod reload;
 
 pub use engine::{Engine, EngineConfig, EPOCH_TICK};
 pub use instance::{CallError, InstanceInfo, Limits, OperatorInstance, TimerFired, TrapKind};
+pub use profile::{OperatorProfile, ProfileReport, Profiler};
 pub use plugin::{Plugin, PluginError, PluginInspection, ASYNC_INTERFACE, MIGRATE_INTERFACE};
 pub use asyncop::{AsyncInstance, HttpResponse, IoFuture, IoProvider, ProcessError, SqlRows, SqlValue};
