@@ -47,8 +47,9 @@
 //! longest time a task stopped for its snapshot. `all` runs it with 20 M
 //! records; alone, `--count` sets the records. Then, issue 17 (see
 //! [`backpressure`]): under full backpressure, checkpoint duration p50/p99
-//! and size aligned vs unaligned (30 s each), and events-agg's throughput
-//! with a checkpoint every second, aligned vs unaligned.
+//! and size aligned vs aligned with buffer debloating vs unaligned (30 s
+//! each), and events-agg's throughput with a checkpoint every second,
+//! aligned vs unaligned vs aligned with debloating.
 //!
 //! # `reload`: hot reload
 //!

@@ -114,6 +114,9 @@ table! {
     /// Sampled.
     TASK_OUT_POOL: "weir_task_out_pool_usage", Gauge, ["pipeline", "task", "subtask"],
         "share of the output buffer pool in use (0-1)";
+    /// Sampled from the task's input gate (see `weir_network::debloat`).
+    NETWORK_DEBLOAT_TARGET: "weir_network_debloat_target_bytes", Gauge, ["pipeline", "task", "subtask"],
+        "bytes the upstream tasks may have in flight toward this task under buffer debloating (0: off)";
     /// Sampled.
     TASK_BACKPRESSURE_STATUS: "weir_task_backpressure_status", Gauge, ["pipeline", "task"],
         "0 OK, 1 LOW, 2 HIGH (worst subtask)";

@@ -176,6 +176,7 @@ struct Series {
     bp: Gauge,
     in_pool: Gauge,
     out_pool: Gauge,
+    debloat: Gauge,
 }
 
 #[derive(Debug)]
@@ -231,6 +232,7 @@ impl Monitor {
                     bp: metric::TASK_BACKPRESSURED.gauge(&labels),
                     in_pool: metric::TASK_IN_POOL.gauge(&labels),
                     out_pool: metric::TASK_OUT_POOL.gauge(&labels),
+                    debloat: metric::NETWORK_DEBLOAT_TARGET.gauge(&labels),
                 }
             })
             .collect();
@@ -327,6 +329,8 @@ impl Monitor {
                 s.bp.set(w(|x| x.backpressured));
                 s.in_pool.set(w(|x| x.in_pool));
                 s.out_pool.set(w(|x| x.out_pool));
+                // The current allowance, not an average: it is already smoothed.
+                s.debloat.set(self.registry.tasks[i].metrics.debloat_target_bytes().unwrap_or(0) as f64);
             }
             for (v, (cur, last)) in stages.iter().zip(&st.last_stages.clone()).enumerate() {
                 for (s, (c, l)) in cur.iter().zip(last).enumerate() {

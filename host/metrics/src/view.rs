@@ -95,6 +95,10 @@ pub struct SubtaskView {
     pub records_in_per_second: f64,
     /// This subtask is the one the bottleneck analysis names.
     pub bottleneck: bool,
+    /// Bytes its upstream tasks may have in flight toward it under buffer
+    /// debloating (`network.debloat`); absent when not debloated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debloat_target_bytes: Option<u64>,
 }
 
 /// Traffic from one task to another.
@@ -185,6 +189,7 @@ impl Monitor {
                             out_pool: x.out_pool,
                             records_in_per_second: rin,
                             bottleneck: bottleneck.task.as_deref() == Some(&g.name) && bottleneck.subtask == Some(t.subtask),
+                            debloat_target_bytes: t.metrics.debloat_target_bytes(),
                         }
                     })
                     .collect();

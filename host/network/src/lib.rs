@@ -27,10 +27,17 @@
 //! receiver's *input gate*); each message carries the index of the upstream
 //! channel it came from, so a receiver can track per-input watermarks and
 //! end-of-input.
+//!
+//! With buffer debloating on ([`debloated_gate`]), each gate measures what
+//! its task consumes and lowers the credits and buffer size of its
+//! upstream channels so that what is queued toward it stays near a time
+//! target: see [`debloat`].
 
+pub mod debloat;
 mod pool;
 pub mod throttle;
 
+pub use debloat::Allowance;
 pub use pool::{Buffer, BufferPool, PoolConfig, PoolError, ReserveError};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -77,6 +84,9 @@ pub struct InputGate {
     /// Records sent to the gate and not yet received (one atomic add per
     /// buffer, none per record): what a barrier queued now waits behind.
     records: Arc<AtomicU64>,
+    /// Buffer debloating: the throughput meter behind the allowance.
+    meter: Option<std::sync::Mutex<debloat::Meter>>,
+    allowance: Arc<Allowance>,
 }
 
 impl Drop for InputGate {
@@ -101,10 +111,24 @@ impl std::error::Error for Disconnected {}
 /// each upstream subtask clones. The channel itself is unbounded: what
 /// bounds the data in flight is the producers' buffer pools.
 pub fn gate(channels: u32) -> (GateSender, InputGate) {
+    gate_with(channels, None)
+}
+
+/// [`gate`], with buffer debloating toward `target` of queued data.
+pub fn debloated_gate(channels: u32, target: Duration) -> (GateSender, InputGate) {
+    gate_with(channels, Some(debloat::Meter::new(channels, target)))
+}
+
+fn gate_with(channels: u32, meter: Option<debloat::Meter>) -> (GateSender, InputGate) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let records = Arc::new(AtomicU64::new(0));
-    (GateSender { tx, closed: closed.clone(), records: records.clone() }, InputGate { rx, channels, closed, records })
+    let allowance = meter.as_ref().map_or_else(|| Allowance::unlimited(channels), |m| m.allowance().clone());
+    let meter = meter.map(std::sync::Mutex::new);
+    (
+        GateSender { tx, closed: closed.clone(), records: records.clone(), allowance: allowance.clone() },
+        InputGate { rx, channels, closed, records, meter, allowance },
+    )
 }
 
 /// Cloneable sending side of an input gate.
@@ -113,12 +137,13 @@ pub struct GateSender {
     tx: Sender<Envelope>,
     closed: Arc<std::sync::atomic::AtomicBool>,
     records: Arc<AtomicU64>,
+    allowance: Arc<Allowance>,
 }
 
 impl GateSender {
     /// The sender for upstream channel `channel`.
     pub fn channel(&self, channel: u32) -> OutputChannel {
-        OutputChannel { tx: self.tx.clone(), channel, closed: self.closed.clone(), records: self.records.clone() }
+        OutputChannel { tx: self.tx.clone(), channel, closed: self.closed.clone(), records: self.records.clone(), allowance: self.allowance.clone() }
     }
 }
 
@@ -136,7 +161,14 @@ pub enum Received {
 impl InputGate {
     /// Waits for the next message for at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Received {
-        match self.rx.recv_timeout(timeout) {
+        // Time spent waiting for input does not count in the consumer's
+        // throughput (buffer debloating).
+        let waiting = self.meter.as_ref().filter(|_| self.rx.is_empty()).map(|m| (m, Instant::now()));
+        let r = self.rx.recv_timeout(timeout);
+        if let Some((m, start)) = waiting {
+            m.lock().expect("meter lock").idle(start.elapsed());
+        }
+        match r {
             Ok(e) => Received::Message(self.received(e)),
             Err(RecvTimeoutError::Timeout) => Received::Timeout,
             Err(RecvTimeoutError::Disconnected) => Received::Disconnected,
@@ -149,10 +181,19 @@ impl InputGate {
     }
 
     fn received(&self, e: Envelope) -> Envelope {
-        if let Message::Data { records, .. } = &e.msg {
+        if let Message::Data { records, buf } = &e.msg {
             self.records.fetch_sub(u64::from(*records), Ordering::Relaxed);
+            if let Some(m) = &self.meter {
+                m.lock().expect("meter lock").received(buf.len() as u64, Instant::now());
+            }
         }
         e
+    }
+
+    /// The allowance this gate sets for its upstream channels (buffer
+    /// debloating), for metrics.
+    pub fn allowance(&self) -> Arc<Allowance> {
+        self.allowance.clone()
     }
 
     /// Messages waiting in the gate.
@@ -216,6 +257,7 @@ pub struct OutputChannel {
     channel: u32,
     closed: Arc<std::sync::atomic::AtomicBool>,
     records: Arc<AtomicU64>,
+    allowance: Arc<Allowance>,
 }
 
 impl OutputChannel {
@@ -232,6 +274,11 @@ impl OutputChannel {
     /// True when the receiving task is gone.
     pub fn is_disconnected(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    /// What this channel may hold now, with buffers of at most `buffer_size`.
+    fn limit(&self, buffer_size: usize) -> debloat::Limit {
+        debloat::Limit::of(self.allowance.channel_bytes(), buffer_size)
     }
 }
 
@@ -315,6 +362,9 @@ pub struct Partitioner {
     targets: Vec<OutputChannel>,
     /// Per target: the buffer being filled and its record count.
     writers: Vec<Option<(Buffer, u32)>>,
+    /// Per target: the size at which its current buffer is sent (the
+    /// buffer size, or less under buffer debloating).
+    sizes: Vec<usize>,
     pool: BufferPool,
     oldest: Option<Instant>,
     config: BufferConfig,
@@ -332,7 +382,8 @@ impl Partitioner {
     /// pool is target i).
     pub fn new(producer: &str, strategy: Partitioning, targets: Vec<OutputChannel>, config: BufferConfig, pool: BufferPool) -> Self {
         let writers = targets.iter().map(|_| None).collect();
-        Self { strategy, targets, writers, pool, oldest: None, config, next: 0, producer: producer.to_owned(), urgent: None }
+        let sizes = vec![config.size; targets.len()];
+        Self { strategy, targets, writers, sizes, pool, oldest: None, config, next: 0, producer: producer.to_owned(), urgent: None }
     }
 
     /// Lets this output take its pool's overdraft while `wanted > taken`.
@@ -375,7 +426,7 @@ impl Partitioner {
                     } as usize;
                     self.writable(t)?;
                     let len = rec.encoded_len();
-                    if self.writers[t].as_ref().is_some_and(|(b, _)| b.len() + len > self.config.size) {
+                    if self.writers[t].as_ref().is_some_and(|(b, _)| b.len() + len > self.sizes[t]) {
                         self.overflow(t, len, &rec)?;
                     }
                     let (buf, count) = self.writers[t].as_mut().expect("writable");
@@ -383,7 +434,7 @@ impl Partitioner {
                     w.push_record(&rec);
                     *buf.data_mut() = w.finish();
                     *count += 1;
-                    if buf.len() >= self.config.size {
+                    if buf.len() >= self.sizes[t] {
                         self.send_writer(t)?;
                     }
                 }
@@ -396,17 +447,15 @@ impl Partitioner {
     }
 
     /// Makes sure target `t` has a buffer to write into, waiting for one
-    /// from the pool if none is free (backpressure).
+    /// from the pool if none is free (backpressure), or while the target's
+    /// debloating allowance is used up. The buffer's size is fixed here.
     fn writable(&mut self, t: usize) -> Result<(), Disconnected> {
         if self.writers[t].is_none() {
             let target = &self.targets[t];
-            let buf = match &self.urgent {
-                Some((wanted, taken)) => {
-                    self.pool.acquire_urgent(t, || target.is_disconnected(), || wanted.load(Ordering::Acquire) > taken.load(Ordering::Acquire))
-                }
-                None => self.pool.acquire(t, || target.is_disconnected()),
-            }
-            .ok_or(Disconnected)?;
+            let size = self.config.size;
+            let urgent = || self.urgent.as_ref().is_some_and(|(wanted, taken)| wanted.load(Ordering::Acquire) > taken.load(Ordering::Acquire));
+            let buf = self.pool.acquire_within(t, || target.is_disconnected(), urgent, || target.limit(size).credits).ok_or(Disconnected)?;
+            self.sizes[t] = target.limit(size).buffer_size;
             self.writers[t] = Some((buf, 0));
         }
         Ok(())
@@ -457,7 +506,7 @@ impl Partitioner {
         while !rest.is_empty() {
             self.writable(t)?;
             let (used, empty) = self.writers[t].as_ref().map(|(b, _)| (b.len(), b.is_empty())).expect("writable");
-            let room = self.config.size.saturating_sub(used);
+            let room = self.sizes[t].saturating_sub(used);
             let (cut, n) = if rest.len() <= room || (empty && room == 0) {
                 (rest.len(), rest_records)
             } else {
@@ -486,7 +535,7 @@ impl Partitioner {
             *count += n as u32;
             rest = &rest[cut..];
             rest_records -= n;
-            if buf.len() >= self.config.size || !rest.is_empty() {
+            if buf.len() >= self.sizes[t] || !rest.is_empty() {
                 self.send_writer(t)?;
             }
         }
@@ -636,6 +685,24 @@ mod tests {
         let g = t.join().unwrap();
         drop(g);
         assert_eq!(p.emit(&b, n).and_then(|()| Ok(p.flush()?)), Err(EmitError::Disconnected));
+    }
+
+    /// Issue 17, debloating: before its first measurement a debloated gate
+    /// lets each channel hold two small buffers, not the pool's share.
+    #[test]
+    fn a_debloated_gate_starts_with_two_small_buffers_per_channel() {
+        let (s, g) = debloated_gate(1, Duration::from_secs(1));
+        let cfg = BufferConfig { size: 32 << 10, timeout: Duration::from_secs(3600), flush_on_idle: true };
+        let pool = pool(1, 64, 32 << 10);
+        let mut p = Partitioner::new("op", Partitioning::Forward, vec![s.channel(0)], cfg, pool.clone());
+        let (b, n) = batch(&["0123456789012345678901234567890123456789"; 16]);
+        assert!(b.len() > debloat::MIN_BUFFER && b.len() < 2 * debloat::MIN_BUFFER, "{} bytes", b.len());
+        p.emit(&b, n).unwrap();
+        assert_eq!(g.queued(), 1, "a small buffer was sent once full");
+        assert_eq!(pool.in_use(), 2, "and the rest waits in a second one");
+        let Message::Data { buf, .. } = g.try_recv().unwrap().msg else { panic!("data") };
+        assert!(buf.len() <= debloat::MIN_BUFFER, "{} bytes", buf.len());
+        assert_eq!(g.allowance().gate_bytes(), Some(0));
     }
 
     /// Issue 16: records larger than a buffer travel alone in a buffer that

@@ -16,6 +16,11 @@
 //! unaligned checkpoint until the batch is out; the overdraft lets it
 //! finish the batch so that its barrier can overtake the queues. The
 //! overdraft is part of the pool, so memory stays within `network.memory`.
+//!
+//! With buffer debloating ([`crate::debloat`]) a channel also has a
+//! *ceiling*: the most credits it may hold at once, from its consumer's
+//! throughput. It only lowers what the pool allows (an urgent producer and
+//! a record larger than a buffer ignore it), so the pool still bounds memory.
 
 use crate::WaitClock;
 use std::ops::Deref;
@@ -70,13 +75,17 @@ struct State {
     held: Vec<usize>,
     /// Floating credits held, across channels.
     floating_held: usize,
+    /// Floating credits held per channel (for the debloating ceiling).
+    floating_of: Vec<usize>,
 }
 
 impl State {
     /// Credits channel `channel` could take now; the overdraft only when `urgent`.
-    fn available(&self, inner: &Inner, channel: usize, urgent: bool) -> usize {
+    /// Below the channel's `ceiling` of credits held, but when `urgent`.
+    fn available(&self, inner: &Inner, channel: usize, urgent: bool, ceiling: usize) -> usize {
         let reserve = if urgent { 0 } else { inner.config.overdraft };
-        (inner.config.exclusive - self.held[channel]) + (inner.floating - self.floating_held).saturating_sub(reserve)
+        let pool = (inner.config.exclusive - self.held[channel]) + (inner.floating - self.floating_held).saturating_sub(reserve);
+        if urgent { pool } else { pool.min(ceiling.saturating_sub(self.held[channel] + self.floating_of[channel])) }
     }
 
     /// Takes `n` credits for `channel` (exclusive first); returns how many
@@ -85,6 +94,7 @@ impl State {
         let exclusive = n.min(inner.config.exclusive - self.held[channel]);
         self.held[channel] += exclusive;
         self.floating_held += n - exclusive;
+        self.floating_of[channel] += n - exclusive;
         n - exclusive
     }
 }
@@ -112,7 +122,7 @@ impl BufferPool {
         if config.buffers < reserved.max(1) {
             return Err(PoolError { buffers: config.buffers, channels, exclusive: config.exclusive, needed: reserved.max(1) * config.buffer_size });
         }
-        let state = State { free: Vec::new(), held: vec![0; channels], floating_held: 0 };
+        let state = State { free: Vec::new(), held: vec![0; channels], floating_held: 0, floating_of: vec![0; channels] };
         Ok(Self {
             inner: Arc::new(Inner { config, floating: config.buffers - reserved, state: Mutex::new(state), returned: Condvar::new(), clock }),
         })
@@ -122,25 +132,34 @@ impl BufferPool {
     /// exclusive buffers and no floating buffer is free. `gone` is polled
     /// while waiting; `None` means the consumer went away.
     pub fn acquire(&self, channel: usize, gone: impl Fn() -> bool) -> Option<Buffer> {
-        self.acquire_urgent(channel, gone, || false)
+        self.acquire_within(channel, gone, || false, || usize::MAX)
     }
 
     /// [`BufferPool::acquire`], which may take the overdraft while
-    /// `urgent` (polled while waiting) is true.
-    pub fn acquire_urgent(&self, channel: usize, gone: impl Fn() -> bool, urgent: impl Fn() -> bool) -> Option<Buffer> {
+    /// `urgent` is true, and otherwise waits while the channel holds
+    /// `ceiling` credits or more (buffer debloating). Both are polled while
+    /// waiting.
+    pub fn acquire_within(&self, channel: usize, gone: impl Fn() -> bool, urgent: impl Fn() -> bool, ceiling: impl Fn() -> usize) -> Option<Buffer> {
         let inner = &self.inner;
-        let mut st = self.wait_for(channel, 1, &gone, &urgent)?;
+        let mut st = self.wait_for(channel, 1, &gone, &urgent, &ceiling)?;
         let floating = st.take(inner, channel, 1);
         let data = st.free.pop().unwrap_or_else(|| Vec::with_capacity(inner.config.buffer_size));
         Some(Buffer { data, pool: Some(self.inner.clone()), channel, exclusive: 1 - floating, floating })
     }
 
     /// Waits until `channel` can take `n` credits; `None` when `gone`.
-    fn wait_for(&self, channel: usize, n: usize, gone: &impl Fn() -> bool, urgent: &impl Fn() -> bool) -> Option<std::sync::MutexGuard<'_, State>> {
+    fn wait_for(
+        &self,
+        channel: usize,
+        n: usize,
+        gone: &impl Fn() -> bool,
+        urgent: &impl Fn() -> bool,
+        ceiling: &impl Fn() -> usize,
+    ) -> Option<std::sync::MutexGuard<'_, State>> {
         let inner = &self.inner;
         let mut st = inner.state.lock().expect("pool lock");
         let mut waiting = false;
-        while st.available(inner, channel, inner.config.overdraft > 0 && urgent()) < n {
+        while st.available(inner, channel, inner.config.overdraft > 0 && urgent(), ceiling()) < n {
             if gone() {
                 if waiting {
                     inner.clock.end_wait();
@@ -178,7 +197,7 @@ impl BufferPool {
         let need = bytes.div_ceil(self.inner.config.buffer_size);
         let held = buf.exclusive + buf.floating;
         if need > held {
-            let mut st = self.wait_for(buf.channel, need - held, &gone, &|| false).ok_or(ReserveError::Gone)?;
+            let mut st = self.wait_for(buf.channel, need - held, &gone, &|| false, &|| usize::MAX).ok_or(ReserveError::Gone)?;
             let floating = st.take(&self.inner, buf.channel, need - held);
             buf.floating += floating;
             buf.exclusive += need - held - floating;
@@ -248,6 +267,7 @@ impl Drop for Buffer {
         }
         let mut st = inner.state.lock().expect("pool lock");
         st.floating_held -= self.floating;
+        st.floating_of[self.channel] -= self.floating;
         st.held[self.channel] -= self.exclusive;
         st.free.push(data);
         drop(st);
@@ -309,10 +329,28 @@ mod tests {
         let pool = BufferPool::new(PoolConfig { buffers: 4, buffer_size: 16, exclusive: 1, overdraft: 2 }, 1, Arc::default()).unwrap();
         let a: Vec<Buffer> = (0..2).map(|_| pool.acquire(0, || false).unwrap()).collect();
         assert!(pool.acquire(0, || true).is_none(), "the overdraft is not for a normal wait");
-        let b: Vec<Buffer> = (0..2).map(|_| pool.acquire_urgent(0, || false, || true).unwrap()).collect();
+        let b: Vec<Buffer> = (0..2).map(|_| pool.acquire_within(0, || false, || true, || 1).unwrap()).collect();
         assert_eq!(pool.in_use(), 4);
-        assert!(pool.acquire_urgent(0, || true, || true).is_none(), "the pool is still bounded");
+        assert!(pool.acquire_within(0, || true, || true, || usize::MAX).is_none(), "the pool is still bounded");
         drop((a, b));
+    }
+
+    /// Issue 17, debloating: a channel stops at its ceiling of credits,
+    /// exclusive and floating ones together, while its sibling is not
+    /// held back; a higher ceiling lets it go on.
+    #[test]
+    fn a_debloated_channel_waits_at_its_ceiling() {
+        let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 16, exclusive: 1, overdraft: 0 }, 2, Arc::default()).unwrap();
+        let a: Vec<Buffer> = (0..3).map(|_| pool.acquire_within(0, || false, || false, || 3).unwrap()).collect();
+        assert!(pool.acquire_within(0, || true, || false, || 3).is_none(), "3 credits held: channel 0 waits");
+        let b: Vec<Buffer> = (0..3).map(|_| pool.acquire_within(1, || false, || false, || 3).unwrap()).collect();
+        let more = pool.acquire_within(0, || false, || false, || 4).unwrap();
+        drop(a);
+        assert_eq!(pool.in_use(), 4);
+        let again: Vec<Buffer> = (0..3).map(|_| pool.acquire_within(0, || false, || false, || 4).unwrap()).collect();
+        assert!(pool.acquire_within(0, || true, || false, || 4).is_none());
+        drop((b, more, again));
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[test]

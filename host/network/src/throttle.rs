@@ -70,7 +70,7 @@ pub fn throttled(channel: OutputChannel, bytes_per_second: u64) -> OutputChannel
             }
         }
     });
-    OutputChannel { tx, channel: channel.channel, closed: channel.closed, records: channel.records }
+    OutputChannel { tx, channel: channel.channel, closed: channel.closed, records: channel.records, allowance: channel.allowance }
 }
 
 #[cfg(test)]

@@ -516,6 +516,7 @@ impl Task {
 
     fn run_gate(&mut self, gate: &InputGate) -> Result<(), TaskError> {
         let _ = self.metrics.in_records.set(gate.records_counter());
+        let _ = self.metrics.in_allowance.set(gate.allowance());
         let channels = gate.channels as usize;
         let mut input = GateInput {
             finished: vec![false; channels],

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
-use weir_network::{BufferPool, WaitClock};
+use weir_network::{Allowance, BufferPool, WaitClock};
 
 /// Record and byte counters of one stage (operator, source or sink) subtask.
 #[derive(Debug, Default)]
@@ -150,6 +150,9 @@ pub struct TaskMetrics {
     /// counter, set when the task starts): what a barrier arriving now
     /// would wait behind.
     pub in_records: std::sync::OnceLock<Arc<AtomicU64>>,
+    /// What the input gate lets its upstream tasks have in flight to this
+    /// one under buffer debloating (set when the task starts).
+    pub in_allowance: std::sync::OnceLock<Arc<Allowance>>,
     /// Buffers the upstream tasks may have in flight to this one.
     pub in_capacity: u64,
     /// The task's output buffer pools.
@@ -168,6 +171,7 @@ impl TaskMetrics {
             done: AtomicBool::new(false),
             in_queued: AtomicU64::new(0),
             in_records: std::sync::OnceLock::new(),
+            in_allowance: std::sync::OnceLock::new(),
             in_capacity,
             out_pools,
         }
@@ -198,6 +202,12 @@ impl TaskMetrics {
     /// Records waiting in the input gate (0 for a source).
     pub fn queued_records(&self) -> u64 {
         self.in_records.get().map_or(0, |r| r.load(Ordering::Relaxed))
+    }
+
+    /// Bytes the input gate lets its upstream tasks have in flight under
+    /// buffer debloating; `None` when not debloated (or a source).
+    pub fn debloat_target_bytes(&self) -> Option<u64> {
+        self.in_allowance.get().and_then(|a| a.gate_bytes())
     }
 
     /// Fraction of the input buffers in use (0..=1).

@@ -23,7 +23,24 @@ pub struct NetworkConfig {
     pub exclusive_buffers: usize,
     /// Send partly filled buffers as soon as a producer's input goes idle.
     pub flush_on_idle: bool,
+    /// Buffer debloating: each channel's credits and buffer size follow
+    /// its consumer's measured throughput, so that the data queued toward
+    /// a task stays near `debloat-target`.
+    pub debloat: bool,
+    /// With `debloat`: how much time of its input a task may have queued
+    /// (default 1 s).
+    pub debloat_target: Option<DurationStr>,
 }
+
+impl NetworkConfig {
+    /// The debloating target when debloating is on.
+    pub fn debloat_target(&self) -> Option<Duration> {
+        self.debloat.then(|| self.debloat_target.map_or(DEFAULT_DEBLOAT_TARGET, |t| t.0))
+    }
+}
+
+/// `network.debloat-target` when not set (Flink's default too).
+pub const DEFAULT_DEBLOAT_TARGET: Duration = Duration::from_secs(1);
 
 impl Default for NetworkConfig {
     fn default() -> Self {
@@ -33,6 +50,8 @@ impl Default for NetworkConfig {
             memory: ByteSize(4 << 20),
             exclusive_buffers: 2,
             flush_on_idle: true,
+            debloat: false,
+            debloat_target: None,
         }
     }
 }
@@ -233,6 +252,15 @@ pub(super) fn parse_network(value: Option<toml::Value>, errors: &mut Vec<ConfigE
     }
     if network.memory.0 < network.buffer_size.0 * 2 {
         errors.push(ConfigError { path: "network.memory".into(), message: "must hold at least two network buffers (2 x buffer-size)".into() });
+    }
+    match network.debloat_target {
+        Some(_) if !network.debloat => {
+            errors.push(ConfigError { path: "network.debloat-target".into(), message: "sets the target of buffer debloating, so it needs debloat = true".into() });
+        }
+        Some(t) if t.0 < Duration::from_millis(10) || t.0 > Duration::from_secs(3600) => {
+            errors.push(ConfigError { path: "network.debloat-target".into(), message: "must be between 10ms and 1h".into() });
+        }
+        _ => {}
     }
     network
 }

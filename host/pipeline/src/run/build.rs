@@ -9,7 +9,7 @@ use crate::plan::{Plan, VertexKind};
 use crate::RunHandle;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use weir_network::{gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
+use weir_network::{debloated_gate, gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
 use weir_metrics::{Registry, TaskEntry, VertexEntry};
 use weir_task::{ReloadSlot, Stage, StageMetrics, Task, TaskInput, TaskMetrics};
 
@@ -35,7 +35,8 @@ struct Gates {
 }
 
 impl Gates {
-    fn new(plan: &Plan) -> Self {
+    /// With `debloat`, every gate debloats toward that target.
+    fn new(plan: &Plan, debloat: Option<std::time::Duration>) -> Self {
         let mut senders = Vec::new();
         let mut gates = Vec::new();
         for chain in &plan.chains {
@@ -44,7 +45,10 @@ impl Gates {
                 .map(|_| match head.input {
                     Some((u, part)) => {
                         let channels = if part == Partitioning::Forward { 1 } else { plan.vertices[u].parallelism };
-                        let (s, g) = gate(channels);
+                        let (s, g) = match debloat {
+                            Some(target) => debloated_gate(channels, target),
+                            None => gate(channels),
+                        };
                         (Some(s), Some(g))
                     }
                     None => (None, None),
@@ -60,7 +64,7 @@ impl Gates {
 impl Built {
     pub fn new(p: &Pipeline, plan: &Plan, plugins: &LoadedPlugins, restore: Option<&Restore>, fresh: bool, coordinator: Option<&Coordinator>) -> Result<Self, RunError> {
         let buffers = BufferConfig { size: p.network.buffer_size.0 as usize, timeout: p.network.buffer_timeout.0, flush_on_idle: p.network.flush_on_idle };
-        let mut gates = Gates::new(plan);
+        let mut gates = Gates::new(plan, p.network.debloat_target());
         let (reports_tx, reports) = crossbeam_channel::unbounded();
         let slots: Vec<Arc<ReloadSlot>> = plan
             .vertices
