@@ -150,6 +150,9 @@ pub struct TaskMetrics {
     /// counter, set when the task starts): what a barrier arriving now
     /// would wait behind.
     pub in_records: std::sync::OnceLock<Arc<AtomicU64>>,
+    /// Per input of a gate task (fan-in): records received, watermark,
+    /// idleness; set when the task starts.
+    pub inputs: std::sync::OnceLock<Vec<Arc<crate::InputMetrics>>>,
     /// Buffers the upstream tasks may have in flight to this one.
     pub in_capacity: u64,
     /// The task's output buffer pools.
@@ -168,6 +171,7 @@ impl TaskMetrics {
             done: AtomicBool::new(false),
             in_queued: AtomicU64::new(0),
             in_records: std::sync::OnceLock::new(),
+            inputs: std::sync::OnceLock::new(),
             in_capacity,
             out_pools,
         }
