@@ -441,13 +441,13 @@ impl Coordinator {
                         .collect();
                     None
                 }
-                StatePart::InFlight { vertex, channels } => {
+                StatePart::InFlight { vertex, channels, inputs } => {
                     let name = format!("{}-{}.inflight", self.vertices[vertex].0, ack.subtask);
                     let s = p.subtasks.entry((vertex, ack.subtask)).or_insert_with(|| empty(ack.subtask));
                     s.inflight_file = Some(name.clone());
                     p.inflight_bytes += channels.iter().map(|c| c.len() as u64).sum::<u64>();
                     let max_parallelism = self.max_parallelism;
-                    Some(WriteJob::File { name, job: Box::new(move || inflight_file(&channels, max_parallelism)) })
+                    Some(WriteJob::File { name, job: Box::new(move || inflight_file(&channels, &inputs, max_parallelism)) })
                 }
                 StatePart::Stage { vertex, state: StageState::Operator { key_groups, job } } => {
                     let name = format!("{}-{}.state", self.vertices[vertex].0, ack.subtask);
@@ -572,23 +572,38 @@ impl Coordinator {
 }
 
 /// The in-flight file of a subtask: its channels' records, channel after
-/// channel, each with its key group so a restore at another parallelism
-/// re-partitions them by key (the format of an async operator's in-flight
-/// records, [`weir_async::encode_snapshot`]). A record without a key goes
+/// channel, each tagged with its key group so a restore at another
+/// parallelism re-partitions them by key (the format of an async
+/// operator's in-flight records, [`weir_async::encode_snapshot`]) and with
+/// the input it was on ([`inflight_tag`]). A record without a key goes
 /// with key group 0, where the hash partitioner sends it.
-fn inflight_file(channels: &[Vec<u8>], max_parallelism: u32) -> Result<Vec<u8>, String> {
+fn inflight_file(channels: &[Vec<u8>], inputs: &[usize], max_parallelism: u32) -> Result<Vec<u8>, String> {
     let mut records = Vec::new();
-    for c in channels {
+    for (c, &input) in channels.iter().zip(inputs) {
         let mut frames = weir_format::Frames::new(c);
         loop {
             let start = frames.offset();
             let Some(r) = frames.next() else { break };
             let r = r.map_err(|e| format!("an in-flight buffer is malformed: {e}"))?;
             let kg = r.key.map_or(0, |k| weir_format::keygroup::of(k, max_parallelism));
-            records.push((kg, &c[start..frames.offset()]));
+            records.push((inflight_tag(input, kg), &c[start..frames.offset()]));
         }
     }
     Ok(weir_async::encode_snapshot(records.into_iter()))
+}
+
+/// An in-flight record's tag: its key group in the low 16 bits
+/// (`max-parallelism` is at most 32768), above them the input of its
+/// vertex it was on (fan-in). Files written before fan-in, with one input,
+/// read as input 0.
+fn inflight_tag(input: usize, key_group: u32) -> u32 {
+    debug_assert!(key_group < 1 << 16 && input < 1 << 16);
+    (input as u32) << 16 | key_group
+}
+
+/// The input and the key group of an in-flight record's tag.
+fn split_inflight_tag(tag: u32) -> (usize, u32) {
+    ((tag >> 16) as usize, tag & 0xffff)
 }
 
 fn empty(subtask: u32) -> SubtaskState {
@@ -712,37 +727,48 @@ impl Restore {
     }
 
     /// The records in flight to subtask `subtask` of vertex `name` (now at
-    /// `parallelism`) when the checkpoint was taken, in frame format: all
-    /// of its old subtasks' in-flight records of the key groups it owns
-    /// when its input is hash-partitioned (re-partitioned by key like any
-    /// record), else those of the old subtasks `j` with
+    /// `parallelism`, its inputs partitioned by `inputs`) when the
+    /// checkpoint was taken, per input (those with records), in frame
+    /// format: of an input partitioned by key, all the old subtasks'
+    /// records of the key groups it owns now (re-partitioned by key like
+    /// any record); of another input, those of the old subtasks `j` with
     /// `j % parallelism == subtask`. Each channel's records keep their order.
-    pub fn inflight_records(&self, name: &str, subtask: u32, parallelism: u32, input: Partitioning, max_parallelism: u32) -> Result<Vec<u8>, String> {
+    pub fn inflight_records(&self, name: &str, subtask: u32, parallelism: u32, inputs: &[Partitioning], max_parallelism: u32) -> Result<Vec<(usize, Vec<u8>)>, String> {
         let Some(v) = self.vertex(name) else { return Ok(Vec::new()) };
-        let by_key = matches!(input, Partitioning::Hash { .. });
-        // Every subtask of a broadcast input holds its own copy of what was
-        // in flight, each consumed to a different point: at another
-        // parallelism no split of them is right, so say so rather than
-        // replay records twice or not at all.
-        if input == Partitioning::Broadcast && v.subtasks.len() as u32 != parallelism && v.subtasks.iter().any(|s| s.inflight_file.is_some()) {
-            return Err(format!(
-                "the checkpoint holds in-flight records of a broadcast input taken at parallelism {}, which cannot be split over parallelism {parallelism}; \
-                 restore at parallelism {} (then take an aligned savepoint to rescale from), or start with --fresh",
-                v.subtasks.len(),
-                v.subtasks.len()
-            ));
-        }
         let owned = weir_format::keygroup::range(subtask, max_parallelism, parallelism);
-        let mut out = Vec::new();
+        let mut out: Vec<(usize, Vec<u8>)> = Vec::new();
         for s in &v.subtasks {
             let Some(file) = &s.inflight_file else { continue };
-            if !by_key && s.subtask % parallelism != subtask {
-                continue;
-            }
             let bytes = self.checkpoint.read_file(file).map_err(|e| e.to_string())?;
-            for (kg, record) in weir_async::decode_snapshot(&bytes).map_err(|e| format!("{file}: {e}"))? {
-                if !by_key || owned.contains(&kg) {
-                    out.extend_from_slice(&record);
+            for (tag, record) in weir_async::decode_snapshot(&bytes).map_err(|e| format!("{file}: {e}"))? {
+                let (input, kg) = split_inflight_tag(tag);
+                let Some(&part) = inputs.get(input) else {
+                    return Err(format!(
+                        "the checkpoint holds in-flight records of input {} of `{name}`, which now has {} input(s); \
+                         restore with its inputs as they were (then take an aligned savepoint to change them from), or start with --fresh",
+                        input + 1,
+                        inputs.len()
+                    ));
+                };
+                // Every subtask of a broadcast input holds its own copy of
+                // what was in flight, each consumed to a different point:
+                // at another parallelism no split of them is right, so say
+                // so rather than replay records twice or not at all.
+                if part == Partitioning::Broadcast && v.subtasks.len() as u32 != parallelism {
+                    return Err(format!(
+                        "the checkpoint holds in-flight records of a broadcast input taken at parallelism {}, which cannot be split over parallelism {parallelism}; \
+                         restore at parallelism {} (then take an aligned savepoint to rescale from), or start with --fresh",
+                        v.subtasks.len(),
+                        v.subtasks.len()
+                    ));
+                }
+                let keep = if matches!(part, Partitioning::Hash { .. }) { owned.contains(&kg) } else { s.subtask % parallelism == subtask };
+                if !keep {
+                    continue;
+                }
+                match out.iter_mut().find(|(i, _)| *i == input) {
+                    Some((_, records)) => records.extend_from_slice(&record),
+                    None => out.push((input, record)),
                 }
             }
         }

@@ -5,8 +5,19 @@
 //! input feeds nothing else, and the vertex does not set
 //! `disable-chaining`. A `hash` edge between two operators of parallelism 1
 //! is a forward edge in effect (one key group owner) and is chained too.
+//! A vertex with several inputs (fan-in) is never chained: it heads a task
+//! whose input gate holds the channels of every input, input after input.
+//!
+//! Inputs may be declared in any order in the file, so vertices get their
+//! index first and their edges after. Every edge of a vertex is
+//! partitioned on its own (by the vertex's `partition`); two `hash` edges
+//! into the same vertex route a key to the same subtask, since the key
+//! group depends only on the key, `max-parallelism` and the vertex's
+//! parallelism: that is what lets the inputs of a keyed operator share its
+//! keyed state.
 
 use crate::config::{OperatorConfig, PartitionKind, Pipeline, SinkConfig, SourceConfig};
+use std::time::Duration;
 use weir_network::Partitioning;
 
 /// What a vertex is.
@@ -29,8 +40,13 @@ pub struct Vertex {
     pub kind: VertexKind,
     /// Parallel instances.
     pub parallelism: u32,
-    /// Its input vertex and how records are partitioned on the way.
-    pub input: Option<(usize, Partitioning)>,
+    /// Its input vertices, in the order the file names them, and how
+    /// records are partitioned on the way (empty for a source).
+    pub inputs: Vec<(usize, Partitioning)>,
+    /// How long the records this vertex emits may pause before a consumer
+    /// leaves the input out of its watermark: the longest `idle-timeout`
+    /// of the sources upstream (`None` if one of them has none).
+    pub idle_timeout: Option<Duration>,
     /// Vertices fed by this one.
     pub consumers: Vec<usize>,
     /// Keep out of its input's chain.
@@ -87,51 +103,69 @@ impl Plan {
                 name: name.clone(),
                 kind: VertexKind::Source(s.clone()),
                 parallelism: s.parallelism.unwrap_or(1),
-                input: None,
+                inputs: Vec::new(),
+                idle_timeout: s.idle_timeout.or(p.idle_timeout),
                 consumers: Vec::new(),
                 disable_chaining: false,
                 side_of: None,
             });
         }
+        // Operators first without edges: an input may be named above or below.
+        let first_op = vertices.len();
         for (i, op) in p.operators.iter().enumerate() {
-            let input = index(&by_name, &p.operator_input(i).expect("validated"));
             by_name.insert(op.name.clone(), vertices.len());
-            let parallelism = op.parallelism.unwrap_or(p.parallelism);
-            let part = partitioning(op, vertices[input].parallelism, parallelism, p.max_parallelism);
             vertices.push(Vertex {
                 name: op.name.clone(),
                 kind: VertexKind::Operator(i),
-                parallelism,
-                input: Some((input, part)),
+                parallelism: op.parallelism.unwrap_or(p.parallelism),
+                inputs: Vec::new(),
+                idle_timeout: None,
                 consumers: Vec::new(),
                 disable_chaining: op.disable_chaining,
                 side_of: None,
             });
         }
+        for (i, op) in p.operators.iter().enumerate() {
+            let v = first_op + i;
+            vertices[v].inputs = p
+                .operator_inputs(i)
+                .expect("validated")
+                .iter()
+                .map(|name| {
+                    let u = index(&by_name, name);
+                    (u, partitioning(op, vertices[u].parallelism, vertices[v].parallelism, p.max_parallelism))
+                })
+                .collect();
+        }
         for (name, s) in &p.sinks {
-            let input = index(&by_name, &p.sink_input(name, s).expect("validated"));
-            let side_of = p.dead_letter_of(name).map(|_| input);
-            let parallelism = s.parallelism.unwrap_or(vertices[input].parallelism);
-            let part = if parallelism == vertices[input].parallelism { Partitioning::Forward } else { Partitioning::Rebalance };
+            let inputs: Vec<usize> = p.sink_inputs(name, s).expect("validated").iter().map(|n| index(&by_name, n)).collect();
+            let side_of = p.dead_letter_of(name).map(|_| inputs[0]);
+            let parallelism = s.parallelism.unwrap_or(vertices[inputs[0]].parallelism);
+            let inputs = inputs
+                .into_iter()
+                .map(|u| (u, if parallelism == vertices[u].parallelism { Partitioning::Forward } else { Partitioning::Rebalance }))
+                .collect();
             vertices.push(Vertex {
                 name: name.clone(),
                 kind: VertexKind::Sink(s.clone()),
                 parallelism,
-                input: Some((input, part)),
+                inputs,
+                idle_timeout: None,
                 consumers: Vec::new(),
                 disable_chaining: false,
                 side_of,
             });
         }
         for v in 0..vertices.len() {
-            if let Some((u, _)) = vertices[v].input
-                && vertices[v].side_of.is_none()
-            {
-                vertices[u].consumers.push(v);
+            if vertices[v].side_of.is_none() {
+                for (u, _) in vertices[v].inputs.clone() {
+                    vertices[u].consumers.push(v);
+                }
             }
         }
+        propagate_idle_timeouts(&mut vertices);
         let chained = |vs: &[Vertex], v: usize| -> bool {
-            let Some((u, part)) = vs[v].input else { return false };
+            let [(u, part)] = vs[v].inputs[..] else { return false };
             let same = vs[u].parallelism == vs[v].parallelism;
             let forward = match part {
                 Partitioning::Forward => true,
@@ -181,6 +215,21 @@ impl Plan {
         self.chain_index[v]
     }
 
+    /// The input gate channels of each input of vertex `v`, input after
+    /// input: one for a `forward` input, else one per upstream subtask.
+    pub fn input_channels(&self, v: usize) -> Vec<std::ops::Range<u32>> {
+        let mut next = 0;
+        self.vertices[v]
+            .inputs
+            .iter()
+            .map(|&(u, part)| {
+                let n = if part == Partitioning::Forward { 1 } else { self.vertices[u].parallelism };
+                next += n;
+                next - n..next
+            })
+            .collect()
+    }
+
     /// The dead-letter sink of vertex `v`, if it has one.
     pub fn dead_letter_of(&self, v: usize) -> Option<usize> {
         self.dead_letters.get(&v).copied()
@@ -199,10 +248,7 @@ impl Plan {
             .map(|c| {
                 let names: Vec<String> = c.vertices.iter().map(|&v| format!("{} ({})", self.vertices[v].name, self.vertices[v].kind_name())).collect();
                 let head = &self.vertices[c.vertices[0]];
-                let input = match head.input {
-                    Some((u, part)) => format!(" <- {} [{}]", self.vertices[u].name, part_name(part)),
-                    None => String::new(),
-                };
+                let input: String = head.inputs.iter().map(|&(u, part)| format!(" <- {} [{}]", self.vertices[u].name, part_name(part))).collect();
                 let side: Vec<String> = c
                     .vertices
                     .iter()
@@ -212,6 +258,23 @@ impl Plan {
                 format!("task x{}: {}{}{input}", c.parallelism, names.join(" -> "), side.concat())
             })
             .collect()
+    }
+}
+
+/// Each vertex's idle timeout from its inputs', in an order where inputs
+/// come first (the graph is acyclic, validated).
+fn propagate_idle_timeouts(vertices: &mut [Vertex]) {
+    let mut pending: Vec<usize> = vertices.iter().map(|v| v.inputs.len()).collect();
+    let mut ready: Vec<usize> = (0..vertices.len()).filter(|&v| pending[v] == 0).collect();
+    while let Some(u) = ready.pop() {
+        for c in vertices[u].consumers.clone() {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                let timeouts: Option<Vec<Duration>> = vertices[c].inputs.iter().map(|&(i, _)| vertices[i].idle_timeout).collect();
+                vertices[c].idle_timeout = timeouts.and_then(|t| t.into_iter().max());
+                ready.push(c);
+            }
+        }
     }
 }
 

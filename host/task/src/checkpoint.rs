@@ -32,7 +32,10 @@
 //! alignment code is the same type: a checkpoint that started aligned and
 //! is switched to unaligned takes its held-back messages back in order.
 //! A restore feeds the recorded records to the task before any new input,
-//! re-partitioned by key when the parallelism changed. Savepoints are
+//! re-partitioned by key when the parallelism changed. A task with several
+//! inputs (fan-in) has the channels of all of them in its one gate, so
+//! alignment and recording span every input; each recorded record keeps
+//! which input it was on, restored through that input's partitioning. Savepoints are
 //! always aligned, as in Flink.
 //!
 //! A graceful stop rides on the same mechanism: the coordinator sets
@@ -85,6 +88,8 @@ pub enum StatePart {
         vertex: usize,
         /// Frames per input channel, in arrival order.
         channels: Vec<Vec<u8>>,
+        /// The input (of the head vertex's inputs) of each channel.
+        inputs: Vec<usize>,
     },
     /// A source's position.
     Source {

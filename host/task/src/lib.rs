@@ -1,7 +1,8 @@
 //! The task loop.
 //!
 //! A *task* is one thread running a chain of *stages* for one subtask: an
-//! input (a source, or an input gate fed by upstream tasks), then operators
+//! input (a source, or an input gate fed by upstream tasks: the channels
+//! of every input of the chain's head, see [`inputs`]), then operators
 //! and sinks connected by forward edges, which pass whole batches by value
 //! with no channel in between, then outputs (partitioners to downstream
 //! tasks). Wasm work runs on these threads, never on an async reactor.
@@ -16,11 +17,13 @@
 //! a new plugin version prepared in the background, keeping the state.
 
 pub mod checkpoint;
+pub mod inputs;
 mod metrics;
 pub mod reload;
 mod stages;
 
 pub use checkpoint::{Ack, Aligner, Checkpointing, InFlight, StageState, StatePart};
+pub use inputs::{InputMetrics, Inputs, Watermarks};
 pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
 pub use reload::{Probation, ReloadSlot, SwapAt, SwapReport};
 pub use stages::{ErrorPolicy, SinkStage, StageInfo, TIMER_CALLS_PER_ROUND, TIMER_OUTPUT_PER_ROUND, TIMER_REARM_LIMIT, TIMERS_PER_CALL, WasmStage};
@@ -48,6 +51,15 @@ pub enum TaskError {
 pub trait Stage: Send {
     /// Processes a batch of `records` records; returns the output batch.
     fn process(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError>;
+
+    /// Processes a batch that arrived on input `input` of this stage's
+    /// vertex (its index in the vertex's inputs; 0 behind another stage of
+    /// the chain). Every stage treats its inputs alike today (a union): a
+    /// two-input operator contract will pass `input` on to its plugin.
+    fn process_input(&mut self, input: usize, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
+        let _ = input;
+        self.process(batch, records)
+    }
 
     /// The watermark advanced; fire event-time timers and return their output.
     fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
@@ -153,8 +165,26 @@ pub enum TaskInput {
         /// Its vertex in the plan (for checkpoints).
         vertex: usize,
     },
-    /// Batches from upstream tasks.
-    Gate(InputGate),
+    /// Batches from upstream tasks: the channels of every input of the
+    /// chain's head, input after input.
+    Gate {
+        /// The gate.
+        gate: InputGate,
+        /// Which channels belong to which input.
+        inputs: Inputs,
+    },
+}
+
+/// Records restored in flight to a stage of a task, to process before any
+/// new input.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The stage, by index in the chain.
+    pub stage: usize,
+    /// The input of the stage's vertex they were on their way to.
+    pub input: usize,
+    /// The records, in frame format.
+    pub records: Vec<u8>,
 }
 
 /// One subtask's thread: input, chained stages, outputs.
@@ -182,11 +212,11 @@ pub struct Task {
     pub cancel: Arc<AtomicBool>,
     /// Bytes a source is asked for per poll (the network buffer size).
     pub batch_bytes: usize,
-    /// Records (frame format) an unaligned checkpoint restored from had in
-    /// flight to a stage of this task, by stage index: processed before
-    /// any new input. A stage that was a chain's head when the checkpoint
-    /// was taken may be chained behind another one now.
-    pub replay: Vec<(usize, Vec<u8>)>,
+    /// Records an unaligned checkpoint restored from had in flight to a
+    /// stage of this task: processed before any new input. A stage that
+    /// was a chain's head when the checkpoint was taken may be chained
+    /// behind another one now.
+    pub replay: Vec<Replay>,
     /// The latest checkpoint this task has taken (for its outputs'
     /// overdraft, see [`Task::run`]).
     pub taken: Arc<std::sync::atomic::AtomicU64>,
@@ -208,11 +238,11 @@ impl Task {
                 p.set_urgent(c.unaligned.clone(), self.taken.clone());
             }
         }
-        let result = match std::mem::replace(&mut self.input, TaskInput::Gate(weir_network::gate(0).1)) {
+        let result = match std::mem::replace(&mut self.input, TaskInput::Gate { gate: weir_network::gate(0).1, inputs: Inputs::default() }) {
             TaskInput::Source { source, metrics, name, vertex } => {
                 self.run_source(source, &metrics, &name, vertex).and_then(|end| self.finish(end))
             }
-            TaskInput::Gate(gate) => self.run_gate(&gate).and_then(|()| self.finish(None)),
+            TaskInput::Gate { gate, inputs } => self.run_gate(&gate, inputs).and_then(|()| self.finish(None)),
         };
         // A graceful stop ends the loops as a cancellation; once its
         // checkpoint is complete that is a clean end.
@@ -345,7 +375,7 @@ impl Task {
         let bytes = flight.bytes();
         let state = state.map(|mut parts| {
             if bytes > 0 {
-                parts.push(StatePart::InFlight { vertex, channels: flight.channels });
+                parts.push(StatePart::InFlight { vertex, channels: flight.channels, inputs: input.inputs.of_channel.clone() });
             }
             parts
         });
@@ -365,13 +395,13 @@ impl Task {
     /// Processes the records restored in flight, before any new input,
     /// in batches of about a network buffer.
     fn replay(&mut self) -> Result<(), TaskError> {
-        for (from, replay) in std::mem::take(&mut self.replay) {
-            self.replay_into(from, &replay)?;
+        for r in std::mem::take(&mut self.replay) {
+            self.replay_into(r.stage, r.input, &r.records)?;
         }
         Ok(())
     }
 
-    fn replay_into(&mut self, from: usize, replay: &[u8]) -> Result<(), TaskError> {
+    fn replay_into(&mut self, from: usize, edge: usize, replay: &[u8]) -> Result<(), TaskError> {
         let mut start = 0;
         let mut frames = weir_format::Frames::new(replay);
         let mut n = 0;
@@ -380,7 +410,7 @@ impl Task {
             let next = frames.next();
             if next.is_none() || at - start >= self.batch_bytes {
                 if n > 0 {
-                    self.push(from, &replay[start..at], n)?;
+                    self.push(from, edge, &replay[start..at], n)?;
                 }
                 start = at;
                 n = 0;
@@ -472,7 +502,7 @@ impl Task {
             if !w.is_empty() {
                 let records = w.records();
                 metrics.add_out(records, w.len());
-                self.push(0, w.as_bytes(), records)?;
+                self.push(0, 0, w.as_bytes(), records)?;
                 w.clear();
                 // Timers due while the source is busy fire between batches.
                 self.fire_processing_timers()?;
@@ -514,15 +544,18 @@ impl Task {
         Ok(end)
     }
 
-    fn run_gate(&mut self, gate: &InputGate) -> Result<(), TaskError> {
+    fn run_gate(&mut self, gate: &InputGate, inputs: Inputs) -> Result<(), TaskError> {
         let _ = self.metrics.in_records.set(gate.records_counter());
         let _ = self.metrics.in_allowance.set(gate.allowance());
         let channels = gate.channels as usize;
+        assert_eq!(inputs.of_channel.len(), channels, "every gate channel belongs to an input");
+        let _ = self.metrics.inputs.set(inputs.metrics.clone());
+        let timeouts = inputs.of_channel.iter().map(|&i| inputs.idle_timeout[i]).collect();
         let mut input = GateInput {
             finished: vec![false; channels],
             open: channels,
-            watermarks: vec![i64::MIN; channels],
-            watermark: i64::MIN,
+            watermarks: Watermarks::new(timeouts, Instant::now()),
+            inputs,
             aligner: Aligner::new(channels),
             released: VecDeque::new(),
             last_id: 0,
@@ -566,6 +599,13 @@ impl Task {
                 // upstream task failed and reports the cause itself.
                 Received::Disconnected => return Err(TaskError::Cancelled),
             }
+            if input.watermarks.has_idleness() {
+                let advanced = input.watermarks.tick(Instant::now(), |ch| input.aligner.is_blocked(ch));
+                input.show_idle();
+                if let Some(w) = advanced {
+                    self.advance_watermark(w)?;
+                }
+            }
             self.fire_processing_timers()?;
             if gate.queued() == 0 && input.released.is_empty() {
                 // Input went idle: send what we have rather than wait for a
@@ -597,16 +637,18 @@ impl Task {
             input.aligner.hold(env);
             return Ok(());
         }
+        let edge = input.inputs.of_channel[ch];
         let aligned = match env.msg {
             Message::Data { buf, records } => {
-                self.push(0, &buf, records as usize)?;
+                input.watermarks.heard(ch, Instant::now);
+                input.inputs.metrics[edge].add_in(u64::from(records));
+                self.push(0, edge, &buf, records as usize)?;
                 None
             }
             Message::Watermark(w) => {
-                input.watermarks[ch] = input.watermarks[ch].max(w);
-                let min = min_open(&input.watermarks, &input.finished);
-                if min > input.watermark {
-                    input.watermark = min;
+                let advanced = input.watermarks.watermark(ch, w, Instant::now);
+                input.show_watermark(edge);
+                if let Some(min) = advanced {
                     self.advance_watermark(min)?;
                 }
                 None
@@ -621,11 +663,10 @@ impl Task {
                 }
                 input.finished[ch] = true;
                 input.open -= 1;
-                let min = min_open(&input.watermarks, &input.finished);
-                if input.open > 0 && min > input.watermark {
-                    input.watermark = min;
+                if let Some(min) = input.watermarks.end(ch) {
                     self.advance_watermark(min)?;
                 }
+                input.show_watermark(edge);
                 input.aligner.end_of_input(ch)
             }
         };
@@ -665,8 +706,9 @@ impl Task {
             .fold(MAX_WAIT, Duration::min)
     }
 
-    /// Runs a batch through stages `from..` and the outputs.
-    fn push(&mut self, from: usize, batch: &[u8], records: usize) -> Result<(), TaskError> {
+    /// Runs a batch that arrived on input `edge` of stage `from` through
+    /// stages `from..` and the outputs.
+    fn push(&mut self, from: usize, edge: usize, batch: &[u8], records: usize) -> Result<(), TaskError> {
         let mut owned: Option<Vec<u8>> = None;
         let mut records = records;
         for i in from..self.stages.len() {
@@ -676,7 +718,7 @@ impl Task {
             let input = owned.as_deref().unwrap_or(batch);
             let stage = &mut self.stages[i];
             stage.metrics().add_in(records, input.len());
-            let out = stage.process(input, records)?;
+            let out = if i == from { stage.process_input(edge, input, records)? } else { stage.process(input, records)? };
             records = weir_format::count(&out).map_err(|e| TaskError::Stage(format!("{}: a stage produced a malformed batch: {e}", self.name)))?;
             stage.metrics().add_out(records, out.len());
             owned = Some(out);
@@ -752,7 +794,7 @@ impl Task {
         }
         let records = weir_format::count(&out).map_err(|e| TaskError::Stage(format!("{}: malformed timer output: {e}", self.name)))?;
         self.stages[i].metrics().add_out(records, out.len());
-        self.push(i + 1, &out, records)
+        self.push(i + 1, 0, &out, records)
     }
 
     fn end_of_input(&mut self) -> Result<(), TaskError> {
@@ -804,8 +846,8 @@ impl Task {
 struct GateInput {
     finished: Vec<bool>,
     open: usize,
-    watermarks: Vec<i64>,
-    watermark: i64,
+    watermarks: Watermarks,
+    inputs: Inputs,
     aligner: Aligner,
     /// Messages held back during an alignment, or moved out of the gate
     /// to find an unaligned barrier, to process before new ones.
@@ -823,8 +865,27 @@ struct Unaligned {
     sync: Duration,
 }
 
-fn min_open(watermarks: &[i64], finished: &[bool]) -> i64 {
-    watermarks.iter().zip(finished).filter(|(_, f)| !**f).map(|(w, _)| *w).min().unwrap_or(i64::MAX)
+impl GateInput {
+    /// The channels of input `edge`.
+    fn channels_of(&self, edge: usize) -> impl Iterator<Item = usize> + '_ {
+        self.inputs.of_channel.iter().enumerate().filter(move |(_, i)| **i == edge).map(|(c, _)| c)
+    }
+
+    /// Updates input `edge`'s watermark in its metrics.
+    fn show_watermark(&self, edge: usize) {
+        let w = self.watermarks.of(self.channels_of(edge));
+        self.inputs.metrics[edge].watermark.store(w, Ordering::Relaxed);
+    }
+
+    /// Updates which inputs are idle in their metrics.
+    fn show_idle(&self) {
+        for (edge, m) in self.inputs.metrics.iter().enumerate() {
+            let idle = self.channels_of(edge).filter(|&c| !self.finished[c]).all(|c| self.watermarks.is_idle(c));
+            if idle != m.idle.swap(idle, Ordering::Relaxed) {
+                tracing::debug!(input = edge, idle, "input idleness changed");
+            }
+        }
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {

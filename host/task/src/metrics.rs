@@ -153,6 +153,9 @@ pub struct TaskMetrics {
     /// What the input gate lets its upstream tasks have in flight to this
     /// one under buffer debloating (set when the task starts).
     pub in_allowance: std::sync::OnceLock<Arc<Allowance>>,
+    /// Per input of a gate task (fan-in): records received, watermark,
+    /// idleness; set when the task starts.
+    pub inputs: std::sync::OnceLock<Vec<Arc<crate::InputMetrics>>>,
     /// Buffers the upstream tasks may have in flight to this one.
     pub in_capacity: u64,
     /// The task's output buffer pools.
@@ -172,6 +175,7 @@ impl TaskMetrics {
             in_queued: AtomicU64::new(0),
             in_records: std::sync::OnceLock::new(),
             in_allowance: std::sync::OnceLock::new(),
+            inputs: std::sync::OnceLock::new(),
             in_capacity,
             out_pools,
         }

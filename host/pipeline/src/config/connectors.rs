@@ -1,25 +1,30 @@
 //! `[sources.NAME]`, `[sinks.NAME]` and `[connections.NAME]`.
 //!
-//! The keys every source or sink has (`type`, `parallelism`, and a sink's
-//! `input`) are read here; the rest of the section belongs to the connector
+//! The keys every source or sink has (`type`, `parallelism`, a source's
+//! `idle-timeout`, a sink's `input` or `inputs`) are read here; the rest of the section belongs to the connector
 //! its `type` names, found in the [`Registry`]: this module names no
 //! connector.
 
-use super::{push_validation, take_str, take_u32, typed, ConfigError};
+use super::{push_validation, take_str, take_u32, typed, ConfigError, DurationStr};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 use weir_connector::registry::{quoted_choices, ConfigContext, FieldErrors, Registry, SinkSpec, SourceSpec};
 
 /// The keys every source section has, read here; the rest are the connector's.
-pub const SOURCE_KEYS: [&str; 2] = ["type", "parallelism"];
+pub const SOURCE_KEYS: [&str; 3] = ["type", "parallelism", "idle-timeout"];
 /// The keys every sink section has, read here; the rest are the connector's.
-pub const SINK_KEYS: [&str; 3] = ["type", "input", "parallelism"];
+pub const SINK_KEYS: [&str; 4] = ["type", "input", "inputs", "parallelism"];
 
 /// `[sources.NAME]`.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     /// Parallel instances.
     pub parallelism: Option<u32>,
+    /// A downstream input fed by this source that sends no records for
+    /// this long is left out of its task's watermark until it sends again
+    /// (Flink's `withIdleness`); default: the pipeline's `idle-timeout`.
+    pub idle_timeout: Option<Duration>,
     /// The connector's own settings, parsed and checked by it.
     pub spec: Box<dyn SourceSpec>,
 }
@@ -29,7 +34,9 @@ pub struct SourceConfig {
 pub struct SinkConfig {
     /// Name of the operator or source feeding it (default: the last operator).
     pub input: Option<String>,
-    /// Parallel instances (default: its input's).
+    /// Several operators or sources feeding it (a union). Exclusive with `input`.
+    pub inputs: Option<Vec<String>>,
+    /// Parallel instances (default: its (first) input's).
     pub parallelism: Option<u32>,
     /// The connector's own settings, parsed and checked by it.
     pub spec: Box<dyn SinkSpec>,
@@ -81,6 +88,7 @@ pub(super) fn parse_sources(raw: BTreeMap<String, toml::Table>, scope: &Scope<'_
         let path = format!("sources.{name}");
         let ty = take_str(&mut t, SOURCE_KEYS[0], &path, errors);
         let parallelism = take_u32(&mut t, SOURCE_KEYS[1], &path, errors);
+        let idle_timeout = take_duration(&mut t, SOURCE_KEYS[2], &path, errors);
         let Some(ty) = connector_type(ty, "source", &path, scope.registry.source_types().collect(), errors) else { continue };
         let factory = scope.registry.source(&ty).expect("a registered type");
         match factory.parse(t, &scope.context(&name)) {
@@ -90,12 +98,27 @@ pub(super) fn parse_sources(raw: BTreeMap<String, toml::Table>, scope: &Scope<'_
                 {
                     errors.push(ConfigError { path: format!("{path}.parallelism"), message: format!("{ty} sources run at parallelism {max}") });
                 }
-                sources.insert(name, SourceConfig { parallelism, spec });
+                sources.insert(name, SourceConfig { parallelism, idle_timeout, spec });
             }
             Err(found) => push_field_errors(errors, &path, found),
         }
     }
     sources
+}
+
+/// A duration key (`"30s"`), checked to be more than zero.
+fn take_duration(table: &mut toml::Table, key: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<Duration> {
+    let d = typed::<DurationStr>(table.remove(key)?, &format!("{path}.{key}"), errors)?.0;
+    if d.is_zero() {
+        errors.push(ConfigError { path: format!("{path}.{key}"), message: "must be more than 0; leave it out to never treat an input as idle".into() });
+        return None;
+    }
+    Some(d)
+}
+
+/// A list of names (`inputs = ["a", "b"]`).
+fn take_names(table: &mut toml::Table, key: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<Vec<String>> {
+    typed::<Vec<String>>(table.remove(key)?, &format!("{path}.{key}"), errors)
 }
 
 /// Every `[sinks.NAME]`.
@@ -105,12 +128,13 @@ pub(super) fn parse_sinks(raw: BTreeMap<String, toml::Table>, scope: &Scope<'_>,
         let path = format!("sinks.{name}");
         let ty = take_str(&mut t, SINK_KEYS[0], &path, errors);
         let input = take_str(&mut t, SINK_KEYS[1], &path, errors);
-        let parallelism = take_u32(&mut t, SINK_KEYS[2], &path, errors);
+        let inputs = take_names(&mut t, SINK_KEYS[2], &path, errors);
+        let parallelism = take_u32(&mut t, SINK_KEYS[3], &path, errors);
         let Some(ty) = connector_type(ty, "sink", &path, scope.registry.sink_types().collect(), errors) else { continue };
         let factory = scope.registry.sink(&ty).expect("a registered type");
         match factory.parse(t, &scope.context(&name)) {
             Ok(spec) => {
-                sinks.insert(name, SinkConfig { input, parallelism, spec });
+                sinks.insert(name, SinkConfig { input, inputs, parallelism, spec });
             }
             Err(found) => push_field_errors(errors, &path, found),
         }

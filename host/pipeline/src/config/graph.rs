@@ -1,5 +1,10 @@
 //! The job graph as the file declares it: inputs, names, parallelism and
 //! dead-letter sinks, checked once every section is parsed.
+//!
+//! An operator or a sink takes one input (`input`, or the default: the
+//! operator above, the only source) or several (`inputs`, fan-in). Inputs
+//! may name a source or operator anywhere in the file, so the graph is
+//! checked for cycles here, each reported once with its loop named.
 
 use super::{check_name, ConfigError, PartitionKind, Pipeline, SinkConfig, MAX_PARALLELISM};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,42 +34,115 @@ impl Pipeline {
                 errors.push(ConfigError { path: format!("sinks.{n}"), message: format!("{n:?} is already used by a source or operator") });
             }
         }
-        // Inputs must name something defined *before* (sources, or earlier
-        // operators), which also rules out cycles.
-        let mut defined: BTreeSet<&str> = self.sources.keys().map(String::as_str).collect();
-        let mut parallelism: BTreeMap<&str, u32> = self.sources.iter().map(|(n, s)| (n.as_str(), s.parallelism.unwrap_or(1))).collect();
+        // Inputs may name any source or operator, in any order (fan-in
+        // needs names defined further down); cycles are found afterwards.
+        let parallelism: BTreeMap<&str, u32> = self
+            .sources
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.parallelism.unwrap_or(1)))
+            .chain(self.operators.iter().map(|o| (o.name.as_str(), o.parallelism.unwrap_or(self.parallelism))))
+            .collect();
+        let mut edges: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (i, op) in self.operators.iter().enumerate() {
             let par = op.parallelism.unwrap_or(self.parallelism);
-            if op.partition == Some(PartitionKind::Forward)
-                && let Some(&from) = self.operator_input(i).ok().and_then(|n| parallelism.get(n.as_str()))
-                && from != par
-            {
-                errors.push(ConfigError {
-                    path: format!("{}.partition", op.path()),
-                    message: format!("\"forward\" needs equal parallelism, but the input runs at {from} and this operator at {par}; use \"rebalance\" or \"hash\""),
-                });
-            }
-            parallelism.insert(&op.name, par);
-            match self.operator_input(i) {
-                Ok(input) if defined.contains(input.as_str()) || broken(&input) => {}
-                Ok(input) => errors.push(ConfigError {
-                    path: format!("{}.input", op.path()),
-                    message: format!("{input:?} is not a source or an operator defined above this one"),
-                }),
+            let key = format!("{}.{}", op.path(), input_key(op.inputs.is_some()));
+            match self.operator_inputs(i) {
+                Ok(inputs) => {
+                    self.check_inputs(errors, &key, &inputs, &parallelism, broken);
+                    for input in &inputs {
+                        if op.partition == Some(PartitionKind::Forward)
+                            && let Some(&from) = parallelism.get(input.as_str())
+                            && from != par
+                        {
+                            errors.push(ConfigError {
+                                path: format!("{}.partition", op.path()),
+                                message: format!("\"forward\" needs equal parallelism, but input {input:?} runs at {from} and this operator at {par}; use \"rebalance\" or \"hash\""),
+                            });
+                        }
+                    }
+                    edges.insert(&op.name, inputs);
+                }
                 Err(_) if declared_sources > self.sources.len() => {}
-                Err(m) => errors.push(ConfigError { path: format!("{}.input", op.path()), message: m }),
+                Err(m) => errors.push(ConfigError { path: key, message: m }),
             }
-            defined.insert(&op.name);
             if op.partition == Some(PartitionKind::Hash) && par > self.max_parallelism {
                 errors.push(ConfigError { path: format!("{}.parallelism", op.path()), message: format!("{par} is above max-parallelism ({})", self.max_parallelism) });
             }
         }
+        self.check_cycles(errors, &edges);
         for (n, sink) in &self.sinks {
-            match self.sink_input(n, sink) {
-                Ok(input) if defined.contains(input.as_str()) || broken(&input) => {}
-                Ok(input) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: format!("{input:?} is not a source or operator") }),
+            let key = format!("sinks.{n}.{}", input_key(sink.inputs.is_some()));
+            match self.sink_inputs(n, sink) {
+                Ok(inputs) => self.check_inputs(errors, &key, &inputs, &parallelism, broken),
                 Err(_) if declared_sources > self.sources.len() => {}
-                Err(m) => errors.push(ConfigError { path: format!("sinks.{n}.input"), message: m }),
+                Err(m) => errors.push(ConfigError { path: key, message: m }),
+            }
+        }
+    }
+
+    /// Each input names a source or an operator, and only once.
+    fn check_inputs(&self, errors: &mut Vec<ConfigError>, key: &str, inputs: &[String], known: &BTreeMap<&str, u32>, broken: impl Fn(&str) -> bool) {
+        let mut seen = BTreeSet::new();
+        for input in inputs {
+            if !seen.insert(input.as_str()) {
+                errors.push(ConfigError { path: key.to_owned(), message: format!("{input:?} is listed twice; each input is named once") });
+            } else if !known.contains_key(input.as_str()) && !broken(input) {
+                let what = if self.sinks.contains_key(input) { " (it is a sink, which feeds nothing)" } else { "" };
+                errors.push(ConfigError { path: key.to_owned(), message: format!("{input:?} is not a source or an operator{what}") });
+            }
+        }
+    }
+
+    /// Reports every cycle among the operators' inputs once, at the
+    /// operator whose input closes it, with the whole loop named.
+    fn check_cycles(&self, errors: &mut Vec<ConfigError>, edges: &BTreeMap<&str, Vec<String>>) {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        let mut mark: BTreeMap<&str, Mark> = edges.keys().map(|n| (*n, Mark::New)).collect();
+        let by_name: BTreeMap<&str, &super::OperatorConfig> = self.operators.iter().map(|o| (o.name.as_str(), o)).collect();
+        for op in &self.operators {
+            if mark.get(op.name.as_str()) != Some(&Mark::New) {
+                continue;
+            }
+            // Depth first without recursion (a file may chain thousands of
+            // operators): the path from the root, each with its next input.
+            let mut path: Vec<(&str, usize)> = vec![(op.name.as_str(), 0)];
+            mark.insert(&op.name, Mark::Open);
+            while let Some(top) = path.last_mut() {
+                let node = top.0;
+                let Some(input) = edges[node].get(top.1) else {
+                    mark.insert(node, Mark::Done);
+                    path.pop();
+                    continue;
+                };
+                top.1 += 1;
+                match mark.get(input.as_str()) {
+                    Some(Mark::New) => {
+                        let input = *edges.get_key_value(input.as_str()).expect("marked").0;
+                        mark.insert(input, Mark::Open);
+                        path.push((input, 0));
+                    }
+                    Some(Mark::Open) => {
+                        // `node` reads from `input`, which is upstream on the path: a loop.
+                        let from = path.iter().position(|(n, _)| *n == input.as_str()).expect("open nodes are on the path");
+                        let mut names: Vec<String> = path[from..].iter().map(|(n, _)| format!("`{n}`")).collect();
+                        names.reverse();
+                        names.insert(0, format!("`{input}`"));
+                        let o = by_name[node];
+                        errors.push(ConfigError {
+                            path: format!("{}.{}", o.path(), input_key(o.inputs.is_some())),
+                            message: format!(
+                                "{input:?} is downstream of this operator, which makes a cycle: {}; a pipeline is a graph without cycles (records would loop forever)",
+                                names.join(" -> ")
+                            ),
+                        });
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -102,15 +180,11 @@ impl Pipeline {
         }
     }
 
-    /// The input of operator `i`: explicit, else the previous operator, else the only source.
-    pub fn operator_input(&self, i: usize) -> Result<String, String> {
-        if let Some(input) = &self.operators[i].input {
-            return Ok(input.clone());
-        }
-        if i > 0 {
-            return Ok(self.operators[i - 1].name.clone());
-        }
-        self.only_source()
+    /// The inputs of operator `i`: `inputs`, else `input`, else the
+    /// previous operator, else the only source.
+    pub fn operator_inputs(&self, i: usize) -> Result<Vec<String>, String> {
+        let op = &self.operators[i];
+        explicit_inputs(&op.input, &op.inputs).unwrap_or_else(|| if i > 0 { Ok(vec![self.operators[i - 1].name.clone()]) } else { self.only_source().map(|s| vec![s]) })
     }
 
     /// The async operator whose dead letters sink `name` receives, if any.
@@ -147,12 +221,10 @@ impl Pipeline {
                 });
             }
             let Some(sink) = self.sinks.get(d) else { continue };
-            if let Some(input) = &sink.input
-                && *input != op.name
-            {
+            if sink.inputs.is_some() || sink.input.as_ref().is_some_and(|input| *input != op.name) {
                 errors.push(ConfigError {
                     path: format!("sinks.{d}.input"),
-                    message: format!("this sink receives the dead letters of `{}` (its async.dead-letter), so it takes no other input; remove `input`", op.name),
+                    message: format!("this sink receives the dead letters of `{}` (its async.dead-letter), so it takes no other input; remove `input` and `inputs`", op.name),
                 });
             }
             let par = op.parallelism.unwrap_or(self.parallelism);
@@ -165,19 +237,17 @@ impl Pipeline {
         }
     }
 
-    /// The input of sink `name`: the operator it is the dead-letter sink
-    /// of, else explicit, else the last operator, else the only source.
-    pub fn sink_input(&self, name: &str, sink: &SinkConfig) -> Result<String, String> {
+    /// The inputs of sink `name`: the operator it is the dead-letter sink
+    /// of, else `inputs` or `input`, else the last operator, else the only
+    /// source.
+    pub fn sink_inputs(&self, name: &str, sink: &SinkConfig) -> Result<Vec<String>, String> {
         if let Some(i) = self.dead_letter_of(name) {
-            return Ok(self.operators[i].name.clone());
+            return Ok(vec![self.operators[i].name.clone()]);
         }
-        if let Some(input) = &sink.input {
-            return Ok(input.clone());
-        }
-        if let Some(op) = self.operators.last() {
-            return Ok(op.name.clone());
-        }
-        self.only_source()
+        explicit_inputs(&sink.input, &sink.inputs).unwrap_or_else(|| match self.operators.last() {
+            Some(op) => Ok(vec![op.name.clone()]),
+            None => self.only_source().map(|s| vec![s]),
+        })
     }
 
     fn only_source(&self) -> Result<String, String> {
@@ -190,3 +260,19 @@ impl Pipeline {
     }
 }
 
+
+/// `input = "x"` or `inputs = [..]` as written, if either is; both is an error.
+fn explicit_inputs(input: &Option<String>, inputs: &Option<Vec<String>>) -> Option<Result<Vec<String>, String>> {
+    match (input, inputs) {
+        (Some(_), Some(_)) => Some(Err("both `input` and `inputs` are set; write `inputs = [..]` alone to name several inputs".into())),
+        (None, Some(list)) if list.is_empty() => Some(Err("`inputs` is empty; name at least one source or operator".into())),
+        (None, Some(list)) => Some(Ok(list.clone())),
+        (Some(one), None) => Some(Ok(vec![one.clone()])),
+        (None, None) => None,
+    }
+}
+
+/// The key an input error is reported at.
+fn input_key(several: bool) -> &'static str {
+    if several { "inputs" } else { "input" }
+}

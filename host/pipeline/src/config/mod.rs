@@ -75,6 +75,7 @@ struct RawPipeline {
     plugin_dir: Option<PathBuf>,
     parallelism: Option<u32>,
     max_parallelism: Option<u32>,
+    idle_timeout: Option<DurationStr>,
     #[serde(default)]
     network: Option<toml::Value>,
     #[serde(default)]
@@ -108,6 +109,10 @@ pub struct Pipeline {
     pub parallelism: u32,
     /// Number of key groups (upper bound for keyed parallelism).
     pub max_parallelism: u32,
+    /// An input that sends no records for this long is left out of its
+    /// task's watermark until it sends again (a source's own
+    /// `idle-timeout` overrides it); `None`: inputs are never idle.
+    pub idle_timeout: Option<std::time::Duration>,
     /// Network settings.
     pub network: NetworkConfig,
     /// Default limits.
@@ -246,6 +251,10 @@ impl Pipeline {
         if max_parallelism == 0 || max_parallelism > 32768 {
             errors.push(ConfigError { path: "max-parallelism".into(), message: "must be between 1 and 32768".into() });
         }
+        let idle_timeout = raw.idle_timeout.map(|d| d.0);
+        if idle_timeout.is_some_and(|d| d.is_zero()) {
+            errors.push(ConfigError { path: "idle-timeout".into(), message: "must be more than 0; leave it out to never treat an input as idle".into() });
+        }
         let network = sections::parse_network(raw.network, &mut errors);
         let limits_cfg: LimitsConfig = raw.limits.and_then(|v| typed(v, "limits", &mut errors)).unwrap_or_default();
         let limits = limits_cfg.or(weir_wasm::Limits::default());
@@ -271,7 +280,7 @@ impl Pipeline {
             operators::parse_operators(raw.operators, &base, &plugin_dir, &connections, &declared_connections, &declared_sink_names, &mut errors);
         let sinks = connectors::parse_sinks(raw.sinks, &scope, &mut errors);
 
-        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, network, limits, checkpoint, state, reload, sources, operators, plugin_files, sinks, connections };
+        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, idle_timeout, network, limits, checkpoint, state, reload, sources, operators, plugin_files, sinks, connections };
         p.check_dead_letters(&mut errors);
         p.check_graph(&mut errors, &declared, declared_sources, declared_sinks);
         if errors.is_empty() { Ok(p) } else { Err(errors) }
@@ -372,8 +381,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.name, "p");
-        assert_eq!(p.operator_input(0).unwrap(), "gen");
-        assert_eq!(p.sink_input("out", &p.sinks["out"]).unwrap(), "parse");
+        assert_eq!(p.operator_inputs(0).unwrap(), ["gen"]);
+        assert_eq!(p.sink_inputs("out", &p.sinks["out"]).unwrap(), ["parse"]);
         assert_eq!(p.network.buffer_size, ByteSize(32768));
         assert!(p.plugin_files[0].ends_with("json_filter.wasm"));
     }
@@ -476,5 +485,91 @@ mod tests {
         .unwrap();
         assert_eq!(p.network.buffer_timeout.0, Duration::ZERO);
         assert_eq!(p.limits.call_timeout, Duration::from_millis(500));
+    }
+
+    /// Issue 19: fan-in. Inputs may be named below; each edge is
+    /// partitioned on its own; two hash edges route a key alike.
+    #[test]
+    fn an_operator_with_two_inputs_gets_an_edge_from_each() {
+        let p = parse(
+            r#"
+            parallelism = 2
+            idle-timeout = "5s"
+            [sources.a]
+            type = "generator"
+            [sources.b]
+            type = "generator"
+            parallelism = 3
+            idle-timeout = "1m"
+            [[operators]]
+            name = "sum"
+            plugin = "json-filter"
+            inputs = ["b", "parse"]
+            partition = "hash"
+            [[operators]]
+            name = "parse"
+            plugin = "json-filter"
+            input = "a"
+            [sinks.out]
+            type = "stdout"
+            inputs = ["sum", "a"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(p.operator_inputs(0).unwrap(), ["b", "parse"]);
+        assert_eq!(p.idle_timeout, Some(Duration::from_secs(5)));
+        let plan = crate::plan::Plan::new(&p);
+        let v = |name: &str| plan.vertices.iter().position(|x| x.name == name).unwrap();
+        let sum = &plan.vertices[v("sum")];
+        let hash = weir_network::Partitioning::Hash { max_parallelism: 128 };
+        assert_eq!(sum.inputs, [(v("b"), hash), (v("parse"), hash)], "the same key-group routing on both edges");
+        assert_eq!(plan.input_channels(v("sum")), [0..3, 3..5], "b's 3 subtasks, then parse's 2");
+        assert_eq!(sum.idle_timeout, Some(Duration::from_secs(60)), "the longest of the sources upstream");
+        let out = &plan.vertices[v("out")];
+        assert_eq!(out.parallelism, 2, "its first input's");
+        assert_eq!(out.inputs, [(v("sum"), weir_network::Partitioning::Forward), (v("a"), weir_network::Partitioning::Rebalance)]);
+        assert!(plan.chains.iter().all(|c| c.vertices[0] != v("out") || c.vertices.len() == 1), "a vertex with two inputs heads its own task");
+        assert!(plan.chains.iter().any(|c| c.vertices == [v("out")]));
+    }
+
+    #[test]
+    fn fan_in_mistakes_are_reported_with_their_node() {
+        let errors = parse(
+            r#"
+            [sources.a]
+            type = "generator"
+            [[operators]]
+            name = "x"
+            plugin = "json-filter"
+            inputs = ["a", "z"]
+            [[operators]]
+            name = "y"
+            plugin = "json-filter"
+            input = "x"
+            [[operators]]
+            name = "z"
+            plugin = "json-filter"
+            inputs = ["y", "y"]
+            [[operators]]
+            name = "w"
+            plugin = "json-filter"
+            inputs = []
+            [sinks.out]
+            type = "stdout"
+            input = "w"
+            inputs = ["out"]
+            "#,
+        )
+        .unwrap_err();
+        let found = |path: &str, text: &str| errors.iter().any(|e| e.path == path && e.message.contains(text));
+        assert!(found("operators[2].inputs", "\"y\" is listed twice"), "{errors:#?}");
+        assert!(found("operators[3].inputs", "`inputs` is empty"), "{errors:#?}");
+        assert!(found("sinks.out.inputs", "both `input` and `inputs`"), "{errors:#?}");
+        let cycles: Vec<_> = errors.iter().filter(|e| e.message.contains("cycle")).collect();
+        assert_eq!(cycles.len(), 1, "{errors:#?}");
+        assert_eq!(cycles[0].path, "operators[1].input", "reported at the operator that closes the loop");
+        assert!(cycles[0].message.contains("`x` -> `y` -> `z` -> `x`"), "{errors:#?}");
+        let errors = parse("[sources.a]\ntype = \"generator\"\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"a\", \"out\"]\n").unwrap_err();
+        assert!(errors.iter().any(|e| e.path == "sinks.out.inputs" && e.message.contains("a sink, which feeds nothing")), "{errors:#?}");
     }
 }

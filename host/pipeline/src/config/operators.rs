@@ -43,7 +43,10 @@ pub struct OperatorConfig {
     pub parallelism: Option<u32>,
     /// Name of the source or operator feeding this one (default: the previous operator, or the only source).
     pub input: Option<String>,
-    /// How the input is partitioned (default: forward at equal parallelism, else rebalance).
+    /// Several sources or operators feeding this one (fan-in); each edge
+    /// is partitioned on its own by `partition`. Exclusive with `input`.
+    pub inputs: Option<Vec<String>>,
+    /// How each input is partitioned (default: forward at equal parallelism, else rebalance).
     pub partition: Option<PartitionKind>,
     /// Keep this operator in its own task even where it could be chained.
     #[serde(default)]

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use weir_network::{debloated_gate, gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
 use weir_metrics::{Registry, TaskEntry, VertexEntry};
-use weir_task::{ReloadSlot, Stage, StageMetrics, Task, TaskInput, TaskMetrics};
+use weir_task::{Inputs, ReloadSlot, Replay, Stage, StageMetrics, Task, TaskInput, TaskMetrics};
 
 /// The tasks of a run, ready to start, and what watches them.
 pub(super) struct Built {
@@ -41,17 +41,17 @@ impl Gates {
         let mut gates = Vec::new();
         for chain in &plan.chains {
             let head = &plan.vertices[chain.vertices[0]];
+            let channels = plan.input_channels(chain.vertices[0]).last().map_or(0, |r| r.end);
             let (cs, cg): (Vec<_>, Vec<_>) = (0..chain.parallelism)
-                .map(|_| match head.input {
-                    Some((u, part)) => {
-                        let channels = if part == Partitioning::Forward { 1 } else { plan.vertices[u].parallelism };
-                        let (s, g) = match debloat {
-                            Some(target) => debloated_gate(channels, target),
-                            None => gate(channels),
-                        };
-                        (Some(s), Some(g))
+                .map(|_| {
+                    if head.inputs.is_empty() {
+                        return (None, None);
                     }
-                    None => (None, None),
+                    let (s, g) = match debloat {
+                        Some(target) => debloated_gate(channels, target),
+                        None => gate(channels),
+                    };
+                    (Some(s), Some(g))
                 })
                 .unzip();
             senders.push(cs);
@@ -86,11 +86,8 @@ impl Built {
                 // Output pools first: the task's metrics watch them.
                 let clock = Arc::new(WaitClock::default());
                 let (outputs, pools) = outputs(p, plan, ci, s, &gates.senders, buffers, &clock)?;
-                let in_capacity = match head.input {
-                    Some((_, Partitioning::Forward)) => p.network.exclusive_buffers as u64,
-                    Some((u, _)) => u64::from(plan.vertices[u].parallelism) * p.network.exclusive_buffers as u64,
-                    None => 0,
-                };
+                let channels = plan.input_channels(chain.vertices[0]);
+                let in_capacity = channels.last().map_or(0, |r| u64::from(r.end)) * p.network.exclusive_buffers as u64;
                 let tm = Arc::new(TaskMetrics::new(in_capacity, pools, clock));
                 let cx = NodeContext { p, plan, plugins, restore, fresh, metrics: &metrics, slots: &slots, task: &tm, subtask: s };
                 let mut input = None;
@@ -103,7 +100,11 @@ impl Built {
                 }
                 let input = match input {
                     Some(i) => i,
-                    None => TaskInput::Gate(gates.gates[ci][s as usize].take().expect("gate per subtask")),
+                    None => {
+                        let sizes: Vec<usize> = channels.iter().map(|r| r.len()).collect();
+                        let idle: Vec<_> = head.inputs.iter().map(|&(u, _)| plan.vertices[u].idle_timeout).collect();
+                        TaskInput::Gate { gate: gates.gates[ci][s as usize].take().expect("gate per subtask"), inputs: Inputs::new(&sizes, &idle) }
+                    }
                 };
                 task_entries.push(TaskEntry { chain_name: head.name.clone(), chain: ci, subtask: s, metrics: tm.clone() });
                 let vertices: Vec<usize> = chain.vertices.iter().copied().filter(|&v| !matches!(plan.vertices[v].kind, VertexKind::Source(_))).collect();
@@ -143,8 +144,10 @@ impl Built {
                     name: vx.name.clone(),
                     kind: vx.kind_name(),
                     chain: plan.chain_of(v),
-                    input: vx.input.map(|(u, _)| u),
-                    partition: vx.input.map_or("", |(_, part)| crate::plan::part_name(part)),
+                    // The monitor shows one input per vertex for now (fan-in
+                    // in the UI and the analysis is a later step): the first.
+                    input: vx.inputs.first().map(|&(u, _)| u),
+                    partition: vx.inputs.first().map_or("", |&(_, part)| crate::plan::part_name(part)),
                     stages: self.metrics[v].clone(),
                 })
                 .collect(),
@@ -154,18 +157,16 @@ impl Built {
 }
 
 /// The records restored in flight to the stages `vertices` of subtask `s`,
-/// by stage index (see [`Restore::inflight_records`]).
-fn replay(r: &Restore, p: &Pipeline, plan: &Plan, vertices: &[usize], s: u32) -> Result<Vec<(usize, Vec<u8>)>, RunError> {
+/// by stage and input (see [`Restore::inflight_records`]).
+fn replay(r: &Restore, p: &Pipeline, plan: &Plan, vertices: &[usize], s: u32) -> Result<Vec<Replay>, RunError> {
     let mut out = Vec::new();
-    for (i, &v) in vertices.iter().enumerate() {
+    for (stage, &v) in vertices.iter().enumerate() {
         let vx = &plan.vertices[v];
-        let input = vx.input.map_or(Partitioning::Forward, |(_, part)| part);
+        let inputs: Vec<Partitioning> = vx.inputs.iter().map(|&(_, part)| part).collect();
         let records = r
-            .inflight_records(&vx.name, s, vx.parallelism, input, p.max_parallelism)
+            .inflight_records(&vx.name, s, vx.parallelism, &inputs, p.max_parallelism)
             .map_err(|e| RunError::setup(format!("{}: in-flight records of `{}`: {e}", r.checkpoint.dir.display(), vx.name)))?;
-        if !records.is_empty() {
-            out.push((i, records));
-        }
+        out.extend(records.into_iter().map(|(input, records)| Replay { stage, input, records }));
     }
     Ok(out)
 }
@@ -190,13 +191,17 @@ fn outputs(
     let last = &plan.vertices[*chain.vertices.last().expect("non-empty chain")];
     let mut outputs = Vec::new();
     let mut pools = Vec::new();
+    let from = *chain.vertices.last().expect("non-empty chain");
     for &c in &last.consumers {
         let cc = plan.chain_of(c);
-        let (_, part) = plan.vertices[c].input.expect("consumer has an input");
+        // Which of the consumer's inputs this is, and its gate channels.
+        let k = plan.vertices[c].inputs.iter().position(|&(u, _)| u == from).expect("a consumer has its producer as an input");
+        let (_, part) = plan.vertices[c].inputs[k];
+        let channels = plan.input_channels(c)[k].clone();
         let targets: Vec<_> = if part == Partitioning::Forward {
-            vec![senders[cc][s as usize].as_ref().expect("gate").channel(0)]
+            vec![senders[cc][s as usize].as_ref().expect("gate").channel(channels.start)]
         } else {
-            senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(s)).collect()
+            senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(channels.start + s)).collect()
         };
         let targets = targets.into_iter().map(|t| weir_network::throttle::arm(&plan.vertices[c].name, t)).collect::<Vec<_>>();
         let memory = p.network.memory.0 as usize / last.consumers.len();
