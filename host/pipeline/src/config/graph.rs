@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 impl Pipeline {
     pub(super) fn check_graph(&self, errors: &mut Vec<ConfigError>, declared: &BTreeSet<String>, declared_sources: usize, declared_sinks: usize) {
         // Something that is declared but invalid was reported already.
-        let broken = |name: &str| declared.contains(name) && !self.sources.contains_key(name) && !self.operators.iter().any(|o| o.name == name);
+        let broken = |name: &str| {
+            declared.contains(name) && !self.sources.contains_key(name) && !self.operators.iter().any(|o| o.name == name) && !self.sinks.contains_key(name)
+        };
         if declared_sources == 0 {
             errors.push(ConfigError { path: "sources".into(), message: "a pipeline needs at least one source, e.g. [sources.events] type = \"generator\"".into() });
         }
@@ -60,7 +62,9 @@ impl Pipeline {
                             });
                         }
                     }
-                    edges.insert(&op.name, inputs);
+                    // A second operator of the same name was reported
+                    // above; its edges would only add a false cycle.
+                    edges.entry(&op.name).or_insert(inputs);
                 }
                 Err(_) if declared_sources > self.sources.len() => {}
                 Err(m) => errors.push(ConfigError { path: key, message: m }),
