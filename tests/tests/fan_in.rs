@@ -222,7 +222,7 @@ input = "b2"
     );
     let run = s.weir(&["check", "p.toml"], Duration::from_secs(60));
     run.expect_code(2).expect_stderr(&["p.toml: operators[1].input: \"b2\" is downstream of this operator, which makes a cycle: `b2` -> `c` -> `b2`"]);
-    assert_eq!(run.stderr.matches("cycle").count(), 1, "one cycle, reported once:\n{}", run.stderr);
+    assert_eq!(run.stderr.matches("makes a cycle").count(), 1, "one cycle, reported once:\n{}", run.stderr);
 }
 
 /// Issue 19: an input that names nothing, a duplicate input, and both
