@@ -139,13 +139,16 @@ impl Running {
     }
 
     /// The first attempt after attempt `after` (an id, 0 for none) that
-    /// tried version `to`, once it reached a final state: rejected, rolled
-    /// back, or accepted and swapped on every subtask.
-    fn wait_attempt(&self, after: u64, to: &str) -> Value {
+    /// tried version `to`, once it reached the `expected` outcome or
+    /// another final one: rejected, rolled back, or accepted and swapped on
+    /// every subtask. An attempt shows `accepted` (and may have swapped on
+    /// every subtask) before a version that fails in its probation is
+    /// rolled back, so `accepted` counts as final only when expected.
+    fn wait_attempt(&self, after: u64, to: &str, expected: &str) -> Value {
         let find = |st: &Value| st["history"].as_array().unwrap().iter().find(|e| e["id"].as_u64() > Some(after) && e["to"] == to).cloned();
-        let st = self.wait_for(&format!("the reload to {}", &to[..12]), |st| {
+        let st = self.wait_for(&format!("the reload to {} to be {expected}", &to[..12]), |st| {
             find(st).is_some_and(|e| match e["outcome"].as_str().unwrap() {
-                "accepted" => e["swapped"] == PARALLELISM,
+                "accepted" => expected == "accepted" && e["swapped"] == PARALLELISM,
                 _ => true,
             })
         });
@@ -242,7 +245,7 @@ fn fifty_swaps_under_load_keep_every_record_once_and_the_sums() {
     for k in 1..=50 {
         let (bytes, h, _) = &versions[k % 2];
         r.install(bytes, k % 2 == 0);
-        let e = r.wait_attempt(k as u64 - 1, h);
+        let e = r.wait_attempt(k as u64 - 1, h, "accepted");
         assert_eq!(e["outcome"], "accepted", "swap {k}: {e:#}\n{}", r.log());
         // fixture-sum-v2 exports the migrate hook, v1 does not: both swap.
         assert_eq!(e["migrated"], k % 2 == 1, "swap {k}: {e:#}");
@@ -295,7 +298,7 @@ fn bad_versions_are_rejected_or_rolled_back_and_the_old_one_keeps_running() {
     for (i, (what, bytes, outcome, reason)) in bad.iter().enumerate() {
         let before = r.outputs().iter().map(Vec::len).sum::<usize>();
         r.install(bytes, false);
-        let e = r.wait_attempt(i as u64, &hash(bytes));
+        let e = r.wait_attempt(i as u64, &hash(bytes), outcome);
         assert_eq!(e["outcome"], *outcome, "{what}: {e:#}");
         assert!(e["reason"].as_str().unwrap().contains(reason), "{what}: the reason should say {reason:?}: {e:#}");
         let st = r.status().unwrap();
@@ -335,7 +338,7 @@ fn a_refused_plugin_file_does_not_block_recovery() {
     ];
     for (i, (what, bytes, outcome)) in refused.iter().enumerate() {
         r.install(bytes, false);
-        let e = r.wait_attempt(0, &hash(bytes));
+        let e = r.wait_attempt(0, &hash(bytes), outcome);
         assert_eq!(e["outcome"], *outcome, "{what}: {e:#}");
         let before = r.outputs().iter().map(Vec::len).sum::<usize>();
         r.crash_and_restart();
@@ -363,7 +366,7 @@ fn a_file_rewritten_ten_times_a_second_is_considered_once_complete() {
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     let last = hash(&v2);
-    let e = r.wait_attempt(0, &last);
+    let e = r.wait_attempt(0, &last, "accepted");
     assert_eq!(e["outcome"], "accepted", "{e:#}");
     // Give a late candidate time to show up (two quiet periods), then
     // check nothing but the final, complete file was ever considered.
@@ -399,7 +402,7 @@ fn on_checkpoint_swaps_every_subtask_at_the_same_barrier() {
     for k in 1..=4 {
         let (bytes, h) = &versions[k % 2];
         r.install(bytes, true);
-        let e = r.wait_attempt(k as u64 - 1, h);
+        let e = r.wait_attempt(k as u64 - 1, h, "accepted");
         assert_eq!(e["outcome"], "accepted", "swap {k}: {e:#}");
     }
     r.wait_output("v1 outputs after the last swap", |parts| parts.iter().all(|p| p.last().is_some_and(|x| x["version"] == "v1") && tag_runs(p).len() == 5));
@@ -424,7 +427,7 @@ fn manual_reload_waits_for_the_command() {
     let out = Command::new(weir_bin()).args(["reload", "p.toml"]).current_dir(r.s.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("accepted"), "weir reload: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let e = r.wait_attempt(0, &hash(&v2));
+    let e = r.wait_attempt(0, &hash(&v2), "accepted");
     assert_eq!((e["outcome"].as_str(), e["trigger"].as_str()), (Some("accepted"), Some("command")), "{e:#}");
     // Nothing changed since: a second command has nothing to do.
     let again = Command::new(weir_bin()).args(["reload", "p.toml", "--operator", "sum"]).current_dir(r.s.dir.path()).env("WEIR_CACHE_DIR", cache_dir()).output().unwrap();
@@ -450,7 +453,7 @@ fn a_running_sum_reloaded_from_rust_to_python_to_javascript_keeps_its_state() {
     let mut after = 0;
     for (bytes, lang) in [(&python, "Python"), (&js, "JavaScript")] {
         r.install(bytes, true);
-        let e = r.wait_attempt(after, &hash(bytes));
+        let e = r.wait_attempt(after, &hash(bytes), "accepted");
         assert_eq!(e["outcome"], "accepted", "the swap to {lang}: {e:#}\n{}", r.log());
         after = e["id"].as_u64().unwrap();
         let published = lines(&r.outputs());
