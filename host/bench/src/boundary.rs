@@ -87,6 +87,7 @@ pub fn run(engine: &Engine, identity: &Path, options: &Options) -> anyhow::Resul
         max_parallelism: 128,
         config_json: "{}".into(),
         read_dirs: Vec::new(),
+        inputs: vec!["events".into()],
     };
     let mut instance = OperatorInstance::open(&plugin, &info, Limits::default()).context("opening the identity plugin")?;
     let mut process = |batch: &[u8]| -> anyhow::Result<Vec<u8>> { Ok(instance.process(black_box(batch))?) };

@@ -135,6 +135,7 @@ fn measure(lang: &'static str, files: &[PathBuf], pipeline: &Path, count: u64) -
             max_parallelism: 128,
             config_json: config_json.into(),
             read_dirs: Vec::new(),
+            inputs: vec!["events".into()],
         };
         let mut inst = OperatorInstance::open(plugin, &info, Limits::default()).map_err(|e| anyhow::anyhow!("{lang} {name}: {e}"))?;
         batch = inst.process(&batch).map_err(|e| anyhow::anyhow!("{lang} {name}: {e}"))?;

@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use weir::plugin::{log, state, timers, types};
+pub use weir::plugin::{inputs, log, state, timers, types};
 
 /// The `async-operator` world, with async host imports and exports: the
 /// host awaits I/O (HTTP, SQL, key-value) while the guest sees ordinary

@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir_task::{Probation, ReloadSlot, SwapAt, SwapReport};
 use weir_wasm::reload::{prepare, short, Candidate, PluginWatcher, Target};
-use weir_wasm::{Engine, InstanceInfo, Limits, Plugin};
+use weir_wasm::{Engine, Limits, Plugin};
 
 /// Reload attempts kept in the history.
 pub const HISTORY: usize = 200;
@@ -259,22 +259,9 @@ impl Drop for Manager {
 
 /// How instances of operator `op` are opened, per subtask.
 pub(crate) fn targets(p: &Pipeline, op_index: usize, parallelism: u32) -> Vec<Target> {
-    let op = &p.operators[op_index];
-    let config_json = serde_json::to_string(&op.config).expect("a TOML table is valid JSON");
-    let limits: Limits = op.limits.or(p.limits);
+    let limits: Limits = p.operators[op_index].limits.or(p.limits);
     (0..parallelism)
-        .map(|subtask| Target {
-            info: InstanceInfo {
-                pipeline: p.name.clone(),
-                operator: op.name.clone(),
-                subtask,
-                parallelism,
-                max_parallelism: p.max_parallelism,
-                config_json: config_json.clone(),
-                read_dirs: op.allow_read.iter().map(|d| (p.file.parent().unwrap_or(std::path::Path::new(".")).join(d), d.clone())).collect(),
-            },
-            limits,
-        })
+        .map(|subtask| Target { info: crate::run::nodes::instance_info(p, op_index, subtask, parallelism), limits })
         .collect()
 }
 

@@ -18,8 +18,8 @@
 //! the watermark stays where it is.
 //!
 //! The task knows which input each batch came from and hands it to the
-//! head stage ([`crate::Stage::process_input`]): today every stage treats
-//! its inputs alike (a union); a two-input operator contract will read it.
+//! head stage ([`crate::Stage::process_input`]), which passes it on to its
+//! plugin (`inputs.current` in the contract): a join tells its sides apart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

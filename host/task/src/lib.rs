@@ -54,8 +54,9 @@ pub trait Stage: Send {
 
     /// Processes a batch that arrived on input `input` of this stage's
     /// vertex (its index in the vertex's inputs; 0 behind another stage of
-    /// the chain). Every stage treats its inputs alike today (a union): a
-    /// two-input operator contract will pass `input` on to its plugin.
+    /// the chain). A Wasm operator passes it on to its plugin (the
+    /// `inputs` interface: a join tells its sides apart); a sink and an
+    /// async operator treat their inputs alike (a union).
     fn process_input(&mut self, input: usize, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
         let _ = input;
         self.process(batch, records)

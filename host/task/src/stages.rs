@@ -73,6 +73,9 @@ pub struct WasmStage {
     last_skip_log: Option<Instant>,
     reload: Option<StageReload>,
     timers: TimerRounds,
+    /// The input of the batch being processed (the vertex's input index),
+    /// passed to the plugin with every `process` call of that batch.
+    input: u32,
 }
 
 /// Budgeted timer firing (see [`TIMER_CALLS_PER_ROUND`]).
@@ -92,7 +95,7 @@ struct TimerRounds {
 impl WasmStage {
     /// Wraps an opened instance.
     pub fn new(instance: OperatorInstance, info: StageInfo, policy: ErrorPolicy, metrics: Arc<StageMetrics>) -> Self {
-        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None, reload: None, timers: TimerRounds::default() }
+        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None, reload: None, timers: TimerRounds::default(), input: 0 }
     }
 
     /// Lets the operator's plugin be hot-reloaded through `slot` (see
@@ -122,7 +125,7 @@ impl WasmStage {
     /// version is counted, and the batch goes to the previous version (so
     /// it is neither lost nor processed twice).
     fn process_on_probation(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
-        let error = match self.instance.process(batch) {
+        let error = match self.instance.process_input(self.input, batch) {
             Ok(out) => {
                 self.batches += 1;
                 self.records_seen += records as u64;
@@ -140,7 +143,7 @@ impl WasmStage {
             let Some(mut old) = r.borrow_previous(&mut self.instance).map_err(|e| self.reload_error(e))? else {
                 return self.process_with_policy(batch, records);
             };
-            let previous = old.process(batch);
+            let previous = old.process_input(self.input, batch);
             let r = self.reload.as_mut().expect("on probation");
             r.give_back(&mut self.instance, old);
             let Ok(out) = previous else { return self.process_with_policy(batch, records) };
@@ -312,7 +315,7 @@ impl WasmStage {
         let mut owned: Option<(Vec<u8>, usize)> = None;
         loop {
             let (cur, n) = owned.as_ref().map_or((batch, records), |(b, n)| (b.as_slice(), *n));
-            match self.instance.process(cur) {
+            match self.instance.process_input(self.input, cur) {
                 Ok(out) => {
                     self.batches += 1;
                     self.records_seen += records as u64;
@@ -360,7 +363,12 @@ impl WasmStage {
 
 impl Stage for WasmStage {
     fn process(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
+        self.process_input(0, batch, records)
+    }
+
+    fn process_input(&mut self, input: usize, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
         self.poll_reload(None)?;
+        self.input = u32::try_from(input).expect("a vertex has fewer than 2^32 inputs");
         if self.in_probation() {
             return self.process_on_probation(batch, records);
         }

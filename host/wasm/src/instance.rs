@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::{HasSelf, Instance, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use weir_bindings::{log, state, timers, types, Operator};
+use weir_bindings::{inputs, log, state, timers, types, Operator};
 use weir_state::{KeyedState, StateError, TimerBudget, TimerService};
 
 /// Resource limits of one instance.
@@ -58,6 +58,9 @@ pub struct InstanceInfo {
     /// Directories the plugin may read: (host directory, path the guest sees).
     /// Nothing else of the filesystem is visible to it.
     pub read_dirs: Vec<(std::path::PathBuf, String)>,
+    /// The operator's inputs (names of the upstream nodes), in the order
+    /// of its `inputs` setting; the plugin reads them through `inputs.names`.
+    pub inputs: Vec<String>,
 }
 
 /// What kind of trap ended a call.
@@ -199,6 +202,11 @@ pub struct HostState {
     /// Epoch ticks the running call has left when profiling (the profiler
     /// samples at every tick, so the deadline is counted here).
     ticks_left: u64,
+    /// The operator's inputs, for `inputs.names`.
+    inputs: Arc<[String]>,
+    /// The input of the batch being processed, for `inputs.current`
+    /// (0 outside `process`).
+    current_input: u32,
 }
 
 impl HostState {
@@ -306,6 +314,16 @@ macro_rules! tracing_level {
     };
 }
 pub(crate) use tracing_level;
+
+impl inputs::Host for HostState {
+    fn names(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.inputs.to_vec())
+    }
+
+    fn current(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.current_input)
+    }
+}
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
@@ -423,6 +441,8 @@ impl OperatorInstance {
             log_window: (Instant::now(), 0),
             over_limit: None,
             ticks_left: 0,
+            inputs: info.inputs.iter().cloned().collect(),
+            current_input: 0,
         };
         let mut store = Store::new(plugin.engine.wasmtime(), state);
         store.limiter(|s| &mut s.limiter);
@@ -485,8 +505,16 @@ impl OperatorInstance {
 
     /// Processes one batch (frame format); returns the output batch.
     pub fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, CallError> {
-        let out = self.call(|b, s| b.weir_plugin_handler().call_process(s, batch))?;
-        self.finish(out)
+        self.process_input(0, batch)
+    }
+
+    /// Processes one batch that arrived on input `input` (an index into
+    /// [`InstanceInfo::inputs`]; the plugin reads it with `inputs.current`).
+    pub fn process_input(&mut self, input: u32, batch: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.store.data_mut().current_input = input;
+        let out = self.call(|b, s| b.weir_plugin_handler().call_process(s, batch));
+        self.store.data_mut().current_input = 0;
+        self.finish(out?)
     }
 
     /// Delivers fired timers.

@@ -14,7 +14,7 @@
 
 mod build;
 mod drive;
-mod nodes;
+pub(crate) mod nodes;
 mod progress;
 mod start;
 mod summary;

@@ -182,8 +182,9 @@ fn operator_state(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32,
     Ok((keyed, timers))
 }
 
-/// What a plugin instance of operator `op_index`, subtask `subtask`, is told.
-fn instance_info(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32) -> InstanceInfo {
+/// What a plugin instance of operator `op_index`, subtask `subtask`, is
+/// told: at start, on restore and on a hot reload alike.
+pub(crate) fn instance_info(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32) -> InstanceInfo {
     let op = &p.operators[op_index];
     InstanceInfo {
         pipeline: p.name.clone(),
@@ -193,6 +194,8 @@ fn instance_info(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32) 
         max_parallelism: p.max_parallelism,
         config_json: serde_json::to_string(&op.config).expect("a TOML table is valid JSON"),
         read_dirs: op.allow_read.iter().map(|d| (p.file.parent().unwrap_or(std::path::Path::new(".")).join(d), d.clone())).collect(),
+        // Validated before anything runs; an operator always has an input.
+        inputs: p.operator_inputs(op_index).unwrap_or_default(),
     }
 }
 
