@@ -56,6 +56,11 @@ pub trait Host {
     fn watermark(&mut self) -> i64;
     /// Current processing time.
     fn processing_time(&mut self) -> i64;
+    /// The input the batch being processed came from (an index into the
+    /// operator's inputs; 0 outside `process`).
+    fn input(&mut self) -> usize;
+    /// The operator's inputs: the names of its upstream nodes, in order.
+    fn input_names(&mut self) -> Vec<String>;
     /// Writes a log line.
     fn log(&mut self, level: LogLevel, message: &str);
 }
@@ -188,6 +193,8 @@ pub struct Context {
     prefetch: Prefetch,
     /// Index of the record being processed.
     current: usize,
+    /// The batch's input, asked of the host once per batch.
+    input: Option<usize>,
     map_ops: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -207,6 +214,7 @@ impl Context {
             prefetched: Vec::new(),
             prefetch: Prefetch::default(),
             current: 0,
+            input: None,
             map_ops: Vec::new(),
             scratch: Vec::new(),
         }
@@ -390,6 +398,24 @@ impl Context {
         self.host.watermark()
     }
 
+    /// Which input the record being processed came from: an index into
+    /// [`OpenContext::inputs`](crate::OpenContext::inputs), the names of
+    /// the operator's upstream nodes in the order of its `inputs` setting.
+    /// Always 0 for an operator with one input, and in `on_timer` and
+    /// `close`. A batch comes from one input, so the host is asked once
+    /// per batch.
+    ///
+    /// ```
+    /// # use weir_sdk::{Context, Error, Output, Record};
+    /// # fn process(r: Record<'_>, out: &mut Output, ctx: &mut Context) -> Result<(), Error> {
+    /// let side = if ctx.input() == 0 { "orders" } else { "payments" };
+    /// ctx.map_put(side, r.key.unwrap_or_default(), &r.timestamp.to_be_bytes(), r.value);
+    /// # Ok(()) }
+    /// ```
+    pub fn input(&mut self) -> usize {
+        *self.input.get_or_insert_with(|| self.host.input())
+    }
+
     /// The host's processing time (ms since the Unix epoch).
     pub fn processing_time(&mut self) -> i64 {
         self.host.processing_time()
@@ -536,5 +562,6 @@ impl Context {
         self.prefetch.clear();
         self.prefetched.iter_mut().for_each(|p| *p = None);
         self.map_ops.clear();
+        self.input = None;
     }
 }

@@ -134,6 +134,11 @@ pub struct OpenContext {
     pub subtask: u32,
     /// Number of parallel instances.
     pub parallelism: u32,
+    /// The operator's inputs: the names of its upstream nodes, in the
+    /// order of its `inputs` (or `input`) setting. One name for most
+    /// operators; a join has two and tells them apart with
+    /// [`Context::input`].
+    pub inputs: Vec<String>,
 }
 
 /// The clock a [`Timer`] follows.

@@ -87,7 +87,7 @@ fn count(input: &[u8]) -> u32 {
 
 // ---- component glue -------------------------------------------------------
 
-use crate::bindings::weir::plugin::{log, state, timers, types};
+use crate::bindings::weir::plugin::{inputs, log, state, timers, types};
 
 thread_local! {
     static RUNTIME: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
@@ -113,8 +113,15 @@ fn output(result: Result<Vec<u8>, Rejection>) -> types::BatchOutput {
 
 /// `open` export.
 pub fn open<O: Operator>(info: types::OperatorInfo) -> Result<(), String> {
-    let open = OpenContext { pipeline: info.pipeline, operator: info.operator, subtask: info.subtask, parallelism: info.parallelism };
-    let rt = Runtime::<O>::open(open, &info.config, Box::new(WasmHost))?;
+    let mut host = WasmHost;
+    let open = OpenContext {
+        pipeline: info.pipeline,
+        operator: info.operator,
+        subtask: info.subtask,
+        parallelism: info.parallelism,
+        inputs: host.input_names(),
+    };
+    let rt = Runtime::<O>::open(open, &info.config, Box::new(host))?;
     RUNTIME.with(|slot| *slot.borrow_mut() = Some(Box::new(rt)));
     Ok(())
 }
@@ -190,6 +197,12 @@ impl Host for WasmHost {
     }
     fn processing_time(&mut self) -> i64 {
         timers::current_processing_time()
+    }
+    fn input(&mut self) -> usize {
+        inputs::current() as usize
+    }
+    fn input_names(&mut self) -> Vec<String> {
+        inputs::names()
     }
     fn log(&mut self, level: LogLevel, message: &str) {
         let level = match level {

@@ -75,6 +75,10 @@ pub struct MemoryState {
     pub processing_time: i64,
     /// Log lines written by the operator.
     pub logs: Vec<(LogLevel, String)>,
+    /// The operator's input names ([`Harness::open_with_inputs`]).
+    pub inputs: Vec<String>,
+    /// The input of the batch being processed ([`Harness::process_input`]).
+    pub input: usize,
 }
 
 /// An in-memory [`Host`], for native tests.
@@ -188,6 +192,12 @@ impl Host for MemoryHost {
     fn processing_time(&mut self) -> i64 {
         self.state.borrow().processing_time
     }
+    fn input(&mut self) -> usize {
+        self.state.borrow().input
+    }
+    fn input_names(&mut self) -> Vec<String> {
+        self.state.borrow().inputs.clone()
+    }
     fn log(&mut self, level: LogLevel, message: &str) {
         self.state.borrow_mut().logs.push((level, message.to_owned()));
     }
@@ -222,20 +232,40 @@ impl<O: Operator> Harness<O> {
 
     /// Opens the operator with a JSON config as subtask `subtask` of `parallelism`.
     pub fn open_as(config_json: &str, subtask: u32, parallelism: u32) -> Result<Self, String> {
+        Self::open_with_inputs(config_json, subtask, parallelism, &["input"])
+    }
+
+    /// Opens an operator with several inputs (a join: `&["orders",
+    /// "payments"]`), named as the pipeline file's `inputs` would name
+    /// them; feed each with [`Harness::process_input`].
+    pub fn open_with_inputs(config_json: &str, subtask: u32, parallelism: u32, inputs: &[&str]) -> Result<Self, String> {
         let host = MemoryHost::default();
-        let info = OpenContext { pipeline: "test".into(), operator: "op".into(), subtask, parallelism };
+        let inputs: Vec<String> = inputs.iter().map(|&s| s.to_owned()).collect();
+        host.state.borrow_mut().inputs = inputs.clone();
+        let info = OpenContext { pipeline: "test".into(), operator: "op".into(), subtask, parallelism, inputs };
         let rt = Runtime::open(info, config_json, Box::new(host.clone()))?;
         Ok(Self { rt, host })
     }
 
     /// Processes one batch; returns its outputs, or the rejected record.
     pub fn process(&mut self, records: &[OwnedRecord]) -> Result<Vec<OwnedRecord>, Rejected> {
+        self.process_input(0, records)
+    }
+
+    /// Processes one batch that arrived on input `input` (an index into
+    /// the names given to [`Harness::open_with_inputs`]).
+    pub fn process_input(&mut self, input: usize, records: &[OwnedRecord]) -> Result<Vec<OwnedRecord>, Rejected> {
+        let n = self.host.state.borrow().inputs.len();
+        assert!(input < n, "input {input} of an operator with {n} input(s) (see Harness::open_with_inputs)");
         let mut w = BatchWriter::new();
         for r in records {
             let headers: Vec<(&[u8], &[u8])> = r.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
             w.push(r.key.as_deref(), &r.value, r.timestamp, &headers);
         }
-        self.process_raw(&w.finish())
+        self.host.state.borrow_mut().input = input;
+        let out = self.process_raw(&w.finish());
+        self.host.state.borrow_mut().input = 0;
+        out
     }
 
     /// Processes one batch given in frame format.
