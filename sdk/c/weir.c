@@ -113,6 +113,10 @@ struct weir_ctx {
     pending *pend;
     size_t n_pend, cap_pend;
     weir_buf map_ops;
+    /* The batch's input (`weir_input`), once asked of the host; cleared
+     * with the rest by ctx_reset when the call ends. */
+    int has_input;
+    uint32_t input;
 };
 
 static weir_ctx the_ctx;
@@ -268,6 +272,42 @@ int64_t weir_watermark(weir_ctx *c) {
 int64_t weir_processing_time(weir_ctx *c) {
     (void)c;
     return weir_plugin_timers_current_processing_time();
+}
+
+/* ---- inputs ---- */
+
+uint32_t weir_input(weir_ctx *c) {
+    if (!c) return weir_plugin_inputs_current(); /* in open: no batch to cache it for */
+    if (!c->has_input) {
+        c->input = weir_plugin_inputs_current();
+        c->has_input = 1;
+    }
+    return c->input;
+}
+
+/* The input names: fixed for the instance's life (the pipeline file's
+ * `inputs`), so asked of the host once and kept. */
+static operator_list_string_t input_names;
+static int have_input_names;
+
+static const operator_list_string_t *inputs(void) {
+    if (!have_input_names) {
+        weir_plugin_inputs_names(&input_names);
+        have_input_names = 1;
+    }
+    return &input_names;
+}
+
+uint32_t weir_input_count(weir_ctx *c) {
+    (void)c;
+    return (uint32_t)inputs()->len;
+}
+
+weir_bytes weir_input_name(weir_ctx *c, uint32_t i) {
+    (void)c;
+    const operator_list_string_t *names = inputs();
+    if (i >= names->len) return (weir_bytes){NULL, 0};
+    return (weir_bytes){names->ptr[i].ptr, names->ptr[i].len};
 }
 
 /* Fetches every prefetched state for the batch's keys: one get-many per name. */

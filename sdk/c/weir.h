@@ -115,6 +115,20 @@ void weir_timer_delete(weir_ctx *ctx, weir_time_domain domain, weir_bytes key, i
 int64_t weir_watermark(weir_ctx *ctx);
 int64_t weir_processing_time(weir_ctx *ctx);
 
+/* Several inputs (`inputs = ["orders", "payments"]` in the pipeline file):
+ * the index (into the input names) of the input the current batch came
+ * from; 0 for an operator with one input, and in `on_timer` and `close`.
+ * Asked of the host once per batch, however many records call it. Keyed
+ * state and timers are shared by all inputs: a join keeps both sides of a
+ * key under that key. */
+uint32_t weir_input(weir_ctx *ctx);
+/* The number of inputs, and input `i`'s name: the upstream source's or
+ * operator's, in the order of the pipeline file's `inputs` (`{NULL, 0}`
+ * past the last). Asked of the host once; valid for the instance's life.
+ * `ctx` may be NULL in `open`, for these and `weir_input`. */
+uint32_t weir_input_count(weir_ctx *ctx);
+weir_bytes weir_input_name(weir_ctx *ctx, uint32_t i);
+
 typedef enum { WEIR_TRACE, WEIR_DEBUG, WEIR_INFO, WEIR_WARN, WEIR_ERROR } weir_level;
 /* One line in weir's log (printf format). */
 void weir_log(weir_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

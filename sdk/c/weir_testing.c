@@ -40,6 +40,9 @@ struct weir_harness {
     entries staged; /* the current call's writes, applied when it succeeds */
     int64_t watermark;
     int64_t clock;
+    char **inputs; /* the input names */
+    uint32_t n_inputs;
+    uint32_t input; /* the batch's, during `process`; 0 otherwise, as in the host */
 };
 
 /* The host context an operator sees is the harness itself. */
@@ -245,14 +248,37 @@ int64_t weir_processing_time(weir_ctx *ctx) {
     return current->clock;
 }
 
+uint32_t weir_input(weir_ctx *ctx) {
+    (void)ctx;
+    return current->input;
+}
+
+uint32_t weir_input_count(weir_ctx *ctx) {
+    (void)ctx;
+    return current->n_inputs;
+}
+
+weir_bytes weir_input_name(weir_ctx *ctx, uint32_t i) {
+    (void)ctx;
+    return i < current->n_inputs ? weir_str(current->inputs[i]) : none;
+}
+
 /* ---- the harness ---- */
 
 static weir_ctx *ctx_of(weir_harness *h) { return (weir_ctx *)(void *)h; }
 
-weir_harness *weir_harness_open_subtask(const char *config_json, uint32_t subtask, uint32_t parallelism) {
+weir_harness *weir_harness_open_inputs(const char *config_json, uint32_t subtask, uint32_t parallelism, const char *const *inputs) {
+    static const char *const one[] = {"input", NULL};
     weir_harness *h = (weir_harness *)calloc(1, sizeof(weir_ctx));
     if (!h) weir_oom();
     h->watermark = INT64_MIN;
+    /* The names first: `open` may read them. */
+    if (!inputs || !inputs[0]) inputs = one;
+    while (inputs[h->n_inputs]) h->n_inputs++;
+    h->inputs = (char **)calloc(h->n_inputs, sizeof *h->inputs);
+    if (!h->inputs) weir_oom();
+    for (uint32_t i = 0; i < h->n_inputs; i++)
+        if (!(h->inputs[i] = strdup(inputs[i]))) weir_oom();
     current = h;
     weir_info info = {weir_str("test"), weir_str("operator"), subtask, parallelism};
     if (weir_plugin.open && weir_plugin.open(&info, weir_str(config_json), &h->self) < 0) {
@@ -261,6 +287,10 @@ weir_harness *weir_harness_open_subtask(const char *config_json, uint32_t subtas
     }
     h->opened = 1;
     return h;
+}
+
+weir_harness *weir_harness_open_subtask(const char *config_json, uint32_t subtask, uint32_t parallelism) {
+    return weir_harness_open_inputs(config_json, subtask, parallelism, NULL);
 }
 
 weir_harness *weir_harness_open(const char *config_json) { return weir_harness_open_subtask(config_json, 0, 1); }
@@ -302,13 +332,26 @@ static int begin(weir_harness *h) {
     return 0;
 }
 
-int weir_harness_process(weir_harness *h, const weir_record *records, size_t n, weir_outputs *out) {
+int weir_harness_process_input(weir_harness *h, uint32_t input, const weir_record *records, size_t n, weir_outputs *out) {
     if (begin(h) < 0) return -1;
+    if (input >= h->n_inputs) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "input %u is not one of the harness's %u inputs", (unsigned)input, (unsigned)h->n_inputs);
+        h->error = strdup(msg);
+        h->rejected = 0;
+        return -1;
+    }
     weir_out o = {{0}};
     int rc = 0;
     size_t i = 0;
+    h->input = input;
     for (; i < n && rc == 0; i++) rc = weir_plugin.process(h->self, &records[i], &o, ctx_of(h));
+    h->input = 0; /* outside `process` (timers, close) the host says 0 */
     return finish(h, rc, i ? i - 1 : 0, &o, out);
+}
+
+int weir_harness_process(weir_harness *h, const weir_record *records, size_t n, weir_outputs *out) {
+    return weir_harness_process_input(h, 0, records, n, out);
 }
 
 static int cmp_timer(const void *a, const void *b) {
@@ -368,6 +411,8 @@ int weir_harness_close(weir_harness *h, weir_outputs *out) {
     }
     entries_clear(&h->committed);
     free(h->committed.items);
+    for (uint32_t i = 0; i < h->n_inputs; i++) free(h->inputs[i]);
+    free(h->inputs);
     free(h->staged.items);
     free(h->error);
     free(h);

@@ -41,14 +41,24 @@ typedef struct {
 weir_harness *weir_harness_open(const char *config_json);
 /* The same as subtask `subtask` of `parallelism`. */
 weir_harness *weir_harness_open_subtask(const char *config_json, uint32_t subtask, uint32_t parallelism);
+/* The same for an operator with several inputs: `inputs` is their names,
+ * NULL-terminated, as `weir_input_name` gives them. `weir_harness_open`
+ * (and NULL or an empty list here) opens with one input, "input":
+ *   static const char *const inputs[] = {"orders", "payments", NULL};
+ *   weir_harness *h = weir_harness_open_inputs("{}", 0, 1, inputs); */
+weir_harness *weir_harness_open_inputs(const char *config_json, uint32_t subtask, uint32_t parallelism, const char *const *inputs);
 /* NULL, or why the last call (or `open`) was rejected. */
 const char *weir_harness_error(const weir_harness *h);
 /* The index of the rejected record of the last failed batch. */
 size_t weir_harness_rejected(const weir_harness *h);
 
 /* One batch of records through `process` (the prefetched states read
- * first, writes applied at the end, as the host runs it): 0, or -1. */
+ * first, writes applied at the end, as the host runs it): 0, or -1. The
+ * batch comes from input 0. */
 int weir_harness_process(weir_harness *h, const weir_record *records, size_t n, weir_outputs *out);
+/* The same for a batch from input `input` (what `weir_input` returns
+ * during it); -1 when the harness has no such input. */
+int weir_harness_process_input(weir_harness *h, uint32_t input, const weir_record *records, size_t n, weir_outputs *out);
 /* Advances the watermark to `watermark` and fires the due event-time
  * timers in timestamp order (timers a timer registers that are due fire
  * too): 0, or -1. */

@@ -9,6 +9,7 @@
 
 import * as state from "weir:plugin/state@0.1.0";
 import * as timers from "weir:plugin/timers@0.1.0";
+import * as inputs from "weir:plugin/inputs@0.1.0";
 import { log } from "weir:plugin/log@0.1.0";
 import { Runtime, OpenError, StateError, Timer, describe } from "./core.js";
 
@@ -51,6 +52,8 @@ const wasmHost = {
   deleteTimer: (domain, key, ts) => timers.delete(domain, own(key), BigInt(Math.trunc(ts))),
   watermark: () => s64(timers.currentWatermark()),
   processingTime: () => s64(timers.currentProcessingTime()),
+  currentInput: () => inputs.current(),
+  inputNames: () => inputs.names(),
   log: (level, message) => log(level, message),
 };
 

@@ -164,7 +164,7 @@ export class Output {
 
 /**
  * The operator's view of the host: keyed state, timers, the watermark,
- * logging.
+ * logging, and which input a batch came from.
  *
  * Value states named in the operator's `static prefetch` are fetched for
  * every key of a batch in one host call per name before the batch; other
@@ -175,10 +175,17 @@ export class Output {
 export class Context {
   constructor(host) {
     this.host = host;
+    // The input names are fixed for the instance's life (the pipeline
+    // file's `inputs`): asked of the host once, on first use.
+    this.cachedInputNames = null;
     this.reset();
   }
 
   reset() {
+    // The input of the batch: asked of the host on first use in a batch,
+    // then cached. `reset` ends every call (batch, timers, close), so the
+    // next batch asks again.
+    this.inputIndex = null;
     /** name -> Map(byteKey -> { value: Uint8Array | null, dirty }) */
     this.values = new Map();
     /** name + "\0" + byteKey -> { cleared, entries: Map(byteKey(mapKey) -> value | null) } */
@@ -301,6 +308,29 @@ export class Context {
     return this.host.processingTime();
   }
 
+  /**
+   * The index into `inputNames()` of the input the current batch came from,
+   * for an operator with several inputs (`inputs = ["orders", "payments"]`
+   * in the pipeline file). 0 for an operator with one input, and in
+   * `onTimer` and `close`. One host call per batch, however many records
+   * ask.
+   */
+  input() {
+    if (this.inputIndex === null) this.inputIndex = this.host.currentInput();
+    return this.inputIndex;
+  }
+
+  /**
+   * The operator's inputs, in the order of its `inputs` (or `input`)
+   * setting: the names of the upstream sources or operators. Keyed state
+   * and timers are shared by all of them: a join keeps both sides of a key
+   * under that key.
+   */
+  inputNames() {
+    if (this.cachedInputNames === null) this.cachedInputNames = Object.freeze([...this.host.inputNames()]);
+    return this.cachedInputNames;
+  }
+
   /** Writes a line to weir's log, tagged with this operator. `level`: trace, debug, info, warn or error. */
   log(message, level = "info") {
     if (!LEVELS.includes(level)) throw new RangeError(`log level "${level}" is not one of ${LEVELS.join(", ")}`);
@@ -347,8 +377,10 @@ export class Context {
  * A stream operator. Extend it and override `process`; the other methods
  * default to doing nothing. The host creates one instance per parallel
  * subtask, calls `open(config, info)` with the operator's `config` table
- * (an object), then `process` for every input record, `onTimer` for fired
- * timers and `close` at the end of the input.
+ * (an object) and `info` (`pipeline`, `operator`, `subtask`,
+ * `parallelism`, `inputs`: the input names), then `process` for every
+ * input record (of every input: `ctx.input()` says which), `onTimer` for
+ * fired timers and `close` at the end of the input.
  */
 export class Operator {
   /** Value-state names read for (nearly) every record's key: fetched for a whole batch in one host call per name. */
@@ -437,7 +469,9 @@ export function openOperator(OpClass, info, configJson) {
 export class Runtime {
   constructor(OpClass, info, configJson, host) {
     this.ctx = new Context(host);
-    this.op = openOperator(OpClass, info, configJson);
+    // `open` gets the input names too (a join can check it has two); the
+    // context keeps them, so this is the instance's one host call for them.
+    this.op = openOperator(OpClass, { ...info, inputs: this.ctx.inputNames() }, configJson);
     this.prefetchNames = [...(OpClass.prefetch || [])];
   }
 

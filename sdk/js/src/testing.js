@@ -34,9 +34,15 @@ export class Rejected extends Error {
   }
 }
 
-/** The host in memory: value and map state, timers, clocks, log lines, and a count of host calls (`calls`). */
+/**
+ * The host in memory: value and map state, timers, clocks, log lines, the
+ * operator's inputs (`inputs`, names) and the input of the batch being
+ * processed (`input`), and a count of host calls (`calls`).
+ */
 export class MemoryHost {
-  constructor() {
+  constructor(inputs = ["input"]) {
+    this.inputs = inputs;
+    this.input = 0;
     this.values = new Map(); // name + "\0" + byteKey(key) -> Uint8Array
     this.maps = new Map(); // name + "\0" + byteKey(key) -> Map(byteKey(mapKey) -> [mapKey, value])
     this.timers = new Map(); // domain|key|ts -> Timer
@@ -115,6 +121,14 @@ export class MemoryHost {
   log(level, message) {
     this.logs.push([level, message]);
   }
+  currentInput() {
+    this.count("inputs.current");
+    return this.input;
+  }
+  inputNames() {
+    this.count("inputs.names");
+    return [...this.inputs];
+  }
 }
 
 function decode(batch) {
@@ -129,28 +143,51 @@ function byTime(a, b) {
 
 /**
  * Runs one operator instance natively. `new Harness(MyOperator, config)`
- * opens it (config an object or JSON text) as subtask 0 of 1; an `open`
- * that fails throws OpenError with weir's message.
+ * opens it (config an object or JSON text) as subtask 0 of 1, with one
+ * input named "input"; an `open` that fails throws OpenError with weir's
+ * message. An operator with several inputs is opened with their names,
+ * `new Harness(Join, config, { inputs: ["orders", "payments"] })`, and fed
+ * with `processInput(i, records)`.
  */
 export class Harness {
-  constructor(OpClass, config = {}, { subtask = 0, parallelism = 1 } = {}) {
-    this.host = new MemoryHost();
+  constructor(OpClass, config = {}, { subtask = 0, parallelism = 1, inputs = ["input"] } = {}) {
+    if (!Array.isArray(inputs) || !inputs.length || !inputs.every((n) => typeof n === "string")) {
+      throw new TypeError("inputs is a non-empty array of input names");
+    }
+    this.host = new MemoryHost([...inputs]);
     const json = typeof config === "string" ? config : JSON.stringify(config);
     this.rt = new Runtime(OpClass, { pipeline: "test", operator: "op", subtask, parallelism }, json, this.host);
+    // `calls` counts the batches' host calls, not the input names the SDK
+    // asks for once when it opens the operator.
+    this.host.calls = {};
   }
   /** The operator instance. */
   get operator() {
     return this.rt.op;
   }
-  /** Processes one batch of records (see `record`); returns the outputs or throws Rejected. */
+  /** Processes one batch of records (see `record`) from input 0; returns the outputs or throws Rejected. */
   process(records) {
+    return this.processInput(0, records);
+  }
+  /** Processes one batch of records from input `input` (an index into the `inputs` option). */
+  processInput(input, records) {
     const w = new frame.Writer();
     for (const r of records) frame.writeFrame(w, r.key, r.value, r.timestamp, r.rawHeaders);
-    return this.processRaw(w.finish());
+    return this.processRaw(w.finish(), input);
   }
-  /** Processes one batch given in frame format. */
-  processRaw(batch) {
-    return this.result(this.rt.process(batch));
+  /** Processes one batch given in frame format, from input `input`. */
+  processRaw(batch, input = 0) {
+    if (!Number.isInteger(input) || input < 0 || input >= this.host.inputs.length) {
+      throw new RangeError(`input ${input} is not one of the operator's ${this.host.inputs.length} inputs (${this.host.inputs.join(", ")})`);
+    }
+    // As the host does: the batch's input while it is processed, 0 outside
+    // `process` (timers, close).
+    this.host.input = input;
+    try {
+      return this.result(this.rt.process(batch));
+    } finally {
+      this.host.input = 0;
+    }
   }
   result(r) {
     if (r.error) throw new Rejected(r.error.index, r.error.message);

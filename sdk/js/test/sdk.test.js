@@ -227,6 +227,86 @@ test("state keys of any bytes and length stay distinct and round-trip", () => {
   assert.equal(h.host.values.size, values.length);
 });
 
+// Several inputs: which input a batch came from, and keyed state shared by all.
+
+// Joins orders (input "orders") with payments (input "payments") by key:
+// whichever side comes first waits in value state under the key, the other
+// emits the pair. Every record's value is also tagged with its input's
+// name, and a timer per key reports which input the timer sees (0).
+class Join extends Operator {
+  process(r, out, ctx) {
+    const side = ctx.inputNames()[ctx.input()];
+    out.emit(r.key, `${side}:${r.text}`, r.timestamp);
+    const other = ctx.input() === 0 ? "payment" : "order";
+    const waiting = ctx.get(other, r.key, codecs.string);
+    if (waiting === null) {
+      ctx.put(ctx.input() === 0 ? "order" : "payment", r.key, r.text, codecs.string);
+      ctx.registerTimer(r.key, r.timestamp + 10);
+    } else {
+      ctx.delete(other, r.key);
+      const [order, payment] = ctx.input() === 0 ? [r.text, waiting] : [waiting, r.text];
+      out.emit(r.key, `joined ${order}+${payment}`, r.timestamp);
+    }
+  }
+  onTimer(t, out, ctx) {
+    out.emit(t.key, `timer input ${ctx.input()}`, t.timestamp);
+  }
+}
+
+test("an operator with two inputs sees which one each batch came from", () => {
+  const h = new Harness(Join, {}, { inputs: ["orders", "payments"] });
+  const out = h.processInput(0, [record("a", "o1", 1), record("b", "o2", 2)]);
+  assert.deepEqual(out.map((r) => r.text), ["orders:o1", "orders:o2"]);
+  const paid = h.processInput(1, [record("a", "p1", 3), record("c", "p3", 4)]);
+  assert.deepEqual(paid.map((r) => [r.keyText, r.text]), [["a", "payments:p1"], ["a", "joined o1+p1"], ["c", "payments:p3"]]);
+  // Keyed state is shared by the inputs: the payment found the order under "a".
+  assert.equal(h.state("order", "a"), null);
+  assert.equal(h.state("order", "b", codecs.string), "o2");
+  assert.equal(h.state("payment", "c", codecs.string), "p3");
+  // `process` is input 0; outside `process` the input is 0 too.
+  assert.deepEqual(h.process([record("c", "o3", 5)]).map((r) => r.text), ["orders:o3", "joined o3+p3"]);
+  assert.deepEqual(h.advanceWatermark(100).map((r) => r.text), ["timer input 0", "timer input 0", "timer input 0"]);
+});
+
+test("the input is asked of the host once per batch, the names once per instance", () => {
+  const h = new Harness(Join, {}, { inputs: ["orders", "payments"] });
+  h.processInput(1, Array.from({ length: 50 }, (_, i) => record(`k${i}`, "p")));
+  assert.equal(h.host.calls["inputs.current"], 1);
+  h.processInput(0, [record("k1", "o"), record("k2", "o")]);
+  assert.equal(h.host.calls["inputs.current"], 2);
+  // The names were asked for when the operator opened, and kept.
+  assert.equal(h.host.calls["inputs.names"], undefined);
+  // A rejected batch does not leave its input cached for the next one.
+  class Picky extends Join {
+    process(r, out, ctx) {
+      if (r.text === "bad") throw new WeirError(`bad record on input ${ctx.input()}`);
+      super.process(r, out, ctx);
+    }
+  }
+  const p = new Harness(Picky, {}, { inputs: ["orders", "payments"] });
+  assert.throws(() => p.processInput(1, [record("a", "bad")]), (e) => e.reason === "bad record on input 1");
+  assert.deepEqual(p.processInput(0, [record("a", "o")]).map((r) => r.text), ["orders:o"]);
+});
+
+test("one input by default; an unknown input is a test error", () => {
+  class Names extends Operator {
+    open(config, info) {
+      this.inputs = info.inputs;
+    }
+    process(r, out, ctx) {
+      out.emit(null, `${ctx.input()} ${ctx.inputNames().join(",")}`);
+    }
+  }
+  const h = new Harness(Names);
+  assert.deepEqual(h.operator.inputs, ["input"]);
+  assert.deepEqual(h.process([record(null, "x")]).map((r) => r.text), ["0 input"]);
+  assert.throws(() => h.processInput(1, [record(null, "x")]), RangeError);
+  assert.throws(() => new Harness(Names, {}, { inputs: [] }), TypeError);
+  const two = new Harness(Names, {}, { inputs: ["l", "r"] });
+  assert.deepEqual(two.operator.inputs, ["l", "r"]);
+  assert.deepEqual(two.processInput(1, [record(null, "x")]).map((r) => r.text), ["1 l,r"]);
+});
+
 // Async operators: one record per call, the io calls and their failures.
 import { AsyncOperator, IoError, PermanentError, TransientError } from "../src/index.js";
 import { AsyncHarness } from "../src/testing.js";

@@ -234,5 +234,87 @@ class Lifecycle(unittest.TestCase):
             weir.export(lambda r: r)
 
 
+class Join(weir.Operator):
+    """Joins orders (input "orders") with payments (input "payments") by
+    key: whichever side comes first waits in value state under the key, the
+    other emits the pair. Every record's value is also tagged with its
+    input's name, and a timer per key reports which input it sees (0)."""
+
+    def process(self, r, out, ctx):
+        side = ctx.input_names()[ctx.input()]
+        out.emit(r.key, f"{side}:{r.text}", r.timestamp)
+        other = "payment" if ctx.input() == 0 else "order"
+        waiting = ctx.get(other, r.key, weir.STR)
+        if waiting is None:
+            ctx.put("order" if ctx.input() == 0 else "payment", r.key, r.text, weir.STR)
+            ctx.register_timer(r.key, r.timestamp + 10)
+        else:
+            ctx.delete(other, r.key)
+            order, payment = (r.text, waiting) if ctx.input() == 0 else (waiting, r.text)
+            out.emit(r.key, f"joined {order}+{payment}", r.timestamp)
+
+    def on_timer(self, t, out, ctx):
+        out.emit(t.key, f"timer input {ctx.input()}", t.timestamp)
+
+
+class SeveralInputs(unittest.TestCase):
+    def test_each_batch_says_its_input_and_state_is_shared(self):
+        h = Harness(Join, inputs=["orders", "payments"])
+        out = h.process_input(0, [record("a", "o1", 1), record("b", "o2", 2)])
+        self.assertEqual([r.text for r in out], ["orders:o1", "orders:o2"])
+        paid = h.process_input(1, [record("a", "p1", 3), record("c", "p3", 4)])
+        self.assertEqual([(r.key, r.text) for r in paid], [(b"a", "payments:p1"), (b"a", "joined o1+p1"), (b"c", "payments:p3")])
+        # Keyed state is shared by the inputs: the payment found the order under "a".
+        self.assertIsNone(h.state("order", "a"))
+        self.assertEqual(h.state("order", "b", weir.STR), "o2")
+        self.assertEqual(h.state("payment", "c", weir.STR), "p3")
+        # ``process`` is input 0; outside ``process`` the input is 0 too.
+        self.assertEqual([r.text for r in h.process([record("c", "o3", 5)])], ["orders:o3", "joined o3+p3"])
+        self.assertEqual([r.text for r in h.advance_watermark(100)], ["timer input 0"] * 3)
+
+    def test_the_input_is_asked_once_per_batch_the_names_once(self):
+        h = Harness(Join, inputs=["orders", "payments"])
+        h.process_input(1, [record(f"k{i}", "p") for i in range(50)])
+        self.assertEqual(h.host.calls["inputs.current"], 1)
+        h.process_input(0, [record("k1", "o"), record("k2", "o")])
+        self.assertEqual(h.host.calls["inputs.current"], 2)
+        # The names were asked for when the operator opened, and kept.
+        self.assertNotIn("inputs.names", h.host.calls)
+
+        # A rejected batch does not leave its input cached for the next one.
+        class Picky(Join):
+            def process(self, r, out, ctx):
+                if r.text == "bad":
+                    raise weir.Error(f"bad record on input {ctx.input()}")
+                super().process(r, out, ctx)
+
+        p = Harness(Picky, inputs=["orders", "payments"])
+        with self.assertRaises(Rejected) as e:
+            p.process_input(1, [record("a", "bad")])
+        self.assertEqual(e.exception.message, "bad record on input 1")
+        self.assertEqual([r.text for r in p.process_input(0, [record("a", "o")])], ["orders:o"])
+
+    def test_one_input_by_default_and_unknown_inputs_are_test_errors(self):
+        class Names(weir.Operator):
+            def open(self, config, info):
+                self.inputs = info.inputs
+
+            def process(self, r, out, ctx):
+                out.emit(None, f"{ctx.input()} {','.join(ctx.input_names())}")
+
+        h = Harness(Names)
+        self.assertEqual(h.operator.inputs, ["input"])
+        self.assertEqual([r.text for r in h.process([record(None, "x")])], ["0 input"])
+        with self.assertRaises(IndexError):
+            h.process_input(1, [record(None, "x")])
+        with self.assertRaises(TypeError):
+            Harness(Names, inputs=[])
+        with self.assertRaises(TypeError):
+            Harness(Names, inputs="left")
+        two = Harness(Names, inputs=["l", "r"])
+        self.assertEqual(two.operator.inputs, ["l", "r"])
+        self.assertEqual([r.text for r in two.process_input(1, [record(None, "x")])], ["1 l,r"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -86,15 +86,18 @@ BYTES = Codec("BYTES", as_bytes, bytes)
 
 
 class OpenInfo:
-    """Who an instance is, given to :meth:`Operator.open`."""
+    """Who an instance is, given to :meth:`Operator.open`. ``inputs`` is
+    the operator's input names (:meth:`Context.input_names`; a join can
+    check it has two), None for an async operator (one input)."""
 
-    __slots__ = ("pipeline", "operator", "subtask", "parallelism")
+    __slots__ = ("pipeline", "operator", "subtask", "parallelism", "inputs")
 
-    def __init__(self, pipeline, operator, subtask, parallelism):
+    def __init__(self, pipeline, operator, subtask, parallelism, inputs=None):
         self.pipeline, self.operator, self.subtask, self.parallelism = pipeline, operator, subtask, parallelism
+        self.inputs = inputs
 
     def __repr__(self):
-        return f"OpenInfo({self.pipeline!r}, {self.operator!r}, subtask={self.subtask}, parallelism={self.parallelism})"
+        return f"OpenInfo({self.pipeline!r}, {self.operator!r}, subtask={self.subtask}, parallelism={self.parallelism}, inputs={self.inputs!r})"
 
 
 class Record:
@@ -181,7 +184,7 @@ class Output:
 
 class Context:
     """The operator's view of the host for one call: keyed state, timers,
-    the watermark, logging.
+    the watermark, logging, and which input a batch came from.
 
     Value states named in :attr:`Operator.prefetch` are fetched for every
     key of a batch in one host call before the batch; other reads are one
@@ -192,9 +195,16 @@ class Context:
 
     def __init__(self, host):
         self._host = host
+        # The input names are fixed for the instance's life (the pipeline
+        # file's ``inputs``): asked of the host once, on first use.
+        self._input_names = None
         self._reset()
 
     def _reset(self):
+        # The input of the batch: asked of the host on first use in a
+        # batch, then cached. ``_reset`` ends every call (batch, timers,
+        # close), so the next batch asks again.
+        self._input = None
         # name -> key -> [value or None, dirty]
         self._values = {}
         # (name, key) -> [cleared, {map_key: value or None}] pending map writes
@@ -308,6 +318,27 @@ class Context:
         """The host's wall clock (ms since the Unix epoch)."""
         return self._host.processing_time()
 
+    # ---- several inputs ------------------------------------------------------
+
+    def input(self):
+        """The index into :meth:`input_names` of the input the current batch
+        came from, for an operator with several inputs (``inputs =
+        ["orders", "payments"]`` in the pipeline file). 0 for an operator
+        with one input, and in ``on_timer`` and ``close``. One host call per
+        batch, however many records ask."""
+        if self._input is None:
+            self._input = self._host.current_input()
+        return self._input
+
+    def input_names(self):
+        """The operator's inputs, in the order of its ``inputs`` (or
+        ``input``) setting: the names of the upstream sources or operators,
+        as a list of str. Keyed state and timers are shared by all of them:
+        a join keeps both sides of a key under that key."""
+        if self._input_names is None:
+            self._input_names = tuple(self._host.input_names())
+        return list(self._input_names)
+
     def log(self, message, level="info"):
         """Writes a line to weir's log, tagged with this operator.
         ``level``: trace, debug, info, warn or error."""
@@ -356,9 +387,10 @@ class Operator:
     other methods default to doing nothing.
 
     The host creates one instance per parallel subtask, calls
-    :meth:`open` with the operator's ``config`` table (a dict), then
-    :meth:`process` for every input record, :meth:`on_timer` for fired
-    timers and :meth:`close` at the end of the input.
+    :meth:`open` with the operator's ``config`` table (a dict) and an
+    :class:`OpenInfo`, then :meth:`process` for every input record (of
+    every input: :meth:`Context.input` says which), :meth:`on_timer` for
+    fired timers and :meth:`close` at the end of the input.
     """
 
     prefetch = ()
@@ -460,6 +492,9 @@ class Runtime:
 
     def __init__(self, op_class, info, config_json, host):
         self.ctx = Context(host)
+        # ``open`` gets the input names too; the context keeps them, so this
+        # is the instance's one host call for them.
+        info.inputs = self.ctx.input_names()
         self.op = open_operator(op_class, info, config_json)
         self.prefetch = tuple(getattr(self.op, "prefetch", ()) or ())
 

@@ -12,16 +12,16 @@ from . import _core
 
 try:
     from componentize_py_types import Err
-    from wit_world.imports import log, state, timers, types
+    from wit_world.imports import inputs, log, state, timers, types
 except ImportError:  # natively: weir_sdk.testing runs operators instead
-    Err = log = state = timers = types = None
+    Err = inputs = log = state = timers = types = None
 
 
 class _WasmHost:
     """The host seen through the WIT imports."""
 
     def __init__(self):
-        self._Err, self._log, self._state, self._timers, self._types = Err, log, state, timers, types
+        self._Err, self._inputs, self._log, self._state, self._timers, self._types = Err, inputs, log, state, timers, types
         self._domains = {_core.EVENT_TIME: types.TimeDomain.EVENT_TIME, _core.PROCESSING_TIME: types.TimeDomain.PROCESSING_TIME}
         self._levels = {name: getattr(log.Level, name.upper()) for name in _core.LEVELS}
 
@@ -66,6 +66,12 @@ class _WasmHost:
 
     def log(self, level, message):
         self._log.log(self._levels[level], message)
+
+    def current_input(self):
+        return self._inputs.current()
+
+    def input_names(self):
+        return self._inputs.names()
 
 
 def handler(op_class):

@@ -39,10 +39,14 @@ class Rejected(Exception):
 
 
 class MemoryHost:
-    """The host in memory: value and map state, timers, clocks and log lines,
-    plus a count of the host calls made (``calls``)."""
+    """The host in memory: value and map state, timers, clocks, log lines,
+    the operator's inputs (``inputs``, names) and the input of the batch
+    being processed (``input``), plus a count of the host calls made
+    (``calls``)."""
 
-    def __init__(self):
+    def __init__(self, inputs=("input",)):
+        self.inputs = list(inputs)
+        self.input = 0
         self.values = {}  # (name, key) -> bytes
         self.maps = {}  # (name, key) -> {map_key: bytes}
         self.timers = set()  # Timer
@@ -114,6 +118,14 @@ class MemoryHost:
     def log(self, level, message):
         self.logs.append((level, message))
 
+    def current_input(self):
+        self._count("inputs.current")
+        return self.input
+
+    def input_names(self):
+        self._count("inputs.names")
+        return list(self.inputs)
+
 
 def _records(batch):
     return [Record(k, v, ts, h) for ts, k, v, h in _frame.read_frames(batch)]
@@ -123,14 +135,22 @@ class Harness:
     """Runs one operator instance natively.
 
     ``Harness(MyOperator, config)`` opens it (``config`` a dict or JSON
-    text) as subtask 0 of 1; an ``open`` that fails raises
-    :class:`OpenError` with weir's message.
+    text) as subtask 0 of 1, with one input named ``"input"``; an ``open``
+    that fails raises :class:`OpenError` with weir's message. An operator
+    with several inputs is opened with their names, ``Harness(Join,
+    config, inputs=["orders", "payments"])``, and fed with
+    :meth:`process_input`.
     """
 
-    def __init__(self, op_class, config=None, subtask=0, parallelism=1):
-        self.host = MemoryHost()
+    def __init__(self, op_class, config=None, subtask=0, parallelism=1, inputs=("input",)):
+        if isinstance(inputs, str) or not inputs or not all(isinstance(n, str) for n in inputs):
+            raise TypeError(f"inputs is a non-empty list of input names, not {inputs!r}")
+        self.host = MemoryHost(inputs)
         config_json = config if isinstance(config, str) else json.dumps(config or {})
         self._rt = Runtime(op_class, _core.OpenInfo("test", "op", subtask, parallelism), config_json, self.host)
+        # ``calls`` counts the batches' host calls, not the input names the
+        # SDK asks for once when it opens the operator.
+        self.host.calls.clear()
 
     @property
     def operator(self):
@@ -138,16 +158,29 @@ class Harness:
         return self._rt.op
 
     def process(self, records):
-        """Processes one batch (a list of :class:`Record`, see :func:`record`);
-        returns the output records, or raises :class:`Rejected`."""
+        """Processes one batch (a list of :class:`Record`, see :func:`record`)
+        from input 0; returns the output records, or raises :class:`Rejected`."""
+        return self.process_input(0, records)
+
+    def process_input(self, input, records):
+        """Processes one batch from input ``input`` (an index into ``inputs``)."""
         batch = bytearray()
         for r in records:
             _frame.write_frame(batch, r.key, r.value, r.timestamp, r.raw_headers)
-        return self.process_raw(bytes(batch))
+        return self.process_raw(bytes(batch), input)
 
-    def process_raw(self, batch):
-        """Processes one batch given in frame format."""
-        out, error = self._rt.process(batch)
+    def process_raw(self, batch, input=0):
+        """Processes one batch given in frame format, from input ``input``."""
+        n = len(self.host.inputs)
+        if isinstance(input, bool) or not isinstance(input, int) or not 0 <= input < n:
+            raise IndexError(f"input {input!r} is not one of the operator's {n} inputs ({', '.join(self.host.inputs)})")
+        # As the host does: the batch's input while it is processed, 0
+        # outside ``process`` (timers, close).
+        self.host.input = input
+        try:
+            out, error = self._rt.process(batch)
+        finally:
+            self.host.input = 0
         if error is not None:
             raise Rejected(*error)
         return _records(out)
