@@ -465,6 +465,30 @@ fn files(s: &Scratch, dir: &str) -> Vec<Vec<u8>> {
     part_files(&s.path(dir))
 }
 
+/// Runs pipeline `body` (named `name`) once uninterrupted for the final
+/// sums at `b`; then, in a fresh directory, kills it five times at moments
+/// drawn from `seed`, requires that some checkpoint persisted in-flight
+/// records, and lets it resume and finish. Returns that directory and the
+/// uninterrupted run's sums.
+fn killed_and_resumed(body: &str, name: &str, seed: u64) -> (Scratch, BTreeMap<String, i64>) {
+    let reference = Scratch::new();
+    reference.pipeline("p.toml", body);
+    succeed(&mut reference.command(&RUN));
+    let expected_sums = final_sums(&files(&reference, "b").concat());
+    let s = Scratch::new();
+    s.pipeline("p.toml", body);
+    let mut rng = Lcg(seed);
+    let mut saw_inflight = false;
+    for _ in 0..5 {
+        run_and_kill(&s, Duration::from_millis(rng.next_ms(700, 1600)));
+        saw_inflight |= !inflight_files(&s.path(&format!("data/checkpoints/{name}"))).is_empty();
+    }
+    assert!(saw_inflight, "no checkpoint persisted in-flight records");
+    let stderr = succeed(&mut s.command(&RUN));
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    (s, expected_sums)
+}
+
 /// "Must be shown" 3: killed while its unaligned checkpoints hold in-flight
 /// records of both branches of a fan-out and of both exchanges, the
 /// pipeline restores every channel's records once and in order: each
@@ -474,22 +498,7 @@ fn files(s: &Scratch, dir: &str) -> Vec<Vec<u8>> {
 #[test]
 fn a_fan_out_restores_every_channels_inflight_records_once_in_order() {
     let count = 100_000u64;
-    let body = fan(count);
-    let reference = Scratch::new();
-    reference.pipeline("p.toml", &body);
-    succeed(&mut reference.command(&RUN));
-    let expected_sums = final_sums(&files(&reference, "b").concat());
-    let s = Scratch::new();
-    s.pipeline("p.toml", &body);
-    let mut rng = Lcg(3);
-    let mut saw_inflight = false;
-    for _ in 0..5 {
-        run_and_kill(&s, Duration::from_millis(rng.next_ms(700, 1600)));
-        saw_inflight |= !inflight_files(&s.path("data/checkpoints/fan")).is_empty();
-    }
-    assert!(saw_inflight, "no checkpoint persisted in-flight records");
-    let stderr = succeed(&mut s.command(&RUN));
-    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    let (s, expected_sums) = killed_and_resumed(&fan(count), "fan", 3);
     let mut seen = vec![false; count as usize];
     for (i, file) in files(&s, "a").iter().enumerate() {
         let mut last = -1i64;
@@ -503,6 +512,96 @@ fn a_fan_out_restores_every_channels_inflight_records_once_in_order() {
     assert!(seen.iter().all(|s| *s), "records missing at `a`: {}", seen.iter().filter(|s| !**s).count());
     let b = files(&s, "b").concat();
     assert_eq!(b.iter().filter(|&&c| c == b'\n').count(), count as usize, "one running sum per record at `b`");
+    assert_eq!(final_sums(&b), expected_sums);
+}
+
+/// Where the second source of [`fan_in`] starts its timestamps: a
+/// record's `ts` says which source it came from.
+const SECOND_TS: i64 = 1_800_000_000_000;
+
+/// Two sources, each parsed at parallelism 1, united by two-input
+/// operators behind hash exchanges: `slow` (-> `a`) and `sum` (-> `b`) each
+/// read both parse tasks, so every subtask has two input channels, and the
+/// records of one source keep their generation order on each.
+fn fan_in(count: u64) -> String {
+    format!(
+        r#"
+        name = "fanin"
+        parallelism = 2
+        [checkpoint]
+        interval = "200ms"
+        mode = "unaligned"
+        [sources.first]
+        type = "generator"
+        count = {count}
+        seed = 7
+        parallelism = 1
+        [sources.second]
+        type = "generator"
+        count = {count}
+        seed = 8
+        start-timestamp = {SECOND_TS}
+        parallelism = 1
+        [[operators]]
+        name = "parse-first"
+        plugin = "json-filter"
+        input = "first"
+        parallelism = 1
+        config = {{ project = ["id", "user", "amount", "ts"], key = "user" }}
+        [[operators]]
+        name = "parse-second"
+        plugin = "json-filter"
+        input = "second"
+        parallelism = 1
+        config = {{ project = ["id", "user", "amount", "ts"], key = "user" }}
+        [[operators]]
+        name = "slow"
+        plugin = "slow"
+        inputs = ["parse-first", "parse-second"]
+        partition = "hash"
+        config = {{ cost-us = 25 }}
+        [[operators]]
+        name = "sum"
+        plugin = "running-sum"
+        inputs = ["parse-first", "parse-second"]
+        partition = "hash"
+        [sinks.a]
+        type = "file"
+        input = "slow"
+        path = "a/part-{{subtask}}.jsonl"
+        [sinks.b]
+        type = "file"
+        input = "sum"
+        path = "b/part-{{subtask}}.jsonl"
+        "#
+    )
+}
+
+/// "Must be shown" 3 with two-input operators: killed while unaligned
+/// checkpoints hold in-flight records of both inputs of `slow` and `sum`,
+/// the pipeline restores each input channel's records once and in order:
+/// each record of each source reaches `a` once, in generation order per
+/// source in each `a` file, and `b` has the uninterrupted run's totals.
+#[test]
+fn two_input_operators_restore_each_channels_inflight_records_once_in_order() {
+    let count = 50_000u64;
+    let (s, expected_sums) = killed_and_resumed(&fan_in(count), "fanin", 5);
+    let mut seen = [vec![false; count as usize], vec![false; count as usize]];
+    for (i, file) in files(&s, "a").iter().enumerate() {
+        let mut last = [-1i64; 2];
+        for v in json_lines(&String::from_utf8_lossy(file)) {
+            let id = v["id"].as_i64().expect("id");
+            let source = usize::from(v["ts"].as_i64().expect("ts") >= SECOND_TS);
+            assert!(id > last[source], "a/part-{i}: record {id} of source {source} after {}: out of order", last[source]);
+            last[source] = id;
+            assert!(!std::mem::replace(&mut seen[source][id as usize], true), "record {id} of source {source} reached `a` twice");
+        }
+    }
+    for (source, seen) in seen.iter().enumerate() {
+        assert!(seen.iter().all(|s| *s), "records of source {source} missing at `a`: {}", seen.iter().filter(|s| !**s).count());
+    }
+    let b = files(&s, "b").concat();
+    assert_eq!(b.iter().filter(|&&c| c == b'\n').count(), 2 * count as usize, "one running sum per record at `b`");
     assert_eq!(final_sums(&b), expected_sums);
 }
 
