@@ -310,9 +310,39 @@ type = "stdout"
     // A generous bound for a slow machine: the windows fire about a second
     // after the start; none ever fire if the idle input holds them back.
     let first = rx.recv_timeout(Duration::from_secs(120));
+    // The status says which input is idle, per input of the fan-in.
+    let status = first.is_ok().then(|| idle_inputs_status(&s));
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let first = first.expect("no window fired while one input was idle");
     let v: serde_json::Value = serde_json::from_str(&first).expect("a JSON window result");
     assert!(v["window_end"].as_i64().is_some() && v["count"].as_i64().is_some_and(|c| c > 0), "{first}");
+    let (json, text) = status.expect("status");
+    let inputs = &json["snapshot"]["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "windows").expect("task windows")["inputs"];
+    assert_eq!(inputs[0]["from"], "parse-busy", "{inputs:#}");
+    assert_eq!((inputs[0]["idle"].clone(), inputs[1]["idle"].clone()), (false.into(), true.into()), "{inputs:#}");
+    assert!(inputs[0]["records_in"].as_u64().unwrap() > 0 && inputs[0]["watermark_ms"].as_i64().is_some(), "{inputs:#}");
+    assert!(
+        text.lines().any(|l| l.contains("<- parse-quiet") && l.contains("idle: left out of the watermark")),
+        "`weir status` names the idle input:\n{text}"
+    );
+}
+
+/// Polls `weir status` until the `windows` task shows its quiet input
+/// idle (at most a minute); returns the JSON and the text form.
+fn idle_inputs_status(s: &Scratch) -> (serde_json::Value, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = s.weir(&["status", "--json", "p.toml"], Duration::from_secs(20));
+        if r.code == Some(0) {
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("status is JSON");
+            let idle = v["snapshot"]["tasks"].as_array().into_iter().flatten().any(|t| t["name"] == "windows" && t["inputs"][1]["idle"] == true);
+            if idle || std::time::Instant::now() > deadline {
+                let text = s.weir(&["status", "p.toml"], Duration::from_secs(20)).stdout;
+                return (v, text);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "`weir status` never answered: {}", r.stderr);
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

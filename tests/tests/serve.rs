@@ -186,6 +186,26 @@ config = { cost-us = 20 }
 type = "discard"
 "#;
 
+/// [`SLOW_PIPELINE`]'s slow operator fed by two sources (a fan-in).
+const FAN_IN_PIPELINE: &str = r#"
+name = "orders"
+[checkpoint]
+interval = "1s"
+[sources.gen]
+type = "generator"
+schema = "sequence"
+[sources.more]
+type = "generator"
+schema = "sequence"
+[[operators]]
+name = "enrich"
+plugin = "slow"
+inputs = ["gen", "more"]
+config = { cost-us = 20 }
+[sinks.out]
+type = "discard"
+"#;
+
 #[test]
 fn api_auth_traversal_and_openapi() {
     let s = Scratch::new();
@@ -360,14 +380,14 @@ fn ui_in_headless_chromium() {
     );
     let s = Scratch::new();
     let sv = serve(&s, "");
-    s.write("pipelines/orders.toml", SLOW_PIPELINE);
+    s.write("pipelines/orders.toml", FAN_IN_PIPELINE);
     let port = sv.port;
     wait_for("orders running", &sv, || state(port, "orders")["state"] == "running");
     let shots = repo().join("target/ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let out = Command::new("node")
         .arg(ui.join("ui.mjs"))
-        .args([&format!("http://127.0.0.1:{port}"), "orders", "enrich", "gen", shots.to_str().unwrap()])
+        .args([&format!("http://127.0.0.1:{port}"), "orders", "enrich", "gen", shots.to_str().unwrap(), "more"])
         .env("CHROMIUM", &chromium)
         .output()
         .expect("run node");
@@ -378,6 +398,10 @@ fn ui_in_headless_chromium() {
     assert_eq!(v["rows"].as_array().unwrap().len(), 1, "enrich has one subtask: {v}");
     assert!(v["timeline"].as_u64().unwrap() >= 4, "timeline lines: {v}");
     assert_eq!(v["external"], serde_json::json!([]), "the UI loads nothing from elsewhere");
+    // Issue 19: the UI draws the DAG of a fan-in, not a line.
+    assert_eq!(v["dag"]["edges"], serde_json::json!([1, 1]), "one edge from each input: {v}");
+    assert_eq!(v["dag"]["left"], serde_json::json!([true, true]), "both inputs left of the fan-in: {v}");
+    assert_eq!(v["dag"]["inputs"], serde_json::json!(["gen", "more"]), "the fan-in's inputs table: {v}");
     assert!(shots.join("graph.png").is_file() && shots.join("subtasks.png").is_file());
 }
 

@@ -1,13 +1,15 @@
 // Drives weir's web UI in real headless Chromium (Debian's package) and
 // checks what a user sees. Run by tests/tests/serve.rs:
-//   node ui.mjs URL PIPELINE SLOW_TASK UPSTREAM_TASK SCREENSHOT_DIR
+//   node ui.mjs URL PIPELINE SLOW_TASK UPSTREAM_TASK SCREENSHOT_DIR [OTHER_UPSTREAM]
+// With OTHER_UPSTREAM, SLOW_TASK is a fan-in of both upstreams: the graph
+// must draw both edges, both upstreams left of it, and its inputs table.
 // Prints one JSON line with what it found; exits non-zero on failure.
 import { chromium } from "playwright-core";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const [url, pipeline, slow, upstream, shots] = process.argv.slice(2);
+const [url, pipeline, slow, upstream, shots, other] = process.argv.slice(2);
 const profile = mkdtempSync(join(tmpdir(), "weir-ui-"));
 // A fresh profile directory (Playwright passes it as --user-data-dir).
 const browser = await chromium.launchPersistentContext(profile, {
@@ -52,7 +54,20 @@ try {
   const title = await page.textContent("#detail-name");
   await page.screenshot({ path: join(shots, "subtasks.png"), fullPage: true });
   const timeline = await page.$$eval("#timeline polyline", (p) => p.length);
-  console.log(JSON.stringify({ seen, rows, title, timeline, external }));
+  // The DAG: an edge from each upstream, each drawn left of the fan-in;
+  // the detail panel lists the inputs.
+  let dag = null;
+  if (other) {
+    dag = await page.evaluate(([to, ups]) => {
+      const x = (t) => +document.querySelector(`#graph g.task[data-task="${t}"] rect`).getAttribute("x");
+      return {
+        edges: ups.map((u) => document.querySelectorAll(`#graph g.edge[data-from="${u}"][data-to="${to}"]`).length),
+        left: ups.map((u) => x(u) < x(to)),
+        inputs: [...document.querySelectorAll("#inputs:not([hidden]) tbody tr")].map((tr) => tr.dataset.input),
+      };
+    }, [slow, [upstream, other]]);
+  }
+  console.log(JSON.stringify({ seen, rows, title, timeline, external, dag }));
   await browser.close();
 } catch (e) {
   await fail(String(e && e.stack || e));

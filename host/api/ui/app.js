@@ -47,7 +47,10 @@ function drawGraph(snap, bottleneck) {
   svg.appendChild(defs);
   const depth = {};
   const byName = Object.fromEntries(snap.tasks.map((t) => [t.name, t]));
-  const d = (t) => (depth[t.name] !== undefined ? depth[t.name] : (depth[t.name] = t.upstream ? d(byName[t.upstream]) + 1 : 0));
+  // A task's column is one past its deepest upstream: a fan-in sits to
+  // the right of all its inputs, and the edges draw the DAG.
+  const d = (t) => (depth[t.name] !== undefined ? depth[t.name]
+    : (depth[t.name] = t.upstreams.length ? Math.max(...t.upstreams.map((u) => d(byName[u]))) + 1 : 0));
   snap.tasks.forEach(d);
   const rows = {};
   const pos = {};
@@ -55,14 +58,14 @@ function drawGraph(snap, bottleneck) {
   for (const t of snap.tasks) {
     const col = depth[t.name];
     const row = (rows[col] = (rows[col] || 0) + 1) - 1;
-    pos[t.name] = { x: 20 + col * (W + 90), y: 20 + row * (H + 40) };
+    pos[t.name] = { x: 20 + col * (W + 130), y: 20 + row * (H + 40) };
   }
   for (const e of snap.edges) {
     const a = pos[e.from], b = pos[e.to];
     if (!a || !b) continue;
     const g = el("g", { class: "edge", "data-from": e.from, "data-to": e.to });
     g.appendChild(el("line", { x1: a.x + W, y1: a.y + H / 2, x2: b.x, y2: b.y + H / 2 }));
-    g.appendChild(el("text", { x: (a.x + W + b.x) / 2 - 30, y: (a.y + b.y) / 2 + H / 2 - 6 }, `${human(e.records_per_second)}/s ${e.partition}`));
+    g.appendChild(el("text", { x: (a.x + W + b.x) / 2 - 50, y: (a.y + b.y) / 2 + H / 2 - 6 }, `${human(e.records_per_second)}/s ${e.partition}`));
     svg.appendChild(g);
   }
   for (const t of snap.tasks) {
@@ -84,10 +87,31 @@ function drawGraph(snap, bottleneck) {
   svg.setAttribute("viewBox", `0 0 ${Math.max(maxX, 1000)} ${Math.max(maxY, 240)}`);
 }
 
+function watermark(ms) {
+  return ms == null ? "none yet" : new Date(ms).toISOString().replace("T", " ").replace("Z", "");
+}
+
+// A task's inputs: which one is fast, which waits, which is idle and
+// which holds the watermark back.
+function drawInputs(t) {
+  $("#inputs").hidden = t.inputs.length === 0;
+  const body = $("#inputs tbody");
+  body.replaceChildren();
+  for (const i of t.inputs) {
+    const tr = document.createElement("tr");
+    tr.dataset.input = i.from;
+    const note = i.idle ? "idle: left out of the watermark" : i.holds_watermark ? "holds the watermark back" : "";
+    if (note) tr.className = i.idle ? "input-idle" : "input-holds";
+    tr.innerHTML = `<td>${i.from}</td><td>${i.task}</td><td>${i.partition}</td><td>${human(i.records_in_per_second)}</td><td>${pct(i.upstream_backpressured)}</td><td>${watermark(i.watermark_ms)}</td><td>${note}</td>`;
+    body.appendChild(tr);
+  }
+}
+
 function drawSubtasks(snap, bottleneck) {
   const t = snap.tasks.find((x) => x.name === selected);
   $("#detail").hidden = !t;
   if (!t) return;
+  drawInputs(t);
   $("#detail-name").textContent = `${snap.pipeline}.${t.name}`;
   const mean = t.subtasks.reduce((a, x) => a + x.busy, 0) / Math.max(1, t.subtasks.length);
   const body = $("#subtasks tbody");

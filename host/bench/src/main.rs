@@ -396,7 +396,7 @@ fn main() -> anyhow::Result<()> {
 fn analysis(json: bool) {
     use weir_metrics::{analysis, GraphTask, TaskSample};
     let (tasks, subtasks, seconds) = (8usize, 4usize, weir_metrics::HISTORY);
-    let graph: Vec<GraphTask> = (0..tasks).map(|t| GraphTask { name: format!("t{t}"), upstream: t.checked_sub(1), hash_input: t > 0 }).collect();
+    let graph: Vec<GraphTask> = (0..tasks).map(|t| GraphTask { name: format!("t{t}"), upstreams: t.checked_sub(1).into_iter().collect(), hash_input: t > 0 }).collect();
     let sample = |busy: f64, bp: f64| TaskSample { busy, idle: 1000.0 - busy - bp, backpressured: bp, in_pool: 0.5, out_pool: 0.5, records_in: 1000.0 };
     let history: Vec<Vec<Vec<TaskSample>>> = (0..tasks)
         .map(|t| {

@@ -120,6 +120,15 @@ table! {
     /// Sampled.
     TASK_BACKPRESSURE_STATUS: "weir_task_backpressure_status", Gauge, ["pipeline", "task"],
         "0 OK, 1 LOW, 2 HIGH (worst subtask)";
+    /// Sampled from the task's input gate, per input (`input`: the vertex it comes from).
+    TASK_INPUT_RECORDS: "weir_task_input_records_total", Counter, ["pipeline", "task", "subtask", "input"],
+        "records received on this input of the task (a fan-in task has one series per input)";
+    /// Sampled.
+    TASK_INPUT_WATERMARK: "weir_task_input_watermark_ms", Gauge, ["pipeline", "task", "subtask", "input"],
+        "the input's watermark, epoch milliseconds (absent until its first watermark)";
+    /// Sampled.
+    TASK_INPUT_IDLE: "weir_task_input_idle", Gauge, ["pipeline", "task", "subtask", "input"],
+        "1 while the input is idle (silent past `idle-timeout`) and left out of the task's watermark";
     /// Sampled.
     OPERATOR_RECORDS_IN_RATE: "weir_operator_records_in_per_second", Gauge, ["pipeline", "operator", "subtask"],
         "records in per second";

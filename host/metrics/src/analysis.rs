@@ -52,9 +52,10 @@ pub const ALTERNATING_HORIZON: usize = 60;
 pub struct GraphTask {
     /// The chain's name (its head vertex).
     pub name: String,
-    /// The task feeding it, by index; `None` for sources.
-    pub upstream: Option<usize>,
-    /// Its input is hash-partitioned (so uneven load means key skew).
+    /// The tasks feeding it, by index, one per input (several for fan-in;
+    /// none for sources).
+    pub upstreams: Vec<usize>,
+    /// An input is hash-partitioned (so uneven load means key skew).
     pub hash_input: bool,
 }
 
@@ -87,7 +88,8 @@ pub struct Analysis {
     pub task: Option<String>,
     /// Its subtask, if one subtask is named.
     pub subtask: Option<u32>,
-    /// The upstream task that waits for it (for an exchange: the sender).
+    /// The upstream task that waits for it (for an exchange: the sender);
+    /// of several inputs' upstreams, the one that waits most.
     pub upstream: Option<String>,
     /// How many times busier than its siblings the subtask is.
     pub skew: Option<f64>,
@@ -152,15 +154,14 @@ pub fn analyze(pipeline: &str, graph: &[GraphTask], history: &[Vec<Vec<TaskSampl
 
     // 1. Network exchange: sender backpressured with full output buffers,
     // receiver idle with empty input buffers.
-    for (t, task) in graph.iter().enumerate() {
-        let Some(u) = task.upstream else { continue };
+    for (t, u) in graph.iter().enumerate().flat_map(|(t, task)| task.upstreams.iter().map(move |&u| (t, u))) {
         let (up_bp, up_out) = (max(u, |s| s.bp), max(u, |s| s.out_pool));
         let (busy, in_pool) = (max(t, |s| s.busy), max(t, |s| s.in_pool));
         if up_bp > 0.5 && up_out >= 0.8 && busy < 0.5 && in_pool <= 0.25 {
             let idle = now[t].iter().map(|s| s.idle).sum::<f64>() / now[t].len().max(1) as f64;
             return Analysis {
                 kind: Kind::Exchange,
-                task: Some(task.name.clone()),
+                task: Some(graph[t].name.clone()),
                 subtask: None,
                 upstream: Some(graph[u].name.clone()),
                 skew: None,
@@ -184,16 +185,20 @@ pub fn analyze(pipeline: &str, graph: &[GraphTask], history: &[Vec<Vec<TaskSampl
         }
     }
 
-    // 2. Steady bottleneck: busy, not backpressured, upstream waiting.
+    // 2. Steady bottleneck: busy, not backpressured, an upstream waiting
+    // (with several inputs, the one that waits most).
+    let waits_most = |t: usize| graph[t].upstreams.iter().map(|&u| (max(u, |s| s.bp), u)).fold(None, |acc: Option<(f64, usize)>, x| {
+        if acc.is_none_or(|a| x.0 > a.0) { Some(x) } else { acc }
+    });
     let mut best: Option<(f64, usize, usize)> = None;
-    for (t, task) in graph.iter().enumerate() {
-        let up_bp = task.upstream.map_or(0.0, |u| max(u, |s| s.bp));
+    for t in 0..graph.len() {
+        let up = waits_most(t);
         for (s, sh) in now[t].iter().enumerate() {
             if sh.busy < BUSY || sh.bp > NOT_BACKPRESSURED {
                 continue;
             }
-            let score = match task.upstream {
-                Some(_) if up_bp >= UPSTREAM_BACKPRESSURED => 2.0 + up_bp + sh.busy,
+            let score = match up {
+                Some((up_bp, _)) if up_bp >= UPSTREAM_BACKPRESSURED => 2.0 + up_bp + sh.busy,
                 // A busy source with nothing holding it back.
                 None => 1.0 + sh.busy,
                 Some(_) => continue,
@@ -230,14 +235,18 @@ pub fn analyze(pipeline: &str, graph: &[GraphTask], history: &[Vec<Vec<TaskSampl
             };
             if ratio >= SKEW_RATIO { (Some(ratio), Some(words)) } else { (None, None) }
         };
-        let (kind, sentence, upstream) = match task.upstream {
-            Some(u) => {
-                let up_bp = max(u, |x| x.bp);
-                evidence.push(format!("upstream {}: backpressured {}", name(u), pct(up_bp)));
+        let (kind, sentence, upstream) = match waits_most(t) {
+            Some((up_bp, u)) => {
+                // Every input's upstream, so a fan-in says which one waits.
+                let others: Vec<String> = task.upstreams.iter().filter(|&&o| o != u).map(|&o| format!("{} {}", name(o), pct(max(o, |x| x.bp)))).collect();
+                for &o in &task.upstreams {
+                    evidence.push(format!("upstream {}: backpressured {}", name(o), pct(max(o, |x| x.bp))));
+                }
+                let others = if others.is_empty() { String::new() } else { format!(" (its other inputs: {})", others.join(", ")) };
                 (
                     if skew.is_some() { Kind::Skew } else { Kind::Task },
                     format!(
-                        "{who} is the bottleneck: busy {}, upstream {} backpressured {}{}",
+                        "{who} is the bottleneck: busy {}, upstream {} backpressured {}{others}{}",
                         pct(sh.busy),
                         name(u),
                         pct(up_bp),
@@ -287,8 +296,7 @@ fn alternating(pipeline: &str, graph: &[GraphTask], history: &[Vec<Vec<TaskSampl
     // (task, subtask, upstream, bursts as (start, length), peak upstream backpressure, seconds searched)
     type Found = (usize, usize, usize, Vec<(usize, usize)>, f64, usize);
     let mut best: Option<Found> = None;
-    for (t, task) in graph.iter().enumerate() {
-        let Some(u) = task.upstream else { continue };
+    for (t, u) in graph.iter().enumerate().flat_map(|(t, task)| task.upstreams.iter().map(move |&u| (t, u))) {
         for (s, h) in history[t].iter().enumerate() {
             let len = h.len().min(ALTERNATING_HORIZON);
             let off = h.len() - len;
@@ -370,7 +378,7 @@ mod tests {
     }
 
     fn graph(names: &[(&str, Option<usize>, bool)]) -> Vec<GraphTask> {
-        names.iter().map(|(n, u, h)| GraphTask { name: (*n).into(), upstream: *u, hash_input: *h }).collect()
+        names.iter().map(|(n, u, h)| GraphTask { name: (*n).into(), upstreams: u.iter().copied().collect(), hash_input: *h }).collect()
     }
 
     #[test]
@@ -387,6 +395,23 @@ mod tests {
         assert_eq!(a.kind, Kind::Task);
         assert_eq!(a.task.as_deref(), Some("enrich"));
         assert_eq!(a.sentence, "orders.enrich[0] is the bottleneck: busy 97%, upstream orders.parse backpressured 88%");
+    }
+
+    /// Fan-in: of a join's two inputs, the one whose upstream waits is
+    /// named, and the other input's figure is given beside it.
+    #[test]
+    fn a_fan_in_names_the_input_that_waits() {
+        let mut g = graph(&[("orders", None, false), ("payments", None, false), ("join", None, true)]);
+        g[2].upstreams = vec![0, 1];
+        let h = vec![
+            vec![steady(s(400.0, 100.0, 0.0, 0.3), 6)],
+            vec![steady(s(90.0, 880.0, 0.0, 1.0), 6)],
+            vec![steady(s(970.0, 0.0, 1.0, 0.0), 6)],
+        ];
+        let a = analyze("shop", &g, &h, 5);
+        assert_eq!((a.kind, a.task.as_deref(), a.upstream.as_deref()), (Kind::Task, Some("join"), Some("payments")));
+        assert_eq!(a.sentence, "shop.join[0] is the bottleneck: busy 97%, upstream shop.payments backpressured 88% (its other inputs: shop.orders 10%)");
+        assert!(a.evidence.iter().any(|e| e == "upstream shop.orders: backpressured 10%"), "{:?}", a.evidence);
     }
 
     #[test]

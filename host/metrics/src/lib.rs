@@ -11,7 +11,10 @@
 //!   (as in Flink), so the three sum to ~1000;
 //! * `inPoolUsage` / `outPoolUsage`: how full the input gate and the output
 //!   buffer pools are;
-//! * records and bytes in and out per second, per operator subtask.
+//! * records and bytes in and out per second, per operator subtask;
+//! * per input of a task with several (fan-in): records per second, the
+//!   input's watermark, and whether it is idle (left out of the task's
+//!   watermark), so the views can say which input holds event time back.
 //!
 //! Figures are shown averaged over a sliding window ([`WINDOW`] seconds),
 //! and the per-second samples of the last [`HISTORY`] seconds are kept in
@@ -31,7 +34,7 @@ pub mod exporter;
 mod view;
 
 pub use analysis::{Analysis, GraphTask, Kind};
-pub use view::{EdgeView, Snapshot, SubtaskView, TaskTimeline, TaskView, Timeline, VertexView};
+pub use view::{EdgeView, InputView, Link, Snapshot, SubtaskView, TaskTimeline, TaskView, Timeline, VertexView};
 
 use metrics::{Counter, Gauge};
 use serde::{Deserialize, Serialize};
@@ -40,7 +43,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use weir_events::metric;
-use weir_task::{StageMetrics, TaskMetrics};
+use weir_task::{InputMetrics, StageMetrics, TaskMetrics};
 
 /// Seconds the displayed figures are averaged over.
 pub const WINDOW: usize = 5;
@@ -89,14 +92,20 @@ pub struct VertexEntry {
     pub kind: &'static str,
     /// Index of the chain (task) it runs in.
     pub chain: usize,
-    /// The vertex feeding it (index into [`Registry::vertices`]); `None`
-    /// for sources.
-    pub input: Option<usize>,
-    /// How records reach it from its input: `forward`, `rebalance`,
-    /// `hash`, `broadcast` (empty for sources).
-    pub partition: &'static str,
+    /// The vertices feeding it, in the order of its `inputs` (empty for
+    /// sources).
+    pub inputs: Vec<VertexInput>,
     /// Counters, one per subtask.
     pub stages: Vec<Arc<StageMetrics>>,
+}
+
+/// One input of a vertex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VertexInput {
+    /// The vertex it comes from (index into [`Registry::vertices`]).
+    pub vertex: usize,
+    /// How records reach it: `forward`, `rebalance`, `hash`, `broadcast`.
+    pub partition: &'static str,
 }
 
 /// One subtask of a chain.
@@ -121,6 +130,15 @@ pub struct Registry {
     pub vertices: Vec<VertexEntry>,
     /// Task subtasks.
     pub tasks: Vec<TaskEntry>,
+}
+
+impl Registry {
+    /// The inputs of chain `chain`'s head vertex: the task's inputs (empty
+    /// for a source task).
+    pub fn head_inputs(&self, chain: usize) -> &[VertexInput] {
+        // Vertices are in plan order, so a chain's head comes first.
+        self.vertices.iter().find(|v| v.chain == chain).map_or(&[], |v| &v.inputs)
+    }
 }
 
 /// One second of one task subtask.
@@ -189,13 +207,25 @@ struct StageSeries {
     rout_total: Counter,
 }
 
+/// The Prometheus series of one input of a task subtask.
+#[derive(Debug)]
+struct InputSeries {
+    records: Counter,
+    watermark: Gauge,
+    idle: Gauge,
+}
+
 #[derive(Debug, Default)]
 struct State {
     last_tasks: Vec<TaskRaw>,
     last_stages: Vec<Vec<StageRaw>>,
+    /// Per task subtask, records received so far on each input.
+    last_inputs: Vec<Vec<u64>>,
     last_at: Option<Instant>,
     task_history: Vec<VecDeque<TaskSample>>,
     stage_history: Vec<Vec<VecDeque<StageSample>>>,
+    /// Per task subtask and input: records per second.
+    input_history: Vec<Vec<VecDeque<f64>>>,
 }
 
 /// Samples a [`Registry`] once a second and keeps the history.
@@ -206,6 +236,8 @@ pub struct Monitor {
     task_series: Vec<Series>,
     stage_series: Vec<Vec<StageSeries>>,
     status_series: Vec<Gauge>,
+    /// Per task subtask, one per input of its head vertex.
+    input_series: Vec<Vec<InputSeries>>,
 }
 
 fn mean<T: Copy>(h: &VecDeque<T>, f: impl Fn(T) -> f64) -> f64 {
@@ -263,12 +295,32 @@ impl Monitor {
                 metric::TASK_BACKPRESSURE_STATUS.gauge(&[&p, &name])
             })
             .collect();
+        let input_series: Vec<Vec<InputSeries>> = registry
+            .tasks
+            .iter()
+            .map(|t| {
+                let subtask = t.subtask.to_string();
+                registry
+                    .head_inputs(t.chain)
+                    .iter()
+                    .map(|i| {
+                        let labels = [p.as_str(), &t.chain_name, &subtask, &registry.vertices[i.vertex].name];
+                        InputSeries {
+                            records: metric::TASK_INPUT_RECORDS.counter(&labels),
+                            watermark: metric::TASK_INPUT_WATERMARK.gauge(&labels),
+                            idle: metric::TASK_INPUT_IDLE.gauge(&labels),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
         let state = State {
             task_history: registry.tasks.iter().map(|_| VecDeque::new()).collect(),
             stage_history: registry.vertices.iter().map(|v| v.stages.iter().map(|_| VecDeque::new()).collect()).collect(),
+            input_history: input_series.iter().map(|ins| ins.iter().map(|_| VecDeque::new()).collect()).collect(),
             ..State::default()
         };
-        Self { registry, state: Mutex::new(state), task_series, stage_series, status_series }
+        Self { registry, state: Mutex::new(state), task_series, stage_series, status_series, input_series }
     }
 
     /// The registry.
@@ -303,6 +355,12 @@ impl Monitor {
                     })
                     .collect()
             })
+            .collect();
+        let inputs: Vec<Vec<u64>> = self
+            .registry
+            .tasks
+            .iter()
+            .map(|t| t.metrics.inputs.get().map_or_else(Vec::new, |ins| ins.iter().map(|m| m.records_in.load(Ordering::Relaxed)).collect()))
             .collect();
         let mut st = self.state.lock().expect("monitor lock");
         if let Some(last_at) = st.last_at {
@@ -355,10 +413,32 @@ impl Monitor {
                     g.rout_total.absolute(c.rout);
                 }
             }
+            // Each input's rate; its watermark and idleness are read live.
+            for (i, (cur, last)) in inputs.iter().zip(&st.last_inputs.clone()).enumerate() {
+                for (e, h) in st.input_history[i].iter_mut().enumerate() {
+                    let (c, l) = (cur.get(e).copied().unwrap_or(0), last.get(e).copied().unwrap_or(0));
+                    h.push_back(c.saturating_sub(l) as f64 / secs);
+                    if h.len() > HISTORY {
+                        h.pop_front();
+                    }
+                }
+            }
+            for (i, series) in self.input_series.iter().enumerate() {
+                let live = self.registry.tasks[i].metrics.inputs.get();
+                for (e, g) in series.iter().enumerate() {
+                    let Some(m) = live.and_then(|ins| ins.get(e)) else { continue };
+                    g.records.absolute(m.records_in.load(Ordering::Relaxed));
+                    let w = m.watermark.load(Ordering::Relaxed);
+                    if w != i64::MIN {
+                        g.watermark.set(w as f64);
+                    }
+                    g.idle.set(if m.idle.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+                }
+            }
             // Each task's own rate: its head stage's records.
             for (i, t) in self.registry.tasks.iter().enumerate() {
                 let Some(v) = self.registry.vertices.iter().position(|v| v.chain == t.chain) else { continue };
-                let source = self.registry.vertices[v].input.is_none();
+                let source = self.registry.vertices[v].inputs.is_empty();
                 let rate = st.stage_history[v].get(t.subtask as usize).and_then(|h| h.back()).map_or(0.0, |x| if source { x.records_out } else { x.records_in });
                 if let Some(last) = st.task_history[i].back_mut() {
                     last.records_in = rate;
@@ -374,6 +454,7 @@ impl Monitor {
         }
         st.last_tasks = tasks;
         st.last_stages = stages;
+        st.last_inputs = inputs;
         st.last_at = Some(now);
     }
 
@@ -427,7 +508,7 @@ impl Monitor {
     }
 
     /// The job graph at task level, for [`analysis::analyze`]: one entry
-    /// per chain, with the chain its head's input comes from.
+    /// per chain, with the chains its head's inputs come from.
     pub fn graph(&self) -> Vec<GraphTask> {
         let r = &self.registry;
         let chains = r.tasks.iter().map(|t| t.chain).max().map_or(0, |m| m + 1);
@@ -437,8 +518,8 @@ impl Monitor {
                 let head = r.vertices.iter().find(|v| v.chain == c);
                 GraphTask {
                     name: r.tasks.iter().find(|t| t.chain == c).map(|t| t.chain_name.clone()).unwrap_or_default(),
-                    upstream: head.and_then(|h| h.input).map(|u| r.vertices[u].chain),
-                    hash_input: head.is_some_and(|h| h.partition == "hash"),
+                    upstreams: head.map_or_else(Vec::new, |h| h.inputs.iter().map(|i| r.vertices[i.vertex].chain).collect()),
+                    hash_input: head.is_some_and(|h| h.inputs.iter().any(|i| i.partition == "hash")),
                 }
             })
             .collect()
@@ -458,6 +539,15 @@ impl Monitor {
     /// Where the bottleneck is, in words (see [`analysis`]).
     pub fn analyze(&self) -> Analysis {
         analysis::analyze(&self.registry.pipeline, &self.graph(), &self.histories(), WINDOW)
+    }
+
+    /// The live counters of each input of task subtask `task` (in the order
+    /// of its head vertex's inputs), with their windowed records per
+    /// second; empty for a source task or before the task started.
+    pub fn inputs(&self, task: usize) -> Vec<(Arc<InputMetrics>, f64)> {
+        let st = self.state.lock().expect("monitor lock");
+        let live = self.registry.tasks.get(task).and_then(|t| t.metrics.inputs.get());
+        live.into_iter().flatten().enumerate().map(|(e, m)| (m.clone(), st.input_history[task].get(e).map_or(0.0, |h| mean(h, |x| x)))).collect()
     }
 
     /// Per-second history of a task subtask (oldest first, up to [`HISTORY`]).

@@ -3,6 +3,7 @@
 //! per-second history ([`Timeline`]).
 
 use crate::{mean, Analysis, Monitor, Status, TaskSample};
+use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 /// The live state of a running pipeline's job graph.
@@ -35,10 +36,9 @@ pub struct VertexView {
     pub task: String,
     /// Parallelism.
     pub parallelism: usize,
-    /// Its input vertex.
-    pub input: Option<String>,
-    /// Partitioning from its input.
-    pub partition: String,
+    /// Its input vertices, in the order of its `inputs` (empty for a
+    /// source).
+    pub inputs: Vec<Link>,
     /// Records in per second, all subtasks.
     pub records_in_per_second: f64,
     /// Records out per second, all subtasks.
@@ -49,6 +49,44 @@ pub struct VertexView {
     pub records_out: u64,
 }
 
+/// Where a vertex's input comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Link {
+    /// The vertex it comes from.
+    pub from: String,
+    /// Partitioning: `forward`, `rebalance`, `hash`, `broadcast`.
+    pub partition: String,
+}
+
+/// One input of a task: figures per input, so that a fan-in (a union, a
+/// join) shows which input is fast, which waits, which is idle and which
+/// holds the watermark back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputView {
+    /// The vertex it comes from.
+    pub from: String,
+    /// The task that vertex runs in.
+    pub task: String,
+    /// Partitioning.
+    pub partition: String,
+    /// Records in per second on this input, all subtasks.
+    pub records_in_per_second: f64,
+    /// Records in on this input so far, all subtasks.
+    pub records_in: u64,
+    /// Backpressured ms/s of the sending task (its most backpressured
+    /// subtask): how long this input's producer waits for this task.
+    pub upstream_backpressured: f64,
+    /// The input's watermark, epoch ms: the lowest over the subtasks
+    /// (absent before the first watermark).
+    pub watermark_ms: Option<i64>,
+    /// Every subtask has this input idle (silent past `idle-timeout`):
+    /// it is left out of the task's watermark.
+    pub idle: bool,
+    /// This input holds the task's watermark back: of the inputs that are
+    /// not idle, its watermark is the lowest and another's is higher.
+    pub holds_watermark: bool,
+}
+
 /// One task (a chain of vertices run by one thread per subtask).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskView {
@@ -56,8 +94,10 @@ pub struct TaskView {
     pub name: String,
     /// Its vertices, head first.
     pub vertices: Vec<String>,
-    /// The task feeding it.
-    pub upstream: Option<String>,
+    /// The tasks feeding it (several for a fan-in; none for a source).
+    pub upstreams: Vec<String>,
+    /// Its inputs (its head vertex's), with their figures.
+    pub inputs: Vec<InputView>,
     /// Parallelism.
     pub parallelism: usize,
     /// Backpressure status: `OK`, `LOW` or `HIGH` (the worst subtask).
@@ -145,6 +185,7 @@ impl Monitor {
         let graph = self.graph();
         let tasks_now = self.tasks();
         let vertices_now = self.vertices();
+        let inputs = self.input_views(&graph, &tasks_now);
         let st = self.state.lock().expect("monitor lock");
         let sampled_seconds = st.task_history.iter().map(|h| h.len()).max().unwrap_or(0);
         let total = |v: &crate::VertexEntry, f: fn(&weir_task::StageMetrics) -> u64| v.stages.iter().map(|m| f(m)).sum::<u64>();
@@ -157,8 +198,7 @@ impl Monitor {
                 kind: v.kind.to_owned(),
                 task: graph.get(v.chain).map(|g| g.name.clone()).unwrap_or_default(),
                 parallelism: v.stages.len(),
-                input: v.input.map(|u| r.vertices[u].name.clone()),
-                partition: v.partition.to_owned(),
+                inputs: v.inputs.iter().map(|i| Link { from: r.vertices[i.vertex].name.clone(), partition: i.partition.to_owned() }).collect(),
                 records_in_per_second: now.records_in,
                 records_out_per_second: now.records_out,
                 records_in: total(v, |m| m.records_in.load(std::sync::atomic::Ordering::Relaxed)),
@@ -178,7 +218,7 @@ impl Monitor {
                     .map(|(t, x)| {
                         let rin = head.and_then(|h| st.stage_history[h].get(t.subtask as usize)).map_or(0.0, |h| {
                             // A source head counts what it emits.
-                            if r.vertices[head.unwrap_or(0)].input.is_none() { mean(h, |x| x.records_out) } else { mean(h, |x| x.records_in) }
+                            if r.vertices[head.unwrap_or(0)].inputs.is_empty() { mean(h, |x| x.records_out) } else { mean(h, |x| x.records_in) }
                         });
                         SubtaskView {
                             subtask: t.subtask,
@@ -197,7 +237,8 @@ impl Monitor {
                 TaskView {
                     name: g.name.clone(),
                     vertices: r.vertices.iter().filter(|v| v.chain == c).map(|v| v.name.clone()).collect(),
-                    upstream: g.upstream.map(|u| graph[u].name.clone()),
+                    upstreams: g.upstreams.iter().map(|&u| graph[u].name.clone()).collect(),
+                    inputs: inputs[c].clone(),
                     parallelism: subs.len(),
                     status: self.chain_status_locked(&st, c).as_str().to_owned(),
                     busy: subs.iter().map(|s| s.busy).sum::<f64>() / n,
@@ -209,22 +250,75 @@ impl Monitor {
                 }
             })
             .collect();
+        // One edge per input that crosses tasks; a fan-in's edges carry
+        // their own input's rate.
+        let (graph_ref, inputs_ref) = (&graph, &inputs);
         let edges = r
             .vertices
             .iter()
             .zip(&vertices_now)
-            .filter_map(|(v, now)| {
-                let u = v.input?;
-                let from = r.vertices[u].chain;
-                (from != v.chain).then(|| EdgeView {
-                    from: graph[from].name.clone(),
+            .flat_map(|(v, now)| {
+                let (graph, inputs) = (graph_ref, inputs_ref);
+                let several = v.inputs.len() > 1;
+                v.inputs.iter().enumerate().filter(|(_, i)| r.vertices[i.vertex].chain != v.chain).map(move |(e, i)| EdgeView {
+                    from: graph[r.vertices[i.vertex].chain].name.clone(),
                     to: graph[v.chain].name.clone(),
-                    partition: v.partition.to_owned(),
-                    records_per_second: now.records_in,
+                    partition: i.partition.to_owned(),
+                    records_per_second: if several { inputs[v.chain].get(e).map_or(0.0, |x| x.records_in_per_second) } else { now.records_in },
                 })
             })
             .collect();
         Snapshot { pipeline: r.pipeline.clone(), sampled_seconds, window_seconds: crate::WINDOW, vertices, tasks, edges, bottleneck }
+    }
+
+    /// Per chain, its inputs' figures summed (rates, counts) or combined
+    /// (lowest watermark, idle only when idle everywhere) over its subtasks.
+    fn input_views(&self, graph: &[crate::GraphTask], tasks_now: &[TaskSample]) -> Vec<Vec<InputView>> {
+        let r = self.registry();
+        (0..graph.len())
+            .map(|c| {
+                let subtasks: Vec<usize> = r.tasks.iter().enumerate().filter(|(_, t)| t.chain == c).map(|(i, _)| i).collect();
+                let live: Vec<_> = subtasks.iter().map(|&i| self.inputs(i)).collect();
+                let mut views: Vec<InputView> = r
+                    .head_inputs(c)
+                    .iter()
+                    .enumerate()
+                    .map(|(e, i)| {
+                        let up = r.vertices[i.vertex].chain;
+                        let per = || live.iter().filter_map(move |ins| ins.get(e));
+                        let watermarks = per().map(|(m, _)| m.watermark.load(Ordering::Relaxed)).filter(|&w| w != i64::MIN);
+                        let started = per().count() > 0;
+                        InputView {
+                            from: r.vertices[i.vertex].name.clone(),
+                            task: graph[up].name.clone(),
+                            partition: i.partition.to_owned(),
+                            records_in_per_second: per().map(|(_, rate)| rate).sum(),
+                            records_in: per().map(|(m, _)| m.records_in.load(Ordering::Relaxed)).sum(),
+                            upstream_backpressured: r
+                                .tasks
+                                .iter()
+                                .zip(tasks_now)
+                                .filter(|(t, _)| t.chain == up)
+                                .map(|(_, x)| x.backpressured)
+                                .fold(0.0, f64::max),
+                            watermark_ms: watermarks.min(),
+                            idle: started && per().all(|(m, _)| m.idle.load(Ordering::Relaxed)),
+                            holds_watermark: false,
+                        }
+                    })
+                    .collect();
+                // Which input holds the watermark back: the lowest of the
+                // active ones, when another active one is ahead of it.
+                let active = || views.iter().filter(|v| !v.idle).filter_map(|v| v.watermark_ms);
+                if let (Some(low), Some(high)) = (active().min(), active().max())
+                    && low < high
+                    && let Some(v) = views.iter_mut().find(|v| !v.idle && v.watermark_ms == Some(low))
+                {
+                    v.holds_watermark = true;
+                }
+                views
+            })
+            .collect()
     }
 
     /// The last `seconds` seconds of every task, mean over its subtasks.

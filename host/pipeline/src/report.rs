@@ -53,6 +53,28 @@ fn bar(busy: f64, bp: f64, width: usize) -> String {
     format!("{}{}{}", "#".repeat(b.min(width)), "=".repeat(p), ".".repeat(width.saturating_sub(b.min(width) + p)))
 }
 
+/// One input of a fan-in task.
+fn input_line(i: &weir_metrics::InputView) -> String {
+    let watermark = match i.watermark_ms {
+        Some(w) if w >= 0 => humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(w as u64)).to_string(),
+        _ => "none yet".into(),
+    };
+    let state = if i.idle {
+        "; idle: left out of the watermark"
+    } else if i.holds_watermark {
+        "; holds the watermark back"
+    } else {
+        ""
+    };
+    format!(
+        "  <- {:<17} {:>9}/s  {} waits {}  watermark {watermark}{state}",
+        i.from,
+        human(i.records_in_per_second as u64),
+        i.task,
+        pct(i.upstream_backpressured)
+    )
+}
+
 /// The status as lines of text.
 pub fn status_lines(s: &LiveStatus, subtasks: bool) -> Vec<String> {
     let snap = &s.snapshot;
@@ -84,6 +106,13 @@ pub fn status_lines(s: &LiveStatus, subtasks: bool) -> Vec<String> {
             human(rin as u64),
             bar(t.busy, t.backpressured, 20)
         ));
+        // A fan-in's inputs, one line each: which waits, which is idle,
+        // which holds the watermark back.
+        if t.inputs.len() > 1 {
+            for i in &t.inputs {
+                lines.push(input_line(i));
+            }
+        }
         if subtasks && t.subtasks.len() > 1 {
             for x in &t.subtasks {
                 lines.push(format!(

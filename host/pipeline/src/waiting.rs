@@ -79,9 +79,9 @@ pub fn explain(pending: &PendingCheckpoint, graph: &[GraphTask], tasks: &[TaskFi
         .waiting
         .iter()
         .filter_map(|&t| tasks.get(t))
-        .filter(|f| graph.get(f.chain).and_then(|g| g.upstream).is_none_or(|u| !waiting_chain(u)))
+        .filter(|f| graph.get(f.chain).is_none_or(|g| g.upstreams.iter().all(|&u| !waiting_chain(u))))
         .max_by_key(|f| (eta(f).unwrap_or(u64::MAX), f.queued_records))?;
-    let source = graph.get(frontier.chain).is_some_and(|g| g.upstream.is_none());
+    let source = graph.get(frontier.chain).is_some_and(|g| g.upstreams.is_empty());
     let kind = if pending.savepoint { "savepoint" } else { "checkpoint" };
     let fix = bottleneck.unwrap_or(frontier.name);
     let advice = if pending.savepoint {
@@ -136,7 +136,7 @@ mod tests {
     use std::time::Instant;
 
     fn graph() -> Vec<GraphTask> {
-        let t = |name: &str, upstream| GraphTask { name: name.into(), upstream, hash_input: false };
+        let t = |name: &str, upstream: Option<usize>| GraphTask { name: name.into(), upstreams: upstream.into_iter().collect(), hash_input: false };
         vec![t("gen", None), t("filter", Some(0)), t("enrich", Some(1)), t("sum", Some(2))]
     }
 

@@ -10,7 +10,7 @@ use crate::RunHandle;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use weir_network::{debloated_gate, gate, BufferConfig, BufferPool, GateSender, InputGate, Partitioner, Partitioning, PoolConfig, WaitClock};
-use weir_metrics::{Registry, TaskEntry, VertexEntry};
+use weir_metrics::{Registry, TaskEntry, VertexEntry, VertexInput};
 use weir_task::{Inputs, ReloadSlot, Replay, Stage, StageMetrics, Task, TaskInput, TaskMetrics};
 
 /// The tasks of a run, ready to start, and what watches them.
@@ -144,10 +144,7 @@ impl Built {
                     name: vx.name.clone(),
                     kind: vx.kind_name(),
                     chain: plan.chain_of(v),
-                    // The monitor shows one input per vertex for now (fan-in
-                    // in the UI and the analysis is a later step): the first.
-                    input: vx.inputs.first().map(|&(u, _)| u),
-                    partition: vx.inputs.first().map_or("", |&(_, part)| crate::plan::part_name(part)),
+                    inputs: vx.inputs.iter().map(|&(u, part)| VertexInput { vertex: u, partition: crate::plan::part_name(part) }).collect(),
                     stages: self.metrics[v].clone(),
                 })
                 .collect(),
