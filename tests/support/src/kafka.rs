@@ -185,15 +185,40 @@ pub fn produce_with(brokers: &str, topic: &str, records: impl IntoIterator<Item 
         if let Some(k) = &key {
             rec = rec.key(k);
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+        send(&producer, rec);
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(60)).expect("all records acknowledged");
+    n
+}
+
+/// Sends `rec`, waiting while the producer's queue is full.
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, mut rec: BaseRecord<'_, Vec<u8>, Vec<u8>>) {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
+    }
+}
+
+/// Produces keyed records with explicit timestamps (epoch ms), in order;
+/// a `None` value is a tombstone (a null payload, as log compaction and
+/// changelogs use it). Waits for every acknowledgement.
+pub fn produce_timed(brokers: &str, topic: &str, records: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>, i64)>) -> u64 {
+    let mut c = config(brokers);
+    c.set("linger.ms", "20").set("batch.size", "1000000").set("enable.idempotence", "true");
+    let producer: ThreadedProducer<DefaultProducerContext> = c.create().expect("producer");
+    let mut n = 0;
+    for (key, value, ts) in records {
+        let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).key(&key).timestamp(ts);
+        if let Some(v) = &value {
+            rec = rec.payload(v);
+        }
+        send(&producer, rec);
         n += 1;
     }
     producer.flush(Duration::from_secs(60)).expect("all records acknowledged");
