@@ -13,8 +13,24 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use weir_tests::{json_lines, kill_after, part_files, succeed, Lcg, Scratch};
+
+/// The tests that bound a time (a checkpoint within 2 s, explained within
+/// 10 s) run alone, so that a machine of two cores does not miss them for
+/// sharing its CPU: they take this lock for writing. The CPU-heavy tests
+/// (kills and restores) take it for reading: they run beside each other,
+/// never beside a timed one.
+static CPU: RwLock<()> = RwLock::new(());
+
+fn timed() -> RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn heavy() -> RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The issue's pipeline; `checkpoint` is the body of its `[checkpoint]`
 /// table (after `dir`).
@@ -80,6 +96,7 @@ fn run_until_checkpoints(checkpoint: &str, n: usize) -> Value {
 
 /// [`run_until_checkpoints`] with `network` as the `[network]` table.
 fn run_until_checkpoints_with(network: &str, checkpoint: &str, n: usize) -> Value {
+    let _alone = timed();
     let s = Scratch::new();
     s.pipeline("p.toml", &scenario_with(network, checkpoint));
     let _run = Running(s.command(&["run", "--quiet", "--metrics-address", "off", "p.toml"]).spawn().expect("start weir"));
@@ -101,6 +118,7 @@ fn run_until_checkpoints_with(network: &str, checkpoint: &str, n: usize) -> Valu
 /// the bottleneck sentence and the text of `weir status` say it too.
 #[test]
 fn a_stuck_aligned_checkpoint_is_explained_within_10s() {
+    let _alone = timed();
     let s = Scratch::new();
     s.pipeline("p.toml", &scenario(r#"interval = "1s""#));
     let _run = Running(s.command(&["run", "--quiet", "--metrics-address", "off", "p.toml"]).spawn().expect("start weir"));
@@ -274,6 +292,7 @@ fn final_sums(bytes: &[u8]) -> BTreeMap<String, i64> {
 /// byte the uninterrupted run's.
 #[test]
 fn ten_sigkills_with_unaligned_checkpoints_change_nothing_in_the_output() {
+    let _shared = heavy();
     let body = sums(1, 120_000, 25);
     let expected = reference(&body);
     assert_eq!(expected.iter().filter(|&&b| b == b'\n').count(), 120_000);
@@ -297,6 +316,7 @@ fn ten_sigkills_with_unaligned_checkpoints_change_nothing_in_the_output() {
 /// 1, the in-flight records go to the subtask that owns their key now.
 #[test]
 fn unaligned_restore_at_parallelism_2_then_3_then_1_gives_the_same_sums() {
+    let _shared = heavy();
     let count = 120_000;
     let expected = final_sums(&reference(&sums(1, count, 50)));
     let s = Scratch::new();
@@ -321,6 +341,7 @@ fn unaligned_restore_at_parallelism_2_then_3_then_1_gives_the_same_sums() {
 /// do, instead of replaying records twice or not at all.
 #[test]
 fn inflight_records_of_a_broadcast_input_are_not_restored_at_another_parallelism() {
+    let _shared = heavy();
     let body = |parallelism: u32| {
         sums(1, 200_000, 200).replace(
             "disable-chaining = true",
@@ -344,6 +365,7 @@ fn inflight_records_of_a_broadcast_input_are_not_restored_at_another_parallelism
 /// like any other file, and the previous checkpoint is used.
 #[test]
 fn a_corrupt_inflight_file_falls_back_to_the_previous_checkpoint() {
+    let _shared = heavy();
     let body = sums(1, 300_000, 25);
     let expected = reference(&body);
     let s = Scratch::new();
@@ -395,6 +417,7 @@ fn debloated_sums(parallelism: u32, count: u64, cost: u32) -> String {
 /// record is summed once.
 #[test]
 fn a_debloated_pipeline_delivers_every_record_exactly_once() {
+    let _shared = heavy();
     let count = 120_000;
     let expected = reference(&sums(1, count, 25));
     let body = debloated_sums(1, count, 25);
@@ -497,6 +520,7 @@ fn killed_and_resumed(body: &str, name: &str, seed: u64) -> (Scratch, BTreeMap<S
 /// the uninterrupted run's totals.
 #[test]
 fn a_fan_out_restores_every_channels_inflight_records_once_in_order() {
+    let _shared = heavy();
     let count = 100_000u64;
     let (s, expected_sums) = killed_and_resumed(&fan(count), "fan", 3);
     let mut seen = vec![false; count as usize];
@@ -584,6 +608,7 @@ fn fan_in(count: u64) -> String {
 /// source in each `a` file, and `b` has the uninterrupted run's totals.
 #[test]
 fn two_input_operators_restore_each_channels_inflight_records_once_in_order() {
+    let _shared = heavy();
     let count = 50_000u64;
     let (s, expected_sums) = killed_and_resumed(&fan_in(count), "fanin", 5);
     let mut seen = [vec![false; count as usize], vec![false; count as usize]];
