@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|nexmark|languages] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|nexmark|languages|join|object-store] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -99,6 +99,14 @@
 //! 1 and 2: events/s, events/s per core (divided by min(parallelism,
 //! cores)), outputs and peak RSS. Not part of `all`.
 //!
+//! # `join`: two inputs, keyed state on both sides
+//!
+//! See [`join`]: an event-time interval join of two generated streams
+//! (`events` records, 1 M users) at parallelism 1 and 2 (or
+//! `--parallelism`): records/s, pairs emitted, peak RSS and the checkpoint
+//! size over time, which shows the state staying bounded as the watermark
+//! passes. `--count` records in all, half per side. Not part of `all`.
+//!
 //! # `languages`: the same job in Rust, JavaScript and Python
 //!
 //! See [`languages`]: events-agg with json-filter and running-sum written
@@ -129,6 +137,7 @@ mod async_io;
 mod backpressure;
 mod boundary;
 mod events_agg;
+mod join;
 mod languages;
 mod latency;
 mod kafka;
@@ -164,7 +173,7 @@ struct Cli {
 
     /// events-agg: parallelism of every operator (default 1). 1 runs the whole
     /// job as one chain on one thread; P > 1 gives `parse` and `sum` P
-    /// subtasks each. nexmark: runs each query at P only (default: 1 and 2).
+    /// subtasks each. nexmark, join: runs at P only (default: 1 and 2).
     #[arg(long, value_name = "P", value_parser = clap::value_parser!(u32).range(1..))]
     parallelism: Option<u32>,
 
@@ -244,6 +253,9 @@ How to read the results:
               Target: >= 80% of the bare consumer. Then latency under a
               producer paced at 20 k/s: the bare consumer's (the floor) and
               the pipeline's (producer CreateTime -> sink). Peak RSS per row.
+  join        records/s of an interval join of two generated streams (half of
+              --count each, 1 M keys), pairs emitted, and the checkpoint size
+              every 2 s: it should level off as timers clean the state up.
   nexmark     events/s of each Nexmark query of pipelines/nexmark/ over the
               generator's Nexmark events (--count), at parallelism 1 and 2;
               per core = events/s / min(parallelism, cores). Flink runs the
@@ -260,6 +272,7 @@ Examples:
   cargo run --release -p weir-bench -- object-store --os-records 1000000
   cargo run --release -p weir-bench -- kafka --count 1000000
   cargo run --release -p weir-bench -- nexmark --count 10000000 --query q5
+  cargo run --release -p weir-bench -- join --count 10000000
   cargo run --release -p weir-bench -- events-agg --count 2000000 --parallelism 2
   cargo run --release -p weir-bench -- boundary --batch-sizes 256,4096 --json";
 
@@ -304,6 +317,10 @@ enum Which {
     /// records/s. `--count` sets Rust's events, a twentieth of it the
     /// interpreted languages'. Not part of `all`.
     Languages,
+    /// An event-time interval join of two generated streams (1 M keys) at
+    /// parallelism 1 and 2 (or --parallelism): records/s, pairs, peak RSS,
+    /// checkpoint size over time. Not part of `all`.
+    Join,
     /// The object storage sink (JSON lines and Parquet) against the raw
     /// object_store S3 client doing the same work, on a local moto_server.
     /// Not part of `all`.
@@ -368,6 +385,11 @@ fn main() -> anyhow::Result<()> {
         };
         let rows = nexmark::run(&engine, &repo, &plugin_dir, cli.count, &parallelisms, &queries)?;
         nexmark::print(&rows, cli.json);
+    }
+    if cli.which == Which::Join {
+        let parallelisms = cli.parallelism.map_or_else(|| vec![1, 2], |p| vec![p]);
+        let rows = join::run(&engine, &plugin_dir, cli.count.max(2), &parallelisms)?;
+        join::print(&rows, cli.json);
     }
     if cli.which == Which::Kafka {
         kafka::run(&engine, &plugin_dir, cli.count.max(1), cli.json)?;
