@@ -255,6 +255,47 @@ inputs = ["b"]
     ]);
 }
 
+/// Issue 19: key compatibility, where `weir check` can see it. Two inputs
+/// at parallelism 2 without `partition = "hash"` send one key to two
+/// subtasks, which a join cannot take: `weir check` warns, naming the
+/// operator and its inputs, and accepts the file (a union of stateless
+/// records is fine). With "hash" every input routes a key alike: no warning.
+#[test]
+fn check_warns_when_several_inputs_are_not_partitioned_by_key() {
+    let s = Scratch::new();
+    let pipeline = |partition: &str| {
+        format!(
+            r#"parallelism = 2
+[sources.a]
+type = "generator"
+count = 10
+[sources.b]
+type = "generator"
+count = 10
+[[operators]]
+name = "joined"
+plugin = "join"
+inputs = ["a", "b"]
+{partition}
+config = {{ kind = "interval", lower-ms = 0, upper-ms = 0 }}
+[sinks.out]
+type = "stdout"
+"#
+        )
+    };
+    s.pipeline("p.toml", &pipeline(""));
+    let run = s.weir(&["check", "p.toml"], Duration::from_secs(60));
+    run.expect_code(0).expect_stderr(&[
+        "warning: ",
+        "p.toml: operators[0].partition: `joined` takes 2 inputs (a, b) at parallelism 2",
+        "set partition = \"hash\"",
+    ]);
+    s.pipeline("p.toml", &pipeline("partition = \"hash\""));
+    let run = s.weir(&["check", "p.toml"], Duration::from_secs(60));
+    run.expect_code(0);
+    assert!(!run.stderr.contains("warning"), "no warning with partition = \"hash\":\n{}", run.stderr);
+}
+
 /// Issue 19, test 5 (the runtime part): one input goes silent and stays
 /// open; after `idle-timeout` it no longer holds the watermark back, so the
 /// event-time windows of the other input fire while the pipeline runs.
@@ -322,6 +363,8 @@ type = "stdout"
     assert_eq!(inputs[0]["from"], "parse-busy", "{inputs:#}");
     assert_eq!((inputs[0]["idle"].clone(), inputs[1]["idle"].clone()), (false.into(), true.into()), "{inputs:#}");
     assert!(inputs[0]["records_in"].as_u64().unwrap() > 0 && inputs[0]["watermark_ms"].as_i64().is_some(), "{inputs:#}");
+    // Idle time per input: the quiet one's, none for the busy one.
+    assert!(inputs[1]["idle_time"].as_f64().unwrap() > 0.0 && inputs[0]["idle_time"].as_f64() == Some(0.0), "{inputs:#}");
     assert!(
         text.lines().any(|l| l.contains("<- parse-quiet") && l.contains("idle: left out of the watermark")),
         "`weir status` names the idle input:\n{text}"
@@ -329,14 +372,20 @@ type = "stdout"
 }
 
 /// Polls `weir status` until the `windows` task shows its quiet input
-/// idle (at most a minute); returns the JSON and the text form.
+/// idle, with idle time (at most a minute); returns the JSON and the text
+/// form.
 fn idle_inputs_status(s: &Scratch) -> (serde_json::Value, String) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = s.weir(&["status", "--json", "p.toml"], Duration::from_secs(20));
         if r.code == Some(0) {
             let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("status is JSON");
-            let idle = v["snapshot"]["tasks"].as_array().into_iter().flatten().any(|t| t["name"] == "windows" && t["inputs"][1]["idle"] == true);
+            // Idle now, and idle time sampled since.
+            let idle = v["snapshot"]["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["name"] == "windows" && t["inputs"][1]["idle"] == true && t["inputs"][1]["idle_time"].as_f64().is_some_and(|ms| ms > 0.0));
             if idle || std::time::Instant::now() > deadline {
                 let text = s.weir(&["status", "p.toml"], Duration::from_secs(20)).stdout;
                 return (v, text);

@@ -450,6 +450,9 @@ fn cmd_check(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> ExitCod
         return fail(2, &e.to_string());
     }
     println!("{}: pipeline `{}` is valid", p.file.display(), p.name);
+    for w in p.warnings() {
+        eprintln!("warning: {}: {}: {}", p.file.display(), w.path, w.message);
+    }
     for (op, plugin) in p.operators.iter().zip(&plugins.plugins) {
         println!("  operator {:<16} plugin {} ({}, {} bytes, version {})", op.name, plugin.name, plugin.path.display(), plugin.size, plugin.short_hash());
         if let Some(a) = &op.async_io {

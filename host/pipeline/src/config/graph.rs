@@ -191,6 +191,41 @@ impl Pipeline {
         explicit_inputs(&op.input, &op.inputs).unwrap_or_else(|| if i > 0 { Ok(vec![self.operators[i - 1].name.clone()]) } else { self.only_source().map(|s| vec![s]) })
     }
 
+    /// What is valid but probably not what was meant, for `weir check`:
+    /// an operator with several inputs at parallelism above 1 that does not
+    /// partition them by key (`partition = "hash"`). Its inputs' records
+    /// with the same key then reach different subtasks: right for a union
+    /// of stateless records, wrong for a join or any keyed state, whose
+    /// first key owned by another subtask stops the run. The host cannot
+    /// tell from the component which one it is, so this is a warning.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        for (i, op) in self.operators.iter().enumerate() {
+            let par = op.parallelism.unwrap_or(self.parallelism);
+            let Ok(inputs) = self.operator_inputs(i) else { continue };
+            if inputs.len() < 2 || par < 2 || op.partition == Some(PartitionKind::Hash) || op.async_io.is_some() {
+                continue;
+            }
+            let how = match op.partition {
+                Some(PartitionKind::Broadcast) => "\"broadcast\" sends every record to every subtask",
+                Some(PartitionKind::Rebalance) => "\"rebalance\" spreads each input round robin",
+                _ => "the default partitioning (forward at equal parallelism, else rebalance) ignores keys",
+            };
+            out.push(ConfigError {
+                path: format!("{}.partition", op.path()),
+                message: format!(
+                    "`{}` takes {} inputs ({}) at parallelism {par}, and {how}: records with the same key from different inputs reach \
+                     different subtasks. If the plugin keeps keyed state (a join does), set partition = \"hash\" so every input's key \
+                     meets in one subtask; a union of stateless records needs nothing",
+                    op.name,
+                    inputs.len(),
+                    inputs.join(", ")
+                ),
+            });
+        }
+        out
+    }
+
     /// The async operator whose dead letters sink `name` receives, if any.
     pub fn dead_letter_of(&self, name: &str) -> Option<usize> {
         self.operators.iter().position(|o| o.async_io.as_ref().and_then(|a| a.dead_letter.as_deref()) == Some(name))
