@@ -130,6 +130,57 @@ fn slow_operator_is_named() {
     assert!(text.stdout.contains("is the bottleneck"), "{}", text.stdout);
 }
 
+/// Issue 19: backpressure per input. One producer feeds a slow and a fast
+/// consumer; the producer's task is backpressured, and the per-input figure
+/// puts that wait on the slow consumer's edge alone.
+#[test]
+fn a_producers_backpressure_is_put_on_the_edge_that_causes_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Scratch::new();
+    s.pipeline(
+        "p.toml",
+        r#"
+        name = "split"
+        [sources.gen]
+        type = "generator"
+        schema = "sequence"
+        [[operators]]
+        name = "fast"
+        plugin = "identity"
+        input = "gen"
+        [[operators]]
+        name = "slow"
+        plugin = "slow"
+        input = "gen"
+        config = { cost-us = 20 }
+        [sinks.a]
+        type = "discard"
+        input = "fast"
+        [sinks.b]
+        type = "discard"
+        input = "slow"
+        "#,
+    );
+    let mut run = start(&s, &[], false);
+    let input_of = |v: &Value, task: &str| v["snapshot"]["tasks"].as_array().unwrap().iter().find(|t| t["name"] == task).unwrap_or_else(|| panic!("task {task}: {v:#}"))["inputs"][0].clone();
+    // The first answer, then until the slow edge shows its waits.
+    let mut v = detect(&s, &mut run, "backpressure per edge", |_| true);
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while input_of(&v, "slow")["upstream_backpressured"].as_f64().unwrap() < 500.0 {
+        assert!(Instant::now() < give_up, "the slow consumer's edge never showed backpressure: {:#}", v["snapshot"]["tasks"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let r = s.weir(&["status", "--json", "p.toml"], Duration::from_secs(20));
+        if r.code == Some(0) {
+            v = serde_json::from_str(&r.stdout).expect("status is JSON");
+        }
+    }
+    let (slow, fast) = (input_of(&v, "slow"), input_of(&v, "fast"));
+    assert_eq!((slow["from"].as_str(), fast["from"].as_str()), (Some("gen"), Some("gen")));
+    let producer = v["snapshot"]["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "gen").unwrap()["subtasks"][0]["backpressured"].as_f64().unwrap();
+    assert!(producer > 500.0, "the producer's task is backpressured: {producer} ms/s");
+    assert!(fast["upstream_backpressured"].as_f64().unwrap() < 100.0, "the fast consumer's edge carries none of it: {fast:#} (slow: {slow:#})");
+}
+
 #[test]
 fn slow_sink_is_named() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

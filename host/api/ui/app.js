@@ -102,7 +102,7 @@ function drawInputs(t) {
     tr.dataset.input = i.from;
     const note = i.idle ? "idle: left out of the watermark" : i.holds_watermark ? "holds the watermark back" : "";
     if (note) tr.className = i.idle ? "input-idle" : "input-holds";
-    tr.innerHTML = `<td>${i.from}</td><td>${i.task}</td><td>${i.partition}</td><td>${human(i.records_in_per_second)}</td><td>${pct(i.upstream_backpressured)}</td><td>${watermark(i.watermark_ms)}</td><td>${note}</td>`;
+    tr.innerHTML = `<td>${i.from}</td><td>${i.task}</td><td>${i.partition}</td><td>${human(i.records_in_per_second)}</td><td>${pct(i.upstream_backpressured)}</td><td>${pct(i.idle_time)}</td><td>${watermark(i.watermark_ms)}</td><td>${note}</td>`;
     body.appendChild(tr);
   }
 }

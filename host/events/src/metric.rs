@@ -130,6 +130,12 @@ table! {
     TASK_INPUT_IDLE: "weir_task_input_idle", Gauge, ["pipeline", "task", "subtask", "input"],
         "1 while the input is idle (silent past `idle-timeout`) and left out of the task's watermark";
     /// Sampled.
+    TASK_INPUT_IDLE_TIME: "weir_task_input_idle_time_ms_per_second", Gauge, ["pipeline", "task", "subtask", "input"],
+        "time the input was idle (left out of the task's watermark), milliseconds per second";
+    /// Sampled.
+    TASK_INPUT_BACKPRESSURED: "weir_task_input_backpressured_time_ms_per_second", Gauge, ["pipeline", "task", "input", "producer_subtask"],
+        "time the producing subtask waited for a free output buffer toward this input of the task: the backpressure of this edge alone, milliseconds per second";
+    /// Sampled.
     OPERATOR_RECORDS_IN_RATE: "weir_operator_records_in_per_second", Gauge, ["pipeline", "operator", "subtask"],
         "records in per second";
     /// Sampled.

@@ -100,12 +100,17 @@ pub struct VertexEntry {
 }
 
 /// One input of a vertex.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct VertexInput {
     /// The vertex it comes from (index into [`Registry::vertices`]).
     pub vertex: usize,
     /// How records reach it: `forward`, `rebalance`, `hash`, `broadcast`.
     pub partition: &'static str,
+    /// Per subtask of the producing task, how long it waited for output
+    /// buffers toward this input: the backpressure of this edge alone
+    /// (a producer feeding several consumers waits on one of them). Empty
+    /// inside a chain, where records pass by call, not by buffer.
+    pub backpressure: Vec<Arc<weir_network::WaitClock>>,
 }
 
 /// One subtask of a chain.
@@ -213,19 +218,40 @@ struct InputSeries {
     records: Counter,
     watermark: Gauge,
     idle: Gauge,
+    idle_time: Gauge,
+}
+
+/// One second of one input of a task subtask.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InputSample {
+    /// Records in per second.
+    pub records_in: f64,
+    /// Milliseconds per second the input was idle (left out of the watermark).
+    pub idle: f64,
+}
+
+/// Cumulative counters of one input of a task subtask.
+#[derive(Debug, Clone, Copy, Default)]
+struct InputRaw {
+    records: u64,
+    idle_ns: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     last_tasks: Vec<TaskRaw>,
     last_stages: Vec<Vec<StageRaw>>,
-    /// Per task subtask, records received so far on each input.
-    last_inputs: Vec<Vec<u64>>,
+    /// Per task subtask, each input's counters so far.
+    last_inputs: Vec<Vec<InputRaw>>,
+    /// Per vertex, input and producing subtask: its waits on that edge so far, ns.
+    last_edges: Vec<Vec<Vec<u64>>>,
     last_at: Option<Instant>,
     task_history: Vec<VecDeque<TaskSample>>,
     stage_history: Vec<Vec<VecDeque<StageSample>>>,
-    /// Per task subtask and input: records per second.
-    input_history: Vec<Vec<VecDeque<f64>>>,
+    /// Per task subtask and input: one sample a second.
+    input_history: Vec<Vec<VecDeque<InputSample>>>,
+    /// Per vertex, input and producing subtask: backpressured ms/s.
+    edge_history: Vec<Vec<Vec<VecDeque<f64>>>>,
 }
 
 /// Samples a [`Registry`] once a second and keeps the history.
@@ -238,6 +264,8 @@ pub struct Monitor {
     status_series: Vec<Gauge>,
     /// Per task subtask, one per input of its head vertex.
     input_series: Vec<Vec<InputSeries>>,
+    /// Per vertex, input and producing subtask: the edge's backpressure.
+    edge_series: Vec<Vec<Vec<Gauge>>>,
 }
 
 fn mean<T: Copy>(h: &VecDeque<T>, f: impl Fn(T) -> f64) -> f64 {
@@ -309,7 +337,22 @@ impl Monitor {
                             records: metric::TASK_INPUT_RECORDS.counter(&labels),
                             watermark: metric::TASK_INPUT_WATERMARK.gauge(&labels),
                             idle: metric::TASK_INPUT_IDLE.gauge(&labels),
+                            idle_time: metric::TASK_INPUT_IDLE_TIME.gauge(&labels),
                         }
+                    })
+                    .collect()
+            })
+            .collect();
+        let edge_series: Vec<Vec<Vec<Gauge>>> = registry
+            .vertices
+            .iter()
+            .map(|v| {
+                let task = registry.tasks.iter().find(|t| t.chain == v.chain).map(|t| t.chain_name.as_str()).unwrap_or_default();
+                v.inputs
+                    .iter()
+                    .map(|i| {
+                        let input = &registry.vertices[i.vertex].name;
+                        (0..i.backpressure.len()).map(|s| metric::TASK_INPUT_BACKPRESSURED.gauge(&[p.as_str(), task, input, &s.to_string()])).collect()
                     })
                     .collect()
             })
@@ -318,9 +361,10 @@ impl Monitor {
             task_history: registry.tasks.iter().map(|_| VecDeque::new()).collect(),
             stage_history: registry.vertices.iter().map(|v| v.stages.iter().map(|_| VecDeque::new()).collect()).collect(),
             input_history: input_series.iter().map(|ins| ins.iter().map(|_| VecDeque::new()).collect()).collect(),
+            edge_history: edge_series.iter().map(|v| v.iter().map(|i| i.iter().map(|_| VecDeque::new()).collect()).collect()).collect(),
             ..State::default()
         };
-        Self { registry, state: Mutex::new(state), task_series, stage_series, status_series, input_series }
+        Self { registry, state: Mutex::new(state), task_series, stage_series, status_series, input_series, edge_series }
     }
 
     /// The registry.
@@ -356,12 +400,18 @@ impl Monitor {
                     .collect()
             })
             .collect();
-        let inputs: Vec<Vec<u64>> = self
+        let inputs: Vec<Vec<InputRaw>> = self
             .registry
             .tasks
             .iter()
-            .map(|t| t.metrics.inputs.get().map_or_else(Vec::new, |ins| ins.iter().map(|m| m.records_in.load(Ordering::Relaxed)).collect()))
+            .map(|t| {
+                t.metrics.inputs.get().map_or_else(Vec::new, |ins| {
+                    ins.iter().map(|m| InputRaw { records: m.records_in.load(Ordering::Relaxed), idle_ns: m.idle_time.total_ns() }).collect()
+                })
+            })
             .collect();
+        let edges: Vec<Vec<Vec<u64>>> =
+            self.registry.vertices.iter().map(|v| v.inputs.iter().map(|i| i.backpressure.iter().map(|c| c.total_ns()).collect()).collect()).collect();
         let mut st = self.state.lock().expect("monitor lock");
         if let Some(last_at) = st.last_at {
             let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
@@ -413,13 +463,28 @@ impl Monitor {
                     g.rout_total.absolute(c.rout);
                 }
             }
-            // Each input's rate; its watermark and idleness are read live.
+            // Each input's rate and idle time; its watermark and idleness
+            // are read live.
+            let ms_per_second = |ns: u64| (ns as f64 / 1e6 / secs).min(1000.0);
             for (i, (cur, last)) in inputs.iter().zip(&st.last_inputs.clone()).enumerate() {
                 for (e, h) in st.input_history[i].iter_mut().enumerate() {
-                    let (c, l) = (cur.get(e).copied().unwrap_or(0), last.get(e).copied().unwrap_or(0));
-                    h.push_back(c.saturating_sub(l) as f64 / secs);
+                    let (c, l) = (cur.get(e).copied().unwrap_or_default(), last.get(e).copied().unwrap_or_default());
+                    h.push_back(InputSample { records_in: c.records.saturating_sub(l.records) as f64 / secs, idle: ms_per_second(c.idle_ns.saturating_sub(l.idle_ns)) });
                     if h.len() > HISTORY {
                         h.pop_front();
+                    }
+                }
+            }
+            // Each edge's backpressure, per producing subtask.
+            for (v, (cur, last)) in edges.iter().zip(&st.last_edges.clone()).enumerate() {
+                for (e, (c, l)) in cur.iter().zip(last).enumerate() {
+                    for (s, (c, l)) in c.iter().zip(l).enumerate() {
+                        let h = &mut st.edge_history[v][e][s];
+                        h.push_back(ms_per_second(c.saturating_sub(*l)));
+                        if h.len() > HISTORY {
+                            h.pop_front();
+                        }
+                        self.edge_series[v][e][s].set(mean(h, |x| x));
                     }
                 }
             }
@@ -433,6 +498,7 @@ impl Monitor {
                         g.watermark.set(w as f64);
                     }
                     g.idle.set(if m.idle.load(Ordering::Relaxed) { 1.0 } else { 0.0 });
+                    g.idle_time.set(st.input_history[i].get(e).map_or(0.0, |h| mean(h, |x| x.idle)));
                 }
             }
             // Each task's own rate: its head stage's records.
@@ -455,6 +521,7 @@ impl Monitor {
         st.last_tasks = tasks;
         st.last_stages = stages;
         st.last_inputs = inputs;
+        st.last_edges = edges;
         st.last_at = Some(now);
     }
 
@@ -542,12 +609,27 @@ impl Monitor {
     }
 
     /// The live counters of each input of task subtask `task` (in the order
-    /// of its head vertex's inputs), with their windowed records per
-    /// second; empty for a source task or before the task started.
-    pub fn inputs(&self, task: usize) -> Vec<(Arc<InputMetrics>, f64)> {
+    /// of its head vertex's inputs), with their windowed figures; empty for
+    /// a source task or before the task started.
+    pub fn inputs(&self, task: usize) -> Vec<(Arc<InputMetrics>, InputSample)> {
         let st = self.state.lock().expect("monitor lock");
         let live = self.registry.tasks.get(task).and_then(|t| t.metrics.inputs.get());
-        live.into_iter().flatten().enumerate().map(|(e, m)| (m.clone(), st.input_history[task].get(e).map_or(0.0, |h| mean(h, |x| x)))).collect()
+        live.into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(e, m)| {
+                let w = st.input_history[task].get(e).map_or_else(InputSample::default, |h| InputSample { records_in: mean(h, |x| x.records_in), idle: mean(h, |x| x.idle) });
+                (m.clone(), w)
+            })
+            .collect()
+    }
+
+    /// Backpressured ms/s of input `input` of vertex `vertex`: the windowed
+    /// waits for buffers on that edge of its most backpressured producing
+    /// subtask (0 inside a chain).
+    pub fn edge_backpressure(&self, vertex: usize, input: usize) -> f64 {
+        let st = self.state.lock().expect("monitor lock");
+        st.edge_history.get(vertex).and_then(|v| v.get(input)).map_or(0.0, |subs| subs.iter().map(|h| mean(h, |x| x)).fold(0.0, f64::max))
     }
 
     /// Per-second history of a task subtask (oldest first, up to [`HISTORY`]).

@@ -73,8 +73,10 @@ pub struct InputView {
     pub records_in_per_second: f64,
     /// Records in on this input so far, all subtasks.
     pub records_in: u64,
-    /// Backpressured ms/s of the sending task (its most backpressured
-    /// subtask): how long this input's producer waits for this task.
+    /// Backpressured ms/s of this edge: how long this input's producer
+    /// (its most backpressured subtask) waits for a free buffer toward
+    /// this task. A producer that feeds several tasks is counted here
+    /// only for its waits on this one.
     pub upstream_backpressured: f64,
     /// The input's watermark, epoch ms: the lowest over the subtasks
     /// (absent before the first watermark).
@@ -82,6 +84,9 @@ pub struct InputView {
     /// Every subtask has this input idle (silent past `idle-timeout`):
     /// it is left out of the task's watermark.
     pub idle: bool,
+    /// Idle ms/s (left out of the watermark), mean over the subtasks.
+    #[serde(default)]
+    pub idle_time: f64,
     /// This input holds the task's watermark back: of the inputs that are
     /// not idle, its watermark is the lowest and another's is higher.
     pub holds_watermark: bool,
@@ -185,7 +190,7 @@ impl Monitor {
         let graph = self.graph();
         let tasks_now = self.tasks();
         let vertices_now = self.vertices();
-        let inputs = self.input_views(&graph, &tasks_now);
+        let inputs = self.input_views(&graph);
         let st = self.state.lock().expect("monitor lock");
         let sampled_seconds = st.task_history.iter().map(|h| h.len()).max().unwrap_or(0);
         let total = |v: &crate::VertexEntry, f: fn(&weir_task::StageMetrics) -> u64| v.stages.iter().map(|m| f(m)).sum::<u64>();
@@ -273,12 +278,13 @@ impl Monitor {
 
     /// Per chain, its inputs' figures summed (rates, counts) or combined
     /// (lowest watermark, idle only when idle everywhere) over its subtasks.
-    fn input_views(&self, graph: &[crate::GraphTask], tasks_now: &[TaskSample]) -> Vec<Vec<InputView>> {
+    fn input_views(&self, graph: &[crate::GraphTask]) -> Vec<Vec<InputView>> {
         let r = self.registry();
         (0..graph.len())
             .map(|c| {
                 let subtasks: Vec<usize> = r.tasks.iter().enumerate().filter(|(_, t)| t.chain == c).map(|(i, _)| i).collect();
                 let live: Vec<_> = subtasks.iter().map(|&i| self.inputs(i)).collect();
+                let head = r.vertices.iter().position(|v| v.chain == c);
                 let mut views: Vec<InputView> = r
                     .head_inputs(c)
                     .iter()
@@ -292,17 +298,12 @@ impl Monitor {
                             from: r.vertices[i.vertex].name.clone(),
                             task: graph[up].name.clone(),
                             partition: i.partition.to_owned(),
-                            records_in_per_second: per().map(|(_, rate)| rate).sum(),
+                            records_in_per_second: per().map(|(_, w)| w.records_in).sum(),
                             records_in: per().map(|(m, _)| m.records_in.load(Ordering::Relaxed)).sum(),
-                            upstream_backpressured: r
-                                .tasks
-                                .iter()
-                                .zip(tasks_now)
-                                .filter(|(t, _)| t.chain == up)
-                                .map(|(_, x)| x.backpressured)
-                                .fold(0.0, f64::max),
+                            upstream_backpressured: head.map_or(0.0, |v| self.edge_backpressure(v, e)),
                             watermark_ms: watermarks.min(),
                             idle: started && per().all(|(m, _)| m.idle.load(Ordering::Relaxed)),
+                            idle_time: per().map(|(_, w)| w.idle).sum::<f64>() / per().count().max(1) as f64,
                             holds_watermark: false,
                         }
                     })

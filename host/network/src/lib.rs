@@ -614,7 +614,7 @@ mod tests {
     }
 
     fn pool(targets: usize, buffers: usize, size: usize) -> BufferPool {
-        BufferPool::new(PoolConfig { buffers, buffer_size: size, exclusive: 1, overdraft: 0 }, targets, Arc::default()).unwrap()
+        BufferPool::new(PoolConfig { buffers, buffer_size: size, exclusive: 1, overdraft: 0 }, targets, Vec::new()).unwrap()
     }
 
     #[test]
@@ -667,7 +667,7 @@ mod tests {
     fn an_exhausted_pool_blocks_the_producer_and_counts_backpressure() {
         let (s, g) = gate(1);
         let clock = Arc::new(WaitClock::default());
-        let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, clock.clone()).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 2, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, vec![clock.clone()]).unwrap();
         let cfg = BufferConfig { size: 64, timeout: Duration::ZERO, flush_on_idle: true };
         let mut p = Partitioner::new("op", Partitioning::Forward, vec![s.channel(0)], cfg, pool);
         let (b, n) = batch(&["x"]);
@@ -713,7 +713,7 @@ mod tests {
         for strategy in [Partitioning::Forward, Partitioning::Hash { max_parallelism: 128 }] {
             let (s, g) = gate(1);
             let cfg = BufferConfig { size: 64, timeout: Duration::from_secs(3600), flush_on_idle: true };
-            let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, Arc::default()).unwrap();
+            let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 64, exclusive: 1, overdraft: 0 }, 1, Vec::new()).unwrap();
             let mut p = Partitioner::new("op", strategy, vec![s.channel(0)], cfg, pool.clone());
             let mut w = BatchWriter::new();
             w.push(Some(b"a"), b"small", 0, &[]);

@@ -105,7 +105,9 @@ struct Inner {
     floating: usize,
     state: Mutex<State>,
     returned: Condvar,
-    clock: Arc<WaitClock>,
+    /// Where waits for a buffer are added: the task's backpressure clock,
+    /// and the edge's (how long this producer waits on this consumer).
+    clocks: Vec<Arc<WaitClock>>,
 }
 
 /// A producing task's network buffers: a fixed number, recycled forever.
@@ -116,15 +118,15 @@ pub struct BufferPool {
 
 impl BufferPool {
     /// A pool serving `channels` downstream channels; waits for a buffer are
-    /// added to `clock`.
-    pub fn new(config: PoolConfig, channels: usize, clock: Arc<WaitClock>) -> Result<Self, PoolError> {
+    /// added to each of `clocks`.
+    pub fn new(config: PoolConfig, channels: usize, clocks: Vec<Arc<WaitClock>>) -> Result<Self, PoolError> {
         let reserved = channels * config.exclusive;
         if config.buffers < reserved.max(1) {
             return Err(PoolError { buffers: config.buffers, channels, exclusive: config.exclusive, needed: reserved.max(1) * config.buffer_size });
         }
         let state = State { free: Vec::new(), held: vec![0; channels], floating_held: 0, floating_of: vec![0; channels] };
         Ok(Self {
-            inner: Arc::new(Inner { config, floating: config.buffers - reserved, state: Mutex::new(state), returned: Condvar::new(), clock }),
+            inner: Arc::new(Inner { config, floating: config.buffers - reserved, state: Mutex::new(state), returned: Condvar::new(), clocks }),
         })
     }
 
@@ -162,18 +164,18 @@ impl BufferPool {
         while st.available(inner, channel, inner.config.overdraft > 0 && urgent(), ceiling()) < n {
             if gone() {
                 if waiting {
-                    inner.clock.end_wait();
+                    inner.clocks.iter().for_each(|c| c.end_wait());
                 }
                 return None;
             }
             if !waiting {
                 waiting = true;
-                inner.clock.start_wait();
+                inner.clocks.iter().for_each(|c| c.start_wait());
             }
             st = inner.returned.wait_timeout(st, Duration::from_millis(50)).expect("pool lock").0;
         }
         if waiting {
-            inner.clock.end_wait();
+            inner.clocks.iter().for_each(|c| c.end_wait());
         }
         Some(st)
     }
@@ -282,7 +284,7 @@ mod tests {
     #[test]
     fn exclusive_then_floating_then_wait() {
         let clock = Arc::new(WaitClock::default());
-        let pool = BufferPool::new(PoolConfig { buffers: 5, buffer_size: 16, exclusive: 2, overdraft: 0 }, 2, clock).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 5, buffer_size: 16, exclusive: 2, overdraft: 0 }, 2, vec![clock]).unwrap();
         let a: Vec<Buffer> = (0..3).map(|_| pool.acquire(0, || false).unwrap()).collect();
         // Channel 0 took its 2 exclusive buffers and the only floating one;
         // channel 1 still has its exclusive ones.
@@ -295,12 +297,31 @@ mod tests {
         drop(b);
     }
 
+    /// Issue 19: a wait counts on every clock: the task's backpressure and
+    /// the edge's (which consumer the producer waits on).
+    #[test]
+    fn a_wait_counts_on_every_clock() {
+        let (task, edge) = (Arc::new(WaitClock::default()), Arc::new(WaitClock::default()));
+        let pool = BufferPool::new(PoolConfig { buffers: 1, buffer_size: 16, exclusive: 1, overdraft: 0 }, 1, vec![task.clone(), edge.clone()]).unwrap();
+        let held = pool.acquire(0, || false).unwrap();
+        assert_eq!((task.total_ns(), edge.total_ns()), (0, 0), "no wait yet");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(held);
+        });
+        assert!(pool.acquire(0, || false).is_some());
+        release.join().unwrap();
+        assert!(task.total_ns() > 0 && edge.total_ns() > 0, "both clocks saw the wait");
+        assert_eq!(task.waiting_since_ns.load(std::sync::atomic::Ordering::Relaxed), 0, "the wait ended on the task's clock");
+        assert_eq!(edge.waiting_since_ns.load(std::sync::atomic::Ordering::Relaxed), 0, "and on the edge's");
+    }
+
     /// Issue 16: a buffer grew to fit a large record and still counted as
     /// one buffer, so `network.memory = "4MiB"` held 1.97 GiB of 8 MiB
     /// records. Now a large buffer holds a credit per `buffer_size` bytes.
     #[test]
     fn a_buffer_grown_for_a_large_record_holds_credits_for_its_bytes() {
-        let pool = BufferPool::new(PoolConfig { buffers: 6, buffer_size: 16, exclusive: 2, overdraft: 0 }, 2, Arc::default()).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 6, buffer_size: 16, exclusive: 2, overdraft: 0 }, 2, Vec::new()).unwrap();
         // Channel 0 may use its 2 exclusive and the 2 floating credits: 64 bytes.
         assert_eq!(pool.max_buffer(), 64);
         let mut big = pool.acquire(0, || false).unwrap();
@@ -326,7 +347,7 @@ mod tests {
     /// must finish its batch to take an unaligned checkpoint).
     #[test]
     fn only_an_urgent_producer_takes_the_overdraft() {
-        let pool = BufferPool::new(PoolConfig { buffers: 4, buffer_size: 16, exclusive: 1, overdraft: 2 }, 1, Arc::default()).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 4, buffer_size: 16, exclusive: 1, overdraft: 2 }, 1, Vec::new()).unwrap();
         let a: Vec<Buffer> = (0..2).map(|_| pool.acquire(0, || false).unwrap()).collect();
         assert!(pool.acquire(0, || true).is_none(), "the overdraft is not for a normal wait");
         let b: Vec<Buffer> = (0..2).map(|_| pool.acquire_within(0, || false, || true, || 1).unwrap()).collect();
@@ -340,7 +361,7 @@ mod tests {
     /// held back; a higher ceiling lets it go on.
     #[test]
     fn a_debloated_channel_waits_at_its_ceiling() {
-        let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 16, exclusive: 1, overdraft: 0 }, 2, Arc::default()).unwrap();
+        let pool = BufferPool::new(PoolConfig { buffers: 8, buffer_size: 16, exclusive: 1, overdraft: 0 }, 2, Vec::new()).unwrap();
         let a: Vec<Buffer> = (0..3).map(|_| pool.acquire_within(0, || false, || false, || 3).unwrap()).collect();
         assert!(pool.acquire_within(0, || true, || false, || 3).is_none(), "3 credits held: channel 0 waits");
         let b: Vec<Buffer> = (0..3).map(|_| pool.acquire_within(1, || false, || false, || 3).unwrap()).collect();
@@ -355,7 +376,7 @@ mod tests {
 
     #[test]
     fn too_small_a_pool_is_refused_with_the_memory_needed() {
-        let e = BufferPool::new(PoolConfig { buffers: 3, buffer_size: 1024, exclusive: 2, overdraft: 0 }, 2, Arc::default()).unwrap_err();
+        let e = BufferPool::new(PoolConfig { buffers: 3, buffer_size: 1024, exclusive: 2, overdraft: 0 }, 2, Vec::new()).unwrap_err();
         assert_eq!(e.needed, 4096);
     }
 }

@@ -67,11 +67,12 @@ fn input_line(i: &weir_metrics::InputView) -> String {
         ""
     };
     format!(
-        "  <- {:<17} {:>9}/s  {} waits {}  watermark {watermark}{state}",
+        "  <- {:<17} {:>9}/s  {} waits {}  idle {}  watermark {watermark}{state}",
         i.from,
         human(i.records_in_per_second as u64),
         i.task,
-        pct(i.upstream_backpressured)
+        pct(i.upstream_backpressured),
+        pct(i.idle_time)
     )
 }
 

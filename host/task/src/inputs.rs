@@ -35,11 +35,13 @@ pub struct InputMetrics {
     pub watermark: AtomicI64,
     /// True while every open channel of this input is idle.
     pub idle: AtomicBool,
+    /// How long the input has been idle in all (a wait per idle spell).
+    pub idle_time: weir_network::WaitClock,
 }
 
 impl Default for InputMetrics {
     fn default() -> Self {
-        Self { records_in: AtomicU64::new(0), watermark: AtomicI64::new(i64::MIN), idle: AtomicBool::new(false) }
+        Self { records_in: AtomicU64::new(0), watermark: AtomicI64::new(i64::MIN), idle: AtomicBool::new(false), idle_time: Default::default() }
     }
 }
 

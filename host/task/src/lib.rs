@@ -883,6 +883,11 @@ impl GateInput {
         for (edge, m) in self.inputs.metrics.iter().enumerate() {
             let idle = self.channels_of(edge).filter(|&c| !self.finished[c]).all(|c| self.watermarks.is_idle(c));
             if idle != m.idle.swap(idle, Ordering::Relaxed) {
+                if idle {
+                    m.idle_time.start_wait();
+                } else {
+                    m.idle_time.end_wait();
+                }
                 tracing::debug!(input = edge, idle, "input idleness changed");
             }
         }

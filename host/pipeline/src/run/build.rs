@@ -26,12 +26,20 @@ pub(super) struct Built {
     pub cancel: Arc<AtomicBool>,
     /// What the slots report to the reload manager.
     pub reports: crossbeam_channel::Receiver<(String, weir_task::SwapReport)>,
+    /// Per vertex, input and producing subtask: its waits for buffers on
+    /// that edge (see [`VertexInput::backpressure`]).
+    edge_clocks: EdgeClocks,
 }
 
-/// The senders and gates of every chain that does not start at a source.
+/// Per vertex, per input, per subtask of the producer: a wait clock.
+type EdgeClocks = Vec<Vec<Vec<Arc<WaitClock>>>>;
+
+/// The senders and gates of every chain that does not start at a source,
+/// and a clock per edge and producing subtask for its waits on that edge.
 struct Gates {
     senders: Vec<Vec<Option<GateSender>>>,
     gates: Vec<Vec<Option<InputGate>>>,
+    edge_clocks: EdgeClocks,
 }
 
 impl Gates {
@@ -57,7 +65,12 @@ impl Gates {
             senders.push(cs);
             gates.push(cg);
         }
-        Self { senders, gates }
+        let edge_clocks = plan
+            .vertices
+            .iter()
+            .map(|v| v.inputs.iter().map(|&(u, _)| (0..plan.vertices[u].parallelism).map(|_| Arc::default()).collect()).collect())
+            .collect();
+        Self { senders, gates, edge_clocks }
     }
 }
 
@@ -85,7 +98,7 @@ impl Built {
             for s in 0..chain.parallelism {
                 // Output pools first: the task's metrics watch them.
                 let clock = Arc::new(WaitClock::default());
-                let (outputs, pools) = outputs(p, plan, ci, s, &gates.senders, buffers, &clock)?;
+                let (outputs, pools) = outputs(p, plan, ci, s, &gates, buffers, &clock)?;
                 let channels = plan.input_channels(chain.vertices[0]);
                 let in_capacity = channels.last().map_or(0, |r| u64::from(r.end)) * p.network.exclusive_buffers as u64;
                 let tm = Arc::new(TaskMetrics::new(in_capacity, pools, clock));
@@ -129,7 +142,7 @@ impl Built {
                 });
             }
         }
-        Ok(Self { tasks, metrics: Arc::new(metrics), task_entries, slots, cancel, reports })
+        Ok(Self { tasks, metrics: Arc::new(metrics), task_entries, slots, cancel, reports, edge_clocks: gates.edge_clocks })
     }
 
     /// The monitor's view of the job: vertices, chains and task metrics.
@@ -144,7 +157,16 @@ impl Built {
                     name: vx.name.clone(),
                     kind: vx.kind_name(),
                     chain: plan.chain_of(v),
-                    inputs: vx.inputs.iter().map(|&(u, part)| VertexInput { vertex: u, partition: crate::plan::part_name(part) }).collect(),
+                    inputs: vx
+                        .inputs
+                        .iter()
+                        .zip(&self.edge_clocks[v])
+                        .map(|(&(u, part), clocks)| {
+                            // Only an edge between tasks has buffers to wait for.
+                            let between = plan.chain_of(u) != plan.chain_of(v);
+                            VertexInput { vertex: u, partition: crate::plan::part_name(part), backpressure: if between { clocks.clone() } else { Vec::new() } }
+                        })
+                        .collect(),
                     stages: self.metrics[v].clone(),
                 })
                 .collect(),
@@ -179,7 +201,7 @@ fn outputs(
     plan: &Plan,
     ci: usize,
     s: u32,
-    senders: &[Vec<Option<GateSender>>],
+    gates: &Gates,
     buffers: BufferConfig,
     clock: &Arc<WaitClock>,
 ) -> Result<(Vec<Partitioner>, Vec<BufferPool>), RunError> {
@@ -196,9 +218,9 @@ fn outputs(
         let (_, part) = plan.vertices[c].inputs[k];
         let channels = plan.input_channels(c)[k].clone();
         let targets: Vec<_> = if part == Partitioning::Forward {
-            vec![senders[cc][s as usize].as_ref().expect("gate").channel(channels.start)]
+            vec![gates.senders[cc][s as usize].as_ref().expect("gate").channel(channels.start)]
         } else {
-            senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(channels.start + s)).collect()
+            gates.senders[cc].iter().map(|g| g.as_ref().expect("gate").channel(channels.start + s)).collect()
         };
         let targets = targets.into_iter().map(|t| weir_network::throttle::arm(&plan.vertices[c].name, t)).collect::<Vec<_>>();
         let memory = p.network.memory.0 as usize / last.consumers.len();
@@ -211,7 +233,7 @@ fn outputs(
             0
         };
         let config = PoolConfig { buffers: count, buffer_size: buffers.size, exclusive: p.network.exclusive_buffers, overdraft };
-        let pool = BufferPool::new(config, targets.len(), clock.clone())
+        let pool = BufferPool::new(config, targets.len(), vec![clock.clone(), gates.edge_clocks[c][k][s as usize].clone()])
             .map_err(|e| RunError::setup(format!("{}: network: task `{}` cannot feed `{}`: {e}", p.file.display(), head.name, plan.vertices[c].name)))?;
         pools.push(pool.clone());
         outputs.push(Partitioner::new(&last.name, part, targets, buffers, pool));
