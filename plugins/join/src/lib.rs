@@ -4,8 +4,14 @@
 //! pipeline file; the first is the left side). Both inputs must be keyed
 //! on the join key and partitioned by it (`partition = "hash"`), so both
 //! sides of a key meet in the same subtask; the keyed state holds them.
-//! Three kinds:
+//! Four kinds:
 //!
+//! - `kind = "regular"`: an unbounded inner join (Flink SQL's regular
+//!   join): every left and right record of a key pair up, as soon as the
+//!   second of the two arrives. Nothing expires, so the state grows with
+//!   the distinct records of both inputs: use it where they are bounded
+//!   (a table of persons, of products), the other kinds elsewhere.
+//!   Output at `max(l, r)`: `{"left":..,"right":..}`.
 //! - `kind = "interval"`: an event-time interval join. A left record at `l`
 //!   and a right record at `r` with the same key join when
 //!   `l + lower-ms <= r <= l + upper-ms` (Flink's `between(lower, upper)`).
@@ -14,7 +20,10 @@
 //!   (`size-ms`, `slide-ms`) event-time windows: every left and right
 //!   record of a key in the same window pair up once the window is complete.
 //!   Output at the window's last millisecond:
-//!   `{"window_end":<ms>,"left":..,"right":..}`.
+//!   `{"window_end":<ms>,"left":..,"right":..}`. With `semi = true` it
+//!   is a semi join: each left record is emitted once per window in which
+//!   its key has at least one right record, as
+//!   `{"window_end":<ms>,"left":..}` (the right values are not kept).
 //! - `kind = "table"`: stream-table enrichment. The right input is a
 //!   changelog: the latest value per key is the table, a record with an
 //!   empty value (a Kafka tombstone) deletes its key. Each left record is
@@ -69,6 +78,8 @@ const LATE_LOG_EVERY_MS: i64 = 10_000;
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
+    /// Unbounded inner join.
+    Regular,
     /// Event-time interval join.
     Interval,
     /// Tumbling or sliding window join.
@@ -113,6 +124,8 @@ pub struct Config {
     pub size_ms: Option<i64>,
     /// `window`: how far windows move (default `size-ms`: tumbling).
     pub slide_ms: Option<i64>,
+    /// `window`: emit each left record with a partner once, without the right side.
+    pub semi: Option<bool>,
     /// `table`: event or processing time.
     pub time: Option<Time>,
     /// `table`: also emit left records without a table row.
@@ -127,8 +140,9 @@ pub struct Config {
 
 #[derive(Debug, Clone, Copy)]
 enum Join {
+    Regular,
     Interval { lower: i64, upper: i64 },
-    Window { size: i64, slide: i64 },
+    Window { size: i64, slide: i64, semi: bool },
     Table { event_time: bool, outer: bool },
 }
 
@@ -150,7 +164,8 @@ impl Config {
         let only = |field: &str, set: bool, kind: &str| if set { Err(format!("`{field}` is a setting of kind = \"{kind}\" joins")) } else { Ok(()) };
         let not_window = |c: &Config| {
             only("size-ms", c.size_ms.is_some(), "window")?;
-            only("slide-ms", c.slide_ms.is_some(), "window")
+            only("slide-ms", c.slide_ms.is_some(), "window")?;
+            only("semi", c.semi.is_some(), "window")
         };
         let not_interval = |c: &Config| {
             only("lower-ms", c.lower_ms.is_some(), "interval")?;
@@ -164,6 +179,15 @@ impl Config {
             return Err("`allowed-lateness-ms` must be 0 or more".into());
         }
         match self.kind {
+            Kind::Regular => {
+                not_window(self)?;
+                not_table(self)?;
+                not_interval(self)?;
+                if self.allowed_lateness_ms != 0 {
+                    return Err("`allowed-lateness-ms` has no meaning in a regular join: nothing expires, so no record is late".into());
+                }
+                Ok(Join::Regular)
+            }
             Kind::Interval => {
                 not_window(self)?;
                 not_table(self)?;
@@ -186,7 +210,7 @@ impl Config {
                 if slide > size {
                     return Err(format!("`slide-ms` ({slide}) is longer than `size-ms` ({size}): records between windows would join nothing"));
                 }
-                Ok(Join::Window { size, slide })
+                Ok(Join::Window { size, slide, semi: self.semi.unwrap_or(false) })
             }
             Kind::Table => {
                 not_interval(self)?;
@@ -244,31 +268,21 @@ impl Operator for JoinOp {
                 }
                 return Ok(());
             }
+            // Nothing expires: every record is on time.
+            Join::Regular => pair_up(side, key, ts, record.value, (i64::MIN, i64::MAX), out, ctx)?,
             _ if self.is_late(ts, ctx) => return self.on_late(side, &record, out, ctx),
             Join::Interval { lower, upper } => {
-                let (mine, theirs) = if side == 0 { (LEFT, RIGHT) } else { (RIGHT, LEFT) };
-                add(ctx, mine, key, ts, record.value)?;
                 // The other side's times this record joins with.
                 let (lo, hi) = if side == 0 { (ts.saturating_add(lower), ts.saturating_add(upper)) } else { (ts.saturating_sub(upper), ts.saturating_sub(lower)) };
-                for (field, count) in ctx.map_entries(theirs, key)? {
-                    let t = time_of(&field)?;
-                    if t < lo {
-                        continue;
-                    }
-                    if t > hi {
-                        break;
-                    }
-                    let (l, r) = if side == 0 { (record.value, &field[8..]) } else { (&field[8..], record.value) };
-                    for _ in 0..count_of(&count)? {
-                        emit_pair(out, key, ts.max(t), None, l, Some(r));
-                    }
-                }
+                pair_up(side, key, ts, record.value, (lo, hi), out, ctx)?;
                 // Once no on-time record of the other side can match, it goes.
                 let last_match = if side == 0 { ts.saturating_add(upper) } else { ts.saturating_sub(lower) };
                 ctx.register_timer(TimeDomain::EventTime, key, self.expiry(last_match));
             }
-            Join::Window { size, slide } => {
-                add(ctx, if side == 0 { LEFT } else { RIGHT }, key, ts, record.value)?;
+            Join::Window { size, slide, semi } => {
+                // A semi join only needs to know that a right record came.
+                let value = if semi && side == 1 { &b""[..] } else { record.value };
+                add(ctx, if side == 0 { LEFT } else { RIGHT }, key, ts, value)?;
                 let mut start = ts.div_euclid(slide) * slide;
                 while start.saturating_add(size) > ts {
                     ctx.register_timer(TimeDomain::EventTime, key, self.expiry(start.saturating_add(size) - 1));
@@ -294,17 +308,27 @@ impl Operator for JoinOp {
         // that could join them has arrived.
         let done = timer.timestamp - 1 - self.lateness;
         match self.join {
+            // No timers.
+            Join::Regular => {}
             Join::Interval { lower, upper } => {
                 retire(ctx, LEFT, key, |t| t.saturating_add(upper) <= done)?;
                 retire(ctx, RIGHT, key, |t| t.saturating_sub(lower) <= done)?;
             }
-            Join::Window { size, slide } => {
+            Join::Window { size, slide, semi } => {
                 let end = done + 1;
                 let start = end - size;
                 let lefts = in_range(ctx, LEFT, key, start, end)?;
                 if !lefts.is_empty() {
                     let rights = in_range(ctx, RIGHT, key, start, end)?;
                     for (l, ln) in &lefts {
+                        if semi {
+                            if !rights.is_empty() {
+                                for _ in 0..*ln {
+                                    emit_semi(out, key, end, l);
+                                }
+                            }
+                            continue;
+                        }
                         for (r, rn) in &rights {
                             for _ in 0..ln * rn {
                                 emit_pair(out, key, end - 1, Some(end), l, Some(r));
@@ -452,6 +476,27 @@ fn add(ctx: &mut Context, side: &str, key: &[u8], ts: i64, value: &[u8]) -> Resu
     Ok(())
 }
 
+/// Stores a record of `side` and emits its pairs with the other side's
+/// records at times in `[lo, hi]`, at the later of the two times.
+fn pair_up(side: usize, key: &[u8], ts: i64, value: &[u8], (lo, hi): (i64, i64), out: &mut Output, ctx: &mut Context) -> Result<(), Error> {
+    let (mine, theirs) = if side == 0 { (LEFT, RIGHT) } else { (RIGHT, LEFT) };
+    add(ctx, mine, key, ts, value)?;
+    for (field, count) in ctx.map_entries(theirs, key)? {
+        let t = time_of(&field)?;
+        if t < lo {
+            continue;
+        }
+        if t > hi {
+            break;
+        }
+        let (l, r) = if side == 0 { (value, &field[8..]) } else { (&field[8..], value) };
+        for _ in 0..count_of(&count)? {
+            emit_pair(out, key, ts.max(t), None, l, Some(r));
+        }
+    }
+    Ok(())
+}
+
 /// The values (with their counts) of one side in `[start, end)`.
 fn in_range(ctx: &mut Context, side: &str, key: &[u8], start: i64, end: i64) -> Result<Vec<(Vec<u8>, u64)>, Error> {
     let mut out = Vec::new();
@@ -494,6 +539,15 @@ fn emit_pair(out: &mut Output, key: &[u8], ts: i64, window_end: Option<i64>, lef
             Some(r) => json_value(v, r),
             None => v.extend_from_slice(b"null"),
         }
+        v.push(b'}');
+    });
+}
+
+/// A semi join's output: the left record and its window.
+fn emit_semi(out: &mut Output, key: &[u8], window_end: i64, left: &[u8]) {
+    out.emit_with(Some(key), window_end - 1, |v| {
+        v.extend_from_slice(format!("{{\"window_end\":{window_end},\"left\":").as_bytes());
+        json_value(v, left);
         v.push(b'}');
     });
 }
@@ -556,6 +610,30 @@ mod tests {
         h.process_input(0, &[rec("a", 1, "1"), rec("a", 1, "1")]).unwrap();
         let out = h.process_input(1, &[rec("a", 1, "2")]).unwrap();
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn regular_join_pairs_every_record_of_a_key_whenever_it_comes() {
+        let mut h = open(r#"{"kind": "regular"}"#);
+        // The left record waits for its partner, however old either is.
+        assert!(h.process_input(0, &[rec("a", 100, "1")]).unwrap().is_empty());
+        h.advance(TimeDomain::EventTime, 1_000_000).unwrap();
+        let out = h.process_input(1, &[rec("a", 5, "x"), rec("b", 5, "y")]).unwrap();
+        assert_eq!(texts(&out), [r#"{"left":1,"right":"x"}@100"#]);
+        let out = h.process_input(0, &[rec("a", 7, "2"), rec("b", 2_000_000, "3")]).unwrap();
+        assert_eq!(texts(&out), [r#"{"left":2,"right":"x"}@7"#, r#"{"left":3,"right":"y"}@2000000"#]);
+        assert_eq!(h.operator().late_records(), [0, 0]);
+        assert!(h.host().state.borrow().timers.is_empty());
+    }
+
+    #[test]
+    fn semi_window_join_emits_each_left_record_with_a_partner_once() {
+        let mut h = open(r#"{"kind": "window", "size-ms": 10, "semi": true}"#);
+        h.process_input(0, &[rec("a", 1, "1"), rec("b", 2, "2"), rec("a", 12, "3")]).unwrap();
+        h.process_input(1, &[rec("a", 3, "x"), rec("a", 4, "y"), rec("b", 15, "z"), rec("a", 15, "w")]).unwrap();
+        let out = h.advance(TimeDomain::EventTime, 1000).unwrap();
+        assert_eq!(texts(&out), [r#"{"window_end":10,"left":1}@9"#, r#"{"window_end":20,"left":3}@19"#]);
+        assert!(h.host().state.borrow().maps.values().all(|m| m.is_empty()));
     }
 
     #[test]
@@ -645,6 +723,8 @@ mod tests {
         assert!(err(r#"{"kind": "interval", "lower-ms": 2, "upper-ms": 1}"#).contains("is after"));
         assert!(err(r#"{"kind": "window", "size-ms": 10, "slide-ms": 20}"#).contains("longer than"));
         assert!(err(r#"{"kind": "window", "size-ms": 10, "outer": true}"#).contains("`outer` is a setting of kind = \"table\""));
+        assert!(err(r#"{"kind": "interval", "lower-ms": 0, "upper-ms": 1, "semi": true}"#).contains("`semi` is a setting of kind = \"window\""));
+        assert!(err(r#"{"kind": "regular", "allowed-lateness-ms": 5}"#).contains("no meaning in a regular join"));
         let one = Harness::<JoinOp>::open_with_inputs(r#"{"kind": "table"}"#, 0, 1, &["only"]).unwrap_err();
         assert!(one.contains("a join has two inputs"), "{one}");
     }

@@ -16,6 +16,18 @@
 //! | `q5-hot` | q5-count | per window, the auction(s) with the most bids (q5, "hot items") |
 //! | `q7-max-per-auction` | bids by auction | per auction and tumbling window (`window-ms`), the bid(s) with the highest price as `{"window_end","bid"}`, keyed by the window end |
 //! | `q7-max` | q7-max-per-auction | per window, the bid(s) with the highest price (q7, "highest bid") |
+//! | `q4-auctions` | events | every auction as `{"category","expires"}`, keyed by its id |
+//! | `q4-winning-bids` | two inputs: q4-auctions and bids-by-auction | per auction, once the watermark passes its expiry, the highest price bid between its start and its expiry: `{"category","price"}`, keyed by the category |
+//! | `q4-average` | q4-winning-bids | per category, after each closed auction, the average closing price so far: `{"category","average","auctions"}` (q4, "average price per category") |
+//! | `q3-persons` | events | the persons living in OR, ID or CA as `{"name","city","state"}`, keyed by their id |
+//! | `q3-auctions` | events | the auctions of category 10 as `{"id"}`, keyed by their seller |
+//! | `q3` | a `regular` join of q3-auctions (left) with q3-persons (right) | `{"name","city","state","id"}`: who sells what locally (q3, "local item suggestion") |
+//! | `q8-persons` | events | every person as `{"id","name"}`, keyed by its id |
+//! | `q8-auctions` | events | every auction as `{"id"}`, keyed by its seller |
+//! | `q8` | a tumbling `window` join (`semi = true`) of q8-persons (left) with q8-auctions (right) | `{"id","name","starttime"}`: the persons who registered and opened an auction in the same window (q8, "monitor new users") |
+//!
+//! The join steps of q3 and q8 are the bundled `join` plugin's; see
+//! `pipelines/nexmark/q3.toml` and `q8.toml`.
 //!
 //! Windowed steps keep their windows in the host's keyed state (one value
 //! per key, prefetched once per batch) and emit from event-time timers at
@@ -37,8 +49,13 @@ use serde::Deserialize;
 use weir_sdk::format::decimal::push_i64;
 use weir_sdk::{Context, Error, LogLevel, OpenContext, Operator, Output, Record, TimeDomain, Timer};
 
-/// The state holding each key's open windows.
+/// The state holding each key's open windows (q5, q7), auction (q4's
+/// winning bids) or running total (q4's average).
 const WINDOWS: &str = "windows";
+
+/// How long after its expiry a closed auction is remembered, so that its
+/// later bids are dropped without state of their own.
+const Q4_CLOSED_MS: i64 = 10_000;
 
 /// Which step of which query an operator runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -60,6 +77,24 @@ pub enum Query {
     Q7MaxPerAuction,
     /// The highest bids per window.
     Q7Max,
+    /// Persons in OR, ID or CA, keyed by id.
+    Q3Persons,
+    /// Auctions of category 10, keyed by seller.
+    Q3Auctions,
+    /// The q3 join's output, projected.
+    Q3,
+    /// Persons keyed by id.
+    Q8Persons,
+    /// Auctions keyed by seller.
+    Q8Auctions,
+    /// The q8 semi join's output, projected.
+    Q8,
+    /// Auctions keyed by id.
+    Q4Auctions,
+    /// Per auction, the highest bid until it expires.
+    Q4WinningBids,
+    /// The running average closing price per category.
+    Q4Average,
 }
 
 /// Configuration.
@@ -68,7 +103,7 @@ pub enum Query {
 pub struct Config {
     /// The step to run.
     pub query: Query,
-    /// Window length (ms) of q5 and q7.
+    /// Window length (ms) of q5, q7 and q8.
     #[serde(default = "default_window")]
     pub window_ms: i64,
     /// How often a q5 window starts (ms).
@@ -136,8 +171,24 @@ pub struct Nexmark {
     price: usize,
     date_time: usize,
     extra: usize,
+    person: usize,
+    auction_event: usize,
+    /// Members of a person.
+    person_fields: Fields,
+    person_id: usize,
+    person_name: usize,
+    person_city: usize,
+    person_state: usize,
+    /// Members of an auction.
+    auction_fields: Fields,
+    auction_id: usize,
+    auction_seller: usize,
+    auction_category: usize,
+    auction_expires: usize,
     /// Members of an intermediate result.
     result: Fields,
+    left: usize,
+    right: usize,
     count: usize,
     window_end: usize,
     result_bid: usize,
@@ -150,7 +201,15 @@ impl Operator for Nexmark {
 
     const PREFETCH: &'static [&'static str] = &[WINDOWS];
 
-    fn open(config: Config, _ctx: &OpenContext) -> Result<Self, Error> {
+    fn open(config: Config, ctx: &OpenContext) -> Result<Self, Error> {
+        if config.query == Query::Q4WinningBids && ctx.inputs.len() != 2 {
+            return Err(Error::msg(format!(
+                "q4-winning-bids has two inputs, the auctions (q4-auctions) and the bids (bids-by-auction), both with partition = \"hash\"; {} has {}: {:?}",
+                ctx.operator,
+                ctx.inputs.len(),
+                ctx.inputs
+            )));
+        }
         if config.window_ms <= 0 {
             return Err(Error::msg("`window-ms` must be a positive number of milliseconds"));
         }
@@ -159,6 +218,18 @@ impl Operator for Nexmark {
         }
         let mut event = Fields::new();
         let bid = event.add("bid");
+        let person = event.add("person");
+        let auction_event = event.add("auction");
+        let mut person_fields = Fields::new();
+        let person_id = person_fields.add("id");
+        let person_name = person_fields.add("name");
+        let person_city = person_fields.add("city");
+        let person_state = person_fields.add("state");
+        let mut auction_fields = Fields::new();
+        let auction_id = auction_fields.add("id");
+        let auction_seller = auction_fields.add("seller");
+        let auction_category = auction_fields.add("category");
+        let auction_expires = auction_fields.add("expires");
         let mut bid_fields = Fields::new();
         let auction = bid_fields.add("auction");
         let bidder = bid_fields.add("bidder");
@@ -169,6 +240,8 @@ impl Operator for Nexmark {
         let count = result.add("count");
         let window_end = result.add("window_end");
         let result_bid = result.add("bid");
+        let left = result.add("left");
+        let right = result.add("right");
         Ok(Nexmark {
             query: config.query,
             window: config.window_ms,
@@ -181,7 +254,21 @@ impl Operator for Nexmark {
             price,
             date_time,
             extra,
+            person,
+            auction_event,
+            person_fields,
+            person_id,
+            person_name,
+            person_city,
+            person_state,
+            auction_fields,
+            auction_id,
+            auction_seller,
+            auction_category,
+            auction_expires,
             result,
+            left,
+            right,
             count,
             window_end,
             result_bid,
@@ -243,6 +330,176 @@ impl Operator for Nexmark {
                 }
                 Ok(())
             }
+            Query::Q3Persons | Query::Q8Persons => {
+                let event = self.event.scan(record.value).map_err(|e| Error::msg(format!("not a Nexmark event: {e}")))?;
+                let Some(person) = event.get(self.person) else { return Ok(()) };
+                let p = self.person_fields.scan(person.raw()).map_err(|e| Error::msg(format!("not a Nexmark person: {e}")))?;
+                let id = p.get(self.person_id).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg("person without an integer `id`"))?;
+                let text = |i: usize, name: &str| {
+                    p.get(i).filter(|v| v.str_raw().is_some()).ok_or_else(|| Error::msg(format!("person without a string `{name}`")))
+                };
+                let name = text(self.person_name, "name")?.raw();
+                self.scratch.clear();
+                push_i64(&mut self.scratch, id);
+                if self.query == Query::Q8Persons {
+                    out.emit_with(Some(&self.scratch), record.timestamp, |v| {
+                        v.extend_from_slice(b"{\"id\":");
+                        push_i64(v, id);
+                        v.extend_from_slice(b",\"name\":");
+                        v.extend_from_slice(name);
+                        v.push(b'}');
+                    });
+                    return Ok(());
+                }
+                let state = text(self.person_state, "state")?;
+                if !matches!(state.str_raw(), Some(b"OR" | b"ID" | b"CA")) {
+                    return Ok(());
+                }
+                let city = text(self.person_city, "city")?.raw();
+                out.emit_with(Some(&self.scratch), record.timestamp, |v| {
+                    v.extend_from_slice(b"{\"name\":");
+                    v.extend_from_slice(name);
+                    v.extend_from_slice(b",\"city\":");
+                    v.extend_from_slice(city);
+                    v.extend_from_slice(b",\"state\":");
+                    v.extend_from_slice(state.raw());
+                    v.push(b'}');
+                });
+                Ok(())
+            }
+            Query::Q3Auctions | Query::Q8Auctions | Query::Q4Auctions => {
+                let event = self.event.scan(record.value).map_err(|e| Error::msg(format!("not a Nexmark event: {e}")))?;
+                let Some(auction) = event.get(self.auction_event) else { return Ok(()) };
+                let a = self.auction_fields.scan(auction.raw()).map_err(|e| Error::msg(format!("not a Nexmark auction: {e}")))?;
+                let int = |i: usize, name: &str| {
+                    a.get(i).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg(format!("auction without an integer `{name}`")))
+                };
+                if self.query == Query::Q4Auctions {
+                    let (id, category, expires) = (int(self.auction_id, "id")?, int(self.auction_category, "category")?, int(self.auction_expires, "expires")?);
+                    self.scratch.clear();
+                    push_i64(&mut self.scratch, id);
+                    out.emit_with(Some(&self.scratch), record.timestamp, |v| {
+                        v.extend_from_slice(b"{\"category\":");
+                        push_i64(v, category);
+                        v.extend_from_slice(b",\"expires\":");
+                        push_i64(v, expires);
+                        v.push(b'}');
+                    });
+                    return Ok(());
+                }
+                if self.query == Query::Q3Auctions && int(self.auction_category, "category")? != 10 {
+                    return Ok(());
+                }
+                let (id, seller) = (int(self.auction_id, "id")?, int(self.auction_seller, "seller")?);
+                self.scratch.clear();
+                push_i64(&mut self.scratch, seller);
+                out.emit_with(Some(&self.scratch), record.timestamp, |v| {
+                    v.extend_from_slice(b"{\"id\":");
+                    push_i64(v, id);
+                    v.push(b'}');
+                });
+                Ok(())
+            }
+            Query::Q3 | Query::Q8 => {
+                let joined = self.result.scan(record.value).map_err(|e| Error::msg(format!("not the output of a join: {e}")))?;
+                let side = |i: usize, name: &str| joined.get(i).ok_or_else(|| Error::msg(format!("join output without `{name}`: put the `join` plugin before this step")));
+                let left = side(self.left, "left")?.raw();
+                if self.query == Query::Q8 {
+                    let end = side(self.window_end, "window_end")?.as_i64().ok_or_else(|| Error::msg("join output whose `window_end` is not an integer"))?;
+                    // {"id":..,"name":..} -> {"id":..,"name":..,"starttime":..}
+                    let body = left.strip_suffix(b"}").filter(|b| b.starts_with(b"{")).ok_or_else(|| Error::msg("q8's left side is not a q8-persons object"))?;
+                    let start = end - self.window;
+                    out.emit_with(record.key, record.timestamp, |v| {
+                        v.extend_from_slice(body);
+                        v.extend_from_slice(b",\"starttime\":");
+                        push_i64(v, start);
+                        v.push(b'}');
+                    });
+                    return Ok(());
+                }
+                // {"name","city","state"} of the person, then the auction's id.
+                let person = side(self.right, "right")?.raw();
+                let body = person.strip_suffix(b"}").filter(|b| b.starts_with(b"{")).ok_or_else(|| Error::msg("q3's right side is not a q3-persons object"))?;
+                let auction = self.auction_fields.scan(left).map_err(|e| Error::msg(format!("q3's left side is not a q3-auctions object: {e}")))?;
+                let id = auction.get(self.auction_id).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg("q3's left side has no integer `id`"))?;
+                out.emit_with(record.key, record.timestamp, |v| {
+                    v.extend_from_slice(body);
+                    v.extend_from_slice(b",\"id\":");
+                    push_i64(v, id);
+                    v.push(b'}');
+                });
+                Ok(())
+            }
+            Query::Q4WinningBids => {
+                let key = record.key.ok_or_else(|| Error::msg("q4-winning-bids needs keyed input: q4-auctions and bids-by-auction, with partition = \"hash\""))?;
+                let mut auction = match ctx.get_bytes(WINDOWS, key)? {
+                    Some(bytes) => Q4Auction::decode(bytes)?,
+                    None => Q4Auction::Unknown { bids: Vec::new() },
+                };
+                let ts = record.timestamp;
+                if ctx.input() == 0 {
+                    let fields = self.auction_fields.scan(record.value).map_err(|e| Error::msg(format!("not a q4-auctions record: {e}")))?;
+                    let int = |i: usize, name: &str| {
+                        fields.get(i).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg(format!("q4-auctions record without an integer `{name}`")))
+                    };
+                    let (category, expires) = (int(self.auction_category, "category")?, int(self.auction_expires, "expires")?);
+                    let Q4Auction::Unknown { bids } = &auction else {
+                        // The generator numbers auctions uniquely.
+                        return Err(Error::msg(format!("auction {} came twice", String::from_utf8_lossy(key))));
+                    };
+                    let max = bids.iter().filter(|(t, _)| (ts..=expires).contains(t)).map(|&(_, price)| price).max().unwrap_or(-1);
+                    auction = Q4Auction::Open { category, start: ts, expires, max };
+                    ctx.register_timer(TimeDomain::EventTime, key, expires);
+                } else {
+                    let fields = self.bid_fields.scan(record.value).map_err(|e| Error::msg(format!("not a Nexmark bid: {e}")))?;
+                    let price = fields.get(self.price).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg("bid without an integer `price`"))?;
+                    match &mut auction {
+                        Q4Auction::Open { start, expires, max, .. } => {
+                            if (*start..=*expires).contains(&ts) && price > *max {
+                                *max = price;
+                            }
+                        }
+                        // The auction has closed: too late to bid.
+                        Q4Auction::Closed => return Ok(()),
+                        // Kept until the watermark passes the bid: by then
+                        // every auction it could belong to has come.
+                        Q4Auction::Unknown { bids } => {
+                            bids.push((ts, price));
+                            ctx.register_timer(TimeDomain::EventTime, key, ts);
+                        }
+                    }
+                }
+                auction.encode(&mut self.scratch);
+                ctx.put_bytes(WINDOWS, key, &self.scratch);
+                Ok(())
+            }
+            Query::Q4Average => {
+                let fields = self.auction_fields.scan(record.value).map_err(|e| Error::msg(format!("not a q4-winning-bids record: {e}")))?;
+                let category = fields.get(self.auction_category).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg("q4-winning-bids record without an integer `category`"))?;
+                let price = self.bid_fields.scan(record.value).ok().and_then(|f| f.get(self.price)).and_then(|v| v.as_i64());
+                let price = price.ok_or_else(|| Error::msg("q4-winning-bids record without an integer `price`"))?;
+                let key = keyed(&record)?;
+                let (sum, count) = match ctx.get_bytes(WINDOWS, key)? {
+                    Some(b) if b.len() == 16 => (i64::from_le_bytes(b[..8].try_into().expect("8 bytes")), i64::from_le_bytes(b[8..].try_into().expect("8 bytes"))),
+                    Some(_) => return Err(Error::msg("corrupt q4-average state")),
+                    None => (0, 0),
+                };
+                let (sum, count) = (sum + price, count + 1);
+                let mut total = [0u8; 16];
+                total[..8].copy_from_slice(&sum.to_le_bytes());
+                total[8..].copy_from_slice(&count.to_le_bytes());
+                ctx.put_bytes(WINDOWS, key, &total);
+                out.emit_with(Some(key), record.timestamp, |v| {
+                    v.extend_from_slice(b"{\"category\":");
+                    push_i64(v, category);
+                    v.extend_from_slice(b",\"average\":");
+                    push_f64(v, sum as f64 / count as f64);
+                    v.extend_from_slice(b",\"auctions\":");
+                    push_i64(v, count);
+                    v.push(b'}');
+                });
+                Ok(())
+            }
             Query::Q5Count => {
                 let key = keyed(&record)?;
                 // The sliding windows holding the bid: ends in (ts, ts + window].
@@ -278,6 +535,9 @@ impl Operator for Nexmark {
     }
 
     fn on_timer(&mut self, timer: Timer, out: &mut Output, ctx: &mut Context) -> Result<(), Error> {
+        if self.query == Query::Q4WinningBids {
+            return self.q4_timer(timer, out, ctx);
+        }
         let end = timer.timestamp + 1;
         let Some(bytes) = ctx.get_bytes(WINDOWS, &timer.key)? else { return Ok(()) };
         let mut windows = decode(bytes)?;
@@ -334,6 +594,47 @@ impl Operator for Nexmark {
 }
 
 impl Nexmark {
+    /// An auction closes (its winning bid goes out), a closed one is
+    /// forgotten, or bids for an auction that never came are dropped.
+    fn q4_timer(&mut self, timer: Timer, out: &mut Output, ctx: &mut Context) -> Result<(), Error> {
+        let key = &timer.key;
+        let Some(bytes) = ctx.get_bytes(WINDOWS, key)? else { return Ok(()) };
+        let mut auction = Q4Auction::decode(bytes)?;
+        match &mut auction {
+            Q4Auction::Open { category, expires, max, .. } if timer.timestamp >= *expires => {
+                let (category, price) = (*category, *max);
+                if price >= 0 {
+                    self.scratch.clear();
+                    push_i64(&mut self.scratch, category);
+                    out.emit_with(Some(&self.scratch), *expires, |v| {
+                        v.extend_from_slice(b"{\"category\":");
+                        push_i64(v, category);
+                        v.extend_from_slice(b",\"price\":");
+                        push_i64(v, price);
+                        v.push(b'}');
+                    });
+                }
+                ctx.register_timer(TimeDomain::EventTime, key, expires.saturating_add(Q4_CLOSED_MS));
+                auction = Q4Auction::Closed;
+            }
+            Q4Auction::Open { .. } => return Ok(()),
+            Q4Auction::Closed => {
+                ctx.delete(WINDOWS, key);
+                return Ok(());
+            }
+            Q4Auction::Unknown { bids } => {
+                bids.retain(|&(t, _)| t > timer.timestamp);
+                if bids.is_empty() {
+                    ctx.delete(WINDOWS, key);
+                    return Ok(());
+                }
+            }
+        }
+        auction.encode(&mut self.scratch);
+        ctx.put_bytes(WINDOWS, key, &self.scratch);
+        Ok(())
+    }
+
     /// Applies `change` to the windows of `key` ending at `ends`, opening
     /// (and setting a timer for) those not open yet; windows the watermark
     /// has passed are skipped and the record counted as late.
@@ -372,6 +673,58 @@ impl Nexmark {
         encode(&windows, &mut self.scratch);
         ctx.put_bytes(WINDOWS, key, &self.scratch);
         Ok(())
+    }
+}
+
+/// q4's state of one auction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Q4Auction {
+    /// Not seen yet: its bids so far, `(time, price)`.
+    Unknown { bids: Vec<(i64, i64)> },
+    /// Open until `expires`; `max` is the highest price bid in
+    /// `[start, expires]` so far, -1 for none.
+    Open { category: i64, start: i64, expires: i64, max: i64 },
+    /// Closed; its winning bid has gone out.
+    Closed,
+}
+
+impl Q4Auction {
+    /// A tag byte, then little-endian `i64`s: `0` and the bids' time and
+    /// price pairs, `1` and category, start, expires, max, or `2`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let numbers: Vec<i64> = match self {
+            Q4Auction::Unknown { bids } => {
+                out.push(0);
+                bids.iter().flat_map(|&(t, p)| [t, p]).collect()
+            }
+            Q4Auction::Open { category, start, expires, max } => {
+                out.push(1);
+                vec![*category, *start, *expires, *max]
+            }
+            Q4Auction::Closed => {
+                out.push(2);
+                Vec::new()
+            }
+        };
+        for n in numbers {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let corrupt = || Error::msg("corrupt q4 auction state");
+        let (&tag, rest) = bytes.split_first().ok_or_else(corrupt)?;
+        if rest.len() % 8 != 0 {
+            return Err(corrupt());
+        }
+        let n: Vec<i64> = rest.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        match (tag, n.as_slice()) {
+            (0, n) if n.len() % 2 == 0 => Ok(Q4Auction::Unknown { bids: n.chunks_exact(2).map(|p| (p[0], p[1])).collect() }),
+            (1, &[category, start, expires, max]) => Ok(Q4Auction::Open { category, start, expires, max }),
+            (2, []) => Ok(Q4Auction::Closed),
+            _ => Err(corrupt()),
+        }
     }
 }
 
@@ -493,6 +846,74 @@ mod tests {
         let out = max.advance(TimeDomain::EventTime, 9).unwrap();
         assert_eq!(out.len(), 3, "{:?}", texts(&out));
         assert!(out.iter().all(|r| r.text().contains(r#""price":9"#)));
+    }
+
+    #[test]
+    fn q3_and_q8_steps_key_persons_and_auctions_and_project_the_joins() {
+        let event = |text: &str| OwnedRecord { key: None, value: text.as_bytes().to_vec(), timestamp: 7, headers: vec![] };
+        let input = [
+            event(r#"{"person":{"id":1000,"name":"Ann Bo","emailAddress":"a@b.c","creditCard":"1","city":"Boise","state":"ID","dateTime":7,"extra":""}}"#),
+            event(r#"{"person":{"id":1001,"name":"Cy Di","emailAddress":"a@b.c","creditCard":"1","city":"Kent","state":"WA","dateTime":7,"extra":""}}"#),
+            event(r#"{"auction":{"id":1005,"itemName":"x","description":"y","initialBid":1,"reserve":2,"dateTime":7,"expires":9,"seller":1000,"category":10,"extra":""}}"#),
+            event(r#"{"auction":{"id":1006,"itemName":"x","description":"y","initialBid":1,"reserve":2,"dateTime":7,"expires":9,"seller":1001,"category":11,"extra":""}}"#),
+            bid(1005, 3, 7),
+        ];
+        let run = |query: &str, input: &[OwnedRecord]| {
+            let mut h = Harness::<Nexmark>::open(&format!(r#"{{"query":"{query}"}}"#)).unwrap();
+            h.process(input).unwrap().iter().map(|r| format!("{}={}", String::from_utf8_lossy(r.key.as_deref().unwrap_or(b"-")), r.text())).collect::<Vec<_>>()
+        };
+        assert_eq!(run("q3-persons", &input), [r#"1000={"name":"Ann Bo","city":"Boise","state":"ID"}"#]);
+        assert_eq!(run("q3-auctions", &input), [r#"1000={"id":1005}"#]);
+        assert_eq!(run("q8-persons", &input), [r#"1000={"id":1000,"name":"Ann Bo"}"#, r#"1001={"id":1001,"name":"Cy Di"}"#]);
+        assert_eq!(run("q8-auctions", &input), [r#"1000={"id":1005}"#, r#"1001={"id":1006}"#]);
+        let joined = |text: &str| OwnedRecord { key: Some(b"1000".to_vec()), value: text.as_bytes().to_vec(), timestamp: 9, headers: vec![] };
+        assert_eq!(
+            run("q3", &[joined(r#"{"left":{"id":1005},"right":{"name":"Ann Bo","city":"Boise","state":"ID"}}"#)]),
+            [r#"1000={"name":"Ann Bo","city":"Boise","state":"ID","id":1005}"#]
+        );
+        assert_eq!(
+            run("q8", &[joined(r#"{"window_end":20000,"left":{"id":1000,"name":"Ann Bo"}}"#)]),
+            [r#"1000={"id":1000,"name":"Ann Bo","starttime":10000}"#]
+        );
+        let mut q8 = Harness::<Nexmark>::open(r#"{"query":"q8"}"#).unwrap();
+        let err = q8.process(&[joined(r#"{"bid":{}}"#)]).unwrap_err();
+        assert!(err.message.contains("put the `join` plugin before this step"), "{}", err.message);
+    }
+
+    #[test]
+    fn q4_closes_each_auction_with_its_highest_bid_in_time_and_averages_per_category() {
+        let keyed = |key: &str, ts: i64, value: &str| OwnedRecord { key: Some(key.as_bytes().to_vec()), value: value.as_bytes().to_vec(), timestamp: ts, headers: vec![] };
+        let mut win = Harness::<Nexmark>::open_with_inputs(r#"{"query":"q4-winning-bids"}"#, 0, 1, &["auctions", "bids"]).unwrap();
+        // Auction 1 is open from 10 to 20; a bid at 9 came before it and is too early, one at 12 came first and counts.
+        assert!(win.process_input(1, &[keyed("1", 9, r#"{"price":99}"#), keyed("1", 12, r#"{"price":5}"#)]).unwrap().is_empty());
+        assert!(win.process_input(0, &[keyed("1", 10, r#"{"category":3,"expires":20}"#), keyed("2", 10, r#"{"category":3,"expires":15}"#)]).unwrap().is_empty());
+        assert!(win.process_input(1, &[keyed("1", 20, r#"{"price":7}"#), keyed("1", 21, r#"{"price":50}"#), keyed("3", 11, r#"{"price":1}"#)]).unwrap().is_empty());
+        // Auction 2 had no bid; auction 3 never came, its bid goes once the watermark passes it.
+        let out = win.advance(TimeDomain::EventTime, 20).unwrap();
+        assert_eq!(texts(&out), [r#"{"category":3,"price":7}"#]);
+        assert_eq!(out[0].key.as_deref(), Some(&b"3"[..]));
+        // A bid after the close is dropped; the closed auction is forgotten later.
+        assert!(win.process_input(1, &[keyed("1", 19, r#"{"price":1000}"#)]).unwrap().is_empty());
+        assert!(win.advance(TimeDomain::EventTime, 100_000).unwrap().is_empty());
+        assert!(win.host().state.borrow().values.is_empty(), "{:?}", win.host().state.borrow().values);
+        assert!(win.host().state.borrow().timers.is_empty());
+
+        let mut avg = Harness::<Nexmark>::open(r#"{"query":"q4-average"}"#).unwrap();
+        let out = avg.process(&[keyed("3", 20, r#"{"category":3,"price":7}"#), keyed("3", 30, r#"{"category":3,"price":8}"#)]).unwrap();
+        assert_eq!(texts(&out), [r#"{"category":3,"average":7.0,"auctions":1}"#, r#"{"category":3,"average":7.5,"auctions":2}"#]);
+
+        let one = Harness::<Nexmark>::open(r#"{"query":"q4-winning-bids"}"#).unwrap_err();
+        assert!(one.contains("q4-winning-bids has two inputs"), "{one}");
+    }
+
+    #[test]
+    fn q4_state_round_trips() {
+        for a in [Q4Auction::Unknown { bids: vec![(1, 2), (-3, 4)] }, Q4Auction::Open { category: 1, start: 2, expires: 3, max: -1 }, Q4Auction::Closed] {
+            let mut bytes = Vec::new();
+            a.encode(&mut bytes);
+            assert_eq!(Q4Auction::decode(&bytes).unwrap(), a);
+            assert!(Q4Auction::decode(&bytes[..bytes.len() - 1]).is_err() || bytes.len() == 1);
+        }
     }
 
     #[test]
