@@ -9,7 +9,7 @@ use weir_pipeline::human;
 use weir_wasm::Engine;
 
 /// The queries with a pipeline in `pipelines/nexmark/`.
-pub const QUERIES: [&str; 7] = ["q0", "q1", "q2", "q3", "q5", "q7", "q8"];
+pub const QUERIES: [&str; 8] = ["q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"];
 
 /// One query's run.
 #[derive(Debug)]
