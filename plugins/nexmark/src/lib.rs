@@ -189,6 +189,8 @@ pub struct Nexmark {
     result: Fields,
     left: usize,
     right: usize,
+    result_category: usize,
+    result_price: usize,
     count: usize,
     window_end: usize,
     result_bid: usize,
@@ -242,6 +244,8 @@ impl Operator for Nexmark {
         let result_bid = result.add("bid");
         let left = result.add("left");
         let right = result.add("right");
+        let result_category = result.add("category");
+        let result_price = result.add("price");
         Ok(Nexmark {
             query: config.query,
             window: config.window_ms,
@@ -269,6 +273,8 @@ impl Operator for Nexmark {
             result,
             left,
             right,
+            result_category,
+            result_price,
             count,
             window_end,
             result_bid,
@@ -474,10 +480,11 @@ impl Operator for Nexmark {
                 Ok(())
             }
             Query::Q4Average => {
-                let fields = self.auction_fields.scan(record.value).map_err(|e| Error::msg(format!("not a q4-winning-bids record: {e}")))?;
-                let category = fields.get(self.auction_category).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg("q4-winning-bids record without an integer `category`"))?;
-                let price = self.bid_fields.scan(record.value).ok().and_then(|f| f.get(self.price)).and_then(|v| v.as_i64());
-                let price = price.ok_or_else(|| Error::msg("q4-winning-bids record without an integer `price`"))?;
+                let fields = self.result.scan(record.value).map_err(|e| Error::msg(format!("not a q4-winning-bids record: {e}")))?;
+                let int = |i: usize, name: &str| {
+                    fields.get(i).and_then(|v| v.as_i64()).ok_or_else(|| Error::msg(format!("q4-winning-bids record without an integer `{name}`")))
+                };
+                let (category, price) = (int(self.result_category, "category")?, int(self.result_price, "price")?);
                 let key = keyed(&record)?;
                 let (sum, count) = match ctx.get_bytes(WINDOWS, key)? {
                     Some(b) if b.len() == 16 => (i64::from_le_bytes(b[..8].try_into().expect("8 bytes")), i64::from_le_bytes(b[8..].try_into().expect("8 bytes"))),
@@ -693,22 +700,22 @@ impl Q4Auction {
     /// price pairs, `1` and category, start, expires, max, or `2`.
     fn encode(&self, out: &mut Vec<u8>) {
         out.clear();
-        let numbers: Vec<i64> = match self {
-            Q4Auction::Unknown { bids } => {
-                out.push(0);
-                bids.iter().flat_map(|&(t, p)| [t, p]).collect()
-            }
-            Q4Auction::Open { category, start, expires, max } => {
-                out.push(1);
-                vec![*category, *start, *expires, *max]
-            }
-            Q4Auction::Closed => {
-                out.push(2);
-                Vec::new()
-            }
+        let tag = match self {
+            Q4Auction::Unknown { .. } => 0,
+            Q4Auction::Open { .. } => 1,
+            Q4Auction::Closed => 2,
         };
-        for n in numbers {
-            out.extend_from_slice(&n.to_le_bytes());
+        out.push(tag);
+        let mut put = |n: i64| out.extend_from_slice(&n.to_le_bytes());
+        match *self {
+            Q4Auction::Unknown { ref bids } => {
+                for &(t, p) in bids {
+                    put(t);
+                    put(p);
+                }
+            }
+            Q4Auction::Open { category, start, expires, max } => [category, start, expires, max].into_iter().for_each(put),
+            Q4Auction::Closed => {}
         }
     }
 
