@@ -84,6 +84,17 @@ path = "out.jsonl"
     // The slot is confirmed to a completed checkpoint's position, not beyond what was read.
     let confirmed = pg.psql("SELECT confirmed_flush_lsn > '0/0' FROM pg_replication_slots WHERE slot_name = 'weir_cdc_db'");
     assert_eq!(confirmed, "t", "the slot was confirmed after checkpoints completed");
+    // WAL the published tables have no part in is released too: the slot
+    // does not hold it once a checkpoint after it completes.
+    pg.psql("CREATE TABLE unrelated (v int); INSERT INTO unrelated SELECT generate_series(1, 1000)");
+    let written = pg.psql("SELECT pg_current_wal_lsn()");
+    let child = spawn(&s);
+    let released = wait_until(Duration::from_secs(60), || {
+        pg.psql(&format!("SELECT confirmed_flush_lsn >= '{written}' FROM pg_replication_slots WHERE slot_name = 'weir_cdc_db'")) == "t"
+    });
+    let stderr = stop(child);
+    assert!(released, "the slot moved past {written}: {}\n{stderr}", pg.psql("SELECT confirmed_flush_lsn FROM pg_replication_slots"));
+    assert_eq!(lines(&s, "out.jsonl").len(), 6, "a restart reads no change twice");
 }
 
 /// Keys are what the changes were made with: `op|id|v`, one line per change.
@@ -119,6 +130,11 @@ reconnect = {{ initial-backoff = "50ms", max-backoff = "500ms" }}
             url = pg.url()
         ),
     );
+    // The writer starts once the snapshot is in: changes made before the
+    // slot exists are part of the snapshot, not of the stream.
+    let mut child = spawn(&s);
+    let snapshot = wait_until(Duration::from_secs(60), || pg.try_psql("SELECT count(*) FROM dst").is_ok_and(|n| n.trim() == "100"));
+    assert!(snapshot, "the snapshot's 100 rows arrive: {}", stop(child));
     // A writer: each transaction inserts three rows, updates one and deletes one (5 changes).
     const TXNS: u64 = 400;
     let written = Arc::new(AtomicU64::new(0));
@@ -143,7 +159,6 @@ reconnect = {{ initial-backoff = "50ms", max-backoff = "500ms" }}
         })
     };
     let mut rng = Lcg(21);
-    let mut child = spawn(&s);
     for round in 0..4 {
         kill_after(&mut child, Duration::from_millis(rng.next_ms(1500, 3000)));
         assert_eq!(child.try_wait().expect("wait").and_then(|s| s.signal()), Some(9), "round {round}: weir was killed mid-run");
