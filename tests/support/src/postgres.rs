@@ -51,7 +51,13 @@ impl TempCluster {
     /// Creates and starts a cluster; panics with the server's log when it
     /// cannot (this is test support).
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// Like [`TempCluster::start`], with `wal_level = logical` for change
+    /// data capture (replication slots and publications).
+    pub fn start_logical() -> Self {
+        Self::start_with(false, true)
     }
 
     /// Like [`TempCluster::start`], but TCP connections must use TLS
@@ -59,7 +65,7 @@ impl TempCluster {
     /// server's certificate is self-signed for `localhost` and `127.0.0.1`;
     /// [`TempCluster::ca_file`] is the file to trust it with.
     pub fn start_tls() -> Self {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
     /// The self-signed certificate of a [`TempCluster::start_tls`] server.
@@ -67,7 +73,7 @@ impl TempCluster {
         self.data_dir().join("server.crt")
     }
 
-    fn start_with(tls: bool) -> Self {
+    fn start_with(tls: bool, logical: bool) -> Self {
         let bin = find_bin_dir().expect("PostgreSQL binaries not found: install postgresql (or set WEIR_PG_BIN)");
         let dir = tempfile::Builder::new().prefix("weir-pg-").tempdir().expect("temp dir");
         let run_as = is_root().then(|| {
@@ -94,6 +100,9 @@ impl TempCluster {
             assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
             std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n").expect("write pg_hba.conf");
             tls_conf = "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n".into();
+        }
+        if logical {
+            tls_conf.push_str("wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n");
         }
         for attempt in 0..5 {
             cluster.port = free_port();
