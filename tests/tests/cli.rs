@@ -27,6 +27,28 @@ fn check_validates_and_describes_the_plan() {
     assert!(run.stdout.contains("task x1: events (source) -> parse (operator) -> sum (operator) -> out (sink)"), "{}", run.stdout);
 }
 
+/// The example pipelines the docs point to stay valid as keys change.
+#[test]
+fn every_example_pipeline_passes_check() {
+    let s = Scratch::new();
+    plugin_dir();
+    let mut files = Vec::new();
+    for dir in ["pipelines", "pipelines/nexmark"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 10, "the examples were found: {files:?}");
+    for file in files {
+        let run = s.weir(&["check", file.to_str().unwrap()], T);
+        assert_eq!(run.code, Some(0), "{}: {}{}", file.display(), run.stdout, run.stderr);
+        assert!(run.stdout.contains("is valid"), "{}: {}", file.display(), run.stdout);
+    }
+}
+
 #[test]
 fn plugin_inspect_shows_identity_and_contract() {
     let s = Scratch::new();

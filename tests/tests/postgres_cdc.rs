@@ -209,3 +209,33 @@ fn clear_errors_for_a_server_without_logical_wal_and_a_table_without_a_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("table missing does not exist"), "{stderr}");
 }
+
+/// The replication connection over TLS: `verify-full` against the test
+/// server's self-signed certificate reads the snapshot and the changes; a
+/// plain connection is refused by the server and said so.
+#[test]
+fn tls_verify_full_streams_and_a_plain_connection_is_refused() {
+    let pg = TempCluster::start_logical_tls();
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY)");
+    pg.psql("INSERT INTO t VALUES (1)");
+    let s = Scratch::new();
+    let body = |tls: &str| {
+        format!(
+            "name = \"cdct\"\n[checkpoint]\ninterval = \"200ms\"\n[sources.db]\ntype = \"postgres-cdc\"\nurl = \"{}\"\ntables = [\"t\"]\n{tls}\n\
+             [sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n",
+            pg.url()
+        )
+    };
+    s.pipeline("p.toml", &body("tls = \"disable\""));
+    let out = s.command(&RUN).output().expect("weir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("source `db`") && stderr.contains("no encryption"), "{stderr}");
+    s.pipeline("p.toml", &body(&format!("tls = \"verify-full\"\ntls-ca-file = \"{}\"", pg.ca_file().display())));
+    let child = spawn(&s);
+    assert!(wait_until(Duration::from_secs(60), || lines(&s, "out.jsonl").len() == 1), "the snapshot arrives: {}", stop(child));
+    pg.psql("INSERT INTO t VALUES (2)");
+    let ok = wait_until(Duration::from_secs(60), || lines(&s, "out.jsonl").len() == 2);
+    let stderr = stop(child);
+    assert!(ok, "the insert arrives over TLS: {:?}\n{stderr}", lines(&s, "out.jsonl"));
+    assert_eq!(lines(&s, "out.jsonl")[1]["after"], serde_json::json!({"id": 2}));
+}

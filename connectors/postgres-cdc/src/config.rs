@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use weir_connector_postgres::config::{ReconnectConfig, read_password, validate_password_source, validate_url};
+use weir_connector_postgres::config::{ReconnectConfig, TlsMode, read_password, validate_password_source, validate_tls, validate_url};
 
 /// `[sources.NAME]` with `type = "postgres-cdc"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +41,13 @@ pub struct PostgresCdcConfig {
     /// A file holding the password (its first line).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// `disable` (default), `require` or `verify-full`, as for the
+    /// PostgreSQL sink.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// `verify-full`: PEM file of the certificate authorities to trust.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
     /// Timeout of one connection attempt.
     #[serde(default = "default_connect_timeout", deserialize_with = "weir_connector::config::duration")]
     pub connect_timeout: Duration,
@@ -126,6 +133,9 @@ impl PostgresCdcConfig {
         }
         if let Some(m) = validate_password_source(self.password_env.as_deref(), self.password_file.as_deref()) {
             bad("password-file", m);
+        }
+        if let Some(m) = validate_tls(self.tls, self.tls_ca_file.as_deref()) {
+            bad("tls-ca-file", m);
         }
         if self.reconnect.initial_backoff.is_zero() {
             bad("reconnect.initial-backoff", "must be above 0".into());

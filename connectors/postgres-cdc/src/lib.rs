@@ -58,6 +58,7 @@ impl weir_connector::registry::SourceConfig for PostgresCdcConfig {
 
     fn prepare(&mut self, cx: &weir_connector::registry::ConfigContext<'_>) -> weir_connector::registry::FieldErrors {
         self.password_file = self.password_file.as_deref().map(|f| cx.resolve(f));
+        self.tls_ca_file = self.tls_ca_file.as_deref().map(|f| cx.resolve(f));
         self.checkpointing = cx.checkpointing;
         self.default_name = config::default_name(cx.pipeline, cx.name);
         self.validate()

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use weir_connector::{BatchWriter, ConnectorContext, ConnectorError, Poll, Source};
 
 use crate::config::{PostgresCdcConfig, SnapshotMode};
+use weir_connector_postgres::config::TlsMode;
 use crate::pgoutput::{Cell, Column, Decoder, Event, Relation, render};
-use crate::wire::{Conn, WireError, be_u64, fmt_lsn, ident, literal, parse_lsn};
+use crate::wire::{Conn, Tls, WireError, be_u64, fmt_lsn, ident, literal, parse_lsn};
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -58,6 +59,7 @@ pub struct PostgresCdcSource {
     config: PostgresCdcConfig,
     pg: tokio_postgres::Config,
     password: Option<String>,
+    tls: Option<Tls>,
     /// `source NAME` for messages.
     who: String,
     /// The server, for messages (never the password).
@@ -106,11 +108,15 @@ impl PostgresCdcSource {
         let pg: tokio_postgres::Config = config.url.parse().map_err(|e| ConnectorError::user(format!("{who}: url: {e}")))?;
         let password = config.password().map_err(|e| ConnectorError::user(format!("{who}: {e}")))?;
         let server = weir_connector_postgres::writer::describe(&pg);
+        let tls = weir_connector_postgres::tls::ssl_connector(config.tls, config.tls_ca_file.as_deref())
+            .map_err(|e| ConnectorError::user(format!("{who}: {e}")))?
+            .map(|connector| Tls { connector, verify_hostname: config.tls == TlsMode::VerifyFull });
         let backoff = config.reconnect.initial_backoff;
         Ok(Self {
             config,
             pg,
             password,
+            tls,
             who,
             server,
             tables: Vec::new(),
@@ -132,12 +138,15 @@ impl PostgresCdcSource {
     }
 
     fn connect(&self, replication: bool) -> Result<Conn, WireError> {
-        Conn::connect(&self.pg, self.password.as_deref(), replication, self.config.connect_timeout)
+        Conn::connect(&self.pg, self.password.as_deref(), replication, self.config.connect_timeout, self.tls.as_ref())
     }
 
     /// An error from PostgreSQL during set-up, said with what was being done.
     fn failed(&self, doing: &str, e: WireError) -> ConnectorError {
         let message = format!("{}: {doing} on {}: {e}", self.who, self.server);
+        if matches!(e, WireError::Tls(_)) {
+            return ConnectorError::user(message);
+        }
         match e.code() {
             // Privileges, missing objects, bad names, wrong settings: the user's to fix.
             Some(c) if c.starts_with("42") || c.starts_with("28") || c.starts_with("55") || c.starts_with("3D") => ConnectorError::user(message),

@@ -5,8 +5,9 @@
 //!
 //! tokio-postgres does not speak the replication sub-protocol, and the
 //! source runs on a task thread that may block, so this is a small blocking
-//! client over a TCP or Unix socket. Messages are parsed in place from one
-//! read buffer: a message's body is valid until the next read.
+//! client over a TCP (optionally TLS, through OpenSSL) or Unix socket.
+//! Messages are parsed in place from one read buffer: a message's body is
+//! valid until the next read.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -14,6 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use openssl::ssl::{SslConnector, SslStream};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio_postgres::config::Host;
@@ -32,6 +34,9 @@ pub enum WireError {
     },
     /// The server sent something this client does not expect.
     Protocol(String),
+    /// TLS could not be set up (no TLS on the server, a certificate that
+    /// does not verify): the settings are the user's to fix.
+    Tls(String),
 }
 
 impl std::fmt::Display for WireError {
@@ -40,6 +45,7 @@ impl std::fmt::Display for WireError {
             Self::Io(e) => write!(f, "{e}"),
             Self::Server { code, message } => write!(f, "{message} (SQLSTATE {code})"),
             Self::Protocol(m) => write!(f, "protocol error: {m}"),
+            Self::Tls(m) => write!(f, "tls: {m}"),
         }
     }
 }
@@ -61,7 +67,7 @@ impl WireError {
         match self {
             Self::Io(_) => true,
             Self::Server { code, .. } => code.starts_with("08") || code.starts_with("57P"),
-            Self::Protocol(_) => false,
+            Self::Protocol(_) | Self::Tls(_) => false,
         }
     }
 
@@ -76,6 +82,7 @@ impl WireError {
 
 enum Stream {
     Tcp(TcpStream),
+    Tls(Box<SslStream<TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -83,6 +90,7 @@ impl Stream {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Self::Tcp(s) => s.set_read_timeout(t),
+            Self::Tls(s) => s.get_ref().set_read_timeout(t),
             Self::Unix(s) => s.set_read_timeout(t),
         }
     }
@@ -92,6 +100,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
             Self::Unix(s) => s.read(buf),
         }
     }
@@ -101,15 +110,54 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
             Self::Unix(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Tcp(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
             Self::Unix(s) => s.flush(),
         }
     }
+}
+
+/// How a TCP connection is encrypted: OpenSSL's connector, and whether the
+/// server's certificate must name the host (`verify-full`).
+#[derive(Clone)]
+pub struct Tls {
+    /// Set up with the trusted authorities and the verify mode.
+    pub connector: SslConnector,
+    /// Check the host name against the certificate.
+    pub verify_hostname: bool,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("verify_hostname", &self.verify_hostname).finish_non_exhaustive()
+    }
+}
+
+/// PostgreSQL's SSLRequest: length 8, code 1234.5679.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// Asks the server for TLS on a fresh TCP connection and makes the handshake.
+fn start_tls(mut tcp: TcpStream, host: &str, tls: &Tls, timeout: Duration) -> Result<Stream, WireError> {
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.write_all(&SSL_REQUEST)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)?;
+    if answer[0] != b'S' {
+        return Err(WireError::Tls(format!("the server at {host} does not accept TLS connections (ssl = off); set tls = \"disable\" or turn ssl on")));
+    }
+    let config = tls
+        .connector
+        .configure()
+        .map_err(|e| WireError::Tls(e.to_string()))?
+        .verify_hostname(tls.verify_hostname);
+    let stream = config.connect(host, tcp).map_err(|e| WireError::Tls(format!("the TLS handshake with {host} failed: {e}")))?;
+    Ok(Stream::Tls(Box::new(stream)))
 }
 
 /// Largest message accepted from the server (a row or a replication
@@ -144,7 +192,9 @@ impl Conn {
     /// Connects and authenticates. `replication` opens a logical
     /// replication connection (`replication=database`), which also runs
     /// simple SQL queries.
-    pub fn connect(pg: &tokio_postgres::Config, password: Option<&str>, replication: bool, timeout: Duration) -> Result<Self, WireError> {
+    /// With `tls`, a TCP connection is encrypted (a Unix socket never is,
+    /// as with libpq).
+    pub fn connect(pg: &tokio_postgres::Config, password: Option<&str>, replication: bool, timeout: Duration, tls: Option<&Tls>) -> Result<Self, WireError> {
         let port = pg.get_ports().first().copied().unwrap_or(5432);
         let stream = match pg.get_hosts().first() {
             Some(Host::Unix(dir)) => Stream::Unix(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))?),
@@ -166,7 +216,10 @@ impl Conn {
                 }
                 let s = connected.ok_or(last)?;
                 s.set_nodelay(true)?;
-                Stream::Tcp(s)
+                match tls {
+                    Some(tls) => start_tls(s, host, tls, timeout)?,
+                    None => Stream::Tcp(s),
+                }
             }
         };
         let mut conn = Conn { stream, buf: Vec::with_capacity(64 * 1024), pos: 0, out: BytesMut::new() };
@@ -405,7 +458,7 @@ impl Conn {
 
     /// Sends one CopyData message.
     pub fn copy_data(&mut self, data: &[u8]) -> Result<(), WireError> {
-        self.out.extend_from_slice(&[b'd']);
+        self.out.extend_from_slice(b"d");
         self.out.extend_from_slice(&((data.len() + 4) as u32).to_be_bytes());
         self.out.extend_from_slice(data);
         self.send()?;

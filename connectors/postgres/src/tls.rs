@@ -11,8 +11,11 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use std::path::Path;
 
-/// The connector for `mode`, or `None` for `disable`.
-pub fn connector(mode: TlsMode, ca_file: Option<&Path>) -> Result<Option<MakeTlsConnector>, String> {
+/// OpenSSL's connector for `mode` (with the authorities and the verify
+/// mode set), or `None` for `disable`. Shared with the CDC source, which
+/// speaks the replication protocol itself. `require` also needs the host
+/// name check turned off per connection (see [`connector`]).
+pub fn ssl_connector(mode: TlsMode, ca_file: Option<&Path>) -> Result<Option<SslConnector>, String> {
     if mode == TlsMode::Disable {
         return Ok(None);
     }
@@ -27,7 +30,13 @@ pub fn connector(mode: TlsMode, ca_file: Option<&Path>) -> Result<Option<MakeTls
             }
         }
     }
-    let mut connector = MakeTlsConnector::new(builder.build());
+    Ok(Some(builder.build()))
+}
+
+/// The connector for `mode`, or `None` for `disable`.
+pub fn connector(mode: TlsMode, ca_file: Option<&Path>) -> Result<Option<MakeTlsConnector>, String> {
+    let Some(ssl) = ssl_connector(mode, ca_file)? else { return Ok(None) };
+    let mut connector = MakeTlsConnector::new(ssl);
     if mode == TlsMode::Require {
         // No certificate check, so no host name check either.
         connector.set_callback(|config, _| {

@@ -68,6 +68,11 @@ impl TempCluster {
         Self::start_with(true, false)
     }
 
+    /// [`TempCluster::start_tls`] with `wal_level = logical`.
+    pub fn start_logical_tls() -> Self {
+        Self::start_with(true, true)
+    }
+
     /// The self-signed certificate of a [`TempCluster::start_tls`] server.
     pub fn ca_file(&self) -> PathBuf {
         self.data_dir().join("server.crt")
