@@ -242,7 +242,10 @@ impl PostgresCdcSource {
     fn slot_state(&self, conn: &mut Conn) -> Result<Option<(u64, bool)>, ConnectorError> {
         let slot = self.config.slot_name();
         let rows = conn
-            .query(&format!("SELECT confirmed_flush_lsn::text, active, plugin FROM pg_replication_slots WHERE slot_name = {}", literal(slot)))
+            .query(&format!(
+                "SELECT confirmed_flush_lsn::text, active, plugin, wal_status FROM pg_replication_slots WHERE slot_name = {}",
+                literal(slot)
+            ))
             .map_err(|e| self.failed("looking up the replication slot", e))?;
         let Some(row) = rows.first() else { return Ok(None) };
         if row[2].as_deref() != Some("pgoutput") {
@@ -250,6 +253,16 @@ impl PostgresCdcSource {
                 "{}: replication slot {slot} exists with output plugin {}, not pgoutput: it belongs to something else; set `slot` to another name",
                 self.who,
                 row[2].as_deref().unwrap_or("(none)")
+            )));
+        }
+        if self.restored && row[3].as_deref() == Some("lost") {
+            return Err(ConnectorError::user(format!(
+                "{}: replication slot {slot} on {} was invalidated by PostgreSQL (it held more WAL than max_slot_wal_keep_size), \
+                 so the changes after this checkpoint ({}) are no longer available; start with --fresh to take a new snapshot \
+                 (the sinks' output is then replaced), and raise max_slot_wal_keep_size or checkpoint more often",
+                self.who,
+                self.server,
+                fmt_lsn(self.lsn)
             )));
         }
         let lsn = row[0].as_deref().and_then(parse_lsn).unwrap_or(0);
@@ -392,7 +405,11 @@ impl PostgresCdcSource {
         );
         repl.start_copy_both(&sql)?;
         self.repl = Some(repl);
-        self.txn = None;
+        // Cut off inside a transaction: the server sends it again from its
+        // start, and the changes already emitted are skipped.
+        if let Some(txn) = self.txn.take() {
+            self.resume_inside = Some((txn.final_lsn, txn.changes));
+        }
         self.last_status = Instant::now();
         tracing::debug!(source = %self.who, lsn = %fmt_lsn(self.lsn), "streaming changes");
         Ok(())
