@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|nexmark|languages|join|object-store] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|postgres-cdc|nexmark|languages|join|object-store] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -74,6 +74,13 @@
 //! keys) at the same `batch.rows`, with a checkpoint every `--pg-epoch`
 //! rows. Not part of `all` (it needs PostgreSQL installed).
 //!
+//! # `postgres-cdc`: the CDC source against `pg_recvlogical`
+//!
+//! See the `postgres_cdc` module: a throwaway cluster with `wal_level =
+//! logical`, `--pg-rows` inserts in transactions of `--pg-batch` rows,
+//! streamed from a slot by PostgreSQL's `pg_recvlogical` (raw, undecoded)
+//! and by the real source (decoded to JSON records). Not part of `all`.
+//!
 //! # `object-store`: the object storage sink against a raw S3 client
 //!
 //! See the `object_store` module: a local `moto_server`, 100-byte records
@@ -144,6 +151,7 @@ mod kafka;
 mod nexmark;
 mod reload;
 mod postgres;
+mod postgres_cdc;
 mod object_store;
 
 use anyhow::{bail, Context as _};
@@ -190,15 +198,18 @@ struct Cli {
     batch_sizes: Vec<usize>,
 
     /// boundary: timed rounds per batch size; postgres: rounds of raw COPY and
-    /// append, interleaved. The fastest round is reported.
+    /// append, interleaved; postgres-cdc, object-store: rounds of raw client
+    /// and connector. The fastest round is reported.
     #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 
-    /// postgres: rows written per configuration (100-byte records).
+    /// postgres: rows written per configuration (100-byte records);
+    /// postgres-cdc: rows inserted, then streamed.
     #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_rows: u64,
 
-    /// postgres: rows per COPY statement, for the sink (`batch.rows`) and the raw COPY alike.
+    /// postgres: rows per COPY statement, for the sink (`batch.rows`) and the
+    /// raw COPY alike; postgres-cdc: rows per inserting transaction.
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_batch: u64,
 
@@ -242,6 +253,11 @@ How to read the results:
               the same 100-byte rows at the same rows per statement, on a
               throwaway cluster; 'vs raw' is the share of the raw rate.
               Target: append >= 80% of raw COPY.
+  postgres-cdc
+              changes/s of the CDC source streaming --pg-rows inserts from a
+              replication slot, beside pg_recvlogical streaming the same
+              changes from its own slot (raw, undecoded); 'vs raw' is the
+              share of its rate. Target: >= 80% of raw.
   async       records/s of an async operator doing one HTTP lookup per record
               (1 ms or 10 ms each) at capacity 1..256, beside the ceiling
               capacity / latency; memory per slot from the RSS deltas.
@@ -269,6 +285,7 @@ Examples:
   cargo run --release -p weir-bench -- languages --count 2000000
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
+  cargo run --release -p weir-bench -- postgres-cdc --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- object-store --os-records 1000000
   cargo run --release -p weir-bench -- kafka --count 1000000
   cargo run --release -p weir-bench -- nexmark --count 10000000 --query q5
@@ -305,6 +322,9 @@ enum Which {
     /// The PostgreSQL sink (append and upsert) against a raw binary COPY of
     /// the same rows, on a throwaway cluster. Not part of `all`.
     Postgres,
+    /// The PostgreSQL CDC source against pg_recvlogical streaming the same
+    /// inserts from a slot, on a throwaway cluster. Not part of `all`.
+    PostgresCdc,
     /// Async I/O slots: an HTTP-enriching async operator at capacity 1, 8,
     /// 64, 256 against 1 ms and 10 ms lookups, vs capacity / latency.
     Async,
@@ -349,6 +369,11 @@ fn main() -> anyhow::Result<()> {
     if cli.which == Which::Postgres {
         let rows = postgres::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
         postgres::print(&rows, cli.json);
+        return Ok(());
+    }
+    if cli.which == Which::PostgresCdc {
+        let rows = postgres_cdc::run(cli.pg_rows, cli.pg_batch, cli.rounds)?;
+        postgres_cdc::print(&rows, cli.pg_batch, cli.json);
         return Ok(());
     }
     let repo = repo_root()?;
