@@ -25,7 +25,8 @@ pub fn builtin() -> Arc<Registry> {
             .with_sink::<weir_connector::DiscardConfig>()
             .with_sink::<weir_connector_kafka::KafkaSinkConfig>()
             .with_sink::<weir_connector_postgres::PostgresSinkConfig>()
-            .with_sink::<weir_connector_object_store::ObjectStoreSinkConfig>(),
+            .with_sink::<weir_connector_object_store::ObjectStoreSinkConfig>()
+            .with_sink::<weir_connector_http::HttpSinkConfig>(),
     )
 }
 
@@ -35,6 +36,6 @@ mod tests {
     fn every_type_is_registered_once_in_message_order() {
         let r = super::builtin();
         assert_eq!(r.source_types().collect::<Vec<_>>(), ["generator", "file", "kafka", "postgres-cdc"]);
-        assert_eq!(r.sink_types().collect::<Vec<_>>(), ["stdout", "file", "discard", "kafka", "postgres", "object-store"]);
+        assert_eq!(r.sink_types().collect::<Vec<_>>(), ["stdout", "file", "discard", "kafka", "postgres", "object-store", "http"]);
     }
 }

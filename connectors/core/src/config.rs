@@ -104,3 +104,25 @@ mod tests {
         assert!(DurationStr::parse("367days").unwrap_err().contains("366 days"));
     }
 }
+
+/// `retry.*` of a sink that sends requests to a server (object storage,
+/// HTTP): exponential backoff between attempts, and how long to keep trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RetryConfig {
+    /// First wait after a failed request; it doubles for each further one.
+    #[serde(deserialize_with = "duration")]
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// Give up on a request that has failed for this long.
+    #[serde(deserialize_with = "duration")]
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(10), give_up_after: Duration::from_secs(300) }
+    }
+}

@@ -197,26 +197,8 @@ impl ColumnType {
     }
 }
 
-/// `retry.*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct RetryConfig {
-    /// First wait after a failed upload.
-    #[serde(deserialize_with = "weir_connector::config::duration")]
-    pub initial_backoff: Duration,
-    /// Longest wait between attempts.
-    #[serde(deserialize_with = "weir_connector::config::duration")]
-    pub max_backoff: Duration,
-    /// Fail the pipeline after an upload has failed for this long.
-    #[serde(deserialize_with = "weir_connector::config::duration")]
-    pub give_up_after: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self { initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(10), give_up_after: Duration::from_secs(300) }
-    }
-}
+/// `retry.*`: shared by the sinks that retry requests.
+pub use weir_connector::config::RetryConfig;
 
 fn yes() -> bool {
     true

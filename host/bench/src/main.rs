@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|postgres-cdc|nexmark|languages|join|object-store] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|postgres-cdc|http|nexmark|languages|join|object-store] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -73,6 +73,13 @@
 //! (append exactly-once and at-least-once, upsert with new and existing
 //! keys) at the same `batch.rows`, with a checkpoint every `--pg-epoch`
 //! rows. Not part of `all` (it needs PostgreSQL installed).
+//!
+//! # `http`: the HTTP sink against a raw client
+//!
+//! See the `http` module: a local receiver, 100-byte records POSTed as JSON
+//! arrays of `--pg-batch` records by a raw client (bodies built beforehand)
+//! and by the real sink (a checkpoint every `--pg-epoch` records). Not part
+//! of `all`.
 //!
 //! # `postgres-cdc`: the CDC source against `pg_recvlogical`
 //!
@@ -150,6 +157,7 @@ mod latency;
 mod kafka;
 mod nexmark;
 mod reload;
+mod http;
 mod postgres;
 mod postgres_cdc;
 mod object_store;
@@ -203,17 +211,18 @@ struct Cli {
     #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 
-    /// postgres: rows written per configuration (100-byte records);
-    /// postgres-cdc: rows inserted, then streamed.
+    /// postgres, http: records written per configuration (100-byte
+    /// records); postgres-cdc: rows inserted, then streamed.
     #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_rows: u64,
 
     /// postgres: rows per COPY statement, for the sink (`batch.rows`) and the
-    /// raw COPY alike; postgres-cdc: rows per inserting transaction.
+    /// raw COPY alike; postgres-cdc: rows per inserting transaction; http:
+    /// records per request.
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_batch: u64,
 
-    /// postgres: rows between two checkpoints of the sink (one publish transaction each).
+    /// postgres, http: records between two checkpoints of the sink.
     #[arg(long, default_value_t = 250_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_epoch: u64,
 
@@ -253,6 +262,10 @@ How to read the results:
               the same 100-byte rows at the same rows per statement, on a
               throwaway cluster; 'vs raw' is the share of the raw rate.
               Target: append >= 80% of raw COPY.
+  http        records/s of the HTTP sink (check, stage, checkpoint, POST JSON
+              arrays of --pg-batch records) beside a raw client POSTing the
+              same bodies, built beforehand, to the same local receiver.
+              Target: >= 80% of raw.
   postgres-cdc
               changes/s of the CDC source streaming --pg-rows inserts from a
               replication slot, beside pg_recvlogical streaming the same
@@ -285,6 +298,7 @@ Examples:
   cargo run --release -p weir-bench -- languages --count 2000000
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
+  cargo run --release -p weir-bench -- http --pg-rows 1000000 --pg-batch 500
   cargo run --release -p weir-bench -- postgres-cdc --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- object-store --os-records 1000000
   cargo run --release -p weir-bench -- kafka --count 1000000
@@ -322,6 +336,9 @@ enum Which {
     /// The PostgreSQL sink (append and upsert) against a raw binary COPY of
     /// the same rows, on a throwaway cluster. Not part of `all`.
     Postgres,
+    /// The HTTP sink against a raw client sending the same requests to a
+    /// local receiver. Not part of `all`.
+    Http,
     /// The PostgreSQL CDC source against pg_recvlogical streaming the same
     /// inserts from a slot, on a throwaway cluster. Not part of `all`.
     PostgresCdc,
@@ -369,6 +386,11 @@ fn main() -> anyhow::Result<()> {
     if cli.which == Which::Postgres {
         let rows = postgres::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
         postgres::print(&rows, cli.json);
+        return Ok(());
+    }
+    if cli.which == Which::Http {
+        let rows = http::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
+        http::print(&rows, cli.json);
         return Ok(());
     }
     if cli.which == Which::PostgresCdc {

@@ -15,6 +15,7 @@
 //! `weir-tests`.
 
 pub mod delay_server;
+pub mod hook_server;
 pub mod kafka;
 pub mod postgres;
 pub mod s3;

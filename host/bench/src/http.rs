@@ -1,0 +1,109 @@
+//! The HTTP sink against a raw client doing the same requests.
+//!
+//! A local receiver (`weir_test_support::hook_server`, std threads, bodies
+//! counted and dropped) answers 202. The records are the PostgreSQL
+//! benchmark's 100-byte JSON records in 32 KiB frame batches.
+//!
+//! * **raw client**: the request bodies (JSON arrays of `batch` records)
+//!   built beforehand (untimed), then sent one after another over one
+//!   kept-alive connection with the sink's own HTTP client, each with an
+//!   idempotency key. Only the wire and the receiver are timed.
+//! * **sink**: the real `HttpSink` driven through the `Sink` trait as a
+//!   task drives it (`write` per batch, a checkpoint every `epoch`
+//!   records, `close`): checking each record is JSON, staging the epoch to
+//!   disk with its fsync, reading it back, cutting the requests, sending.
+
+use std::time::{Duration, Instant};
+use weir_connector::{ConnectorContext, Frames};
+use weir_connector_http::client::{Client, parse_url};
+use weir_connector_http::{HttpSink, HttpSinkConfig};
+use weir_test_support::hook_server::HookServer;
+
+/// One measured configuration.
+#[derive(Debug)]
+pub struct Row {
+    what: String,
+    records: u64,
+    elapsed: Duration,
+}
+
+fn raw(hook: &HookServer, data: &[(Vec<u8>, usize)], batch: usize) -> anyhow::Result<Duration> {
+    let mut bodies = Vec::new();
+    let (mut body, mut n) = (Vec::new(), 0);
+    for (frames, _) in data {
+        for rec in Frames::new(frames) {
+            body.push(if n == 0 { b'[' } else { b',' });
+            body.extend_from_slice(rec?.value);
+            n += 1;
+            if n == batch {
+                body.push(b']');
+                bodies.push(std::mem::take(&mut body));
+                n = 0;
+            }
+        }
+    }
+    if n > 0 {
+        body.push(b']');
+        bodies.push(body);
+    }
+    let mut client = Client::new(parse_url(&hook.url()).map_err(anyhow::Error::msg)?, None, Duration::from_secs(30));
+    let started = Instant::now();
+    for (i, body) in bodies.iter().enumerate() {
+        let headers = [("Content-Type".to_owned(), "application/json".to_owned()), ("Idempotency-Key".to_owned(), format!("raw-{i}"))];
+        let r = client.send("POST", &headers, body)?;
+        anyhow::ensure!(r.status == 202, "the receiver answered {}", r.status);
+    }
+    Ok(started.elapsed())
+}
+
+fn sink(hook: &HookServer, staging: &std::path::Path, data: &[(Vec<u8>, usize)], batch: usize, epoch: u64) -> anyhow::Result<Duration> {
+    let text = format!("url = {:?}\nbatch = {{ records = {batch}, bytes = \"64MiB\" }}\nstaging-dir = {:?}\ndead-letter-dir = {:?}", hook.url(), staging.display().to_string(), staging.join("dead").display().to_string());
+    let mut config: HttpSinkConfig = toml::from_str(&text)?;
+    config.checkpointing = true;
+    let ctx = ConnectorContext { pipeline: "bench".into(), name: "hook".into(), subtask: 0, parallelism: 1 };
+    let mut sink = HttpSink::open(config, &ctx)?;
+    crate::postgres::drive(&mut sink, data, epoch)
+}
+
+/// `rounds` interleaved rounds of the raw client and the sink; the fastest
+/// of each is kept.
+pub fn run(records: u64, batch: usize, epoch: u64, rounds: u32) -> anyhow::Result<Vec<Row>> {
+    let hook = HookServer::start();
+    hook.discard_bodies();
+    let staging = tempfile::tempdir()?;
+    let data = crate::postgres::batches(records);
+    let mut out: Vec<Row> = Vec::new();
+    let requests = records.div_ceil(batch as u64);
+    for _ in 0..rounds {
+        for (what, raw_side) in [(format!("raw client, {batch} records per request"), true), (format!("sink, exactly-once (checkpoint every {epoch} records)"), false)] {
+            eprintln!("weir-bench: http: {what}");
+            let before = hook.accepted_count();
+            let elapsed = if raw_side { raw(&hook, &data, batch)? } else { sink(&hook, staging.path(), &data, batch, epoch)? };
+            let sent = hook.accepted_count() - before;
+            anyhow::ensure!(sent >= requests, "{what}: {sent} requests arrived, expected {requests}");
+            match out.iter_mut().find(|r| r.what == what) {
+                Some(r) => r.elapsed = r.elapsed.min(elapsed),
+                None => out.push(Row { what, records, elapsed }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Prints the table (and JSON lines).
+pub fn print(rows: &[Row], json: bool) {
+    println!();
+    println!("http: 100-byte JSON records -> POST of JSON arrays to a local receiver (202)");
+    let raw = rows.first().map(|r| r.records as f64 / r.elapsed.as_secs_f64());
+    println!("  {:<58} {:>10} {:>10} {:>8}", "what", "records", "records/s", "vs raw");
+    for r in rows {
+        let rate = r.records as f64 / r.elapsed.as_secs_f64();
+        let share = raw.map_or(String::new(), |raw| format!("{:.0}%", rate / raw * 100.0));
+        println!("  {:<58} {:>10} {:>10} {:>8}", r.what, r.records, weir_pipeline::human(rate as u64), share);
+        if json {
+            crate::print_json(&serde_json::json!({
+                "benchmark": "http", "what": r.what, "records": r.records, "records_per_sec": rate.round(), "seconds": r.elapsed.as_secs_f64(),
+            }));
+        }
+    }
+}

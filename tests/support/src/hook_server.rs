@@ -1,0 +1,198 @@
+//! A webhook receiver on std threads, for the HTTP sink's tests and
+//! benchmark: it keeps every request it answered 2xx (its idempotency key
+//! and body), can refuse bodies holding a marker (400), answer the next N
+//! requests with 503 and `Retry-After: 0`, and be stopped and started again
+//! on the same port (a receiver restart).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request the receiver accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The `Idempotency-Key` header (empty when absent).
+    pub key: String,
+    /// Other headers, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Shared {
+    accepted: Mutex<Vec<Delivery>>,
+    /// Requests answered, any status.
+    requests: AtomicU64,
+    /// Requests answered 2xx.
+    accepted_count: AtomicU64,
+    /// Keep no bodies (a benchmark's receiver).
+    discard: AtomicBool,
+    /// Requests still to answer with 503.
+    fail_next: AtomicU32,
+    /// Bodies holding this are refused with 400.
+    refuse: Mutex<Option<String>>,
+    /// The current listener generation: threads of an older one stop.
+    generation: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// The receiver; stops when dropped.
+pub struct HookServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    shared: Arc<Shared>,
+}
+
+impl HookServer {
+    /// Starts on a free port.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = Self { port, shared: Arc::new(Shared::default()) };
+        server.serve(listener);
+        server
+    }
+
+    /// `http://127.0.0.1:PORT/hook`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let shared = self.shared.clone();
+        let generation = shared.generation.load(Ordering::SeqCst);
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            while shared.generation.load(Ordering::SeqCst) == generation {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let shared = shared.clone();
+                        std::thread::spawn(move || connection(stream, &shared, generation));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+    }
+
+    /// Stops listening and drops open connections (a crash of the receiver).
+    pub fn stop(&self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Listens again on the same port.
+    pub fn restart(&self) {
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        self.shared.stopped.store(false, Ordering::SeqCst);
+        self.serve(listener);
+    }
+
+    /// Answers the next `n` requests with 503 and `Retry-After: 0`.
+    pub fn fail_next(&self, n: u32) {
+        self.shared.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Refuses (400) every body holding `marker`.
+    pub fn refuse_containing(&self, marker: &str) {
+        *self.shared.refuse.lock().unwrap() = Some(marker.to_owned());
+    }
+
+    /// Keeps no bodies from now on, only counts (for benchmarks).
+    pub fn discard_bodies(&self) {
+        self.shared.discard.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests answered 2xx so far.
+    pub fn accepted_count(&self) -> u64 {
+        self.shared.accepted_count.load(Ordering::SeqCst)
+    }
+
+    /// The requests answered 2xx so far, in order (replays included).
+    pub fn accepted(&self) -> Vec<Delivery> {
+        self.shared.accepted.lock().unwrap().clone()
+    }
+
+    /// Requests answered so far, any status.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HookServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn connection(stream: TcpStream, shared: &Shared, generation: u64) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if shared.generation.load(Ordering::SeqCst) != generation {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        }
+        let (mut length, mut key, mut headers) = (0usize, String::new(), Vec::new());
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let Some((name, value)) = h.split_once(':') else { return };
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            match name.as_str() {
+                "content-length" => length = value.parse().unwrap_or(0),
+                "idempotency-key" => key = value.clone(),
+                _ => {}
+            }
+            headers.push((name, value));
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if shared.generation.load(Ordering::SeqCst) != generation {
+            return; // stopped: drop the connection without an answer
+        }
+        shared.requests.fetch_add(1, Ordering::SeqCst);
+        let refused = shared.refuse.lock().unwrap().as_ref().is_some_and(|m| body.windows(m.len()).any(|w| w == m.as_bytes()));
+        let failing = shared.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let answer: &[u8] = if failing {
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 4\r\n\r\nbusy"
+        } else if refused {
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 15\r\n\r\npoison refused\n"
+        } else {
+            shared.accepted_count.fetch_add(1, Ordering::SeqCst);
+            if !shared.discard.load(Ordering::SeqCst) {
+                shared.accepted.lock().unwrap().push(Delivery { key, headers, body });
+            }
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+        };
+        if out.write_all(answer).is_err() {
+            return;
+        }
+    }
+}
