@@ -23,7 +23,7 @@ fn ids(body: &[u8]) -> Vec<u64> {
 fn sigkills_and_a_receiver_restart_leave_each_record_once_by_idempotency_key() {
     let hook = HookServer::start();
     let s = Scratch::new();
-    const N: u64 = 30_000;
+    const N: u64 = 60_000;
     s.pipeline(
         "p.toml",
         &format!(
@@ -44,6 +44,10 @@ retry = {{ initial-backoff = "50ms", max-backoff = "200ms" }}
             hook.url()
         ),
     );
+    // First a crash between two requests of one checkpoint's publish.
+    let out = s.command(&RUN).env("WEIR_FAILPOINTS", "http-mid-publish@4").output().expect("weir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("failpoint http-mid-publish reached at checkpoint 4"), "{stderr}");
     let mut rng = Lcg(7);
     let mut child = s.command(&RUN).spawn().expect("weir");
     for round in 0..3 {
@@ -76,6 +80,8 @@ retry = {{ initial-backoff = "50ms", max-backoff = "200ms" }}
             assert!(seen.insert(id), "record {id} arrived under two keys");
         }
     }
+    let replayed = accepted.iter().filter(|d| d.key == "weir-hooks-hook-0-4-0").count();
+    assert!(replayed >= 2, "the request answered before the crash was sent again, with its key ({replayed} times)");
     assert_eq!(seen.len() as u64, N, "every record arrived: {} of {N} ({} requests, {} distinct keys)", seen.len(), accepted.len(), by_key.len());
     assert_eq!(seen.last(), Some(&(N - 1)));
 }

@@ -18,6 +18,7 @@
 //! | `disk-full` | `weir_checkpoint::CheckpointWriter::write_file` | returns an I/O error of kind `StorageFull` |
 //! | `after-postgres-commit` | the PostgreSQL sink, after an epoch's transaction commits | abort |
 //! | `object-store-mid-publish` | the object storage sink, after the first objects of a checkpoint are uploaded | abort |
+//! | `http-mid-publish` | the HTTP sink, after the first request of a checkpoint is answered | abort |
 //!
 //! An aborting point prints `weir: failpoint NAME reached at checkpoint N; aborting the
 //! process` to stderr first, so a test can tell the crash it asked for from a real one.
@@ -42,6 +43,7 @@ pub const POINTS: &[&str] = &[
     "disk-full",
     "after-postgres-commit",
     "object-store-mid-publish",
+    "http-mid-publish",
 ];
 
 /// If `name` is armed for `checkpoint`, prints why and aborts the process.
