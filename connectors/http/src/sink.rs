@@ -186,8 +186,13 @@ impl HttpSink {
 
     /// Why a record cannot go into a body, if it cannot.
     fn misfit(&self, value: &[u8]) -> Option<String> {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(value) {
-            return Some(format!("not JSON ({e})"));
+        // json-scan validates strictly without building anything: about a
+        // third of serde_json's time on 100-byte records.
+        let start = value.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(value.len());
+        match json_scan::scan_value(value, start) {
+            Ok((_, end)) if value[end..].iter().all(u8::is_ascii_whitespace) => {}
+            Ok((_, end)) => return Some(format!("not JSON (more after the value, at byte {end})")),
+            Err(e) => return Some(format!("not JSON ({e})")),
         }
         (self.config.format == Format::Ndjson && value.contains(&b'\n')).then(|| "a line break inside it cannot be one NDJSON line".into())
     }
@@ -378,8 +383,7 @@ impl HttpSink {
                 }
                 continue;
             }
-            let frames = frames.to_vec();
-            seq = self.send_frames(&frames, &stem, seq, checkpoint)?;
+            seq = self.send_frames(frames, &stem, seq, checkpoint)?;
         }
         self.send_body(&stem, seq, checkpoint)?;
         self.write_bad(&stem, &bad)?;
