@@ -299,6 +299,14 @@ impl Stage {
         self.append(&[&len.to_le_bytes(), batch], records as u64)
     }
 
+    /// Like [`Stage::write_batch`], with a one-byte `tag` before the batch
+    /// inside the block (a sink that stages records and dead letters side by
+    /// side tells them apart by it), without copying the batch.
+    pub fn write_tagged_batch(&mut self, tag: u8, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
+        let len = u32::try_from(batch.len() + 1).map_err(|_| ConnectorError::internal(format!("a batch of {} bytes cannot be staged", batch.len())))?;
+        self.append(&[&len.to_le_bytes(), &[tag], batch], records as u64)
+    }
+
     fn append(&mut self, parts: &[&[u8]], records: u64) -> Result<(), ConnectorError> {
         if parts.iter().all(|p| p.is_empty()) {
             return Ok(());

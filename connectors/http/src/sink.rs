@@ -112,7 +112,6 @@ pub struct HttpSink {
     live: (String, u64),
     good: BatchWriter,
     bad: BatchWriter,
-    scratch: Vec<u8>,
     body: Body,
     stats: Stats,
 }
@@ -172,7 +171,6 @@ impl HttpSink {
             live: (run, 0),
             good: BatchWriter::new(),
             bad: BatchWriter::new(),
-            scratch: Vec::new(),
             body: Body::default(),
             stats: Stats::default(),
             config,
@@ -234,12 +232,10 @@ impl HttpSink {
         if writer.records() == 0 {
             return Ok(());
         }
-        self.scratch.clear();
-        self.scratch.push(tag);
-        self.scratch.extend_from_slice(writer.as_bytes());
         let records = writer.records();
+        self.stage.as_mut().expect("staging when checkpointing").write_tagged_batch(tag, writer.as_bytes(), records)?;
         writer.clear();
-        self.stage.as_mut().expect("staging when checkpointing").write_batch(&self.scratch, records)
+        Ok(())
     }
 
     /// Adds the records of `frames` to the body, sending it as request
@@ -431,7 +427,12 @@ impl Sink for HttpSink {
         recovery.finish(Some(&area))
     }
 
-    fn write(&mut self, batch: &[u8], _records: usize) -> Result<(), ConnectorError> {
+    fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
+        // The common case: every record fits, and the batch is staged as it came.
+        let fits = self.stage.is_some() && Frames::new(batch).all(|rec| rec.is_ok_and(|rec| self.misfit(rec.value).is_none()));
+        if let Some(stage) = self.stage.as_mut().filter(|_| fits) {
+            return stage.write_tagged_batch(TAG_DATA, batch, records);
+        }
         self.sort(batch)?;
         if self.stage.is_some() {
             self.stage_block(TAG_DATA)?;

@@ -90,7 +90,6 @@ pub struct ObjectStoreSink {
     carried: Option<(u64, Handle, bool)>,
     good: BatchWriter,
     dead: BatchWriter,
-    scratch: Vec<u8>,
     stats: Stats,
 }
 
@@ -138,7 +137,6 @@ impl ObjectStoreSink {
             carried: None,
             good: BatchWriter::new(),
             dead: BatchWriter::new(),
-            scratch: Vec::new(),
             stats: Stats::default(),
             config,
         })
@@ -177,12 +175,10 @@ impl ObjectStoreSink {
         if writer.records() == 0 {
             return Ok(());
         }
-        self.scratch.clear();
-        self.scratch.push(tag);
-        self.scratch.extend_from_slice(writer.as_bytes());
         let records = writer.records();
+        self.stage.write_tagged_batch(tag, writer.as_bytes(), records)?;
         writer.clear();
-        self.stage.write_batch(&self.scratch, records)
+        Ok(())
     }
 
     /// Name of object `seq` of checkpoint `checkpoint` in `dir`.

@@ -51,6 +51,17 @@ fn new_stage(dir: &Path, subtask: u32) -> Stage {
 }
 
 #[test]
+fn a_tagged_batch_reads_back_as_one_block_led_by_its_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stage = new_stage(dir.path(), 0);
+    stage.write_tagged_batch(3, b"frames", 2).unwrap();
+    stage.write_batch(b"plain", 1).unwrap();
+    let sealed = stage.seal(1).unwrap();
+    assert_eq!((sealed.bytes, sealed.records), (4 + 7 + 4 + 5, 3));
+    assert_eq!(all_batches(&sealed), [b"\x03frames".to_vec(), b"plain".to_vec()]);
+}
+
+#[test]
 fn seal_fsyncs_the_file_then_renames_it_then_fsyncs_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let mut stage = new_stage(dir.path(), 0);
