@@ -20,6 +20,7 @@ pub fn builtin() -> Arc<Registry> {
             .with_source::<weir_connector_file::FileSourceConfig>()
             .with_source::<weir_connector_kafka::KafkaSourceConfig>()
             .with_source::<weir_connector_postgres_cdc::PostgresCdcConfig>()
+            .with_source::<weir_connector_http::HttpSourceConfig>()
             .with_sink::<weir_connector_file::StdoutSinkConfig>()
             .with_sink::<weir_connector_file::FileSinkConfig>()
             .with_sink::<weir_connector::DiscardConfig>()
@@ -35,7 +36,7 @@ mod tests {
     #[test]
     fn every_type_is_registered_once_in_message_order() {
         let r = super::builtin();
-        assert_eq!(r.source_types().collect::<Vec<_>>(), ["generator", "file", "kafka", "postgres-cdc"]);
+        assert_eq!(r.source_types().collect::<Vec<_>>(), ["generator", "file", "kafka", "postgres-cdc", "http"]);
         assert_eq!(r.sink_types().collect::<Vec<_>>(), ["stdout", "file", "discard", "kafka", "postgres", "object-store", "http"]);
     }
 }

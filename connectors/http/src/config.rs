@@ -142,7 +142,8 @@ fn default_request_timeout() -> Duration {
 /// Headers weir sets itself.
 const RESERVED: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
 
-fn is_token(s: &str) -> bool {
+/// Whether `s` is an HTTP header name (an RFC 9110 token).
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 

@@ -1,4 +1,6 @@
-//! The HTTP sink: records sent to an HTTP endpoint in batched requests.
+//! HTTP in and out: the HTTP source takes webhooks (see [`source`] and
+//! [`spool`]); the HTTP sink sends records to an endpoint in batched
+//! requests.
 //!
 //! ```toml
 //! [sinks.hook]
@@ -37,15 +39,42 @@
 
 pub mod client;
 mod config;
+pub mod server;
 mod sink;
+pub mod source;
+pub mod spool;
 
 pub use config::{BatchConfig, Format, HttpSinkConfig, Method, OnFailure, default_dead_letter_dir, default_staging_dir};
 pub use sink::{HttpSink, MID_PUBLISH, Stats};
+pub use source::{BodyFormat, HttpSource, HttpSourceConfig, default_spool_dir};
 
 mod registration {
-    use crate::{HttpSink, HttpSinkConfig};
-    use weir_connector::registry::{ConfigContext, FieldErrors, SinkConfig, keys_of};
-    use weir_connector::{ConnectorContext, ConnectorError, Sink};
+    use crate::{HttpSink, HttpSinkConfig, HttpSource, HttpSourceConfig};
+    use weir_connector::registry::{ConfigContext, FieldErrors, SinkConfig, SourceConfig, keys_of};
+    use weir_connector::{ConnectorContext, ConnectorError, Sink, Source};
+
+    impl SourceConfig for HttpSourceConfig {
+        const TYPE: &'static str = "http";
+
+        fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+            self.checkpointing = cx.checkpointing;
+            self.tls_cert_file = self.tls_cert_file.as_deref().map(|f| cx.resolve(f));
+            self.tls_key_file = self.tls_key_file.as_deref().map(|f| cx.resolve(f));
+            self.spool_dir = Some(match &self.spool_dir {
+                Some(d) => cx.resolve(d),
+                None => crate::default_spool_dir(cx.base, cx.pipeline, cx.name),
+            });
+            self.validate()
+        }
+
+        fn max_parallelism(&self) -> Option<u32> {
+            Some(1)
+        }
+
+        fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError> {
+            Ok(Box::new(HttpSource::open(self, ctx)?))
+        }
+    }
 
     impl SinkConfig for HttpSinkConfig {
         const TYPE: &'static str = "http";

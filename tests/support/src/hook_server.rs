@@ -2,7 +2,9 @@
 //! benchmark: it keeps every request it answered 2xx (its idempotency key
 //! and body), can refuse bodies holding a marker (400), answer the next N
 //! requests with 503 and `Retry-After: 0`, and be stopped and started again
-//! on the same port (a receiver restart).
+//! on the same port (a receiver restart). As a benchmark's bare receiver
+//! it may instead append each body to a file and fsync it before answering
+//! (the durability the HTTP source promises, without anything else).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,6 +39,8 @@ struct Shared {
     /// The current listener generation: threads of an older one stop.
     generation: AtomicU64,
     stopped: AtomicBool,
+    /// Each accepted body is appended here and fsynced before the answer.
+    durable: Mutex<Option<std::fs::File>>,
 }
 
 /// The receiver; stops when dropped.
@@ -112,6 +116,13 @@ impl HookServer {
         self.shared.discard.store(true, Ordering::SeqCst);
     }
 
+    /// Appends each accepted body to `path` and fsyncs it before answering
+    /// (one request at a time, as a simple durable receiver does).
+    pub fn persist_bodies(&self, path: &std::path::Path) {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("the bodies file");
+        *self.shared.durable.lock().unwrap() = Some(file);
+    }
+
     /// Requests answered 2xx so far.
     pub fn accepted_count(&self) -> u64 {
         self.shared.accepted_count.load(Ordering::SeqCst)
@@ -185,6 +196,9 @@ fn connection(stream: TcpStream, shared: &Shared, generation: u64) {
         } else if refused {
             b"HTTP/1.1 400 Bad Request\r\nContent-Length: 15\r\n\r\npoison refused\n"
         } else {
+            if let Some(f) = shared.durable.lock().unwrap().as_mut() {
+                f.write_all(&body).and_then(|()| f.sync_data()).expect("the bodies file");
+            }
             shared.accepted_count.fetch_add(1, Ordering::SeqCst);
             if !shared.discard.load(Ordering::SeqCst) {
                 shared.accepted.lock().unwrap().push(Delivery { key, headers, body });
