@@ -81,28 +81,38 @@ pub fn run(records: u64, batch: usize, epoch: u64, rounds: u32) -> anyhow::Resul
             let elapsed = if raw_side { raw(&hook, &data, batch)? } else { sink(&hook, staging.path(), &data, batch, epoch)? };
             let sent = hook.accepted_count() - before;
             anyhow::ensure!(sent >= requests, "{what}: {sent} requests arrived, expected {requests}");
-            match out.iter_mut().find(|r| r.what == what) {
-                Some(r) => r.elapsed = r.elapsed.min(elapsed),
-                None => out.push(Row { what, records, elapsed }),
-            }
+            keep_fastest(&mut out, what, records, elapsed);
         }
     }
     Ok(out)
+}
+
+/// Records a round of `what`, keeping the fastest round of each.
+pub(crate) fn keep_fastest(rows: &mut Vec<Row>, what: String, records: u64, elapsed: Duration) {
+    match rows.iter_mut().find(|r| r.what == what) {
+        Some(r) => r.elapsed = r.elapsed.min(elapsed),
+        None => rows.push(Row { what, records, elapsed }),
+    }
 }
 
 /// Prints the table (and JSON lines).
 pub fn print(rows: &[Row], json: bool) {
     println!();
     println!("http: 100-byte JSON records -> POST of JSON arrays to a local receiver (202)");
-    let raw = rows.first().map(|r| r.records as f64 / r.elapsed.as_secs_f64());
-    println!("  {:<58} {:>10} {:>10} {:>8}", "what", "records", "records/s", "vs raw");
+    print_rows("http", rows, 0, "vs raw", json);
+}
+
+/// Prints `rows` with each rate as a share of row `reference`'s.
+pub(crate) fn print_rows(benchmark: &str, rows: &[Row], reference: usize, versus: &str, json: bool) {
+    let base = rows.get(reference).map(|r| r.records as f64 / r.elapsed.as_secs_f64());
+    println!("  {:<64} {:>10} {:>10} {:>10}", "what", "records", "records/s", versus);
     for r in rows {
         let rate = r.records as f64 / r.elapsed.as_secs_f64();
-        let share = raw.map_or(String::new(), |raw| format!("{:.0}%", rate / raw * 100.0));
-        println!("  {:<58} {:>10} {:>10} {:>8}", r.what, r.records, weir_pipeline::human(rate as u64), share);
+        let share = base.map_or(String::new(), |b| format!("{:.0}%", rate / b * 100.0));
+        println!("  {:<64} {:>10} {:>10} {:>10}", r.what, r.records, weir_pipeline::human(rate as u64), share);
         if json {
             crate::print_json(&serde_json::json!({
-                "benchmark": "http", "what": r.what, "records": r.records, "records_per_sec": rate.round(), "seconds": r.elapsed.as_secs_f64(),
+                "benchmark": benchmark, "what": r.what, "records": r.records, "records_per_sec": rate.round(), "seconds": r.elapsed.as_secs_f64(),
             }));
         }
     }

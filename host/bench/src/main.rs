@@ -1,7 +1,7 @@
 //! `weir-bench`: how fast weir is, measured the same way every time.
 //!
 //! ```text
-//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|postgres-cdc|http|nexmark|languages|join|object-store] [options]
+//! cargo run --release -p weir-bench -- [all|events-agg|checkpoints|latency|reload|async|boundary|analysis|kafka|postgres|postgres-cdc|http|http-source|nexmark|languages|join|object-store] [options]
 //! ```
 //!
 //! It first builds the plugins (`cargo build --target wasm32-wasip2
@@ -81,6 +81,14 @@
 //! and by the real sink (a checkpoint every `--pg-epoch` records). Not part
 //! of `all`.
 //!
+//! # `http-source`: the HTTP source against a bare receiver
+//!
+//! See the `http_source` module: 4 clients POST NDJSON bodies of
+//! `--pg-batch` 100-byte records to a bare receiver (no parsing, no disk)
+//! and to the real source (parsed, fsynced in its spool before each 202,
+//! read back as a task reads it, a checkpoint every `--pg-epoch` records).
+//! Not part of `all`.
+//!
 //! # `postgres-cdc`: the CDC source against `pg_recvlogical`
 //!
 //! See the `postgres_cdc` module: a throwaway cluster with `wal_level =
@@ -158,6 +166,7 @@ mod kafka;
 mod nexmark;
 mod reload;
 mod http;
+mod http_source;
 mod postgres;
 mod postgres_cdc;
 mod object_store;
@@ -211,18 +220,18 @@ struct Cli {
     #[arg(long, default_value_t = 3, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 
-    /// postgres, http: records written per configuration (100-byte
-    /// records); postgres-cdc: rows inserted, then streamed.
+    /// postgres, http, http-source: records written per configuration
+    /// (100-byte records); postgres-cdc: rows inserted, then streamed.
     #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_rows: u64,
 
     /// postgres: rows per COPY statement, for the sink (`batch.rows`) and the
-    /// raw COPY alike; postgres-cdc: rows per inserting transaction; http:
-    /// records per request.
+    /// raw COPY alike; postgres-cdc: rows per inserting transaction; http,
+    /// http-source: records per request.
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_batch: u64,
 
-    /// postgres, http: records between two checkpoints of the sink.
+    /// postgres, http, http-source: records between two checkpoints.
     #[arg(long, default_value_t = 250_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pg_epoch: u64,
 
@@ -266,6 +275,10 @@ How to read the results:
               arrays of --pg-batch records) beside a raw client POSTing the
               same bodies, built beforehand, to the same local receiver.
               Target: >= 80% of raw.
+  http-source records/s of the HTTP source (4 clients POST NDJSON bodies of
+              --pg-batch records; parsed, fsynced in the spool before each
+              202, read back as a task reads it) beside a bare receiver that
+              reads the same requests and drops them (no parsing, no disk).
   postgres-cdc
               changes/s of the CDC source streaming --pg-rows inserts from a
               replication slot, beside pg_recvlogical streaming the same
@@ -299,6 +312,7 @@ Examples:
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- http --pg-rows 1000000 --pg-batch 500
+  cargo run --release -p weir-bench -- http-source --pg-rows 1000000 --pg-batch 500
   cargo run --release -p weir-bench -- postgres-cdc --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- object-store --os-records 1000000
   cargo run --release -p weir-bench -- kafka --count 1000000
@@ -339,6 +353,9 @@ enum Which {
     /// The HTTP sink against a raw client sending the same requests to a
     /// local receiver. Not part of `all`.
     Http,
+    /// The HTTP source (webhooks in) against a bare receiver taking the
+    /// same requests. Not part of `all`.
+    HttpSource,
     /// The PostgreSQL CDC source against pg_recvlogical streaming the same
     /// inserts from a slot, on a throwaway cluster. Not part of `all`.
     PostgresCdc,
@@ -391,6 +408,11 @@ fn main() -> anyhow::Result<()> {
     if cli.which == Which::Http {
         let rows = http::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
         http::print(&rows, cli.json);
+        return Ok(());
+    }
+    if cli.which == Which::HttpSource {
+        let rows = http_source::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
+        http_source::print(&rows, cli.json);
         return Ok(());
     }
     if cli.which == Which::PostgresCdc {
