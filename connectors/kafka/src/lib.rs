@@ -49,7 +49,7 @@ pub mod sink;
 mod source;
 
 pub use sink::{KafkaSink, KafkaSinkConfig};
-pub use source::{KafkaSource, KafkaSourceConfig, StartFrom, StopAt};
+pub use source::{BadData, KafkaSource, KafkaSourceConfig, StartFrom, StopAt};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -140,7 +140,8 @@ mod registration {
     impl SourceConfig for KafkaSourceConfig {
         const TYPE: &'static str = "kafka";
 
-        fn prepare(&mut self, _: &ConfigContext<'_>) -> FieldErrors {
+        fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+            self.schema_file = self.schema_file.as_deref().map(|f| cx.resolve(f));
             self.validate()
         }
 
@@ -153,6 +154,7 @@ mod registration {
         const TYPE: &'static str = "kafka";
 
         fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+            self.schema_file = self.schema_file.as_deref().map(|f| cx.resolve(f));
             let mut problems = self.validate();
             if self.delivery == Delivery::ExactlyOnce && !cx.checkpointing {
                 problems.push((

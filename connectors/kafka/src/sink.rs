@@ -56,6 +56,7 @@ use rdkafka::{ClientContext, Message};
 use serde::{Deserialize, Serialize};
 use weir_connector::config::{ByteSize, DurationStr};
 use weir_connector::staging::{self, Area, Recovery, Sealed, Stage, StagedHandle};
+use weir_codec::{Codec, Format, Framing, Side, ValueFormat};
 use weir_connector::{Committable, ConnectorContext, ConnectorError, Frames, Sink};
 
 use crate::source::{Property, properties};
@@ -140,6 +141,23 @@ pub struct KafkaSinkConfig {
     /// pipeline file; default `data/kafka/PIPELINE/SINK`.
     #[serde(default)]
     pub spill_dir: Option<PathBuf>,
+    /// What to write as the Kafka value: `json` (the record, checked; the
+    /// default), `avro` or `protobuf` (encoded from the record's JSON), or
+    /// `raw` (the record's bytes, unchecked).
+    #[serde(default)]
+    pub format: Format,
+    /// The Avro (`.avsc`) or protobuf (`.proto`) schema.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+    /// Protobuf: the message's full name (default: the file's first).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// `confluent`: each value starts with a zero byte and `schema-id`.
+    #[serde(default)]
+    pub framing: Framing,
+    /// With `framing = "confluent"`: the schema's id in your registry.
+    #[serde(default)]
+    pub schema_id: Option<u32>,
     /// librdkafka producer properties, passed through as they are.
     #[serde(default)]
     pub properties: BTreeMap<String, Property>,
@@ -170,12 +188,24 @@ impl KafkaSinkConfig {
         if self.brokers.trim().is_empty() {
             problems.push(("brokers".to_owned(), "must list at least one host:port".to_owned()));
         }
+        problems.extend(self.value_format().problems(Side::Sink));
         for k in self.properties.keys() {
             if matches!(k.as_str(), "bootstrap.servers" | "transactional.id" | "enable.idempotence") {
                 problems.push((format!("properties.{k}"), "is set by weir".to_owned()));
             }
         }
         problems
+    }
+
+    /// The value-format keys as one value.
+    pub fn value_format(&self) -> ValueFormat {
+        ValueFormat {
+            format: self.format,
+            schema_file: self.schema_file.clone(),
+            message: self.message.clone(),
+            framing: self.framing,
+            schema_id: self.schema_id,
+        }
     }
 }
 
@@ -321,6 +351,8 @@ pub struct KafkaSink {
     idle: Vec<Txn>,
     slots: u32,
     marker_group: Option<rdkafka::consumer::ConsumerGroupMetadata>,
+    /// Encodes record values (`format`).
+    codec: Codec,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -333,6 +365,7 @@ impl KafkaSink {
     /// Creates the sink; nothing is sent to the brokers before
     /// [`Sink::start`].
     pub fn open(config: KafkaSinkConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
+        let codec = config.value_format().codec().map_err(|e| ConnectorError::user(format!("sink {:?} (kafka): {e}", ctx.name)))?;
         let prefix = config.transactional_id_prefix.clone().unwrap_or_else(|| format!("weir-{}-{}", ctx.pipeline, ctx.name));
         let spill_dir = config.spill_dir.clone().unwrap_or_else(|| default_spill_dir(Path::new(""), &ctx.pipeline, &ctx.name));
         let mut sink = Self {
@@ -348,6 +381,7 @@ impl KafkaSink {
             idle: Vec::new(),
             slots: 0,
             marker_group: None,
+            codec,
         };
         if sink.config.delivery == Delivery::AtLeastOnce {
             sink.plain = Some(sink.producer(None)?);
@@ -465,7 +499,8 @@ impl KafkaSink {
     }
 
     fn send(&self, producer: &Producer_, batch: &[u8]) -> Result<(), ConnectorError> {
-        for rec in Frames::new(batch) {
+        let mut encoded = Vec::new();
+        for (index, rec) in Frames::new(batch).enumerate() {
             let rec = rec.map_err(|e| ConnectorError::internal(format!("corrupt batch: {e}")))?;
             let mut topic = self.config.topic.as_deref();
             let mut headers: Option<OwnedHeaders> = None;
@@ -490,7 +525,16 @@ impl KafkaSink {
                     String::from_utf8_lossy(&rec.value[..rec.value.len().min(40)])
                 )));
             };
-            let mut record = BaseRecord::to(topic).payload(rec.value).timestamp(rec.timestamp);
+            let value = self.codec.encode(rec.value, &mut encoded).map_err(|e| {
+                ConnectorError::user(format!(
+                    "sink {:?} (kafka, format = \"{}\") cannot write record {index} of a batch ({}): {e}. Fix the operator \
+                     that makes it, or the schema",
+                    self.ctx.name,
+                    self.config.format.as_str(),
+                    describe(&rec)
+                ))
+            })?;
+            let mut record = BaseRecord::to(topic).payload(value).timestamp(rec.timestamp);
             if let Some(k) = rec.key {
                 record = record.key(k);
             }
@@ -635,6 +679,16 @@ impl Sink for KafkaSink {
 }
 
 /// The spill directory for a sink whose config left it unset, under `base`.
+/// A record for a message: its key and the start of its value.
+fn describe(rec: &weir_format::RecordRef<'_>) -> String {
+    let start = String::from_utf8_lossy(&rec.value[..rec.value.len().min(60)]);
+    let more = if rec.value.len() > 60 { "..." } else { "" };
+    match rec.key {
+        Some(k) => format!("key {:?}, value {start}{more}", String::from_utf8_lossy(k)),
+        None => format!("value {start}{more}"),
+    }
+}
+
 pub fn default_spill_dir(base: &Path, pipeline: &str, sink: &str) -> PathBuf {
     base.join("data/kafka").join(pipeline).join(sink)
 }

@@ -2,6 +2,7 @@
 //! polling thread that pauses partitions under backpressure.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -14,6 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, error::KafkaError, types::RDKafkaErrorCode};
 use serde::Deserialize;
 use weir_connector::config::{ByteSize, DurationStr};
+use weir_codec::{Codec, Format, Framing, Side, ValueFormat};
 use weir_connector::{BatchWriter, ConnectorContext, ConnectorError, Poll, Source};
 
 use crate::{REQUEST_TIMEOUT, client_config, external};
@@ -125,9 +127,41 @@ pub struct KafkaSourceConfig {
     /// every record.
     #[serde(default)]
     pub mark_latency: bool,
+    /// What the record values hold: `json` (checked, the default), `avro`,
+    /// `protobuf` (decoded to JSON) or `raw` (unchecked bytes).
+    #[serde(default)]
+    pub format: Format,
+    /// The Avro (`.avsc`) or protobuf (`.proto`) schema.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+    /// Protobuf: the message's full name (default: the file's first).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// `confluent`: values start with a zero byte and a schema id.
+    #[serde(default)]
+    pub framing: Framing,
+    /// With `framing = "confluent"`: refuse values written with another id.
+    #[serde(default)]
+    pub schema_id: Option<u32>,
+    /// A value that does not decode: `fail` stops the pipeline naming the
+    /// record; `drop` skips it, logging each one (nothing else does).
+    #[serde(default)]
+    pub bad_data: BadData,
     /// librdkafka consumer properties, passed through as they are.
     #[serde(default)]
     pub properties: BTreeMap<String, Property>,
+}
+
+/// What the source does with a value its `format` cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BadData {
+    /// Stop, naming the topic, partition and offset (the default: nothing
+    /// is lost).
+    #[default]
+    Fail,
+    /// Skip the record and log it with its position.
+    Drop,
 }
 
 fn default_max_buffered() -> ByteSize {
@@ -169,12 +203,24 @@ impl KafkaSourceConfig {
         if self.max_buffered.0 < 64 << 10 {
             problems.push(("max-buffered".to_owned(), "must be at least 64KiB".to_owned()));
         }
+        problems.extend(self.value_format().problems(Side::Source));
         for k in self.properties.keys() {
             if matches!(k.as_str(), "bootstrap.servers" | "group.id" | "enable.auto.commit") {
                 problems.push((format!("properties.{k}"), "is set by weir; use brokers / group instead".to_owned()));
             }
         }
         problems
+    }
+
+    /// The value-format keys as one value.
+    pub fn value_format(&self) -> ValueFormat {
+        ValueFormat {
+            format: self.format,
+            schema_file: self.schema_file.clone(),
+            message: self.message.clone(),
+            framing: self.framing,
+            schema_id: self.schema_id,
+        }
     }
 
     fn group(&self, ctx: &ConnectorContext) -> String {
@@ -293,6 +339,7 @@ pub struct KafkaSource {
     restored: Option<HashMap<(String, i32), i64>>,
     thread: Option<JoinHandle<()>>,
     started: bool,
+    codec: Codec,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -313,6 +360,7 @@ impl KafkaSource {
     /// Connects to the brokers and finds this subtask's partitions. Fails
     /// (naming the topic) when a listed topic does not exist.
     pub fn open(config: KafkaSourceConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
+        let codec = config.value_format().codec().map_err(|e| ConnectorError::user(format!("source {:?} (kafka): {e}", ctx.name)))?;
         let shared = Arc::new(Shared::default());
         let group = config.group(ctx);
         let buffered_kib = (config.max_buffered.0 / 1024 / 2).max(1024);
@@ -346,6 +394,7 @@ impl KafkaSource {
             restored: None,
             thread: None,
             started: false,
+            codec,
         };
         let partitions = source.discover()?;
         source.topics = partitions.iter().map(|(t, _)| t.to_string()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -431,6 +480,9 @@ impl KafkaSource {
             assigned: self.positions.iter().map(|(tp, pos)| (tp.clone(), (pos.next, pos.end))).collect(),
             end_hints: hints,
             reading: None,
+            codec: self.codec.clone(),
+            decoded: Vec::new(),
+            dropped: Dropped::default(),
         };
         self.thread = Some(weir_connector::background::spawn(format!("kafka-{}-{}", self.name, self.subtask), poller)?);
         Ok(())
@@ -638,6 +690,35 @@ struct Poller {
     end_hints: HashMap<Tp, i64>,
     /// The record being read, for the report if the thread dies on it.
     reading: Option<(Tp, i64)>,
+    /// Turns values into JSON (`format`).
+    codec: Codec,
+    /// A decoded value.
+    decoded: Vec<u8>,
+    dropped: Dropped,
+}
+
+/// Records skipped with `bad-data = "drop"`: each is logged (at most one
+/// line every 10 s per subtask, with the count since the last line).
+#[derive(Debug, Default)]
+struct Dropped {
+    total: u64,
+    unsaid: u64,
+    said: Option<Instant>,
+}
+
+impl Dropped {
+    /// `bad-data = "drop"`: says which record was skipped and why.
+    fn record(&mut self, source: &str, at: &str, e: &weir_codec::CodecError) {
+        self.total += 1;
+        if self.said.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            self.unsaid += 1;
+            return;
+        }
+        let also = if self.unsaid > 0 { format!(" ({} more dropped since the last report)", self.unsaid) } else { String::new() };
+        tracing::warn!(source = %source, "bad-data = \"drop\": skipped the record at {at}: {e}{also}; {} dropped by this subtask so far", self.total);
+        self.unsaid = 0;
+        self.said = Some(Instant::now());
+    }
 }
 
 impl weir_connector::background::Background for Poller {
@@ -692,13 +773,39 @@ impl Poller {
                     let ts = m.timestamp().to_millis().unwrap_or_else(|| weir_connector::now_micros() as i64 / 1000);
                     let created = (ts.max(0) as u64 * 1000).to_le_bytes();
                     let mark: &[(&[u8], &[u8])] = if self.config.mark_latency { &[(weir_connector::EMITTED_AT_HEADER, &created)] } else { &[] };
+                    // A tombstone (no value) passes as an empty value, whatever the format.
+                    let value = match m.payload() {
+                        None => &[][..],
+                        Some(p) => match self.codec.decode(p, &mut self.decoded) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                let at = format!("{}[{}] offset {}", tp.0, tp.1, m.offset());
+                                if self.config.bad_data == BadData::Fail {
+                                    self.push(&mut chunk, &mut last);
+                                    return Err(ConnectorError::user(format!(
+                                        "source {:?} cannot read the value at {at} as {}: {e}. Fix the producer or the \
+                                         schema, or set bad-data = \"drop\" to skip such records (each is logged)",
+                                        self.name,
+                                        self.config.format.as_str()
+                                    )));
+                                }
+                                self.dropped.record(&self.name, &at, &e);
+                                if let Some((next, _)) = self.assigned.get_mut(&tp) {
+                                    *next = m.offset() + 1;
+                                }
+                                let e = last.entry(tp).or_insert((0, i64::MIN));
+                                e.0 = m.offset() + 1;
+                                continue;
+                            }
+                        },
+                    };
                     let pushed = match m.headers() {
                         Some(h) if h.count() > 0 => {
                             let mut hs: Vec<(&[u8], &[u8])> = h.iter().map(|h| (h.key.as_bytes(), h.value.unwrap_or_default())).collect();
                             hs.extend_from_slice(mark);
-                            chunk.frames.try_push(m.key(), m.payload().unwrap_or_default(), ts, &hs)
+                            chunk.frames.try_push(m.key(), value, ts, &hs)
                         }
-                        _ => chunk.frames.try_push(m.key(), m.payload().unwrap_or_default(), ts, mark),
+                        _ => chunk.frames.try_push(m.key(), value, ts, mark),
                     };
                     if let Err(e) = pushed {
                         // The records before it still reach the pipeline.
@@ -752,6 +859,7 @@ impl Poller {
         }
         Ok(())
     }
+
 
     /// Bounded runs: a partition's end is the larger of what ListOffsets
     /// said at start and the first high watermark a fetch response reports

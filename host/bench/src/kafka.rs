@@ -6,6 +6,9 @@
 //! 1. a bare rdkafka consumer (librdkafka, no weir) reading every record;
 //! 2. Kafka -> identity (Wasm) -> Kafka (at-least-once);
 //! 3. Kafka -> events-agg (parse + keyed running sum, Wasm) -> discard;
+//! 3b. the same events as Avro in Confluent framing: a bare rdkafka
+//!    consumer of that topic, then Kafka (Avro) -> identity (Wasm) -> Kafka
+//!    (Avro), so each record is decoded to JSON and encoded back;
 //! 4. the latency floor: a producer writes 20 k records/s for 10 s, read by
 //!    a bare rdkafka consumer (`CreateTime` to arrival);
 //! 5. end-to-end latency: the same producer while Kafka -> identity (Wasm)
@@ -85,6 +88,9 @@ fn event(n: u64) -> (Option<Vec<u8>>, Vec<u8>) {
     (None, v)
 }
 
+/// The Avro schema of [`event`]'s records.
+const EVENT_AVSC: &str = r#"{"type":"record","name":"Event","fields":[{"name":"id","type":"long"},{"name":"user","type":"string"},{"name":"amount","type":"long"},{"name":"pad","type":"string"}]}"#;
+
 /// Runs the Kafka benchmark with `count` records.
 pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow::Result<()> {
     let broker = Tansu::memory();
@@ -93,6 +99,59 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
     create_topic(&brokers, "copy", 8);
     eprintln!("weir-bench: kafka: producing {count} 100-byte records to tansu at {brokers}");
     produce(&brokers, "events", (0..count).map(event));
+    let dir = tempfile::tempdir()?;
+    let avsc = dir.path().join("event.avsc");
+    std::fs::write(&avsc, EVENT_AVSC)?;
+    let avro = weir_codec::ValueFormat {
+        format: weir_codec::Format::Avro,
+        schema_file: Some(avsc.clone()),
+        framing: weir_codec::Framing::Confluent,
+        schema_id: Some(1),
+        ..Default::default()
+    }
+    .codec()
+    .map_err(|e| anyhow::anyhow!(e))?;
+    create_topic(&brokers, "events-avro", 8);
+    create_topic(&brokers, "copy-avro", 8);
+    let mut scratch = Vec::new();
+    let avro_events = (0..count).map(|n| {
+        let (key, json) = event(n);
+        (key, avro.encode(&json, &mut scratch).expect("an event fits its schema").to_vec())
+    });
+    let avro_bytes = {
+        let mut s = Vec::new();
+        avro.encode(&event(0).1, &mut s).map_err(|e| anyhow::anyhow!("{e}"))?.len() as u64
+    };
+    produce(&brokers, "events-avro", avro_events);
+    // The codec alone, without a broker: what one core decodes and encodes.
+    let encoded: Vec<Vec<u8>> = (0..count.min(1_000_000)).map(|n| avro.encode(&event(n).1, &mut scratch).map(<[u8]>::to_vec)).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let mut json_bytes = 0;
+    for v in &encoded {
+        json_bytes += avro.decode(v, &mut scratch).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+    }
+    let decode_s = started.elapsed().as_secs_f64();
+    let jsons: Vec<Vec<u8>> = (0..encoded.len() as u64).map(|n| event(n).1).collect();
+    let started = Instant::now();
+    for j in &jsons {
+        avro.encode(j, &mut scratch).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let encode_s = started.elapsed().as_secs_f64();
+    let n = encoded.len() as f64;
+    if json {
+        println!("{}", serde_json::json!({"benchmark": "kafka", "codec": "avro", "records": encoded.len(), "decode_records_per_s": n / decode_s, "encode_records_per_s": n / encode_s}));
+    } else {
+        println!(
+            "kafka: Avro codec alone, one core ({} records, {} -> {} bytes each): decode to JSON {:.2} M records/s ({:.0} ns each), encode from JSON {:.2} M records/s ({:.0} ns each)",
+            encoded.len(),
+            avro_bytes,
+            json_bytes / encoded.len().max(1),
+            n / decode_s / 1e6,
+            decode_s / n * 1e9,
+            n / encode_s / 1e6,
+            encode_s / n * 1e9
+        );
+    }
 
     let mut rows = Vec::new();
     crate::events_agg::reset_peak_rss();
@@ -107,7 +166,18 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
         latency: None,
     });
 
-    let dir = tempfile::tempdir()?;
+    crate::events_agg::reset_peak_rss();
+    let started = Instant::now();
+    let got = consume(&brokers, "events-avro", count as usize, Duration::ZERO, Duration::from_secs(600)).len() as u64;
+    let mut avro_ceiling = Some(Row {
+        what: "bare rdkafka consumer of the Avro topic",
+        records: got,
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: got * avro_bytes,
+        peak_rss: crate::events_agg::peak_rss(),
+        latency: None,
+    });
+    let avro_format = format!("format = \"avro\"\nschema-file = {:?}\nframing = \"confluent\"\nschema-id = 1\n", avsc.display().to_string());
     for (what, body) in [
         (
             "Kafka -> identity (Wasm) -> Kafka",
@@ -130,6 +200,16 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
                 plugin_dir.display()
             ),
         ),
+        (
+            "Kafka (Avro) -> identity (Wasm) -> Kafka (Avro)",
+            format!(
+                "name = \"kafka-avro\"\nplugin-dir = \"{}\"\n[checkpoint]\ninterval = \"off\"\n\
+                 [sources.events]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"events-avro\"\nend = \"latest\"\n{avro_format}\
+                 [[operators]]\nname = \"id\"\nplugin = \"identity\"\n\
+                 [sinks.out]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"copy-avro\"\n{avro_format}",
+                plugin_dir.display()
+            ),
+        ),
     ] {
         let file = dir.path().join("p.toml");
         std::fs::write(&file, body)?;
@@ -140,14 +220,24 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
         let summary = weir_pipeline::run(&p, engine, &RunOptions { progress: Progress::Quiet, start_from: StartFrom::Fresh, ..Default::default() })
             .with_context(|| what.to_owned())?;
         let records = summary.source_records();
-        rows.push(Row { what, records, seconds: started.elapsed().as_secs_f64(), bytes: records * 100, peak_rss: crate::events_agg::peak_rss(), latency: None });
+        let avro_row = what.contains("Avro");
+        if avro_row && let Some(c) = avro_ceiling.take() {
+            rows.push(c);
+        }
+        let bytes = records * if avro_row { avro_bytes } else { 100 };
+        rows.push(Row { what, records, seconds: started.elapsed().as_secs_f64(), bytes, peak_rss: crate::events_agg::peak_rss(), latency: None });
     }
     rows.push(bare_latency(&brokers)?);
     rows.push(live_latency(engine, plugin_dir, &brokers, dir.path())?);
-    let ceiling = rows[0].records as f64 / rows[0].seconds;
+    // Each row is compared with the bare consumer of its topic: the last
+    // "bare" row above it.
+    let mut ceiling = rows[0].records as f64 / rows[0].seconds;
     let mib = |b: Option<u64>| b.map_or("-".to_owned(), |b| format!("{:.0} MiB", b as f64 / f64::from(1 << 20)));
     for r in &rows {
         let rate = r.records as f64 / r.seconds;
+        if r.what.starts_with("bare rdkafka consumer") && r.latency.is_none() {
+            ceiling = rate;
+        }
         if json {
             println!(
                 "{}",
