@@ -91,6 +91,42 @@ fn event(n: u64) -> (Option<Vec<u8>>, Vec<u8>) {
 /// The Avro schema of [`event`]'s records.
 const EVENT_AVSC: &str = r#"{"type":"record","name":"Event","fields":[{"name":"id","type":"long"},{"name":"user","type":"string"},{"name":"amount","type":"long"},{"name":"pad","type":"string"}]}"#;
 
+/// Decodes and encodes up to a million events with the codec alone, on one
+/// core, and prints the rates.
+fn codec_alone(avro: &weir_codec::Codec, count: u64, avro_bytes: u64, json: bool) -> anyhow::Result<()> {
+    let mut scratch = Vec::new();
+    let encoded: Vec<Vec<u8>> = (0..count.min(1_000_000)).map(|n| avro.encode(&event(n).1, &mut scratch).map(<[u8]>::to_vec)).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let mut json_bytes = 0;
+    for v in &encoded {
+        json_bytes += avro.decode(v, &mut scratch).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+    }
+    let decode_s = started.elapsed().as_secs_f64();
+    let jsons: Vec<Vec<u8>> = (0..encoded.len() as u64).map(|n| event(n).1).collect();
+    let started = Instant::now();
+    for j in &jsons {
+        avro.encode(j, &mut scratch).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let encode_s = started.elapsed().as_secs_f64();
+    let n = encoded.len() as f64;
+    if json {
+        println!("{}", serde_json::json!({"benchmark": "kafka", "codec": "avro", "records": encoded.len(), "decode_records_per_s": n / decode_s, "encode_records_per_s": n / encode_s}));
+    } else {
+        println!(
+            "kafka: Avro codec alone, one core ({} records, {} -> {} bytes each): decode to JSON {:.2} M records/s ({:.0} ns each), encode from JSON {:.2} M records/s ({:.0} ns each)",
+            encoded.len(),
+            avro_bytes,
+            json_bytes / encoded.len().max(1),
+            n / decode_s / 1e6,
+            decode_s / n * 1e9,
+            n / encode_s / 1e6,
+            encode_s / n * 1e9
+        );
+    }
+
+    Ok(())
+}
+
 /// Runs the Kafka benchmark with `count` records.
 pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow::Result<()> {
     let broker = Tansu::memory();
@@ -123,36 +159,6 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
         avro.encode(&event(0).1, &mut s).map_err(|e| anyhow::anyhow!("{e}"))?.len() as u64
     };
     produce(&brokers, "events-avro", avro_events);
-    // The codec alone, without a broker: what one core decodes and encodes.
-    let encoded: Vec<Vec<u8>> = (0..count.min(1_000_000)).map(|n| avro.encode(&event(n).1, &mut scratch).map(<[u8]>::to_vec)).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let started = Instant::now();
-    let mut json_bytes = 0;
-    for v in &encoded {
-        json_bytes += avro.decode(v, &mut scratch).map_err(|e| anyhow::anyhow!("{e}"))?.len();
-    }
-    let decode_s = started.elapsed().as_secs_f64();
-    let jsons: Vec<Vec<u8>> = (0..encoded.len() as u64).map(|n| event(n).1).collect();
-    let started = Instant::now();
-    for j in &jsons {
-        avro.encode(j, &mut scratch).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    let encode_s = started.elapsed().as_secs_f64();
-    let n = encoded.len() as f64;
-    if json {
-        println!("{}", serde_json::json!({"benchmark": "kafka", "codec": "avro", "records": encoded.len(), "decode_records_per_s": n / decode_s, "encode_records_per_s": n / encode_s}));
-    } else {
-        println!(
-            "kafka: Avro codec alone, one core ({} records, {} -> {} bytes each): decode to JSON {:.2} M records/s ({:.0} ns each), encode from JSON {:.2} M records/s ({:.0} ns each)",
-            encoded.len(),
-            avro_bytes,
-            json_bytes / encoded.len().max(1),
-            n / decode_s / 1e6,
-            decode_s / n * 1e9,
-            n / encode_s / 1e6,
-            encode_s / n * 1e9
-        );
-    }
-
     let mut rows = Vec::new();
     crate::events_agg::reset_peak_rss();
     let started = Instant::now();
@@ -165,7 +171,6 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
         peak_rss: crate::events_agg::peak_rss(),
         latency: None,
     });
-
     crate::events_agg::reset_peak_rss();
     let started = Instant::now();
     let got = consume(&brokers, "events-avro", count as usize, Duration::ZERO, Duration::from_secs(600)).len() as u64;
@@ -229,6 +234,9 @@ pub fn run(engine: &Engine, plugin_dir: &Path, count: u64, json: bool) -> anyhow
     }
     rows.push(bare_latency(&brokers)?);
     rows.push(live_latency(engine, plugin_dir, &brokers, dir.path())?);
+    // The codec alone, without a broker: what one core decodes and encodes
+    // (last, so its buffers do not count in the rows' peak RSS).
+    codec_alone(&avro, count, avro_bytes, json)?;
     // Each row is compared with the bare consumer of its topic: the last
     // "bare" row above it.
     let mut ceiling = rows[0].records as f64 / rows[0].seconds;
