@@ -131,3 +131,55 @@ fn bad_settings_and_an_unreachable_receiver_are_named() {
     let run = s.weir(&["run", "--quiet", "--metrics-address", "off", "p.toml"], Duration::from_secs(60));
     assert!(run.code != Some(0) && run.stderr.contains("sink `hook` (http)") && run.stderr.contains("retry.give-up-after"), "{}", run.stderr);
 }
+
+/// Sending runs behind staging: while the receiver is down, checkpoints go
+/// on completing and their epochs wait on disk, each carried in every later
+/// checkpoint's handle. A SIGKILL then restores from a checkpoint whose own
+/// epoch is only the last of several unsent: all of them must be sent.
+#[test]
+fn epochs_still_unsent_when_later_checkpoints_complete_survive_a_sigkill() {
+    let hook = HookServer::start();
+    hook.stop();
+    let s = Scratch::new();
+    const N: u64 = 20_000;
+    s.pipeline(
+        "p.toml",
+        &format!(
+            r#"
+name = "hooks"
+[checkpoint]
+interval = "200ms"
+[sources.events]
+type = "generator"
+count = {N}
+rate = 10000
+[sinks.hook]
+type = "http"
+url = "{}"
+batch = {{ records = 500 }}
+retry = {{ initial-backoff = "50ms", max-backoff = "100ms" }}
+"#,
+            hook.url()
+        ),
+    );
+    let mut child = s.command(&RUN).spawn().expect("weir");
+    kill_after(&mut child, Duration::from_millis(1500));
+    assert_eq!(child.try_wait().expect("wait").and_then(|s| s.signal()), Some(9), "weir was killed mid-run");
+    let staged = std::fs::read_dir(s.path("data/http/hooks/hook")).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sealed"))).count());
+    assert!(staged >= 2, "several sealed epochs were waiting to be sent at the kill ({staged})");
+    assert!(hook.accepted().is_empty(), "nothing could be sent while the receiver was down");
+    hook.restart();
+    let out = s.command(&RUN).output().expect("weir");
+    assert!(out.status.success(), "the restored run finishes: {}", String::from_utf8_lossy(&out.stderr));
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for d in hook.accepted() {
+        by_key.entry(d.key.clone()).or_insert_with(|| ids(&d.body));
+    }
+    let mut seen = BTreeSet::new();
+    for batch in by_key.values() {
+        for id in batch {
+            assert!(seen.insert(*id), "record {id} arrived under two keys");
+        }
+    }
+    assert_eq!(seen.len() as u64, N, "every record arrived ({staged} sealed epochs were waiting at the kill)");
+}

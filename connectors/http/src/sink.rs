@@ -2,9 +2,20 @@
 //! ([`weir_connector::staging`]); a completed checkpoint sends its staged
 //! records in requests whose bodies and idempotency keys depend only on
 //! the records, so a replay after a crash repeats the same requests.
+//!
+//! Sending happens on a publishing thread, so the task stages the next
+//! epoch (disk writes and fsyncs) while the last one is sent. An epoch the
+//! thread has not finished is carried in every later checkpoint's handle
+//! until it is: a restore from any of them sends it again (a file already
+//! gone was sent). At most one epoch waits behind the one being sent; a
+//! commit beyond that waits (backpressure). A failure on the thread is
+//! the sink's next call's error.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +37,8 @@ const TAG_BAD: u8 = 1;
 /// Bytes buffered before the staging file is written.
 const STAGE_BUFFER: usize = 256 * 1024;
 
-/// What a checkpoint stores for one subtask: the epoch to send.
+/// What a checkpoint stores for one subtask: the epoch to send, and the
+/// earlier epochs the publishing thread had not finished sending.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Handle {
     area: Area,
@@ -34,6 +46,16 @@ struct Handle {
     /// replay by another subtask (after a rescale) sends the same keys.
     subtask: u32,
     epoch: Sealed,
+    /// Older epochs not yet sent when this one was sealed, oldest first.
+    #[serde(default)]
+    carried: Vec<Sealed>,
+}
+
+impl Handle {
+    /// Every epoch to send, oldest first.
+    fn epochs(&self) -> impl Iterator<Item = &Sealed> {
+        self.carried.iter().chain(std::iter::once(&self.epoch))
+    }
 }
 
 impl StagedHandle for Handle {
@@ -42,7 +64,7 @@ impl StagedHandle for Handle {
     }
 
     fn sealed(&self) -> Vec<&Sealed> {
-        vec![&self.epoch]
+        self.epochs().collect()
     }
 }
 
@@ -93,18 +115,59 @@ impl Body {
     }
 }
 
-/// `type = "http"`: one subtask.
-pub struct HttpSink {
+/// Sends records: bodies, requests with retries, dead letters. The sink's
+/// without checkpoints; its publishing thread's with them.
+struct Sender {
     name: String,
     /// `weir-PIPELINE-SINK`: the start of every idempotency key.
     key_prefix: String,
     config: HttpSinkConfig,
-    subtask: u32,
     client: Client,
     /// Content type, authorization and the configured headers.
     headers: Vec<(String, String)>,
-    staging_dir: PathBuf,
     dead_dir: PathBuf,
+    body: Body,
+    stats: Stats,
+    /// Set when the sink is dropped: stop between requests.
+    stop: Arc<AtomicBool>,
+}
+
+/// What the task and the publishing thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Epochs sealed and not yet sent, oldest first.
+    unsent: Vec<Sealed>,
+    /// Commits handed to the thread and not yet done.
+    queued: usize,
+    /// Why the thread stopped.
+    failed: Option<ConnectorError>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The publishing thread, with checkpoints.
+struct Publisher {
+    jobs: Option<crossbeam_channel::Sender<Handle>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+/// `type = "http"`: one subtask.
+pub struct HttpSink {
+    name: String,
+    config: HttpSinkConfig,
+    subtask: u32,
+    staging_dir: PathBuf,
     /// Staging, when the pipeline takes checkpoints; without them records
     /// are sent as they are written.
     stage: Option<Stage>,
@@ -112,8 +175,10 @@ pub struct HttpSink {
     live: (String, u64),
     good: BatchWriter,
     bad: BatchWriter,
-    body: Body,
-    stats: Stats,
+    bad_records: u64,
+    sender: Arc<Mutex<Sender>>,
+    stop: Arc<AtomicBool>,
+    publisher: Option<Publisher>,
 }
 
 impl std::fmt::Debug for HttpSink {
@@ -150,6 +215,7 @@ impl HttpSink {
             headers.push((k.clone(), v.clone()));
         }
         let staging_dir = config.staging_dir.clone().ok_or_else(|| ConnectorError::internal("staging-dir was not resolved by prepare"))?;
+        let stop = Arc::new(AtomicBool::new(false));
         let dead_dir = config.dead_letter_dir.clone().ok_or_else(|| ConnectorError::internal("dead-letter-dir was not resolved by prepare"))?;
         let stage = if config.checkpointing {
             let area = Area::subtask(&staging_dir, ctx.subtask);
@@ -159,27 +225,63 @@ impl HttpSink {
             None
         };
         let run = format!("{:x}", weir_connector::now_micros());
-        Ok(Self {
+        let sender = Sender {
             key_prefix: format!("weir-{}-{name}", ctx.pipeline),
             client: Client::new(target, tls, config.request_timeout),
+            name: name.clone(),
+            headers,
+            dead_dir,
+            body: Body::default(),
+            stats: Stats::default(),
+            config: config.clone(),
+            stop: stop.clone(),
+        };
+        Ok(Self {
             name,
             subtask: ctx.subtask,
-            headers,
             staging_dir,
-            dead_dir,
             stage,
             live: (run, 0),
             good: BatchWriter::new(),
             bad: BatchWriter::new(),
-            body: Body::default(),
-            stats: Stats::default(),
+            bad_records: 0,
+            sender: Arc::new(Mutex::new(sender)),
+            stop,
+            publisher: None,
             config,
         })
     }
 
-    /// Counters so far.
+    /// Counters so far (waits for a request being sent).
     pub fn stats(&self) -> Stats {
-        self.stats
+        let mut stats = self.sender().stats;
+        stats.bad_records = self.bad_records;
+        stats
+    }
+
+    fn sender(&self) -> MutexGuard<'_, Sender> {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The publishing thread's failure, if it stopped.
+    fn check_publisher(&self) -> Result<(), ConnectorError> {
+        match &self.publisher {
+            Some(p) => p.shared.lock().failed.as_ref().map_or(Ok(()), |e| Err(again(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the publishing thread on first use.
+    fn publisher(&mut self) -> Result<&Publisher, ConnectorError> {
+        if self.publisher.is_none() {
+            // Bounded by `commit`, which waits beyond two queued commits.
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let shared = Arc::new(Shared::default());
+            let job = Publishing { jobs: rx, sender: self.sender.clone(), shared: shared.clone() };
+            let thread = weir_connector::background::spawn(format!("weir-http-{}-{}", self.name, self.subtask), job)?;
+            self.publisher = Some(Publisher { jobs: Some(tx), thread: Some(thread), shared });
+        }
+        Ok(self.publisher.as_ref().expect("started above"))
     }
 
     /// Why a record cannot go into a body, if it cannot.
@@ -220,7 +322,7 @@ impl HttpSink {
                     });
                     let line = serde_json::to_vec(&letter).expect("a JSON value serializes");
                     self.bad.push(rec.key, &line, rec.timestamp, &[]);
-                    self.stats.bad_records += 1;
+                    self.bad_records += 1;
                 }
             }
         }
@@ -237,7 +339,9 @@ impl HttpSink {
         writer.clear();
         Ok(())
     }
+}
 
+impl Sender {
     /// Adds the records of `frames` to the body, sending it as request
     /// `STEM-SEQ` each time it is full. Returns the next sequence number.
     fn send_frames(&mut self, frames: &[u8], stem: &str, mut seq: u64, checkpoint: u64) -> Result<u64, ConnectorError> {
@@ -282,6 +386,9 @@ impl HttpSink {
         let mut headers = self.headers.clone();
         headers.push((self.config.idempotency_header.clone(), key.to_owned()));
         loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Err(ConnectorError::internal(format!("sink `{}`: stopped while sending request {key}; it is sent again on restore", self.name)));
+            }
             attempts += 1;
             let (problem, wait) = match self.client.send(self.config.method.as_str(), &headers, &body.bytes) {
                 Ok(r) if (200..300).contains(&r.status) => {
@@ -357,16 +464,18 @@ impl HttpSink {
         Ok(())
     }
 
-    /// Sends the epoch of `handle` and removes its staging file. Idempotent:
-    /// the same records give the same requests with the same keys; a file
-    /// already gone was sent before (it is removed only after every
-    /// request is answered).
-    fn publish(&mut self, checkpoint: u64, handle: &Handle) -> Result<(), ConnectorError> {
-        if handle.epoch.file.as_ref().is_none_or(|f| !f.exists()) {
+    /// Sends `epoch`, staged by `subtask`, and removes its staging file.
+    /// Idempotent: the same records give the same requests with the same
+    /// keys (`PREFIX-SUBTASK-CHECKPOINT-SEQ`, the checkpoint that sealed
+    /// the epoch); a file already gone was sent before (it is removed only
+    /// after every request is answered).
+    fn publish(&mut self, subtask: u32, epoch: &Sealed) -> Result<(), ConnectorError> {
+        if epoch.file.as_ref().is_none_or(|f| !f.exists()) {
             return Ok(());
         }
-        let stem = format!("{}-{}-{checkpoint}", self.key_prefix, handle.subtask);
-        let mut batches = handle.epoch.batches()?;
+        let checkpoint = epoch.checkpoint;
+        let stem = format!("{}-{subtask}-{checkpoint}", self.key_prefix);
+        let mut batches = epoch.batches()?;
         let (mut seq, mut bad) = (0, Vec::new());
         self.body.clear();
         while let Some(block) = batches.next_batch()? {
@@ -383,7 +492,37 @@ impl HttpSink {
         }
         self.send_body(&stem, seq, checkpoint)?;
         self.write_bad(&stem, &bad)?;
-        handle.epoch.remove()
+        epoch.remove()
+    }
+}
+
+/// The publishing thread: sends the epochs of each completed checkpoint,
+/// in order.
+struct Publishing {
+    jobs: crossbeam_channel::Receiver<Handle>,
+    sender: Arc<Mutex<Sender>>,
+    shared: Arc<Shared>,
+}
+
+impl weir_connector::background::Background for Publishing {
+    fn run(&mut self) -> Result<(), ConnectorError> {
+        // Ends when the sink closes (or is dropped): the channel closes once
+        // the queued commits are taken.
+        while let Ok(handle) = self.jobs.recv() {
+            for epoch in handle.epochs() {
+                self.sender.lock().unwrap_or_else(|e| e.into_inner()).publish(handle.subtask, epoch)?;
+                self.shared.lock().unsent.retain(|e| e.checkpoint != epoch.checkpoint);
+                self.shared.changed.notify_all();
+            }
+            self.shared.lock().queued -= 1;
+            self.shared.changed.notify_all();
+        }
+        Ok(())
+    }
+
+    fn died(&mut self, error: ConnectorError) {
+        self.shared.lock().failed.get_or_insert(error);
+        self.shared.changed.notify_all();
     }
 }
 
@@ -421,13 +560,16 @@ impl Sink for HttpSink {
         let area = stage.area().clone();
         let dir = self.staging_dir.clone();
         let recovery = Recovery::<Handle>::new("http", recovered, |h| h.area.check_subtask_in(&dir))?;
-        for (checkpoint, handle) in recovery.handles().to_vec() {
-            self.publish(checkpoint, &handle)?;
+        for (_, handle) in recovery.handles().to_vec() {
+            for epoch in handle.epochs() {
+                self.sender().publish(handle.subtask, epoch)?;
+            }
         }
         recovery.finish(Some(&area))
     }
 
     fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
+        self.check_publisher()?;
         // The common case: every record fits, and the batch is staged as it came.
         let fits = self.stage.is_some() && Frames::new(batch).all(|rec| rec.is_ok_and(|rec| self.misfit(rec.value).is_none()));
         if let Some(stage) = self.stage.as_mut().filter(|_| fits) {
@@ -439,38 +581,96 @@ impl Sink for HttpSink {
             return self.stage_block(TAG_BAD);
         }
         // No checkpoints: send now (at-least-once across restarts).
-        let stem = format!("{}-{}-live-{}-{}", self.key_prefix, self.subtask, self.live.0, self.live.1);
+        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let stem = format!("{}-{}-live-{}-{}", sender.key_prefix, self.subtask, self.live.0, self.live.1);
         self.live.1 += 1;
-        let good = std::mem::take(&mut self.good);
-        self.body.clear();
-        let seq = self.send_frames(good.as_bytes(), &stem, 0, 0);
-        self.good = good;
-        self.send_body(&stem, seq?, 0)?;
+        sender.body.clear();
+        let seq = sender.send_frames(self.good.as_bytes(), &stem, 0, 0)?;
+        sender.send_body(&stem, seq, 0)?;
         let mut lines = Vec::new();
         for rec in Frames::new(self.bad.as_bytes()).flatten() {
             lines.extend_from_slice(rec.value);
             lines.push(b'\n');
         }
-        self.write_bad(&stem, &lines)
+        sender.write_bad(&stem, &lines)
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.check_publisher()?;
         self.stage.as_mut().map_or(Ok(()), Stage::flush)
     }
 
+    /// Seals the epoch; the handle also carries the epochs the publishing
+    /// thread has not finished sending.
     fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
-        let Some(stage) = &mut self.stage else { return Ok(Vec::new()) };
+        self.check_publisher()?;
+        if self.stage.is_none() {
+            return Ok(Vec::new());
+        }
+        let shared = self.publisher()?.shared.clone();
+        let stage = self.stage.as_mut().expect("checked above");
         let epoch = stage.seal(checkpoint)?;
-        staging::encode_handle(&Handle { area: stage.area().clone(), subtask: self.subtask, epoch })
+        let carried = {
+            let mut state = shared.lock();
+            let carried = state.unsent.clone();
+            if epoch.file.is_some() {
+                state.unsent.push(epoch.clone());
+            }
+            carried
+        };
+        staging::encode_handle(&Handle { area: stage.area().clone(), subtask: self.subtask, epoch, carried })
     }
 
+    /// Hands the checkpoint's epochs to the publishing thread; waits while
+    /// another commit is already waiting there.
     fn commit(&mut self, checkpoint: u64, handle: &[u8]) -> Result<(), ConnectorError> {
         let Some(handle) = staging::decode_handle::<Handle>("http", checkpoint, handle)? else { return Ok(()) };
-        self.publish(checkpoint, &handle)
+        let publisher = self.publisher()?;
+        let mut state = publisher.shared.lock();
+        while state.queued >= 2 && state.failed.is_none() {
+            state = publisher.shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = &state.failed {
+            return Err(again(e));
+        }
+        state.queued += 1;
+        drop(state);
+        let sent = publisher.jobs.as_ref().is_some_and(|jobs| jobs.send(handle).is_ok());
+        if sent { Ok(()) } else { self.check_publisher().and(Err(ConnectorError::internal(format!("sink `{}`: the publishing thread is gone", self.name)))) }
     }
 
+    /// Waits until every completed checkpoint's epochs are sent; drops the
+    /// open epoch.
     fn close(&mut self) -> Result<(), ConnectorError> {
+        if let Some(mut p) = self.publisher.take() {
+            drop(p.jobs.take());
+            if let Some(t) = p.thread.take() {
+                let _ = t.join();
+            }
+            if let Some(e) = p.shared.lock().failed.take() {
+                return Err(e);
+            }
+        }
         self.stage.as_mut().map_or(Ok(()), Stage::discard)
     }
 }
 
+impl Drop for HttpSink {
+    /// Without `close` (the pipeline failed): the thread stops before its
+    /// next request, and is waited for, so a restart in this process does
+    /// not send alongside it.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(mut p) = self.publisher.take() {
+            drop(p.jobs.take());
+            if let Some(t) = p.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The same failure again, for every call after it.
+fn again(e: &ConnectorError) -> ConnectorError {
+    ConnectorError { kind: e.kind, message: e.message.clone(), source: None }
+}
