@@ -269,6 +269,8 @@ brokers = "{brokers}"
 topic = "big"
 end = "latest"
 max-buffered = "8MiB"
+# The values are digits padded with dots: text, not JSON.
+format = "raw"
 [sources.big.properties]
 "max.poll.interval.ms" = 10000
 "session.timeout.ms" = 6000

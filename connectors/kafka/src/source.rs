@@ -1035,7 +1035,7 @@ mod tests {
             rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
         let name = "h".repeat(70_000);
         for n in 0..3 {
-            let mut rec = BaseRecord::<(), str>::to("in").payload("ok").partition(0);
+            let mut rec = BaseRecord::<(), str>::to("in").payload(r#"{"ok":true}"#).partition(0);
             if n == 2 {
                 rec = rec.headers(OwnedHeaders::new().insert(Header { key: &name, value: Some("v") }));
             }
