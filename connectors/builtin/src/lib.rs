@@ -21,13 +21,15 @@ pub fn builtin() -> Arc<Registry> {
             .with_source::<weir_connector_kafka::KafkaSourceConfig>()
             .with_source::<weir_connector_postgres_cdc::PostgresCdcConfig>()
             .with_source::<weir_connector_http::HttpSourceConfig>()
+            .with_source::<weir_connector_wasm::PluginSourceConfig>()
             .with_sink::<weir_connector_file::StdoutSinkConfig>()
             .with_sink::<weir_connector_file::FileSinkConfig>()
             .with_sink::<weir_connector::DiscardConfig>()
             .with_sink::<weir_connector_kafka::KafkaSinkConfig>()
             .with_sink::<weir_connector_postgres::PostgresSinkConfig>()
             .with_sink::<weir_connector_object_store::ObjectStoreSinkConfig>()
-            .with_sink::<weir_connector_http::HttpSinkConfig>(),
+            .with_sink::<weir_connector_http::HttpSinkConfig>()
+            .with_sink::<weir_connector_wasm::PluginSinkConfig>(),
     )
 }
 
@@ -36,7 +38,7 @@ mod tests {
     #[test]
     fn every_type_is_registered_once_in_message_order() {
         let r = super::builtin();
-        assert_eq!(r.source_types().collect::<Vec<_>>(), ["generator", "file", "kafka", "postgres-cdc", "http"]);
-        assert_eq!(r.sink_types().collect::<Vec<_>>(), ["stdout", "file", "discard", "kafka", "postgres", "object-store", "http"]);
+        assert_eq!(r.source_types().collect::<Vec<_>>(), ["generator", "file", "kafka", "postgres-cdc", "http", "wasm"]);
+        assert_eq!(r.sink_types().collect::<Vec<_>>(), ["stdout", "file", "discard", "kafka", "postgres", "object-store", "http", "wasm"]);
     }
 }

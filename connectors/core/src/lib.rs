@@ -30,6 +30,7 @@ pub mod config;
 mod keys;
 pub mod registry;
 pub mod secrets;
+pub mod services;
 pub mod staging;
 
 pub use weir_format::{BatchWriter, Frames, RecordRef};
@@ -92,7 +93,7 @@ impl ConnectorError {
 }
 
 /// Where a source or sink instance runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConnectorContext {
     /// Pipeline name.
     pub pipeline: String,
@@ -102,6 +103,15 @@ pub struct ConnectorContext {
     pub subtask: u32,
     /// Number of parallel instances.
     pub parallelism: u32,
+    /// What the runtime offers beyond the section (see [`services`]).
+    pub services: services::Services,
+}
+
+impl ConnectorContext {
+    /// A context with no services (tests, benchmarks, embedding programs).
+    pub fn new(pipeline: impl Into<String>, name: impl Into<String>, subtask: u32, parallelism: u32) -> Self {
+        Self { pipeline: pipeline.into(), name: name.into(), subtask, parallelism, services: services::Services::default() }
+    }
 }
 
 /// What a [`Source::poll`] call produced.

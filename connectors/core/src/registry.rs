@@ -63,6 +63,9 @@ pub struct ConfigContext<'a> {
     pub base: &'a Path,
     /// Whether the pipeline takes checkpoints (exactly-once sinks need them).
     pub checkpointing: bool,
+    /// The directory plugins are loaded from (connectors that are plugins
+    /// are found there).
+    pub plugin_dir: &'a Path,
 }
 
 impl ConfigContext<'_> {
@@ -366,7 +369,7 @@ mod tests {
     }
 
     fn cx() -> ConfigContext<'static> {
-        ConfigContext { pipeline: "p", name: "out", base: Path::new("/pipelines"), checkpointing: true }
+        ConfigContext { pipeline: "p", name: "out", base: Path::new("/pipelines"), checkpointing: true, plugin_dir: Path::new("/pipelines/plugins") }
     }
 
     #[test]

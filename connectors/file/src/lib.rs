@@ -145,7 +145,7 @@ pub use source::{FileSource, FileSourceConfig, LineFormat};
 
 #[cfg(test)]
 fn test_ctx(subtask: u32, parallelism: u32) -> weir_connector::ConnectorContext {
-    weir_connector::ConnectorContext { pipeline: "test".into(), name: "files".into(), subtask, parallelism }
+    weir_connector::ConnectorContext::new("test", "files", subtask, parallelism)
 }
 
 mod registration {

@@ -89,7 +89,7 @@
 //!
 //! let config = GeneratorConfig { count: Some(3), schema: Schema::Sequence, ..GeneratorConfig::default() };
 //! assert!(config.validate().is_empty());
-//! let ctx = ConnectorContext { pipeline: "p".into(), name: "numbers".into(), subtask: 0, parallelism: 1 };
+//! let ctx = ConnectorContext::new("p", "numbers", 0, 1);
 //! let mut source = GeneratorSource::new(config, &ctx);
 //! let mut out = BatchWriter::new();
 //! assert_eq!(source.poll(&mut out, 1 << 16).unwrap(), Poll::Ready);
@@ -619,7 +619,7 @@ fn write_words(v: &mut Vec<u8>, n: u64, seed: u64) {
 mod tests {
     #[test]
     fn mark_latency_stamps_every_record_with_its_creation_time() {
-        let ctx = weir_connector::ConnectorContext { pipeline: "p".into(), name: "g".into(), subtask: 0, parallelism: 1 };
+        let ctx = weir_connector::ConnectorContext::new("p", "g", 0, 1);
         let config = GeneratorConfig { count: Some(3), mark_latency: true, ..GeneratorConfig::default() };
         let mut g = GeneratorSource::new(config, &ctx);
         let mut out = BatchWriter::new();
@@ -644,7 +644,7 @@ mod tests {
     use super::*;
 
     fn ctx(subtask: u32, parallelism: u32) -> ConnectorContext {
-        ConnectorContext { pipeline: "test".into(), name: "gen".into(), subtask, parallelism }
+        ConnectorContext::new("test", "gen", subtask, parallelism)
     }
 
     /// Polls until finished; returns (timestamp, value) of every record.

@@ -1043,7 +1043,7 @@ mod tests {
         }
         producer.flush(Duration::from_secs(30)).unwrap();
         let config = toml_like(&format!(r#"{{"brokers":"{}","topic":"in","end":"latest"}}"#, mock.bootstrap_servers()));
-        let ctx = ConnectorContext { pipeline: "p".into(), name: "in".into(), subtask: 0, parallelism: 1 };
+        let ctx = ConnectorContext::new("p", "in", 0, 1);
         let mut source = KafkaSource::open(config, &ctx).unwrap();
         let mut out = BatchWriter::new();
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -560,7 +560,7 @@ mod tests {
         let mut config: ObjectStoreSinkConfig = toml::from_str(&text).unwrap();
         config.destination = Some(Destination::Local(dir.join("out")));
         config.staging_dir = Some(dir.join("staging"));
-        let ctx = ConnectorContext { pipeline: "p".into(), name: "out".into(), subtask: 0, parallelism: 1 };
+        let ctx = ConnectorContext::new("p", "out", 0, 1);
         ObjectStoreSink::open(config, &ctx).unwrap()
     }
 

@@ -660,7 +660,7 @@ mod tests {
     fn source() -> PostgresCdcSource {
         let mut c: PostgresCdcConfig = toml::from_str("url = \"postgres://weir@127.0.0.1:1/db\"\ntables = [\"t\"]").unwrap();
         c.default_name = "weir_p_s".into();
-        PostgresCdcSource::open(c, &ConnectorContext { pipeline: "p".into(), name: "s".into(), subtask: 0, parallelism: 1 }).unwrap()
+        PostgresCdcSource::open(c, &ConnectorContext::new("p", "s", 0, 1)).unwrap()
     }
 
     #[test]

@@ -11,7 +11,7 @@ fn config(pg: &TempCluster, spill: &std::path::Path, extra: &str) -> PostgresSin
 }
 
 fn ctx(subtask: u32) -> ConnectorContext {
-    ConnectorContext { pipeline: "p".into(), name: "db".into(), subtask, parallelism: 1 }
+    ConnectorContext::new("p", "db", subtask, 1)
 }
 
 fn batch(ids: std::ops::Range<u64>) -> (Vec<u8>, usize) {

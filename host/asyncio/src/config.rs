@@ -18,6 +18,11 @@ pub const MAX_CAPACITY: usize = 512;
 /// host, and batch operators and hot-reload validation need some.
 pub const MAX_SLOTS_PER_PIPELINE: usize = 768;
 
+/// A pipeline's `[connections.NAME]` tables, as the runtime hands them to
+/// connectors that are plugins (through `weir_connector::services`).
+#[derive(Debug, Clone, Default)]
+pub struct Connections(pub BTreeMap<String, ConnectionConfig>);
+
 /// In which order results leave the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]

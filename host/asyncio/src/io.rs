@@ -13,6 +13,20 @@ struct KvStore {
     sql: String,
 }
 
+/// What a plugin may reach through `async-io`: an async operator's
+/// `async` table, or a source or sink plugin's section.
+#[derive(Debug, Clone, Copy)]
+pub struct Grants<'a> {
+    /// `host:port` it may call over HTTP.
+    pub allow_http: &'a [String],
+    /// The `[connections.*]` it may use.
+    pub connections: &'a [String],
+    /// Largest response handed to it.
+    pub max_response: usize,
+    /// PostgreSQL sessions per connection, unless the connection sets its own.
+    pub pool_size: usize,
+}
+
 /// Serves one subtask's slots.
 pub struct Io {
     /// `operators[i].async`, for messages.
@@ -31,15 +45,23 @@ impl std::fmt::Debug for Io {
 }
 
 impl Io {
-    /// The grants and pools of one subtask (`application` names its
-    /// PostgreSQL sessions). No I/O: connections open on first use.
+    /// The grants and pools of one async operator's subtask
+    /// (`application` names its PostgreSQL sessions). No I/O: connections
+    /// open on first use.
     pub fn new(path: &str, config: &AsyncConfig, connections: &BTreeMap<String, ConnectionConfig>, application: &str) -> Result<Self, String> {
-        let allow_http = config.allow_http.iter().filter_map(|h| crate::config::parse_host_port(h).ok()).collect();
+        let grants = Grants { allow_http: &config.allow_http, connections: &config.connections, max_response: config.max_response.0 as usize, pool_size: config.capacity.min(DEFAULT_MAX_CONNECTIONS) };
+        Self::with_grants(path, &grants, connections, application)
+    }
+
+    /// The grants and pools of any plugin instance (`path` is the table
+    /// that grants them, for messages). No I/O.
+    pub fn with_grants(path: &str, grants: &Grants<'_>, connections: &BTreeMap<String, ConnectionConfig>, application: &str) -> Result<Self, String> {
+        let allow_http = grants.allow_http.iter().filter_map(|h| crate::config::parse_host_port(h).ok()).collect();
         let mut sql = HashMap::new();
         let mut kv = HashMap::new();
-        for name in &config.connections {
-            let c = connections.get(name).ok_or_else(|| format!("{path}.connections: no connection {name:?}"))?;
-            let size = c.endpoint().3.unwrap_or(config.capacity.min(DEFAULT_MAX_CONNECTIONS));
+        for name in grants.connections {
+            let c = connections.get(name).ok_or_else(|| format!("{path}.connections: no connection {name:?}; define it as [connections.{name}]"))?;
+            let size = c.endpoint().3.unwrap_or(grants.pool_size);
             let pool = Arc::new(Pool::new(name, c, size, application)?);
             match c {
                 ConnectionConfig::Postgres(_) => {
@@ -56,7 +78,7 @@ impl Io {
                 }
             }
         }
-        Ok(Self { path: path.to_owned(), allow_http, max_response: config.max_response.0 as usize, http: Arc::new(HttpClient::default()), sql, kv })
+        Ok(Self { path: path.to_owned(), allow_http, max_response: grants.max_response, http: Arc::new(HttpClient::default()), sql, kv })
     }
 
     /// The bound of what one request hands the plugin, and its setting.
@@ -71,7 +93,7 @@ impl Io {
         };
         let want = if kind == "sql" { "type = \"postgres\"" } else { "type = \"postgres-kv\"" };
         format!(
-            "{kind}: no connection {name:?} granted to this operator; define [connections.{name}] with {want} and list it in {}.connections (granted: [{}])",
+            "{kind}: no connection {name:?} granted to this plugin; define [connections.{name}] with {want} and list it in {}.connections (granted: [{}])",
             self.path,
             have.join(", ")
         )

@@ -42,8 +42,8 @@ pub mod pg;
 mod queue;
 mod stage;
 
-pub use config::{AsyncConfig, ConnectionConfig, OnTimeout, OutputMode, RetryConfig};
-pub use io::Io;
+pub use config::{AsyncConfig, ConnectionConfig, Connections, OnTimeout, OutputMode, RetryConfig};
+pub use io::{Grants, Io};
 pub use stage::{decode_snapshot, encode_snapshot, AsyncStage, AsyncStageSpec, DeadLetter};
 
 pub(crate) fn now_ms() -> i64 {

@@ -60,7 +60,7 @@ fn sink(hook: &HookServer, staging: &std::path::Path, data: &[(Vec<u8>, usize)],
     let text = format!("url = {:?}\nbatch = {{ records = {batch}, bytes = \"64MiB\" }}\nstaging-dir = {:?}\ndead-letter-dir = {:?}", hook.url(), staging.display().to_string(), staging.join("dead").display().to_string());
     let mut config: HttpSinkConfig = toml::from_str(&text)?;
     config.checkpointing = true;
-    let ctx = ConnectorContext { pipeline: "bench".into(), name: "hook".into(), subtask: 0, parallelism: 1 };
+    let ctx = ConnectorContext::new("bench", "hook", 0, 1);
     let mut sink = HttpSink::open(config, &ctx)?;
     crate::postgres::drive(&mut sink, data, epoch)
 }

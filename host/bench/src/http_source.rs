@@ -93,7 +93,7 @@ fn source(bodies: &Arc<Vec<Vec<u8>>>, records: u64, epoch: u64, round: u32) -> a
     let text = format!("listen = \"127.0.0.1:0\"\nmax-buffer = \"64GiB\"\nspool-dir = {:?}", spool.path().display().to_string());
     let mut config: HttpSourceConfig = toml::from_str(&text)?;
     config.checkpointing = true;
-    let ctx = ConnectorContext { pipeline: "bench".into(), name: "hooks".into(), subtask: 0, parallelism: 1 };
+    let ctx = ConnectorContext::new("bench", "hooks", 0, 1);
     let mut src = HttpSource::open(&config, &ctx)?;
     let url = format!("http://{}/", src.local_addr());
     let started = Instant::now();

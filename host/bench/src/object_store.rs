@@ -108,7 +108,7 @@ fn sink(moto: &Moto, bucket: &str, staging: &std::path::Path, data: &[(Vec<u8>, 
         if format == Format::Parquet { columns_toml() } else { "" }
     );
     let config: ObjectStoreSinkConfig = toml::from_str(&text)?;
-    let ctx = ConnectorContext { pipeline: "bench".into(), name: "objects".into(), subtask: 0, parallelism: 1 };
+    let ctx = ConnectorContext::new("bench", "objects", 0, 1);
     let mut sink = ObjectStoreSink::open(config, &ctx)?;
     let elapsed = crate::postgres::drive(&mut sink, data, epoch)?;
     Ok((elapsed, sink.stats().objects))

@@ -107,7 +107,7 @@ fn raw_copy(pg: &TempCluster, data: &[(Vec<u8>, usize)], batch: usize) -> anyhow
 fn sink(pg: &TempCluster, spill: &std::path::Path, data: &[(Vec<u8>, usize)], extra: &str, epoch: u64) -> anyhow::Result<Duration> {
     let text = format!("url = {:?}\ntable = \"bench\"\nspill-dir = {:?}\n{extra}", pg.url(), spill.display().to_string());
     let config: PostgresSinkConfig = toml::from_str(&text)?;
-    let ctx = ConnectorContext { pipeline: "bench".into(), name: "pg".into(), subtask: 0, parallelism: 1 };
+    let ctx = ConnectorContext::new("bench", "pg", 0, 1);
     let mut sink = PostgresSink::open(config, &ctx)?;
     drive(&mut sink, data, epoch)
 }

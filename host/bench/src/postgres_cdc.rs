@@ -43,7 +43,7 @@ fn source(pg: &TempCluster) -> anyhow::Result<PostgresCdcSource> {
     let text = format!("url = {:?}\ntables = [\"bench\"]\npublication = \"{PUBLICATION}\"\nslot = \"{SOURCE_SLOT}\"\nsnapshot = \"never\"", pg.url());
     let mut config: PostgresCdcConfig = toml::from_str(&text)?;
     config.checkpointing = true;
-    let ctx = ConnectorContext { pipeline: "bench".into(), name: "cdc".into(), subtask: 0, parallelism: 1 };
+    let ctx = ConnectorContext::new("bench", "cdc", 0, 1);
     Ok(PostgresCdcSource::open(config, &ctx)?)
 }
 

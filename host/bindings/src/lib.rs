@@ -32,3 +32,41 @@ pub mod async_operator {
     pub use weir::plugin::{async_io, log, types};
     pub use exports::weir::plugin::async_handler;
 }
+
+/// The `sink` world (`wit/connector.wit`): a sink written as a plugin. Its
+/// imports are the async operator's (`log`, `async-io`), reused here so
+/// that one host state serves both, and its calls are awaited the same
+/// way: a sink's calls are per batch, so `call_async`'s cost is noise.
+pub mod sink {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "sink",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "weir:plugin/async-io": crate::async_operator::async_io,
+            "weir:plugin/log": crate::async_operator::log,
+        },
+    });
+
+    pub use exports::weir::plugin::sink_handler;
+    pub use weir::plugin::connector_types;
+}
+
+/// The `source` world (`wit/connector.wit`): a source written as a plugin,
+/// with the same imports as [`sink`].
+pub mod source {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "source",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "weir:plugin/async-io": crate::async_operator::async_io,
+            "weir:plugin/log": crate::async_operator::log,
+            "weir:plugin/connector-types": crate::sink::connector_types,
+        },
+    });
+
+    pub use exports::weir::plugin::source_handler;
+}

@@ -63,8 +63,13 @@ impl WasiView for AsyncHostState {
 }
 
 pub(crate) fn add_to_linker(linker: &mut Linker<AsyncHostState>) -> wasmtime::Result<()> {
-    AsyncOperator::add_to_linker::<AsyncHostState, HasSelf<AsyncHostState>>(linker, |s| s)
+    AsyncOperator::add_to_linker::<AsyncHostState, HasSelf<AsyncHostState>>(linker, |s| s)?;
+    // Source and sink plugins import the same interfaces, plus the
+    // connector types.
+    weir_bindings::sink::connector_types::add_to_linker::<AsyncHostState, HasSelf<AsyncHostState>>(linker, |s| s)
 }
+
+impl weir_bindings::sink::connector_types::Host for AsyncHostState {}
 
 impl types::Host for AsyncHostState {}
 
@@ -96,6 +101,55 @@ impl log::Host for AsyncHostState {
     }
 }
 
+/// A store for an instance whose calls are awaited (an async operator's
+/// slot, a source or sink plugin): captured output, the memory cap, and a
+/// CPU deadline counted in epoch ticks of Wasm execution only (each tick
+/// yields to the runtime, so waiting for I/O uses none of it).
+pub(crate) fn async_store(plugin: &Plugin, tag: Arc<str>, limits: Limits, io: Arc<dyn IoProvider>, profile_root: String) -> (Store<AsyncHostState>, CapturedOutput) {
+    let stderr = CapturedOutput::new(tag.clone(), "stderr");
+    let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+    wasi.stdout(CapturedOutput::new(tag.clone(), "stdout")).stderr(stderr.clone());
+    let state = AsyncHostState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limiter: Limiter::new(limits.memory),
+        io,
+        tag,
+        log_window: (Instant::now(), 0),
+        ticks_left: deadline_ticks(limits.call_timeout),
+    };
+    let mut store = Store::new(plugin.engine.wasmtime(), state);
+    store.limiter(|s| &mut s.limiter);
+    // Every epoch tick (10 ms) of Wasm execution yields to the runtime, so
+    // a busy instance neither holds up the others nor escapes its call's
+    // timeout; the ticks a call gets are its CPU deadline.
+    let profiler = plugin.engine.profiler().map(|p| (p.clone(), profile_root));
+    store.epoch_deadline_callback(move |mut ctx| {
+        if let Some((profiler, root)) = &profiler {
+            profiler.sample(root, &wasmtime::WasmBacktrace::capture(&ctx));
+        }
+        let s = ctx.data_mut();
+        if s.ticks_left == 0 {
+            return Ok(wasmtime::UpdateDeadline::Interrupt);
+        }
+        s.ticks_left -= 1;
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
+    (store, stderr)
+}
+
+/// Gives the store's next call its full CPU deadline.
+pub(crate) fn arm_async_deadline(store: &mut Store<AsyncHostState>, limits: Limits) {
+    store.data_mut().ticks_left = deadline_ticks(limits.call_timeout);
+    store.set_epoch_deadline(1);
+}
+
+/// The classified trap of a failed call on an async store.
+pub(crate) fn async_trap(store: &Store<AsyncHostState>, stderr: &CapturedOutput, limits: Limits, e: wasmtime::Error) -> CallError {
+    classify_trap(store.data().limiter.denied, stderr, limits, e)
+}
+
 /// One slot: a live instance of an async operator with its own store.
 pub struct AsyncInstance {
     store: Store<AsyncHostState>,
@@ -114,45 +168,17 @@ impl AsyncInstance {
     /// Instantiates an async plugin (no filesystem: `read_dirs` of `info`
     /// are not granted to async operators) and awaits its `open`.
     pub async fn open(plugin: &Arc<Plugin>, info: &InstanceInfo, limits: Limits, io: Arc<dyn IoProvider>, slot: usize) -> Result<Self, CallError> {
-        let PluginKind::Async(pre) = &plugin.kind else {
-            return Err(CallError::Failed(format!(
+        let pre = match &plugin.kind {
+            PluginKind::Async(pre) => pre,
+            PluginKind::Sink(_) | PluginKind::Source(_) => return Err(crate::connector::not_an_operator(plugin)),
+            PluginKind::Operator(_) => return Err(CallError::Failed(format!(
                 "plugin {} is not an async operator (it does not export {}); remove the operator's `async` table",
                 plugin.name,
                 crate::plugin::ASYNC_INTERFACE
-            )));
+            ))),
         };
         let tag: Arc<str> = format!("{}/{}[{}]#{slot}", plugin.name, info.operator, info.subtask).into();
-        let stderr = CapturedOutput::new(tag.clone(), "stderr");
-        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-        wasi.stdout(CapturedOutput::new(tag.clone(), "stdout")).stderr(stderr.clone());
-        let state = AsyncHostState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: Limiter::new(limits.memory),
-            io,
-            tag,
-            log_window: (Instant::now(), 0),
-            ticks_left: deadline_ticks(limits.call_timeout),
-        };
-        let mut store = Store::new(plugin.engine.wasmtime(), state);
-        store.limiter(|s| &mut s.limiter);
-        // Every epoch tick (10 ms) of Wasm execution yields to the runtime,
-        // so a busy slot neither holds up the others nor escapes its
-        // record's timeout; the ticks a call gets are its CPU deadline
-        // (waiting for I/O uses none).
-        let profiler = plugin.engine.profiler().map(|p| (p.clone(), format!("{} ({})", info.operator, plugin.name)));
-        store.epoch_deadline_callback(move |mut ctx| {
-            if let Some((profiler, root)) = &profiler {
-                profiler.sample(root, &wasmtime::WasmBacktrace::capture(&ctx));
-            }
-            let s = ctx.data_mut();
-            if s.ticks_left == 0 {
-                return Ok(wasmtime::UpdateDeadline::Interrupt);
-            }
-            s.ticks_left -= 1;
-            Ok(wasmtime::UpdateDeadline::Yield(1))
-        });
-        store.set_epoch_deadline(1);
+        let (mut store, stderr) = async_store(plugin, tag, limits, io, format!("{} ({})", info.operator, plugin.name));
         let bindings = match pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) => return Err(classify_trap(store.data().limiter.denied, &stderr, limits, e)),
@@ -175,8 +201,7 @@ impl AsyncInstance {
     }
 
     fn arm_deadline(&mut self) {
-        self.store.data_mut().ticks_left = deadline_ticks(self.limits.call_timeout);
-        self.store.set_epoch_deadline(1);
+        arm_async_deadline(&mut self.store, self.limits);
     }
 
     /// Processes one record (frame format). The outer error is a trap (the

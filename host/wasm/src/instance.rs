@@ -460,11 +460,15 @@ impl OperatorInstance {
             });
         }
         arm_deadline(&mut store, plugin.engine.profiler().is_some(), limits.call_timeout);
-        let crate::plugin::PluginKind::Operator(pre) = &plugin.kind else {
-            return Err(CallError::Failed(format!(
-                "plugin {} is an async operator (world weir:plugin/async-operator); give its operator an `async` table in the pipeline file",
-                plugin.name
-            )));
+        let pre = match &plugin.kind {
+            crate::plugin::PluginKind::Operator(pre) => pre,
+            crate::plugin::PluginKind::Async(_) => {
+                return Err(CallError::Failed(format!(
+                    "plugin {} is an async operator (world weir:plugin/async-operator); give its operator an `async` table in the pipeline file",
+                    plugin.name
+                )));
+            }
+            _ => return Err(crate::connector::not_an_operator(plugin)),
         };
         let instance = match pre.instance_pre().instantiate(&mut store) {
             Ok(i) => i,

@@ -19,6 +19,12 @@
 //!   a tokio runtime, with HTTP/SQL/key-value imports served by an
 //!   [`IoProvider`] (implemented by `weir-async`).
 //!
+//! * [`SinkInstance`] and [`SourceInstance`] are instances of connector
+//!   plugins (worlds `weir:plugin/sink` and `weir:plugin/source`): sources
+//!   and sinks written as components, with the async operator's imports
+//!   and calls (`weir-connector-wasm` adapts them to weir's connector
+//!   traits).
+//!
 //! * [`reload`] watches the plugin directory and validates a new version
 //!   in the background (compile through the cache, world and exports,
 //!   instantiate under limits, `open`); the swap itself happens in the task
@@ -34,6 +40,7 @@
 //! language runtimes need them to start.
 
 mod asyncop;
+mod connector;
 mod engine;
 mod instance;
 mod output;
@@ -44,5 +51,6 @@ pub mod reload;
 pub use engine::{Engine, EngineConfig, EPOCH_TICK};
 pub use instance::{CallError, InstanceInfo, Limits, OperatorInstance, TimerFired, TrapKind};
 pub use profile::{OperatorProfile, ProfileReport, Profiler};
-pub use plugin::{Plugin, PluginError, PluginInspection, ASYNC_INTERFACE, MIGRATE_INTERFACE};
+pub use plugin::{find_plugin, list_plugins, missing_plugin, Plugin, PluginError, PluginInspection, ASYNC_INTERFACE, MIGRATE_INTERFACE, SINK_INTERFACE, SOURCE_INTERFACE};
+pub use connector::{Answer, ConnectorFailure, ConnectorInfo, Polled, SinkInstance, SourceInstance};
 pub use asyncop::{AsyncInstance, HttpResponse, IoFuture, IoProvider, ProcessError, SqlRows, SqlValue};

@@ -8,6 +8,8 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex};
 use weir_bindings::OperatorPre;
 use weir_bindings::async_operator::AsyncOperatorPre;
+use weir_bindings::sink::SinkPre;
+use weir_bindings::source::SourcePre;
 use crate::asyncop::AsyncHostState;
 
 /// The optional hot-reload hook's interface (`wit/migrate.wit`).
@@ -16,12 +18,22 @@ pub const MIGRATE_INTERFACE: &str = "weir:plugin/migrate@0.1.0";
 /// The export that makes a component an async operator (`wit/async-io.wit`).
 pub const ASYNC_INTERFACE: &str = "weir:plugin/async-handler@0.1.0";
 
+/// The export that makes a component a sink (`wit/connector.wit`).
+pub const SINK_INTERFACE: &str = "weir:plugin/sink-handler@0.1.0";
+
+/// The export that makes a component a source (`wit/connector.wit`).
+pub const SOURCE_INTERFACE: &str = "weir:plugin/source-handler@0.1.0";
+
 /// Which world a plugin implements, with its prepared instantiation.
 pub(crate) enum PluginKind {
     /// `weir:plugin/operator`: batches in, batches out, synchronous calls.
     Operator(OperatorPre<HostState>),
     /// `weir:plugin/async-operator`: one record per call, async host I/O.
     Async(AsyncOperatorPre<AsyncHostState>),
+    /// `weir:plugin/sink`: a sink connector, async host I/O.
+    Sink(SinkPre<AsyncHostState>),
+    /// `weir:plugin/source`: a source connector, async host I/O.
+    Source(SourcePre<AsyncHostState>),
 }
 
 /// Why a plugin cannot be used.
@@ -54,8 +66,8 @@ pub enum PluginError {
         /// The compiler's message.
         message: String,
     },
-    /// It is a component, but not of the `weir:plugin/operator` world.
-    #[error("{} is a WebAssembly component but not a weir operator: {reason}. It exports [{exports}] and imports [{imports}]; a weir operator exports the interface weir:plugin/handler@0.1.0 (`open`, `process`, `on-timer`, `close`) of world weir:plugin/operator (in Rust: `weir_sdk::export_operator!(YourType)`), or weir:plugin/async-handler@0.1.0 (`open`, `process`) of world weir:plugin/async-operator", path.display())]
+    /// It is a component, but of none of weir's worlds.
+    #[error("{} is a WebAssembly component but not a weir plugin: {reason}. It exports [{exports}] and imports [{imports}]; a weir operator exports the interface weir:plugin/handler@0.1.0 (`open`, `process`, `on-timer`, `close`) of world weir:plugin/operator (in Rust: `weir_sdk::export_operator!(YourType)`), or weir:plugin/async-handler@0.1.0 (`open`, `process`) of world weir:plugin/async-operator; a source or sink plugin exports weir:plugin/source-handler@0.1.0 or weir:plugin/sink-handler@0.1.0 (worlds weir:plugin/source and weir:plugin/sink)", path.display())]
     WrongWorld {
         /// The file.
         path: PathBuf,
@@ -129,9 +141,16 @@ impl Plugin {
         let needs = |e: wasmtime::Error| {
             wrong(format!("it needs an import weir does not provide (capabilities are denied by default): {}", root_cause(&e)))
         };
-        let kind = if component.get_export_index(None, ASYNC_INTERFACE).is_some() {
+        let exports = |interface: &str| component.get_export_index(None, interface).is_some();
+        let kind = if exports(ASYNC_INTERFACE) {
             let instance_pre = engine.async_linker().instantiate_pre(&component).map_err(needs)?;
             PluginKind::Async(AsyncOperatorPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?)
+        } else if exports(SINK_INTERFACE) {
+            let instance_pre = engine.async_linker().instantiate_pre(&component).map_err(needs)?;
+            PluginKind::Sink(SinkPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?)
+        } else if exports(SOURCE_INTERFACE) {
+            let instance_pre = engine.async_linker().instantiate_pre(&component).map_err(needs)?;
+            PluginKind::Source(SourcePre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?)
         } else {
             let instance_pre = engine.linker().instantiate_pre(&component).map_err(needs)?;
             PluginKind::Operator(OperatorPre::new(instance_pre).map_err(|e| wrong(root_cause(&e)))?)
@@ -165,10 +184,56 @@ impl Plugin {
         matches!(self.kind, PluginKind::Async(_))
     }
 
+    /// What the plugin is, for messages: "operator", "async operator",
+    /// "sink" or "source".
+    pub fn kind(&self) -> &'static str {
+        match self.kind {
+            PluginKind::Operator(_) => "operator",
+            PluginKind::Async(_) => "async operator",
+            PluginKind::Sink(_) => "sink",
+            PluginKind::Source(_) => "source",
+        }
+    }
+
     /// The first 12 hex digits of the content hash.
     pub fn short_hash(&self) -> &str {
         &self.hash[..12.min(self.hash.len())]
     }
+}
+
+/// The file of plugin `name` in `dir`: `NAME.wasm`, or with `-` written
+/// `_` (cargo names `json-filter`'s output `json_filter.wasm`).
+pub fn find_plugin(dir: &Path, name: &str) -> Option<PathBuf> {
+    [format!("{name}.wasm"), format!("{}.wasm", name.replace('-', "_"))].into_iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
+
+/// Plugin names available in `dir`.
+pub fn list_plugins(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().replace('_', "-")))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Why plugin `plugin` is not found in `plugin_dir`, with what is there
+/// (`available`, from [`list_plugins`]) and what to do.
+pub fn missing_plugin(plugin: &str, plugin_dir: &Path, available: &[String]) -> String {
+    let hint = if available.is_empty() {
+        format!("the directory has no .wasm files{}", if plugin_dir.is_dir() { "" } else { " (it does not exist)" })
+    } else {
+        format!("available: {}", available.join(", "))
+    };
+    format!(
+        "no plugin {plugin:?} in {} (looked for {plugin}.wasm and {}.wasm); {hint}. Build it with `cargo build --target wasm32-wasip2 --release` or set `plugin-dir`",
+        plugin_dir.display(),
+        plugin.replace('-', "_")
+    )
 }
 
 fn root_cause(e: &wasmtime::Error) -> String {

@@ -48,11 +48,12 @@ pub(super) struct Scope<'a> {
     pub pipeline: &'a str,
     pub base: &'a Path,
     pub checkpointing: bool,
+    pub plugin_dir: &'a Path,
 }
 
 impl Scope<'_> {
     fn context<'a>(&'a self, name: &'a str) -> ConfigContext<'a> {
-        ConfigContext { pipeline: self.pipeline, name, base: self.base, checkpointing: self.checkpointing }
+        ConfigContext { pipeline: self.pipeline, name, base: self.base, checkpointing: self.checkpointing, plugin_dir: self.plugin_dir }
     }
 }
 

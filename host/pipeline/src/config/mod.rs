@@ -26,7 +26,8 @@ use std::sync::Arc;
 use weir_connector::registry::Registry;
 
 pub use connectors::{SinkConfig, SourceConfig};
-pub use operators::{find_plugin, list_plugins, OnError, OperatorConfig, PartitionKind};
+pub use operators::{OnError, OperatorConfig, PartitionKind};
+pub use weir_wasm::{find_plugin, list_plugins};
 pub use sections::{CheckpointConfig, CheckpointMode, LimitsConfig, NetworkConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 
 /// One problem in a pipeline file.
@@ -271,7 +272,7 @@ impl Pipeline {
             }
         }
         let (declared_sources, declared_sinks) = (raw.sources.len(), raw.sinks.len());
-        let scope = connectors::Scope { registry: &options.registry, pipeline: &name, base: &base, checkpointing: checkpoint.interval.is_some() };
+        let scope = connectors::Scope { registry: &options.registry, pipeline: &name, base: &base, checkpointing: checkpoint.interval.is_some(), plugin_dir: &plugin_dir };
         let sources = connectors::parse_sources(raw.sources, &scope, &mut errors);
         let declared_connections: Vec<String> = raw.connections.keys().cloned().collect();
         let connections = connectors::parse_connections(raw.connections, &base, &mut errors);

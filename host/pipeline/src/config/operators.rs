@@ -5,6 +5,7 @@ use super::{push_validation, typed, ConfigError, LimitsConfig};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use weir_wasm::{find_plugin, list_plugins, missing_plugin};
 
 /// How an operator's input is spread over its subtasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -141,36 +142,4 @@ pub(super) fn parse_operators(
         operators.push(op);
     }
     (operators, plugin_files)
-}
-
-fn missing_plugin(plugin: &str, plugin_dir: &Path, available: &[String]) -> String {
-    let hint = if available.is_empty() {
-        format!("the directory has no .wasm files{}", if plugin_dir.is_dir() { "" } else { " (it does not exist)" })
-    } else {
-        format!("available: {}", available.join(", "))
-    };
-    format!(
-        "no plugin {plugin:?} in {} (looked for {plugin}.wasm and {}.wasm); {hint}. Build it with `cargo build --target wasm32-wasip2 --release` or set `plugin-dir`",
-        plugin_dir.display(),
-        plugin.replace('-', "_")
-    )
-}
-
-/// `name.wasm` or `name_with_underscores.wasm` in `dir`.
-pub fn find_plugin(dir: &Path, name: &str) -> Option<PathBuf> {
-    [format!("{name}.wasm"), format!("{}.wasm", name.replace('-', "_"))].into_iter().map(|f| dir.join(f)).find(|p| p.is_file())
-}
-
-/// Plugin names available in `dir`.
-pub fn list_plugins(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().replace('_', "-")))
-        .collect();
-    names.sort();
-    names
 }

@@ -170,6 +170,9 @@ impl RunSummary {
 pub struct LoadedPlugins {
     /// Same order as `Pipeline::operators`.
     pub plugins: Vec<Arc<Plugin>>,
+    /// The engine they were loaded by, which also loads the sources and
+    /// sinks that are plugins (`type = "wasm"`).
+    pub engine: Engine,
 }
 
 /// Loads (compiles or fetches from the cache) every operator's plugin, as
@@ -201,7 +204,7 @@ fn load_plugins_from(p: &Pipeline, engine: &Engine, vault: Option<&PluginVault>)
         loaded.push((file.clone(), plugin.clone()));
         plugins.push(plugin);
     }
-    Ok(LoadedPlugins { plugins })
+    Ok(LoadedPlugins { plugins, engine: engine.clone() })
 }
 
 fn load_plugin(p: &Pipeline, engine: &Engine, i: usize, file: &std::path::Path, vault: Option<&PluginVault>) -> Result<Plugin, RunError> {

@@ -42,8 +42,13 @@ pub(super) struct NodeContext<'a> {
 }
 
 impl NodeContext<'_> {
+    /// What a source or sink gets: who it is, and the services a connector
+    /// that is a plugin needs (the engine, the pipeline's connections and
+    /// default limits).
     fn connector(&self, name: &str, parallelism: u32) -> ConnectorContext {
-        ConnectorContext { pipeline: self.p.name.clone(), name: name.to_owned(), subtask: self.subtask, parallelism }
+        let mut cx = ConnectorContext::new(self.p.name.clone(), name, self.subtask, parallelism);
+        cx.services = cx.services.with(self.plugins.engine.clone()).with(weir_async::Connections(self.p.connections.clone())).with(self.p.limits);
+        cx
     }
 
     fn at_checkpoint(&self, r: &Restore, what: &str, e: impl std::fmt::Display) -> RunError {

@@ -1,0 +1,229 @@
+//! # Sources and sinks written as plugins
+//!
+//! `type = "wasm"` in a `[sources.NAME]` or `[sinks.NAME]` section runs a
+//! connector that is a WebAssembly component, found in the plugin
+//! directory like an operator: a component of world `weir:plugin/source`
+//! or `weir:plugin/sink` (`wit/connector.wit`; in Rust, `weir-sdk-connector`).
+//!
+//! ```toml
+//! [sinks.hook]
+//! type = "wasm"
+//! plugin = "webhook-sink"                      # plugins/webhook_sink.wasm
+//! allow-http = ["hooks.internal:8080"]         # what it may reach, nothing else
+//! config = { url = "http://hooks.internal:8080/in", batch = 500 }
+//! ```
+//!
+//! The plugin implements weir's connector traits through its exports, one
+//! call per batch: a sink gets `write` for every batch, `pre-commit` at a
+//! checkpoint barrier (its handle is stored in the checkpoint) and
+//! `commit` once the checkpoint is complete; a restored run hands it the
+//! handles to publish again, so a plugin whose `commit` is idempotent is
+//! exactly-once like the built-in sinks. A source's `snapshot` goes into
+//! the checkpoint and comes back to `restore`.
+//!
+//! A plugin connector has no filesystem, network or environment: it
+//! reaches out only through the `async-io` imports, to the hosts in
+//! `allow-http` and the `[connections.*]` in `connections`, exactly as an
+//! async operator does. Each call is bounded by the section's `timeout`
+//! (I/O included) and by the pipeline's `limits.call-timeout` of CPU; a
+//! trap or a timeout stops the pipeline with a message naming the plugin,
+//! the call and the reason, and the instance is never called again.
+
+mod sink;
+mod source;
+
+pub use sink::{PluginSink, PluginSinkConfig};
+pub use source::{PluginSource, PluginSourceConfig};
+
+use serde::Deserialize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use weir_connector::config::{ByteSize, DurationStr};
+use weir_connector::registry::{ConfigContext, FieldErrors};
+use weir_connector::{ConnectorContext, ConnectorError, ErrorKind, WaitObserver};
+use weir_wasm::{Answer, ConnectorFailure, ConnectorInfo, Engine, HttpResponse, IoFuture, IoProvider, Limits, Plugin, SqlRows, SqlValue};
+
+/// The section of a source or sink that is a plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginConnectorConfig {
+    /// The plugin's name in the plugin directory (`webhook-sink` is
+    /// `webhook-sink.wasm` or `webhook_sink.wasm`).
+    pub plugin: String,
+    /// Handed to the plugin's `open` as a JSON object.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// `host:port` (or `host`, port 80) the plugin may call over HTTP.
+    #[serde(default)]
+    pub allow_http: Vec<String>,
+    /// Names of `[connections.*]` the plugin may use (SQL, key-value).
+    #[serde(default)]
+    pub connections: Vec<String>,
+    /// Largest HTTP response or query result handed to the plugin.
+    #[serde(default = "default_max_response")]
+    pub max_response: ByteSize,
+    /// Longest one call into the plugin may take, its I/O included.
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationStr,
+    /// The plugin's file, found in the plugin directory by `prepare`.
+    #[serde(skip)]
+    pub file: PathBuf,
+    /// Whether the pipeline takes checkpoints, told to the plugin.
+    #[serde(skip)]
+    pub checkpointing: bool,
+}
+
+fn default_max_response() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+fn default_timeout() -> DurationStr {
+    DurationStr(Duration::from_secs(30))
+}
+
+impl PluginConnectorConfig {
+    /// Checks the values and finds the plugin's file.
+    fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+        let mut errors = Vec::new();
+        self.checkpointing = cx.checkpointing;
+        match weir_wasm::find_plugin(cx.plugin_dir, &self.plugin) {
+            Some(file) => self.file = file,
+            None => errors.push(("plugin".to_owned(), weir_wasm::missing_plugin(&self.plugin, cx.plugin_dir, &weir_wasm::list_plugins(cx.plugin_dir)))),
+        }
+        for (i, h) in self.allow_http.iter().enumerate() {
+            if let Err(e) = weir_async::config::parse_host_port(h) {
+                errors.push((format!("allow-http[{i}]"), e));
+            }
+        }
+        if self.timeout.0.is_zero() {
+            errors.push(("timeout".to_owned(), "must be more than 0 (the longest one call into the plugin may take)".to_owned()));
+        }
+        if self.max_response.0 == 0 {
+            errors.push(("max-response".to_owned(), "must be more than 0".to_owned()));
+        }
+        errors
+    }
+
+    /// Loads the plugin and prepares what its instance runs on: the
+    /// runtime its I/O is awaited on and the grants of the section.
+    fn prepare_run(&self, ctx: &ConnectorContext, section: &str, waits: Arc<OnceLock<Arc<dyn WaitObserver>>>) -> Result<Prepared, ConnectorError> {
+        let engine = ctx.services.get::<Engine>().ok_or_else(|| {
+            ConnectorError::internal(format!("{section}: a plugin connector needs weir's Wasm engine, and the program running this pipeline did not provide one"))
+        })?;
+        let plugin = engine.load(&self.file).map_err(|e| ConnectorError::user(format!("{section}.plugin: {e}")))?;
+        tracing::info!(plugin = %plugin.name, version = plugin.short_hash(), kind = plugin.kind(), cached = plugin.from_cache, "loaded connector plugin");
+        let connections = ctx.services.get::<weir_async::Connections>().cloned().unwrap_or_default();
+        let grants = weir_async::Grants { allow_http: &self.allow_http, connections: &self.connections, max_response: self.max_response.0 as usize, pool_size: 4 };
+        let application = format!("weir/{}/{}/{}", ctx.pipeline, ctx.name, ctx.subtask);
+        let io = weir_async::Io::with_grants(section, &grants, &connections.0, &application).map_err(ConnectorError::user)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(format!("weir-plugin-{}", ctx.name))
+            .build()
+            .map_err(|e| ConnectorError::external(format!("{section}: cannot start the runtime for the plugin's I/O"), e))?;
+        let info = ConnectorInfo {
+            pipeline: ctx.pipeline.clone(),
+            name: ctx.name.clone(),
+            subtask: ctx.subtask,
+            parallelism: ctx.parallelism,
+            config_json: serde_json::to_string(&self.config).expect("a TOML table is valid JSON"),
+            checkpointing: self.checkpointing,
+        };
+        Ok(Prepared {
+            runner: Runner { runtime, timeout: self.timeout.0, plugin: Arc::new(plugin), section: section.to_owned(), broken: None },
+            info,
+            limits: ctx.services.get::<Limits>().copied().unwrap_or_default(),
+            io: Arc::new(WatchedIo { io, waits }),
+        })
+    }
+}
+
+/// What opening an instance takes.
+struct Prepared {
+    runner: Runner,
+    info: ConnectorInfo,
+    limits: Limits,
+    io: Arc<dyn IoProvider>,
+}
+
+/// Runs an instance's calls to completion on the task thread, each within
+/// the section's `timeout`, and turns their answers into connector errors.
+struct Runner {
+    runtime: tokio::runtime::Runtime,
+    timeout: Duration,
+    plugin: Arc<Plugin>,
+    /// `sinks.NAME` or `sources.NAME`.
+    section: String,
+    /// Why the instance may not be called again (a trap, a timeout).
+    broken: Option<String>,
+}
+
+impl Runner {
+    /// Runs `call` (the plugin's export `what`).
+    fn call<T>(&mut self, what: &str, call: impl Future<Output = Answer<T>>) -> Result<T, ConnectorError> {
+        if let Some(why) = &self.broken {
+            return Err(ConnectorError::user(format!("plugin {} is not called again after it failed: {why}", self.plugin.name)));
+        }
+        let answer = self.runtime.block_on(async { tokio::time::timeout(self.timeout, call).await });
+        let name = &self.plugin.name;
+        match answer {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(ConnectorFailure::User(m)))) => Err(ConnectorError::user(format!("plugin {name} ({what}): {m}"))),
+            Ok(Ok(Err(ConnectorFailure::External(m)))) => Err(ConnectorError {
+                kind: ErrorKind::External,
+                message: format!("plugin {name} ({what}): {m}"),
+                source: None,
+            }),
+            Ok(Err(weir_wasm::CallError::Failed(m))) => Err(ConnectorError::user(m)),
+            Ok(Err(trap)) => {
+                let why = format!("plugin {name} ({}) {trap} in `{what}`", self.plugin.path.display());
+                self.broken = Some(why.clone());
+                Err(ConnectorError::user(why))
+            }
+            Err(_) => {
+                let why = format!(
+                    "plugin {name}'s `{what}` took longer than {}.timeout = {:?} (its I/O included) and was abandoned",
+                    self.section, self.timeout
+                );
+                self.broken = Some(why.clone());
+                Err(ConnectorError { kind: ErrorKind::External, message: why, source: None })
+            }
+        }
+    }
+}
+
+/// The section's grants, with the time spent waiting for I/O reported to
+/// the task's backpressure clock once the runtime hands the sink its
+/// observer.
+struct WatchedIo {
+    io: weir_async::Io,
+    waits: Arc<OnceLock<Arc<dyn WaitObserver>>>,
+}
+
+impl WatchedIo {
+    fn watch<T: Send + 'static>(&self, call: IoFuture<T>) -> IoFuture<T> {
+        let Some(observer) = self.waits.get().cloned() else { return call };
+        Box::pin(async move {
+            observer.start_wait();
+            let r = call.await;
+            observer.end_wait();
+            r
+        })
+    }
+}
+
+impl IoProvider for WatchedIo {
+    fn http(&self, method: String, url: String, headers: Vec<(String, String)>, body: Vec<u8>) -> IoFuture<HttpResponse> {
+        self.watch(self.io.http(method, url, headers, body))
+    }
+
+    fn sql(&self, connection: String, query: String, params: Vec<SqlValue>) -> IoFuture<SqlRows> {
+        self.watch(self.io.sql(connection, query, params))
+    }
+
+    fn kv_get(&self, store: String, key: String) -> IoFuture<Option<String>> {
+        self.watch(self.io.kv_get(store, key))
+    }
+}

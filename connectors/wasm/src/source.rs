@@ -1,0 +1,88 @@
+//! `[sources.NAME] type = "wasm"`.
+
+use crate::{PluginConnectorConfig, Runner};
+use serde::Deserialize;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use weir_connector::registry::{ConfigContext, FieldErrors, SourceConfig};
+use weir_connector::{BatchWriter, ConnectorContext, ConnectorError, Poll, Source};
+use weir_wasm::{Polled, SourceInstance};
+
+/// A source section whose connector is a plugin (world `weir:plugin/source`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct PluginSourceConfig {
+    /// The settings every plugin connector has.
+    pub connector: PluginConnectorConfig,
+}
+
+impl SourceConfig for PluginSourceConfig {
+    const TYPE: &'static str = "wasm";
+
+    fn prepare(&mut self, cx: &ConfigContext<'_>) -> FieldErrors {
+        self.connector.prepare(cx)
+    }
+
+    fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError> {
+        Ok(Box::new(PluginSource::open(&self.connector, ctx)?))
+    }
+}
+
+/// One subtask of a source plugin.
+pub struct PluginSource {
+    runner: Runner,
+    instance: SourceInstance,
+}
+
+impl std::fmt::Debug for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginSource").field("plugin", &self.runner.plugin.name).finish()
+    }
+}
+
+impl PluginSource {
+    /// Loads the plugin and opens its instance for the context's subtask.
+    pub fn open(config: &PluginConnectorConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
+        let section = format!("sources.{}", ctx.name);
+        let crate::Prepared { mut runner, info, limits, io } = config.prepare_run(ctx, &section, Arc::new(OnceLock::new()))?;
+        let plugin = runner.plugin.clone();
+        let instance = runner.call("open", SourceInstance::open(&plugin, &info, limits, io))?;
+        Ok(Self { runner, instance })
+    }
+}
+
+impl Source for PluginSource {
+    fn poll(&mut self, out: &mut BatchWriter, target_bytes: usize) -> Result<Poll, ConnectorError> {
+        let max = u32::try_from(target_bytes).unwrap_or(u32::MAX);
+        match self.runner.call("poll", self.instance.poll(max))? {
+            Polled::Ready(frames) => {
+                // The plugin's bytes are checked before they enter the
+                // pipeline: a malformed batch stops it here, naming the plugin.
+                let records = weir_format::count(&frames).map_err(|e| {
+                    ConnectorError::user(format!(
+                        "plugin {}: `poll` returned {} bytes that are not records in weir's frame format ({e}); build them with weir_format::BatchWriter or your SDK's writer",
+                        self.runner.plugin.name,
+                        frames.len()
+                    ))
+                })?;
+                out.extend_raw(&frames, records);
+                Ok(Poll::Ready)
+            }
+            Polled::Idle(ms) => Ok(Poll::Idle(Duration::from_millis(u64::from(ms.max(1))))),
+            Polled::Finished => Ok(Poll::Finished),
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
+        self.runner.call("snapshot", self.instance.snapshot())
+    }
+
+    fn restore(&mut self, positions: &[&[u8]]) -> Result<(), ConnectorError> {
+        let positions: Vec<Vec<u8>> = positions.iter().map(|p| p.to_vec()).collect();
+        self.runner.call("restore", self.instance.restore(&positions))
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: u64, position: &[u8]) -> Result<(), ConnectorError> {
+        self.runner.call("checkpoint-complete", self.instance.checkpoint_complete(checkpoint, position))
+    }
+}
