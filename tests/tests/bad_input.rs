@@ -81,7 +81,7 @@ fn a_file_that_is_not_a_component_is_refused() {
 fn a_component_of_another_world_is_refused_with_what_it_exports() {
     let s = Scratch::new();
     let p = pipeline_with(&s, "name = \"w\"\nplugin = \"fixture-wrong-world\"", GENERATOR);
-    s.weir(&["run", p.to_str().unwrap()], T).expect_code(2).expect_stderr(&["not a weir operator", "wasi:cli/run", "export_operator!"]);
+    s.weir(&["run", p.to_str().unwrap()], T).expect_code(2).expect_stderr(&["not a weir plugin", "wasi:cli/run", "export_operator!", "weir:plugin/sink-handler@0.1.0"]);
 }
 
 #[test]

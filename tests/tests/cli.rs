@@ -58,7 +58,7 @@ fn plugin_inspect_shows_identity_and_contract() {
     assert!(run.stdout.contains("weir:plugin/handler@0.1.0"), "{}", run.stdout);
     assert!(run.stdout.contains("sha256:"), "{}", run.stdout);
     let run = s.weir(&["plugin", "inspect", plugin("fixture-wrong-world").to_str().unwrap()], T);
-    run.expect_code(1).expect_stderr(&["not a weir operator", "wasi:cli/run"]);
+    run.expect_code(1).expect_stderr(&["not a weir plugin", "wasi:cli/run"]);
 }
 
 /// Issue 2, user story 3: scaffold a plugin, test it natively, build it to a

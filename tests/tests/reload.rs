@@ -291,7 +291,7 @@ fn bad_versions_are_rejected_or_rolled_back_and_the_old_one_keeps_running() {
     let bad: [(&str, Vec<u8>, &str, &str); 5] = [
         ("a truncated copy", v2[..v2.len() / 2].to_vec(), "rejected", "cannot compile plugin"),
         ("bytes that are not Wasm", b"#!/bin/sh\necho this is not a plugin\n".to_vec(), "rejected", "does not start with the Wasm magic bytes"),
-        ("a component of another world", std::fs::read(plugin("fixture-wrong-world")).unwrap(), "rejected", "not a weir operator"),
+        ("a component of another world", std::fs::read(plugin("fixture-wrong-world")).unwrap(), "rejected", "not a weir plugin"),
         ("a version whose open fails", std::fs::read(plugin("fixture-open-fails")).unwrap(), "rejected", "refusing to open"),
         ("a version that traps on its first batch", std::fs::read(plugin("fixture-trap")).unwrap(), "rolled-back", "unreachable"),
     ];
