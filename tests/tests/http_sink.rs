@@ -5,19 +5,12 @@
 //! retries on 503, dead letters for refused requests and records that are
 //! not JSON, and clear errors for bad settings.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 use weir_test_support::hook_server::HookServer;
 use weir_tests::{Lcg, Scratch, kill_after};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
-
-/// The ids in a JSON-array body.
-fn ids(body: &[u8]) -> Vec<u64> {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("a body is not JSON ({e}): {}", String::from_utf8_lossy(body)));
-    v.as_array().expect("a JSON array").iter().map(|r| r["id"].as_u64().expect("an id")).collect()
-}
 
 #[test]
 fn sigkills_and_a_receiver_restart_leave_each_record_once_by_idempotency_key() {
@@ -64,26 +57,11 @@ retry = {{ initial-backoff = "50ms", max-backoff = "200ms" }}
     }
     let out = child.wait_with_output().expect("weir");
     assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
-    let accepted = hook.accepted();
-    let mut by_key: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for d in &accepted {
-        assert!(d.key.starts_with("weir-hooks-hook-0-"), "idempotency key {:?}", d.key);
-        assert_eq!(d.headers.iter().find(|(n, _)| n == "content-type").map(|(_, v)| v.as_str()), Some("application/json"));
-        let first = by_key.entry(d.key.clone()).or_insert_with(|| d.body.clone());
-        assert_eq!(first, &d.body, "a replay under key {} sends the same body", d.key);
-    }
-    let mut seen = BTreeSet::new();
-    for body in by_key.values() {
-        let batch = ids(body);
-        assert!(batch.len() <= 700, "batch.records bounds a request");
-        for id in batch {
-            assert!(seen.insert(id), "record {id} arrived under two keys");
-        }
-    }
-    let replayed = accepted.iter().filter(|d| d.key == "weir-hooks-hook-0-4-0").count();
+    let got = hook.records_once_by_key("weir-hooks-hook-0-", 700);
+    let replayed = hook.accepted().iter().filter(|d| d.key == "weir-hooks-hook-0-4-0").count();
     assert!(replayed >= 2, "the request answered before the crash was sent again, with its key ({replayed} times)");
-    assert_eq!(seen.len() as u64, N, "every record arrived: {} of {N} ({} requests, {} distinct keys)", seen.len(), accepted.len(), by_key.len());
-    assert_eq!(seen.last(), Some(&(N - 1)));
+    assert_eq!(got.ids.len() as u64, N, "every record arrived: {} of {N} ({} requests, {} distinct keys)", got.ids.len(), got.requests, got.keys);
+    assert_eq!(got.ids.last(), Some(&(N - 1)));
 }
 
 #[test]
@@ -171,15 +149,6 @@ retry = {{ initial-backoff = "50ms", max-backoff = "100ms" }}
     hook.restart();
     let out = s.command(&RUN).output().expect("weir");
     assert!(out.status.success(), "the restored run finishes: {}", String::from_utf8_lossy(&out.stderr));
-    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for d in hook.accepted() {
-        by_key.entry(d.key.clone()).or_insert_with(|| ids(&d.body));
-    }
-    let mut seen = BTreeSet::new();
-    for batch in by_key.values() {
-        for id in batch {
-            assert!(seen.insert(*id), "record {id} arrived under two keys");
-        }
-    }
-    assert_eq!(seen.len() as u64, N, "every record arrived ({staged} sealed epochs were waiting at the kill)");
+    let got = hook.records_once_by_key("weir-", 500);
+    assert_eq!(got.ids.len() as u64, N, "every record arrived ({staged} sealed epochs were waiting at the kill)");
 }

@@ -45,6 +45,14 @@ pub fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::E
     DurationStr::deserialize(d).map(|d| d.0)
 }
 
+/// A plugin's `config` table as the JSON object its `open` receives (an
+/// operator's, a plugin source's or sink's alike).
+pub fn config_json(config: &toml::Table) -> String {
+    // Every TOML value has a JSON form (datetimes become strings), so this
+    // cannot fail for a table that was parsed.
+    serde_json::to_string(config).expect("a TOML table is valid JSON")
+}
+
 /// `#[serde(deserialize_with = "byte_size")]` for a `u64` field of bytes.
 pub fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     ByteSize::deserialize(d).map(|b| b.0)

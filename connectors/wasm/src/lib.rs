@@ -62,7 +62,7 @@ pub struct PluginConnectorConfig {
     #[serde(default)]
     pub connections: Vec<String>,
     /// Largest HTTP response or query result handed to the plugin.
-    #[serde(default = "default_max_response")]
+    #[serde(default = "weir_async::config::default_max_response")]
     pub max_response: ByteSize,
     /// Longest one call into the plugin may take, its I/O included.
     #[serde(default = "default_timeout")]
@@ -73,10 +73,6 @@ pub struct PluginConnectorConfig {
     /// Whether the pipeline takes checkpoints, told to the plugin.
     #[serde(skip)]
     pub checkpointing: bool,
-}
-
-fn default_max_response() -> ByteSize {
-    ByteSize(1 << 20)
 }
 
 fn default_timeout() -> DurationStr {
@@ -92,16 +88,9 @@ impl PluginConnectorConfig {
             Some(file) => self.file = file,
             None => errors.push(("plugin".to_owned(), weir_wasm::missing_plugin(&self.plugin, cx.plugin_dir, &weir_wasm::list_plugins(cx.plugin_dir)))),
         }
-        for (i, h) in self.allow_http.iter().enumerate() {
-            if let Err(e) = weir_async::config::parse_host_port(h) {
-                errors.push((format!("allow-http[{i}]"), e));
-            }
-        }
+        errors.extend(weir_async::config::check_grants(&self.allow_http, self.max_response));
         if self.timeout.0.is_zero() {
             errors.push(("timeout".to_owned(), "must be more than 0 (the longest one call into the plugin may take)".to_owned()));
-        }
-        if self.max_response.0 == 0 {
-            errors.push(("max-response".to_owned(), "must be more than 0".to_owned()));
         }
         errors
     }
@@ -115,7 +104,7 @@ impl PluginConnectorConfig {
         let plugin = engine.load(&self.file).map_err(|e| ConnectorError::user(format!("{section}.plugin: {e}")))?;
         tracing::info!(plugin = %plugin.name, version = plugin.short_hash(), kind = plugin.kind(), cached = plugin.from_cache, "loaded connector plugin");
         let connections = ctx.services.get::<weir_async::Connections>().cloned().unwrap_or_default();
-        let grants = weir_async::Grants { allow_http: &self.allow_http, connections: &self.connections, max_response: self.max_response.0 as usize, pool_size: 4 };
+        let grants = weir_async::Grants { allow_http: &self.allow_http, connections: &self.connections, max_response: self.max_response.0 as usize, pool_size: weir_async::pg::PLUGIN_CONNECTOR_POOL_SIZE };
         let application = format!("weir/{}/{}/{}", ctx.pipeline, ctx.name, ctx.subtask);
         let io = weir_async::Io::with_grants(section, &grants, &connections.0, &application).map_err(ConnectorError::user)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -128,7 +117,7 @@ impl PluginConnectorConfig {
             name: ctx.name.clone(),
             subtask: ctx.subtask,
             parallelism: ctx.parallelism,
-            config_json: serde_json::to_string(&self.config).expect("a TOML table is valid JSON"),
+            config_json: weir_connector::config::config_json(&self.config),
             checkpointing: self.checkpointing,
         };
         Ok(Prepared {

@@ -112,8 +112,26 @@ fn default_timeout() -> DurationStr {
     DurationStr(Duration::from_secs(5))
 }
 
-fn default_max_response() -> ByteSize {
+/// The default `max-response` of a table that grants `async-io`.
+pub fn default_max_response() -> ByteSize {
     ByteSize(1 << 20)
+}
+
+/// Checks the grant keys every table that grants `async-io` has (an async
+/// operator's `async` table, a plugin source's or sink's section):
+/// `allow-http` and `max-response`. `connections` are checked against the
+/// pipeline's `[connections.*]` where the table's references are.
+pub fn check_grants(allow_http: &[String], max_response: ByteSize) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for (i, h) in allow_http.iter().enumerate() {
+        if let Err(m) = parse_host_port(h) {
+            problems.push((format!("allow-http[{i}]"), m));
+        }
+    }
+    if max_response.0 == 0 {
+        problems.push(("max-response".into(), "must be more than 0 (the largest HTTP response or query result handed to the plugin)".into()));
+    }
+    problems
 }
 
 impl AsyncConfig {
@@ -141,11 +159,7 @@ impl AsyncConfig {
                 "missing: records that still fail after their retries go to a dead-letter sink; name one (dead-letter = \"failed\" with a [sinks.failed] table), or set on-timeout = \"fail\" to stop the pipeline instead".into(),
             ));
         }
-        for (i, h) in self.allow_http.iter().enumerate() {
-            if let Err(m) = parse_host_port(h) {
-                problems.push((format!("allow-http[{i}]"), m));
-            }
-        }
+        problems.extend(check_grants(&self.allow_http, self.max_response));
         problems
     }
 

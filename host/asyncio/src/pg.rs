@@ -27,6 +27,12 @@ type BoxError = Box<dyn StdError + Sync + Send>;
 /// Largest pool a subtask opens by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
+/// Most PostgreSQL sessions a source or sink plugin's subtask opens per
+/// granted connection, unless the connection sets `max-connections`. The
+/// plugin's calls, and so its queries, run one at a time on the task
+/// thread: one session serves it (sessions open on first use).
+pub const PLUGIN_CONNECTOR_POOL_SIZE: usize = 1;
+
 struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,

@@ -97,6 +97,33 @@ struct Live<B> {
 }
 
 impl<B> Live<B> {
+    /// Instantiates `plugin` in a fresh store (`instantiate`: the world's
+    /// pre-instance) and awaits its `open` export (`open`).
+    async fn open(
+        plugin: &Plugin,
+        info: &ConnectorInfo,
+        limits: Limits,
+        io: Arc<dyn IoProvider>,
+        instantiate: impl AsyncFnOnce(&mut Store<AsyncHostState>) -> wasmtime::Result<B>,
+        open: impl AsyncFnOnce(&B, &mut Store<AsyncHostState>, &connector_types::ConnectorInfo) -> wasmtime::Result<Result<(), connector_types::ConnectorError>>,
+    ) -> Answer<Self> {
+        let (mut store, stderr) = async_store(plugin, tag(plugin, info), limits, io, format!("{} ({})", info.name, plugin.name));
+        let bindings = match instantiate(&mut store).await {
+            Ok(b) => b,
+            Err(e) => return Err(async_trap(&store, &stderr, limits, e)),
+        };
+        let mut live = Live { store, bindings, limits, stderr };
+        let (b, s) = live.arm();
+        let r = open(b, s, &wit_info(info)).await;
+        Ok(live.settle(r)?.map(|()| live))
+    }
+
+    /// Arms the CPU deadline of the next call; the bindings and the store to make it with.
+    fn arm(&mut self) -> (&B, &mut Store<AsyncHostState>) {
+        arm_async_deadline(&mut self.store, self.limits);
+        (&self.bindings, &mut self.store)
+    }
+
     fn settle<T>(&self, r: wasmtime::Result<Result<T, connector_types::ConnectorError>>) -> Answer<T> {
         match r {
             Ok(Ok(v)) => Ok(Ok(v)),
@@ -137,56 +164,54 @@ impl SinkInstance {
     /// Instantiates a sink plugin and awaits its `open`.
     pub async fn open(plugin: &Arc<Plugin>, info: &ConnectorInfo, limits: Limits, io: Arc<dyn IoProvider>) -> Answer<Self> {
         let PluginKind::Sink(pre) = &plugin.kind else { return Err(wrong_kind(plugin, "sink")) };
-        let (mut store, stderr) = async_store(plugin, tag(plugin, info), limits, io, format!("{} ({})", info.name, plugin.name));
-        let bindings = match pre.instantiate_async(&mut store).await {
-            Ok(b) => b,
-            Err(e) => return Err(async_trap(&store, &stderr, limits, e)),
-        };
-        let mut live = Live { store, bindings, limits, stderr };
-        arm_async_deadline(&mut live.store, limits);
-        let r = live.bindings.weir_plugin_sink_handler().call_open(&mut live.store, &wit_info(info)).await;
-        Ok(live.settle(r)?.map(|()| Self { live }))
+        let live = Live::open(
+            plugin,
+            info,
+            limits,
+            io,
+            async |store: &mut Store<AsyncHostState>| pre.instantiate_async(store).await,
+            async |b: &weir_bindings::sink::Sink, store: &mut Store<AsyncHostState>, info: &connector_types::ConnectorInfo| {
+                b.weir_plugin_sink_handler().call_open(store, info).await
+            },
+        )
+        .await?;
+        Ok(live.map(|live| Self { live }))
     }
 
     /// `start`: the handles of the checkpoint the run resumes from, or `None` on a fresh start.
     pub async fn start(&mut self, recovered: Option<Vec<(u64, Vec<u8>)>>) -> Answer<()> {
         let recovered = recovered.map(|r| r.into_iter().map(|(checkpoint, handle)| sink_handler::Committable { checkpoint, handle }).collect::<Vec<_>>());
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_sink_handler().call_start(&mut l.store, recovered.as_deref()).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_sink_handler().call_start(store, recovered.as_deref()).await;
+        self.live.settle(r)
     }
 
     /// `write`: one batch of `records` records in frame format.
     pub async fn write(&mut self, batch: &[u8], records: u32) -> Answer<()> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_sink_handler().call_write(&mut l.store, batch, records).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_sink_handler().call_write(store, batch, records).await;
+        self.live.settle(r)
     }
 
     /// `pre-commit`: the handle to store in checkpoint `checkpoint`.
     pub async fn pre_commit(&mut self, checkpoint: u64) -> Answer<Vec<u8>> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_sink_handler().call_pre_commit(&mut l.store, checkpoint).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_sink_handler().call_pre_commit(store, checkpoint).await;
+        self.live.settle(r)
     }
 
     /// `commit`: publish what `handle` describes.
     pub async fn commit(&mut self, checkpoint: u64, handle: &[u8]) -> Answer<()> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_sink_handler().call_commit(&mut l.store, checkpoint, handle).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_sink_handler().call_commit(store, checkpoint, handle).await;
+        self.live.settle(r)
     }
 
     /// `flush`: end of input.
     pub async fn flush(&mut self) -> Answer<()> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_sink_handler().call_flush(&mut l.store).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_sink_handler().call_flush(store).await;
+        self.live.settle(r)
     }
 }
 
@@ -205,31 +230,32 @@ impl SourceInstance {
     /// Instantiates a source plugin and awaits its `open`.
     pub async fn open(plugin: &Arc<Plugin>, info: &ConnectorInfo, limits: Limits, io: Arc<dyn IoProvider>) -> Answer<Self> {
         let PluginKind::Source(pre) = &plugin.kind else { return Err(wrong_kind(plugin, "source")) };
-        let (mut store, stderr) = async_store(plugin, tag(plugin, info), limits, io, format!("{} ({})", info.name, plugin.name));
-        let bindings = match pre.instantiate_async(&mut store).await {
-            Ok(b) => b,
-            Err(e) => return Err(async_trap(&store, &stderr, limits, e)),
-        };
-        let mut live = Live { store, bindings, limits, stderr };
-        arm_async_deadline(&mut live.store, limits);
-        let r = live.bindings.weir_plugin_source_handler().call_open(&mut live.store, &wit_info(info)).await;
-        Ok(live.settle(r)?.map(|()| Self { live }))
+        let live = Live::open(
+            plugin,
+            info,
+            limits,
+            io,
+            async |store: &mut Store<AsyncHostState>| pre.instantiate_async(store).await,
+            async |b: &weir_bindings::source::Source, store: &mut Store<AsyncHostState>, info: &connector_types::ConnectorInfo| {
+                b.weir_plugin_source_handler().call_open(store, info).await
+            },
+        )
+        .await?;
+        Ok(live.map(|live| Self { live }))
     }
 
     /// `restore`: the positions every subtask stored in the checkpoint.
     pub async fn restore(&mut self, positions: &[Vec<u8>]) -> Answer<()> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_source_handler().call_restore(&mut l.store, positions).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_source_handler().call_restore(store, positions).await;
+        self.live.settle(r)
     }
 
     /// `poll`: about `max_bytes` of records.
     pub async fn poll(&mut self, max_bytes: u32) -> Answer<Polled> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_source_handler().call_poll(&mut l.store, max_bytes).await;
-        Ok(l.settle(r)?.map(|p| match p {
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_source_handler().call_poll(store, max_bytes).await;
+        Ok(self.live.settle(r)?.map(|p| match p {
             source_handler::PollResult::Ready(records) => Polled::Ready(records),
             source_handler::PollResult::Idle(ms) => Polled::Idle(ms),
             source_handler::PollResult::Finished => Polled::Finished,
@@ -238,17 +264,15 @@ impl SourceInstance {
 
     /// `snapshot`: the position after the records returned so far.
     pub async fn snapshot(&mut self) -> Answer<Vec<u8>> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_source_handler().call_snapshot(&mut l.store).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_source_handler().call_snapshot(store).await;
+        self.live.settle(r)
     }
 
     /// `checkpoint-complete`.
     pub async fn checkpoint_complete(&mut self, checkpoint: u64, position: &[u8]) -> Answer<()> {
-        let l = &mut self.live;
-        arm_async_deadline(&mut l.store, l.limits);
-        let r = l.bindings.weir_plugin_source_handler().call_checkpoint_complete(&mut l.store, checkpoint, position).await;
-        l.settle(r)
+        let (b, store) = self.live.arm();
+        let r = b.weir_plugin_source_handler().call_checkpoint_complete(store, checkpoint, position).await;
+        self.live.settle(r)
     }
 }

@@ -6,6 +6,7 @@
 //! it may instead append each body to a file and fsync it before answering
 //! (the durability the HTTP source promises, without anything else).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -137,6 +138,32 @@ impl HookServer {
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    /// Checks what an exactly-once sink delivered as JSON arrays of records
+    /// with an `"id"` each: every request carries an idempotency key
+    /// starting with `key_prefix` and `content-type: application/json`, a
+    /// replay under a key sends the same body, no request holds more than
+    /// `max_records` records, and no record arrived under two keys. Returns
+    /// the ids (each once, by key) for the caller to count.
+    pub fn records_once_by_key(&self, key_prefix: &str, max_records: usize) -> ByKey {
+        let accepted = self.accepted();
+        let mut by_key: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for d in &accepted {
+            assert!(d.key.starts_with(key_prefix), "idempotency key {:?} does not start with {key_prefix:?}", d.key);
+            assert_eq!(d.headers.iter().find(|(n, _)| n == "content-type").map(|(_, v)| v.as_str()), Some("application/json"));
+            let first = by_key.entry(d.key.clone()).or_insert_with(|| d.body.clone());
+            assert_eq!(first, &d.body, "a replay under key {} sends the same body", d.key);
+        }
+        let mut ids = BTreeSet::new();
+        for body in by_key.values() {
+            let batch = json_array_ids(body);
+            assert!(batch.len() <= max_records, "a request holds {} records, more than the {max_records} a batch may", batch.len());
+            for id in batch {
+                assert!(ids.insert(id), "record {id} arrived under two keys");
+            }
+        }
+        ByKey { ids, keys: by_key.len(), requests: accepted.len() }
+    }
 }
 
 impl Drop for HookServer {
@@ -209,4 +236,21 @@ fn connection(stream: TcpStream, shared: &Shared, generation: u64) {
             return;
         }
     }
+}
+
+/// What [`HookServer::records_once_by_key`] found.
+#[derive(Debug)]
+pub struct ByKey {
+    /// Every record id, once.
+    pub ids: BTreeSet<u64>,
+    /// Distinct idempotency keys.
+    pub keys: usize,
+    /// Requests accepted, replays included.
+    pub requests: usize,
+}
+
+/// The ids in a JSON-array body.
+pub fn json_array_ids(body: &[u8]) -> Vec<u64> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("a body is not JSON ({e}): {}", String::from_utf8_lossy(body)));
+    v.as_array().expect("a JSON array").iter().map(|r| r["id"].as_u64().expect("an id")).collect()
 }

@@ -197,7 +197,7 @@ pub(crate) fn instance_info(p: &Pipeline, op_index: usize, subtask: u32, paralle
         subtask,
         parallelism,
         max_parallelism: p.max_parallelism,
-        config_json: serde_json::to_string(&op.config).expect("a TOML table is valid JSON"),
+        config_json: weir_connector::config::config_json(&op.config),
         read_dirs: op.allow_read.iter().map(|d| (p.file.parent().unwrap_or(std::path::Path::new(".")).join(d), d.clone())).collect(),
         // Validated before anything runs; an operator always has an input.
         inputs: p.operator_inputs(op_index).unwrap_or_default(),
