@@ -128,6 +128,15 @@ fn mistakes_with_plugin_connectors_are_named() {
     // An operator where a sink belongs, and a sink where an operator belongs.
     let e = fails(&s, &format!("{generator}[sinks.hook]\ntype = \"wasm\"\nplugin = \"identity\"\n"));
     assert!(e.contains("plugin identity") && e.contains("is an operator, not a sink"), "{e}");
+    // `weir check` loads connector plugins too: the same mistake, before any run.
+    let out = s.command(&["check", "p.toml"]).output().expect("weir check");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("sinks.hook: plugin: plugin identity") && e.contains("is an operator, not a sink"), "{e}");
+    s.pipeline("p.toml", &format!("{generator}[sinks.hook]\ntype = \"wasm\"\nplugin = \"webhook-sink\"\nallow-http = [\"127.0.0.1:9\"]\nconfig = {{ url = \"http://127.0.0.1:9/in\" }}\n"));
+    let out = s.command(&["check", "p.toml"]).stdout(std::process::Stdio::piped()).output().expect("weir check");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("sinks.hook") && report.contains("plugin webhook-sink ("), "{report}");
     let e = fails(&s, &format!("{generator}[[operators]]\nname = \"x\"\nplugin = \"webhook-sink\"\n[sinks.out]\ntype = \"discard\"\n"));
     assert!(e.contains("plugin webhook-sink is a sink") && e.contains("[sinks.NAME] section with type = \"wasm\""), "{e}");
     // A host the section does not grant: the plugin's request is refused,

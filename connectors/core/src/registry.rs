@@ -39,6 +39,7 @@
 //! in `weir-connectors` (`connectors/builtin`), which registers the built-in
 //! ones; an embedding program may register its own on top.
 
+use crate::services::Services;
 use crate::{ConnectorContext, ConnectorError, Sink, Source};
 use serde::de::DeserializeOwned;
 use std::any::Any;
@@ -102,6 +103,15 @@ pub trait SourceConfig: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 's
 
     /// Opens one subtask's instance.
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError>;
+
+    /// What `weir check` verifies beyond the section itself, reaching no
+    /// external system (a connector that is a plugin loads its component
+    /// and checks its world); a line describing the connector for the
+    /// report, if it has something to say.
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
+        let _ = services;
+        Ok(None)
+    }
 }
 
 /// A sink's section of a pipeline file, typed: `type = TYPE` selects it.
@@ -131,6 +141,15 @@ pub trait SinkConfig: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 'sta
 
     /// Opens one subtask's instance.
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError>;
+
+    /// What `weir check` verifies beyond the section itself, reaching no
+    /// external system (a connector that is a plugin loads its component
+    /// and checks its world); a line describing the connector for the
+    /// report, if it has something to say.
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
+        let _ = services;
+        Ok(None)
+    }
 }
 
 /// A parsed and checked source section, type-erased.
@@ -141,6 +160,8 @@ pub trait SourceSpec: fmt::Debug + Send + Sync {
     fn max_parallelism(&self) -> Option<u32>;
     /// See [`SourceConfig::open`].
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError>;
+    /// See [`SourceConfig::check`].
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError>;
     /// The typed config, for programs that adjust a loaded pipeline.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// A copy, to adjust without touching the original.
@@ -155,6 +176,8 @@ pub trait SinkSpec: fmt::Debug + Send + Sync {
     fn check_parallelism(&self, parallelism: u32) -> FieldErrors;
     /// See [`SinkConfig::open`].
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError>;
+    /// See [`SinkConfig::check`].
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError>;
     /// The typed config, for programs that adjust a loaded pipeline.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// A copy, to adjust without touching the original.
@@ -170,6 +193,9 @@ impl<C: SourceConfig> SourceSpec for C {
     }
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError> {
         SourceConfig::open(self, ctx)
+    }
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
+        SourceConfig::check(self, services)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -188,6 +214,9 @@ impl<C: SinkConfig> SinkSpec for C {
     }
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError> {
         SinkConfig::open(self, ctx)
+    }
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
+        SinkConfig::check(self, services)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self

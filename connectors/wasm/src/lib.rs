@@ -42,6 +42,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use weir_connector::config::{ByteSize, DurationStr};
 use weir_connector::registry::{ConfigContext, FieldErrors};
+use weir_connector::services::Services;
 use weir_connector::{ConnectorContext, ConnectorError, ErrorKind, WaitObserver};
 use weir_wasm::{Answer, ConnectorFailure, ConnectorInfo, Engine, HttpResponse, IoFuture, IoProvider, Limits, Plugin, SqlRows, SqlValue};
 
@@ -95,13 +96,26 @@ impl PluginConnectorConfig {
         errors
     }
 
+    /// Loads the plugin with the engine of `services`.
+    fn load(&self, services: &Services) -> Result<Plugin, ConnectorError> {
+        let engine = services.get::<Engine>().ok_or_else(|| {
+            ConnectorError::internal("a plugin connector needs weir's Wasm engine, and the program running this pipeline did not provide one")
+        })?;
+        engine.load(&self.file).map_err(|e| ConnectorError::user(format!("plugin: {e}")))
+    }
+
+    /// `weir check`: loads the plugin and checks it is a `kind` (`"sink"`
+    /// or `"source"`), without opening it (its `open` may reach out).
+    fn check(&self, services: &Services, kind: &str) -> Result<Option<String>, ConnectorError> {
+        let plugin = self.load(services)?;
+        weir_wasm::check_connector_kind(&plugin, kind).map_err(|m| ConnectorError::user(format!("plugin: {m}")))?;
+        Ok(Some(format!("plugin {} ({}, {} bytes, version {})", plugin.name, plugin.path.display(), plugin.size, plugin.short_hash())))
+    }
+
     /// Loads the plugin and prepares what its instance runs on: the
     /// runtime its I/O is awaited on and the grants of the section.
     fn prepare_run(&self, ctx: &ConnectorContext, section: &str, waits: Arc<OnceLock<Arc<dyn WaitObserver>>>) -> Result<Prepared, ConnectorError> {
-        let engine = ctx.services.get::<Engine>().ok_or_else(|| {
-            ConnectorError::internal(format!("{section}: a plugin connector needs weir's Wasm engine, and the program running this pipeline did not provide one"))
-        })?;
-        let plugin = engine.load(&self.file).map_err(|e| ConnectorError::user(format!("{section}.plugin: {e}")))?;
+        let plugin = self.load(&ctx.services)?;
         tracing::info!(plugin = %plugin.name, version = plugin.short_hash(), kind = plugin.kind(), cached = plugin.from_cache, "loaded connector plugin");
         let connections = ctx.services.get::<weir_async::Connections>().cloned().unwrap_or_default();
         let grants = weir_async::Grants { allow_http: &self.allow_http, connections: &self.connections, max_response: self.max_response.0 as usize, pool_size: weir_async::pg::PLUGIN_CONNECTOR_POOL_SIZE };

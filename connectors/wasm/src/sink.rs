@@ -3,6 +3,7 @@
 use crate::{PluginConnectorConfig, Runner};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
+use weir_connector::services::Services;
 use weir_connector::registry::{ConfigContext, FieldErrors, SinkConfig};
 use weir_connector::{Committable, ConnectorContext, ConnectorError, Sink, WaitObserver};
 use weir_wasm::SinkInstance;
@@ -24,6 +25,10 @@ impl SinkConfig for PluginSinkConfig {
 
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError> {
         Ok(Box::new(PluginSink::open(&self.connector, ctx)?))
+    }
+
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
+        self.connector.check(services, "sink")
     }
 }
 

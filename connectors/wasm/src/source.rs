@@ -4,6 +4,7 @@ use crate::{PluginConnectorConfig, Runner};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use weir_connector::services::Services;
 use weir_connector::registry::{ConfigContext, FieldErrors, SourceConfig};
 use weir_connector::{BatchWriter, ConnectorContext, ConnectorError, Poll, Source};
 use weir_wasm::{Polled, SourceInstance};
@@ -25,6 +26,10 @@ impl SourceConfig for PluginSourceConfig {
 
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError> {
         Ok(Box::new(PluginSource::open(&self.connector, ctx)?))
+    }
+
+    fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
+        self.connector.check(services, "source")
     }
 }
 

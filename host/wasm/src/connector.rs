@@ -77,8 +77,13 @@ pub(crate) fn not_an_operator(plugin: &Plugin) -> CallError {
     ))
 }
 
-fn wrong_kind(plugin: &Plugin, want: &str) -> CallError {
-    CallError::Failed(format!(
+/// Checks that `plugin` is a connector of kind `want` (`"sink"` or
+/// `"source"`); the message is the one opening it would fail with.
+pub fn check_connector_kind(plugin: &Plugin, want: &str) -> Result<(), String> {
+    if plugin.kind() == want {
+        return Ok(());
+    }
+    Err(format!(
         "plugin {} ({}) is {}, not {}: {} plugin exports weir:plugin/{want}-handler@0.1.0 (world weir:plugin/{want})",
         plugin.name,
         plugin.path.display(),
@@ -86,6 +91,10 @@ fn wrong_kind(plugin: &Plugin, want: &str) -> CallError {
         a(want),
         a(want)
     ))
+}
+
+fn wrong_kind(plugin: &Plugin, want: &str) -> CallError {
+    CallError::Failed(check_connector_kind(plugin, want).err().unwrap_or_default())
 }
 
 /// One live connector instance: its store, the generated bindings, limits.

@@ -28,7 +28,7 @@ use weir_connector::ErrorKind;
 use crate::vault::PluginVault;
 use weir_wasm::{Engine, Plugin};
 
-pub use nodes::check_operators;
+pub use nodes::{check_connectors, check_operators};
 
 /// When a run failed: before data flowed, or while it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use crate::checkpoints::Restore;
 use crate::config::{OnError, Pipeline, StateBackendKind};
 use crate::plan::{Plan, VertexKind};
 use std::sync::Arc;
+use weir_connector::services::Services;
 use weir_connector::{ConnectorContext, ConnectorError, Sink};
 use weir_network::WaitClock;
 use weir_state::{KeyedState, TimerService};
@@ -47,7 +48,7 @@ impl NodeContext<'_> {
     /// default limits).
     fn connector(&self, name: &str, parallelism: u32) -> ConnectorContext {
         let mut cx = ConnectorContext::new(self.p.name.clone(), name, self.subtask, parallelism);
-        cx.services = cx.services.with(self.plugins.engine.clone()).with(weir_async::Connections(self.p.connections.clone())).with(self.p.limits);
+        cx.services = connector_services(self.p, self.plugins);
         cx
     }
 
@@ -79,6 +80,31 @@ impl Node {
             VertexKind::Sink(_) => Node::Stage(Box::new(sink(v, vx.parallelism, cx)?)),
         })
     }
+}
+
+/// What a connector that is a plugin needs from the runtime: the engine,
+/// the pipeline's connections and its default limits.
+fn connector_services(p: &Pipeline, plugins: &LoadedPlugins) -> Services {
+    Services::default().with(plugins.engine.clone()).with(weir_async::Connections(p.connections.clone())).with(p.limits)
+}
+
+/// `weir check` of the sources and sinks: what each connector can check
+/// without reaching an external system (a plugin connector loads its
+/// component and checks its world). Returns `(section, line)` for the ones
+/// with something to report, e.g. `("sinks.hook", "plugin webhook-sink (...)")`.
+pub fn check_connectors(p: &Pipeline, plugins: &LoadedPlugins) -> Result<Vec<(String, String)>, RunError> {
+    let services = connector_services(p, plugins);
+    let mut lines = Vec::new();
+    let sources = p.sources.iter().map(|(name, c)| ("sources", name, c.spec.check(&services)));
+    let sinks = p.sinks.iter().map(|(name, c)| ("sinks", name, c.spec.check(&services)));
+    for (section, name, checked) in sources.chain(sinks) {
+        match checked {
+            Ok(Some(line)) => lines.push((format!("{section}.{name}"), line)),
+            Ok(None) => {}
+            Err(e) => return Err(connector_error(p, section, name, None, e)),
+        }
+    }
+    Ok(lines)
 }
 
 /// A connector's refusal to open, keeping its retry hint.
