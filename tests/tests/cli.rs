@@ -57,6 +57,11 @@ fn plugin_inspect_shows_identity_and_contract() {
     assert!(run.stdout.contains("plugin:   json-filter"), "{}", run.stdout);
     assert!(run.stdout.contains("weir:plugin/handler@0.1.0"), "{}", run.stdout);
     assert!(run.stdout.contains("sha256:"), "{}", run.stdout);
+    assert!(run.stdout.contains("world:    weir:plugin/operator@0.1.0 (runs as an operator"), "{}", run.stdout);
+    // The world is the plugin's own: a sink says where it goes.
+    let run = s.weir(&["plugin", "inspect", plugin("webhook-sink").to_str().unwrap()], T);
+    run.expect_code(0);
+    assert!(run.stdout.contains("world:    weir:plugin/sink@0.1.0 (runs as a sink: [sinks.NAME] type = \"wasm\", plugin = \"webhook-sink\")"), "{}", run.stdout);
     let run = s.weir(&["plugin", "inspect", plugin("fixture-wrong-world").to_str().unwrap()], T);
     run.expect_code(1).expect_stderr(&["not a weir plugin", "wasi:cli/run"]);
 }
@@ -209,4 +214,11 @@ fn run_with_profile_names_the_plugin_functions_the_time_goes_to() {
     assert!(roots.contains_key("parse (json-filter)"), "roots: {roots:?}");
     assert!(roots.keys().all(|r| r == "parse (json-filter)" || r == "sum (running-sum)"), "roots: {roots:?}");
     assert!(named > 0, "no sample names a function of the plugins' crates:\n{folded}");
+    // A file named .svg gets a flame graph of the same kind of run.
+    let run = s.weir(&["run", "--quiet", "--fresh", "--metrics-address", "off", "--profile", "flame.svg", "p.toml"], Duration::from_secs(300));
+    run.expect_code(0).expect_stderr(&["flame.svg (a flame graph"]);
+    let svg = std::fs::read_to_string(s.path("flame.svg")).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert!(svg.contains("weir: pipeline ") && svg.contains("<title>parse (json-filter) ("), "{svg}");
+    assert!(svg.contains("json_scan") || svg.contains("json_filter") || svg.contains("running_sum"), "a plugin function is named:\n{svg}");
 }

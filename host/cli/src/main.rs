@@ -73,9 +73,9 @@ enum Command {
         fresh: bool,
         /// Sample where the plugins spend their time (every 10 ms of Wasm
         /// execution of each instance) and write the stacks to FILE when the
-        /// run ends, as folded stacks for a flame graph (`inferno-flamegraph
-        /// FILE > flame.svg`, or open FILE in speedscope); the hottest
-        /// functions of each operator are printed with the summary.
+        /// run ends: a flame graph when FILE ends in `.svg` (open it in a
+        /// browser), folded stacks otherwise (speedscope, inferno); the
+        /// hottest functions of each operator are printed with the summary.
         #[arg(long, value_name = "FILE")]
         profile: Option<PathBuf>,
     },
@@ -119,7 +119,8 @@ enum Command {
         iterations: Option<u64>,
     },
     /// Validate a pipeline without running it: config, plugins (compiled and
-    /// checked against the contract), each operator's `open` with its config.
+    /// checked against the contract), each operator's `open` with its config,
+    /// and the kind of each source and sink that is a plugin.
     Check {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -367,7 +368,7 @@ fn cmd_run(
     let result = weir_pipeline::run(&p, &engine, &options);
     // A failed run's profile is kept too: it may show why it failed.
     let profiled = match (profile, &profiler) {
-        (Some(path), Some(profiler)) => write_profile(path, &profiler.report()),
+        (Some(path), Some(profiler)) => write_profile(path, &profiler.report(), &p.name),
         _ => Ok(()),
     };
     let code = match result {
@@ -384,17 +385,15 @@ fn cmd_run(
     }
 }
 
-/// Writes the folded stacks to `path` and prints each operator's hottest
-/// functions.
-fn write_profile(path: &std::path::Path, report: &weir_wasm::ProfileReport) -> Result<(), String> {
-    report.write_folded(path).map_err(|e| format!("cannot write the profile to {}: {e}", path.display()))?;
+/// Writes the profile to `path`, a flame graph when it ends in `.svg` and
+/// folded stacks otherwise, and prints each operator's hottest functions.
+fn write_profile(path: &std::path::Path, report: &weir_wasm::ProfileReport, pipeline: &str) -> Result<(), String> {
+    let svg = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let written = if svg { report.write_svg(path, &format!("weir: pipeline {pipeline}, plugin code")) } else { report.write_folded(path) };
+    written.map_err(|e| format!("cannot write the profile to {}: {e}", path.display()))?;
     let total = report.samples();
-    eprintln!(
-        "profile: {total} samples of plugin code (one per 10 ms of Wasm execution per instance) written to {}; \
-         draw it with `inferno-flamegraph {} > flame.svg` or open it in speedscope",
-        path.display(),
-        path.display()
-    );
+    let what = if svg { "a flame graph; open it in a browser" } else { "folded stacks; open them in speedscope, or name the file .svg for a flame graph" };
+    eprintln!("profile: {total} samples of plugin code (one per 10 ms of Wasm execution per instance) written to {} ({what})", path.display());
     for op in report.operators() {
         eprintln!("  {}: {} samples ({:.0}% of all)", op.operator, op.samples, op.samples as f64 * 100.0 / total.max(1) as f64);
         for (function, n) in op.self_samples.iter().take(8) {
@@ -449,6 +448,10 @@ fn cmd_check(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> ExitCod
     if let Err(e) = weir_pipeline::check_operators(&p, &plugins) {
         return fail(2, &e.to_string());
     }
+    let connectors = match weir_pipeline::check_connectors(&p, &plugins) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e.to_string()),
+    };
     println!("{}: pipeline `{}` is valid", p.file.display(), p.name);
     for w in p.warnings() {
         eprintln!("warning: {}: {}: {}", p.file.display(), w.path, w.message);
@@ -459,6 +462,9 @@ fn cmd_check(pipeline: &std::path::Path, plugin_dir: Option<PathBuf>) -> ExitCod
             let output = if a.output == weir_async::OutputMode::Ordered { "ordered" } else { "unordered" };
             println!("           async: capacity {}, {output}, timeout {}, retries {}", a.capacity, humantime::format_duration(a.timeout.0), a.retry.attempts);
         }
+    }
+    for (section, line) in &connectors {
+        println!("  {section:<25} {line}");
     }
     for line in Plan::new(&p).describe() {
         println!("  {line}");
@@ -477,7 +483,13 @@ fn cmd_inspect(file: &std::path::Path) -> ExitCode {
             println!("plugin:   {}", p.name);
             println!("size:     {} bytes", p.size);
             println!("sha256:   {}", p.hash);
-            println!("world:    weir:plugin/operator@0.1.0 (runs as a weir operator)");
+            let (world, runs) = match p.kind() {
+                "sink" => ("sink", format!("a sink: [sinks.NAME] type = \"wasm\", plugin = \"{}\"", p.name)),
+                "source" => ("source", format!("a source: [sources.NAME] type = \"wasm\", plugin = \"{}\"", p.name)),
+                "async operator" => ("async-operator", "an async operator: [[operators]] with an `async` table".to_owned()),
+                _ => ("operator", "an operator: [[operators]]".to_owned()),
+            };
+            println!("world:    weir:plugin/{world}@0.1.0 (runs as {runs})");
             println!("migrate:  {}", if p.has_migrate { "exports the hot-reload hook weir:plugin/migrate@0.1.0" } else { "no hook (swapped in without a migrate call)" });
             println!("loaded:   {} ms ({})", p.load_time.as_millis(), if p.from_cache { "compiled code from cache" } else { "compiled now" });
             println!("exports:");

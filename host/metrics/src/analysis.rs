@@ -191,9 +191,9 @@ pub fn analyze(pipeline: &str, graph: &[GraphTask], history: &[Vec<Vec<TaskSampl
         if acc.is_none_or(|a| x.0 > a.0) { Some(x) } else { acc }
     });
     let mut best: Option<(f64, usize, usize)> = None;
-    for t in 0..graph.len() {
+    for (t, shares) in now.iter().enumerate().take(graph.len()) {
         let up = waits_most(t);
-        for (s, sh) in now[t].iter().enumerate() {
+        for (s, sh) in shares.iter().enumerate() {
             if sh.busy < BUSY || sh.bp > NOT_BACKPRESSURED {
                 continue;
             }

@@ -103,13 +103,49 @@ impl ProfileReport {
         out.into_inner().map_err(|e| e.into_error())?.sync_all()
     }
 
+    /// Writes the profile as a flame graph, an SVG any browser shows: one
+    /// box per frame, as wide as the samples taken in it and its callees,
+    /// each caller below its callees, each operator's stacks side by side
+    /// over a root box; hovering a box shows its function and share.
+    pub fn write_svg(&self, path: &Path, title: &str) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        out.write_all(self.flame_graph(title).as_bytes())?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
+    /// The SVG of [`ProfileReport::write_svg`].
+    pub fn flame_graph(&self, title: &str) -> String {
+        let mut root = Frame::default();
+        for (stack, n) in &self.folded {
+            root.add(stack.split(';'), *n);
+        }
+        let depth = root.depth();
+        let height = SVG_TOP + (depth as f64) * FRAME_HEIGHT + SVG_BOTTOM;
+        let mut svg = String::with_capacity(64 * 1024);
+        let _ = write!(
+            svg,
+            "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{SVG_WIDTH}\" height=\"{height}\" \
+             viewBox=\"0 0 {SVG_WIDTH} {height}\" font-family=\"Verdana,sans-serif\" font-size=\"11\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"#f8f8f2\"/>\n\
+             <text x=\"{}\" y=\"20\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n\
+             <text x=\"10\" y=\"38\" fill=\"#555\">{} samples, one per 10 ms of Wasm execution per instance; hover a box for its share</text>\n",
+            SVG_WIDTH / 2.0,
+            xml_escape(title),
+            root.count
+        );
+        let scale = (SVG_WIDTH - 2.0 * SVG_MARGIN) / root.count.max(1) as f64;
+        root.draw(&mut svg, "all", SVG_MARGIN, height - SVG_BOTTOM - FRAME_HEIGHT, scale, root.count.max(1));
+        svg.push_str("</svg>\n");
+        svg
+    }
+
     /// Per operator, most samples first.
     pub fn operators(&self) -> Vec<OperatorProfile> {
         let mut ops: HashMap<&str, (u64, HashMap<&str, u64>)> = HashMap::new();
         for (stack, n) in &self.folded {
             let mut frames = stack.split(';');
             let root = frames.next().unwrap_or_default();
-            let leaf = frames.last().unwrap_or("(between calls)");
+            let leaf = frames.next_back().unwrap_or("(between calls)");
             let op = ops.entry(root).or_default();
             op.0 += n;
             *op.1.entry(leaf).or_default() += n;
@@ -124,5 +160,131 @@ impl ProfileReport {
             .collect();
         out.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.operator.cmp(&b.operator)));
         out
+    }
+}
+
+const SVG_WIDTH: f64 = 1200.0;
+const SVG_MARGIN: f64 = 10.0;
+const SVG_TOP: f64 = 50.0;
+const SVG_BOTTOM: f64 = 10.0;
+const FRAME_HEIGHT: f64 = 17.0;
+/// Boxes narrower than this many pixels are left out (their samples still
+/// count in their callers' widths).
+const MIN_WIDTH: f64 = 0.3;
+/// Average width of a character at font size 11, for cutting names to fit.
+const CHAR_WIDTH: f64 = 6.6;
+
+/// A node of the call tree a flame graph draws.
+#[derive(Debug, Default)]
+struct Frame {
+    count: u64,
+    /// Callees by name, in name order (a flame graph sorts siblings
+    /// alphabetically so the same stacks line up between profiles).
+    children: std::collections::BTreeMap<String, Frame>,
+}
+
+impl Frame {
+    fn add<'a>(&mut self, mut frames: impl Iterator<Item = &'a str>, n: u64) {
+        self.count += n;
+        if let Some(f) = frames.next() {
+            self.children.entry(f.to_owned()).or_default().add(frames, n);
+        }
+    }
+
+    /// Levels below this one, itself included.
+    fn depth(&self) -> usize {
+        1 + self.children.values().map(Frame::depth).max().unwrap_or(0)
+    }
+
+    fn draw(&self, svg: &mut String, name: &str, x: f64, y: f64, scale: f64, total: u64) {
+        let width = self.count as f64 * scale;
+        if width < MIN_WIDTH {
+            return;
+        }
+        let share = self.count as f64 * 100.0 / total as f64;
+        let _ = write!(
+            svg,
+            "<g><title>{} ({} samples, {share:.2}%)</title><rect x=\"{x:.2}\" y=\"{y:.1}\" width=\"{width:.2}\" height=\"{:.1}\" rx=\"2\" fill=\"{}\"/>",
+            xml_escape(name),
+            self.count,
+            FRAME_HEIGHT - 1.0,
+            color(name)
+        );
+        let fits = ((width - 6.0) / CHAR_WIDTH).floor();
+        if fits >= 3.0 {
+            let fits = fits as usize;
+            let label: String = if name.chars().count() <= fits { name.to_owned() } else { name.chars().take(fits - 2).chain("..".chars()).collect() };
+            let _ = write!(svg, "<text x=\"{:.2}\" y=\"{:.1}\">{}</text>", x + 3.0, y + FRAME_HEIGHT - 5.0, xml_escape(&label));
+        }
+        svg.push_str("</g>\n");
+        let mut cx = x;
+        for (child_name, child) in &self.children {
+            child.draw(svg, child_name, cx, y - FRAME_HEIGHT, scale, total);
+            cx += child.count as f64 * scale;
+        }
+    }
+}
+
+/// A warm colour chosen by the name, so a function keeps its colour.
+fn color(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let (r, g, b) = (205 + (h % 50), 80 + ((h >> 8) % 140), 40 + ((h >> 16) % 50));
+    format!("rgb({r},{g},{b})")
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(lines: &[(&str, u64)]) -> ProfileReport {
+        ProfileReport { folded: lines.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect() }
+    }
+
+    /// The boxes of an SVG: (name, samples, x, width).
+    fn boxes(svg: &str) -> Vec<(String, u64, f64, f64)> {
+        svg.split("<g><title>")
+            .skip(1)
+            .map(|g| {
+                let (title, rest) = g.split_once("</title>").unwrap();
+                let (name, count) = title.rsplit_once(" (").unwrap();
+                let count: u64 = count.split(' ').next().unwrap().parse().unwrap();
+                let attr = |a: &str| -> f64 { rest.split(&format!("{a}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap() };
+                (name.to_owned(), count, attr("x"), attr("width"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_is_as_wide_as_its_samples_and_callees_sit_on_their_callers() {
+        let r = report(&[("parse (json-filter);process;scan", 6), ("parse (json-filter);process", 2), ("sum (running-sum);process;a<b>&c", 2)]);
+        let svg = r.flame_graph("events-agg <p1>");
+        assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("events-agg &lt;p1&gt;") && svg.contains("10 samples"), "{svg}");
+        let b = boxes(&svg);
+        let find = |name: &str, count: u64| b.iter().find(|x| x.0 == name && x.1 == count).unwrap_or_else(|| panic!("no box {name} {count} in {b:?}")).clone();
+        let all = find("all", 10);
+        let parse = find("parse (json-filter)", 8);
+        let scan = find("scan", 6);
+        let sum = find("sum (running-sum)", 2);
+        find("a&lt;b&gt;&amp;c", 2);
+        assert!((parse.3 - all.3 * 0.8).abs() < 0.01, "width follows samples: {parse:?} of {all:?}");
+        assert!((scan.2 - parse.2).abs() < 0.01 && scan.3 < parse.3, "a callee starts at its caller: {scan:?} on {parse:?}");
+        assert!((sum.2 - (parse.2 + parse.3)).abs() < 0.01, "siblings side by side: {sum:?} after {parse:?}");
+        assert!(svg.contains("60.00%"), "the share of scan: {svg}");
     }
 }
