@@ -12,12 +12,22 @@
 //!   task drives it (`write` per batch, a checkpoint every `epoch`
 //!   records, `close`): checking each record is JSON, staging the epoch to
 //!   disk with its fsync, reading it back, cutting the requests, sending.
+//! * **plugin sink**: `[sinks.hook] type = "wasm"` with the repo's
+//!   `webhook-sink` plugin, opened through the connector registry's config
+//!   and driven the same way: each batch crosses into the component, which
+//!   builds the request bodies, keeps an epoch's bodies in its pre-commit
+//!   handle and POSTs them through the host's `async-io` at commit. It
+//!   keeps the epoch in memory instead of staging it to disk.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+use weir_connector::registry::{ConfigContext, SinkConfig};
 use weir_connector::{ConnectorContext, Frames};
 use weir_connector_http::client::{Client, parse_url};
 use weir_connector_http::{HttpSink, HttpSinkConfig};
+use weir_connector_wasm::PluginSinkConfig;
 use weir_test_support::hook_server::HookServer;
+use weir_wasm::Engine;
 
 /// One measured configuration.
 #[derive(Debug)]
@@ -65,9 +75,21 @@ fn sink(hook: &HookServer, staging: &std::path::Path, data: &[(Vec<u8>, usize)],
     crate::postgres::drive(&mut sink, data, epoch)
 }
 
-/// `rounds` interleaved rounds of the raw client and the sink; the fastest
-/// of each is kept.
-pub fn run(records: u64, batch: usize, epoch: u64, rounds: u32) -> anyhow::Result<Vec<Row>> {
+fn plugin_sink(engine: &Engine, plugin_dir: &Path, hook: &HookServer, data: &[(Vec<u8>, usize)], batch: usize, epoch: u64) -> anyhow::Result<Duration> {
+    let text = format!("plugin = \"webhook-sink\"\nallow-http = [\"127.0.0.1:{}\"]\nconfig = {{ url = {:?}, batch = {batch} }}", hook.port, hook.url());
+    let mut config: PluginSinkConfig = toml::from_str(&text)?;
+    let cx = ConfigContext { pipeline: "bench", name: "hook", base: plugin_dir, checkpointing: true, plugin_dir };
+    let errors = config.prepare(&cx);
+    anyhow::ensure!(errors.is_empty(), "sinks.hook: {errors:?}");
+    let mut ctx = ConnectorContext::new("bench", "hook", 0, 1);
+    ctx.services = ctx.services.with(engine.clone());
+    let mut sink = config.open(&ctx)?;
+    crate::postgres::drive(sink.as_mut(), data, epoch)
+}
+
+/// `rounds` interleaved rounds of the raw client, the sink and the plugin
+/// sink; the fastest of each is kept.
+pub fn run(engine: &Engine, plugin_dir: &Path, records: u64, batch: usize, epoch: u64, rounds: u32) -> anyhow::Result<Vec<Row>> {
     let hook = HookServer::start();
     hook.discard_bodies();
     let staging = tempfile::tempdir()?;
@@ -75,16 +97,33 @@ pub fn run(records: u64, batch: usize, epoch: u64, rounds: u32) -> anyhow::Resul
     let mut out: Vec<Row> = Vec::new();
     let requests = records.div_ceil(batch as u64);
     for _ in 0..rounds {
-        for (what, raw_side) in [(format!("raw client, {batch} records per request"), true), (format!("sink, exactly-once (checkpoint every {epoch} records)"), false)] {
+        let sides = [
+            (format!("raw client, {batch} records per request"), Side::Raw),
+            (format!("sink, exactly-once (checkpoint every {epoch} records)"), Side::Sink),
+            ("webhook-sink plugin (Wasm), exactly-once, same".to_owned(), Side::Plugin),
+        ];
+        for (what, side) in sides {
             eprintln!("weir-bench: http: {what}");
             let before = hook.accepted_count();
-            let elapsed = if raw_side { raw(&hook, &data, batch)? } else { sink(&hook, staging.path(), &data, batch, epoch)? };
+            let elapsed = match side {
+                Side::Raw => raw(&hook, &data, batch)?,
+                Side::Sink => sink(&hook, staging.path(), &data, batch, epoch)?,
+                Side::Plugin => plugin_sink(engine, plugin_dir, &hook, &data, batch, epoch)?,
+            };
             let sent = hook.accepted_count() - before;
             anyhow::ensure!(sent >= requests, "{what}: {sent} requests arrived, expected {requests}");
             keep_fastest(&mut out, what, records, elapsed);
         }
     }
     Ok(out)
+}
+
+/// Who sends the records.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Raw,
+    Sink,
+    Plugin,
 }
 
 /// Records a round of `what`, keeping the fastest round of each.

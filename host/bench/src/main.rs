@@ -77,9 +77,9 @@
 //! # `http`: the HTTP sink against a raw client
 //!
 //! See the `http` module: a local receiver, 100-byte records POSTed as JSON
-//! arrays of `--pg-batch` records by a raw client (bodies built beforehand)
-//! and by the real sink (a checkpoint every `--pg-epoch` records). Not part
-//! of `all`.
+//! arrays of `--pg-batch` records by a raw client (bodies built beforehand),
+//! by the real sink and by the `webhook-sink` plugin (`type = "wasm"`), both
+//! with a checkpoint every `--pg-epoch` records. Not part of `all`.
 //!
 //! # `http-source`: the HTTP source against a bare receiver
 //!
@@ -272,9 +272,11 @@ How to read the results:
               throwaway cluster; 'vs raw' is the share of the raw rate.
               Target: append >= 80% of raw COPY.
   http        records/s of the HTTP sink (check, stage, checkpoint, POST JSON
-              arrays of --pg-batch records) beside a raw client POSTing the
-              same bodies, built beforehand, to the same local receiver.
-              Target: >= 80% of raw.
+              arrays of --pg-batch records) and of the webhook-sink plugin
+              (a sink written as a Wasm component: bodies built in the
+              plugin, POSTed through the host at commit) beside a raw
+              client POSTing the same bodies, built beforehand, to the same
+              local receiver. Target: >= 80% of raw.
   http-source records/s of the HTTP source (4 clients POST NDJSON bodies of
               --pg-batch records; parsed, fsynced in the spool before each
               202, read back as a task reads it) beside a bare receiver that
@@ -311,7 +313,7 @@ Examples:
   cargo run --release -p weir-bench -- languages --count 2000000
   cargo run --release -p weir-bench -- reload --count 5000000
   cargo run --release -p weir-bench -- postgres --pg-rows 1000000 --pg-batch 10000
-  cargo run --release -p weir-bench -- http --pg-rows 1000000 --pg-batch 500
+  cargo run --release -p weir-bench -- http --pg-rows 5000000 --pg-batch 500
   cargo run --release -p weir-bench -- http-source --pg-rows 1000000 --pg-batch 500
   cargo run --release -p weir-bench -- postgres-cdc --pg-rows 1000000 --pg-batch 10000
   cargo run --release -p weir-bench -- object-store --os-records 1000000
@@ -405,11 +407,6 @@ fn main() -> anyhow::Result<()> {
         postgres::print(&rows, cli.json);
         return Ok(());
     }
-    if cli.which == Which::Http {
-        let rows = http::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
-        http::print(&rows, cli.json);
-        return Ok(());
-    }
     if cli.which == Which::HttpSource {
         let rows = http_source::run(cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
         http_source::print(&rows, cli.json);
@@ -424,6 +421,11 @@ fn main() -> anyhow::Result<()> {
     build_plugins(&repo)?;
     let plugin_dir = repo.join("plugins/target/wasm32-wasip2/release");
     let engine = Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir(), profiler: None })?;
+    if cli.which == Which::Http {
+        let rows = http::run(&engine, &plugin_dir, cli.pg_rows, cli.pg_batch as usize, cli.pg_epoch, cli.rounds)?;
+        http::print(&rows, cli.json);
+        return Ok(());
+    }
 
     if matches!(cli.which, Which::All | Which::EventsAgg) {
         let pipeline = repo.join("pipelines/events-agg.toml");
