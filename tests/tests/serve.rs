@@ -238,12 +238,28 @@ fn api_auth_traversal_and_openapi() {
                 assert_eq!(status, 404, "POST {path}: {body}");
                 assert!(body.contains("no pipeline `nosuch`"), "POST {path}: {body}");
             } else {
-                let (status, body) = http(port, &m, &format!("{real}{}", if real.ends_with("timeline") { "?seconds=10" } else { "" }), None, None);
+                let query = if real.ends_with("timeline") {
+                    "?seconds=10"
+                } else if real.ends_with("profile") {
+                    "?seconds=1"
+                } else {
+                    ""
+                };
+                let (status, body) = http(port, &m, &format!("{real}{query}"), None, None);
                 assert_eq!(status, 200, "{m} {real}: {body}");
             }
         }
     }
     assert!(posts >= 6);
+    // An on-demand profile of the running pipeline: where its plugins spend
+    // their time, as a flame graph or folded stacks.
+    let (status, svg) = http(port, "GET", "/api/v1/pipelines/orders/profile?seconds=2", None, None);
+    assert_eq!(status, 200, "{svg}");
+    assert!(svg.starts_with("<?xml") && svg.contains("<title>enrich (slow) ("), "the spinning operator is in the flame graph: {svg}");
+    let (status, folded) = http(port, "GET", "/api/v1/pipelines/orders/profile?seconds=1&format=folded", None, None);
+    assert!(status == 200 && folded.lines().any(|l| l.starts_with("enrich (slow);")), "{status} {folded}");
+    let (status, body) = http(port, "GET", "/api/v1/pipelines/orders/profile?seconds=0", None, None);
+    assert!(status == 400 && body.contains("1 to 120 seconds"), "{status} {body}");
     let (status, body) = http(port, "GET", "/api/v1/no-such-route", None, None);
     assert_eq!(status, 404);
     assert!(body.contains("no such route"), "{body}");

@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/pipelines/{name}/backpressure"),
     ("GET", "/api/v1/pipelines/{name}/bottleneck"),
     ("GET", "/api/v1/pipelines/{name}/timeline"),
+    ("GET", "/api/v1/pipelines/{name}/profile"),
     ("GET", "/api/v1/pipelines/{name}/checkpoints"),
     ("POST", "/api/v1/pipelines/{name}/checkpoints"),
     ("POST", "/api/v1/pipelines/{name}/savepoints"),
@@ -211,6 +212,7 @@ pub fn router(sup: Arc<Supervisor>, token: Option<String>, allowed_hosts: &[Stri
         .route("/api/v1/pipelines/{name}/backpressure", get(backpressure))
         .route("/api/v1/pipelines/{name}/bottleneck", get(bottleneck))
         .route("/api/v1/pipelines/{name}/timeline", get(timeline))
+        .route("/api/v1/pipelines/{name}/profile", get(profile))
         .route("/api/v1/pipelines/{name}/checkpoints", get(checkpoints).post(trigger_checkpoint))
         .route("/api/v1/pipelines/{name}/savepoints", post(savepoint))
         .route("/api/v1/pipelines/{name}/restore", post(restore))
@@ -343,6 +345,66 @@ async fn timeline(State(app): State<App>, Path(name): Path<String>, Query(q): Qu
     let slot = lookup(&app, &name)?;
     let t = slot.handle().timeline(q.seconds.unwrap_or(300).min(weir_metrics::HISTORY)).ok_or_else(|| not_running(&name))?;
     Ok(Json(t).into_response())
+}
+
+#[derive(Deserialize)]
+struct ProfileQuery {
+    seconds: Option<u64>,
+    format: Option<String>,
+}
+
+/// The longest profile the API takes, in seconds.
+const MAX_PROFILE_SECONDS: u64 = 120;
+
+/// Closes a profile's window however the request ends (a client that goes
+/// away drops the handler's future mid-sleep).
+struct ProfileWindow<'a> {
+    profiler: &'a weir_wasm::Profiler,
+    pipeline: &'a str,
+    open: bool,
+}
+
+impl ProfileWindow<'_> {
+    fn close(mut self) -> weir_wasm::ProfileReport {
+        self.open = false;
+        self.profiler.close_window(self.pipeline)
+    }
+}
+
+impl Drop for ProfileWindow<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.profiler.close_window(self.pipeline);
+        }
+    }
+}
+
+async fn profile(State(app): State<App>, Path(name): Path<String>, Query(q): Query<ProfileQuery>) -> ApiResult {
+    let slot = lookup(&app, &name)?;
+    slot.handle().status().ok_or_else(|| not_running(&name))?;
+    let pipeline = slot.info().name.ok_or_else(|| not_running(&name))?;
+    let seconds = q.seconds.unwrap_or(10);
+    if !(1..=MAX_PROFILE_SECONDS).contains(&seconds) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("seconds = {seconds}: a profile takes 1 to {MAX_PROFILE_SECONDS} seconds")));
+    }
+    let folded = match q.format.as_deref() {
+        None | Some("svg") => false,
+        Some("folded") => true,
+        Some(f) => return Err(ApiError(StatusCode::BAD_REQUEST, format!("format = {f:?}: \"svg\" (a flame graph) or \"folded\" (folded stacks)"))),
+    };
+    let profiler = app.sup.profiler().ok_or_else(|| ApiError(StatusCode::CONFLICT, "this server's engine has no profiler".into()))?;
+    if !profiler.open_window(&pipeline) {
+        return Err(ApiError(StatusCode::CONFLICT, format!("a profile of pipeline `{name}` is being taken; ask again when it is done")));
+    }
+    let window = ProfileWindow { profiler, pipeline: &pipeline, open: true };
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let report = window.close();
+    Ok(if folded {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report.folded_text()).into_response()
+    } else {
+        let title = format!("weir: pipeline {pipeline}, plugin code, {seconds} s");
+        ([(header::CONTENT_TYPE, "image/svg+xml")], report.flame_graph(&title)).into_response()
+    })
 }
 
 async fn checkpoints(State(app): State<App>, Path(name): Path<String>) -> ApiResult {

@@ -277,6 +277,11 @@ impl Supervisor {
         &self.config
     }
 
+    /// The engine's profiler, for on-demand profiles of plugin code.
+    pub fn profiler(&self) -> Option<&Arc<weir_wasm::Profiler>> {
+        self.engine.profiler()
+    }
+
     /// The pipelines, by id.
     pub fn slots(&self) -> Vec<Arc<Slot>> {
         self.slots.lock().expect("slots lock").values().cloned().collect()

@@ -291,9 +291,12 @@ fn cmd_serve(config: &std::path::Path, journal: weir_api::Journal) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(2, &e),
     };
-    let engine = match engine() {
+    // On-demand profiles (the API's profile endpoint): sampling only while
+    // one is taken, one set lookup per instance and epoch tick otherwise.
+    let profiler = std::sync::Arc::new(weir_wasm::Profiler::on_demand());
+    let engine = match Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir(), profiler: Some(profiler) }) {
         Ok(e) => e,
-        Err(code) => return code,
+        Err(e) => return fail(1, &e.to_string()),
     };
     match weir_api::serve(c, engine, journal, weir_connectors::builtin()) {
         Ok(()) => ExitCode::SUCCESS,

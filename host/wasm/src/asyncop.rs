@@ -105,7 +105,7 @@ impl log::Host for AsyncHostState {
 /// slot, a source or sink plugin): captured output, the memory cap, and a
 /// CPU deadline counted in epoch ticks of Wasm execution only (each tick
 /// yields to the runtime, so waiting for I/O uses none of it).
-pub(crate) fn async_store(plugin: &Plugin, tag: Arc<str>, limits: Limits, io: Arc<dyn IoProvider>, profile_root: String) -> (Store<AsyncHostState>, CapturedOutput) {
+pub(crate) fn async_store(plugin: &Plugin, tag: Arc<str>, limits: Limits, io: Arc<dyn IoProvider>, profile_as: (String, String)) -> (Store<AsyncHostState>, CapturedOutput) {
     let stderr = CapturedOutput::new(tag.clone(), "stderr");
     let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
     wasi.stdout(CapturedOutput::new(tag.clone(), "stdout")).stderr(stderr.clone());
@@ -123,10 +123,10 @@ pub(crate) fn async_store(plugin: &Plugin, tag: Arc<str>, limits: Limits, io: Ar
     // Every epoch tick (10 ms) of Wasm execution yields to the runtime, so
     // a busy instance neither holds up the others nor escapes its call's
     // timeout; the ticks a call gets are its CPU deadline.
-    let profiler = plugin.engine.profiler().map(|p| (p.clone(), profile_root));
+    let profiler = plugin.engine.profiler().map(|p| (p.clone(), profile_as));
     store.epoch_deadline_callback(move |mut ctx| {
-        if let Some((profiler, root)) = &profiler {
-            profiler.sample(root, &wasmtime::WasmBacktrace::capture(&ctx));
+        if let Some((profiler, (pipeline, root))) = &profiler {
+            profiler.tick(pipeline, root, &ctx);
         }
         let s = ctx.data_mut();
         if s.ticks_left == 0 {
@@ -178,7 +178,7 @@ impl AsyncInstance {
             ))),
         };
         let tag: Arc<str> = format!("{}/{}[{}]#{slot}", plugin.name, info.operator, info.subtask).into();
-        let (mut store, stderr) = async_store(plugin, tag, limits, io, format!("{} ({})", info.operator, plugin.name));
+        let (mut store, stderr) = async_store(plugin, tag, limits, io, (info.pipeline.clone(), format!("{} ({})", info.operator, plugin.name)));
         let bindings = match pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) => return Err(classify_trap(store.data().limiter.denied, &stderr, limits, e)),

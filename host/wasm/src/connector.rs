@@ -116,7 +116,7 @@ impl<B> Live<B> {
         instantiate: impl AsyncFnOnce(&mut Store<AsyncHostState>) -> wasmtime::Result<B>,
         open: impl AsyncFnOnce(&B, &mut Store<AsyncHostState>, &connector_types::ConnectorInfo) -> wasmtime::Result<Result<(), connector_types::ConnectorError>>,
     ) -> Answer<Self> {
-        let (mut store, stderr) = async_store(plugin, tag(plugin, info), limits, io, format!("{} ({})", info.name, plugin.name));
+        let (mut store, stderr) = async_store(plugin, tag(plugin, info), limits, io, (info.pipeline.clone(), format!("{} ({})", info.name, plugin.name)));
         let bindings = match instantiate(&mut store).await {
             Ok(b) => b,
             Err(e) => return Err(async_trap(&store, &stderr, limits, e)),

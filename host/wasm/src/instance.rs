@@ -448,9 +448,9 @@ impl OperatorInstance {
         store.limiter(|s| &mut s.limiter);
         if let Some(profiler) = plugin.engine.profiler() {
             let profiler = profiler.clone();
-            let root = format!("{} ({})", info.operator, plugin.name);
+            let (pipeline, root) = (info.pipeline.clone(), format!("{} ({})", info.operator, plugin.name));
             store.epoch_deadline_callback(move |mut ctx| {
-                profiler.sample(&root, &wasmtime::WasmBacktrace::capture(&ctx));
+                profiler.tick(&pipeline, &root, &ctx);
                 let s = ctx.data_mut();
                 if s.ticks_left == 0 {
                     return Ok(wasmtime::UpdateDeadline::Interrupt);

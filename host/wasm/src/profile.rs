@@ -1,4 +1,5 @@
-//! A sampling profiler of plugin code (`weir run --profile FILE`).
+//! A sampling profiler of plugin code (`weir run --profile FILE`, and
+//! `weir serve`'s on-demand `GET /api/v1/pipelines/NAME/profile`).
 //!
 //! The engine's epoch ticker already interrupts every running instance each
 //! [`EPOCH_TICK`](crate::EPOCH_TICK) to enforce its CPU deadline; with a
@@ -14,27 +15,78 @@
 //! in host calls (state, timers) is counted at the guest code that runs
 //! next. It costs one stack walk per instance and tick (100 per second).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Mutex;
 use wasmtime::WasmBacktrace;
 
-/// Collects samples from every instance of an engine.
+/// Collects samples from every instance of an engine: of every pipeline
+/// all the time ([`Profiler::new`], `weir run --profile`), or of the
+/// pipelines a window is open for ([`Profiler::on_demand`], `weir serve`'s
+/// profile endpoint).
 #[derive(Debug, Default)]
 pub struct Profiler {
-    stacks: Mutex<HashMap<String, u64>>,
+    /// Folded stacks by pipeline.
+    stacks: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// `None`: every pipeline is sampled; otherwise the pipelines with an
+    /// open window.
+    windows: Option<Mutex<HashSet<String>>>,
 }
 
 impl Profiler {
-    /// An empty profile.
+    /// A profiler that samples every instance from the start.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Counts one sample of `bt` under `root` (the operator and its plugin).
-    pub(crate) fn sample(&self, root: &str, bt: &WasmBacktrace) {
+    /// A profiler that samples a pipeline's instances only between
+    /// [`Profiler::open_window`] and [`Profiler::close_window`]; until then
+    /// each epoch tick costs an instance one set lookup.
+    pub fn on_demand() -> Self {
+        Self { stacks: Mutex::default(), windows: Some(Mutex::default()) }
+    }
+
+    /// Starts sampling `pipeline`'s instances; false when a window is
+    /// already open for it (one profile of a pipeline at a time).
+    pub fn open_window(&self, pipeline: &str) -> bool {
+        let Some(windows) = &self.windows else { return false };
+        let opened = windows.lock().unwrap_or_else(|p| p.into_inner()).insert(pipeline.to_owned());
+        if opened {
+            self.stacks.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline);
+        }
+        opened
+    }
+
+    /// Stops sampling `pipeline` and returns what the window collected.
+    pub fn close_window(&self, pipeline: &str) -> ProfileReport {
+        if let Some(windows) = &self.windows {
+            windows.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline);
+        }
+        let stacks = self.stacks.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline).unwrap_or_default();
+        ProfileReport::from_stacks(stacks.into_iter())
+    }
+
+    /// Whether instances of `pipeline` are being sampled now.
+    pub(crate) fn wants(&self, pipeline: &str) -> bool {
+        match &self.windows {
+            None => true,
+            Some(w) => w.lock().unwrap_or_else(|p| p.into_inner()).contains(pipeline),
+        }
+    }
+
+    /// At an epoch tick of an instance of `pipeline` whose root frame is
+    /// `root` (the operator or connector and its plugin): captures and
+    /// counts its stack if the pipeline is being sampled.
+    pub(crate) fn tick(&self, pipeline: &str, root: &str, ctx: impl wasmtime::AsContext) {
+        if self.wants(pipeline) {
+            self.sample(pipeline, root, &WasmBacktrace::capture(ctx));
+        }
+    }
+
+    /// Counts one sample of `bt` under `root`.
+    fn sample(&self, pipeline: &str, root: &str, bt: &WasmBacktrace) {
         let mut stack = String::with_capacity(256);
         stack.push_str(root);
         // Frames come innermost first; a folded stack starts at the root.
@@ -57,15 +109,13 @@ impl Profiler {
             }
         }
         let mut stacks = self.stacks.lock().unwrap_or_else(|p| p.into_inner());
-        *stacks.entry(stack).or_default() += 1;
+        *stacks.entry(pipeline.to_owned()).or_default().entry(stack).or_default() += 1;
     }
 
-    /// What was collected so far.
+    /// What was collected so far, of every pipeline.
     pub fn report(&self) -> ProfileReport {
         let stacks = self.stacks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut folded: Vec<(String, u64)> = stacks.iter().map(|(s, n)| (s.clone(), *n)).collect();
-        folded.sort();
-        ProfileReport { folded }
+        ProfileReport::from_stacks(stacks.values().flat_map(|m| m.iter().map(|(s, n)| (s.clone(), *n))))
     }
 }
 
@@ -88,6 +138,12 @@ pub struct OperatorProfile {
 }
 
 impl ProfileReport {
+    fn from_stacks(stacks: impl Iterator<Item = (String, u64)>) -> Self {
+        let mut folded: Vec<(String, u64)> = stacks.collect();
+        folded.sort();
+        Self { folded }
+    }
+
     /// Every sample.
     pub fn samples(&self) -> u64 {
         self.folded.iter().map(|(_, n)| n).sum()
@@ -97,10 +153,17 @@ impl ProfileReport {
     /// of inferno's and Brendan Gregg's flamegraph tools and speedscope).
     pub fn write_folded(&self, path: &Path) -> std::io::Result<()> {
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        for (stack, n) in &self.folded {
-            writeln!(out, "{stack} {n}")?;
-        }
+        out.write_all(self.folded_text().as_bytes())?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
+    /// The folded stacks, one `stack count` line each.
+    pub fn folded_text(&self) -> String {
+        let mut text = String::new();
+        for (stack, n) in &self.folded {
+            let _ = writeln!(text, "{stack} {n}");
+        }
+        text
     }
 
     /// Writes the profile as a flame graph, an SVG any browser shows: one
