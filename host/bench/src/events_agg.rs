@@ -320,6 +320,11 @@ mod tests {
         std::fs::write(&file, text).unwrap();
         let plugins = if native { Some(&NATIVE_PLUGINS[..]) } else { None };
         let report = run_as(engine, &file, plugin_dir, 20_000, parallelism, plugins, |p| p.checkpoint.interval = None).unwrap();
+        if native {
+            // Else both runs would be the components' and agree trivially.
+            let calls = report.native.as_deref().unwrap_or_default();
+            assert!(calls.len() == 2 && calls.iter().all(|(_, d)| !d.is_zero()), "the operators did not run natively: {calls:?}");
+        }
         let mut lines = Vec::new();
         for entry in std::fs::read_dir(dir.path().join("out")).unwrap() {
             let path = entry.unwrap().path();
