@@ -195,8 +195,9 @@ use std::time::{Duration, Instant};
 use std::process::{Command, Stdio};
 use weir_wasm::{Engine, EngineConfig};
 
-/// weir's benchmarks: the events-agg pipeline end to end, and the cost of the
-/// Wasm boundary (identity operator in Wasm vs the same code native).
+/// weir's benchmarks: the events-agg pipeline end to end (with its Wasm
+/// operators and with the same operators compiled natively), and the cost of
+/// the Wasm boundary (identity operator in Wasm vs the same code native).
 ///
 /// The plugins are built first (cargo output on stderr). Results are printed
 /// as tables on stdout; progress and information go to stderr. No time is
