@@ -306,3 +306,92 @@ impl Host for StateHost {
         weir_wasm::plugin_log(&self.tag, &mut self.log_window, level, message);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_format::{BatchWriter, Frames};
+    use weir_sdk::{Context, Error, NoConfig, Operator, Output, Record};
+
+    /// Counts records per key in keyed state; rejects a value "bad", and
+    /// registers a timer for a value "timer".
+    struct Count;
+
+    impl Operator for Count {
+        type Config = NoConfig;
+        const PREFETCH: &'static [&'static str] = &["n"];
+
+        fn open(_: NoConfig, _: &OpenContext) -> Result<Self, Error> {
+            Ok(Count)
+        }
+
+        fn process(&mut self, r: Record<'_>, out: &mut Output, ctx: &mut Context) -> Result<(), Error> {
+            match r.value {
+                b"bad" => return Err(Error::msg("bad record")),
+                b"timer" => ctx.register_timer(TimeDomain::EventTime, b"k", 1),
+                _ => {}
+            }
+            let key = r.key.unwrap_or_default();
+            let n = ctx.get::<u64>("n", key)?.unwrap_or(0) + 1;
+            ctx.put("n", key, &n);
+            out.emit(Some(key), n.to_string().as_bytes(), r.timestamp);
+            Ok(())
+        }
+    }
+
+    fn stage(policy: ErrorPolicy) -> NativeStage {
+        let info = InstanceInfo {
+            pipeline: "p".into(),
+            operator: "count".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            config_json: "{}".into(),
+            read_dirs: Vec::new(),
+            inputs: vec!["in".into()],
+        };
+        let who = StageInfo { operator: "count".into(), config_path: "operators[0]".into(), plugin: "count".into(), plugin_path: "compiled into the host".into(), version: "native".into(), subtask: 0 };
+        let factory = weir_sdk::native::factory::<Count>();
+        NativeStage::open(&*factory, &info, Limits::default(), KeyedState::new(0, 1, 128), TimerService::new(), who, policy, Arc::default()).unwrap()
+    }
+
+    fn batch(values: &[&str]) -> Vec<u8> {
+        let mut w = BatchWriter::new();
+        for v in values {
+            w.push(Some(b"a"), v.as_bytes(), 0, &[]);
+        }
+        w.finish()
+    }
+
+    fn count(stage: &NativeStage) -> Option<Vec<u8>> {
+        lock(&stage.calls.state).keyed.get("n", b"a").unwrap().map(|v| v.into_owned())
+    }
+
+    #[test]
+    fn state_is_committed_per_batch_and_a_skipped_record_leaves_none_of_its_writes() {
+        let mut s = stage(ErrorPolicy::Skip);
+        let out = s.process(&batch(&["x", "bad", "y"]), 3).unwrap();
+        let values: Vec<Vec<u8>> = Frames::new(&out).map(|r| r.unwrap().value.to_vec()).collect();
+        assert_eq!(values, [b"1".to_vec(), b"2".to_vec()]);
+        assert_eq!(count(&s), Some(2u64.to_le_bytes().to_vec()));
+        assert_eq!(s.metrics().records_skipped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        s.process(&batch(&["z"]), 1).unwrap();
+        assert_eq!(count(&s), Some(3u64.to_le_bytes().to_vec()));
+    }
+
+    #[test]
+    fn a_rejection_under_fail_names_the_record_and_rolls_back() {
+        let mut s = stage(ErrorPolicy::Fail);
+        let e = s.process(&batch(&["x", "bad"]), 2).unwrap_err().to_string();
+        assert!(e.contains("rejected record #1") && e.contains("bad record") && e.contains("compiled into the host"), "{e}");
+        assert_eq!(count(&s), None);
+    }
+
+    #[test]
+    fn timers_are_refused_with_a_message_that_says_so() {
+        let mut s = stage(ErrorPolicy::Fail);
+        let e = s.process(&batch(&["timer"]), 1).unwrap_err().to_string();
+        assert!(e.contains("cannot do yet") && e.contains("Wasm plugin"), "{e}");
+        assert_eq!(count(&s), None, "the failed call's writes are rolled back");
+    }
+}
