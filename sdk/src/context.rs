@@ -183,6 +183,9 @@ impl Prefetch {
 ///
 /// Value-state reads go through a cache that lives for one batch;
 /// writes are buffered and sent to the host in one call when the batch ends.
+///
+/// Every field but `host` must stay `Send`: a native embedding
+/// (`native::Native`) is `Send` when its host is, on that ground.
 pub struct Context {
     host: Box<dyn Host>,
     names: Vec<String>,

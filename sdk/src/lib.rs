@@ -52,6 +52,14 @@
 //! call at the end of the batch, so a batch's state updates are applied
 //! together, after its last record.
 //!
+//! ## Native embedding
+//!
+//! With the `native` feature, [`native`] runs an operator compiled for the
+//! host inside a Rust program, behind the same batch calls a component
+//! exports and over a [`Host`] the program provides. weir's host uses it to
+//! measure what the Wasm boundary costs against the same operator code
+//! (`weir-bench events-agg`), and it embeds a Rust operator without Wasm.
+//!
 //! ## Errors
 //!
 //! Returning an [`Error`] from [`Operator::process`] rejects that record:
@@ -65,6 +73,8 @@
 pub mod bindings;
 mod context;
 mod hash;
+#[cfg(feature = "native")]
+pub mod native;
 #[doc(hidden)]
 pub mod rt;
 pub mod testing;
@@ -210,6 +220,18 @@ impl From<std::str::Utf8Error> for Error {
     fn from(e: std::str::Utf8Error) -> Self {
         Self::msg(e)
     }
+}
+
+/// A rejected input, as the host sees it: the operator's [`Error`] for one
+/// record or fired timer of a call, with its position in the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Index of the input (record or timer) the operator rejected; the
+    /// number of inputs when the call as a whole failed (its state writes
+    /// were refused).
+    pub index: u32,
+    /// The operator's message.
+    pub message: String,
 }
 
 /// Collects an operator's output records into one frame buffer.

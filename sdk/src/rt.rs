@@ -1,9 +1,10 @@
 //! Glue between the generated exports and an [`Operator`]; used by
-//! [`crate::export_operator!`] and by the native [`crate::testing`] harness,
-//! so native tests run exactly the code path a component runs.
+//! [`crate::export_operator!`], by the native [`crate::testing`] harness
+//! and by native embeddings (`native`, feature `native`), so native tests
+//! and native runs take exactly the code path a component takes.
 
 use crate::context::{Context, Host, LogLevel, StateError};
-use crate::{Error, OpenContext, Operator, Output, TimeDomain, Timer};
+use crate::{Error, OpenContext, Operator, Output, Rejected, TimeDomain, Timer};
 use std::any::Any;
 use std::cell::RefCell;
 use weir_format::Frames;
@@ -14,10 +15,6 @@ pub(crate) struct Runtime<O> {
     pub(crate) ctx: Context,
 }
 
-/// A rejected input: its index and the operator's message. An index equal to
-/// the number of inputs means the batch as a whole.
-pub(crate) type Rejection = (u32, String);
-
 impl<O: Operator> Runtime<O> {
     pub(crate) fn open(info: OpenContext, config_json: &str, host: Box<dyn Host>) -> Result<Self, String> {
         let config: O::Config = serde_json::from_str(config_json)
@@ -26,13 +23,13 @@ impl<O: Operator> Runtime<O> {
         Ok(Self { op, ctx: Context::new(host) })
     }
 
-    pub(crate) fn process(&mut self, input: &[u8]) -> Result<Vec<u8>, Rejection> {
+    pub(crate) fn process(&mut self, input: &[u8]) -> Result<Vec<u8>, Rejected> {
         let mut out = Output::with_capacity(input.len() + input.len() / 4);
         if !O::PREFETCH.is_empty() {
             let keys: Vec<Option<&[u8]>> = Frames::new(input).map(|r| r.ok().and_then(|r| r.key)).collect();
             if let Err(e) = self.ctx.prefetch(O::PREFETCH, &keys) {
                 self.ctx.reset();
-                return Err((count(input), format!("prefetching state: {e}")));
+                return Err(Rejected { index: count(input), message: format!("prefetching state: {e}") });
             }
         }
         let mut index = 0u32;
@@ -44,21 +41,21 @@ impl<O: Operator> Runtime<O> {
             };
             if let Err(e) = result {
                 self.ctx.reset();
-                return Err((index, e.message().to_owned()));
+                return Err(Rejected { index, message: e.message().to_owned() });
             }
             index += 1;
         }
         self.finish(out, index)
     }
 
-    pub(crate) fn on_timer(&mut self, fired: Vec<Timer>) -> Result<Vec<u8>, Rejection> {
+    pub(crate) fn on_timer(&mut self, fired: Vec<Timer>) -> Result<Vec<u8>, Rejected> {
         let mut out = Output::default();
         let n = fired.len() as u32;
         for (index, timer) in fired.into_iter().enumerate() {
             self.ctx.set_current(usize::MAX);
             if let Err(e) = self.op.on_timer(timer, &mut out, &mut self.ctx) {
                 self.ctx.reset();
-                return Err((index as u32, e.message().to_owned()));
+                return Err(Rejected { index: index as u32, message: e.message().to_owned() });
             }
         }
         self.finish(out, n)
@@ -70,13 +67,13 @@ impl<O: Operator> Runtime<O> {
             self.ctx.reset();
             return Err(e.message().to_owned());
         }
-        self.finish(out, 0).map_err(|(_, m)| m)
+        self.finish(out, 0).map_err(|r| r.message)
     }
 
-    fn finish(&mut self, out: Output, inputs: u32) -> Result<Vec<u8>, Rejection> {
+    fn finish(&mut self, out: Output, inputs: u32) -> Result<Vec<u8>, Rejected> {
         match self.ctx.end_batch() {
             Ok(()) => Ok(out.into_bytes()),
-            Err(e) => Err((inputs, format!("the host refused the batch's state writes: {e}"))),
+            Err(e) => Err(Rejected { index: inputs, message: format!("the host refused the batch's state writes: {e}") }),
         }
     }
 }
@@ -104,10 +101,10 @@ fn with_runtime<O: Operator, R>(f: impl FnOnce(&mut Runtime<O>) -> R) -> R {
     })
 }
 
-fn output(result: Result<Vec<u8>, Rejection>) -> types::BatchOutput {
+fn output(result: Result<Vec<u8>, Rejected>) -> types::BatchOutput {
     match result {
         Ok(records) => types::BatchOutput { records, error: None },
-        Err((index, message)) => types::BatchOutput { records: Vec::new(), error: Some(types::RecordError { index, message }) },
+        Err(Rejected { index, message }) => types::BatchOutput { records: Vec::new(), error: Some(types::RecordError { index, message }) },
     }
 }
 

@@ -27,6 +27,7 @@
 use crate::context::{Host, LogLevel, StateError};
 use crate::rt::Runtime;
 use crate::{OpenContext, Operator, StateValue, TimeDomain, Timer};
+pub use crate::Rejected;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -203,15 +204,6 @@ impl Host for MemoryHost {
     }
 }
 
-/// A rejected input, as the host would see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// Index of the input (record or timer) the operator rejected.
-    pub index: u32,
-    /// The operator's message.
-    pub message: String,
-}
-
 /// Runs one operator instance natively.
 pub struct Harness<O: Operator> {
     rt: Runtime<O>,
@@ -270,7 +262,7 @@ impl<O: Operator> Harness<O> {
 
     /// Processes one batch given in frame format.
     pub fn process_raw(&mut self, batch: &[u8]) -> Result<Vec<OwnedRecord>, Rejected> {
-        let out = self.rt.process(batch).map_err(|(index, message)| Rejected { index, message })?;
+        let out = self.rt.process(batch)?;
         Ok(decode(&out))
     }
 
@@ -288,7 +280,7 @@ impl<O: Operator> Harness<O> {
             }
             due
         };
-        let out = self.rt.on_timer(due).map_err(|(index, message)| Rejected { index, message })?;
+        let out = self.rt.on_timer(due)?;
         Ok(decode(&out))
     }
 

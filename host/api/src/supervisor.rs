@@ -491,6 +491,7 @@ impl Supervisor {
                 metrics_address: None,
                 start_from,
                 handle: Some(handle.clone()),
+                ..Default::default()
             };
             // What the run logs goes to this slot's events, also from this
             // thread's messages that do not name the pipeline.

@@ -19,9 +19,17 @@
 //! (~90 bytes) -> `json-filter` (parse, keep `amount >= 10`, key by user) ->
 //! `running-sum` keyed by user with state in the host -> discard. The file
 //! is the single definition of the job; `--count` and `--parallelism`
-//! override its generator count and its operators' parallelism. At
+//! override its generator count and its operators' parallelism (without
+//! `--parallelism`, it runs at 1 and at 2). At
 //! parallelism 1 the whole job is one chain on one thread; at parallelism
 //! P the generator runs as P subtasks (splitting the sequence), each chained with a `parse` subtask, feeding P `sum` subtasks by key.
+//!
+//! Each parallelism runs twice: with the Wasm components, and with the same
+//! two plugin crates compiled into weir-bench (the *native baseline*,
+//! [`weir_pipeline::NativeOperators`]), behind the same task loop,
+//! chaining, hash exchange, keyed state (staged and committed per batch)
+//! and sink. Only the Wasm boundary differs, so every figure reads as "Wasm
+//! costs X over native" and "the host costs Y".
 //!
 //! * **records/s**: records produced by the source / elapsed wall time.
 //!   Elapsed starts once the plugins are loaded and the operators opened.
@@ -37,6 +45,15 @@
 //! * **busy / idle / backpressured**: for each task (thread), the share of
 //!   its time spent working, waiting for input, and waiting for room in a
 //!   full output channel. A task near 100% busy is the bottleneck.
+//! * **in operators** (native rows): per plugin, the time inside its
+//!   `process` calls (its code, the SDK runtime, the keyed-state calls it
+//!   makes), summed over subtasks. The rest of the native run's busy time
+//!   is the host's: generating, the task loop, the exchange, the sink.
+//! * **Wasm / native**: the Wasm run's elapsed time over the native run's
+//!   at the same parallelism. The issue's target is at most 1.3x. With
+//!   `--json`, the rows carry `"operators": "wasm"` or `"native"` (and
+//!   `operator_seconds`), and an `events-agg-vs-native` line the ratio
+//!   (`wasm_over_native`).
 //!
 //! # `checkpoints`: what exactly-once costs
 //!
@@ -178,8 +195,9 @@ use std::time::{Duration, Instant};
 use std::process::{Command, Stdio};
 use weir_wasm::{Engine, EngineConfig};
 
-/// weir's benchmarks: the events-agg pipeline end to end, and the cost of the
-/// Wasm boundary (identity operator in Wasm vs the same code native).
+/// weir's benchmarks: the events-agg pipeline end to end (with its Wasm
+/// operators and with the same operators compiled natively), and the cost of
+/// the Wasm boundary (identity operator in Wasm vs the same code native).
 ///
 /// The plugins are built first (cargo output on stderr). Results are printed
 /// as tables on stdout; progress and information go to stderr. No time is
@@ -196,9 +214,9 @@ struct Cli {
     #[arg(long, default_value_t = 10_000_000, value_name = "N")]
     count: u64,
 
-    /// events-agg: parallelism of every operator (default 1). 1 runs the whole
-    /// job as one chain on one thread; P > 1 gives `parse` and `sum` P
-    /// subtasks each. nexmark, join: runs at P only (default: 1 and 2).
+    /// events-agg, nexmark, join: run at parallelism P only (default: 1 and
+    /// 2). 1 runs the whole events-agg job as one chain on one thread; P > 1
+    /// gives the generator, `parse` and `sum` P subtasks each.
     #[arg(long, value_name = "P", value_parser = clap::value_parser!(u32).range(1..))]
     parallelism: Option<u32>,
 
@@ -259,6 +277,13 @@ How to read the results:
               generated frames. Per task, busy + idle + backpressured = 100%:
               the task that is busy while its upstream is backpressured is the
               bottleneck. Peak RSS is the process's VmHWM, reset before the run.
+              Each run is made twice: with the Wasm components, then with
+              json-filter and running-sum compiled into weir-bench (native),
+              behind the same task loop, exchange and keyed state; 'in
+              operators' is the time inside their calls. Wasm / native is the
+              ratio of the elapsed times: what the Wasm boundary costs.
+              Target: <= 1.3x. The native run's time outside the operators is
+              the host's (source, task loop, exchange, sink).
   boundary    overhead = Wasm ns/record - native ns/record for the identity
               operator: what crossing the component boundary costs per record.
               The empty-call figure is the fixed cost of one call; it dominates
@@ -325,10 +350,12 @@ Examples:
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
-    /// events-agg at parallelism 1 and 2 (first, so peak RSS is not
-    /// inflated), then latency, then boundary.
+    /// events-agg at parallelism 1 and 2, Wasm and native (first, so peak
+    /// RSS is not inflated), then latency, then boundary.
     All,
-    /// The events-agg pipeline (pipelines/events-agg.toml) end to end.
+    /// The events-agg pipeline (pipelines/events-agg.toml) end to end, at
+    /// parallelism 1 and 2 (or --parallelism), with the Wasm operators and
+    /// with the same operators compiled natively.
     EventsAgg,
     /// The identity operator in Wasm vs native, per batch size.
     Boundary,
@@ -429,10 +456,16 @@ fn main() -> anyhow::Result<()> {
 
     if matches!(cli.which, Which::All | Which::EventsAgg) {
         let pipeline = repo.join("pipelines/events-agg.toml");
-        let runs = if cli.which == Which::All { vec![1, 2] } else { vec![cli.parallelism.unwrap_or(1)] };
+        let runs = match cli.parallelism {
+            Some(p) if cli.which == Which::EventsAgg => vec![p],
+            _ => vec![1, 2],
+        };
         for parallelism in runs {
-            let report = events_agg::run(&engine, &pipeline, &plugin_dir, cli.count, parallelism)?;
-            report.print(cli.json);
+            let wasm = events_agg::run(&engine, &pipeline, &plugin_dir, cli.count, parallelism)?;
+            wasm.print(cli.json);
+            let native = events_agg::run_native(&engine, &pipeline, &plugin_dir, cli.count, parallelism)?;
+            native.print(cli.json);
+            events_agg::compare(&wasm, &native, cli.json);
         }
     }
     if matches!(cli.which, Which::All | Which::Checkpoints) {

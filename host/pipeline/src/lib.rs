@@ -10,6 +10,11 @@
 //! progress until the input is exhausted. While it runs, [`reload`]
 //! watches the plugin directory and hot-swaps new plugin versions.
 //!
+//! A Rust program that runs pipelines can also run operators written with
+//! `weir-sdk` natively, compiled into itself, behind the same task loop, by
+//! plugin name: [`NativeOperators`] in [`RunOptions::native`]. weir's
+//! benchmarks use it to measure what the Wasm boundary costs.
+//!
 //! ```toml
 //! [sources.events]
 //! type = "generator"
@@ -33,6 +38,7 @@ pub mod checkpoints;
 mod config;
 pub mod control;
 pub mod handle;
+mod native;
 mod plan;
 pub mod reload;
 pub mod report;
@@ -45,6 +51,7 @@ pub use config::{
     OperatorConfig, PartitionKind, Pipeline, SinkConfig, SourceConfig, config_sections, ConfigSection, check_name, MAX_PARALLELISM,
 };
 pub use weir_connector::registry::Registry;
+pub use native::NativeOperators;
 pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
 pub use reload::{OperatorVersion, ReloadEvent, ReloadHandle, ReloadStatus};

@@ -15,10 +15,15 @@
 //! Hot reload happens here too ([`reload`]): a Wasm stage checks its
 //! operator's [`ReloadSlot`] between batches (one atomic load) and swaps in
 //! a new plugin version prepared in the background, keeping the state.
+//!
+//! An operator compiled into the host runs as a [`NativeStage`] ([`native`]):
+//! the same loop, state and transactions as a Wasm stage, without the Wasm
+//! boundary, so that the boundary's cost can be measured.
 
 pub mod checkpoint;
 pub mod inputs;
 mod metrics;
+pub mod native;
 pub mod reload;
 mod stages;
 
@@ -26,6 +31,7 @@ pub use checkpoint::{Ack, Aligner, Checkpointing, InFlight, StageState, StatePar
 pub use inputs::{InputMetrics, Inputs, Watermarks};
 pub use metrics::{LatencyHistogram, StageMetrics, TaskMetrics};
 pub use reload::{Probation, ReloadSlot, SwapAt, SwapReport};
+pub use native::NativeStage;
 pub use stages::{ErrorPolicy, SinkStage, StageInfo, TIMER_CALLS_PER_ROUND, TIMER_OUTPUT_PER_ROUND, TIMER_REARM_LIMIT, TIMERS_PER_CALL, WasmStage};
 
 use std::collections::VecDeque;

@@ -54,12 +54,140 @@ pub struct StageInfo {
 }
 
 impl StageInfo {
-    fn who(&self) -> String {
+    pub(crate) fn who(&self) -> String {
         format!(
             "operator `{}` (plugin `{}`, {}, version {}) subtask {}",
             self.operator, self.plugin, self.plugin_path, self.version, self.subtask
         )
     }
+}
+
+/// How far a stage has got through its input, for messages: which batch,
+/// which record, and when a skipped record was last logged.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    pub batches: u64,
+    pub records: u64,
+    pub last_skip_log: Option<Instant>,
+}
+
+impl Seen {
+    /// A batch of `records` records went through.
+    pub fn batch_done(&mut self, records: usize) {
+        self.batches += 1;
+        self.records += records as u64;
+    }
+}
+
+/// A call failed with an error that is not a rejected record: the
+/// stage's caller explains it ([`call_failed`]) with the batch it failed
+/// on (what was left of it after skipped records), or the stage stopped.
+pub(crate) enum Unhandled {
+    /// The `on-error` policy stopped the stage.
+    Stop(TaskError),
+    /// Another failure of the call on `batch` (`records` records).
+    Call { error: CallError, batch: Vec<u8>, records: usize },
+}
+
+/// A batch through `call` under the `on-error` policy: a rejected record
+/// stops the stage (`fail`) or is logged, counted and taken out, and the
+/// rest of the batch goes through `call` again (`skip`). What a Wasm and a
+/// native operator stage share.
+pub(crate) fn process_with_policy(
+    batch: &[u8],
+    records: usize,
+    policy: ErrorPolicy,
+    info: &StageInfo,
+    metrics: &StageMetrics,
+    seen: &mut Seen,
+    mut call: impl FnMut(&[u8]) -> Result<Vec<u8>, CallError>,
+) -> Result<Vec<u8>, Unhandled> {
+    let mut owned: Option<(Vec<u8>, usize)> = None;
+    loop {
+        let (cur, n) = owned.as_ref().map_or((batch, records), |(b, n)| (b.as_slice(), *n));
+        match call(cur) {
+            Ok(out) => {
+                seen.batch_done(records);
+                return Ok(out);
+            }
+            Err(CallError::Rejected { index, message }) if (index as usize) < n => {
+                let rec = Frames::new(cur).nth(index as usize).and_then(Result::ok).expect("index checked");
+                let position = seen.records + index as u64;
+                if policy == ErrorPolicy::Fail {
+                    return Err(Unhandled::Stop(TaskError::Stage(format!(
+                        "{} rejected record #{position} of its input ({}): {message}. The pipeline stopped (on-error = \"fail\"). Fix the input, or set `on-error = \"skip\"` in {} to set such records aside and continue.",
+                        info.who(),
+                        describe(&rec),
+                        info.config_path
+                    ))));
+                }
+                metrics.records_skipped.fetch_add(1, Ordering::Relaxed);
+                if seen.last_skip_log.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+                    seen.last_skip_log = Some(Instant::now());
+                    tracing::warn!(
+                        operator = %info.operator,
+                        subtask = info.subtask,
+                        skipped_total = metrics.records_skipped.load(Ordering::Relaxed),
+                        "skipped record #{position} ({}): {message}",
+                        describe(&rec)
+                    );
+                }
+                let mut w = BatchWriter::with_capacity(cur.len());
+                for (i, r) in Frames::new(cur).enumerate() {
+                    if i != index as usize {
+                        w.push_record(&r.expect("well-formed batch"));
+                    }
+                }
+                owned = Some((w.finish(), n - 1));
+                if n == 1 {
+                    seen.records += records as u64;
+                    return Ok(Vec::new());
+                }
+            }
+            Err(error) => return Err(Unhandled::Call { error, batch: cur.to_vec(), records: n }),
+        }
+    }
+}
+
+/// A record, shortened, for messages.
+fn describe(rec: &RecordRef<'_>) -> String {
+    let key = rec.key.map_or_else(|| "none".to_owned(), |k| Preview(k).to_string());
+    format!("key {key}, timestamp {}, value {}", rec.timestamp, Preview(rec.value))
+}
+
+/// The message of a failed call of an operator stage (`what`: the call,
+/// `batch`: the batch of a failed `process` and its record count).
+pub(crate) fn call_failed(info: &StageInfo, seen: &Seen, what: &str, e: CallError, batch: Option<(&[u8], usize)>) -> TaskError {
+    let who = info.who();
+    let place = match batch {
+        Some((b, n)) => {
+            let first = Frames::new(b).next().and_then(Result::ok).map(|r| describe(&r)).unwrap_or_default();
+            format!(" while processing batch #{} (records {}..{} of its input; first record: {first})", seen.batches + 1, seen.records, seen.records + n as u64)
+        }
+        None => format!(" in `{what}`"),
+    };
+    let msg = match &e {
+        CallError::Trap { kind, detail, .. } => {
+            let hint = match kind {
+                TrapKind::Deadline(_) => "If the plugin is only slow, raise `limits.call-timeout` for this operator; if it loops forever, fix the plugin.".to_owned(),
+                TrapKind::Memory { .. } => "Raise `limits.memory` for this operator if it legitimately needs more, or fix the plugin's memory use.".to_owned(),
+                TrapKind::HostLimit(_) => {
+                    "Raise the limit named above for this operator if it legitimately needs more (see docs/limits.md), or fix the plugin.".to_owned()
+                }
+                TrapKind::Other => {
+                    let bt: Vec<&str> = detail.lines().skip(1).filter(|l| !l.trim().is_empty()).take(8).collect();
+                    if bt.is_empty() {
+                        "This is a bug in the plugin (a panic or an invalid operation).".to_owned()
+                    } else {
+                        format!("This is a bug in the plugin (a panic or an invalid operation). Wasm backtrace:\n{}", bt.join("\n"))
+                    }
+                }
+            };
+            format!("{who} {e}{place}. The instance was discarded and the pipeline stopped; the host is unaffected. {hint}")
+        }
+        CallError::Rejected { .. } | CallError::Failed(_) => format!("{who} failed{place}: {e}"),
+    };
+    TaskError::Stage(msg)
 }
 
 /// A Wasm operator in a chain.
@@ -68,9 +196,7 @@ pub struct WasmStage {
     info: StageInfo,
     policy: ErrorPolicy,
     metrics: Arc<StageMetrics>,
-    batches: u64,
-    records_seen: u64,
-    last_skip_log: Option<Instant>,
+    seen: Seen,
     reload: Option<StageReload>,
     timers: TimerRounds,
     /// The input of the batch being processed (the vertex's input index),
@@ -95,7 +221,7 @@ struct TimerRounds {
 impl WasmStage {
     /// Wraps an opened instance.
     pub fn new(instance: OperatorInstance, info: StageInfo, policy: ErrorPolicy, metrics: Arc<StageMetrics>) -> Self {
-        Self { instance, info, policy, metrics, batches: 0, records_seen: 0, last_skip_log: None, reload: None, timers: TimerRounds::default(), input: 0 }
+        Self { instance, info, policy, metrics, seen: Seen::default(), reload: None, timers: TimerRounds::default(), input: 0 }
     }
 
     /// Lets the operator's plugin be hot-reloaded through `slot` (see
@@ -127,8 +253,7 @@ impl WasmStage {
     fn process_on_probation(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
         let error = match self.instance.process_input(self.input, batch) {
             Ok(out) => {
-                self.batches += 1;
-                self.records_seen += records as u64;
+                self.seen.batch_done(records);
                 if let Some(r) = &mut self.reload {
                     r.batch_ok(&self.instance);
                 }
@@ -148,8 +273,7 @@ impl WasmStage {
             r.give_back(&mut self.instance, old);
             let Ok(out) = previous else { return self.process_with_policy(batch, records) };
             r.count_failure(&mut self.instance, &error, false).map_err(|e| self.reload_error(e))?;
-            self.batches += 1;
-            self.records_seen += records as u64;
+            self.seen.batch_done(records);
             self.info.version = weir_wasm::reload::short(&self.instance.plugin().hash).to_owned();
             return Ok(out);
         }
@@ -173,47 +297,8 @@ impl WasmStage {
         }
     }
 
-    fn describe(rec: &RecordRef<'_>) -> String {
-        let key = rec.key.map_or_else(|| "none".to_owned(), |k| Preview(k).to_string());
-        format!("key {key}, timestamp {}, value {}", rec.timestamp, Preview(rec.value))
-    }
-
     fn call_failed(&self, what: &str, e: CallError, batch: Option<(&[u8], usize)>) -> TaskError {
-        let who = self.info.who();
-        let place = match batch {
-            Some((b, n)) => {
-                let first = Frames::new(b).next().and_then(Result::ok).map(|r| Self::describe(&r)).unwrap_or_default();
-                format!(
-                    " while processing batch #{} (records {}..{} of its input; first record: {first})",
-                    self.batches + 1,
-                    self.records_seen,
-                    self.records_seen + n as u64
-                )
-            }
-            None => format!(" in `{what}`"),
-        };
-        let msg = match &e {
-            CallError::Trap { kind, detail, .. } => {
-                let hint = match kind {
-                    TrapKind::Deadline(_) => "If the plugin is only slow, raise `limits.call-timeout` for this operator; if it loops forever, fix the plugin.".to_owned(),
-                    TrapKind::Memory { .. } => "Raise `limits.memory` for this operator if it legitimately needs more, or fix the plugin's memory use.".to_owned(),
-                    TrapKind::HostLimit(_) => {
-                        "Raise the limit named above for this operator if it legitimately needs more (see docs/limits.md), or fix the plugin.".to_owned()
-                    }
-                    TrapKind::Other => {
-                        let bt: Vec<&str> = detail.lines().skip(1).filter(|l| !l.trim().is_empty()).take(8).collect();
-                        if bt.is_empty() {
-                            "This is a bug in the plugin (a panic or an invalid operation).".to_owned()
-                        } else {
-                            format!("This is a bug in the plugin (a panic or an invalid operation). Wasm backtrace:\n{}", bt.join("\n"))
-                        }
-                    }
-                };
-                format!("{who} {e}{place}. The instance was discarded and the pipeline stopped; the host is unaffected. {hint}")
-            }
-            CallError::Rejected { .. } | CallError::Failed(_) => format!("{who} failed{place}: {e}"),
-        };
-        TaskError::Stage(msg)
+        call_failed(&self.info, &self.seen, what, e, batch)
     }
 
     /// One round of timer firing in one domain: at most
@@ -312,52 +397,11 @@ impl WasmStage {
 impl WasmStage {
     /// Processes a batch; rejected records follow the `on-error` policy.
     fn process_with_policy(&mut self, batch: &[u8], records: usize) -> Result<Vec<u8>, TaskError> {
-        let mut owned: Option<(Vec<u8>, usize)> = None;
-        loop {
-            let (cur, n) = owned.as_ref().map_or((batch, records), |(b, n)| (b.as_slice(), *n));
-            match self.instance.process_input(self.input, cur) {
-                Ok(out) => {
-                    self.batches += 1;
-                    self.records_seen += records as u64;
-                    return Ok(out);
-                }
-                Err(CallError::Rejected { index, message }) if (index as usize) < n => {
-                    let rec = Frames::new(cur).nth(index as usize).and_then(Result::ok).expect("index checked");
-                    let position = self.records_seen + index as u64;
-                    if self.policy == ErrorPolicy::Fail {
-                        return Err(TaskError::Stage(format!(
-                            "{} rejected record #{position} of its input ({}): {message}. The pipeline stopped (on-error = \"fail\"). Fix the input, or set `on-error = \"skip\"` in {} to set such records aside and continue.",
-                            self.info.who(),
-                            Self::describe(&rec),
-                            self.info.config_path
-                        )));
-                    }
-                    self.metrics.records_skipped.fetch_add(1, Ordering::Relaxed);
-                    if self.last_skip_log.is_none_or(|t| t.elapsed().as_secs() >= 1) {
-                        self.last_skip_log = Some(Instant::now());
-                        tracing::warn!(
-                            operator = %self.info.operator,
-                            subtask = self.info.subtask,
-                            skipped_total = self.metrics.records_skipped.load(Ordering::Relaxed),
-                            "skipped record #{position} ({}): {message}",
-                            Self::describe(&rec)
-                        );
-                    }
-                    let mut w = BatchWriter::with_capacity(cur.len());
-                    for (i, r) in Frames::new(cur).enumerate() {
-                        if i != index as usize {
-                            w.push_record(&r.expect("well-formed batch"));
-                        }
-                    }
-                    owned = Some((w.finish(), n - 1));
-                    if n == 1 {
-                        self.records_seen += records as u64;
-                        return Ok(Vec::new());
-                    }
-                }
-                Err(e) => return Err(self.call_failed("process", e, Some((cur, n)))),
-            }
-        }
+        let (instance, input) = (&mut self.instance, self.input);
+        process_with_policy(batch, records, self.policy, &self.info, &self.metrics, &mut self.seen, |b| instance.process_input(input, b)).map_err(|u| match u {
+            Unhandled::Stop(e) => e,
+            Unhandled::Call { error, batch, records } => self.call_failed("process", error, Some((&batch, records))),
+        })
     }
 }
 

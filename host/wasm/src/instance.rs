@@ -33,8 +33,9 @@ impl Limits {
     /// What the host holds for an instance, bounded by these limits: the
     /// writes and reads of one call by `memory` (a plugin reusing its
     /// buffer could otherwise make the host hold many times its own
-    /// memory), the timers by `timers` and their keys by `memory`.
-    fn bound_host_memory(&self, keyed: &mut KeyedState, timers: &mut TimerService) {
+    /// memory), the timers by `timers` and their keys by `memory`. A native
+    /// operator's state is bounded the same way.
+    pub fn bound_host_memory(&self, keyed: &mut KeyedState, timers: &mut TimerService) {
         keyed.set_call_budget(self.memory);
         timers.set_budget(TimerBudget { count: self.timers, key_bytes: self.memory });
     }
@@ -351,10 +352,10 @@ fn cut_log_line(message: &str) -> std::borrow::Cow<'_, str> {
     .into()
 }
 
-/// One `log` call of a plugin instance into the host's log, rate-limited
-/// to [`LOG_LINES_PER_SECOND`] per instance (`window`: start of the current
-/// second and lines in it).
-pub(crate) fn plugin_log(
+/// One `log` call of a plugin instance (or a native operator) into the
+/// host's log, rate-limited to [`LOG_LINES_PER_SECOND`] per instance
+/// (`window`: start of the current second and lines in it).
+pub fn plugin_log(
     tag: &str,
     window: &mut (Instant, u32),
     level: tracing::Level,
@@ -381,7 +382,8 @@ pub(crate) fn plugin_log(
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// The host's processing time (ms since the Unix epoch), as operators see it.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 

@@ -49,7 +49,7 @@ mod profile;
 pub mod reload;
 
 pub use engine::{Engine, EngineConfig, EPOCH_TICK};
-pub use instance::{CallError, InstanceInfo, Limits, OperatorInstance, TimerFired, TrapKind};
+pub use instance::{now_ms, plugin_log, CallError, InstanceInfo, Limits, OperatorInstance, TimerFired, TrapKind};
 pub use profile::{OperatorProfile, ProfileReport, Profiler};
 pub use plugin::{find_plugin, list_plugins, missing_plugin, Plugin, PluginError, PluginInspection, ASYNC_INTERFACE, MIGRATE_INTERFACE, SINK_INTERFACE, SOURCE_INTERFACE};
 pub use connector::{check_connector_kind, Answer, ConnectorFailure, ConnectorInfo, Polled, SinkInstance, SourceInstance};

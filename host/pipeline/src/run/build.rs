@@ -5,6 +5,7 @@ use super::nodes::{Node, NodeContext};
 use super::{LoadedPlugins, RunError};
 use crate::checkpoints::{Coordinator, Restore};
 use crate::config::Pipeline;
+use crate::native::NativeOperators;
 use crate::plan::{Plan, VertexKind};
 use crate::RunHandle;
 use std::sync::atomic::AtomicBool;
@@ -75,7 +76,15 @@ impl Gates {
 }
 
 impl Built {
-    pub fn new(p: &Pipeline, plan: &Plan, plugins: &LoadedPlugins, restore: Option<&Restore>, fresh: bool, coordinator: Option<&Coordinator>) -> Result<Self, RunError> {
+    pub fn new(
+        p: &Pipeline,
+        plan: &Plan,
+        plugins: &LoadedPlugins,
+        native: &NativeOperators,
+        restore: Option<&Restore>,
+        fresh: bool,
+        coordinator: Option<&Coordinator>,
+    ) -> Result<Self, RunError> {
         let buffers = BufferConfig { size: p.network.buffer_size.0 as usize, timeout: p.network.buffer_timeout.0, flush_on_idle: p.network.flush_on_idle };
         let mut gates = Gates::new(plan, p.network.debloat_target());
         let (reports_tx, reports) = crossbeam_channel::unbounded();
@@ -102,7 +111,7 @@ impl Built {
                 let channels = plan.input_channels(chain.vertices[0]);
                 let in_capacity = channels.last().map_or(0, |r| u64::from(r.end)) * p.network.exclusive_buffers as u64;
                 let tm = Arc::new(TaskMetrics::new(in_capacity, pools, clock));
-                let cx = NodeContext { p, plan, plugins, restore, fresh, metrics: &metrics, slots: &slots, task: &tm, subtask: s };
+                let cx = NodeContext { p, plan, plugins, native, restore, fresh, metrics: &metrics, slots: &slots, task: &tm, subtask: s };
                 let mut input = None;
                 let mut stages: Vec<Box<dyn Stage>> = Vec::new();
                 for &v in &chain.vertices {

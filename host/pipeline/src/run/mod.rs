@@ -103,6 +103,9 @@ pub struct RunOptions {
     /// reload) while it runs: the one way into a running pipeline, which
     /// the control socket of `weir run` and the API of `weir serve` use.
     pub handle: Option<crate::RunHandle>,
+    /// Operators to run natively instead of instantiating their plugin,
+    /// by plugin name (see [`crate::NativeOperators`]); empty by default.
+    pub native: crate::NativeOperators,
 }
 
 /// Counters of one vertex at the end of a run.
@@ -261,7 +264,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     let mut coordinator = if finished { None } else { start.coordinator(p, &plan) };
     let fresh = options.start_from == StartFrom::Fresh;
     let started = std::time::Instant::now();
-    let mut built = build::Built::new(p, &plan, &plugins, start.restore.as_ref(), fresh, coordinator.as_ref())?;
+    let mut built = build::Built::new(p, &plan, &plugins, &options.native, start.restore.as_ref(), fresh, coordinator.as_ref())?;
     if finished {
         let monitor = weir_metrics::Monitor::new(built.registry(p, &plan));
         return Ok(summary::summarize(p, &plan, &built.metrics, &monitor, None, started.elapsed()));

@@ -7,13 +7,14 @@
 use super::{LoadedPlugins, RunError};
 use crate::checkpoints::Restore;
 use crate::config::{OnError, Pipeline, StateBackendKind};
+use crate::native::NativeOperators;
 use crate::plan::{Plan, VertexKind};
 use std::sync::Arc;
 use weir_connector::services::Services;
 use weir_connector::{ConnectorContext, ConnectorError, Sink};
 use weir_network::WaitClock;
 use weir_state::{KeyedState, TimerService};
-use weir_task::{ErrorPolicy, ReloadSlot, SinkStage, Stage, StageInfo, StageMetrics, TaskInput, TaskMetrics, WasmStage};
+use weir_task::{ErrorPolicy, NativeStage, ReloadSlot, SinkStage, Stage, StageInfo, StageMetrics, TaskInput, TaskMetrics, WasmStage};
 use weir_wasm::{InstanceInfo, OperatorInstance};
 
 /// What a vertex becomes in one subtask's task.
@@ -29,6 +30,8 @@ pub(super) struct NodeContext<'a> {
     pub p: &'a Pipeline,
     pub plan: &'a Plan,
     pub plugins: &'a LoadedPlugins,
+    /// Operators to run natively, by plugin name.
+    pub native: &'a NativeOperators,
     pub restore: Option<&'a Restore>,
     /// The user asked to start over (`--fresh`): sinks may replace what
     /// earlier runs published.
@@ -76,6 +79,7 @@ impl Node {
                 Node::Input(TaskInput::Source { source, metrics, name: vx.name.clone(), vertex: v })
             }
             VertexKind::Operator(i) if cx.p.operators[*i].async_io.is_some() => Node::Stage(Box::new(async_operator(v, *i, metrics, cx)?)),
+            VertexKind::Operator(i) if cx.native.get(&cx.p.operators[*i].plugin).is_some() => Node::Stage(Box::new(native_operator(*i, vx.parallelism, metrics, cx)?)),
             VertexKind::Operator(i) => Node::Stage(Box::new(operator(*i, vx.parallelism, metrics, cx)?)),
             VertexKind::Sink(_) => Node::Stage(Box::new(sink(v, vx.parallelism, cx)?)),
         })
@@ -157,12 +161,36 @@ fn operator(i: usize, parallelism: u32, metrics: Arc<StageMetrics>, cx: &NodeCon
         version: plugin.short_hash().to_owned(),
         subtask: s,
     };
-    let policy = match op.on_error {
+    let slot = cx.slots.iter().find(|sl| sl.operator == op.name).expect("a slot per operator").clone();
+    Ok(WasmStage::new(instance, info, error_policy(op.on_error), metrics).with_reload(slot))
+}
+
+fn error_policy(on_error: OnError) -> ErrorPolicy {
+    match on_error {
         OnError::Fail => ErrorPolicy::Fail,
         OnError::Skip => ErrorPolicy::Skip,
+    }
+}
+
+/// A batch operator whose plugin runs natively ([`NativeOperators`]): the
+/// keyed state a Wasm subtask gets, the factory instead of the component,
+/// no hot reload.
+fn native_operator(i: usize, parallelism: u32, metrics: Arc<StageMetrics>, cx: &NodeContext<'_>) -> Result<NativeStage, RunError> {
+    let (p, s) = (cx.p, cx.subtask);
+    let op = &p.operators[i];
+    let factory = cx.native.get(&op.plugin).expect("checked by Node::open");
+    let (keyed, timers) = operator_state(p, i, s, parallelism, cx.restore)?;
+    let info = StageInfo {
+        operator: op.name.clone(),
+        config_path: op.path(),
+        plugin: op.plugin.clone(),
+        plugin_path: "compiled into the host".into(),
+        version: "native".into(),
+        subtask: s,
     };
-    let slot = cx.slots.iter().find(|sl| sl.operator == op.name).expect("a slot per operator").clone();
-    Ok(WasmStage::new(instance, info, policy, metrics).with_reload(slot))
+    let instance = instance_info(p, i, s, parallelism);
+    NativeStage::open(factory, &instance, op.limits.or(p.limits), keyed, timers, info, error_policy(op.on_error), metrics)
+        .map_err(|e| refused_to_start(p, op, &op.plugin, ", compiled into the host", e))
 }
 
 /// An async operator: its slots, its dead-letter sink (which runs inside
@@ -241,16 +269,14 @@ fn open_operator(
 ) -> Result<OperatorInstance, RunError> {
     let op = &p.operators[op_index];
     let plugin = &plugins.plugins[op_index];
-    OperatorInstance::open_with_state(plugin, &instance_info(p, op_index, subtask, parallelism), op.limits.or(p.limits), keyed, timers).map_err(|e| {
-        RunError::setup(format!(
-            "{}: {} (`{}`, plugin `{}`): the plugin refused to start: {e}. Check {}.config",
-            p.file.display(),
-            op.path(),
-            op.name,
-            plugin.name,
-            op.path()
-        ))
-    })
+    OperatorInstance::open_with_state(plugin, &instance_info(p, op_index, subtask, parallelism), op.limits.or(p.limits), keyed, timers)
+        .map_err(|e| refused_to_start(p, op, &plugin.name, "", e))
+}
+
+/// An operator's `open` failed: the message names the file, the operator,
+/// its plugin and how that runs (`how`: empty for a component).
+fn refused_to_start(p: &Pipeline, op: &crate::config::OperatorConfig, plugin: &str, how: &str, e: impl std::fmt::Display) -> RunError {
+    RunError::setup(format!("{}: {} (`{}`, plugin `{plugin}`{how}): the plugin refused to start: {e}. Check {}.config", p.file.display(), op.path(), op.name, op.path()))
 }
 
 /// Starts the slots of an async operator's subtask.
