@@ -118,6 +118,7 @@ struct Prefetch {
 }
 
 impl Prefetch {
+    #[inline]
     fn key(&self, slot: u32) -> &[u8] {
         let (off, len) = self.slot_keys[slot as usize];
         &self.keys[off as usize..(off + len) as usize]
@@ -137,7 +138,7 @@ impl Prefetch {
     fn slot(&mut self, current: usize, key: &[u8]) -> Option<u32> {
         if let Some(&s) = self.slot_of.get(current)
             && s != u32::MAX
-            && self.key(s) == key
+            && weir_format::json::bytes_eq(self.key(s), key)
         {
             return Some(s);
         }
@@ -154,11 +155,13 @@ impl Prefetch {
         self.index.as_ref().and_then(|i| i.get(key).copied())
     }
 
+    #[inline]
     fn get(&self, name: usize, slot: u32) -> Option<&[u8]> {
         let v = self.vals[name][slot as usize];
         v.present.then(|| &self.arena[name][v.off as usize..(v.off + v.len) as usize])
     }
 
+    #[inline]
     fn set(&mut self, name: usize, slot: u32, value: Option<&[u8]>) {
         let v = &mut self.vals[name][slot as usize];
         v.dirty = true;
@@ -252,10 +255,11 @@ impl Context {
     fn current_slot(&self, name: &str, key: &[u8]) -> Option<(usize, u32)> {
         let p = self.prefetch.names.iter().position(|n| std::ptr::eq(n.as_ptr(), name.as_ptr()) || *n == name)?;
         let s = *self.prefetch.slot_of.get(self.current)?;
-        (s != u32::MAX && self.prefetch.key(s) == key).then_some((p, s))
+        (s != u32::MAX && weir_format::json::bytes_eq(self.prefetch.key(s), key)).then_some((p, s))
     }
 
     /// Reads value state `name` for `key` as raw bytes.
+    #[inline]
     pub fn get_bytes(&mut self, name: &str, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
         if let Some((p, slot)) = self.current_slot(name, key) {
             return Ok(self.prefetch.get(p, slot));
@@ -302,6 +306,7 @@ impl Context {
     }
 
     /// Sets value state `name` for `key` to raw bytes. Applied when the batch ends.
+    #[inline]
     pub fn put_bytes(&mut self, name: &str, key: &[u8], value: &[u8]) {
         if let Some((p, slot)) = self.current_slot(name, key) {
             self.prefetch.set(p, slot, Some(value));

@@ -570,6 +570,16 @@ pub mod lp {
             self.buf.is_empty()
         }
 
+        /// How many byte strings are left to read (up to a truncated one).
+        pub fn remaining(&self) -> usize {
+            let mut r = self.clone();
+            let mut n = 0;
+            while !r.is_empty() && r.opt().is_some() {
+                n += 1;
+            }
+            n
+        }
+
         /// Reads one byte.
         pub fn u8(&mut self) -> Option<u8> {
             let (&b, rest) = self.buf.split_first()?;
@@ -717,11 +727,14 @@ mod tests {
         lp::put_opt(&mut buf, None);
         lp::put(&mut buf, b"");
         let mut r = lp::Reader::new(&buf);
+        assert_eq!(r.remaining(), 3);
         assert_eq!(r.opt(), Some(Some(&b"ab"[..])));
+        assert_eq!(r.remaining(), 2);
         assert_eq!(r.opt(), Some(None));
         assert_eq!(r.bytes(), Some(&b""[..]));
         assert!(r.is_empty());
         assert_eq!(lp::Reader::new(&buf[..3]).opt(), None);
+        assert_eq!(lp::Reader::new(&buf[..7]).remaining(), 1);
     }
 
     #[test]
@@ -790,40 +803,137 @@ pub mod decimal {
     }
 }
 
-/// JSON text helpers for the hot paths that write JSON (sinks, plugins).
+/// JSON text helpers for the hot paths that read and write JSON (sinks,
+/// plugins, `json-scan`).
+///
+/// Plugins run these as Wasm, where a byte-at-a-time loop pays the engine's
+/// interruption check on every iteration and `memcmp` is a byte loop too; so
+/// the loops here take eight bytes per step.
 pub mod json {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+
+    /// High bit set in each byte of `v` that is zero (exact for the lowest
+    /// one, which is all the callers use: borrows only run upwards).
+    #[inline(always)]
+    const fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGH
+    }
+
+    /// Length of the run at the start of `s` of bytes that a JSON string
+    /// holds as they are: up to the first `"`, `\\` or control character,
+    /// and, with `STOP_AT_NON_ASCII`, the first byte >= 0x80 (a reader that
+    /// validates UTF-8 looks at those). Eight bytes per step.
+    #[inline(always)]
+    pub fn plain_run<const STOP_AT_NON_ASCII: bool>(s: &[u8]) -> usize {
+        let non_ascii = if STOP_AT_NON_ASCII { HIGH } else { 0 };
+        let mut at = 0;
+        while let Some(chunk) = s.get(at..at + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            let special = zero_bytes(w ^ (ONES * u64::from(b'"')))
+                | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+                | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+                | (w & non_ascii);
+            if special != 0 {
+                return at + (special.trailing_zeros() / 8) as usize;
+            }
+            at += 8;
+        }
+        at + s[at..]
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\' || (STOP_AT_NON_ASCII && b >= 0x80))
+            .unwrap_or(s.len() - at)
+    }
+
+    /// `a == b`, eight bytes per step and inline: for the short keys and
+    /// field names compared once or more per record, where a call to a
+    /// Wasm guest's byte-at-a-time `memcmp` costs more than the comparison.
+    #[inline(always)]
+    pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut at = 0;
+        while let (Some(x), Some(y)) = (a.get(at..at + 8), b.get(at..at + 8)) {
+            if u64::from_le_bytes(x.try_into().expect("8 bytes")) != u64::from_le_bytes(y.try_into().expect("8 bytes")) {
+                return false;
+            }
+            at += 8;
+        }
+        a[at..].iter().zip(&b[at..]).all(|(x, y)| x == y)
+    }
+
     /// Appends `s` as a JSON string literal (quoted, with the escapes JSON needs).
+    #[inline]
     pub fn push_str(out: &mut Vec<u8>, s: &str) {
         out.push(b'"');
-        let bytes = s.as_bytes();
-        let mut from = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0x00..=0x1f => b"",
-                _ => continue,
-            };
-            out.extend_from_slice(&bytes[from..i]);
-            if escape.is_empty() {
+        let mut bytes = s.as_bytes();
+        loop {
+            let run = plain_run::<false>(bytes);
+            out.extend_from_slice(&bytes[..run]);
+            let Some(&b) = bytes.get(run) else { break };
+            push_escape(out, b);
+            bytes = &bytes[run + 1..];
+        }
+        out.push(b'"');
+    }
+
+    /// The escape of `b`, one of the bytes [`plain_run`] stops at.
+    #[cold]
+    fn push_escape(out: &mut Vec<u8>, b: u8) {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-            } else {
-                out.extend_from_slice(escape);
+                return;
             }
-            from = i + 1;
-        }
-        out.extend_from_slice(&bytes[from..]);
-        out.push(b'"');
+        };
+        out.extend_from_slice(escape);
     }
 
     #[cfg(test)]
     mod tests {
+        #[test]
+        fn plain_runs_end_at_the_first_special_byte() {
+            for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
+                for len in 0..20 {
+                    for at in 0..=len {
+                        let mut s = vec![b'a'; len];
+                        s.extend_from_slice(b"~ ");
+                        if at < len {
+                            s[at] = special;
+                        }
+                        let expected = if at < len { at } else { len + 2 };
+                        assert_eq!(super::plain_run::<true>(&s), expected, "special {special:#x} at {at} of {len}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn plain_runs_for_writing_pass_non_ascii() {
+            let s = "abcdéfghijkl\"".as_bytes();
+            assert_eq!(super::plain_run::<false>(s), s.len() - 1);
+            assert_eq!(super::plain_run::<true>(s), 4);
+        }
+
+        #[test]
+        fn bytes_eq_is_slice_equality() {
+            let words: [&[u8]; 8] = [b"", b"a", b"user", b"user-4623", b"user-4624", b"user-46230000000x", b"user-46230000000y", b"amount"];
+            for a in words {
+                for b in words {
+                    assert_eq!(super::bytes_eq(a, b), a == b, "{a:?} {b:?}");
+                }
+            }
+        }
+
         #[test]
         fn escapes_what_json_needs() {
             let mut v = Vec::new();

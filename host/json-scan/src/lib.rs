@@ -113,17 +113,20 @@ pub struct Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    #[inline]
     fn new(doc: &'a [u8], span: Span) -> Self {
         Value { kind: span.kind, raw: &doc[span.start..span.end], offset: span.start, plain: span.plain }
     }
 
     /// The value's JSON type.
+    #[inline]
     pub fn kind(&self) -> Kind {
         self.kind
     }
 
     /// The value's JSON text, exactly as in the document (strings with their
     /// quotes and escapes, objects and arrays with their inner whitespace).
+    #[inline]
     pub fn raw(&self) -> &'a [u8] {
         self.raw
     }
@@ -143,11 +146,13 @@ impl<'a> Value<'a> {
     }
 
     /// True for a number written without fraction or exponent (`17`, `-3`).
+    #[inline]
     pub fn is_integer(&self) -> bool {
         self.kind == Kind::Number && self.plain
     }
 
     /// The number as an `i64`, if it is written as an integer and fits.
+    #[inline]
     pub fn as_i64(&self) -> Option<i64> {
         if self.is_integer() { parse_i64(self.raw) } else { None }
     }
@@ -199,11 +204,18 @@ impl<'a> Value<'a> {
     }
 }
 
+#[inline]
 fn parse_i64(raw: &[u8]) -> Option<i64> {
     let (negative, digits) = match raw {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, raw),
     };
+    // Up to 18 digits cannot overflow: no checked arithmetic (which costs
+    // a 128-bit multiply per digit in a Wasm guest).
+    if digits.len() <= 18 {
+        let n = digits.iter().fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0'));
+        return Some(if negative { -n } else { n });
+    }
     // Accumulate negatively so that i64::MIN fits.
     let mut acc: i64 = 0;
     for &d in digits {
@@ -338,7 +350,7 @@ impl Fields {
         let (names, found) = (&self.names, &mut self.found);
         c.object(1, &mut |name: &[u8], plain: bool, span: Span| {
             let hit = if plain {
-                names.iter().position(|n| n.as_bytes() == name)
+                names.iter().position(|n| weir_format::json::bytes_eq(n.as_bytes(), name))
             } else {
                 names.iter().position(|n| Unescaped::new(name).eq(n.bytes()))
             };
@@ -376,42 +388,6 @@ pub fn scan_value(text: &[u8], at: usize) -> Result<(Value<'_>, usize), ScanErro
     let mut c = Cursor { buf: text, pos: at };
     let span = c.value(1)?;
     Ok((Value::new(text, span), c.pos))
-}
-
-/// Bytes that end the fast path through a string: the closing quote, an
-/// escape, a control character (invalid unescaped) or a non-ASCII byte.
-const STRING_SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = i < 0x20 || i == b'"' as usize || i == b'\\' as usize || i >= 0x80;
-        i += 1;
-    }
-    t
-};
-
-/// Length of the run of ordinary string bytes at the start of `s` (up to
-/// the first byte [`STRING_SPECIAL`] marks), eight bytes at a time.
-#[inline(always)]
-fn skip_plain(s: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // High bit set in each byte of `v` that is zero (exact for the lowest
-    // one, which is all that is used: borrows only run upwards).
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut at = 0;
-    while let Some(chunk) = s.get(at..at + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let special = zero(w ^ (ONES * u64::from(b'"')))
-            | zero(w ^ (ONES * u64::from(b'\\')))
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
-            | (w & HIGH);
-        if special != 0 {
-            return at + (special.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at + s[at..].iter().position(|&b| STRING_SPECIAL[usize::from(b)]).unwrap_or(s.len() - at)
 }
 
 struct Cursor<'a> {
@@ -552,7 +528,7 @@ impl Cursor<'_> {
         let mut plain = true;
         let mut ascii = true;
         loop {
-            self.pos += skip_plain(&self.buf[self.pos..]);
+            self.pos += weir_format::json::plain_run::<true>(&self.buf[self.pos..]);
             match self.peek() {
                 Some(b'"') => break,
                 Some(b'\\') => {
@@ -733,6 +709,12 @@ mod tests {
         assert_eq!(int(r#"{"x":9223372036854775807}"#, &mut f), Some(i64::MAX));
         assert_eq!(int(r#"{"x":9223372036854775808}"#, &mut f), None);
         assert_eq!(int(r#"{"x":-0}"#, &mut f), Some(0));
+        // 18 digits take the unchecked path, 19 the checked one.
+        assert_eq!(int(r#"{"x":999999999999999999}"#, &mut f), Some(999_999_999_999_999_999));
+        assert_eq!(int(r#"{"x":-999999999999999999}"#, &mut f), Some(-999_999_999_999_999_999));
+        assert_eq!(int(r#"{"x":1000000000000000000}"#, &mut f), Some(1_000_000_000_000_000_000));
+        assert_eq!(int(r#"{"x":-9223372036854775809}"#, &mut f), None);
+        assert_eq!(int(r#"{"x":99999999999999999999}"#, &mut f), None);
     }
 
     #[test]
@@ -833,23 +815,6 @@ mod tests {
         assert_eq!((v.kind(), end), (Kind::String, 10));
         let (v, end) = scan_value(b"-12.5", 0).unwrap();
         assert_eq!((v.as_f64(), end), (Some(-12.5), 5));
-    }
-
-    #[test]
-    fn skips_plain_string_bytes_exactly() {
-        for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
-            for len in 0..20 {
-                for at in 0..=len {
-                    let mut s = vec![b'a'; len];
-                    s.extend_from_slice(b"~ ");
-                    if at < len {
-                        s[at] = special;
-                    }
-                    let expected = if at < len { at } else { len + 2 };
-                    assert_eq!(skip_plain(&s), expected, "special {special:#x} at {at} of {len}");
-                }
-            }
-        }
     }
 
     #[test]

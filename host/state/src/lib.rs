@@ -273,8 +273,9 @@ impl KeyedState {
     /// reference to it.
     pub fn get_many(&mut self, name: &str, keys: &[u8], out: &mut Vec<u8>) -> Result<(), StateError> {
         self.materialize();
-        let mut seen: HashMap<&[u8], u32> = HashMap::default();
+        // Sized up front: growing it cost a rehash or two per batch.
         let mut r = lp::Reader::new(keys);
+        let mut seen: HashMap<&[u8], u32> = HashMap::with_capacity(r.remaining());
         let mut i = 0u32;
         while !r.is_empty() {
             let key = r.bytes().ok_or_else(|| StateError::Invalid("truncated key list in get-many".into()))?;
