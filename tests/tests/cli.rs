@@ -221,4 +221,21 @@ fn run_with_profile_names_the_plugin_functions_the_time_goes_to() {
     assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"), "{svg}");
     assert!(svg.contains("weir: pipeline ") && svg.contains("<title>parse (json-filter) ("), "{svg}");
     assert!(svg.contains("json_scan") || svg.contains("json_filter") || svg.contains("running_sum"), "a plugin function is named:\n{svg}");
+    // A file named .perf gets every sample with its time, as `perf script`
+    // text for the Firefox Profiler: a thread per operator, times rising.
+    let run = s.weir(&["run", "--quiet", "--fresh", "--metrics-address", "off", "--profile", "run.perf", "p.toml"], Duration::from_secs(300));
+    run.expect_code(0).expect_stderr(&["run.perf (perf script text"]);
+    let perf = std::fs::read_to_string(s.path("run.perf")).unwrap();
+    assert!(perf.starts_with("# ========\n"), "{perf}");
+    let heads: Vec<&str> = perf.lines().filter(|l| !l.starts_with('#') && !l.starts_with('\t') && !l.is_empty()).collect();
+    assert!(!heads.is_empty(), "no samples:\n{perf}");
+    let mut last = 0.0;
+    for head in &heads {
+        let (before, time) = head.strip_suffix(": 10000 cpu-clock:").and_then(|h| h.rsplit_once(' ')).unwrap_or_else(|| panic!("not a sample line: {head:?}"));
+        assert!(before.starts_with("parse (json-filter) ") || before.starts_with("sum (running-sum) "), "{head:?}");
+        let time: f64 = time.parse().unwrap_or_else(|_| panic!("no time in {head:?}"));
+        assert!(time >= last, "samples in time order: {time} after {last}");
+        last = time;
+    }
+    assert!(perf.contains(" (json-filter)\n") && perf.contains("\t0 parse (json-filter) (weir)\n"), "{perf}");
 }

@@ -258,6 +258,12 @@ fn api_auth_traversal_and_openapi() {
     assert!(svg.starts_with("<?xml") && svg.contains("<title>enrich (slow) ("), "the spinning operator is in the flame graph: {svg}");
     let (status, folded) = http(port, "GET", "/api/v1/pipelines/orders/profile?seconds=1&format=folded", None, None);
     assert!(status == 200 && folded.lines().any(|l| l.starts_with("enrich (slow);")), "{status} {folded}");
+    // The same samples with their times, for the Firefox Profiler: the
+    // operator is the sample's thread, its frames follow, innermost first.
+    let (status, perf) = http(port, "GET", "/api/v1/pipelines/orders/profile?seconds=1&format=perf", None, None);
+    assert!(status == 200 && perf.starts_with("# ========\n# weir: pipeline orders"), "{status} {perf}");
+    assert!(perf.lines().any(|l| l.starts_with("enrich (slow) ") && l.ends_with(": 10000 cpu-clock:")), "{perf}");
+    assert!(perf.contains("\t0 enrich (slow) (weir)\n"), "{perf}");
     let (status, body) = http(port, "GET", "/api/v1/pipelines/orders/profile?seconds=0", None, None);
     assert!(status == 400 && body.contains("1 to 120 seconds"), "{status} {body}");
     let (status, body) = http(port, "GET", "/api/v1/no-such-route", None, None);

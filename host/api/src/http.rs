@@ -387,10 +387,16 @@ async fn profile(State(app): State<App>, Path(name): Path<String>, Query(q): Que
     if !(1..=MAX_PROFILE_SECONDS).contains(&seconds) {
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("seconds = {seconds}: a profile takes 1 to {MAX_PROFILE_SECONDS} seconds")));
     }
-    let folded = match q.format.as_deref() {
-        None | Some("svg") => false,
-        Some("folded") => true,
-        Some(f) => return Err(ApiError(StatusCode::BAD_REQUEST, format!("format = {f:?}: \"svg\" (a flame graph) or \"folded\" (folded stacks)"))),
+    let format = match q.format.as_deref() {
+        None | Some("svg") => ProfileFormat::Svg,
+        Some("folded") => ProfileFormat::Folded,
+        Some("perf") => ProfileFormat::Perf,
+        Some(f) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("format = {f:?}: \"svg\" (a flame graph), \"folded\" (folded stacks) or \"perf\" (perf script text for the Firefox Profiler)"),
+            ));
+        }
     };
     let profiler = app.sup.profiler().ok_or_else(|| ApiError(StatusCode::CONFLICT, "this server's engine has no profiler".into()))?;
     if !profiler.open_window(&pipeline) {
@@ -399,12 +405,19 @@ async fn profile(State(app): State<App>, Path(name): Path<String>, Query(q): Que
     let window = ProfileWindow { profiler, pipeline: &pipeline, open: true };
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let report = window.close();
-    Ok(if folded {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report.folded_text()).into_response()
-    } else {
-        let title = format!("weir: pipeline {pipeline}, plugin code, {seconds} s");
-        ([(header::CONTENT_TYPE, "image/svg+xml")], report.flame_graph(&title)).into_response()
+    let title = format!("weir: pipeline {pipeline}, plugin code, {seconds} s");
+    Ok(match format {
+        ProfileFormat::Folded => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report.folded_text()).into_response(),
+        ProfileFormat::Perf => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report.perf_script(&title)).into_response(),
+        ProfileFormat::Svg => ([(header::CONTENT_TYPE, "image/svg+xml")], report.flame_graph(&title)).into_response(),
     })
+}
+
+/// What `GET .../profile` answers with (`format`).
+enum ProfileFormat {
+    Svg,
+    Folded,
+    Perf,
 }
 
 async fn checkpoints(State(app): State<App>, Path(name): Path<String>) -> ApiResult {

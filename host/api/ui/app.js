@@ -188,6 +188,7 @@ async function refresh() {
     if (!current) { $("#bottleneck").textContent = "No pipelines in the pipelines directory."; return; }
     const name = encodeURIComponent(current);
     $("#profile").href = `/api/v1/pipelines/${name}/profile?seconds=10`;
+    $("#profile-perf").href = `/api/v1/pipelines/${name}/profile?seconds=10&format=perf`;
     const [detail, checkpoints] = await Promise.all([getJson(`/api/v1/pipelines/${name}`), getJson(`/api/v1/pipelines/${name}/checkpoints`)]);
     const state = detail.pipeline.state;
     $("#state").textContent = state;

@@ -74,8 +74,10 @@ enum Command {
         /// Sample where the plugins spend their time (every 10 ms of Wasm
         /// execution of each instance) and write the stacks to FILE when the
         /// run ends: a flame graph when FILE ends in `.svg` (open it in a
-        /// browser), folded stacks otherwise (speedscope, inferno); the
-        /// hottest functions of each operator are printed with the summary.
+        /// browser), `perf script` text when it ends in `.perf` (open it in
+        /// the Firefox Profiler, with a timeline per operator), folded
+        /// stacks otherwise (speedscope, inferno); the hottest functions of
+        /// each operator are printed with the summary.
         #[arg(long, value_name = "FILE")]
         profile: Option<PathBuf>,
     },
@@ -388,14 +390,19 @@ fn cmd_run(
     }
 }
 
-/// Writes the profile to `path`, a flame graph when it ends in `.svg` and
-/// folded stacks otherwise, and prints each operator's hottest functions.
+/// Writes the profile to `path`: a flame graph when it ends in `.svg`,
+/// `perf script` text for the Firefox Profiler when it ends in `.perf`,
+/// folded stacks otherwise; and prints each operator's hottest functions.
 fn write_profile(path: &std::path::Path, report: &weir_wasm::ProfileReport, pipeline: &str) -> Result<(), String> {
-    let svg = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    let written = if svg { report.write_svg(path, &format!("weir: pipeline {pipeline}, plugin code")) } else { report.write_folded(path) };
+    let title = format!("weir: pipeline {pipeline}, plugin code");
+    let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let (written, what) = match extension.as_deref() {
+        Some("svg") => (report.write_svg(path, &title), "a flame graph; open it in a browser"),
+        Some("perf") => (report.write_perf_script(path, &title), "perf script text; open it in the Firefox Profiler, https://profiler.firefox.com"),
+        _ => (report.write_folded(path), "folded stacks; open them in speedscope, or name the file .svg for a flame graph or .perf for the Firefox Profiler"),
+    };
     written.map_err(|e| format!("cannot write the profile to {}: {e}", path.display()))?;
     let total = report.samples();
-    let what = if svg { "a flame graph; open it in a browser" } else { "folded stacks; open them in speedscope, or name the file .svg for a flame graph" };
     eprintln!("profile: {total} samples of plugin code (one per 10 ms of Wasm execution per instance) written to {} ({what})", path.display());
     for op in report.operators() {
         eprintln!("  {}: {} samples ({:.0}% of all)", op.operator, op.samples, op.samples as f64 * 100.0 / total.max(1) as f64);

@@ -5,10 +5,12 @@
 //! [`EPOCH_TICK`](crate::EPOCH_TICK) to enforce its CPU deadline; with a
 //! profiler, each of those interruptions also captures the guest's stack
 //! (wasmtime's `WasmBacktrace`, function names from the component's name
-//! section) and counts it under the operator it belongs to. The result is
-//! a folded-stack file (`operator (plugin);outer;...;inner COUNT` per
-//! line), the input of every flame graph tool, and a per-operator table of
-//! the functions the samples were in.
+//! section) and records it, with its time, under the operator it belongs
+//! to. The result is written as a flame graph (SVG), as folded stacks
+//! (`operator (plugin);outer;...;inner COUNT` per line, the input of every
+//! flame graph tool), or as `perf script` text, which the Firefox Profiler
+//! opens with a timeline per operator; and as a per-operator table of the
+//! functions the samples were in.
 //!
 //! Like any epoch-based sampler it sees only Wasm code: a sample falls on
 //! the next function entry or loop header after the tick, and time spent
@@ -20,32 +22,52 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Instant;
 use wasmtime::WasmBacktrace;
+
+/// One pipeline's samples.
+#[derive(Debug, Default)]
+struct Collected {
+    /// Each distinct folded stack once.
+    stacks: Vec<String>,
+    index: HashMap<String, u32>,
+    /// Every sample as it was taken: (microseconds since the profiler
+    /// started, index into `stacks`).
+    samples: Vec<(u64, u32)>,
+}
 
 /// Collects samples from every instance of an engine: of every pipeline
 /// all the time ([`Profiler::new`], `weir run --profile`), or of the
 /// pipelines a window is open for ([`Profiler::on_demand`], `weir serve`'s
 /// profile endpoint).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Profiler {
-    /// Folded stacks by pipeline.
-    stacks: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// Samples by pipeline.
+    collected: Mutex<HashMap<String, Collected>>,
     /// `None`: every pipeline is sampled; otherwise the pipelines with an
     /// open window.
     windows: Option<Mutex<HashSet<String>>>,
+    /// Sample times count from here.
+    started: Instant,
+}
+
+impl Default for Profiler {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Profiler {
     /// A profiler that samples every instance from the start.
     pub fn new() -> Self {
-        Self::default()
+        Self { collected: Mutex::default(), windows: None, started: Instant::now() }
     }
 
     /// A profiler that samples a pipeline's instances only between
     /// [`Profiler::open_window`] and [`Profiler::close_window`]; until then
     /// each epoch tick costs an instance one set lookup.
     pub fn on_demand() -> Self {
-        Self { stacks: Mutex::default(), windows: Some(Mutex::default()) }
+        Self { windows: Some(Mutex::default()), ..Self::new() }
     }
 
     /// Starts sampling `pipeline`'s instances; false when a window is
@@ -54,7 +76,7 @@ impl Profiler {
         let Some(windows) = &self.windows else { return false };
         let opened = windows.lock().unwrap_or_else(|p| p.into_inner()).insert(pipeline.to_owned());
         if opened {
-            self.stacks.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline);
+            self.collected.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline);
         }
         opened
     }
@@ -64,8 +86,8 @@ impl Profiler {
         if let Some(windows) = &self.windows {
             windows.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline);
         }
-        let stacks = self.stacks.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline).unwrap_or_default();
-        ProfileReport::from_stacks(stacks.into_iter())
+        let collected = self.collected.lock().unwrap_or_else(|p| p.into_inner()).remove(pipeline).unwrap_or_default();
+        ProfileReport::from_collected(std::iter::once(&collected))
     }
 
     /// Whether instances of `pipeline` are being sampled now.
@@ -108,20 +130,37 @@ impl Profiler {
                 }
             }
         }
-        let mut stacks = self.stacks.lock().unwrap_or_else(|p| p.into_inner());
-        *stacks.entry(pipeline.to_owned()).or_default().entry(stack).or_default() += 1;
+        let at = self.started.elapsed().as_micros() as u64;
+        let mut collected = self.collected.lock().unwrap_or_else(|p| p.into_inner());
+        let c = collected.entry(pipeline.to_owned()).or_default();
+        let id = match c.index.get(&stack) {
+            Some(&id) => id,
+            None => {
+                let id = c.stacks.len() as u32;
+                c.stacks.push(stack.clone());
+                c.index.insert(stack, id);
+                id
+            }
+        };
+        c.samples.push((at, id));
     }
 
     /// What was collected so far, of every pipeline.
     pub fn report(&self) -> ProfileReport {
-        let stacks = self.stacks.lock().unwrap_or_else(|p| p.into_inner());
-        ProfileReport::from_stacks(stacks.values().flat_map(|m| m.iter().map(|(s, n)| (s.clone(), *n))))
+        let collected = self.collected.lock().unwrap_or_else(|p| p.into_inner());
+        ProfileReport::from_collected(collected.values())
     }
 }
 
-/// A profile: folded stacks and their sample counts.
+/// A profile: its samples in time order, and the folded stacks with their
+/// sample counts.
 #[derive(Debug, Clone)]
 pub struct ProfileReport {
+    /// Distinct folded stacks.
+    stacks: Vec<String>,
+    /// (microseconds since profiling started, index into `stacks`), in time order.
+    samples: Vec<(u64, u32)>,
+    /// Samples per stack, by stack.
     folded: Vec<(String, u64)>,
 }
 
@@ -138,10 +177,21 @@ pub struct OperatorProfile {
 }
 
 impl ProfileReport {
-    fn from_stacks(stacks: impl Iterator<Item = (String, u64)>) -> Self {
-        let mut folded: Vec<(String, u64)> = stacks.collect();
+    fn from_collected<'a>(parts: impl Iterator<Item = &'a Collected>) -> Self {
+        let (mut stacks, mut samples) = (Vec::new(), Vec::new());
+        for c in parts {
+            let base = stacks.len() as u32;
+            stacks.extend(c.stacks.iter().cloned());
+            samples.extend(c.samples.iter().map(|&(at, id)| (at, base + id)));
+        }
+        samples.sort_by_key(|&(at, _)| at);
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for &(_, id) in &samples {
+            *counts.entry(&stacks[id as usize]).or_default() += 1;
+        }
+        let mut folded: Vec<(String, u64)> = counts.into_iter().map(|(s, n)| (s.to_owned(), n)).collect();
         folded.sort();
-        Self { folded }
+        Self { stacks, samples, folded }
     }
 
     /// Every sample.
@@ -164,6 +214,47 @@ impl ProfileReport {
             let _ = writeln!(text, "{stack} {n}");
         }
         text
+    }
+
+    /// Writes the samples as `perf script` text ([`ProfileReport::perf_script`]).
+    pub fn write_perf_script(&self, path: &Path, title: &str) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        out.write_all(self.perf_script(title).as_bytes())?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
+    /// The samples in the text format of `perf script`, which the Firefox
+    /// Profiler (<https://profiler.firefox.com>, "Load a profile from
+    /// file") opens: each operator is a thread with its samples on a
+    /// timeline, and the call tree, flame graph and stack chart work as
+    /// for any profile. A sample is a line `operator (plugin) TID
+    /// SECONDS: 10000 cpu-clock:` followed by its frames, innermost first,
+    /// each `\t0 FUNCTION (PLUGIN)`, and a blank line; the operator itself
+    /// is the outermost frame.
+    pub fn perf_script(&self, title: &str) -> String {
+        let mut out = String::with_capacity(self.samples.len() * 256 + 256);
+        let _ = writeln!(
+            out,
+            "# ========\n# {}\n# {} samples, one per 10 ms of Wasm execution per instance\n\
+             # open in the Firefox Profiler: https://profiler.firefox.com, \"Load a profile from file\"\n# ========",
+            title.replace('\n', " "),
+            self.samples.len()
+        );
+        let mut threads: HashMap<&str, usize> = HashMap::new();
+        for &(at, id) in &self.samples {
+            let mut frames = self.stacks[id as usize].split(';');
+            let root = frames.next().unwrap_or_default();
+            let next = threads.len() + 1;
+            let tid = *threads.entry(root).or_insert(next);
+            // The plugin's name, as the "module" of its frames.
+            let plugin = root.rsplit_once(" (").map_or(root, |(_, p)| p.trim_end_matches(')'));
+            let _ = writeln!(out, "{root} {tid} {}.{:06}: 10000 cpu-clock:", at / 1_000_000, at % 1_000_000);
+            for frame in frames.rev() {
+                let _ = writeln!(out, "\t0 {frame} ({plugin})");
+            }
+            let _ = writeln!(out, "\t0 {root} (weir)\n");
+        }
+        out
     }
 
     /// Writes the profile as a flame graph, an SVG any browser shows: one
@@ -314,8 +405,19 @@ fn xml_escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A report of `lines` (stack, samples), the samples of each stack
+    /// taken 10 ms apart after those of the stack before.
     fn report(lines: &[(&str, u64)]) -> ProfileReport {
-        ProfileReport { folded: lines.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect() }
+        let mut c = Collected::default();
+        let mut at = 0;
+        for (i, (stack, n)) in lines.iter().enumerate() {
+            c.stacks.push((*stack).to_owned());
+            for _ in 0..*n {
+                at += 10_000;
+                c.samples.push((at, i as u32));
+            }
+        }
+        ProfileReport::from_collected(std::iter::once(&c))
     }
 
     /// The boxes of an SVG: (name, samples, x, width).
@@ -349,5 +451,55 @@ mod tests {
         assert!((scan.2 - parse.2).abs() < 0.01 && scan.3 < parse.3, "a callee starts at its caller: {scan:?} on {parse:?}");
         assert!((sum.2 - (parse.2 + parse.3)).abs() < 0.01, "siblings side by side: {sum:?} after {parse:?}");
         assert!(svg.contains("60.00%"), "the share of scan: {svg}");
+    }
+
+    /// What the Firefox Profiler's `perf script` importer takes from each
+    /// sample: (thread name, tid, time in ms, frames outermost first).
+    /// Written after its rules: the time is the last `<digits>:` after
+    /// whitespace, the tid the number before it, frames are
+    /// `PC FUNCTION (MODULE)` lines up to a blank line.
+    fn import_perf_script(text: &str) -> Vec<(String, u64, f64, Vec<String>)> {
+        let mut samples = Vec::new();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let head = line.rsplit_once(": ").map_or(line, |(h, _)| h);
+            let (before, time) = head.rsplit_once(' ').unwrap();
+            let (name, tid) = before.rsplit_once(' ').unwrap();
+            let mut frames = Vec::new();
+            for frame in lines.by_ref() {
+                if frame.trim().is_empty() {
+                    break;
+                }
+                let (pc, rest) = frame.trim_start().split_once(' ').unwrap();
+                assert!(pc.chars().all(|c| c.is_alphanumeric() || c == '_'), "{frame:?}");
+                let (function, module) = rest.rsplit_once(" (").unwrap();
+                assert!(module.ends_with(')') && !module.contains(' '), "a module is one word: {frame:?}");
+                frames.push(format!("{function} (in {}", module));
+            }
+            frames.reverse();
+            samples.push((name.to_owned(), tid.parse().unwrap(), time.trim_end_matches(':').parse::<f64>().unwrap() * 1000.0, frames));
+        }
+        samples
+    }
+
+    #[test]
+    fn perf_script_has_a_thread_per_operator_and_samples_in_time_order() {
+        let r = report(&[("parse (json-filter);process;scan", 2), ("sum (running-sum);process;a b<c>", 1), ("parse (json-filter);process", 1)]);
+        let text = r.perf_script("weir: pipeline p");
+        assert!(text.starts_with("# ========\n# weir: pipeline p\n# 4 samples"), "{text}");
+        let samples = import_perf_script(&text);
+        let times: Vec<f64> = samples.iter().map(|s| s.2).collect();
+        assert_eq!(times, [10.0, 20.0, 30.0, 40.0]);
+        let threads: Vec<(&str, u64)> = samples.iter().map(|s| (s.0.as_str(), s.1)).collect();
+        assert_eq!(threads, [("parse (json-filter)", 1), ("parse (json-filter)", 1), ("sum (running-sum)", 2), ("parse (json-filter)", 1)]);
+        assert_eq!(samples[0].3, ["parse (json-filter) (in weir)", "process (in json-filter)", "scan (in json-filter)"]);
+        assert_eq!(samples[2].3, ["sum (running-sum) (in weir)", "process (in running-sum)", "a b<c> (in running-sum)"]);
+        assert_eq!(samples[3].3, ["parse (json-filter) (in weir)", "process (in json-filter)"]);
+        // The same samples fold into the same counts.
+        assert_eq!(r.samples(), 4);
+        assert_eq!(r.folded_text().lines().next(), Some("parse (json-filter);process 1"));
     }
 }
