@@ -361,3 +361,33 @@ pub fn kill_after(child: &mut std::process::Child, after: Duration) {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
 }
+
+/// The crash test of the HTTP sinks: starts `weir run` in `s` three times
+/// over, SIGKILLs each run after `kill_ms` (a range, drawn from `rng`),
+/// and in the second run takes the receiver away for `down` (`stop`, then
+/// `restart`) while weir runs; then lets a fourth run finish and returns
+/// its output. Each killed run must have been killed (not have ended).
+pub fn kill_rounds_with_a_receiver_outage(
+    s: &Scratch,
+    run: &[&str],
+    rng: &mut Lcg,
+    kill_ms: (u64, u64),
+    down: Duration,
+    stop: impl Fn(),
+    restart: impl Fn(),
+) -> std::process::Output {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = s.command(run).spawn().expect("weir");
+    for round in 0..3 {
+        if round == 1 {
+            std::thread::sleep(Duration::from_millis(rng.next_ms(300, 800)));
+            stop();
+            std::thread::sleep(down);
+            restart();
+        }
+        kill_after(&mut child, Duration::from_millis(rng.next_ms(kill_ms.0, kill_ms.1)));
+        assert_eq!(child.try_wait().expect("wait").and_then(|s| s.signal()), Some(9), "round {round}: weir was killed mid-run");
+        child = s.command(run).spawn().expect("weir");
+    }
+    child.wait_with_output().expect("weir")
+}

@@ -8,7 +8,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 use weir_test_support::hook_server::HookServer;
-use weir_tests::{Lcg, Scratch, kill_after};
+use weir_tests::{Lcg, Scratch, kill_after, kill_rounds_with_a_receiver_outage};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
@@ -41,21 +41,9 @@ retry = {{ initial-backoff = "50ms", max-backoff = "200ms" }}
     let out = s.command(&RUN).env("WEIR_FAILPOINTS", "http-mid-publish@4").output().expect("weir");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("failpoint http-mid-publish reached at checkpoint 4"), "{stderr}");
-    let mut rng = Lcg(7);
-    let mut child = s.command(&RUN).spawn().expect("weir");
-    for round in 0..3 {
-        if round == 1 {
-            // The receiver goes away under a running weir, which retries.
-            std::thread::sleep(Duration::from_millis(rng.next_ms(300, 800)));
-            hook.stop();
-            std::thread::sleep(Duration::from_millis(800));
-            hook.restart();
-        }
-        kill_after(&mut child, Duration::from_millis(rng.next_ms(1000, 2000)));
-        assert_eq!(child.try_wait().expect("wait").and_then(|s| s.signal()), Some(9), "round {round}: weir was killed mid-run");
-        child = s.command(&RUN).spawn().expect("weir");
-    }
-    let out = child.wait_with_output().expect("weir");
+    // Then SIGKILLs, with the receiver going away under a running weir,
+    // which retries.
+    let out = kill_rounds_with_a_receiver_outage(&s, &RUN, &mut Lcg(7), (1000, 2000), Duration::from_millis(800), || hook.stop(), || hook.restart());
     assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
     let got = hook.records_once_by_key("weir-hooks-hook-0-", 700);
     let replayed = hook.accepted().iter().filter(|d| d.key == "weir-hooks-hook-0-4-0").count();

@@ -285,7 +285,7 @@ fn late_records_are_counted_reported_and_emitted_not_dropped() {
     // A late record is emitted as it came: the payments projection itself.
     let late: Vec<u64> = lines.iter().filter(|l| l.get("left").is_none()).map(|l| l["id"].as_u64().expect("a late record's id")).collect();
     assert!(!late.is_empty() && late.iter().all(|&id| id < RIGHTS), "late right records expected, as emitted: {late:?}");
-    let reported = stderr.lines().filter_map(|l| l.split(" late records so far (0 from `orders`, ").nth(1)).last();
+    let reported = stderr.lines().filter_map(|l| l.split(" late records so far (0 from `orders`, ").nth(1)).next_back();
     assert_eq!(reported.and_then(|r| r.split(' ').next()), Some(late.len().to_string().as_str()), "the log counts every late record:\n{stderr}");
     assert!(stderr.contains(&format!("{} late records so far", late.len())), "{stderr}");
     // Every other right record joined exactly as the reference says.

@@ -483,7 +483,7 @@ fn c_and_cpp_operators_match_the_rust_ones_byte_for_byte() {
         panic!("C++ wrote {} bytes, Rust {}; first difference: {first:?}", cpp_out.len(), rust.len());
     }
     // A misspelt config key is refused when the pipeline opens, naming it.
-    s.write("bad.toml", format!("plugin-dir = \"c\"\n[sources.events]\ntype = \"generator\"\ncount = 10\n[[operators]]\nname = \"sum\"\nplugin = \"running-sum\"\nconfig = {{ feild = \"amount\" }}\n[sinks.out]\ntype = \"discard\"\n"));
+    s.write("bad.toml", "plugin-dir = \"c\"\n[sources.events]\ntype = \"generator\"\ncount = 10\n[[operators]]\nname = \"sum\"\nplugin = \"running-sum\"\nconfig = { feild = \"amount\" }\n[sinks.out]\ntype = \"discard\"\n");
     let run = s.weir(&["run", "--quiet", "--metrics-address", "off", "bad.toml"], Duration::from_secs(120));
     assert_ne!(run.code, Some(0));
     assert!(run.stderr.contains("unknown field `feild`"), "{}", run.stderr);

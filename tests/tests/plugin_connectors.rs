@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 use weir_test_support::hook_server::HookServer;
-use weir_tests::{Lcg, Scratch, kill_after, part_files};
+use weir_tests::{Lcg, Scratch, kill_after, kill_rounds_with_a_receiver_outage, part_files};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
@@ -39,22 +39,9 @@ fn a_sink_plugin_survives_sigkills_and_a_receiver_restart_leaving_each_record_on
     let s = Scratch::new();
     const N: u64 = 40_000;
     s.pipeline("p.toml", &webhook_pipeline(&hook.url(), hook.port, N));
-    let mut rng = Lcg(11);
-    let mut child = s.command(&RUN).spawn().expect("weir");
-    for round in 0..3 {
-        if round == 1 {
-            // The receiver goes away under a running weir: the plugin's
-            // requests fail and are retried with the same keys.
-            std::thread::sleep(Duration::from_millis(rng.next_ms(300, 800)));
-            hook.stop();
-            std::thread::sleep(Duration::from_millis(600));
-            hook.restart();
-        }
-        kill_after(&mut child, Duration::from_millis(rng.next_ms(1200, 2200)));
-        assert_eq!(child.try_wait().expect("wait").and_then(|s| s.signal()), Some(9), "round {round}: weir was killed mid-run");
-        child = s.command(&RUN).spawn().expect("weir");
-    }
-    let out = child.wait_with_output().expect("weir");
+    // SIGKILLs, and the receiver going away under a running weir: the
+    // plugin's requests fail and are retried with the same keys.
+    let out = kill_rounds_with_a_receiver_outage(&s, &RUN, &mut Lcg(11), (1200, 2200), Duration::from_millis(600), || hook.stop(), || hook.restart());
     assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
     let got = hook.records_once_by_key("weir-hooks-hook-0-", 700);
     assert!(got.requests > got.keys, "some requests were replayed after a crash ({} requests, {} keys)", got.requests, got.keys);
