@@ -37,7 +37,9 @@ impl std::error::Error for StateError {}
 
 /// What the SDK needs from the host. Implemented over the WIT imports in a
 /// component, and in memory by [`crate::testing::MemoryHost`] for native tests.
-pub trait Host {
+/// `Send`, so that an operator with its context can run on a native
+/// host's task thread ([`crate::native`]).
+pub trait Host: Send {
     /// Value state for one key.
     fn get(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
     /// Value state for many keys (length-prefixed in, length-prefixed out).
@@ -186,9 +188,6 @@ impl Prefetch {
 ///
 /// Value-state reads go through a cache that lives for one batch;
 /// writes are buffered and sent to the host in one call when the batch ends.
-///
-/// Every field but `host` must stay `Send`: a native embedding
-/// (`native::Native`) is `Send` when its host is, on that ground.
 pub struct Context {
     host: Box<dyn Host>,
     names: Vec<String>,

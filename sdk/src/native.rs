@@ -86,19 +86,11 @@ impl<O: Operator + Send> Factory for OperatorFactory<O> {
     }
 }
 
-/// An operator with its runtime, opened over a `Send` host.
+/// An operator with its runtime (`Send`: so are its operator and, as every
+/// [`Host`] is, its host).
 struct Native<O> {
     rt: Runtime<O>,
 }
-
-// SAFETY: a `Runtime<O>` is its operator (`O: Send` here) and a `Context`,
-// whose only field that is not `Send` is its `Box<dyn Host>` (the Wasm and
-// in-memory hosts need not be `Send`; `Context` documents that every other
-// field must stay `Send`). A `Native` is only built by
-// `OperatorFactory::open` from a `Box<dyn Host + Send>`, and a context never
-// replaces its host nor hands it out, so the host inside is `Send` as well.
-#[allow(unsafe_code)]
-unsafe impl<O: Operator + Send> Send for Native<O> {}
 
 impl<O: Operator + Send> Instance for Native<O> {
     fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, Rejected> {

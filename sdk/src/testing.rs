@@ -28,9 +28,8 @@ use crate::context::{Host, LogLevel, StateError};
 use crate::rt::Runtime;
 use crate::{OpenContext, Operator, StateValue, TimeDomain, Timer};
 pub use crate::Rejected;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use weir_format::{lp, state_op, BatchWriter, Frames};
 
 /// A record owned by the test.
@@ -86,7 +85,24 @@ pub struct MemoryState {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryHost {
     /// Shared with the [`Harness`] so a test can inspect and change it.
-    pub state: Rc<RefCell<MemoryState>>,
+    pub state: SharedState,
+}
+
+/// A [`MemoryHost`]'s state, shared between the host and the test (a
+/// host is `Send`, so this is a mutex, borrowed like a `RefCell`).
+#[derive(Debug, Clone, Default)]
+pub struct SharedState(Arc<Mutex<MemoryState>>);
+
+impl SharedState {
+    /// Reads the state: `h.host().state.borrow().values`.
+    pub fn borrow(&self) -> MutexGuard<'_, MemoryState> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the state: `h.host().state.borrow_mut().watermark = 10`.
+    pub fn borrow_mut(&self) -> MutexGuard<'_, MemoryState> {
+        self.borrow()
+    }
 }
 
 enum Op<'a> {
