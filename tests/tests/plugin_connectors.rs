@@ -94,6 +94,52 @@ input = "numbers"
     assert!(ids == expected, "each record exactly once: {} lines, {} distinct, want {N}", ids.len(), ids.iter().collect::<BTreeSet<_>>().len());
 }
 
+/// Sources and sinks written as plugins are not hot-reloaded (their open
+/// position or pending epoch belongs to the running instance); a new file
+/// for such a plugin is answered with a warning that names the connector
+/// and says how to pick it up, instead of being ignored.
+#[test]
+fn a_new_file_for_a_source_plugin_is_answered_with_a_restart_hint() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    let original = std::fs::read(weir_tests::plugin("fixture-sequence-source")).unwrap();
+    std::fs::write(s.path("plugins/fixture_sequence_source.wasm"), &original).unwrap();
+    s.write(
+        "p.toml",
+        r#"
+plugin-dir = "plugins"
+name = "sequence"
+[sources.numbers]
+type = "wasm"
+plugin = "fixture-sequence-source"
+config = { count = 10000000, rate = 1000 }
+[sinks.out]
+type = "discard"
+input = "numbers"
+"#,
+    );
+    let log = std::fs::File::create(s.path("weir.log")).unwrap();
+    let mut child = s.command(&RUN).stderr(log).spawn().expect("weir");
+    std::thread::sleep(Duration::from_millis(1500));
+    // The same component with one more (empty) custom section: a new version.
+    let mut changed = original.clone();
+    changed.extend_from_slice(&[0x00, 0x05, 0x04, b'w', b'e', b'i', b'r']);
+    std::fs::write(s.path("plugins/.fixture_sequence_source.wasm.tmp"), &changed).unwrap();
+    std::fs::rename(s.path("plugins/.fixture_sequence_source.wasm.tmp"), s.path("plugins/fixture_sequence_source.wasm")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(s.path("weir.log")).unwrap_or_default();
+        if text.contains("not hot-reloaded") || std::time::Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("plugin fixture-sequence-source changed"), "{text}");
+    assert!(text.contains("[sources.numbers] runs it") && text.contains("Restart the pipeline to run the new version"), "{text}");
+}
+
 /// Runs `p.toml` (written from `body`) to its end, expecting failure, and
 /// returns stderr.
 fn fails(s: &Scratch, body: &str) -> String {

@@ -112,6 +112,14 @@ pub trait SourceConfig: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 's
         let _ = services;
         Ok(None)
     }
+
+    /// The plugin this connector runs, when it is one (`type = "wasm"`),
+    /// by its name in the plugin directory. Sources and sinks are not
+    /// hot-reloaded; with this, a new file for the plugin is answered with
+    /// a warning that says so instead of being ignored.
+    fn plugin(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A sink's section of a pipeline file, typed: `type = TYPE` selects it.
@@ -150,6 +158,11 @@ pub trait SinkConfig: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 'sta
         let _ = services;
         Ok(None)
     }
+
+    /// See [`SourceConfig::plugin`].
+    fn plugin(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A parsed and checked source section, type-erased.
@@ -162,6 +175,8 @@ pub trait SourceSpec: fmt::Debug + Send + Sync {
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError>;
     /// See [`SourceConfig::check`].
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError>;
+    /// See [`SourceConfig::plugin`].
+    fn plugin(&self) -> Option<&str>;
     /// The typed config, for programs that adjust a loaded pipeline.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// A copy, to adjust without touching the original.
@@ -178,6 +193,8 @@ pub trait SinkSpec: fmt::Debug + Send + Sync {
     fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError>;
     /// See [`SinkConfig::check`].
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError>;
+    /// See [`SourceConfig::plugin`].
+    fn plugin(&self) -> Option<&str>;
     /// The typed config, for programs that adjust a loaded pipeline.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// A copy, to adjust without touching the original.
@@ -196,6 +213,9 @@ impl<C: SourceConfig> SourceSpec for C {
     }
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
         SourceConfig::check(self, services)
+    }
+    fn plugin(&self) -> Option<&str> {
+        SourceConfig::plugin(self)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -217,6 +237,9 @@ impl<C: SinkConfig> SinkSpec for C {
     }
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
         SinkConfig::check(self, services)
+    }
+    fn plugin(&self) -> Option<&str> {
+        SinkConfig::plugin(self)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self

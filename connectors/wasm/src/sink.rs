@@ -30,6 +30,10 @@ impl SinkConfig for PluginSinkConfig {
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
         self.connector.check(services, "sink")
     }
+
+    fn plugin(&self) -> Option<&str> {
+        Some(&self.connector.plugin)
+    }
 }
 
 /// One subtask of a sink plugin: weir's [`Sink`] calls, each one call into

@@ -31,6 +31,10 @@ impl SourceConfig for PluginSourceConfig {
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError> {
         self.connector.check(services, "source")
     }
+
+    fn plugin(&self) -> Option<&str> {
+        Some(&self.connector.plugin)
+    }
 }
 
 /// One subtask of a source plugin.

@@ -47,7 +47,7 @@ pub use kafka::{
     KafkaConsumerLag, KafkaDeliveryFailed, KafkaPartitionsPaused, KafkaPartitionsResumed,
 };
 pub use reload::{
-    PluginVersion, ReloadAccepted, ReloadDone, ReloadKept, PluginFallback, ReloadRejected, ReloadRolledBack,
+    ConnectorPluginChanged, PluginVersion, ReloadAccepted, ReloadDone, ReloadKept, PluginFallback, ReloadRejected, ReloadRolledBack,
 };
 pub use settings::SettingIgnored;
 

@@ -42,6 +42,41 @@ impl Event for PluginVersion<'_> {
     }
 }
 
+/// A new file for a plugin that a source or sink runs: those are not
+/// hot-reloaded (their open position or pending epoch belongs to the
+/// running instance), so the file takes effect at the next start. Logged
+/// so the change is not silently ignored; not counted as a reload.
+#[derive(Debug)]
+pub struct ConnectorPluginChanged<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// The source or sink: `sources.NAME` or `sinks.NAME`.
+    pub connector: &'a str,
+    /// Plugin name.
+    pub plugin: &'a str,
+    /// The new file's version.
+    pub version: &'a str,
+}
+
+impl Event for ConnectorPluginChanged<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            target: TARGET,
+            pipeline = self.pipeline,
+            connector = self.connector,
+            plugin = self.plugin,
+            version = self.version,
+            "plugin {} changed (version {}), but [{}] runs it, and sources and sinks written as plugins are not hot-reloaded: \
+             it keeps the version it started with. Restart the pipeline to run the new version (it resumes from its last checkpoint; \
+             under `weir serve`: POST /api/v1/pipelines/{}/restart)",
+            self.plugin,
+            self.version,
+            self.connector,
+            self.pipeline
+        );
+    }
+}
+
 /// A new plugin file failed validation; the running version stays.
 #[derive(Debug)]
 pub struct ReloadRejected<'a> {

@@ -64,6 +64,12 @@ fn every_event_counts_what_the_table_says() {
             running: "abc",
             reason: "no",
         });
+        emit(ConnectorPluginChanged {
+            pipeline: "p",
+            connector: "sinks.out",
+            plugin: "webhook-sink",
+            version: "def",
+        });
         emit(ReloadAccepted {
             pipeline: "p",
             operator: "op",

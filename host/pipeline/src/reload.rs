@@ -400,8 +400,15 @@ impl Worker {
     fn candidate(&mut self, c: &Candidate, trigger: Trigger) {
         let users: Vec<usize> =
             (0..self.operators.len()).filter(|&i| self.pipeline.operators[self.operators[i].index].plugin.replace('_', "-") == c.name).collect();
-        if users.is_empty() {
-            tracing::debug!(plugin = %c.name, pipeline = %self.pipeline.name, "a plugin file changed that no operator of this pipeline uses");
+        let p = &self.pipeline;
+        let sources = p.sources.iter().filter(|(_, s)| s.spec.plugin().is_some_and(|n| n.replace('_', "-") == c.name)).map(|(n, _)| format!("sources.{n}"));
+        let sinks = p.sinks.iter().filter(|(_, s)| s.spec.plugin().is_some_and(|n| n.replace('_', "-") == c.name)).map(|(n, _)| format!("sinks.{n}"));
+        let connectors: Vec<String> = sources.chain(sinks).collect();
+        for connector in &connectors {
+            weir_events::emit(weir_events::ConnectorPluginChanged { pipeline: &p.name, connector, plugin: &c.name, version: short(&c.hash) });
+        }
+        if users.is_empty() && connectors.is_empty() {
+            tracing::debug!(plugin = %c.name, pipeline = %p.name, "a plugin file changed that this pipeline does not use");
         }
         for i in users {
             self.attempt(i, c, trigger);
