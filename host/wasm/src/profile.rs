@@ -25,15 +25,23 @@ use std::sync::Mutex;
 use std::time::Instant;
 use wasmtime::WasmBacktrace;
 
+/// The most samples a pipeline's timeline keeps (16 bytes each: 16 MB,
+/// about 2.8 hours of one busy instance); later samples are still counted
+/// in the folded stacks and the flame graph, which stay bounded by the
+/// number of distinct stacks.
+const MAX_TIMELINE: usize = 1 << 20;
+
 /// One pipeline's samples.
 #[derive(Debug, Default)]
 struct Collected {
     /// Each distinct folded stack once.
     stacks: Vec<String>,
     index: HashMap<String, u32>,
-    /// Every sample as it was taken: (microseconds since the profiler
-    /// started, index into `stacks`).
-    samples: Vec<(u64, u32)>,
+    /// Samples per stack (indexed like `stacks`).
+    counts: Vec<u64>,
+    /// The samples as they were taken, the first [`MAX_TIMELINE`]:
+    /// (microseconds since the profiler started, index into `stacks`).
+    timeline: Vec<(u64, u32)>,
 }
 
 /// Collects samples from every instance of an engine: of every pipeline
@@ -138,11 +146,15 @@ impl Profiler {
             None => {
                 let id = c.stacks.len() as u32;
                 c.stacks.push(stack.clone());
+                c.counts.push(0);
                 c.index.insert(stack, id);
                 id
             }
         };
-        c.samples.push((at, id));
+        c.counts[id as usize] += 1;
+        if c.timeline.len() < MAX_TIMELINE {
+            c.timeline.push((at, id));
+        }
     }
 
     /// What was collected so far, of every pipeline.
@@ -158,9 +170,11 @@ impl Profiler {
 pub struct ProfileReport {
     /// Distinct folded stacks.
     stacks: Vec<String>,
-    /// (microseconds since profiling started, index into `stacks`), in time order.
-    samples: Vec<(u64, u32)>,
-    /// Samples per stack, by stack.
+    /// (microseconds since profiling started, index into `stacks`), in
+    /// time order: every sample, or the first [`MAX_TIMELINE`] of each
+    /// pipeline.
+    timeline: Vec<(u64, u32)>,
+    /// Samples per stack, by stack: every sample.
     folded: Vec<(String, u64)>,
 }
 
@@ -178,20 +192,20 @@ pub struct OperatorProfile {
 
 impl ProfileReport {
     fn from_collected<'a>(parts: impl Iterator<Item = &'a Collected>) -> Self {
-        let (mut stacks, mut samples) = (Vec::new(), Vec::new());
+        let (mut stacks, mut timeline) = (Vec::new(), Vec::new());
+        let mut counts: HashMap<String, u64> = HashMap::new();
         for c in parts {
             let base = stacks.len() as u32;
             stacks.extend(c.stacks.iter().cloned());
-            samples.extend(c.samples.iter().map(|&(at, id)| (at, base + id)));
+            timeline.extend(c.timeline.iter().map(|&(at, id)| (at, base + id)));
+            for (stack, n) in c.stacks.iter().zip(&c.counts) {
+                *counts.entry(stack.clone()).or_default() += n;
+            }
         }
-        samples.sort_by_key(|&(at, _)| at);
-        let mut counts: HashMap<&str, u64> = HashMap::new();
-        for &(_, id) in &samples {
-            *counts.entry(&stacks[id as usize]).or_default() += 1;
-        }
-        let mut folded: Vec<(String, u64)> = counts.into_iter().map(|(s, n)| (s.to_owned(), n)).collect();
+        timeline.sort_by_key(|&(at, _)| at);
+        let mut folded: Vec<(String, u64)> = counts.into_iter().collect();
         folded.sort();
-        Self { stacks, samples, folded }
+        Self { stacks, timeline, folded }
     }
 
     /// Every sample.
@@ -232,16 +246,21 @@ impl ProfileReport {
     /// each `\t0 FUNCTION (PLUGIN)`, and a blank line; the operator itself
     /// is the outermost frame.
     pub fn perf_script(&self, title: &str) -> String {
-        let mut out = String::with_capacity(self.samples.len() * 256 + 256);
+        let mut out = String::with_capacity(self.timeline.len() * 256 + 256);
+        let total = self.samples();
+        let kept = if self.timeline.len() as u64 == total {
+            String::new()
+        } else {
+            format!(" (the first {} are here: a timeline keeps at most {MAX_TIMELINE} per pipeline; the folded stacks count them all)", self.timeline.len())
+        };
         let _ = writeln!(
             out,
-            "# ========\n# {}\n# {} samples, one per 10 ms of Wasm execution per instance\n\
+            "# ========\n# {}\n# {total} samples, one per 10 ms of Wasm execution per instance{kept}\n\
              # open in the Firefox Profiler: https://profiler.firefox.com, \"Load a profile from file\"\n# ========",
             title.replace('\n', " "),
-            self.samples.len()
         );
         let mut threads: HashMap<&str, usize> = HashMap::new();
-        for &(at, id) in &self.samples {
+        for &(at, id) in &self.timeline {
             let mut frames = self.stacks[id as usize].split(';');
             let root = frames.next().unwrap_or_default();
             let next = threads.len() + 1;
@@ -412,9 +431,10 @@ mod tests {
         let mut at = 0;
         for (i, (stack, n)) in lines.iter().enumerate() {
             c.stacks.push((*stack).to_owned());
+            c.counts.push(*n);
             for _ in 0..*n {
                 at += 10_000;
-                c.samples.push((at, i as u32));
+                c.timeline.push((at, i as u32));
             }
         }
         ProfileReport::from_collected(std::iter::once(&c))
@@ -501,5 +521,22 @@ mod tests {
         // The same samples fold into the same counts.
         assert_eq!(r.samples(), 4);
         assert_eq!(r.folded_text().lines().next(), Some("parse (json-filter);process 1"));
+    }
+
+    #[test]
+    fn a_full_timeline_keeps_counting_in_the_folded_stacks_and_says_so() {
+        // As a pipeline's collection looks once its timeline is full.
+        let c = Collected {
+            stacks: vec!["op (p);f".to_owned()],
+            index: HashMap::new(),
+            counts: vec![5],
+            timeline: vec![(10_000, 0), (20_000, 0)],
+        };
+        let r = ProfileReport::from_collected(std::iter::once(&c));
+        assert_eq!(r.samples(), 5);
+        assert_eq!(r.folded_text(), "op (p);f 5\n");
+        let text = r.perf_script("t");
+        assert!(text.contains("# 5 samples, one per 10 ms of Wasm execution per instance (the first 2 are here"), "{text}");
+        assert_eq!(import_perf_script(&text).len(), 2);
     }
 }
