@@ -216,9 +216,7 @@ impl ProfileReport {
     /// Writes the folded stacks, one `stack count` line each (the format
     /// of inferno's and Brendan Gregg's flamegraph tools and speedscope).
     pub fn write_folded(&self, path: &Path) -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        out.write_all(self.folded_text().as_bytes())?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        write_synced(path, &self.folded_text())
     }
 
     /// The folded stacks, one `stack count` line each.
@@ -232,9 +230,7 @@ impl ProfileReport {
 
     /// Writes the samples as `perf script` text ([`ProfileReport::perf_script`]).
     pub fn write_perf_script(&self, path: &Path, title: &str) -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        out.write_all(self.perf_script(title).as_bytes())?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        write_synced(path, &self.perf_script(title))
     }
 
     /// The samples in the text format of `perf script`, which the Firefox
@@ -281,9 +277,7 @@ impl ProfileReport {
     /// each caller below its callees, each operator's stacks side by side
     /// over a root box; hovering a box shows its function and share.
     pub fn write_svg(&self, path: &Path, title: &str) -> std::io::Result<()> {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        out.write_all(self.flame_graph(title).as_bytes())?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        write_synced(path, &self.flame_graph(title))
     }
 
     /// The SVG of [`ProfileReport::write_svg`].
@@ -334,6 +328,13 @@ impl ProfileReport {
         out.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.operator.cmp(&b.operator)));
         out
     }
+}
+
+/// Writes `text` to `path` and syncs it to disk.
+fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 const SVG_WIDTH: f64 = 1200.0;
