@@ -32,8 +32,8 @@ use weir_sdk::native::Factory;
 /// [`weir_task::NativeStage`] with the keyed state (backend, key groups,
 /// restore) a Wasm subtask would get. It is for measuring what Wasm costs
 /// (`weir-bench events-agg`), and for embedding trusted Rust operators: a
-/// native operator is not isolated (no memory or CPU limit, no sandbox), is
-/// not hot-reloaded, and cannot use timers yet.
+/// native operator is not isolated (no memory or CPU limit, no sandbox) and
+/// is not hot-reloaded; its timers fire as a Wasm operator's do.
 ///
 /// Given in [`crate::RunOptions::native`], keyed by the plugin name the
 /// pipeline file gives the operators.

@@ -13,22 +13,25 @@
 //! checkpoints are those of a Wasm run, and the difference in time between
 //! the two is what the Wasm boundary costs (`weir-bench events-agg`).
 //!
+//! Timers are the Wasm stage's too: registered in the same
+//! [`TimerService`] (with the same budget), fired in the same budgeted
+//! rounds ([`TimerRounds`]), their `on-timer` calls the same transactions.
+//!
 //! What a native operator does not get: isolation (it runs in the host
 //! process with the host's rights: no memory or CPU limit, `allow-read`
-//! means nothing; a panic is caught and stops the pipeline like a trap), hot
-//! reload (its code is the host's), and timers, which it cannot register
-//! yet: the call that tries fails with a message that says so.
+//! means nothing; a panic is caught and stops the pipeline like a trap) and
+//! hot reload (its code is the host's).
 
-use crate::stages::{call_failed, process_with_policy, Seen, Unhandled};
+use crate::stages::{call_failed, process_with_policy, Seen, TimerOwner, TimerRounds, Unhandled};
 use crate::{ErrorPolicy, Stage, StageInfo, StageMetrics, StageState, TaskError};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 use weir_sdk::native::{Factory, Instance};
-use weir_sdk::{Entries, Host, LogLevel, OpenContext, Rejected, TimeDomain};
+use weir_sdk::{Entries, Host, LogLevel, OpenContext, Rejected, TimeDomain, Timer};
 use weir_state::{KeyedState, TimerService};
-use weir_wasm::{CallError, InstanceInfo, Limits, TrapKind};
+use weir_wasm::{CallError, InstanceInfo, Limits, TimerFired, TrapKind};
 
 /// An operator compiled into the host, in a chain.
 pub struct NativeStage {
@@ -37,6 +40,7 @@ pub struct NativeStage {
     policy: ErrorPolicy,
     metrics: Arc<StageMetrics>,
     seen: Seen,
+    timers: TimerRounds,
 }
 
 /// The instance and the state its host reads and writes during a call.
@@ -56,8 +60,6 @@ struct CallState {
     input: usize,
     /// A host limit the running call reached (it fails the call).
     over_limit: Option<String>,
-    /// The running call tried to register or delete a timer.
-    used_timers: bool,
 }
 
 impl CallState {
@@ -65,7 +67,6 @@ impl CallState {
         self.keyed.begin();
         self.timers.begin();
         self.over_limit = None;
-        self.used_timers = false;
     }
 
     fn commit(&mut self) -> Result<(), CallError> {
@@ -98,9 +99,6 @@ impl Calls {
         let mut st = lock(&self.state);
         let failed = match result {
             Err(panic) => CallError::Trap { kind: TrapKind::Other, detail: format!("panicked: {}", panic_message(&*panic)), stderr: String::new() },
-            Ok(_) if st.used_timers => CallError::Failed(
-                "it registered or deleted a timer, which an operator compiled into the host (native) cannot do yet; run it as a Wasm plugin".into(),
-            ),
             Ok(r) => match st.over_limit.take() {
                 Some(what) => CallError::Trap { kind: TrapKind::HostLimit(what), detail: String::new(), stderr: String::new() },
                 None => return Ok(r),
@@ -128,6 +126,15 @@ impl Calls {
         let result = self.call(|i| i.process(batch));
         lock(&self.state).input = 0;
         let result = result?;
+        self.finish(result)
+    }
+
+    fn on_timer(&mut self, due: &[TimerFired]) -> Result<Vec<u8>, CallError> {
+        let fired = due
+            .iter()
+            .map(|t| Timer { domain: if t.event_time { TimeDomain::EventTime } else { TimeDomain::ProcessingTime }, key: t.key.clone(), timestamp: t.timestamp })
+            .collect();
+        let result = self.call(|i| i.on_timer(fired))?;
         self.finish(result)
     }
 
@@ -164,7 +171,7 @@ impl NativeStage {
         metrics: Arc<StageMetrics>,
     ) -> Result<Self, String> {
         limits.bound_host_memory(&mut keyed, &mut timers);
-        let state = Arc::new(Mutex::new(CallState { keyed, timers, input: 0, over_limit: None, used_timers: false }));
+        let state = Arc::new(Mutex::new(CallState { keyed, timers, input: 0, over_limit: None }));
         let host = StateHost {
             state: state.clone(),
             inputs: info.inputs.clone(),
@@ -173,7 +180,34 @@ impl NativeStage {
         };
         let open = OpenContext { pipeline: info.pipeline.clone(), operator: info.operator.clone(), subtask: info.subtask, parallelism: info.parallelism, inputs: info.inputs.clone() };
         let instance = factory.open(open, &info.config_json, Box::new(host))?;
-        Ok(Self { calls: Calls { instance, state, poisoned: false }, info: stage, policy, metrics, seen: Seen::default() })
+        Ok(Self { calls: Calls { instance, state, poisoned: false }, info: stage, policy, metrics, seen: Seen::default(), timers: TimerRounds::default() })
+    }
+}
+
+impl NativeStage {
+    /// Runs `f` with the stage's timer rounds taken out of it, so they can
+    /// drive the stage's own calls.
+    fn with_rounds<R>(&mut self, f: impl FnOnce(&mut TimerRounds, &mut Self) -> R) -> R {
+        let mut rounds = std::mem::take(&mut self.timers);
+        let r = f(&mut rounds, self);
+        self.timers = rounds;
+        r
+    }
+}
+
+impl TimerOwner for NativeStage {
+    fn with_timers<R>(&mut self, f: impl FnOnce(&mut TimerService) -> R) -> R {
+        f(&mut lock(&self.calls.state).timers)
+    }
+
+    fn fire(&mut self, due: &[TimerFired], out: &mut Vec<u8>) -> Result<(), TaskError> {
+        let o = self.calls.on_timer(due).map_err(|e| call_failed(&self.info, &self.seen, "on-timer", e, None))?;
+        out.extend_from_slice(&o);
+        Ok(())
+    }
+
+    fn who(&self) -> String {
+        self.info.who()
     }
 }
 
@@ -191,9 +225,32 @@ impl Stage for NativeStage {
     }
 
     fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
-        // No timers to fire (see the module docs); `Context::watermark` reads it.
-        lock(&self.calls.state).timers.watermark = watermark;
-        Ok(Vec::new())
+        self.with_rounds(|r, s| r.on_watermark(s, watermark))
+    }
+
+    fn holds_watermarks(&self) -> bool {
+        self.timers.holding()
+    }
+
+    fn released_watermark(&mut self) -> Option<i64> {
+        self.timers.take_released()
+    }
+
+    fn timers_pending(&self) -> bool {
+        self.timers.holding()
+    }
+
+    fn fire_pending_timers(&mut self) -> Result<Vec<u8>, TaskError> {
+        self.with_rounds(|r, s| r.fire_pending(s))
+    }
+
+    fn next_processing_timer(&mut self) -> Option<i64> {
+        lock(&self.calls.state).timers.next_processing()
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64) -> Result<Vec<u8>, TaskError> {
+        // Timers left due at the end of the round fire at the next call.
+        Ok(self.with_rounds(|r, s| r.round(s, false, now_ms))?.0)
     }
 
     fn close(&mut self) -> Result<Vec<u8>, TaskError> {
@@ -271,12 +328,20 @@ impl Host for StateHost {
         Self::answer(&mut st, r)
     }
 
-    fn register_timer(&mut self, _domain: TimeDomain, _key: &[u8], _timestamp: i64) {
-        lock(&self.state).used_timers = true;
+    fn register_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
+        // Returns nothing to the operator: a refusal is a host limit, which
+        // fails the call once it returns (as a Wasm instance traps).
+        let mut st = lock(&self.state);
+        if let Err(e) = st.timers.register(domain == TimeDomain::EventTime, key, timestamp) {
+            st.over_limit = Some(e.0);
+        }
     }
 
-    fn delete_timer(&mut self, _domain: TimeDomain, _key: &[u8], _timestamp: i64) {
-        lock(&self.state).used_timers = true;
+    fn delete_timer(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
+        let mut st = lock(&self.state);
+        if let Err(e) = st.timers.delete(domain == TimeDomain::EventTime, key, timestamp) {
+            st.over_limit = Some(e.0);
+        }
     }
 
     fn watermark(&mut self) -> i64 {
@@ -314,7 +379,8 @@ mod tests {
     use weir_sdk::{Context, Error, NoConfig, Operator, Output, Record};
 
     /// Counts records per key in keyed state; rejects a value "bad", and
-    /// registers a timer for a value "timer".
+    /// registers an event-time timer for key "k" at 1 for a value "timer",
+    /// which emits "fired KEY" and marks the key in state "t".
     struct Count;
 
     impl Operator for Count {
@@ -335,6 +401,12 @@ mod tests {
             let n = ctx.get::<u64>("n", key)?.unwrap_or(0) + 1;
             ctx.put("n", key, &n);
             out.emit(Some(key), n.to_string().as_bytes(), r.timestamp);
+            Ok(())
+        }
+
+        fn on_timer(&mut self, t: Timer, out: &mut Output, ctx: &mut Context) -> Result<(), Error> {
+            ctx.put("t", &t.key, &1u64);
+            out.emit(Some(&t.key), format!("fired {}", String::from_utf8_lossy(&t.key)).as_bytes(), t.timestamp);
             Ok(())
         }
     }
@@ -388,10 +460,15 @@ mod tests {
     }
 
     #[test]
-    fn timers_are_refused_with_a_message_that_says_so() {
+    fn timers_fire_when_the_watermark_passes_them_and_their_writes_commit() {
         let mut s = stage(ErrorPolicy::Fail);
-        let e = s.process(&batch(&["timer"]), 1).unwrap_err().to_string();
-        assert!(e.contains("cannot do yet") && e.contains("Wasm plugin"), "{e}");
-        assert_eq!(count(&s), None, "the failed call's writes are rolled back");
+        assert!(s.process(&batch(&["timer"]), 1).is_ok());
+        assert_eq!(s.next_processing_timer(), None, "an event-time timer only");
+        assert!(s.on_watermark(0).unwrap().is_empty(), "not due before its time");
+        let out = s.on_watermark(1).unwrap();
+        let fired: Vec<(Vec<u8>, i64)> = Frames::new(&out).map(|r| r.map(|r| (r.value.to_vec(), r.timestamp)).unwrap()).collect();
+        assert_eq!(fired, [(b"fired k".to_vec(), 1)]);
+        assert_eq!(lock(&s.calls.state).keyed.get("t", b"k").unwrap().map(|v| v.into_owned()), Some(1u64.to_le_bytes().to_vec()));
+        assert!(!s.holds_watermarks() && s.on_watermark(2).unwrap().is_empty(), "fired once, nothing held");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use weir_failpoint as failpoint;
 use weir_connector::{Committable, Sink};
 use weir_format::{BatchWriter, Frames, Preview, RecordRef};
+use weir_state::TimerService;
 use weir_wasm::{CallError, OperatorInstance, TimerFired, TrapKind};
 
 /// Timers handed to one `on-timer` call, at most.
@@ -204,9 +205,10 @@ pub struct WasmStage {
     input: u32,
 }
 
-/// Budgeted timer firing (see [`TIMER_CALLS_PER_ROUND`]).
+/// Budgeted timer firing (see [`TIMER_CALLS_PER_ROUND`]), for a Wasm or
+/// a native stage.
 #[derive(Debug, Default)]
-struct TimerRounds {
+pub(crate) struct TimerRounds {
     /// A watermark whose due event-time timers have not all fired yet: it
     /// is held back from downstream until they have.
     held: Option<i64>,
@@ -216,6 +218,155 @@ struct TimerRounds {
     /// it fired, and how many times in a row that has happened to them
     /// (see [`TIMER_REARM_LIMIT`]). Emptied when no timer is left due.
     rearmed: HashMap<(i64, Vec<u8>), u32>,
+}
+
+/// An operator whose timers [`TimerRounds`] fire: a Wasm or a native stage.
+pub(crate) trait TimerOwner {
+    /// Runs `f` on the operator's timers (and watermark).
+    fn with_timers<R>(&mut self, f: impl FnOnce(&mut TimerService) -> R) -> R;
+    /// Hands `due` to the operator's `on-timer` and appends its output to `out`.
+    fn fire(&mut self, due: &[TimerFired], out: &mut Vec<u8>) -> Result<(), TaskError>;
+    /// Who the operator is, for messages.
+    fn who(&self) -> String;
+}
+
+impl TimerRounds {
+    /// Whether a watermark is held back until its timers have fired.
+    pub(crate) fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// A held watermark whose timers have all fired since, once.
+    pub(crate) fn take_released(&mut self) -> Option<i64> {
+        self.released.take()
+    }
+
+    /// A new watermark: sets it and fires the event-time timers it makes
+    /// due, one round; until they have all fired, the watermark is held.
+    pub(crate) fn on_watermark(&mut self, op: &mut impl TimerOwner, watermark: i64) -> Result<Vec<u8>, TaskError> {
+        let due = op.with_timers(|t| {
+            t.watermark = watermark;
+            t.event_due(watermark)
+        });
+        // This watermark supersedes one held before.
+        self.released = None;
+        if !due {
+            // Nothing (left) to fire: a watermark held before goes on with this one.
+            self.held = None;
+            return Ok(Vec::new());
+        }
+        let (out, drained) = self.round(op, true, watermark)?;
+        // Until the timers due at it have fired, the watermark stays here.
+        self.held = (!drained).then_some(watermark);
+        Ok(out)
+    }
+
+    /// Another round for a held watermark; releases it once its timers have fired.
+    pub(crate) fn fire_pending(&mut self, op: &mut impl TimerOwner) -> Result<Vec<u8>, TaskError> {
+        let Some(watermark) = self.held else { return Ok(Vec::new()) };
+        let (out, drained) = self.round(op, true, watermark)?;
+        if drained {
+            self.held = None;
+            self.released = Some(watermark);
+        }
+        Ok(out)
+    }
+
+    /// One round of timer firing in one domain: at most
+    /// [`TIMER_CALLS_PER_ROUND`] calls of at most [`TIMERS_PER_CALL`] timers
+    /// each, ending early once the output reaches [`TIMER_OUTPUT_PER_ROUND`].
+    /// Returns the output and whether every timer due at `time` has fired.
+    pub(crate) fn round(&mut self, op: &mut impl TimerOwner, event_time: bool, time: i64) -> Result<(Vec<u8>, bool), TaskError> {
+        let mut out = Vec::new();
+        for _ in 0..TIMER_CALLS_PER_ROUND {
+            let due: Vec<TimerFired> = op
+                .with_timers(|t| t.take_due(event_time, time, TIMERS_PER_CALL))
+                .into_iter()
+                .map(|(timestamp, key)| TimerFired { event_time, key, timestamp })
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            if event_time {
+                self.fire_event_timers(op, &due, time, &mut out)?;
+            } else {
+                op.fire(&due, &mut out)?;
+            }
+            if out.len() >= TIMER_OUTPUT_PER_ROUND {
+                break;
+            }
+        }
+        let drained = op.with_timers(|t| if event_time { !t.event_due(time) } else { t.next_processing().is_none_or(|t| t > time) });
+        if event_time && drained {
+            self.rearmed.clear();
+        }
+        Ok((out, drained))
+    }
+
+    /// Fires event-time timers due at watermark `watermark`, and follows
+    /// the timers the call re-registers at or before the ones it fired:
+    /// past [`TIMER_REARM_LIMIT`] times in a row, the operator fails.
+    fn fire_event_timers(&mut self, op: &mut impl TimerOwner, due: &[TimerFired], watermark: i64, out: &mut Vec<u8>) -> Result<(), TaskError> {
+        let mut chain = 0;
+        let mut latest = i64::MIN;
+        for t in due {
+            // Taken out when fired: the map holds only timers still registered.
+            chain = chain.max(self.rearmed.remove(&(t.timestamp, t.key.clone())).unwrap_or(0));
+            latest = latest.max(t.timestamp);
+        }
+        op.with_timers(|t| t.track_rearms(true));
+        let fired = op.fire(due, out);
+        let rearmed = op.with_timers(|t| {
+            let rearmed = t.take_rearmed();
+            t.track_rearms(false);
+            rearmed
+        });
+        fired?;
+        for (ts, key) in rearmed {
+            // At the end of input every timer is due: any re-registration
+            // is due again at once. Before it, a later timestamp is progress.
+            if watermark != i64::MAX && ts > latest {
+                continue;
+            }
+            if chain + 1 >= TIMER_REARM_LIMIT {
+                let at = if watermark == i64::MAX { "the end of input (watermark +inf)".to_owned() } else { format!("watermark {watermark}") };
+                return Err(TaskError::Stage(format!(
+                    "{}: its on-timer re-registered an event-time timer at or before the one it fired {TIMER_REARM_LIMIT} times in a row \
+                     (key {}, timestamp {ts}), so at {at} its timers would fire forever. A timer registered in on-timer must be later \
+                     than the one that fired (at the end of input the watermark is i64::MAX: stop re-registering there); see docs/limits.md.",
+                    op.who(),
+                    Preview(&key)
+                )));
+            }
+            self.rearmed.insert((ts, key), chain + 1);
+        }
+        Ok(())
+    }
+}
+
+impl WasmStage {
+    /// Runs `f` with the stage's timer rounds taken out of it, so they can
+    /// drive the stage's own calls.
+    fn with_rounds<R>(&mut self, f: impl FnOnce(&mut TimerRounds, &mut Self) -> R) -> R {
+        let mut rounds = std::mem::take(&mut self.timers);
+        let r = f(&mut rounds, self);
+        self.timers = rounds;
+        r
+    }
+}
+
+impl TimerOwner for WasmStage {
+    fn with_timers<R>(&mut self, f: impl FnOnce(&mut TimerService) -> R) -> R {
+        f(self.instance.timers())
+    }
+
+    fn fire(&mut self, due: &[TimerFired], out: &mut Vec<u8>) -> Result<(), TaskError> {
+        self.fire_timers(due, out)
+    }
+
+    fn who(&self) -> String {
+        self.info.who()
+    }
 }
 
 impl WasmStage {
@@ -301,77 +452,6 @@ impl WasmStage {
         call_failed(&self.info, &self.seen, what, e, batch)
     }
 
-    /// One round of timer firing in one domain: at most
-    /// [`TIMER_CALLS_PER_ROUND`] calls of at most [`TIMERS_PER_CALL`] timers
-    /// each, ending early once the output reaches [`TIMER_OUTPUT_PER_ROUND`].
-    /// Returns the output and whether every timer due at `time` has fired.
-    fn timer_round(&mut self, event_time: bool, time: i64) -> Result<(Vec<u8>, bool), TaskError> {
-        let mut out = Vec::new();
-        for _ in 0..TIMER_CALLS_PER_ROUND {
-            let due: Vec<TimerFired> = self
-                .instance
-                .timers()
-                .take_due(event_time, time, TIMERS_PER_CALL)
-                .into_iter()
-                .map(|(timestamp, key)| TimerFired { event_time, key, timestamp })
-                .collect();
-            if due.is_empty() {
-                break;
-            }
-            if event_time {
-                self.fire_event_timers(&due, time, &mut out)?;
-            } else {
-                self.fire_timers(&due, &mut out)?;
-            }
-            if out.len() >= TIMER_OUTPUT_PER_ROUND {
-                break;
-            }
-        }
-        let timers = self.instance.timers();
-        let drained = if event_time { !timers.event_due(time) } else { timers.next_processing().is_none_or(|t| t > time) };
-        if event_time && drained {
-            self.timers.rearmed.clear();
-        }
-        Ok((out, drained))
-    }
-
-    /// Fires event-time timers due at watermark `watermark`, and follows
-    /// the timers the call re-registers at or before the ones it fired:
-    /// past [`TIMER_REARM_LIMIT`] times in a row, the operator fails.
-    fn fire_event_timers(&mut self, due: &[TimerFired], watermark: i64, out: &mut Vec<u8>) -> Result<(), TaskError> {
-        let mut chain = 0;
-        let mut latest = i64::MIN;
-        for t in due {
-            // Taken out when fired: the map holds only timers still registered.
-            chain = chain.max(self.timers.rearmed.remove(&(t.timestamp, t.key.clone())).unwrap_or(0));
-            latest = latest.max(t.timestamp);
-        }
-        self.instance.timers().track_rearms(true);
-        let fired = self.fire_timers(due, out);
-        let rearmed = self.instance.timers().take_rearmed();
-        self.instance.timers().track_rearms(false);
-        fired?;
-        for (ts, key) in rearmed {
-            // At the end of input every timer is due: any re-registration
-            // is due again at once. Before it, a later timestamp is progress.
-            if watermark != i64::MAX && ts > latest {
-                continue;
-            }
-            if chain + 1 >= TIMER_REARM_LIMIT {
-                let at = if watermark == i64::MAX { "the end of input (watermark +inf)".to_owned() } else { format!("watermark {watermark}") };
-                return Err(TaskError::Stage(format!(
-                    "{}: its on-timer re-registered an event-time timer at or before the one it fired {TIMER_REARM_LIMIT} times in a row \
-                     (key {}, timestamp {ts}), so at {at} its timers would fire forever. A timer registered in on-timer must be later \
-                     than the one that fired (at the end of input the watermark is i64::MAX: stop re-registering there); see docs/limits.md.",
-                    self.info.who(),
-                    Preview(&key)
-                )));
-            }
-            self.timers.rearmed.insert((ts, key), chain + 1);
-        }
-        Ok(())
-    }
-
     /// Hands `due` to `on-timer` and appends the output to `out`.
     fn fire_timers(&mut self, due: &[TimerFired], out: &mut Vec<u8>) -> Result<(), TaskError> {
         match self.instance.on_timer(due) {
@@ -424,40 +504,23 @@ impl Stage for WasmStage {
     }
 
     fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
-        self.instance.timers().watermark = watermark;
-        // This watermark supersedes one held before.
-        self.timers.released = None;
-        if !self.instance.timers().event_due(watermark) {
-            // Nothing (left) to fire: a watermark held before goes on with this one.
-            self.timers.held = None;
-            return Ok(Vec::new());
-        }
-        let (out, drained) = self.timer_round(true, watermark)?;
-        // Until the timers due at it have fired, the watermark stays here.
-        self.timers.held = (!drained).then_some(watermark);
-        Ok(out)
+        self.with_rounds(|r, s| r.on_watermark(s, watermark))
     }
 
     fn holds_watermarks(&self) -> bool {
-        self.timers.held.is_some()
+        self.timers.holding()
     }
 
     fn released_watermark(&mut self) -> Option<i64> {
-        self.timers.released.take()
+        self.timers.take_released()
     }
 
     fn timers_pending(&self) -> bool {
-        self.timers.held.is_some()
+        self.timers.holding()
     }
 
     fn fire_pending_timers(&mut self) -> Result<Vec<u8>, TaskError> {
-        let Some(watermark) = self.timers.held else { return Ok(Vec::new()) };
-        let (out, drained) = self.timer_round(true, watermark)?;
-        if drained {
-            self.timers.held = None;
-            self.timers.released = Some(watermark);
-        }
-        Ok(out)
+        self.with_rounds(|r, s| r.fire_pending(s))
     }
 
     fn next_processing_timer(&mut self) -> Option<i64> {
@@ -466,7 +529,7 @@ impl Stage for WasmStage {
 
     fn on_processing_time(&mut self, now_ms: i64) -> Result<Vec<u8>, TaskError> {
         // Timers left due at the end of the round fire at the next call.
-        Ok(self.timer_round(false, now_ms)?.0)
+        Ok(self.with_rounds(|r, s| r.round(s, false, now_ms))?.0)
     }
 
     fn close(&mut self) -> Result<Vec<u8>, TaskError> {
