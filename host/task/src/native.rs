@@ -184,18 +184,11 @@ impl NativeStage {
     }
 }
 
-impl NativeStage {
-    /// Runs `f` with the stage's timer rounds taken out of it, so they can
-    /// drive the stage's own calls.
-    fn with_rounds<R>(&mut self, f: impl FnOnce(&mut TimerRounds, &mut Self) -> R) -> R {
-        let mut rounds = std::mem::take(&mut self.timers);
-        let r = f(&mut rounds, self);
-        self.timers = rounds;
-        r
-    }
-}
-
 impl TimerOwner for NativeStage {
+    fn rounds(&mut self) -> &mut TimerRounds {
+        &mut self.timers
+    }
+
     fn with_timers<R>(&mut self, f: impl FnOnce(&mut TimerService) -> R) -> R {
         f(&mut lock(&self.calls.state).timers)
     }
@@ -224,34 +217,7 @@ impl Stage for NativeStage {
         })
     }
 
-    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
-        self.with_rounds(|r, s| r.on_watermark(s, watermark))
-    }
-
-    fn holds_watermarks(&self) -> bool {
-        self.timers.holding()
-    }
-
-    fn released_watermark(&mut self) -> Option<i64> {
-        self.timers.take_released()
-    }
-
-    fn timers_pending(&self) -> bool {
-        self.timers.holding()
-    }
-
-    fn fire_pending_timers(&mut self) -> Result<Vec<u8>, TaskError> {
-        self.with_rounds(|r, s| r.fire_pending(s))
-    }
-
-    fn next_processing_timer(&mut self) -> Option<i64> {
-        lock(&self.calls.state).timers.next_processing()
-    }
-
-    fn on_processing_time(&mut self, now_ms: i64) -> Result<Vec<u8>, TaskError> {
-        // Timers left due at the end of the round fire at the next call.
-        Ok(self.with_rounds(|r, s| r.round(s, false, now_ms))?.0)
-    }
+    crate::stages::timer_stage_methods!();
 
     fn close(&mut self) -> Result<Vec<u8>, TaskError> {
         self.calls.close().map_err(|e| call_failed(&self.info, &self.seen, "close", e, None))

@@ -221,14 +221,62 @@ pub(crate) struct TimerRounds {
 }
 
 /// An operator whose timers [`TimerRounds`] fire: a Wasm or a native stage.
-pub(crate) trait TimerOwner {
+pub(crate) trait TimerOwner: Sized {
+    /// The stage's timer rounds.
+    fn rounds(&mut self) -> &mut TimerRounds;
     /// Runs `f` on the operator's timers (and watermark).
     fn with_timers<R>(&mut self, f: impl FnOnce(&mut TimerService) -> R) -> R;
     /// Hands `due` to the operator's `on-timer` and appends its output to `out`.
     fn fire(&mut self, due: &[TimerFired], out: &mut Vec<u8>) -> Result<(), TaskError>;
     /// Who the operator is, for messages.
     fn who(&self) -> String;
+
+    /// Runs `f` with the stage's timer rounds taken out of it, so they can
+    /// drive the stage's own calls.
+    fn with_rounds<R>(&mut self, f: impl FnOnce(&mut TimerRounds, &mut Self) -> R) -> R {
+        let mut rounds = std::mem::take(self.rounds());
+        let r = f(&mut rounds, self);
+        *self.rounds() = rounds;
+        r
+    }
 }
+
+/// The [`Stage`] methods of an operator stage's timers, the same for a
+/// Wasm and a native stage: inside `impl Stage for X`, where `X` has a
+/// `timers: TimerRounds` field and implements [`TimerOwner`].
+macro_rules! timer_stage_methods {
+    () => {
+        fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
+            self.with_rounds(|r, s| r.on_watermark(s, watermark))
+        }
+
+        fn holds_watermarks(&self) -> bool {
+            self.timers.holding()
+        }
+
+        fn released_watermark(&mut self) -> Option<i64> {
+            self.timers.take_released()
+        }
+
+        fn timers_pending(&self) -> bool {
+            self.timers.holding()
+        }
+
+        fn fire_pending_timers(&mut self) -> Result<Vec<u8>, TaskError> {
+            self.with_rounds(|r, s| r.fire_pending(s))
+        }
+
+        fn next_processing_timer(&mut self) -> Option<i64> {
+            self.with_timers(|t| t.next_processing())
+        }
+
+        fn on_processing_time(&mut self, now_ms: i64) -> Result<Vec<u8>, TaskError> {
+            // Timers left due at the end of the round fire at the next call.
+            Ok(self.with_rounds(|r, s| r.round(s, false, now_ms))?.0)
+        }
+    };
+}
+pub(crate) use timer_stage_methods;
 
 impl TimerRounds {
     /// Whether a watermark is held back until its timers have fired.
@@ -344,18 +392,11 @@ impl TimerRounds {
     }
 }
 
-impl WasmStage {
-    /// Runs `f` with the stage's timer rounds taken out of it, so they can
-    /// drive the stage's own calls.
-    fn with_rounds<R>(&mut self, f: impl FnOnce(&mut TimerRounds, &mut Self) -> R) -> R {
-        let mut rounds = std::mem::take(&mut self.timers);
-        let r = f(&mut rounds, self);
-        self.timers = rounds;
-        r
-    }
-}
-
 impl TimerOwner for WasmStage {
+    fn rounds(&mut self) -> &mut TimerRounds {
+        &mut self.timers
+    }
+
     fn with_timers<R>(&mut self, f: impl FnOnce(&mut TimerService) -> R) -> R {
         f(self.instance.timers())
     }
@@ -503,34 +544,7 @@ impl Stage for WasmStage {
         self.poll_reload(None)
     }
 
-    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<u8>, TaskError> {
-        self.with_rounds(|r, s| r.on_watermark(s, watermark))
-    }
-
-    fn holds_watermarks(&self) -> bool {
-        self.timers.holding()
-    }
-
-    fn released_watermark(&mut self) -> Option<i64> {
-        self.timers.take_released()
-    }
-
-    fn timers_pending(&self) -> bool {
-        self.timers.holding()
-    }
-
-    fn fire_pending_timers(&mut self) -> Result<Vec<u8>, TaskError> {
-        self.with_rounds(|r, s| r.fire_pending(s))
-    }
-
-    fn next_processing_timer(&mut self) -> Option<i64> {
-        self.instance.timers().next_processing()
-    }
-
-    fn on_processing_time(&mut self, now_ms: i64) -> Result<Vec<u8>, TaskError> {
-        // Timers left due at the end of the round fire at the next call.
-        Ok(self.with_rounds(|r, s| r.round(s, false, now_ms))?.0)
-    }
+    crate::stages::timer_stage_methods!();
 
     fn close(&mut self) -> Result<Vec<u8>, TaskError> {
         self.instance.close().map_err(|e| self.call_failed("close", e, None))
