@@ -828,8 +828,8 @@ pub mod json {
     pub fn plain_run<const STOP_AT_NON_ASCII: bool>(s: &[u8]) -> usize {
         let non_ascii = if STOP_AT_NON_ASCII { HIGH } else { 0 };
         let mut at = 0;
-        while let Some(chunk) = s.get(at..at + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        while let Some(&chunk) = s[at..].first_chunk::<8>() {
+            let w = u64::from_le_bytes(chunk);
             let special = zero_bytes(w ^ (ONES * u64::from(b'"')))
                 | zero_bytes(w ^ (ONES * u64::from(b'\\')))
                 | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
@@ -854,8 +854,8 @@ pub mod json {
             return false;
         }
         let mut at = 0;
-        while let (Some(x), Some(y)) = (a.get(at..at + 8), b.get(at..at + 8)) {
-            if u64::from_le_bytes(x.try_into().expect("8 bytes")) != u64::from_le_bytes(y.try_into().expect("8 bytes")) {
+        while let (Some(x), Some(y)) = (a[at..].first_chunk::<8>(), b[at..].first_chunk::<8>()) {
+            if x != y {
                 return false;
             }
             at += 8;
