@@ -398,11 +398,12 @@ impl Worker {
 
     /// A new file from the watcher: every operator using that plugin.
     fn candidate(&mut self, c: &Candidate, trigger: Trigger) {
-        let users: Vec<usize> =
-            (0..self.operators.len()).filter(|&i| self.pipeline.operators[self.operators[i].index].plugin.replace('_', "-") == c.name).collect();
+        // A plugin is named with `-` or `_` alike; `c.name` reads `_` as `-`.
+        let runs = |plugin: &str| plugin.replace('_', "-") == c.name;
         let p = &self.pipeline;
-        let sources = p.sources.iter().filter(|(_, s)| s.spec.plugin().is_some_and(|n| n.replace('_', "-") == c.name)).map(|(n, _)| format!("sources.{n}"));
-        let sinks = p.sinks.iter().filter(|(_, s)| s.spec.plugin().is_some_and(|n| n.replace('_', "-") == c.name)).map(|(n, _)| format!("sinks.{n}"));
+        let users: Vec<usize> = (0..self.operators.len()).filter(|&i| runs(&p.operators[self.operators[i].index].plugin)).collect();
+        let sources = p.sources.iter().filter(|(_, s)| s.spec.plugin().is_some_and(runs)).map(|(n, _)| format!("sources.{n}"));
+        let sinks = p.sinks.iter().filter(|(_, s)| s.spec.plugin().is_some_and(runs)).map(|(n, _)| format!("sinks.{n}"));
         let connectors: Vec<String> = sources.chain(sinks).collect();
         for connector in &connectors {
             weir_events::emit(weir_events::ConnectorPluginChanged { pipeline: &p.name, connector, plugin: &c.name, version: short(&c.hash) });
