@@ -180,6 +180,44 @@ pub fn succeed(cmd: &mut Command) -> String {
     stderr
 }
 
+/// The crash tests' job, pipeline `sums`: generator (`count` records at
+/// `rate`/s, seed 7) -> json-filter (key by user) -> running-sum (keyed
+/// state) -> file sink `out/part-{subtask}.jsonl`, at `parallelism`;
+/// `checkpoint` holds the lines of its `[checkpoint]` table (sub-tables
+/// may follow them).
+pub fn sums_pipeline(count: u64, rate: u64, parallelism: u32, checkpoint: &str) -> String {
+    format!(
+        r#"
+name = "sums"
+parallelism = {parallelism}
+[checkpoint]
+{checkpoint}
+[sources.events]
+type = "generator"
+count = {count}
+rate = {rate}
+seed = 7
+parallelism = 1
+[[operators]]
+name = "parse"
+plugin = "json-filter"
+config = {{ project = ["user", "amount"], key = "user" }}
+[[operators]]
+name = "sum"
+plugin = "running-sum"
+partition = "hash"
+[sinks.out]
+type = "file"
+path = "out/part-{{subtask}}.jsonl"
+"#
+    )
+}
+
+/// Everything a `sums_pipeline` run wrote, in subtask order.
+pub fn sums_output(s: &Scratch) -> Vec<u8> {
+    part_files(&s.path("out")).concat()
+}
+
 /// The contents of the `part-*` files of a file sink's directory, in
 /// file name (subtask) order.
 pub fn part_files(dir: &Path) -> Vec<Vec<u8>> {

@@ -6,35 +6,11 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use weir_tests::{json_lines, kill_after, succeed, Lcg, Scratch};
+use weir_tests::{json_lines, kill_after, succeed, sums_output as output, Lcg, Scratch};
 
-/// generator -> json-filter (key by user) -> running-sum (keyed state) -> file sink.
+/// The crash tests' job with checkpoints every `interval`.
 fn pipeline(count: u64, rate: u64, parallelism: u32, interval: &str) -> String {
-    format!(
-        r#"
-name = "sums"
-parallelism = {parallelism}
-[checkpoint]
-interval = "{interval}"
-[sources.events]
-type = "generator"
-count = {count}
-rate = {rate}
-seed = 7
-parallelism = 1
-[[operators]]
-name = "parse"
-plugin = "json-filter"
-config = {{ project = ["user", "amount"], key = "user" }}
-[[operators]]
-name = "sum"
-plugin = "running-sum"
-partition = "hash"
-[sinks.out]
-type = "file"
-path = "out/part-{{subtask}}.jsonl"
-"#
-    )
+    weir_tests::sums_pipeline(count, rate, parallelism, &format!("interval = \"{interval}\""))
 }
 
 fn weir(s: &Scratch, args: &[&str], failpoints: Option<&str>) -> Command {
@@ -59,17 +35,6 @@ fn run_to_end(s: &Scratch, extra: &[&str]) -> String {
 fn run_and_kill(s: &Scratch, after: Duration) {
     let mut child = weir(s, &RUN, None).stderr(Stdio::null()).spawn().expect("start weir");
     kill_after(&mut child, after);
-}
-
-/// Every output file, in subtask order, concatenated.
-fn output(s: &Scratch) -> Vec<u8> {
-    let mut files: Vec<_> = std::fs::read_dir(s.path("out"))
-        .expect("output directory")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-")))
-        .collect();
-    files.sort();
-    files.iter().flat_map(|f| std::fs::read(f).expect("read output")).collect()
 }
 
 /// The output of an uninterrupted run of `body`.

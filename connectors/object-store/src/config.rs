@@ -227,64 +227,7 @@ pub const MAX_ROLL_SIZE: u64 = 1 << 30;
 /// The placeholders `path` may hold.
 pub const PLACEHOLDERS: &[&str] = &["date", "year", "month", "day", "hour"];
 
-/// Where objects go, parsed from `url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    /// A local directory.
-    Local(PathBuf),
-    /// A bucket and a key prefix (no leading or trailing `/`).
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The prefix.
-        prefix: String,
-    },
-}
-
-impl Destination {
-    /// Parses `url`; relative directories resolve against `base`.
-    pub fn parse(url: &str, base: &Path) -> Result<Self, String> {
-        let url = url.trim();
-        if url.is_empty() {
-            return Err("must name the destination, e.g. \"s3://bucket/prefix\" or \"file:///var/lib/weir/out\"".into());
-        }
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
-                return Err(format!("{bucket:?} is not an S3 bucket name (lowercase letters, digits, `-` and `.`); write e.g. \"s3://my-bucket/events\""));
-            }
-            let prefix = prefix.trim_matches('/').to_owned();
-            if let Some(m) = check_key_part(&prefix) {
-                return Err(format!("the key prefix {prefix:?} {m}"));
-            }
-            return Ok(Self::S3 { bucket: bucket.to_owned(), prefix });
-        }
-        if let Some(rest) = url.strip_prefix("file://") {
-            if !rest.starts_with('/') {
-                return Err(format!("{url:?}: a file URL needs an absolute path, e.g. \"file:///var/lib/weir/out\"; write a relative directory without `file://`"));
-            }
-            return Ok(Self::Local(PathBuf::from(rest)));
-        }
-        if let Some((scheme, _)) = url.split_once("://") {
-            return Err(format!("the scheme {scheme:?} is not supported; use \"s3://bucket/prefix\", \"file:///dir\" or a directory path"));
-        }
-        Ok(Self::Local(base.join(url)))
-    }
-}
-
-/// Why a key part (prefix, `path`, `dead-letter-path`) is unusable, or `None`.
-fn check_key_part(part: &str) -> Option<&'static str> {
-    if part.starts_with('/') {
-        return Some("must not start with `/`");
-    }
-    if part.split('/').any(|s| s == ".." || s == ".") {
-        return Some("must not contain `.` or `..` segments");
-    }
-    if part.contains("//") || part.contains('\\') || part.contains('\0') {
-        return Some("must not contain `//`, `\\` or NUL");
-    }
-    None
-}
+pub use weir_objects::{Destination, check_key_part};
 
 /// The unknown placeholders of a `path` template.
 pub fn unknown_placeholders(template: &str) -> Vec<String> {
@@ -309,31 +252,11 @@ impl ObjectStoreSinkConfig {
     pub fn validate(&self, base: &Path) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut bad = |field: &str, message: String| problems.push((field.to_owned(), message));
-        let destination = Destination::parse(&self.url, base);
-        match &destination {
-            Err(m) => bad("url", m.clone()),
-            Ok(Destination::Local(_)) => {
-                for (field, set) in [
-                    ("endpoint", self.endpoint.is_some()),
-                    ("region", self.region.is_some()),
-                    ("path-style", self.path_style),
-                    ("access-key-id-env", self.access_key_id_env.is_some()),
-                    ("secret-access-key-env", self.secret_access_key_env.is_some()),
-                    ("credentials-file", self.credentials_file.is_some()),
-                ] {
-                    if set {
-                        bad(field, "only used with an \"s3://\" url; remove it or change the url".into());
-                    }
-                }
-            }
-            Ok(Destination::S3 { .. }) => {
-                if let Some(endpoint) = &self.endpoint
-                    && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-                {
-                    bad("endpoint", format!("{endpoint:?} is not an http:// or https:// URL; write e.g. \"http://localhost:9000\""));
-                }
-                if self.credentials_file.is_some() && (self.access_key_id_env.is_some() || self.secret_access_key_env.is_some()) {
-                    bad("credentials-file", "set either `credentials-file` or the `*-env` keys, not both".into());
+        match Destination::parse(&self.url, base) {
+            Err(m) => bad("url", m),
+            Ok(destination) => {
+                for (key, m) in self.s3().check(&destination) {
+                    bad(key, m);
                 }
             }
         }
@@ -370,9 +293,6 @@ impl ObjectStoreSinkConfig {
         if self.upload_concurrency == 0 || self.upload_concurrency > 64 {
             bad("upload-concurrency", "must be between 1 and 64".into());
         }
-        if self.request_timeout.is_zero() {
-            bad("request-timeout", "must be above 0".into());
-        }
         if self.retry.initial_backoff.is_zero() {
             bad("retry.initial-backoff", "must be above 0".into());
         }
@@ -382,42 +302,17 @@ impl ObjectStoreSinkConfig {
         problems
     }
 
-    /// The access key id, secret and session token for S3, from the
-    /// credentials file or the environment; errors name the key to fix.
-    pub fn credentials(&self) -> Result<(String, String, Option<String>), String> {
-        if let Some(file) = &self.credentials_file {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("credentials-file: cannot read {}: {e}", file.display()))?;
-            let mut id = None;
-            let mut secret = None;
-            let mut token = None;
-            for line in text.lines() {
-                let Some((k, v)) = line.split_once('=') else { continue };
-                let v = v.trim().to_owned();
-                match k.trim() {
-                    "aws_access_key_id" => id = Some(v),
-                    "aws_secret_access_key" => secret = Some(v),
-                    "aws_session_token" => token = Some(v),
-                    _ => {}
-                }
-            }
-            return match (id, secret) {
-                (Some(id), Some(secret)) => Ok((id, secret, token)),
-                _ => Err(format!(
-                    "credentials-file: {} needs `aws_access_key_id = …` and `aws_secret_access_key = …` lines",
-                    file.display()
-                )),
-            };
+    /// The S3 keys, for [`weir_objects::Store::open`].
+    pub fn s3(&self) -> weir_objects::S3Settings {
+        weir_objects::S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            access_key_id_env: self.access_key_id_env.clone(),
+            secret_access_key_env: self.secret_access_key_env.clone(),
+            credentials_file: self.credentials_file.clone(),
+            request_timeout: self.request_timeout,
         }
-        let id_var = self.access_key_id_env.as_deref().unwrap_or("AWS_ACCESS_KEY_ID");
-        let secret_var = self.secret_access_key_env.as_deref().unwrap_or("AWS_SECRET_ACCESS_KEY");
-        let read = |key: &str, var: &str| {
-            std::env::var(var).map_err(|_| {
-                format!("{key}: the environment variable {var} is not set (or not UTF-8); set it, or name another variable or a `credentials-file`")
-            })
-        };
-        let id = read("access-key-id-env", id_var)?;
-        let secret = read("secret-access-key-env", secret_var)?;
-        Ok((id, secret, std::env::var("AWS_SESSION_TOKEN").ok()))
     }
 }
 

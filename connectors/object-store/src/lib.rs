@@ -47,7 +47,6 @@
 mod config;
 mod encode;
 mod sink;
-mod store;
 
 pub use config::{
     BadRecords, ColumnConfig, ColumnType, Compression, Destination, Format, ObjectStoreSinkConfig, PartitionTime, RetryConfig,
@@ -55,7 +54,7 @@ pub use config::{
 };
 pub use encode::{Encoder, Misfit, arrow_schema, check, infer};
 pub use sink::{MID_PUBLISH, ObjectStoreSink, Stats, part_subtask, render};
-pub use store::Store;
+pub use weir_objects::Store;
 
 mod registration {
     use crate::{ObjectStoreSink, ObjectStoreSinkConfig};

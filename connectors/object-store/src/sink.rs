@@ -4,7 +4,7 @@
 
 use crate::config::{BadRecords, ColumnConfig, Destination, Format, ObjectStoreSinkConfig, PartitionTime};
 use crate::encode::{self, Encoder, Misfit};
-use crate::store::Store;
+use weir_objects::Store;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -113,7 +113,7 @@ impl ObjectStoreSink {
             Some(d) => d.clone(),
             None => Destination::parse(&config.url, std::path::Path::new(".")).map_err(|m| user(format!("url: {m}")))?,
         };
-        let store = Store::open(&config, &destination).map_err(user)?;
+        let store = Store::open(&config.s3(), &destination).map_err(|m| user(format!("url: {m}")))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name(format!("weir-objstore-{name}"))

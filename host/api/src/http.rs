@@ -425,11 +425,17 @@ async fn checkpoints(State(app): State<App>, Path(name): Path<String>) -> ApiRes
     let info = slot.info();
     let stats = slot.handle().status().and_then(|s| s.checkpoints);
     let mut history = Vec::new();
-    if let (Some(root), Some(pname)) = (&info.checkpoint_root, &info.name)
-        && root.join(pname).is_dir()
+    if let (Some(c), Some(pname)) = (info.checkpoint.clone(), info.name.clone())
+        && (c.store.is_some() || c.dir.join(&pname).is_dir())
     {
-        let store = weir_checkpoint::CheckpointStore::open(root, pname).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        for c in store.list().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))? {
+        // Listing may wait on an object store: off the async workers.
+        let listed = tokio::task::spawn_blocking(move || {
+            weir_pipeline::checkpoints::open_store(&c, &pname).and_then(|store| store.list().map_err(|e| e.to_string()))
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        for c in listed {
             history.push(json!({
                 "id": c.id,
                 "kind": if c.kind == weir_checkpoint::Kind::Savepoint { "savepoint" } else { "checkpoint" },

@@ -77,9 +77,9 @@ pub struct Info {
     pub started_at_ms: Option<u64>,
     /// The most recent events, oldest first.
     pub events: Vec<Event>,
-    /// Where its checkpoints are (`checkpoint.dir`, absolute), once read.
+    /// Where its checkpoints are (`[checkpoint]`), once read.
     #[serde(skip)]
-    pub checkpoint_root: Option<PathBuf>,
+    pub checkpoint: Option<weir_pipeline::CheckpointConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ impl Slot {
                 last_error: None,
                 started_at_ms: None,
                 events: Vec::new(),
-                checkpoint_root: None,
+                checkpoint: None,
             }),
             handle: Mutex::new(RunHandle::new()),
             control: Mutex::new(Control { want: Want::Run, start_from: StartFrom::Latest, reset: false }),
@@ -464,7 +464,7 @@ impl Supervisor {
             {
                 let mut info = slot.info.lock().expect("slot lock");
                 info.name = Some(p.name.clone());
-                info.checkpoint_root = Some(std::path::absolute(&p.checkpoint.dir).unwrap_or_else(|_| p.checkpoint.dir.clone()));
+                info.checkpoint = Some(p.checkpoint.clone());
             }
             let handle = RunHandle::new();
             *slot.handle.lock().expect("slot lock") = handle.clone();

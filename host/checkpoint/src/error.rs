@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// A checkpoint storage failure. Every message names the file or directory at fault.
 ///
-/// The variant is the domain: [`StoreError::Io`] is external (retrying after fixing the
+/// The variant is the domain: [`StoreError::Io`] and [`StoreError::Remote`] are external (retrying after fixing the
 /// cause may succeed), [`StoreError::Corrupt`] and [`StoreError::Incomplete`] are bad data
 /// (restore from another checkpoint), [`StoreError::NotFound`] is a wrong choice by the
 /// user, [`StoreError::Invalid`] is a bug in the caller.
@@ -20,6 +20,17 @@ pub enum StoreError {
         path: PathBuf,
         /// The OS error.
         source: io::Error,
+    },
+    /// An object store refused or failed a request: the server is down, the bucket is
+    /// missing, the credentials may not read or write there.
+    #[error("cannot {action} {}: {detail}; check that the object store is up, the bucket exists and the credentials may read and write there", location.display())]
+    Remote {
+        /// What was being done ("write", "list", ...).
+        action: &'static str,
+        /// The object or prefix (`s3://BUCKET/PREFIX/PIPELINE/ID/NAME`).
+        location: PathBuf,
+        /// The client's error.
+        detail: String,
     },
     /// Stored data does not match its manifest, or the manifest cannot be read.
     #[error("checkpoint file {} is corrupt: {detail}; restore from another checkpoint or delete this one", path.display())]
@@ -59,7 +70,7 @@ pub enum StoreError {
 impl StoreError {
     /// True when retrying later may succeed (an I/O error).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Io { .. })
+        matches!(self, StoreError::Io { .. } | StoreError::Remote { .. })
     }
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {

@@ -1,6 +1,7 @@
-//! Durable checkpoint storage on a local directory.
+//! Durable checkpoint storage, on a local directory or in an object store.
 //!
-//! A pipeline's checkpoints live under `ROOT/PIPELINE/`: checkpoint `17` in `17/`, savepoint
+//! A pipeline's checkpoints live under `ROOT/PIPELINE/` (or the keys `PREFIX/PIPELINE/` of a
+//! bucket, [`CheckpointStore::open_objects`]): checkpoint `17` in `17/`, savepoint
 //! `17` in `savepoint-17/` (ids are shared by both kinds and only grow). A checkpoint directory
 //! holds state files with names chosen by the caller and a manifest, `_manifest.json`
 //! ([`Manifest`]), which lists every file with its size and CRC-32.
@@ -21,6 +22,10 @@
 //!   removes the manifest first, so a deletion cut short leaves an incomplete directory rather
 //!   than a corrupt complete one.
 //! * **Crash tests** kill the process at exact steps through [`weir_failpoint`].
+//! * **One logic, two places.** Ids, verification, fallback and retention are written once
+//!   over a small backend interface: a directory (files written to `NAME.tmp`, synced,
+//!   renamed) or an object store (an object appears whole with its one `PUT`, so the
+//!   manifest, put last, still marks completion).
 //!
 //! One process writes a pipeline's directory at a time; retention assumes that an incomplete
 //! directory older than the newest complete checkpoint is abandoned.
@@ -43,29 +48,31 @@
 
 #![deny(missing_docs)]
 
+mod backend;
 mod error;
 mod manifest;
+mod objects;
 
 pub use error::StoreError;
 pub use manifest::{Committable, FileEntry, Kind, Manifest, SubtaskState, VERSION, VertexKind, VertexState};
 
-use weir_failpoint::{self as failpoint, Failpoints};
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use backend::{Backend, Dir};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
+use weir_failpoint::{self as failpoint, Failpoints};
 
 /// The manifest's file name; its presence marks a checkpoint complete.
 pub const MANIFEST: &str = "_manifest.json";
 const IN_USE_PREFIX: &str = "_in-use.";
 const TMP_SUFFIX: &str = ".tmp";
 
-/// The checkpoints of one pipeline: the directory `ROOT/PIPELINE`.
+/// The checkpoints of one pipeline: the directory `ROOT/PIPELINE`, or the keys `PIPELINE/…` of
+/// an object store.
 #[derive(Debug)]
 pub struct CheckpointStore {
-    dir: PathBuf,
+    backend: Arc<dyn Backend>,
     pipeline: String,
     failpoints: Arc<Failpoints>,
 }
@@ -77,9 +84,9 @@ pub struct CheckpointInfo {
     pub id: u64,
     /// Checkpoint or savepoint.
     pub kind: Kind,
-    /// Its directory.
+    /// Its directory (`s3://BUCKET/PREFIX/PIPELINE/ID` in an object store).
     pub dir: PathBuf,
-    /// When its manifest was written (the modification time of `_manifest.json`).
+    /// When its manifest was written.
     pub completed_at: SystemTime,
     /// The size of all its files, manifest included, in bytes.
     pub bytes: u64,
@@ -88,11 +95,12 @@ pub struct CheckpointInfo {
     pub inflight_bytes: u64,
 }
 
-/// A checkpoint directory found on disk.
+/// A checkpoint directory found in a store.
 struct Entry {
     kind: Kind,
     id: u64,
-    dir: PathBuf,
+    /// Its directory name: `17`, `savepoint-17`.
+    name: String,
     complete: bool,
 }
 
@@ -114,39 +122,38 @@ impl CheckpointStore {
         failpoints: Arc<Failpoints>,
     ) -> Result<Self, StoreError> {
         let dir = root.join(pipeline);
-        if !valid_name(pipeline) {
-            return Err(StoreError::invalid(
-                dir,
-                "invalid pipeline name for a checkpoint directory: use a plain name without '/', not starting with '.' or '_'",
-            ));
-        }
+        check_pipeline_name(&dir, pipeline)?;
         fs::create_dir_all(&dir).map_err(StoreError::io("create checkpoint directory", &dir))?;
-        Ok(CheckpointStore { dir, pipeline: pipeline.to_string(), failpoints })
+        Ok(CheckpointStore { backend: Arc::new(Dir { dir }), pipeline: pipeline.to_string(), failpoints })
     }
 
-    /// The pipeline's directory, `ROOT/PIPELINE`.
+    /// Opens the checkpoints of `pipeline` in an object store: the keys `PIPELINE/ID/…` below
+    /// the store's root. No request is made until the store is used.
+    pub fn open_objects(store: weir_objects::Store, pipeline: &str) -> Result<CheckpointStore, StoreError> {
+        let backend = objects::Objects::new(store, pipeline)?;
+        check_pipeline_name(backend.root(), pipeline)?;
+        Ok(CheckpointStore { backend: Arc::new(backend), pipeline: pipeline.to_string(), failpoints: failpoint::global().clone() })
+    }
+
+    /// The pipeline's directory, `ROOT/PIPELINE` (`s3://BUCKET/PREFIX/PIPELINE` in an object
+    /// store: for messages only).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.backend.root()
     }
 
     /// The next free id: 1 + the highest id of any checkpoint or savepoint directory, complete
     /// or not (1 when there is none, or when the directory cannot be read).
     pub fn next_id(&self) -> u64 {
-        scan(&self.dir).ok().and_then(|e| e.iter().map(|e| e.id).max()).map_or(1, |id| id + 1)
+        self.backend.scan().ok().and_then(|e| e.iter().map(|e| e.id).max()).map_or(1, |id| id + 1)
     }
 
     /// Starts writing checkpoint `id` (take it from [`CheckpointStore::next_id`]).
     pub fn begin(&self, id: u64, kind: Kind) -> Result<CheckpointWriter, StoreError> {
-        let dir = self.dir.join(kind.dir_name(id));
-        fs::create_dir(&dir).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => StoreError::invalid(
-                &dir,
-                "checkpoint directory already exists; take ids from CheckpointStore::next_id()",
-            ),
-            _ => StoreError::io("create checkpoint directory", &dir)(e),
-        })?;
+        let name = kind.dir_name(id);
+        self.backend.create(&name)?;
         Ok(CheckpointWriter {
-            dir,
+            backend: self.backend.clone(),
+            name,
             id,
             kind,
             pipeline: self.pipeline.clone(),
@@ -158,26 +165,16 @@ impl CheckpointStore {
 
     /// Complete checkpoints and savepoints, oldest first, without reading their files.
     pub fn list(&self) -> Result<Vec<CheckpointInfo>, StoreError> {
-        scan(&self.dir)?
+        self.backend
+            .scan()?
             .into_iter()
             .filter(|e| e.complete)
             .map(|e| {
-                let manifest = e.dir.join(MANIFEST);
-                let completed_at = fs::metadata(&manifest)
-                    .and_then(|m| m.modified())
-                    .map_err(StoreError::io("read metadata of", &manifest))?;
-                let mut bytes = 0;
-                let mut inflight_bytes = 0;
-                for f in fs::read_dir(&e.dir).map_err(StoreError::io("list directory", &e.dir))? {
-                    let f = f.map_err(StoreError::io("list directory", &e.dir))?;
-                    let meta = f.metadata().map_err(StoreError::io("list directory", &e.dir))?;
-                    let len = if meta.is_file() { meta.len() } else { 0 };
-                    bytes += len;
-                    if f.file_name().to_string_lossy().ends_with(".inflight") {
-                        inflight_bytes += len;
-                    }
-                }
-                Ok(CheckpointInfo { id: e.id, kind: e.kind, dir: e.dir, completed_at, bytes, inflight_bytes })
+                let files = self.backend.files(&e.name)?;
+                let completed_at = files.iter().find(|f| f.name == MANIFEST).map_or(SystemTime::UNIX_EPOCH, |f| f.modified);
+                let bytes = files.iter().map(|f| f.size).sum();
+                let inflight_bytes = files.iter().filter(|f| f.name.ends_with(".inflight")).map(|f| f.size).sum();
+                Ok(CheckpointInfo { id: e.id, kind: e.kind, dir: self.backend.root().join(&e.name), completed_at, bytes, inflight_bytes })
             })
             .collect()
     }
@@ -187,22 +184,23 @@ impl CheckpointStore {
     /// with a warning, returned for the caller to report (the pipeline logs it once, with the
     /// pipeline's name, as a `weir_events::CheckpointUnusable` event).
     pub fn latest_valid(&self) -> Result<(Option<LoadedCheckpoint>, Vec<String>), StoreError> {
-        let candidates: Vec<Entry> = scan(&self.dir)?.into_iter().filter(|e| e.complete).rev().collect();
+        let candidates: Vec<Entry> = self.backend.scan()?.into_iter().filter(|e| e.complete).rev().collect();
         let mut warnings = Vec::new();
         for (i, e) in candidates.iter().enumerate() {
-            match verify(&e.dir, Some((e.kind, e.id))) {
-                Ok(manifest) => return Ok((Some(LoadedCheckpoint { dir: e.dir.clone(), manifest }), warnings)),
+            match verify(&*self.backend, &e.name, Some((e.kind, e.id))) {
+                Ok(manifest) => return Ok((Some(self.loaded(self.backend.clone(), &e.name, manifest)), warnings)),
                 Err(err) => {
                     let next = candidates.get(i + 1).map_or("no older checkpoint to fall back to".to_string(), |n| {
                         format!("falling back to {}", n.label())
                     });
+                    let dir = self.backend.root().join(&e.name);
                     let reason = match &err {
                         StoreError::Corrupt { path, detail } => {
-                            format!("{} is corrupt: {detail}", path.strip_prefix(&e.dir).unwrap_or(path).display())
+                            format!("{} is corrupt: {detail}", path.strip_prefix(&dir).unwrap_or(path).display())
                         }
                         other => other.to_string(),
                     };
-                    warnings.push(format!("{} ({}) is unusable: {reason}; {next}", e.label(), e.dir.display()));
+                    warnings.push(format!("{} ({}) is unusable: {reason}; {next}", e.label(), dir.display()));
                 }
             }
         }
@@ -213,35 +211,40 @@ impl CheckpointStore {
     /// `checkpoint 3` or `checkpoint 4 (no manifest)`: what a store holds when
     /// [`CheckpointStore::latest_valid`] found nothing usable in it.
     pub fn found(&self) -> Result<Vec<String>, StoreError> {
-        Ok(scan(&self.dir)?
+        Ok(self
+            .backend
+            .scan()?
             .into_iter()
             .map(|e| if e.complete { e.label() } else { format!("{} (no manifest)", e.label()) })
             .collect())
     }
 
     /// An explicitly chosen checkpoint: `spec` is an id (`17`), `savepoint-17`, or the path of
-    /// a checkpoint directory of any pipeline (`./17` for a relative one). Fails, naming the
-    /// file, if it is incomplete or corrupt; it never falls back.
+    /// a local checkpoint directory of any pipeline (`./17` for a relative one). Fails, naming
+    /// the file, if it is incomplete or corrupt; it never falls back.
     pub fn load(&self, spec: &str) -> Result<LoadedCheckpoint, StoreError> {
-        let (dir, expect) = match Kind::parse_dir_name(spec) {
-            Some(expect) => (self.dir.join(spec), Some(expect)),
+        // A path names a local directory of any name; an id one of this store's.
+        let (backend, name, expect, exists): (Arc<dyn Backend>, String, _, _) = match Kind::parse_dir_name(spec) {
+            Some(expect) => (self.backend.clone(), spec.to_string(), Some(expect), None),
             None => {
                 let dir = PathBuf::from(spec);
-                let expect = dir.file_name().and_then(|n| n.to_str()).and_then(Kind::parse_dir_name);
-                (dir, expect)
+                let name = dir.file_name().map_or(spec.to_string(), |n| n.to_string_lossy().into_owned());
+                let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+                (Arc::new(Dir { dir: parent }), name.clone(), Kind::parse_dir_name(&name), Some(dir.is_dir()))
             }
         };
-        if !dir.is_dir() {
-            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let available = scan(parent)
-                .ok()
-                .map(|e| e.iter().filter(|e| e.complete).map(|e| e.kind.dir_name(e.id)).collect::<Vec<_>>().join(", "));
-            let spec = dir.file_name().map_or(spec.to_string(), |n| n.to_string_lossy().into_owned());
-            let available = available.filter(|a| !a.is_empty()).unwrap_or_else(|| "none".to_string());
-            return Err(StoreError::NotFound { spec, dir: parent.to_path_buf(), available });
+        let entries = backend.scan().unwrap_or_default();
+        if !exists.unwrap_or_else(|| entries.iter().any(|e| e.name == name)) {
+            let available = entries.iter().filter(|e| e.complete).map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ");
+            let available = if available.is_empty() { "none".to_string() } else { available };
+            return Err(StoreError::NotFound { spec: name, dir: backend.root().to_path_buf(), available });
         }
-        let manifest = verify(&dir, expect)?;
-        Ok(LoadedCheckpoint { dir, manifest })
+        let manifest = verify(&*backend, &name, expect)?;
+        Ok(self.loaded(backend, &name, manifest))
+    }
+
+    fn loaded(&self, backend: Arc<dyn Backend>, name: &str, manifest: Manifest) -> LoadedCheckpoint {
+        LoadedCheckpoint { dir: backend.root().join(name), name: name.to_string(), manifest, backend }
     }
 
     /// Deletes complete checkpoints older than the newest `keep`, and incomplete directories
@@ -249,7 +252,7 @@ impl CheckpointStore {
     /// others. Never deletes a savepoint or a directory pinned by a live process (removing
     /// markers left by dead ones). Returns the deleted ids, oldest first.
     pub fn retain(&self, keep: usize) -> Result<Vec<u64>, StoreError> {
-        let entries = scan(&self.dir)?;
+        let entries = self.backend.scan()?;
         let newest_complete = entries.iter().filter(|e| e.complete).map(|e| e.id).max();
         let checkpoints = entries.iter().filter(|e| e.complete && e.kind == Kind::Checkpoint).count();
         let mut surplus = checkpoints.saturating_sub(keep);
@@ -262,35 +265,32 @@ impl CheckpointStore {
             } else {
                 newest_complete.is_some_and(|n| e.id < n)
             };
-            if live_pin(&e.dir)? {
+            let dir = self.backend.root().join(&e.name);
+            if self.backend.pinned(&e.name)? {
                 if doomed {
-                    tracing::debug!(checkpoint = e.id, dir = %e.dir.display(), "Checkpoint kept beyond retention because a running process uses it.");
+                    tracing::debug!(checkpoint = e.id, dir = %dir.display(), "Checkpoint kept beyond retention because a running process uses it.");
                 }
             } else if doomed {
-                delete_dir(&e.dir)?;
-                tracing::info!(checkpoint = e.id, dir = %e.dir.display(), complete = e.complete, "Deleted checkpoint directory.");
+                self.backend.delete(&e.name)?;
+                tracing::info!(checkpoint = e.id, dir = %dir.display(), complete = e.complete, "Deleted checkpoint directory.");
                 deleted.push(e.id);
             } else if e.complete {
-                for f in fs::read_dir(&e.dir).map_err(StoreError::io("list directory", &e.dir))? {
-                    let path = f.map_err(StoreError::io("list directory", &e.dir))?.path();
-                    if path.extension().is_some_and(|x| x == &TMP_SUFFIX[1..]) {
-                        remove_file(&path)?;
-                    }
-                }
+                self.backend.remove_temporaries(&e.name)?;
             }
         }
         Ok(deleted)
     }
+}
 
-    /// Marks `checkpoint_dir` (of any pipeline) as in use by this process, e.g. during a
-    /// restore: [`CheckpointStore::retain`] does not delete it while the returned [`Pin`] lives
-    /// and this process runs. The marker is `_in-use.PID.N`; liveness is checked in `/proc`.
-    pub fn pin(&self, checkpoint_dir: &Path) -> Result<Pin, StoreError> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let name = format!("{IN_USE_PREFIX}{}.{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let marker = checkpoint_dir.join(name);
-        File::create(&marker).map_err(StoreError::io("create in-use marker", &marker))?;
-        Ok(Pin { marker: Some(marker) })
+/// A pipeline name usable as a directory name or key part.
+fn check_pipeline_name(dir: &Path, pipeline: &str) -> Result<(), StoreError> {
+    if valid_name(pipeline) {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            dir,
+            "invalid pipeline name for a checkpoint directory: use a plain name without '/', not starting with '.' or '_'",
+        ))
     }
 }
 
@@ -298,20 +298,20 @@ impl CheckpointStore {
 /// dropped.
 #[derive(Debug)]
 pub struct Pin {
-    marker: Option<PathBuf>,
+    marker: Option<(Arc<dyn Backend>, String, String)>,
 }
 
 impl Pin {
     /// Removes the marker now, reporting a failure (dropping ignores it).
     pub fn unpin(mut self) -> Result<(), StoreError> {
-        self.marker.take().map_or(Ok(()), |m| remove_file(&m))
+        self.marker.take().map_or(Ok(()), |(b, name, marker)| b.unpin(&name, &marker))
     }
 }
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        if let Some(m) = self.marker.take()
-            && let Err(e) = remove_file(&m)
+        if let Some((b, name, marker)) = self.marker.take()
+            && let Err(e) = b.unpin(&name, &marker)
         {
             tracing::warn!("{e}");
         }
@@ -322,7 +322,8 @@ impl Drop for Pin {
 /// the directory, like [`CheckpointWriter::abort`].
 #[derive(Debug)]
 pub struct CheckpointWriter {
-    dir: PathBuf,
+    backend: Arc<dyn Backend>,
+    name: String,
     id: u64,
     kind: Kind,
     pipeline: String,
@@ -337,15 +338,16 @@ impl CheckpointWriter {
         self.id
     }
 
-    /// The directory being written.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The directory being written (for messages).
+    pub fn dir(&self) -> PathBuf {
+        self.backend.root().join(&self.name)
     }
 
-    /// Writes `bytes` to file `name` (via `name.tmp`, synced, renamed) and records its size
-    /// and checksum for the manifest. Failpoints: `disk-full`, `state-file-half`.
+    /// Writes `bytes` to file `name` (a local file via `name.tmp`, synced, renamed; an object
+    /// with one `PUT`) and records its size and checksum for the manifest. Failpoints:
+    /// `disk-full`, `state-file-half`.
     pub fn write_file(&mut self, name: &str, bytes: &[u8]) -> Result<FileEntry, StoreError> {
-        let path = self.dir.join(name);
+        let path = self.dir().join(name);
         if !valid_name(name) {
             return Err(StoreError::invalid(
                 path,
@@ -355,25 +357,7 @@ impl CheckpointWriter {
         if self.files.iter().any(|f| f.name == name) {
             return Err(StoreError::invalid(path, "state file written twice in one checkpoint"));
         }
-        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-        let write = || -> io::Result<()> {
-            if let Some(e) = self.failpoints.error("disk-full", self.id) {
-                return Err(e);
-            }
-            let mut f = File::create(&tmp)?;
-            if self.failpoints.fires("state-file-half", self.id) {
-                f.write_all(&bytes[..bytes.len() / 2])?;
-                f.sync_all()?;
-                failpoint::die("state-file-half", self.id);
-            }
-            f.write_all(bytes)?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::io("write", tmp)(e));
-        }
-        fs::rename(&tmp, &path).map_err(StoreError::io("rename into place", &tmp))?;
+        self.backend.write(&self.name, name, bytes, &self.failpoints, self.id)?;
         let entry = FileEntry { name: name.to_string(), bytes: bytes.len() as u64, crc32: crc32fast::hash(bytes) };
         self.files.push(entry.clone());
         Ok(entry)
@@ -388,24 +372,17 @@ impl CheckpointWriter {
         manifest.id = self.id;
         manifest.kind = self.kind;
         manifest.files = std::mem::take(&mut self.files);
-        let path = self.dir.join(MANIFEST);
         if let Some(detail) = manifest.unlisted_state_file() {
-            return Err(StoreError::invalid(path, detail));
+            return Err(StoreError::invalid(self.dir().join(MANIFEST), detail));
         }
         let json = manifest.encode();
-        let tmp = self.dir.join(format!("{MANIFEST}{TMP_SUFFIX}"));
-        let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
-        f.write_all(&json).and_then(|()| f.sync_all()).map_err(StoreError::io("write", &tmp))?;
-        self.failpoints.hit("before-completion", self.id);
-        fs::rename(&tmp, &path).map_err(StoreError::io("rename into place", &tmp))?;
-        sync_dir(&self.dir)?;
-        sync_dir(self.dir.parent().unwrap_or(Path::new(".")))?;
+        self.backend.write_manifest(&self.name, &json, &self.failpoints, self.id)?;
         self.done = true;
         let bytes = manifest.total_bytes() + json.len() as u64;
         Ok(CheckpointInfo {
             id: self.id,
             kind: self.kind,
-            dir: self.dir.clone(),
+            dir: self.dir(),
             completed_at: SystemTime::now(),
             bytes,
             inflight_bytes: manifest.files.iter().filter(|f| f.name.ends_with(".inflight")).map(|f| f.bytes).sum(),
@@ -418,11 +395,8 @@ impl CheckpointWriter {
 
 impl Drop for CheckpointWriter {
     fn drop(&mut self) {
-        if !self.done
-            && let Err(e) = fs::remove_dir_all(&self.dir)
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %self.dir.display(), "Could not remove the directory of a failed checkpoint: {e}; retention removes it later.");
+        if !self.done {
+            self.backend.discard(&self.name);
         }
     }
 }
@@ -430,10 +404,12 @@ impl Drop for CheckpointWriter {
 /// A verified checkpoint, ready to restore from.
 #[derive(Debug, Clone)]
 pub struct LoadedCheckpoint {
-    /// Its directory.
+    /// Its directory (`s3://BUCKET/PREFIX/PIPELINE/ID` in an object store), for messages.
     pub dir: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
+    name: String,
+    backend: Arc<dyn Backend>,
 }
 
 impl LoadedCheckpoint {
@@ -443,21 +419,27 @@ impl LoadedCheckpoint {
         let Some(entry) = self.manifest.file(name) else {
             return Err(StoreError::invalid(path, "no such file in the checkpoint's manifest"));
         };
-        let bytes = fs::read(&path).map_err(|e| missing_or_io(&path, e))?;
+        let Some(bytes) = self.backend.read(&self.name, name)? else { return Err(missing(&path)) };
         check(&path, entry, bytes.len() as u64, crc32fast::hash(&bytes))?;
         Ok(bytes)
     }
+
+    /// Marks this checkpoint as in use by this process, e.g. during a restore:
+    /// [`CheckpointStore::retain`] does not delete it while the returned [`Pin`] lives and this
+    /// process runs. The marker is a file `_in-use.PID.N` (liveness is checked in `/proc`), or
+    /// in an object store `_in-use.HOST.PID.N` (one of another host is always honoured).
+    pub fn pin(&self) -> Result<Pin, StoreError> {
+        let marker = self.backend.pin(&self.name)?;
+        Ok(Pin { marker: Some((self.backend.clone(), self.name.clone(), marker)) })
+    }
 }
 
-/// Checks the manifest of `dir` and every file it lists; `expect` is the kind and id the
-/// directory's name promises.
-fn verify(dir: &Path, expect: Option<(Kind, u64)>) -> Result<Manifest, StoreError> {
+/// Checks the manifest of checkpoint directory `name` and every file it lists; `expect` is
+/// the kind and id the directory's name promises.
+fn verify(backend: &dyn Backend, name: &str, expect: Option<(Kind, u64)>) -> Result<Manifest, StoreError> {
+    let dir = backend.root().join(name);
     let path = dir.join(MANIFEST);
-    let json = match fs::read(&path) {
-        Ok(json) => json,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Incomplete { dir: dir.to_path_buf() }),
-        Err(e) => return Err(StoreError::io("read", path)(e)),
-    };
+    let Some(json) = backend.read(name, MANIFEST)? else { return Err(StoreError::Incomplete { dir }) };
     let manifest = Manifest::decode(&json).map_err(|e| StoreError::corrupt(&path, e))?;
     if let Some((kind, id)) = expect
         && (kind, id) != (manifest.kind, manifest.id)
@@ -469,7 +451,7 @@ fn verify(dir: &Path, expect: Option<(Kind, u64)>) -> Result<Manifest, StoreErro
     }
     for entry in &manifest.files {
         let file = dir.join(&entry.name);
-        let (bytes, crc) = checksum_file(&file).map_err(|e| missing_or_io(&file, e))?;
+        let Some((bytes, crc)) = backend.checksum(name, &entry.name)? else { return Err(missing(&file)) };
         check(&file, entry, bytes, crc)?;
     }
     Ok(manifest)
@@ -490,81 +472,8 @@ fn check(path: &Path, entry: &FileEntry, bytes: u64, crc: u32) -> Result<(), Sto
     Ok(())
 }
 
-fn missing_or_io(path: &Path, e: io::Error) -> StoreError {
-    match e.kind() {
-        io::ErrorKind::NotFound => StoreError::corrupt(path, "a file listed in the manifest is missing"),
-        _ => StoreError::io("read", path)(e),
-    }
-}
-
-/// The size and CRC-32 of a file, read in chunks.
-fn checksum_file(path: &Path) -> io::Result<(u64, u32)> {
-    let mut f = File::open(path)?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0; 64 << 10];
-    let mut total = 0u64;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Ok((total, hasher.finalize())),
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                total += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The checkpoint directories in `dir`, by id.
-fn scan(dir: &Path) -> Result<Vec<Entry>, StoreError> {
-    let mut entries = Vec::new();
-    for f in fs::read_dir(dir).map_err(StoreError::io("list directory", dir))? {
-        let f = f.map_err(StoreError::io("list directory", dir))?;
-        let Some((kind, id)) = f.file_name().to_str().and_then(Kind::parse_dir_name) else { continue };
-        if f.file_type().is_ok_and(|t| t.is_dir()) {
-            let complete = f.path().join(MANIFEST).is_file();
-            entries.push(Entry { kind, id, dir: f.path(), complete });
-        }
-    }
-    entries.sort_by_key(|e| (e.id, e.kind == Kind::Savepoint));
-    Ok(entries)
-}
-
-/// True if a live process pinned `dir`; removes markers of dead processes.
-fn live_pin(dir: &Path) -> Result<bool, StoreError> {
-    let mut live = false;
-    for f in fs::read_dir(dir).map_err(StoreError::io("list directory", dir))? {
-        let path = f.map_err(StoreError::io("list directory", dir))?.path();
-        let Some(rest) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(IN_USE_PREFIX)) else {
-            continue;
-        };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| p == std::process::id() || Path::new("/proc").join(p.to_string()).exists()) {
-            live = true;
-        } else {
-            tracing::info!(marker = %path.display(), "Removing the in-use marker of a process that no longer runs.");
-            remove_file(&path)?;
-        }
-    }
-    Ok(live)
-}
-
-/// Deletes a checkpoint directory, manifest first.
-fn delete_dir(dir: &Path) -> Result<(), StoreError> {
-    remove_file(&dir.join(MANIFEST))?;
-    fs::remove_dir_all(dir).map_err(StoreError::io("delete directory", dir))
-}
-
-fn remove_file(path: &Path) -> Result<(), StoreError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("delete", path)(e)),
-        _ => Ok(()),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("sync directory", dir))
+fn missing(path: &Path) -> StoreError {
+    StoreError::corrupt(path, "a file listed in the manifest is missing")
 }
 
 /// A plain file name the store may create: no separators, not hidden, not reserved.

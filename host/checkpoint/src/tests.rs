@@ -1,4 +1,5 @@
 use super::*;
+use std::io;
 use std::process::Command;
 
 const STATE: &str = "op-1-0.state";
@@ -211,7 +212,7 @@ fn retain_keeps_newest_savepoints_and_pinned_checkpoints() {
     fs::write(s.dir().join("7/op-1-1.state.tmp"), b"stray").unwrap();
     let stale = s.dir().join("5/_in-use.4294967294.0");
     fs::write(&stale, b"").unwrap();
-    let pin = s.pin(&s.dir().join("1")).unwrap();
+    let pin = s.load("1").unwrap().pin().unwrap();
 
     assert_eq!(s.retain(3).unwrap(), [3, 4]);
     assert_eq!(ids(&s), ["1", "savepoint-2", "5", "6", "7"]);
@@ -233,12 +234,15 @@ fn unpin_removes_the_marker() {
     let s = store(root.path(), "p");
     write(&s, Kind::Checkpoint, b"1");
     write(&s, Kind::Checkpoint, b"2");
-    let (a, b) = (s.pin(&s.dir().join("1")).unwrap(), s.pin(&s.dir().join("1")).unwrap());
+    let one = s.load("1").unwrap();
+    let (a, b) = (one.pin().unwrap(), one.pin().unwrap());
     a.unpin().unwrap();
     assert!(s.retain(1).unwrap().is_empty(), "still pinned by the second pin");
     drop(b);
     assert_eq!(s.retain(1).unwrap(), [1]);
-    assert!(s.pin(&s.dir().join("1")).unwrap_err().to_string().contains("cannot create in-use marker"));
+    let two = s.load("2").unwrap();
+    fs::remove_dir_all(s.dir().join("2")).unwrap();
+    assert!(two.pin().unwrap_err().to_string().contains("cannot create in-use marker"));
 }
 
 #[test]

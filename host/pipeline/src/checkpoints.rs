@@ -164,6 +164,21 @@ impl std::fmt::Debug for Coordinator {
     }
 }
 
+/// Opens the checkpoints of pipeline `name` where `c` puts them: an object
+/// store (`checkpoint.store`) or `checkpoint.dir`. Errors name the key.
+pub fn open_store(c: &crate::CheckpointConfig, name: &str) -> Result<CheckpointStore, String> {
+    match &c.store {
+        Some(o) => {
+            let objects = weir_objects::Store::open(&o.s3, &o.destination).map_err(|e| format!("checkpoint.store {}: {e}", o.url))?;
+            CheckpointStore::open_objects(objects, name).map_err(|e| format!("checkpoint.store: {e}"))
+        }
+        None => {
+            let dir = std::path::absolute(&c.dir).unwrap_or_else(|_| c.dir.clone());
+            CheckpointStore::open(&dir, name).map_err(|e| format!("checkpoint.dir: {e}"))
+        }
+    }
+}
+
 fn vertex_kind(kind: &VertexKind) -> weir_checkpoint::VertexKind {
     match kind {
         VertexKind::Source(_) => weir_checkpoint::VertexKind::Source,

@@ -55,7 +55,7 @@ pub use native::NativeOperators;
 pub use plan::{Chain, Plan, Vertex, VertexKind};
 pub use checkpoints::StartFrom;
 pub use reload::{OperatorVersion, ReloadEvent, ReloadHandle, ReloadStatus};
-pub use config::{CheckpointConfig, CheckpointMode, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
+pub use config::{CheckpointConfig, CheckpointMode, CheckpointObjects, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 pub use handle::{LiveStatus, PluginUse, PluginVersion, RunHandle};
 pub use report::{checkpoint_line, human};
 pub use run::{check_connectors, check_operators, load_plugins, run, Latency, LoadedPlugins, Phase, Progress, RunError, RunOptions, RunSummary, VertexSummary};

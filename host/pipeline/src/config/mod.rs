@@ -28,7 +28,7 @@ use weir_connector::registry::Registry;
 pub use connectors::{SinkConfig, SourceConfig};
 pub use operators::{OnError, OperatorConfig, PartitionKind};
 pub use weir_wasm::{find_plugin, list_plugins};
-pub use sections::{CheckpointConfig, CheckpointMode, LimitsConfig, NetworkConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
+pub use sections::{CheckpointConfig, CheckpointMode, CheckpointObjects, LimitsConfig, NetworkConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +311,7 @@ pub fn config_sections(registry: &Registry) -> Vec<ConfigSection> {
         section("network", keys_of::<NetworkConfig>()),
         section("limits", keys_of::<LimitsConfig>()),
         section("checkpoint", sections::checkpoint_keys()),
+        section("checkpoint.s3", sections::checkpoint_s3_keys()),
         section("state", sections::state_keys()),
         section("reload", sections::reload_keys()),
         section("operators", keys_of::<OperatorConfig>()),

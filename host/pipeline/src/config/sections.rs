@@ -75,6 +75,20 @@ pub struct CheckpointConfig {
     /// With `mode = "unaligned"`: start each checkpoint aligned and switch
     /// it to unaligned once it has run this long (`ZERO`: unaligned at once).
     pub aligned_timeout: Duration,
+    /// `store = "s3://…"`: the checkpoints go to an object store instead of
+    /// `dir`, which then only holds the run's claim and control socket.
+    pub store: Option<CheckpointObjects>,
+}
+
+/// Checkpoints in an object store: `checkpoint.store` and `[checkpoint.s3]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointObjects {
+    /// `store` as written.
+    pub url: String,
+    /// The bucket and prefix.
+    pub destination: weir_objects::Destination,
+    /// How to reach the server (`[checkpoint.s3]`).
+    pub s3: weir_objects::S3Settings,
 }
 
 /// `checkpoint.mode`.
@@ -100,6 +114,7 @@ impl Default for CheckpointConfig {
             dir: PathBuf::from("data/checkpoints"),
             mode: CheckpointMode::Aligned,
             aligned_timeout: Duration::ZERO,
+            store: None,
         }
     }
 }
@@ -114,6 +129,23 @@ struct RawCheckpoint {
     dir: Option<PathBuf>,
     mode: Option<String>,
     aligned_checkpoint_timeout: Option<DurationStr>,
+    store: Option<String>,
+    /// `[checkpoint.s3]`, parsed on its own so that errors name it.
+    s3: Option<toml::Value>,
+}
+
+/// `[checkpoint.s3]`: the object storage sink's S3 keys, for checkpoints.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawS3 {
+    endpoint: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    path_style: bool,
+    access_key_id_env: Option<String>,
+    secret_access_key_env: Option<String>,
+    credentials_file: Option<PathBuf>,
+    request_timeout: Option<DurationStr>,
 }
 
 /// Where operators keep keyed state.
@@ -233,6 +265,10 @@ pub(super) fn checkpoint_keys() -> Vec<&'static str> {
     weir_connector::registry::keys_of::<RawCheckpoint>()
 }
 
+pub(super) fn checkpoint_s3_keys() -> Vec<&'static str> {
+    weir_connector::registry::keys_of::<RawS3>()
+}
+
 pub(super) fn state_keys() -> Vec<&'static str> {
     weir_connector::registry::keys_of::<RawState>()
 }
@@ -313,9 +349,53 @@ pub(super) fn parse_checkpoint(value: Option<toml::Value>, base: &Path, errors: 
             }
             checkpoint.aligned_timeout = t.0;
         }
+        checkpoint.store = parse_checkpoint_store(raw.store, raw.s3, base, errors);
     }
     checkpoint.dir = base.join(&checkpoint.dir);
     checkpoint
+}
+
+/// `checkpoint.store` and `[checkpoint.s3]`, checked.
+fn parse_checkpoint_store(url: Option<String>, s3: Option<toml::Value>, base: &Path, errors: &mut Vec<ConfigError>) -> Option<CheckpointObjects> {
+    let Some(url) = url else {
+        if s3.is_some() {
+            errors.push(ConfigError {
+                path: "checkpoint.s3".into(),
+                message: "sets how to reach the object store of `checkpoint.store`, which is not set; add store = \"s3://BUCKET/PREFIX\" or remove [checkpoint.s3]".into(),
+            });
+        }
+        return None;
+    };
+    let destination = match weir_objects::Destination::parse(&url, base) {
+        Ok(d @ weir_objects::Destination::S3 { .. }) => d,
+        Ok(weir_objects::Destination::Local(_)) => {
+            errors.push(ConfigError {
+                path: "checkpoint.store".into(),
+                message: format!("{url:?} is not an object store; write \"s3://BUCKET/PREFIX\", or set `dir` for checkpoints in a local directory"),
+            });
+            return None;
+        }
+        Err(m) => {
+            errors.push(ConfigError { path: "checkpoint.store".into(), message: m });
+            return None;
+        }
+    };
+    let mut settings = weir_objects::S3Settings::default();
+    if let Some(raw) = s3.and_then(|v| typed::<RawS3>(v, "checkpoint.s3", errors)) {
+        settings.endpoint = raw.endpoint;
+        settings.region = raw.region;
+        settings.path_style = raw.path_style;
+        settings.access_key_id_env = raw.access_key_id_env;
+        settings.secret_access_key_env = raw.secret_access_key_env;
+        settings.credentials_file = raw.credentials_file.map(|f| base.join(f));
+        if let Some(t) = raw.request_timeout {
+            settings.request_timeout = t.0;
+        }
+    }
+    for (key, message) in settings.check(&destination) {
+        errors.push(ConfigError { path: format!("checkpoint.s3.{key}"), message });
+    }
+    Some(CheckpointObjects { url, destination, s3: settings })
 }
 
 /// `[state]`, its directory resolved against `base`.

@@ -24,10 +24,9 @@ impl Start {
     pub fn prepare(p: &Pipeline, plan: &Plan, handle: &RunHandle, start_from: &StartFrom) -> Result<Self, RunError> {
         let checkpointing = p.checkpoint.interval.is_some();
         let store = if checkpointing || matches!(start_from, StartFrom::Checkpoint(_)) {
-            let dir = std::path::absolute(&p.checkpoint.dir).unwrap_or_else(|_| p.checkpoint.dir.clone());
-            Some(Arc::new(
-                CheckpointStore::open(&dir, &p.name).map_err(|e| RunError::setup_kind(weir_connector::ErrorKind::External, format!("{}: checkpoint.dir: {e}", p.file.display())))?,
-            ))
+            let store = crate::checkpoints::open_store(&p.checkpoint, &p.name)
+                .map_err(|e| RunError::setup_kind(weir_connector::ErrorKind::External, format!("{}: {e}", p.file.display())))?;
+            Some(Arc::new(store))
         } else {
             None
         };
@@ -35,28 +34,29 @@ impl Start {
         // checkpoints: claim it (a lock held for the run's life) and refuse
         // when another holds it, before anything else is opened. Retryable:
         // the other run may end.
+        let local = std::path::absolute(p.checkpoint.dir.join(&p.name)).unwrap_or_else(|_| p.checkpoint.dir.join(&p.name));
         let control = match &store {
-            Some(store) if checkpointing => Some(
-                crate::control::serve(store.dir(), &p.name, handle.clone(), true).map_err(|e| RunError::setup_kind(weir_connector::ErrorKind::External, e))?,
+            Some(_) if checkpointing => Some(
+                std::fs::create_dir_all(&local)
+                    .map_err(|e| format!("checkpoint.dir: cannot create {}: {e}", local.display()))
+                    .and_then(|()| crate::control::serve(&local, &p.name, handle.clone(), true))
+                    .map_err(|e| RunError::setup_kind(weir_connector::ErrorKind::External, e))?,
             ),
             // Without checkpoints the socket only serves `weir reload`,
             // `weir status` and `weir plugins`: best effort, and no claim
             // on the pipeline.
-            _ => {
-                let dir = p.checkpoint.dir.join(&p.name);
-                match std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&dir, &p.name, handle.clone(), false)) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        tracing::warn!("{e}; `weir reload` and `weir plugins` will not reach this run");
-                        None
-                    }
+            _ => match std::fs::create_dir_all(&local).map_err(|e| e.to_string()).and_then(|()| crate::control::serve(&local, &p.name, handle.clone(), false)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("{e}; `weir reload` and `weir plugins` will not reach this run");
+                    None
                 }
-            }
+            },
         };
         let restore = match (&store, start_from) {
             (_, StartFrom::Fresh) | (None, _) => None,
             (Some(store), StartFrom::Latest) => {
-                let (found, warnings) = store.latest_valid().map_err(|e| RunError::setup(e.to_string()))?;
+                let (found, warnings) = store.latest_valid().map_err(|e| store_error("", e))?;
                 for w in &warnings {
                     weir_events::emit(weir_events::CheckpointUnusable { pipeline: &p.name, warning: w });
                 }
@@ -65,16 +65,16 @@ impl Start {
                 }
                 found
             }
-            (Some(store), StartFrom::Checkpoint(spec)) => Some(store.load(spec).map_err(|e| RunError::setup(format!("--from-checkpoint {spec}: {e}")))?),
+            (Some(store), StartFrom::Checkpoint(spec)) => Some(store.load(spec).map_err(|e| store_error(&format!("--from-checkpoint {spec}: "), e))?),
         }
         .map(Restore::new);
         let mut pin = None;
-        if let (Some(r), Some(store)) = (&restore, &store) {
+        if let Some(r) = &restore {
             r.check(p, plan).map_err(RunError::setup)?;
             let m = &r.checkpoint.manifest;
             let savepoint = m.kind == weir_checkpoint::Kind::Savepoint;
             weir_events::emit(weir_events::CheckpointRestored { pipeline: &p.name, id: m.id, savepoint, dir: &r.checkpoint.dir, finished: m.finished });
-            pin = Some(store.pin(&r.checkpoint.dir).map_err(|e| RunError::setup(e.to_string()))?);
+            pin = Some(r.checkpoint.pin().map_err(|e| store_error("", e))?);
         }
         Ok(Self { store, control, restore, pin })
     }
@@ -93,6 +93,13 @@ impl Start {
     }
 }
 
+/// A store that cannot be read now (a disk, a server) may be read later:
+/// such failures are external, so `weir serve` retries them.
+fn store_error(context: &str, e: weir_checkpoint::StoreError) -> RunError {
+    let kind = if e.is_retryable() { weir_connector::ErrorKind::External } else { weir_connector::ErrorKind::User };
+    RunError::setup_kind(kind, format!("{context}{e}"))
+}
+
 /// No usable checkpoint, but complete ones that are damaged: the runs
 /// before completed checkpoints, and sinks published what they hold.
 /// Starting over would replace that output (a file sink truncates its file)
@@ -105,7 +112,7 @@ fn refuse_fresh_start(p: &Pipeline, store: &CheckpointStore, warnings: &[String]
     if warnings.is_empty() {
         return Ok(());
     }
-    let found = store.found().map_err(|e| RunError::setup(e.to_string()))?;
+    let found = store.found().map_err(|e| store_error("", e))?;
     let why = format!(":\n  {}", warnings.join("\n  "));
     Err(RunError::setup(format!(
         "pipeline `{}`: {} holds {} but none is usable{why}\n\

@@ -1,5 +1,5 @@
 //! The two destinations behind one small interface: put a whole object
-//! (atomically visible), list objects under a prefix, delete one.
+//! (atomically visible), get one, list objects under a prefix, delete one.
 //!
 //! * **Local directory**: an object is written to a hidden temporary file
 //!   next to its final name (`.NAME.weir-tmp`), fsynced, renamed, and the
@@ -8,11 +8,12 @@
 //!   is one `PUT`, which S3 makes visible whole or not at all, so a crash
 //!   mid-upload leaves nothing behind (no multipart upload to abort).
 //!
-//! Retrying belongs to the caller (the sink retries with backoff for as
-//! long as `retry.give-up-after`); the S3 client's own retries are off so
+//! Retrying belongs to the caller (the object storage sink retries with
+//! backoff for as long as `retry.give-up-after`; a checkpoint that fails is
+//! counted and the next one tried); the S3 client's own retries are off so
 //! that one policy applies.
 
-use crate::config::{Destination, ObjectStoreSinkConfig};
+use crate::{Destination, S3Settings};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -21,7 +22,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A destination: a local directory or an S3 bucket and prefix.
 #[derive(Debug, Clone)]
@@ -40,8 +41,9 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens the destination of `config` (no request is made yet).
-    pub fn open(config: &ObjectStoreSinkConfig, destination: &Destination) -> Result<Self, String> {
+    /// Opens `destination`, reaching S3 with `config` (no request is made
+    /// yet).
+    pub fn open(config: &S3Settings, destination: &Destination) -> Result<Self, String> {
         match destination {
             Destination::Local(dir) => Ok(Self::Local(dir.clone())),
             Destination::S3 { bucket, prefix } => {
@@ -69,7 +71,7 @@ impl Store {
                 if let Some(endpoint) = &config.endpoint {
                     b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
-                let client = b.build().map_err(|e| format!("url: cannot set up the S3 client: {e}"))?;
+                let client = b.build().map_err(|e| format!("cannot set up the S3 client: {e}"))?;
                 Ok(Self::S3 { client: Arc::new(client), describe: format!("s3://{bucket}/{prefix}"), prefix: prefix.clone() })
             }
         }
@@ -101,6 +103,61 @@ impl Store {
             Self::S3 { client, prefix, .. } => {
                 let key = ObjectPath::from(Self::key(prefix, name));
                 client.put(&key, data.into()).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Reads the object `name` whole; `Ok(None)` if there is none.
+    pub async fn get(&self, name: &str) -> Result<Option<Bytes>, String> {
+        match self {
+            Self::Local(dir) => {
+                let path = dir.join(name);
+                tokio::task::spawn_blocking(move || match fs::read(&path) {
+                    Ok(b) => Ok(Some(Bytes::from(b))),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(format!("reading {}: {e}", path.display())),
+                })
+                .await
+                .map_err(|e| format!("the reading thread failed: {e}"))?
+            }
+            Self::S3 { client, prefix, .. } => {
+                let key = ObjectPath::from(Self::key(prefix, name));
+                match client.get(&key).await {
+                    Ok(r) => r.bytes().await.map(Some).map_err(|e| e.to_string()),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Like [`Store::list`], with each object's size and modification time.
+    pub async fn list_meta(&self, under: &str) -> Result<Vec<ObjectMeta>, String> {
+        match self {
+            Self::Local(dir) => {
+                let names = self.list(under).await?;
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let path = dir.join(&name);
+                        let meta = fs::metadata(&path).map_err(|e| format!("reading metadata of {}: {e}", path.display()))?;
+                        let modified = meta.modified().map_err(|e| format!("reading metadata of {}: {e}", path.display()))?;
+                        Ok(ObjectMeta { name, size: meta.len(), modified })
+                    })
+                    .collect()
+            }
+            Self::S3 { client, prefix, .. } => {
+                let key = Self::key(prefix, under);
+                let from = (!key.is_empty()).then(|| ObjectPath::from(key));
+                let metas: Vec<_> = client.list(from.as_ref()).try_collect().await.map_err(|e| e.to_string())?;
+                let strip = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+                Ok(metas
+                    .into_iter()
+                    .filter_map(|m| {
+                        let name = m.location.as_ref().strip_prefix(&strip)?.to_owned();
+                        Some(ObjectMeta { name, size: m.size, modified: m.last_modified.into() })
+                    })
+                    .collect())
             }
         }
     }
@@ -143,6 +200,17 @@ impl Store {
             }
         }
     }
+}
+
+/// An object found by [`Store::list_meta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its name, relative to the root.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written.
+    pub modified: SystemTime,
 }
 
 /// Temporary name of a local object while it is written.
