@@ -28,6 +28,17 @@
 //! (I/O included) and by the pipeline's `limits.call-timeout` of CPU; a
 //! trap or a timeout stops the pipeline with a message naming the plugin,
 //! the call and the reason, and the instance is never called again.
+//!
+//! A new version of the plugin dropped into the plugin directory is hot
+//! reloaded: the reload manager checks it and offers it
+//! ([`weir_wasm::reload::ConnectorSwaps`]); each subtask opens it at its
+//! next safe point, where nothing is held only by the running instance. A
+//! source takes it right after a `snapshot` and `restore`s it to that
+//! position; a sink right after a `pre-commit`, and the new instance
+//! `commit`s that epoch's handle. Without checkpoints, a source takes it
+//! before a poll (from a `snapshot` of the running one) and a sink before
+//! a write (after the running one's `flush`). A new version whose `open`
+//! (or `restore`) fails is dropped and the running one goes on.
 
 mod sink;
 mod source;
@@ -44,6 +55,7 @@ use weir_connector::config::{ByteSize, DurationStr};
 use weir_connector::registry::{ConfigContext, FieldErrors};
 use weir_connector::services::Services;
 use weir_connector::{ConnectorContext, ConnectorError, ErrorKind, WaitObserver};
+use weir_wasm::reload::ConnectorSwaps;
 use weir_wasm::{Answer, ConnectorFailure, ConnectorInfo, Engine, HttpResponse, IoFuture, IoProvider, Limits, Plugin, SqlRows, SqlValue};
 
 /// The section of a source or sink that is a plugin.
@@ -139,6 +151,7 @@ impl PluginConnectorConfig {
             info,
             limits: ctx.services.get::<Limits>().copied().unwrap_or_default(),
             io: Arc::new(WatchedIo { io, waits }),
+            swaps: ctx.services.get::<Arc<ConnectorSwaps>>().cloned(),
         })
     }
 }
@@ -149,6 +162,64 @@ struct Prepared {
     info: ConnectorInfo,
     limits: Limits,
     io: Arc<dyn IoProvider>,
+    /// Where new versions are offered (none in `weir check` and tests that
+    /// build a connector by hand).
+    swaps: Option<Arc<ConnectorSwaps>>,
+}
+
+impl Prepared {
+    /// Splits into the runner and what a hot reload needs, recording the
+    /// version this subtask opens.
+    fn into_parts(self) -> (Runner, ConnectorInfo, Limits, Arc<dyn IoProvider>, Reload) {
+        if let Some(s) = &self.swaps {
+            s.runs(&self.runner.section, &self.runner.plugin.hash);
+        }
+        let reload = Reload { swaps: self.swaps, seen: 0, info: self.info.clone(), limits: self.limits, io: self.io.clone() };
+        (self.runner, self.info, self.limits, self.io, reload)
+    }
+}
+
+/// Hot reload of one subtask's plugin: where new versions are offered and
+/// what the running instance was opened with (a new one is opened alike).
+struct Reload {
+    swaps: Option<Arc<ConnectorSwaps>>,
+    seen: u64,
+    info: ConnectorInfo,
+    limits: Limits,
+    io: Arc<dyn IoProvider>,
+}
+
+impl Reload {
+    /// A version offered since the last look that `runner` does not run.
+    fn offered(&mut self, runner: &Runner) -> Option<Arc<Plugin>> {
+        self.swaps.as_ref()?.offered(&runner.section, &mut self.seen, &runner.plugin)
+    }
+
+    /// Makes `instance` (opened from `new`, or why it could not be) the
+    /// running one, and says so.
+    fn settle<I>(&self, runner: &mut Runner, running: &mut I, new: Arc<Plugin>, opened: Result<I, String>) {
+        let from = runner.plugin.clone();
+        let failure = match opened {
+            Ok(instance) => {
+                *running = instance;
+                if let Some(s) = &self.swaps {
+                    s.runs(&runner.section, &new.hash);
+                }
+                runner.plugin = new.clone();
+                runner.broken = None;
+                None
+            }
+            Err(why) => Some(why),
+        };
+        weir_events::emit(weir_events::ConnectorPluginSwapped {
+            pipeline: &self.info.pipeline,
+            connector: &runner.section,
+            subtask: self.info.subtask,
+            from: from.short_hash(),
+            to: new.short_hash(),
+            failure: failure.as_deref(),
+        });
+    }
 }
 
 /// Runs an instance's calls to completion on the task thread, each within
@@ -164,6 +235,18 @@ struct Runner {
 }
 
 impl Runner {
+    /// Runs `call`, the export `what` of a new version `plugin` on trial:
+    /// a failure is returned as its message and leaves the running
+    /// instance as it was.
+    fn trial<T>(&self, plugin: &Plugin, what: &str, call: impl Future<Output = Answer<T>>) -> Result<T, String> {
+        match self.runtime.block_on(async { tokio::time::timeout(self.timeout, call).await }) {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(ConnectorFailure::User(m) | ConnectorFailure::External(m)))) => Err(format!("its `{what}` failed: {m}")),
+            Ok(Err(e)) => Err(format!("plugin {} ({}): {e} in `{what}`", plugin.name, plugin.path.display())),
+            Err(_) => Err(format!("its `{what}` took longer than {}.timeout = {:?}", self.section, self.timeout)),
+        }
+    }
+
     /// Runs `call` (the plugin's export `what`).
     fn call<T>(&mut self, what: &str, call: impl Future<Output = Answer<T>>) -> Result<T, ConnectorError> {
         if let Some(why) = &self.broken {

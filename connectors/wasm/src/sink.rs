@@ -1,6 +1,6 @@
 //! `[sinks.NAME] type = "wasm"`.
 
-use crate::{PluginConnectorConfig, Runner};
+use crate::{PluginConnectorConfig, Reload, Runner};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 use weir_connector::services::Services;
@@ -42,6 +42,7 @@ pub struct PluginSink {
     runner: Runner,
     instance: SinkInstance,
     waits: Arc<OnceLock<Arc<dyn WaitObserver>>>,
+    reload: Reload,
 }
 
 impl std::fmt::Debug for PluginSink {
@@ -55,10 +56,28 @@ impl PluginSink {
     pub fn open(config: &PluginConnectorConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
         let waits = Arc::new(OnceLock::new());
         let section = format!("sinks.{}", ctx.name);
-        let crate::Prepared { mut runner, info, limits, io } = config.prepare_run(ctx, &section, waits.clone())?;
+        let (mut runner, info, limits, io, reload) = config.prepare_run(ctx, &section, waits.clone())?.into_parts();
         let plugin = runner.plugin.clone();
         let instance = runner.call("open", SinkInstance::open(&plugin, &info, limits, io))?;
-        Ok(Self { runner, instance, waits })
+        Ok(Self { runner, instance, waits, reload })
+    }
+
+    /// Swaps in a new version offered since the last look. Called where
+    /// the running instance holds nothing of its own: right after a
+    /// `pre-commit` (the new one commits that handle) or a `flush`. The new
+    /// instance starts as a restored one with nothing to publish.
+    fn take_offer(&mut self) -> Result<(), ConnectorError> {
+        let Some(new) = self.reload.offered(&self.runner) else { return Ok(()) };
+        if !self.reload.info.checkpointing {
+            self.runner.call("flush", self.instance.flush())?;
+        }
+        let (info, limits, io) = (&self.reload.info, self.reload.limits, self.reload.io.clone());
+        let opened = self.runner.trial(&new, "open", SinkInstance::open(&new, info, limits, io)).and_then(|mut instance| {
+            self.runner.trial(&new, "start", instance.start(Some(Vec::new())))?;
+            Ok(instance)
+        });
+        self.reload.settle(&mut self.runner, &mut self.instance, new, opened);
+        Ok(())
     }
 }
 
@@ -69,6 +88,9 @@ impl Sink for PluginSink {
     }
 
     fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
+        if !self.reload.info.checkpointing {
+            self.take_offer()?;
+        }
         let records = u32::try_from(records).unwrap_or(u32::MAX);
         self.runner.call("write", self.instance.write(batch, records))
     }
@@ -78,7 +100,9 @@ impl Sink for PluginSink {
     }
 
     fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
-        self.runner.call("pre-commit", self.instance.pre_commit(checkpoint))
+        let handle = self.runner.call("pre-commit", self.instance.pre_commit(checkpoint))?;
+        self.take_offer()?;
+        Ok(handle)
     }
 
     fn commit(&mut self, checkpoint: u64, handle: &[u8]) -> Result<(), ConnectorError> {

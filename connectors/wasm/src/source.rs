@@ -1,6 +1,6 @@
 //! `[sources.NAME] type = "wasm"`.
 
-use crate::{PluginConnectorConfig, Runner};
+use crate::{PluginConnectorConfig, Reload, Runner};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -41,6 +41,7 @@ impl SourceConfig for PluginSourceConfig {
 pub struct PluginSource {
     runner: Runner,
     instance: SourceInstance,
+    reload: Reload,
 }
 
 impl std::fmt::Debug for PluginSource {
@@ -53,15 +54,41 @@ impl PluginSource {
     /// Loads the plugin and opens its instance for the context's subtask.
     pub fn open(config: &PluginConnectorConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
         let section = format!("sources.{}", ctx.name);
-        let crate::Prepared { mut runner, info, limits, io } = config.prepare_run(ctx, &section, Arc::new(OnceLock::new()))?;
+        let (mut runner, info, limits, io, reload) = config.prepare_run(ctx, &section, Arc::new(OnceLock::new()))?.into_parts();
         let plugin = runner.plugin.clone();
         let instance = runner.call("open", SourceInstance::open(&plugin, &info, limits, io))?;
-        Ok(Self { runner, instance })
+        Ok(Self { runner, instance, reload })
+    }
+
+    /// Swaps in a new version offered since the last look, restored to
+    /// `position` (the running version's, taken just now); `None` takes the
+    /// running version's snapshot first.
+    fn take_offer(&mut self, position: Option<&[u8]>) {
+        let Some(new) = self.reload.offered(&self.runner) else { return };
+        let position = match position {
+            Some(p) => Ok(p.to_vec()),
+            None => self.runner.trial(&self.runner.plugin, "snapshot", self.instance.snapshot()).map_err(|e| format!("the running version's {e}")),
+        };
+        let (info, limits, io) = (&self.reload.info, self.reload.limits, self.reload.io.clone());
+        let opened = position.and_then(|position| {
+            let mut instance = self.runner.trial(&new, "open", SourceInstance::open(&new, info, limits, io))?;
+            // Positions by subtask, as from a checkpoint at this
+            // parallelism; only this subtask's is known (the others run
+            // on), so theirs are empty: nothing to restore.
+            let mut positions = vec![Vec::new(); self.reload.info.parallelism as usize];
+            positions[self.reload.info.subtask as usize] = position;
+            self.runner.trial(&new, "restore", instance.restore(&positions))?;
+            Ok(instance)
+        });
+        self.reload.settle(&mut self.runner, &mut self.instance, new, opened);
     }
 }
 
 impl Source for PluginSource {
     fn poll(&mut self, out: &mut BatchWriter, target_bytes: usize) -> Result<Poll, ConnectorError> {
+        if !self.reload.info.checkpointing {
+            self.take_offer(None);
+        }
         let max = u32::try_from(target_bytes).unwrap_or(u32::MAX);
         match self.runner.call("poll", self.instance.poll(max))? {
             Polled::Ready(frames) => {
@@ -83,7 +110,9 @@ impl Source for PluginSource {
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
-        self.runner.call("snapshot", self.instance.snapshot())
+        let position = self.runner.call("snapshot", self.instance.snapshot())?;
+        self.take_offer(Some(&position));
+        Ok(position)
     }
 
     fn restore(&mut self, positions: &[&[u8]]) -> Result<(), ConnectorError> {

@@ -47,7 +47,7 @@ pub use kafka::{
     KafkaConsumerLag, KafkaDeliveryFailed, KafkaPartitionsPaused, KafkaPartitionsResumed,
 };
 pub use reload::{
-    ConnectorPluginChanged, PluginVersion, ReloadAccepted, ReloadDone, ReloadKept, PluginFallback, ReloadRejected, ReloadRolledBack,
+    ConnectorPluginChanged, ConnectorPluginSwapped, PluginVersion, ReloadAccepted, ReloadDone, ReloadKept, PluginFallback, ReloadRejected, ReloadRolledBack,
 };
 pub use settings::SettingIgnored;
 

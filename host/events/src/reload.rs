@@ -42,10 +42,9 @@ impl Event for PluginVersion<'_> {
     }
 }
 
-/// A new file for a plugin that a source or sink runs: those are not
-/// hot-reloaded (their open position or pending epoch belongs to the
-/// running instance), so the file takes effect at the next start. Logged
-/// so the change is not silently ignored; not counted as a reload.
+/// A new version of a plugin that a source or sink runs passed validation
+/// (it compiled, and is a source or a sink as the section needs) and is
+/// offered to its subtasks, which take it at their next safe point.
 #[derive(Debug)]
 pub struct ConnectorPluginChanged<'a> {
     /// Pipeline name.
@@ -56,24 +55,78 @@ pub struct ConnectorPluginChanged<'a> {
     pub plugin: &'a str,
     /// The new file's version.
     pub version: &'a str,
+    /// When its subtasks take it, e.g. "after their next snapshot".
+    pub when: &'a str,
 }
 
 impl Event for ConnectorPluginChanged<'_> {
     fn emit(self) {
-        tracing::warn!(
+        tracing::info!(
             target: TARGET,
             pipeline = self.pipeline,
             connector = self.connector,
             plugin = self.plugin,
             version = self.version,
-            "plugin {} changed (version {}), but [{}] runs it, and sources and sinks written as plugins are not hot-reloaded: \
-             it keeps the version it started with. Restart the pipeline to run the new version (it resumes from its last checkpoint; \
-             under `weir serve`: POST /api/v1/pipelines/{}/restart)",
+            "plugin {} changed (version {}); [{}] swaps it in {}",
             self.plugin,
             self.version,
             self.connector,
-            self.pipeline
+            self.when
         );
+    }
+}
+
+/// One subtask of a source or sink swapped in a new version of its plugin,
+/// or could not (its `open`, or a source's `restore`, failed) and keeps
+/// the version it ran.
+#[derive(Debug)]
+pub struct ConnectorPluginSwapped<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// The source or sink: `sources.NAME` or `sinks.NAME`.
+    pub connector: &'a str,
+    /// The subtask.
+    pub subtask: u32,
+    /// The version that ran.
+    pub from: &'a str,
+    /// The version offered.
+    pub to: &'a str,
+    /// Why the new version could not take over, or `None` when it did.
+    pub failure: Option<&'a str>,
+}
+
+impl Event for ConnectorPluginSwapped<'_> {
+    fn emit(self) {
+        match self.failure {
+            None => {
+                tracing::info!(
+                    target: TARGET,
+                    pipeline = self.pipeline,
+                    connector = self.connector,
+                    subtask = self.subtask,
+                    "[{}] subtask {} runs plugin version {} (was {}); nothing lost or repeated: its position or epoch carried over",
+                    self.connector,
+                    self.subtask,
+                    self.to,
+                    self.from
+                );
+                count(self.pipeline, self.connector, "accepted");
+            }
+            Some(reason) => {
+                tracing::warn!(
+                    target: TARGET,
+                    pipeline = self.pipeline,
+                    connector = self.connector,
+                    subtask = self.subtask,
+                    "hot reload of [{}] subtask {} to version {} failed: {reason}. Version {} keeps running; fix the plugin and copy it again",
+                    self.connector,
+                    self.subtask,
+                    self.to,
+                    self.from
+                );
+                count(self.pipeline, self.connector, "rejected");
+            }
+        }
     }
 }
 

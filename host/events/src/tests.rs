@@ -69,7 +69,10 @@ fn every_event_counts_what_the_table_says() {
             connector: "sinks.out",
             plugin: "webhook-sink",
             version: "def",
+            when: "after its next pre-commit",
         });
+        emit(ConnectorPluginSwapped { pipeline: "p", connector: "sinks.out", subtask: 0, from: "abc", to: "def", failure: None });
+        emit(ConnectorPluginSwapped { pipeline: "p", connector: "sinks.out", subtask: 1, from: "abc", to: "def", failure: Some("open failed") });
         emit(ReloadAccepted {
             pipeline: "p",
             operator: "op",

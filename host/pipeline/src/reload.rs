@@ -50,7 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir_task::{Probation, ReloadSlot, SwapAt, SwapReport};
-use weir_wasm::reload::{prepare, short, Candidate, PluginWatcher, Target};
+use weir_wasm::reload::{prepare, short, Candidate, ConnectorSwaps, PluginWatcher, Target};
 use weir_wasm::{Engine, Limits, Plugin};
 
 /// Reload attempts kept in the history.
@@ -97,7 +97,7 @@ pub struct ReloadEvent {
     pub id: u64,
     /// When the attempt started, ms since the Unix epoch.
     pub at_ms: u64,
-    /// Operator.
+    /// Operator, or `sources.NAME` / `sinks.NAME` for a source or sink written as a plugin.
     pub operator: String,
     /// Plugin name.
     pub plugin: String,
@@ -136,6 +136,36 @@ pub struct ReloadEvent {
     pub pause_us: u64,
     /// Failures of the new version during its probation.
     pub failures: u32,
+}
+
+impl ReloadEvent {
+    /// A new attempt of `operator` (or `sources.NAME`, `sinks.NAME`) to
+    /// run candidate `c` instead of version `from`: accepted until it is
+    /// known otherwise.
+    fn attempt(id: u64, operator: &str, c: &Candidate, from: &str, trigger: Trigger, parallelism: u32) -> Self {
+        Self {
+            id,
+            at_ms: now_ms(),
+            operator: operator.to_owned(),
+            plugin: c.name.clone(),
+            file: c.path.clone(),
+            from: from.to_owned(),
+            to: c.hash.clone(),
+            trigger,
+            outcome: Outcome::Accepted,
+            reason: String::new(),
+            load_ms: 0,
+            cached: false,
+            open_ms: 0,
+            swapped: 0,
+            parallelism,
+            migrated: false,
+            swap_latency_ms: None,
+            live_at_ms: None,
+            pause_us: 0,
+            failures: 0,
+        }
+    }
 }
 
 /// The plugin version an operator runs.
@@ -265,11 +295,24 @@ pub(crate) fn targets(p: &Pipeline, op_index: usize, parallelism: u32) -> Vec<Ta
         .collect()
 }
 
+/// A source or sink whose connector is a plugin: `sources.NAME` or
+/// `sinks.NAME`, `"source"` or `"sink"`, its plugin and parallelism.
+#[derive(Debug, Clone)]
+pub(crate) struct ManagedConnector {
+    pub section: String,
+    pub kind: &'static str,
+    pub plugin: String,
+    pub parallelism: u32,
+}
+
 struct Worker {
     pipeline: Pipeline,
     engine: Engine,
     handle: ReloadHandle,
     operators: Vec<ManagedOperator>,
+    connectors: Vec<ManagedConnector>,
+    /// Where new versions of the connectors' plugins are offered.
+    swaps: Arc<ConnectorSwaps>,
     trigger: Option<Arc<AtomicU64>>,
     next_id: u64,
     history: VecDeque<ReloadEvent>,
@@ -285,6 +328,7 @@ pub(crate) fn start(
     engine: &Engine,
     handle: &ReloadHandle,
     operators: Vec<ManagedOperator>,
+    connectors: (Vec<ManagedConnector>, Arc<ConnectorSwaps>),
     reports: Receiver<(String, SwapReport)>,
     trigger: Option<Arc<AtomicU64>>,
 ) -> Result<Manager, String> {
@@ -325,7 +369,19 @@ pub(crate) fn start(
         version_metric(&p.name, &p.operators[m.index].name, &m.current, true);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = Worker { pipeline: p.clone(), engine: engine.clone(), handle: handle.clone(), operators, trigger, next_id: 1, history: VecDeque::new(), vault: PluginVault::of(p) };
+    let (connectors, swaps) = connectors;
+    let mut worker = Worker {
+        pipeline: p.clone(),
+        engine: engine.clone(),
+        handle: handle.clone(),
+        operators,
+        connectors,
+        swaps,
+        trigger,
+        next_id: 1,
+        history: VecDeque::new(),
+        vault: PluginVault::of(p),
+    };
     let thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -396,24 +452,67 @@ impl Worker {
         Ok(events)
     }
 
-    /// A new file from the watcher: every operator using that plugin.
+    /// A new file from the watcher: every operator, source and sink using
+    /// that plugin.
     fn candidate(&mut self, c: &Candidate, trigger: Trigger) {
         // A plugin is named with `-` or `_` alike; `c.name` reads `_` as `-`.
         let runs = |plugin: &str| plugin.replace('_', "-") == c.name;
         let p = &self.pipeline;
         let users: Vec<usize> = (0..self.operators.len()).filter(|&i| runs(&p.operators[self.operators[i].index].plugin)).collect();
-        let sources = p.sources.iter().filter(|(_, s)| s.spec.plugin().is_some_and(runs)).map(|(n, _)| format!("sources.{n}"));
-        let sinks = p.sinks.iter().filter(|(_, s)| s.spec.plugin().is_some_and(runs)).map(|(n, _)| format!("sinks.{n}"));
-        let connectors: Vec<String> = sources.chain(sinks).collect();
-        for connector in &connectors {
-            weir_events::emit(weir_events::ConnectorPluginChanged { pipeline: &p.name, connector, plugin: &c.name, version: short(&c.hash) });
-        }
+        let connectors: Vec<ManagedConnector> = self.connectors.iter().filter(|m| runs(&m.plugin)).cloned().collect();
         if users.is_empty() && connectors.is_empty() {
             tracing::debug!(plugin = %c.name, pipeline = %p.name, "a plugin file changed that this pipeline does not use");
         }
         for i in users {
             self.attempt(i, c, trigger);
         }
+        for m in &connectors {
+            self.attempt_connector(m, c, trigger);
+        }
+    }
+
+    /// Validates `c` for a source or sink (it compiles, and is of the
+    /// section's world) and offers it to its subtasks, which open it
+    /// themselves at their next safe point (their position or pending
+    /// epoch belongs to the running instance).
+    fn attempt_connector(&mut self, m: &ManagedConnector, c: &Candidate, trigger: Trigger) {
+        let pipeline = self.pipeline.name.clone();
+        let running = self.swaps.running(&m.section).unwrap_or_default();
+        if c.hash == running {
+            tracing::debug!(pipeline = %pipeline, connector = %m.section, version = short(&c.hash), "the plugin file holds the version already running; nothing to do");
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut event = ReloadEvent::attempt(id, &m.section, c, &running, trigger, m.parallelism);
+        let loaded = self.engine.load_bytes(&c.name, &c.path, &c.bytes).map_err(|e| e.to_string());
+        match loaded.and_then(|plugin| weir_wasm::check_connector_kind(&plugin, m.kind).map(|()| plugin)) {
+            Err(reason) => {
+                event.outcome = Outcome::Rejected;
+                event.reason = reason;
+                weir_events::emit(weir_events::ReloadRejected {
+                    pipeline: &pipeline,
+                    operator: &m.section,
+                    plugin: &c.name,
+                    version: short(&c.hash),
+                    running: short(&running),
+                    reason: &event.reason,
+                });
+            }
+            Ok(plugin) => {
+                event.load_ms = plugin.load_time.as_millis() as u64;
+                event.cached = plugin.from_cache;
+                self.swaps.offer(&m.section, Arc::new(plugin));
+                let when = match (m.kind, self.pipeline.checkpoint.interval.is_some()) {
+                    ("source", true) => "after each subtask's next snapshot (at the next checkpoint), restored to the position it took",
+                    ("source", false) => "at each subtask's next poll, restored to the position the running version reports",
+                    (_, true) => "after each subtask's next pre-commit (at the next checkpoint); the new version commits that epoch",
+                    (_, false) => "at each subtask's next write, after the running version flushed what it holds",
+                };
+                weir_events::emit(weir_events::ConnectorPluginChanged { pipeline: &pipeline, connector: &m.section, plugin: &c.name, version: short(&c.hash), when });
+            }
+        }
+        self.push(event);
     }
 
     fn push(&mut self, e: ReloadEvent) {
@@ -446,28 +545,7 @@ impl Worker {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let mut event = ReloadEvent {
-            id,
-            at_ms: now_ms(),
-            operator: operator.clone(),
-            plugin: c.name.clone(),
-            file: c.path.clone(),
-            from: m.current.hash.clone(),
-            to: c.hash.clone(),
-            trigger,
-            outcome: Outcome::Accepted,
-            reason: String::new(),
-            load_ms: 0,
-            cached: false,
-            open_ms: 0,
-            swapped: 0,
-            parallelism: m.targets.len() as u32,
-            migrated: false,
-            swap_latency_ms: None,
-            live_at_ms: None,
-            pause_us: 0,
-            failures: 0,
-        };
+        let mut event = ReloadEvent::attempt(id, &operator, c, &m.current.hash, trigger, m.targets.len() as u32);
         match prepare(&self.engine, c, &m.targets) {
             Err(rejection) => {
                 event.outcome = Outcome::Rejected;

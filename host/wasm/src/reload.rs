@@ -35,6 +35,14 @@
 //! exports weir calls, instantiate it under the operator's limits and call
 //! `open` with the operator's config, once per subtask. Only when every
 //! step succeeds may the task side swap it in.
+//!
+//! # Sources and sinks
+//!
+//! A plugin that runs a source or a sink (`type = "wasm"`) is offered
+//! through [`ConnectorSwaps`] once it compiled and is of the right world;
+//! each subtask takes it at its next safe point (a source right after a
+//! `snapshot`, a sink right after a `pre-commit`) and opens it itself, since
+//! its position or its pending epoch belongs to the running instance.
 
 use crate::instance::{InstanceInfo, Limits, OperatorInstance};
 use crate::plugin::Plugin;
@@ -44,10 +52,55 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// New versions of the plugins that run sources and sinks, by section
+/// (`sources.NAME`, `sinks.NAME`): offered by the reload manager, taken by
+/// each running subtask of that section at its next safe point.
+#[derive(Debug, Default)]
+pub struct ConnectorSwaps {
+    /// Bumped by every offer, so that a subtask looks at the offers only
+    /// when one was made since it last looked.
+    generation: AtomicU64,
+    offers: Mutex<HashMap<String, Arc<Plugin>>>,
+    /// The version each section runs (the last one any of its subtasks
+    /// opened).
+    running: Mutex<HashMap<String, String>>,
+}
+
+impl ConnectorSwaps {
+    /// Records that `section` runs `version` (a subtask opened it).
+    pub fn runs(&self, section: &str, version: &str) {
+        self.running.lock().expect("running lock").insert(section.to_owned(), version.to_owned());
+    }
+
+    /// The version `section` runs, once one of its subtasks opened.
+    pub fn running(&self, section: &str) -> Option<String> {
+        self.running.lock().expect("running lock").get(section).cloned()
+    }
+
+    /// Offers `plugin` to every subtask of `section`.
+    pub fn offer(&self, section: &str, plugin: Arc<Plugin>) {
+        self.offers.lock().expect("offers lock").insert(section.to_owned(), plugin);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The version offered to `section` if it is not `running` and was
+    /// offered since `seen` (updated); a version a subtask could not open
+    /// is not offered to it again until a newer one comes.
+    pub fn offered(&self, section: &str, seen: &mut u64, running: &Plugin) -> Option<Arc<Plugin>> {
+        let now = self.generation.load(Ordering::Acquire);
+        if now == *seen {
+            return None;
+        }
+        *seen = now;
+        let offers = self.offers.lock().expect("offers lock");
+        offers.get(section).filter(|p| p.hash != running.hash).cloned()
+    }
+}
 
 /// A complete plugin file that appeared or changed in the watched directory.
 #[derive(Clone)]

@@ -273,5 +273,18 @@ pub(super) fn start_reload(
             crate::reload::ManagedOperator::new(i, slot, crate::reload::targets(p, i, par), plugins.plugins[i].clone())
         })
         .collect();
-    crate::reload::start(p, engine, handle.reload(), managed, built.reports.clone(), coordinator.map(Coordinator::trigger_counter)).map_err(RunError::setup)
+    let connectors = plan
+        .vertices
+        .iter()
+        .filter_map(|v| {
+            let (section, kind, plugin) = match &v.kind {
+                VertexKind::Source(s) => (format!("sources.{}", v.name), "source", s.spec.plugin()?),
+                VertexKind::Sink(s) => (format!("sinks.{}", v.name), "sink", s.spec.plugin()?),
+                VertexKind::Operator(_) => return None,
+            };
+            Some(crate::reload::ManagedConnector { section, kind, plugin: plugin.to_owned(), parallelism: v.parallelism })
+        })
+        .collect();
+    let connectors = (connectors, plugins.swaps.clone());
+    crate::reload::start(p, engine, handle.reload(), managed, connectors, built.reports.clone(), coordinator.map(Coordinator::trigger_counter)).map_err(RunError::setup)
 }

@@ -176,6 +176,8 @@ pub struct LoadedPlugins {
     /// The engine they were loaded by, which also loads the sources and
     /// sinks that are plugins (`type = "wasm"`).
     pub engine: Engine,
+    /// Where hot reload offers those sources and sinks new versions.
+    pub swaps: Arc<weir_wasm::reload::ConnectorSwaps>,
 }
 
 /// Loads (compiles or fetches from the cache) every operator's plugin, as
@@ -207,7 +209,7 @@ fn load_plugins_from(p: &Pipeline, engine: &Engine, vault: Option<&PluginVault>)
         loaded.push((file.clone(), plugin.clone()));
         plugins.push(plugin);
     }
-    Ok(LoadedPlugins { plugins, engine: engine.clone() })
+    Ok(LoadedPlugins { plugins, engine: engine.clone(), swaps: Arc::default() })
 }
 
 fn load_plugin(p: &Pipeline, engine: &Engine, i: usize, file: &std::path::Path, vault: Option<&PluginVault>) -> Result<Plugin, RunError> {

@@ -87,9 +87,14 @@ impl Node {
 }
 
 /// What a connector that is a plugin needs from the runtime: the engine,
-/// the pipeline's connections and its default limits.
+/// the pipeline's connections, its default limits and where hot reload
+/// offers it new versions.
 fn connector_services(p: &Pipeline, plugins: &LoadedPlugins) -> Services {
-    Services::default().with(plugins.engine.clone()).with(weir_async::Connections(p.connections.clone())).with(p.limits)
+    Services::default()
+        .with(plugins.engine.clone())
+        .with(weir_async::Connections(p.connections.clone()))
+        .with(p.limits)
+        .with(plugins.swaps.clone())
 }
 
 /// `weir check` of the sources and sinks: what each connector can check
