@@ -6,16 +6,25 @@
 //! by idempotency key), a source plugin resumes from the position weir
 //! checkpointed for it, a new version of either is hot reloaded at a
 //! checkpoint without losing or repeating a record, and mistakes are named.
+//! The same holds for the JavaScript and Python SDKs' `Source` and `Sink`:
+//! their counter-source and webhook-sink plugins (plugins/js,
+//! plugins/python), built from source with componentize-js and
+//! componentize-py, pass the same crash tests (the JavaScript sink, which
+//! does not retry by itself, without the receiver restart: a receiver that
+//! is down stops it, naming the key).
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir_test_support::hook_server::HookServer;
+use weir_tests::components::{js_component, python_component};
 use weir_tests::{Lcg, Scratch, kill_after, kill_rounds_with_a_receiver_outage, part_files};
 
 const RUN: [&str; 5] = ["run", "--quiet", "--metrics-address", "off", "p.toml"];
 
-fn webhook_pipeline(url: &str, port: u16, count: u64) -> String {
+/// A generator of `count` records at 5000/s into the sink plugin `plugin`
+/// posting to `url`, with `config` added to its config table.
+fn webhook_pipeline(plugin: &str, config: &str, url: &str, port: u16, count: u64) -> String {
     format!(
         r#"
 name = "hooks"
@@ -27,11 +36,64 @@ count = {count}
 rate = 5000
 [sinks.hook]
 type = "wasm"
-plugin = "webhook-sink"
+plugin = "{plugin}"
 allow-http = ["127.0.0.1:{port}"]
-config = {{ url = "{url}", batch = 700, backoff-ms = 50 }}
+config = {{ url = "{url}", batch = 700{config} }}
 "#
     )
+}
+
+/// Starts `weir run` in `s` and SIGKILLs it three times, each time once
+/// `progress()` has grown past its value at the start of that run (the run
+/// has published something of its own, so the next one resumes part-way)
+/// and a random 0-300 ms more; then lets a fourth run finish. Each killed
+/// run must have been killed, not have ended (`what` names the case).
+/// Returns the last run's output and `progress()` at each kill.
+fn three_kills_then_finish(s: &Scratch, what: &str, rng: &mut Lcg, mut progress: impl FnMut() -> u64) -> (std::process::Output, Vec<u64>) {
+    let mut at_kill = Vec::new();
+    let mut child = s.command(&RUN).spawn().expect("weir");
+    for round in 0..3 {
+        let before = progress();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while progress() == before && child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}, round {round}: no progress in 120 s (still {before})");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_after(&mut child, Duration::from_millis(rng.next_ms(0, 300)));
+        if child.try_wait().expect("wait").and_then(|s| s.signal()) != Some(9) {
+            let out = child.wait_with_output().expect("weir");
+            panic!("{what}, round {round}: weir ended ({}) before it was killed (progress {}):\n{}", out.status, progress(), String::from_utf8_lossy(&out.stderr));
+        }
+        at_kill.push(progress());
+        child = s.command(&RUN).spawn().expect("weir");
+    }
+    (child.wait_with_output().expect("weir"), at_kill)
+}
+
+/// The lines a file sink has published in the `part-*` files of `dir`.
+fn committed_lines(dir: &std::path::Path) -> u64 {
+    if !dir.is_dir() {
+        return 0;
+    }
+    part_files(dir).iter().map(|p| p.iter().filter(|&&b| b == b'\n').count() as u64).sum()
+}
+
+/// A scratch directory whose `plugins/` holds `wasm` as `name` (a
+/// component built from another language's sources), and whose `p.toml`
+/// is `body` with that plugin directory. The plugin is compiled (and the
+/// result cached) by `weir check` before this returns, so a test's first
+/// run is not spent compiling it.
+fn with_plugin(name: &str, wasm: &std::path::Path, body: &str) -> Scratch {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    std::fs::copy(wasm, s.path(&format!("plugins/{}.wasm", name.replace('-', "_")))).unwrap_or_else(|e| panic!("copy {}: {e}", wasm.display()));
+    s.write("p.toml", format!("plugin-dir = \"plugins\"\n{body}"));
+    weir_tests::succeed(&mut s.command(&["check", "p.toml"]));
+    s
 }
 
 #[test]
@@ -39,7 +101,7 @@ fn a_sink_plugin_survives_sigkills_and_a_receiver_restart_leaving_each_record_on
     let hook = HookServer::start();
     let s = Scratch::new();
     const N: u64 = 40_000;
-    s.pipeline("p.toml", &webhook_pipeline(&hook.url(), hook.port, N));
+    s.pipeline("p.toml", &webhook_pipeline("webhook-sink", ", backoff-ms = 50", &hook.url(), hook.port, N));
     // SIGKILLs, and the receiver going away under a running weir: the
     // plugin's requests fail and are retried with the same keys.
     let out = kill_rounds_with_a_receiver_outage(&s, &RUN, &mut Lcg(11), (1200, 2200), Duration::from_millis(600), || hook.stop(), || hook.restart());
@@ -48,6 +110,48 @@ fn a_sink_plugin_survives_sigkills_and_a_receiver_restart_leaving_each_record_on
     assert!(got.requests > got.keys, "some requests were replayed after a crash ({} requests, {} keys)", got.requests, got.keys);
     assert_eq!(got.ids.len() as u64, N, "every record arrived: {} of {N} ({} requests, {} distinct keys)", got.ids.len(), got.requests, got.keys);
     assert_eq!(got.ids.last(), Some(&(N - 1)));
+}
+
+/// The Python SDK's `Sink` (plugins/python/webhook-sink): the same crash
+/// test as the Rust plugin's, the same receiver, the same exactly-once by
+/// key.
+#[test]
+fn a_python_sink_plugin_survives_sigkills_and_a_receiver_restart_leaving_each_record_once_by_key() {
+    let hook = HookServer::start();
+    const N: u64 = 40_000;
+    let wasm = python_component("plugins/python/webhook-sink");
+    let s = with_plugin("webhook-sink-py", &wasm, &webhook_pipeline("webhook-sink-py", ", backoff-ms = 50", &hook.url(), hook.port, N));
+    let out = kill_rounds_with_a_receiver_outage(&s, &RUN, &mut Lcg(12), (1200, 2200), Duration::from_millis(600), || hook.stop(), || hook.restart());
+    assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
+    let got = hook.records_once_by_key("weir-hooks-hook-0-", 700);
+    assert!(got.requests > got.keys, "some requests were replayed after a crash ({} requests, {} keys)", got.requests, got.keys);
+    let expected: Vec<u64> = (0..N).collect();
+    assert!(got.ids.iter().copied().eq(expected), "every record arrived once: {} of {N} ({} requests, {} distinct keys)", got.ids.len(), got.requests, got.keys);
+}
+
+/// The JavaScript SDK's `Sink` (plugins/js/src/webhook-sink.js): SIGKILLs
+/// leave each record once by key. It does not wait and retry itself, so a
+/// receiver that is down stops the pipeline with the plugin's external
+/// error, naming the request's key (`weir serve` would restart it).
+#[test]
+fn a_javascript_sink_plugin_survives_sigkills_leaving_each_record_once_by_key() {
+    let hook = HookServer::start();
+    const N: u64 = 30_000;
+    let wasm = js_component("plugins/js/src/webhook-sink.js");
+    let s = with_plugin("webhook-sink-js", &wasm, &webhook_pipeline("webhook-sink-js", "", &hook.url(), hook.port, N));
+    let (out, _) = three_kills_then_finish(&s, "js", &mut Lcg(13), || hook.accepted_count());
+    assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
+    let got = hook.records_once_by_key("weir-hooks-hook-0-", 700);
+    assert!(got.requests > got.keys, "restarts sent their checkpoint's handles again ({} requests, {} keys)", got.requests, got.keys);
+    let expected: Vec<u64> = (0..N).collect();
+    assert!(got.ids.iter().copied().eq(expected), "every record arrived once: {} of {N} ({} requests, {} distinct keys)", got.ids.len(), got.requests, got.keys);
+
+    hook.stop();
+    let s = with_plugin("webhook-sink-js", &wasm, &webhook_pipeline("webhook-sink-js", "", &hook.url(), hook.port, 100));
+    let out = s.command(&RUN).output().expect("weir");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "weir should fail with the receiver down:\n{e}");
+    assert!(e.contains(&format!("plugin webhook-sink-js (commit): POST {} with key weir-hooks-hook-0-", hook.url())) && e.contains("failed: "), "{e}");
 }
 
 #[test]
@@ -73,14 +177,7 @@ input = "numbers"
 "#
         ),
     );
-    let mut rng = Lcg(5);
-    let mut child = s.command(&RUN).spawn().expect("weir");
-    for round in 0..3 {
-        kill_after(&mut child, Duration::from_millis(rng.next_ms(900, 1500)));
-        assert_eq!(child.try_wait().expect("wait").and_then(|s| s.signal()), Some(9), "round {round}: weir was killed mid-run");
-        child = s.command(&RUN).spawn().expect("weir");
-    }
-    let out = child.wait_with_output().expect("weir");
+    let (out, _) = three_kills_then_finish(&s, "rust", &mut Lcg(5), || committed_lines(&s.path("out")));
     assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
     let mut ids = Vec::new();
     for (subtask, part) in part_files(&s.path("out")).iter().enumerate() {
@@ -114,13 +211,63 @@ fn new_version(original: &[u8]) -> Vec<u8> {
 /// Waits until the log of `child` (in `s`'s `weir.log`) holds every one
 /// of `needles`, the run ends, or a minute passes; returns the log.
 fn wait_for_log(s: &Scratch, child: &mut std::process::Child, needles: &[&str]) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(s.path("weir.log")).unwrap_or_default();
-        if needles.iter().all(|n| text.contains(n)) || std::time::Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
+        if needles.iter().all(|n| text.contains(n)) || Instant::now() > deadline || child.try_wait().expect("wait").is_some() {
             return text;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The JavaScript and Python SDKs' `Source` (counter-source in each
+/// language): killed three times mid-run, a pipeline of it at parallelism
+/// 2 into an exactly-once file sink still writes every number once, in
+/// order, in its subtask's file. Each run is killed only after it has
+/// published records of its own, so every restart resumes part-way from
+/// the position the plugin snapshotted: restarting from 0 would write
+/// numbers twice, and skipping ahead would lose some.
+#[test]
+fn javascript_and_python_source_plugins_resume_from_their_checkpointed_position_after_sigkills() {
+    const N: u64 = 20_000;
+    let pipeline = format!(
+        r#"
+name = "counting"
+[checkpoint]
+interval = "200ms"
+[sources.numbers]
+type = "wasm"
+plugin = "counter-source"
+parallelism = 2
+config = {{ count = {N}, per-poll = 20, pause-ms = 10 }}
+[sinks.out]
+type = "file"
+path = "out/part-{{subtask}}.jsonl"
+input = "numbers"
+"#
+    );
+    // Each subtask's file: its numbers, one JSON value a line, in order.
+    let expected: Vec<String> = (0..2).map(|subtask| (subtask..N).step_by(2).map(|n| format!("{{\"id\":{n}}}\n")).collect()).collect();
+    for (lang, wasm) in [("js", js_component("plugins/js/src/counter-source.js")), ("python", python_component("plugins/python/counter-source"))] {
+        let s = with_plugin("counter-source", &wasm, &pipeline);
+        let (out, at_kill) = three_kills_then_finish(&s, lang, &mut Lcg(7), || committed_lines(&s.path("out")));
+        assert!(out.status.success(), "{lang}: the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(at_kill.windows(2).all(|w| w[0] < w[1]) && at_kill[2] < N, "{lang}: each run was killed part-way, after publishing some (records published at each kill: {at_kill:?})");
+        let parts: Vec<String> = part_files(&s.path("out")).into_iter().map(|p| String::from_utf8(p).expect("UTF-8")).collect();
+        assert_eq!(parts.len(), 2, "{lang}: one file per subtask");
+        for (subtask, (got, want)) in parts.iter().zip(&expected).enumerate() {
+            if got != want {
+                let first = got.lines().zip(want.lines()).position(|(a, b)| a != b);
+                panic!(
+                    "{lang}: subtask {subtask} wrote {} lines, want {}; first difference at line {first:?}: {:?} vs {:?} (published at each kill: {at_kill:?})",
+                    got.lines().count(),
+                    want.lines().count(),
+                    first.and_then(|i| got.lines().nth(i)),
+                    first.and_then(|i| want.lines().nth(i)),
+                );
+            }
+        }
     }
 }
 
@@ -193,7 +340,7 @@ fn a_sink_plugin_is_hot_reloaded_at_a_checkpoint_delivering_every_record_once() 
     install(&s, "webhook_sink.wasm", &original);
     // 6 s at 5000 records/s: time for the reload.
     const N: u64 = 30_000;
-    s.write("p.toml", &format!("plugin-dir = \"plugins\"\n{}", webhook_pipeline(&hook.url(), hook.port, N)));
+    s.write("p.toml", &format!("plugin-dir = \"plugins\"\n{}", webhook_pipeline("webhook-sink", ", backoff-ms = 50", &hook.url(), hook.port, N)));
     let log = std::fs::File::create(s.path("weir.log")).unwrap();
     let mut child = s.command(&["run", "--metrics-address", "off", "p.toml"]).env("WEIR_LOG", "warn,weir::reload=info").stderr(log).spawn().expect("weir");
     std::thread::sleep(Duration::from_millis(1500));

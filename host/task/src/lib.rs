@@ -474,7 +474,15 @@ impl Task {
         let mut w = BatchWriter::with_capacity(self.batch_bytes + self.batch_bytes / 4);
         let mut watermark = i64::MIN;
         let mut watermark_sent = Instant::now();
-        let mut triggered = self.checkpoints.as_ref().map_or(0, |c| c.trigger.load(Ordering::Acquire));
+        // The checkpoints this source has taken part in: none yet. Starting
+        // from the highest complete one (0 in a new run), not from the
+        // current trigger, so a checkpoint the coordinator triggered before
+        // this loop first ran is snapshotted at its first turn. Starting
+        // from the trigger skipped such a checkpoint, and it stayed pending
+        // until the end of the input: no checkpoint completed in the whole
+        // run. JavaScript and Python source plugins hit it in most runs
+        // (issue 21; plugin_connectors.rs, the counter-source crash test).
+        let mut triggered = self.checkpoints.as_ref().map_or(0, |c| c.completed.load(Ordering::Acquire));
         // Positions of checkpoints not yet complete, oldest first: once one
         // completes, the source hears about it with its position.
         let mut positions: VecDeque<(u64, Vec<u8>)> = VecDeque::new();

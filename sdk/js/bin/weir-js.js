@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// weir-js build MODULE -o OUT.wasm [--world operator|async-operator]
+// weir-js build MODULE -o OUT.wasm [--world operator|async-operator|source|sink]
 //
-// Builds a weir operator component from MODULE, whose default export is an
+// Builds a weir plugin component from MODULE, whose default export is an
 // Operator class (or what `filter` / `map` return), with componentize-js;
-// an AsyncOperator class builds into the `async-operator` world (the build
-// imports MODULE under Node to see which, unless --world says).
+// an AsyncOperator class builds into the `async-operator` world, a Source
+// into `source` and a Sink into `sink` (the build imports MODULE under Node
+// to see which, unless --world says).
 //
 // componentize-js runs one ES module and the modules it imports by relative
 // path; it does not resolve npm packages. So the build copies MODULE and the
@@ -20,11 +21,18 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const sdkSrc = resolve(here, "../src");
+// Per world, the entry's lines after `import Operator from "./app/...";`.
+const GLUE = {
+  operator: `import { exportOperator } from "./weir-sdk/component.js";\nexport const handler = exportOperator(Operator);\n`,
+  "async-operator": `import { exportAsyncOperator } from "./weir-sdk/async-component.js";\nexport const asyncHandler = exportAsyncOperator(Operator);\n`,
+  source: `import { exportSource } from "./weir-sdk/connector-component.js";\nexport const sourceHandler = exportSource(Operator);\n`,
+  sink: `import { exportSink } from "./weir-sdk/connector-component.js";\nexport const sinkHandler = exportSink(Operator);\n`,
+};
 const IMPORT = /((?:import|export)\s[^'";]*?from\s*|import\s*\(?\s*)(['"])([^'"]+)\2/g;
 
 function usage(message) {
   if (message) console.error(`weir-js: ${message}`);
-  console.error("usage: weir-js build MODULE -o OUT.wasm [--wit DIR] [--world operator|async-operator]");
+  console.error(`usage: weir-js build MODULE -o OUT.wasm [--wit DIR] [--world ${Object.keys(GLUE).join("|")}]`);
   process.exit(2);
 }
 
@@ -82,10 +90,8 @@ async function build(args) {
   const entry = resolve(module);
   if (!existsSync(entry)) usage(`${module} does not exist`);
   if (world === undefined) world = await worldOf(entry);
-  if (world !== "operator" && world !== "async-operator") usage(`--world is operator or async-operator, not ${world}`);
-  const glue = world === "operator"
-    ? `import { exportOperator } from "./weir-sdk/component.js";\nexport const handler = exportOperator(Operator);\n`
-    : `import { exportAsyncOperator } from "./weir-sdk/async-component.js";\nexport const asyncHandler = exportAsyncOperator(Operator);\n`;
+  if (!(world in GLUE)) usage(`--world is one of ${Object.keys(GLUE).join(", ")}, not ${world}`);
+  const glue = GLUE[world];
   const out = mkdtempSync(join(tmpdir(), "weir-js-build-"));
   const started = Date.now();
   try {
@@ -118,7 +124,7 @@ async function build(args) {
   }
 }
 
-/** The world of the module's default export: its class's `weirWorld` (AsyncOperator sets it). */
+/** The world of the module's default export: its class's `weirWorld` (AsyncOperator, Source and Sink set it). */
 async function worldOf(entry) {
   try {
     const m = await import(pathToFileURL(entry).href);

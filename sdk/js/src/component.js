@@ -12,6 +12,7 @@ import * as timers from "weir:plugin/timers@0.1.0";
 import * as inputs from "weir:plugin/inputs@0.1.0";
 import { log } from "weir:plugin/log@0.1.0";
 import { Runtime, OpenError, StateError, Timer, describe } from "./core.js";
+import { own } from "./frame.js";
 
 function stateCall(f, ...args) {
   try {
@@ -27,13 +28,6 @@ class StateErrorFromHost extends StateError {
   constructor(v) {
     super(v.tag, v.tag === "too-large" ? String(v.val) : v.val);
   }
-}
-
-// componentize-js lowers a Uint8Array argument from the start of its
-// ArrayBuffer, ignoring the view's offset: a view into a batch (a record's
-// key) must be copied before it crosses into the host.
-function own(bytes) {
-  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
 }
 
 // componentize-js 0.23 lifts an s64 result as if it were unsigned (the

@@ -73,6 +73,20 @@ export const codecs = {
   json: { name: "json", encode: (v) => asBytes(JSON.stringify(v)), decode: (b) => JSON.parse(textDecoder.decode(b)) },
   /** Raw bytes (the default). */
   bytes: { name: "bytes", encode: asBytes, decode: (b) => b },
+  /**
+   * A list of byte strings (strings as UTF-8), each a `u32` little-endian
+   * length then the bytes; decodes to Uint8Arrays. A sink's handle that
+   * holds several request bodies, say.
+   */
+  list: {
+    name: "list",
+    encode(items) {
+      const w = new Writer(256);
+      for (const item of items) w.lp(asBytes(item));
+      return w.finish();
+    },
+    decode: (b) => frame.readLpList(b),
+  },
 };
 
 /** A Uint8Array as a string usable as a Map key (one char per byte). */
@@ -159,6 +173,10 @@ export class Output {
   }
   get length() {
     return this.count;
+  }
+  /** The bytes emitted so far, in frame format (what a source's `maxBytes` counts). */
+  get size() {
+    return this.w.len;
   }
 }
 

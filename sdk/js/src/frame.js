@@ -31,6 +31,16 @@ export function asBytes(v) {
   throw new TypeError(`expected a string or bytes, got ${v === null ? "null" : typeof v}`);
 }
 
+/**
+ * `bytes` itself, or a copy when it is a view into a larger buffer:
+ * componentize-js lowers a Uint8Array crossing into the host from the start
+ * of its ArrayBuffer, ignoring the view's offset, so a view (a record's key
+ * in its batch) must be copied first.
+ */
+export function own(bytes) {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+}
+
 function view(buf) {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }

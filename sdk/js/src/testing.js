@@ -10,13 +10,16 @@
 //   assert.equal(out[0].text, '{"key":"a","sum":2}');
 //
 // AsyncHarness does the same for an AsyncOperator, with the lookups
-// answered by the test (FakeIo).
+// answered by the test (FakeIo); SourceHarness and SinkHarness drive a
+// Source or Sink through the calls weir makes, `this.io` answered the same
+// way.
 
 import * as frame from "./frame.js";
 import { asBytes } from "./frame.js";
 import { Runtime, Record, Timer, StateError, OpenError, byteKey, codecs, EVENT_TIME, PROCESSING_TIME, MIN_WATERMARK } from "./core.js";
 
 import { AsyncRuntime, IoError } from "./async.js";
+import { SinkRuntime, SourceRuntime } from "./connector.js";
 
 export { OpenError };
 
@@ -155,8 +158,7 @@ export class Harness {
       throw new TypeError("inputs is a non-empty array of input names");
     }
     this.host = new MemoryHost([...inputs]);
-    const json = typeof config === "string" ? config : JSON.stringify(config);
-    this.rt = new Runtime(OpClass, { pipeline: "test", operator: "op", subtask, parallelism }, json, this.host);
+    this.rt = new Runtime(OpClass, { pipeline: "test", operator: "op", subtask, parallelism }, configJson(config), this.host);
     // `calls` counts the batches' host calls, not the input names the SDK
     // asks for once when it opens the operator.
     this.host.calls = {};
@@ -290,8 +292,7 @@ export class FakeIo {
 export class AsyncHarness {
   constructor(OpClass, config = {}, answers = {}, { subtask = 0, parallelism = 1 } = {}) {
     this.io = new FakeIo(answers);
-    const json = typeof config === "string" ? config : JSON.stringify(config);
-    this.rt = new AsyncRuntime(OpClass, { pipeline: "test", operator: "op", subtask, parallelism }, json, this.io);
+    this.rt = new AsyncRuntime(OpClass, { pipeline: "test", operator: "op", subtask, parallelism }, configJson(config), this.io);
   }
   /** The operator instance. */
   get operator() {
@@ -302,5 +303,101 @@ export class AsyncHarness {
     const w = new frame.Writer();
     frame.writeFrame(w, r.key, r.value, r.timestamp, r.rawHeaders);
     return decode(this.rt.process(w.finish()));
+  }
+}
+
+/** A config given as an object or as JSON text, as JSON text. */
+function configJson(config) {
+  return typeof config === "string" ? config : JSON.stringify(config);
+}
+
+function connectorInfo({ subtask = 0, parallelism = 1, checkpointing = true }) {
+  return { pipeline: "test", name: "connector", subtask, parallelism, checkpointing };
+}
+
+/**
+ * Runs one source instance natively through the calls weir makes:
+ *
+ *   const h = new SourceHarness(Counter, { count: 3 });
+ *   assert.deepEqual(h.poll().map((r) => r.text), ['{"id":0}', '{"id":1}', '{"id":2}']);
+ *   assert.equal(h.said, "ready");
+ *
+ * `poll` returns the records emitted and sets `said` to "ready", "idle"
+ * (`idleMs`) or "finished"; failures throw UserError or ExternalError as
+ * weir would see them. `answers` build the FakeIo (`h.io`); `options` are
+ * `subtask`, `parallelism` and `checkpointing`.
+ */
+export class SourceHarness {
+  constructor(Cls, config = {}, answers = {}, options = {}) {
+    this.io = new FakeIo(answers);
+    this.rt = new SourceRuntime(Cls, connectorInfo(options), configJson(config), this.io);
+    this.said = null;
+    this.idleMs = null;
+  }
+  /** The source instance. */
+  get source() {
+    return this.rt.source;
+  }
+  /** `restore` with the positions of every subtask (Uint8Arrays). */
+  restore(positions) {
+    this.rt.restore(positions);
+  }
+  /** One `poll`: the records emitted. */
+  poll(maxBytes = 1 << 20) {
+    const r = this.rt.poll(maxBytes);
+    this.said = r.tag;
+    this.idleMs = r.tag === "idle" ? r.val : null;
+    return r.tag === "ready" ? decode(r.val) : [];
+  }
+  /** `snapshot`: the position, as a Uint8Array. */
+  snapshot() {
+    return this.rt.snapshot();
+  }
+  /** `checkpointComplete`. */
+  checkpointComplete(checkpoint, position) {
+    this.rt.checkpointComplete(checkpoint, position);
+  }
+}
+
+/**
+ * Runs one sink instance natively through the calls weir makes:
+ *
+ *   const h = new SinkHarness(Hook, { url: "http://x/in" }, { http: () => [200, ""] });
+ *   h.start();
+ *   h.write([record(null, '{"id":1}')]);
+ *   h.commit(1, h.preCommit(1));
+ *
+ * Failures throw UserError or ExternalError as weir would see them.
+ */
+export class SinkHarness {
+  constructor(Cls, config = {}, answers = {}, options = {}) {
+    this.io = new FakeIo(answers);
+    this.rt = new SinkRuntime(Cls, connectorInfo(options), configJson(config), this.io);
+  }
+  /** The sink instance. */
+  get sink() {
+    return this.rt.sink;
+  }
+  /** `start`; `recovered` is null or `[{ checkpoint, handle }]`. */
+  start(recovered = null) {
+    this.rt.start(recovered);
+  }
+  /** `write` of one batch of records (see `record`). */
+  write(records) {
+    const w = new frame.Writer();
+    for (const r of records) frame.writeFrame(w, r.key, r.value, r.timestamp, r.rawHeaders);
+    this.rt.write(w.finish());
+  }
+  /** `preCommit`: the handle, as a Uint8Array. */
+  preCommit(checkpoint) {
+    return this.rt.preCommit(checkpoint);
+  }
+  /** `commit`. */
+  commit(checkpoint, handle) {
+    this.rt.commit(checkpoint, handle);
+  }
+  /** `flush`. */
+  flush() {
+    this.rt.flush();
   }
 }

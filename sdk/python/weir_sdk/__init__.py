@@ -27,8 +27,16 @@ An *async* operator (:class:`AsyncOperator`, exported with
 :class:`Io` for HTTP, SQL and key-value lookups; it raises
 :class:`Transient` (retried, then dead-lettered) or :class:`Permanent`
 (dead-lettered at once).
+
+A *source* or *sink* written as a plugin (:class:`Source`, :class:`Sink`,
+exported with :func:`export_source` as ``SourceHandler`` or
+:func:`export_sink` as ``SinkHandler``) gets the same :class:`Record` and
+:class:`Output`, reaches the outside through ``self.io`` (:class:`Io`),
+and raises :class:`UserError` (stop) or :class:`ExternalError` (stop,
+restart from the last checkpoint may help).
 """
 
+from ._connector import FINISHED, Committable, ConnectorInfo, ExternalError, Idle, Sink, Source, UserError, idle
 from ._async import AsyncOperator, HttpResponse, Io, IoError, Permanent, SqlRows, Transient
 from ._core import (
     BYTES,
@@ -36,6 +44,7 @@ from ._core import (
     F64,
     I64,
     JSON,
+    LIST,
     PROCESSING_TIME,
     STR,
     U64,
@@ -54,10 +63,12 @@ from ._core import (
 )
 
 __all__ = [
-    "BYTES", "EVENT_TIME", "F64", "I64", "JSON", "PROCESSING_TIME", "STR", "U64",
+    "BYTES", "EVENT_TIME", "F64", "I64", "JSON", "LIST", "PROCESSING_TIME", "STR", "U64",
     "Codec", "Context", "Error", "OpenInfo", "Operator", "Output", "Record", "StateError",
     "TimeDomain", "Timer", "export", "filter", "map",
     "AsyncOperator", "HttpResponse", "Io", "IoError", "Permanent", "SqlRows", "Transient", "export_async",
+    "Committable", "ConnectorInfo", "ExternalError", "FINISHED", "Idle", "Sink", "Source", "UserError",
+    "export_sink", "export_source", "idle",
 ]
 
 __version__ = "0.1.0"
@@ -84,3 +95,27 @@ def export_async(op_class):
     from .async_component import handler
 
     return handler(op_class)
+
+
+def export_source(source_class):
+    """Makes ``source_class`` (a :class:`Source` subclass) the component's
+    source (world ``weir:plugin/source``). Assign the result to
+    ``SourceHandler`` at the top level of the app module; ``python -m
+    weir_sdk build`` then builds that world."""
+    if not (isinstance(source_class, type) and issubclass(source_class, Source)):
+        raise TypeError(f"weir_sdk.export_source takes a Source subclass, not {source_class!r}")
+    from .connector_component import source_handler_class
+
+    return source_handler_class(source_class)
+
+
+def export_sink(sink_class):
+    """Makes ``sink_class`` (a :class:`Sink` subclass) the component's sink
+    (world ``weir:plugin/sink``). Assign the result to ``SinkHandler`` at
+    the top level of the app module; ``python -m weir_sdk build`` then
+    builds that world."""
+    if not (isinstance(sink_class, type) and issubclass(sink_class, Sink)):
+        raise TypeError(f"weir_sdk.export_sink takes a Sink subclass, not {sink_class!r}")
+    from .connector_component import sink_handler_class
+
+    return sink_handler_class(sink_class)

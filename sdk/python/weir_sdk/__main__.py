@@ -1,9 +1,11 @@
 """``python -m weir_sdk build APP -o OUT.wasm``: builds the module APP into a
 weir operator component with componentize-py, against the WIT contract
 shipped in this package. APP defines ``Handler`` (from
-:func:`weir_sdk.export`: world ``operator``) or ``AsyncHandler`` (from
-:func:`weir_sdk.export_async`: world ``async-operator``); the build imports
-APP natively to see which."""
+:func:`weir_sdk.export`: world ``operator``), ``AsyncHandler`` (from
+:func:`weir_sdk.export_async`: world ``async-operator``), ``SourceHandler``
+(from :func:`weir_sdk.export_source`: world ``source``) or ``SinkHandler``
+(from :func:`weir_sdk.export_sink`: world ``sink``); the build imports APP
+natively to see which."""
 
 import argparse
 import os
@@ -20,7 +22,7 @@ def main(argv=None):
     build.add_argument("app", help="the module that defines Handler (app for app.py)")
     build.add_argument("-o", "--output", required=True, help="the .wasm file to write")
     build.add_argument("-p", "--path", action="append", default=[], help="extra directory to find modules in (repeatable); the current directory is searched")
-    build.add_argument("--world", choices=["operator", "async-operator"], help="the WIT world (default: from what APP exports)")
+    build.add_argument("--world", choices=list(_WORLDS.values()), help="the WIT world (default: from what APP exports)")
     args = parser.parse_args(argv)
     world = args.world or _world_of(args.app, args.path)
 
@@ -37,9 +39,12 @@ def main(argv=None):
     sys.exit(code)
 
 
+# What an app module assigns, and the world it builds.
+_WORLDS = {"Handler": "operator", "AsyncHandler": "async-operator", "SourceHandler": "source", "SinkHandler": "sink"}
+
+
 def _world_of(app, paths):
-    """``async-operator`` if the module APP defines ``AsyncHandler``,
-    ``operator`` if it defines ``Handler``."""
+    """The world of what the module APP exports (see ``_WORLDS``)."""
     import importlib
 
     sys.path[:0] = [os.getcwd(), *paths]
@@ -47,11 +52,13 @@ def _world_of(app, paths):
         module = importlib.import_module(app)
     except Exception as e:
         sys.exit(f"weir_sdk build: importing {app} to see what it exports failed: {type(e).__name__}: {e} (or pass --world)")
-    if hasattr(module, "AsyncHandler"):
-        return "async-operator"
-    if hasattr(module, "Handler"):
-        return "operator"
-    sys.exit(f"weir_sdk build: {app} defines neither Handler = weir_sdk.export(...) nor AsyncHandler = weir_sdk.export_async(...)")
+    found = [name for name in _WORLDS if hasattr(module, name)]
+    if len(found) == 1:
+        return _WORLDS[found[0]]
+    if found:
+        sys.exit(f"weir_sdk build: {app} defines {' and '.join(found)}; a component is one plugin (pass --world to choose)")
+    sys.exit(f"weir_sdk build: {app} defines none of Handler = weir_sdk.export(...), AsyncHandler = weir_sdk.export_async(...), "
+             "SourceHandler = weir_sdk.export_source(...) or SinkHandler = weir_sdk.export_sink(...)")
 
 
 def _componentize_py():

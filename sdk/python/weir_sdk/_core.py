@@ -85,6 +85,19 @@ BYTES = Codec("BYTES", as_bytes, bytes)
 """Raw bytes (the default)."""
 
 
+def _encode_list(items):
+    out = bytearray()
+    for item in items:
+        _frame.put_lp(out, as_bytes(item))
+    return bytes(out)
+
+
+LIST = Codec("LIST", _encode_list, _frame.read_lp_list)
+"""A list of byte strings (str as UTF-8), each a ``u32`` little-endian
+length then the bytes; decodes to a list of bytes. A sink's handle that
+holds several request bodies, say."""
+
+
 class OpenInfo:
     """Who an instance is, given to :meth:`Operator.open`. ``inputs`` is
     the operator's input names (:meth:`Context.input_names`; a join can
@@ -177,6 +190,12 @@ class Output:
 
     def __len__(self):
         return self._count
+
+    @property
+    def size(self):
+        """The bytes emitted so far, in frame format (what a source's
+        ``max_bytes`` counts)."""
+        return len(self._buf)
 
     def _bytes(self):
         return bytes(self._buf)

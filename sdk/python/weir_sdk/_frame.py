@@ -116,6 +116,8 @@ def read_lp_list(buf):
     """The fields of a length-prefixed list (as ``state.get-many`` takes keys)."""
     out, at = [], 0
     while at < len(buf):
+        if at + 4 > len(buf):
+            raise FrameError("truncated length-prefixed list")
         (n,) = _U32.unpack_from(buf, at)
         out.append(bytes(buf[at + 4:at + 4 + n]))
         at += 4 + n

@@ -4,46 +4,13 @@ world and an :class:`weir_sdk.AsyncOperator`. Used through
 inside a component build of that world."""
 
 from . import _async, _core
+from .io_component import WasmIo
 
 try:
     from componentize_py_types import Err
     from wit_world.exports import async_handler
-    from wit_world.imports import async_io
-except ImportError:  # natively, or in a build of the batch world
-    Err = async_handler = async_io = None
-
-
-class _WasmIo:
-    """The host's ``async-io`` imports, their errors raised as :class:`IoError`."""
-
-    def _call(self, f, *args):
-        try:
-            return f(*args)
-        except Err as e:
-            raise _async.IoError(str(e.value)) from None
-
-    def http(self, method, url, headers, body):
-        r = self._call(async_io.http, method, url, headers, body)
-        return r.status, r.headers, r.body
-
-    def sql(self, connection, query, params):
-        rows = self._call(async_io.sql, connection, query, [_sql_value(p) for p in params])
-        return rows.columns, rows.rows
-
-    def kv_get(self, store, key):
-        return self._call(async_io.kv_get, store, key)
-
-
-def _sql_value(v):
-    if v is None:
-        return async_io.SqlValue_Null()
-    if isinstance(v, bool):
-        return async_io.SqlValue_Boolean(v)
-    if isinstance(v, int):
-        return async_io.SqlValue_Int(v)
-    if isinstance(v, float):
-        return async_io.SqlValue_Float(v)
-    return async_io.SqlValue_Text(v)
+except ImportError:  # natively, or in a build of another world
+    Err = async_handler = None
 
 
 def handler(op_class):
@@ -57,7 +24,7 @@ def handler(op_class):
                     op_class,
                     _core.OpenInfo(info.pipeline, info.operator, info.subtask, info.parallelism),
                     info.config,
-                    _WasmIo(),
+                    WasmIo(),
                 )
             except _core.OpenError as e:
                 raise Err(str(e)) from None
