@@ -158,10 +158,17 @@ fn a_javascript_sink_plugin_survives_sigkills_leaving_each_record_once_by_key() 
 fn a_source_plugin_resumes_from_its_checkpointed_position_after_sigkills() {
     let s = Scratch::new();
     const N: u64 = 30_000;
-    s.pipeline(
-        "p.toml",
-        &format!(
-            r#"
+    s.pipeline("p.toml", &sequence_pipeline(N));
+    let (out, _) = three_kills_then_finish(&s, "rust", &mut Lcg(5), || committed_lines(&s.path("out")));
+    assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
+    assert_each_number_once(&s, N);
+}
+
+/// The fixture sequence source (`0..count` at 4000 records/s per subtask,
+/// parallelism 2) into a file sink, checkpointed every 200 ms.
+fn sequence_pipeline(count: u64) -> String {
+    format!(
+        r#"
 name = "sequence"
 [checkpoint]
 interval = "200ms"
@@ -169,16 +176,18 @@ interval = "200ms"
 type = "wasm"
 plugin = "fixture-sequence-source"
 parallelism = 2
-config = {{ count = {N}, rate = 4000 }}
+config = {{ count = {count}, rate = 4000 }}
 [sinks.out]
 type = "file"
 path = "out/part-{{subtask}}.jsonl"
 input = "numbers"
 "#
-        ),
-    );
-    let (out, _) = three_kills_then_finish(&s, "rust", &mut Lcg(5), || committed_lines(&s.path("out")));
-    assert!(out.status.success(), "the last run finishes: {}", String::from_utf8_lossy(&out.stderr));
+    )
+}
+
+/// The sequence pipeline's output holds `0..count`, each number once, in
+/// the file of the subtask whose split it is.
+fn assert_each_number_once(s: &Scratch, count: u64) {
     let mut ids = Vec::new();
     for (subtask, part) in part_files(&s.path("out")).iter().enumerate() {
         for line in String::from_utf8_lossy(part).lines() {
@@ -188,8 +197,8 @@ input = "numbers"
         }
     }
     ids.sort_unstable();
-    let expected: Vec<u64> = (0..N).collect();
-    assert!(ids == expected, "each record exactly once: {} lines, {} distinct, want {N}", ids.len(), ids.iter().collect::<BTreeSet<_>>().len());
+    let expected: Vec<u64> = (0..count).collect();
+    assert!(ids == expected, "each record exactly once: {} lines, {} distinct, want {count}", ids.len(), ids.iter().collect::<BTreeSet<_>>().len());
 }
 
 /// Writes `bytes` as plugin `file` in `s`'s `plugins/`, the way to install
@@ -283,26 +292,7 @@ fn a_source_plugin_is_hot_reloaded_at_a_checkpoint_losing_and_repeating_nothing(
     install(&s, "fixture_sequence_source.wasm", &original);
     // 8 s at 4000 records/s per subtask: time for two reloads.
     const N: u64 = 64_000;
-    s.write(
-        "p.toml",
-        &format!(
-            r#"
-plugin-dir = "plugins"
-name = "sequence"
-[checkpoint]
-interval = "200ms"
-[sources.numbers]
-type = "wasm"
-plugin = "fixture-sequence-source"
-parallelism = 2
-config = {{ count = {N}, rate = 4000 }}
-[sinks.out]
-type = "file"
-path = "out/part-{{subtask}}.jsonl"
-input = "numbers"
-"#
-        ),
-    );
+    s.write("p.toml", format!("plugin-dir = \"plugins\"\n{}", sequence_pipeline(N)));
     let log = std::fs::File::create(s.path("weir.log")).unwrap();
     let mut child = s.command(&["run", "--metrics-address", "off", "p.toml"]).env("WEIR_LOG", "warn,weir::reload=info").stderr(log).spawn().expect("weir");
     std::thread::sleep(Duration::from_millis(1000));
@@ -317,15 +307,7 @@ input = "numbers"
     let text = std::fs::read_to_string(s.path("weir.log")).unwrap();
     assert!(status.success(), "{text}");
     assert!(text.contains("[sources.numbers] subtask 0 runs plugin version") && text.contains("[sources.numbers] subtask 1 runs plugin version"), "both subtasks swapped before the end: {text}");
-    let mut ids = Vec::new();
-    for part in part_files(&s.path("out")) {
-        for line in String::from_utf8_lossy(&part).lines() {
-            ids.push(serde_json::from_str::<serde_json::Value>(line).expect("JSON")["id"].as_u64().expect("an id"));
-        }
-    }
-    ids.sort_unstable();
-    let expected: Vec<u64> = (0..N).collect();
-    assert!(ids == expected, "each record exactly once: {} lines, {} distinct, want {N}", ids.len(), ids.iter().collect::<BTreeSet<_>>().len());
+    assert_each_number_once(&s, N);
 }
 
 /// Hot reload of a sink plugin at a checkpoint: the new version commits
