@@ -126,7 +126,7 @@ impl PluginConnectorConfig {
 
     /// Loads the plugin and prepares what its instance runs on: the
     /// runtime its I/O is awaited on and the grants of the section.
-    fn prepare_run(&self, ctx: &ConnectorContext, section: &str, waits: Arc<OnceLock<Arc<dyn WaitObserver>>>) -> Result<Prepared, ConnectorError> {
+    fn prepare_run(&self, ctx: &ConnectorContext, section: &str, waits: Arc<OnceLock<Arc<dyn WaitObserver>>>) -> Result<(Runner, Setup), ConnectorError> {
         let plugin = self.load(&ctx.services)?;
         tracing::info!(plugin = %plugin.name, version = plugin.short_hash(), kind = plugin.kind(), cached = plugin.from_cache, "loaded connector plugin");
         let connections = ctx.services.get::<weir_async::Connections>().cloned().unwrap_or_default();
@@ -146,50 +146,36 @@ impl PluginConnectorConfig {
             config_json: weir_connector::config::config_json(&self.config),
             checkpointing: self.checkpointing,
         };
-        Ok(Prepared {
-            runner: Runner { runtime, timeout: self.timeout.0, plugin: Arc::new(plugin), section: section.to_owned(), broken: None },
+        let runner = Runner { runtime, timeout: self.timeout.0, plugin: Arc::new(plugin), section: section.to_owned(), broken: None };
+        let swaps = ctx.services.get::<Arc<ConnectorSwaps>>().cloned();
+        if let Some(s) = &swaps {
+            s.runs(section, &runner.plugin.hash);
+        }
+        let setup = Setup {
             info,
             limits: ctx.services.get::<Limits>().copied().unwrap_or_default(),
             io: Arc::new(WatchedIo { io, waits }),
-            swaps: ctx.services.get::<Arc<ConnectorSwaps>>().cloned(),
-        })
+            swaps,
+            seen: 0,
+        };
+        Ok((runner, setup))
     }
 }
 
-/// What opening an instance takes.
-struct Prepared {
-    runner: Runner,
+/// What one subtask's instance is opened with (the running one, and a
+/// new version swapped in by a hot reload alike), and where new versions
+/// of its plugin are offered.
+struct Setup {
     info: ConnectorInfo,
     limits: Limits,
     io: Arc<dyn IoProvider>,
-    /// Where new versions are offered (none in `weir check` and tests that
-    /// build a connector by hand).
+    /// None in `weir check` and tests that build a connector by hand.
     swaps: Option<Arc<ConnectorSwaps>>,
-}
-
-impl Prepared {
-    /// Splits into the runner and what a hot reload needs, recording the
-    /// version this subtask opens.
-    fn into_parts(self) -> (Runner, ConnectorInfo, Limits, Arc<dyn IoProvider>, Reload) {
-        if let Some(s) = &self.swaps {
-            s.runs(&self.runner.section, &self.runner.plugin.hash);
-        }
-        let reload = Reload { swaps: self.swaps, seen: 0, info: self.info.clone(), limits: self.limits, io: self.io.clone() };
-        (self.runner, self.info, self.limits, self.io, reload)
-    }
-}
-
-/// Hot reload of one subtask's plugin: where new versions are offered and
-/// what the running instance was opened with (a new one is opened alike).
-struct Reload {
-    swaps: Option<Arc<ConnectorSwaps>>,
+    /// The offers' generation this subtask last looked at.
     seen: u64,
-    info: ConnectorInfo,
-    limits: Limits,
-    io: Arc<dyn IoProvider>,
 }
 
-impl Reload {
+impl Setup {
     /// A version offered since the last look that `runner` does not run.
     fn offered(&mut self, runner: &Runner) -> Option<Arc<Plugin>> {
         self.swaps.as_ref()?.offered(&runner.section, &mut self.seen, &runner.plugin)

@@ -1,6 +1,6 @@
 //! `[sinks.NAME] type = "wasm"`.
 
-use crate::{PluginConnectorConfig, Reload, Runner};
+use crate::{PluginConnectorConfig, Runner, Setup};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 use weir_connector::services::Services;
@@ -42,7 +42,7 @@ pub struct PluginSink {
     runner: Runner,
     instance: SinkInstance,
     waits: Arc<OnceLock<Arc<dyn WaitObserver>>>,
-    reload: Reload,
+    setup: Setup,
 }
 
 impl std::fmt::Debug for PluginSink {
@@ -56,10 +56,10 @@ impl PluginSink {
     pub fn open(config: &PluginConnectorConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
         let waits = Arc::new(OnceLock::new());
         let section = format!("sinks.{}", ctx.name);
-        let (mut runner, info, limits, io, reload) = config.prepare_run(ctx, &section, waits.clone())?.into_parts();
+        let (mut runner, setup) = config.prepare_run(ctx, &section, waits.clone())?;
         let plugin = runner.plugin.clone();
-        let instance = runner.call("open", SinkInstance::open(&plugin, &info, limits, io))?;
-        Ok(Self { runner, instance, waits, reload })
+        let instance = runner.call("open", SinkInstance::open(&plugin, &setup.info, setup.limits, setup.io.clone()))?;
+        Ok(Self { runner, instance, waits, setup })
     }
 
     /// Swaps in a new version offered since the last look. Called where
@@ -67,16 +67,16 @@ impl PluginSink {
     /// `pre-commit` (the new one commits that handle) or a `flush`. The new
     /// instance starts as a restored one with nothing to publish.
     fn take_offer(&mut self) -> Result<(), ConnectorError> {
-        let Some(new) = self.reload.offered(&self.runner) else { return Ok(()) };
-        if !self.reload.info.checkpointing {
+        let Some(new) = self.setup.offered(&self.runner) else { return Ok(()) };
+        if !self.setup.info.checkpointing {
             self.runner.call("flush", self.instance.flush())?;
         }
-        let (info, limits, io) = (&self.reload.info, self.reload.limits, self.reload.io.clone());
+        let (info, limits, io) = (&self.setup.info, self.setup.limits, self.setup.io.clone());
         let opened = self.runner.trial(&new, "open", SinkInstance::open(&new, info, limits, io)).and_then(|mut instance| {
             self.runner.trial(&new, "start", instance.start(Some(Vec::new())))?;
             Ok(instance)
         });
-        self.reload.settle(&mut self.runner, &mut self.instance, new, opened);
+        self.setup.settle(&mut self.runner, &mut self.instance, new, opened);
         Ok(())
     }
 }
@@ -88,7 +88,7 @@ impl Sink for PluginSink {
     }
 
     fn write(&mut self, batch: &[u8], records: usize) -> Result<(), ConnectorError> {
-        if !self.reload.info.checkpointing {
+        if !self.setup.info.checkpointing {
             self.take_offer()?;
         }
         let records = u32::try_from(records).unwrap_or(u32::MAX);

@@ -1,6 +1,6 @@
 //! `[sources.NAME] type = "wasm"`.
 
-use crate::{PluginConnectorConfig, Reload, Runner};
+use crate::{PluginConnectorConfig, Runner, Setup};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -41,7 +41,7 @@ impl SourceConfig for PluginSourceConfig {
 pub struct PluginSource {
     runner: Runner,
     instance: SourceInstance,
-    reload: Reload,
+    setup: Setup,
 }
 
 impl std::fmt::Debug for PluginSource {
@@ -54,39 +54,39 @@ impl PluginSource {
     /// Loads the plugin and opens its instance for the context's subtask.
     pub fn open(config: &PluginConnectorConfig, ctx: &ConnectorContext) -> Result<Self, ConnectorError> {
         let section = format!("sources.{}", ctx.name);
-        let (mut runner, info, limits, io, reload) = config.prepare_run(ctx, &section, Arc::new(OnceLock::new()))?.into_parts();
+        let (mut runner, setup) = config.prepare_run(ctx, &section, Arc::new(OnceLock::new()))?;
         let plugin = runner.plugin.clone();
-        let instance = runner.call("open", SourceInstance::open(&plugin, &info, limits, io))?;
-        Ok(Self { runner, instance, reload })
+        let instance = runner.call("open", SourceInstance::open(&plugin, &setup.info, setup.limits, setup.io.clone()))?;
+        Ok(Self { runner, instance, setup })
     }
 
     /// Swaps in a new version offered since the last look, restored to
     /// `position` (the running version's, taken just now); `None` takes the
     /// running version's snapshot first.
     fn take_offer(&mut self, position: Option<&[u8]>) {
-        let Some(new) = self.reload.offered(&self.runner) else { return };
+        let Some(new) = self.setup.offered(&self.runner) else { return };
         let position = match position {
             Some(p) => Ok(p.to_vec()),
             None => self.runner.trial(&self.runner.plugin, "snapshot", self.instance.snapshot()).map_err(|e| format!("the running version's {e}")),
         };
-        let (info, limits, io) = (&self.reload.info, self.reload.limits, self.reload.io.clone());
+        let (info, limits, io) = (&self.setup.info, self.setup.limits, self.setup.io.clone());
         let opened = position.and_then(|position| {
             let mut instance = self.runner.trial(&new, "open", SourceInstance::open(&new, info, limits, io))?;
             // Positions by subtask, as from a checkpoint at this
             // parallelism; only this subtask's is known (the others run
             // on), so theirs are empty: nothing to restore.
-            let mut positions = vec![Vec::new(); self.reload.info.parallelism as usize];
-            positions[self.reload.info.subtask as usize] = position;
+            let mut positions = vec![Vec::new(); self.setup.info.parallelism as usize];
+            positions[self.setup.info.subtask as usize] = position;
             self.runner.trial(&new, "restore", instance.restore(&positions))?;
             Ok(instance)
         });
-        self.reload.settle(&mut self.runner, &mut self.instance, new, opened);
+        self.setup.settle(&mut self.runner, &mut self.instance, new, opened);
     }
 }
 
 impl Source for PluginSource {
     fn poll(&mut self, out: &mut BatchWriter, target_bytes: usize) -> Result<Poll, ConnectorError> {
-        if !self.reload.info.checkpointing {
+        if !self.setup.info.checkpointing {
             self.take_offer(None);
         }
         let max = u32::try_from(target_bytes).unwrap_or(u32::MAX);
