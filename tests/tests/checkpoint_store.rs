@@ -4,7 +4,9 @@
 //! SIGKILLs of weir and a hung store mid-run change nothing in the output;
 //! a corrupt checkpoint in the bucket is caught and an older one used; a
 //! store that cannot be reached at start is an error that says so, never a
-//! fresh start; bad keys are named.
+//! fresh start; bad keys are named; one run at a time writes a pipeline's
+//! checkpoints in the bucket (the claim), and a run whose claim was taken
+//! over stops.
 
 use std::time::Duration;
 use weir_test_support::s3::Moto;
@@ -107,6 +109,73 @@ fn a_corrupt_checkpoint_in_the_bucket_falls_back_to_the_previous_one() {
     assert!(stderr.contains("sum-0.state is corrupt: checksum mismatch"), "the warning names the file: {stderr}");
     assert!(stderr.contains(&format!("falling back to checkpoint {}", ids[ids.len() - 2])), "{stderr}");
     assert!(output(&s) == expected, "output differs from the uninterrupted run's");
+}
+
+/// A claim object as another host's run would write it, last renewed
+/// `renewed_ago` before now.
+fn foreign_claim(renewed_ago: Duration) -> Vec<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let renewed = now - renewed_ago.as_millis() as u64;
+    format!(r#"{{"host":"elsewhere","pid":4242,"run":"0","since_ms":{renewed},"renewed_ms":{renewed},"timeout_ms":30000}}"#).into_bytes()
+}
+
+/// Two runs must never write the same checkpoints. The local run lock
+/// cannot see other hosts, so a run claims the pipeline's keys in the
+/// bucket: a second run (another `checkpoint.dir`, as on another host) is
+/// refused while the first holds the claim; a run whose claim is taken
+/// over (as by a host that judged it lapsed) completes no further
+/// checkpoint and stops; a live claim of another host is refused, a lapsed
+/// one taken over, and the output is still each record once.
+#[test]
+fn one_run_at_a_time_writes_the_checkpoints_in_a_bucket() {
+    let count = 500_000;
+    let expected = reference(count);
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    let s = Scratch::new();
+    let checkpoint = in_bucket(&s, &moto.endpoint());
+    s.pipeline("p.toml", &pipeline(count, 100_000, &checkpoint));
+    // The same pipeline with its own local directory, as on another host.
+    s.pipeline("q.toml", &pipeline(count, 100_000, &format!("dir = \"elsewhere\"\n{checkpoint}")));
+    let claim = "weir/sums/_claim";
+    let mut first = s.command(&RUN).spawn().expect("weir");
+    let claimed = weir_test_support::wait_until(Duration::from_secs(30), || checkpoints(&moto).len() >= 2);
+    assert!(claimed && moto.list(BUCKET, "weir/sums/").iter().any(|k| k == claim), "the first run checkpoints: {:?}", moto.list(BUCKET, ""));
+
+    let second = s.command(&["run", "--quiet", "--metrics-address", "off", "q.toml"]).output().expect("weir");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "the second run does not start: {stderr}");
+    assert!(stderr.contains(&format!("the checkpoints at s3://{BUCKET}/weir/sums are claimed by weir on host")), "{stderr}");
+    assert!(stderr.contains(&format!("(pid {},", first.id())), "the message names the holder: {stderr}");
+
+    // Another host takes the claim over: the first run stops, at most the
+    // checkpoint it had confirmed already completing.
+    moto.put(BUCKET, claim, &foreign_claim(Duration::ZERO));
+    let at_takeover = *checkpoints(&moto).last().unwrap();
+    let stopped = weir_test_support::wait_until(Duration::from_secs(20), || first.try_wait().unwrap().is_some());
+    if !stopped {
+        let _ = first.kill();
+    }
+    let out = first.wait_with_output().expect("weir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stopped, "the run whose claim was taken over stops");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("this run lost its claim on the checkpoints") && stderr.contains("weir on host elsewhere (pid 4242"), "{stderr}");
+    let after = *checkpoints(&moto).last().unwrap();
+    assert!(after <= at_takeover + 1, "checkpoints completed after the claim was lost: {at_takeover} then {after}");
+
+    // The other host's claim is live: refused; once it lapsed, taken over,
+    // and the run resumes and finishes.
+    let refused = s.command(&RUN).output().expect("weir");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("claimed by weir on host elsewhere (pid 4242"), "{stderr}");
+    moto.put(BUCKET, claim, &foreign_claim(Duration::from_secs(40)));
+    let stderr = succeed(s.command(&["run", "--metrics-address", "off", "p.toml"]).env("WEIR_LOG", "info"));
+    assert!(stderr.contains("Took over the claim on the checkpoints from weir on host elsewhere (pid 4242") && stderr.contains("it lapsed"), "{stderr}");
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    assert!(output(&s) == expected, "output differs from the uninterrupted run's");
+    assert!(!moto.list(BUCKET, "weir/sums/").iter().any(|k| k == claim), "the run released its claim at the end");
 }
 
 #[test]

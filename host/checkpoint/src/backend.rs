@@ -10,7 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use weir_failpoint::{self as failpoint, Failpoints};
 
 /// A stored file of a checkpoint.
@@ -47,6 +47,16 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     fn remove_temporaries(&self, name: &str) -> Result<(), StoreError>;
     /// Removes the directory of a checkpoint that failed; best effort.
     fn discard(&self, name: &str);
+    /// Claims the checkpoints for this process until the backend is
+    /// dropped, so no other run writes them ([`crate::claim`]). A directory
+    /// needs none: the run lock beside it (`checkpoint.dir`) is its claim.
+    fn claim(&self, _timeout: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Why this process lost its claim, once it has.
+    fn claim_lost(&self) -> Option<String> {
+        None
+    }
     /// Marks a checkpoint in use by this process; returns the marker's name.
     fn pin(&self, name: &str) -> Result<String, StoreError>;
     /// Removes a marker.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// A checkpoint storage failure. Every message names the file or directory at fault.
 ///
-/// The variant is the domain: [`StoreError::Io`] and [`StoreError::Remote`] are external (retrying after fixing the
+/// The variant is the domain: [`StoreError::Io`], [`StoreError::Remote`] and [`StoreError::Claimed`] are external (retrying after fixing the
 /// cause may succeed), [`StoreError::Corrupt`] and [`StoreError::Incomplete`] are bad data
 /// (restore from another checkpoint), [`StoreError::NotFound`] is a wrong choice by the
 /// user, [`StoreError::Invalid`] is a bug in the caller.
@@ -30,6 +30,15 @@ pub enum StoreError {
         /// The object or prefix (`s3://BUCKET/PREFIX/PIPELINE/ID/NAME`).
         location: PathBuf,
         /// The client's error.
+        detail: String,
+    },
+    /// Another run holds the claim on an object store's checkpoints of the pipeline, or took
+    /// this run's claim over: two runs must never write the same checkpoints.
+    #[error("{detail}")]
+    Claimed {
+        /// The claim object (`s3://BUCKET/PREFIX/PIPELINE/_claim`).
+        location: PathBuf,
+        /// Who holds it, since when, and what to do.
         detail: String,
     },
     /// Stored data does not match its manifest, or the manifest cannot be read.
@@ -68,9 +77,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when retrying later may succeed (an I/O error).
+    /// True when retrying later may succeed (an I/O error; a claim, which lapses when its
+    /// holder stops).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Io { .. } | StoreError::Remote { .. })
+        matches!(self, StoreError::Io { .. } | StoreError::Remote { .. } | StoreError::Claimed { .. })
     }
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {

@@ -27,7 +27,7 @@
 //!   renamed) or an object store (an object appears whole with its one `PUT`, so the
 //!   manifest, put last, still marks completion).
 //!
-//! One process writes a pipeline's directory at a time; retention assumes that an incomplete
+//! One process writes a pipeline's directory at a time ([`CheckpointStore::claim`]); retention assumes that an incomplete
 //! directory older than the newest complete checkpoint is abandoned.
 //!
 //! ```
@@ -49,6 +49,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod claim;
 mod error;
 mod manifest;
 mod objects;
@@ -133,6 +134,21 @@ impl CheckpointStore {
         let backend = objects::Objects::new(store, pipeline)?;
         check_pipeline_name(backend.root(), pipeline)?;
         Ok(CheckpointStore { backend: Arc::new(backend), pipeline: pipeline.to_string(), failpoints: failpoint::global().clone() })
+    }
+
+    /// Claims the checkpoints for this run, so that no other run writes them while this store
+    /// lives: in an object store, an object renewed every third of `timeout` and taken over
+    /// only once it lapsed (its holder stopped renewing it for `timeout`) or its holder is a
+    /// process of this host that is gone. A local directory is claimed by the run lock beside
+    /// it instead, and this does nothing. [`StoreError::Claimed`] when another run holds it.
+    pub fn claim(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        self.backend.claim(timeout)
+    }
+
+    /// Why this run lost its claim ([`CheckpointStore::claim`]) to another, once it has: it
+    /// completes no further checkpoint and must stop.
+    pub fn claim_lost(&self) -> Option<String> {
+        self.backend.claim_lost()
     }
 
     /// The pipeline's directory, `ROOT/PIPELINE` (`s3://BUCKET/PREFIX/PIPELINE` in an object

@@ -7,14 +7,18 @@
 //! manifest first. In-use markers carry the host name
 //! (`_in-use.HOST.PID.N`): a marker of this host whose process is gone is
 //! removed, one of another host is honoured (weir cannot see that host's
-//! processes).
+//! processes). A run that writes checkpoints claims the pipeline's keys
+//! first ([`crate::claim`]), so two runs never write the same checkpoints.
 
 use crate::backend::{Backend, FileMeta, marker_name, process_runs};
+use crate::claim::{CLAIM, Claim, ClaimError};
 use crate::{Entry, IN_USE_PREFIX, MANIFEST, StoreError};
 use crate::manifest::Kind;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use weir_failpoint::{self as failpoint, Failpoints};
 use weir_objects::Store;
 
@@ -27,6 +31,8 @@ pub(crate) struct Objects {
     root: PathBuf,
     runtime: tokio::runtime::Runtime,
     host: String,
+    /// This run's claim on the pipeline's keys, once taken.
+    claim: Mutex<Option<Arc<Claim>>>,
 }
 
 impl Objects {
@@ -39,7 +45,7 @@ impl Objects {
             .build()
             .map_err(StoreError::io("start the object store client for", &root))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().replace('.', "-")).unwrap_or_else(|_| "host".into());
-        Ok(Self { store, pipeline: pipeline.to_owned(), root, runtime, host })
+        Ok(Self { store, pipeline: pipeline.to_owned(), root, runtime, host, claim: Mutex::new(None) })
     }
 
     /// Runs a request on the client's runtime from any thread, a runtime's
@@ -84,6 +90,18 @@ impl Objects {
             None => false,
         });
         Ok(found)
+    }
+
+    fn held(&self) -> Option<Arc<Claim>> {
+        self.claim.lock().expect("claim lock").clone()
+    }
+
+    /// The claim's error as the store's.
+    fn claim_error(&self, e: ClaimError, action: &'static str) -> StoreError {
+        match e {
+            ClaimError::Held(detail) => StoreError::Claimed { location: self.root.join(CLAIM), detail },
+            ClaimError::Remote(detail) => StoreError::Remote { action, location: self.root.join(CLAIM), detail },
+        }
     }
 
     fn delete_object(&self, name: &str, file: &str) -> Result<(), StoreError> {
@@ -137,6 +155,10 @@ impl Backend for Objects {
 
     fn write_manifest(&self, name: &str, json: &[u8], failpoints: &Failpoints, id: u64) -> Result<(), StoreError> {
         failpoints.hit("before-completion", id);
+        // Still ours? A run that lost its claim completes no checkpoint.
+        if let Some(claim) = self.held() {
+            self.run(async move { Ok(claim.confirm().await) }, "renew the claim on", CLAIM)?.map_err(|e| self.claim_error(e, "renew the claim on"))?;
+        }
         self.put(name, MANIFEST, Bytes::copy_from_slice(json))
     }
 
@@ -177,6 +199,18 @@ impl Backend for Objects {
         }
     }
 
+    fn claim(&self, timeout: Duration) -> Result<(), StoreError> {
+        let (store, key, location, host) = (self.store.clone(), format!("{}/{CLAIM}", self.pipeline), self.root.display().to_string(), self.host.clone());
+        let taken = self.run(async move { Ok(Claim::take(store, key, location, &host, timeout).await) }, "claim", CLAIM)?;
+        let claim = taken.map_err(|e| self.claim_error(e, "claim"))?;
+        *self.claim.lock().expect("claim lock") = Some(Arc::new(claim));
+        Ok(())
+    }
+
+    fn claim_lost(&self) -> Option<String> {
+        self.held()?.lost()
+    }
+
     fn pin(&self, name: &str) -> Result<String, StoreError> {
         let marker = marker_name(Some(&self.host));
         self.put(name, &marker, Bytes::new()).map_err(|e| match e {
@@ -204,5 +238,14 @@ impl Backend for Objects {
             }
         }
         Ok(live)
+    }
+}
+
+impl Drop for Objects {
+    fn drop(&mut self) {
+        let Some(claim) = self.claim.lock().expect("claim lock").take() else { return };
+        if let Err(e) = self.run(async move { claim.release().await }, "release the claim on", CLAIM) {
+            tracing::warn!("{e}; the next run takes the claim over once it lapses");
+        }
     }
 }

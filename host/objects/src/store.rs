@@ -131,6 +131,44 @@ impl Store {
         }
     }
 
+    /// Reads the object `name` whole with its entity tag (the version a
+    /// [`Store::put_if`] can be made conditional on); `Ok(None)` if there is
+    /// none. S3 only: a local directory has no versions.
+    pub async fn get_tagged(&self, name: &str) -> Result<Option<(Bytes, String)>, String> {
+        let Self::S3 { client, prefix, .. } = self else { return Err(NOT_CONDITIONAL.into()) };
+        let key = ObjectPath::from(Self::key(prefix, name));
+        match client.get(&key).await {
+            Ok(r) => {
+                let tag = r.meta.e_tag.clone().ok_or_else(|| format!("the store gave no entity tag for {key}"))?;
+                Ok(Some((r.bytes().await.map_err(|e| e.to_string())?, tag)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Writes the object `name` only if it is as `expected`: absent
+    /// (`None`), or the version with that entity tag. `Ok(Some(tag))` is
+    /// the new version's tag; `Ok(None)` means the object was not as
+    /// expected and nothing was written. The store checks and writes
+    /// atomically (S3's `If-None-Match` and `If-Match`), so of two writers
+    /// expecting the same version only one succeeds. S3 only.
+    pub async fn put_if(&self, name: &str, data: Bytes, expected: Option<&str>) -> Result<Option<String>, String> {
+        let Self::S3 { client, prefix, .. } = self else { return Err(NOT_CONDITIONAL.into()) };
+        let key = ObjectPath::from(Self::key(prefix, name));
+        let mode = match expected {
+            None => object_store::PutMode::Create,
+            Some(tag) => object_store::PutMode::Update(object_store::UpdateVersion { e_tag: Some(tag.to_owned()), version: None }),
+        };
+        match client.put_opts(&key, data.into(), mode.into()).await {
+            Ok(r) => r.e_tag.map(Some).ok_or_else(|| format!("the store gave no entity tag for {key}")),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(None),
+            // S3 answers 404 to `If-Match` on an object that is gone.
+            Err(object_store::Error::NotFound { .. }) if expected.is_some() => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Like [`Store::list`], with each object's size and modification time.
     pub async fn list_meta(&self, under: &str) -> Result<Vec<ObjectMeta>, String> {
         match self {
@@ -201,6 +239,8 @@ impl Store {
         }
     }
 }
+
+const NOT_CONDITIONAL: &str = "a local directory has no conditional writes (an S3-compatible store has)";
 
 /// An object found by [`Store::list_meta`].
 #[derive(Debug, Clone, PartialEq, Eq)]

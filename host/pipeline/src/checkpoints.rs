@@ -579,6 +579,12 @@ impl Coordinator {
         self.stats.lock().expect("stats lock").failed += 1;
     }
 
+    /// Why this run lost its claim on the checkpoints to another run
+    /// ([`CheckpointStore::claim`]), once it has: the run must stop.
+    pub fn claim_lost(&self) -> Option<String> {
+        self.store.claim_lost()
+    }
+
     /// True once the final checkpoint failed (it is not retried: the
     /// state it needed is gone with the tasks' last snapshot).
     pub fn final_failed(&self) -> bool {

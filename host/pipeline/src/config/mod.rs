@@ -28,7 +28,7 @@ use weir_connector::registry::Registry;
 pub use connectors::{SinkConfig, SourceConfig};
 pub use operators::{OnError, OperatorConfig, PartitionKind};
 pub use weir_wasm::{find_plugin, list_plugins};
-pub use sections::{CheckpointConfig, CheckpointMode, CheckpointObjects, LimitsConfig, NetworkConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
+pub use sections::{CheckpointConfig, CheckpointMode, CheckpointObjects, DEFAULT_CLAIM_TIMEOUT, LimitsConfig, NetworkConfig, ReloadConfig, ReloadPolicy, StateBackendKind, StateConfig};
 
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -89,7 +89,13 @@ pub struct CheckpointObjects {
     pub destination: weir_objects::Destination,
     /// How to reach the server (`[checkpoint.s3]`).
     pub s3: weir_objects::S3Settings,
+    /// A run's claim on the checkpoints lapses this long after its last
+    /// renewal (`checkpoint.s3.claim-timeout`).
+    pub claim_timeout: Duration,
 }
+
+/// `checkpoint.s3.claim-timeout` when not set.
+pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `checkpoint.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -146,6 +152,7 @@ struct RawS3 {
     secret_access_key_env: Option<String>,
     credentials_file: Option<PathBuf>,
     request_timeout: Option<DurationStr>,
+    claim_timeout: Option<DurationStr>,
 }
 
 /// Where operators keep keyed state.
@@ -381,6 +388,7 @@ fn parse_checkpoint_store(url: Option<String>, s3: Option<toml::Value>, base: &P
         }
     };
     let mut settings = weir_objects::S3Settings::default();
+    let mut claim_timeout = DEFAULT_CLAIM_TIMEOUT;
     if let Some(raw) = s3.and_then(|v| typed::<RawS3>(v, "checkpoint.s3", errors)) {
         settings.endpoint = raw.endpoint;
         settings.region = raw.region;
@@ -391,11 +399,20 @@ fn parse_checkpoint_store(url: Option<String>, s3: Option<toml::Value>, base: &P
         if let Some(t) = raw.request_timeout {
             settings.request_timeout = t.0;
         }
+        if let Some(t) = raw.claim_timeout {
+            if t.0 < Duration::from_secs(1) {
+                errors.push(ConfigError {
+                    path: "checkpoint.s3.claim-timeout".into(),
+                    message: format!("must be at least 1s (the claim is renewed every third of it), got {:?}", t.0),
+                });
+            }
+            claim_timeout = t.0;
+        }
     }
     for (key, message) in settings.check(&destination) {
         errors.push(ConfigError { path: format!("checkpoint.s3.{key}"), message });
     }
-    Some(CheckpointObjects { url, destination, s3: settings })
+    Some(CheckpointObjects { url, destination, s3: settings, claim_timeout })
 }
 
 /// `[state]`, its directory resolved against `base`.

@@ -62,6 +62,12 @@ pub(super) fn drive(
                 ));
                 cancel.store(true, Ordering::Relaxed);
             }
+            if first_error.is_none()
+                && let Some(why) = c.claim_lost()
+            {
+                first_error = Some(RunError::failed(ErrorKind::External, why));
+                cancel.store(true, Ordering::Relaxed);
+            }
         }
         if Instant::now() >= next_sample {
             monitor.sample();

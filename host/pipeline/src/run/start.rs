@@ -53,6 +53,12 @@ impl Start {
                 }
             },
         };
+        // The local lock does not reach other hosts: in an object store,
+        // claim the checkpoints there too.
+        if let (Some(store), true) = (&store, checkpointing) {
+            let timeout = p.checkpoint.store.as_ref().map_or(crate::config::DEFAULT_CLAIM_TIMEOUT, |o| o.claim_timeout);
+            store.claim(timeout).map_err(|e| store_error(&format!("{}: ", p.file.display()), e))?;
+        }
         let restore = match (&store, start_from) {
             (_, StartFrom::Fresh) | (None, _) => None,
             (Some(store), StartFrom::Latest) => {
