@@ -310,6 +310,39 @@ fn a_source_plugin_is_hot_reloaded_at_a_checkpoint_losing_and_repeating_nothing(
     assert_each_number_once(&s, N);
 }
 
+/// A new version of a source plugin that fails after it was swapped in,
+/// before a checkpoint it took part in completed (its probation), is
+/// marked bad: the run fails as it would without a reload, and the next
+/// start runs the last good version instead of the file still in the
+/// plugin directory, resuming from the last checkpoint. Every record is
+/// written once.
+#[test]
+fn a_source_plugin_version_that_fails_on_probation_is_not_run_again() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("plugins")).unwrap();
+    install(&s, "fixture_sequence_source.wasm", &std::fs::read(weir_tests::plugin("fixture-sequence-source")).unwrap());
+    const N: u64 = 40_000;
+    s.write("p.toml", format!("plugin-dir = \"plugins\"\n{}", sequence_pipeline(N)));
+    let log = std::fs::File::create(s.path("weir.log")).unwrap();
+    let mut child = s.command(&["run", "--metrics-address", "off", "p.toml"]).env("WEIR_LOG", "warn,weir::reload=info").stderr(log).spawn().expect("weir");
+    // Some output published before the bad version comes.
+    let published = weir_test_support::wait_until(Duration::from_secs(30), || committed_lines(&s.path("out")) > 2000);
+    assert!(published, "{}", std::fs::read_to_string(s.path("weir.log")).unwrap_or_default());
+    install(&s, "fixture_sequence_source.wasm", &std::fs::read(weir_tests::plugin("fixture-broken-source")).unwrap());
+    let status = child.wait().expect("weir");
+    let text = std::fs::read_to_string(s.path("weir.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "the run fails with the bad version: {text}");
+    assert!(text.contains("failed on probation") && text.contains("fixture: this version is broken"), "{text}");
+    assert!(committed_lines(&s.path("out")) < N, "the first run did not finish: {text}");
+
+    // The file is still the bad version: the restart runs the last good one.
+    let out = s.command(&RUN).env("WEIR_LOG", "warn,weir::reload=info").output().expect("weir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("[sources.numbers] runs its last good version") && stderr.contains("hot reload refused version"), "{stderr}");
+    assert_each_number_once(&s, N);
+}
+
 /// Hot reload of a sink plugin at a checkpoint: the new version commits
 /// the epoch the running one prepared, and every record reaches the
 /// receiver once by idempotency key.

@@ -39,6 +39,13 @@
 //! before a poll (from a `snapshot` of the running one) and a sink before
 //! a write (after the running one's `flush`). A new version whose `open`
 //! (or `restore`) fails is dropped and the running one goes on.
+//!
+//! In a checkpointed run the versions that ran well are kept beside the
+//! checkpoints ([`weir_wasm::reload::KnownGood`]): the one opened at start,
+//! and a swapped-in one once a checkpoint it took part in completed (its
+//! probation). A swapped-in version that fails before that, or cannot be
+//! opened, is marked bad: the run fails as it would without a reload, and
+//! its restart loads the last good version instead of the file.
 
 mod sink;
 mod source;
@@ -55,7 +62,7 @@ use weir_connector::config::{ByteSize, DurationStr};
 use weir_connector::registry::{ConfigContext, FieldErrors};
 use weir_connector::services::Services;
 use weir_connector::{ConnectorContext, ConnectorError, ErrorKind, WaitObserver};
-use weir_wasm::reload::ConnectorSwaps;
+use weir_wasm::reload::{ConnectorSwaps, KnownGood};
 use weir_wasm::{Answer, ConnectorFailure, ConnectorInfo, Engine, HttpResponse, IoFuture, IoProvider, Limits, Plugin, SqlRows, SqlValue};
 
 /// The section of a source or sink that is a plugin.
@@ -108,12 +115,9 @@ impl PluginConnectorConfig {
         errors
     }
 
-    /// Loads the plugin with the engine of `services`.
+    /// Loads the plugin with the engine of `services`, as the file is.
     fn load(&self, services: &Services) -> Result<Plugin, ConnectorError> {
-        let engine = services.get::<Engine>().ok_or_else(|| {
-            ConnectorError::internal("a plugin connector needs weir's Wasm engine, and the program running this pipeline did not provide one")
-        })?;
-        engine.load(&self.file).map_err(|e| ConnectorError::user(format!("plugin: {e}")))
+        engine(services)?.load(&self.file).map_err(|e| ConnectorError::user(format!("plugin: {e}")))
     }
 
     /// `weir check`: loads the plugin and checks it is a `kind` (`"sink"`
@@ -127,7 +131,13 @@ impl PluginConnectorConfig {
     /// Loads the plugin and prepares what its instance runs on: the
     /// runtime its I/O is awaited on and the grants of the section.
     fn prepare_run(&self, ctx: &ConnectorContext, section: &str, waits: Arc<OnceLock<Arc<dyn WaitObserver>>>) -> Result<(Runner, Setup), ConnectorError> {
-        let plugin = self.load(&ctx.services)?;
+        // A checkpointed run keeps the versions that ran well: the file,
+        // unless it does not load or failed before, else the last good one.
+        let known = ctx.services.get::<Arc<dyn KnownGood>>().cloned();
+        let plugin = match &known {
+            Some(k) => k.load(engine(&ctx.services)?, section, &self.file).map_err(|e| ConnectorError::user(format!("plugin: {e}")))?,
+            None => self.load(&ctx.services)?,
+        };
         tracing::info!(plugin = %plugin.name, version = plugin.short_hash(), kind = plugin.kind(), cached = plugin.from_cache, "loaded connector plugin");
         let connections = ctx.services.get::<weir_async::Connections>().cloned().unwrap_or_default();
         let grants = weir_async::Grants { allow_http: &self.allow_http, connections: &self.connections, max_response: self.max_response.0 as usize, pool_size: weir_async::pg::PLUGIN_CONNECTOR_POOL_SIZE };
@@ -146,7 +156,17 @@ impl PluginConnectorConfig {
             config_json: weir_connector::config::config_json(&self.config),
             checkpointing: self.checkpointing,
         };
-        let runner = Runner { runtime, timeout: self.timeout.0, plugin: Arc::new(plugin), section: section.to_owned(), broken: None };
+        let runner = Runner {
+            runtime,
+            timeout: self.timeout.0,
+            plugin: Arc::new(plugin),
+            section: section.to_owned(),
+            broken: None,
+            known,
+            probation: Probation::Proven,
+            pipeline: ctx.pipeline.clone(),
+            subtask: ctx.subtask,
+        };
         let swaps = ctx.services.get::<Arc<ConnectorSwaps>>().cloned();
         if let Some(s) = &swaps {
             s.runs(section, &runner.plugin.hash);
@@ -160,6 +180,13 @@ impl PluginConnectorConfig {
         };
         Ok((runner, setup))
     }
+}
+
+/// The engine a plugin connector is loaded by.
+fn engine(services: &Services) -> Result<&Engine, ConnectorError> {
+    services.get::<Engine>().ok_or_else(|| {
+        ConnectorError::internal("a plugin connector needs weir's Wasm engine, and the program running this pipeline did not provide one")
+    })
 }
 
 /// What one subtask's instance is opened with (the running one, and a
@@ -193,9 +220,17 @@ impl Setup {
                 }
                 runner.plugin = new.clone();
                 runner.broken = None;
+                runner.probation = if runner.known.is_some() { Probation::Swapped } else { Probation::Proven };
                 None
             }
-            Err(why) => Some(why),
+            Err(why) => {
+                // A restart would open the file again: it runs the
+                // running (last good) version instead.
+                if let Some(k) = &runner.known {
+                    k.bad(&runner.section, &new);
+                }
+                Some(why)
+            }
         };
         weir_events::emit(weir_events::ConnectorPluginSwapped {
             pipeline: &self.info.pipeline,
@@ -218,9 +253,77 @@ struct Runner {
     section: String,
     /// Why the instance may not be called again (a trap, a timeout).
     broken: Option<String>,
+    /// Where the versions that ran well are kept (a checkpointed run).
+    known: Option<Arc<dyn KnownGood>>,
+    /// Whether the running version proved itself.
+    probation: Probation,
+    pipeline: String,
+    subtask: u32,
+}
+
+/// Where a version swapped in by hot reload stands: on probation until a
+/// checkpoint it took part in (a source's `snapshot`, a sink's
+/// `pre-commit`) completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probation {
+    /// Opened at start, or passed its probation.
+    Proven,
+    /// Swapped in; no checkpoint of its own yet.
+    Swapped,
+    /// Took part in a checkpoint, from this id on (0: any).
+    TookPart(u64),
 }
 
 impl Runner {
+    /// The running version took part in `checkpoint` (0 when the call
+    /// does not say which).
+    fn took_part(&mut self, checkpoint: u64) {
+        if self.probation == Probation::Swapped {
+            self.probation = Probation::TookPart(checkpoint);
+        }
+    }
+
+    /// `checkpoint` completed and the running version was told: past its
+    /// probation if it took part in this one or an earlier one.
+    fn completed(&mut self, checkpoint: u64) {
+        if let Probation::TookPart(from) = self.probation
+            && checkpoint >= from
+        {
+            self.probation = Probation::Proven;
+            if let Some(k) = &self.known {
+                k.good(&self.section, &self.plugin);
+            }
+            tracing::debug!(connector = %self.section, subtask = self.subtask, version = self.plugin.short_hash(), "the new plugin version passed its probation");
+        }
+    }
+
+    /// The running version is good: it opened at start.
+    fn opened(&self) {
+        if let Some(k) = &self.known {
+            k.good(&self.section, &self.plugin);
+        }
+    }
+
+    /// The running version failed (a trap, an error of its own, output
+    /// that is not records): a version on probation is marked bad, so that
+    /// the restart runs the last good one.
+    fn failed(&mut self, error: &str) {
+        if self.probation == Probation::Proven {
+            return;
+        }
+        self.probation = Probation::Proven;
+        if let Some(k) = &self.known {
+            k.bad(&self.section, &self.plugin);
+        }
+        weir_events::emit(weir_events::ConnectorPluginRolledBack {
+            pipeline: &self.pipeline,
+            connector: &self.section,
+            subtask: self.subtask,
+            version: self.plugin.short_hash(),
+            error,
+        });
+    }
+
     /// Runs `call`, the export `what` of a new version `plugin` on trial:
     /// a failure is returned as its message and leaves the running
     /// instance as it was.
@@ -239,6 +342,18 @@ impl Runner {
             return Err(ConnectorError::user(format!("plugin {} is not called again after it failed: {why}", self.plugin.name)));
         }
         let answer = self.runtime.block_on(async { tokio::time::timeout(self.timeout, call).await });
+        let result = self.answer(what, answer);
+        // The version's own fault (a trap, an error it calls the user's),
+        // not an external system's (a receiver down, a slow answer).
+        if let Err(e) = &result
+            && e.kind == ErrorKind::User
+        {
+            self.failed(&e.message);
+        }
+        result
+    }
+
+    fn answer<T>(&mut self, what: &str, answer: Result<Answer<T>, tokio::time::error::Elapsed>) -> Result<T, ConnectorError> {
         let name = &self.plugin.name;
         match answer {
             Ok(Ok(Ok(v))) => Ok(v),

@@ -59,6 +59,7 @@ impl PluginSink {
         let (mut runner, setup) = config.prepare_run(ctx, &section, waits.clone())?;
         let plugin = runner.plugin.clone();
         let instance = runner.call("open", SinkInstance::open(&plugin, &setup.info, setup.limits, setup.io.clone()))?;
+        runner.opened();
         Ok(Self { runner, instance, waits, setup })
     }
 
@@ -101,12 +102,15 @@ impl Sink for PluginSink {
 
     fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, ConnectorError> {
         let handle = self.runner.call("pre-commit", self.instance.pre_commit(checkpoint))?;
+        self.runner.took_part(checkpoint);
         self.take_offer()?;
         Ok(handle)
     }
 
     fn commit(&mut self, checkpoint: u64, handle: &[u8]) -> Result<(), ConnectorError> {
-        self.runner.call("commit", self.instance.commit(checkpoint, handle))
+        self.runner.call("commit", self.instance.commit(checkpoint, handle))?;
+        self.runner.completed(checkpoint);
+        Ok(())
     }
 
     fn observe_waits(&mut self, observer: Arc<dyn WaitObserver>) {

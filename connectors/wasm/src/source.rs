@@ -57,6 +57,7 @@ impl PluginSource {
         let (mut runner, setup) = config.prepare_run(ctx, &section, Arc::new(OnceLock::new()))?;
         let plugin = runner.plugin.clone();
         let instance = runner.call("open", SourceInstance::open(&plugin, &setup.info, setup.limits, setup.io.clone()))?;
+        runner.opened();
         Ok(Self { runner, instance, setup })
     }
 
@@ -94,13 +95,18 @@ impl Source for PluginSource {
             Polled::Ready(frames) => {
                 // The plugin's bytes are checked before they enter the
                 // pipeline: a malformed batch stops it here, naming the plugin.
-                let records = weir_format::count(&frames).map_err(|e| {
-                    ConnectorError::user(format!(
-                        "plugin {}: `poll` returned {} bytes that are not records in weir's frame format ({e}); build them with weir_format::BatchWriter or your SDK's writer",
-                        self.runner.plugin.name,
-                        frames.len()
-                    ))
-                })?;
+                let records = match weir_format::count(&frames) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let why = format!(
+                            "plugin {}: `poll` returned {} bytes that are not records in weir's frame format ({e}); build them with weir_format::BatchWriter or your SDK's writer",
+                            self.runner.plugin.name,
+                            frames.len()
+                        );
+                        self.runner.failed(&why);
+                        return Err(ConnectorError::user(why));
+                    }
+                };
                 out.extend_raw(&frames, records);
                 Ok(Poll::Ready)
             }
@@ -111,6 +117,7 @@ impl Source for PluginSource {
 
     fn snapshot(&mut self) -> Result<Vec<u8>, ConnectorError> {
         let position = self.runner.call("snapshot", self.instance.snapshot())?;
+        self.runner.took_part(0);
         self.take_offer(Some(&position));
         Ok(position)
     }
@@ -121,6 +128,8 @@ impl Source for PluginSource {
     }
 
     fn checkpoint_complete(&mut self, checkpoint: u64, position: &[u8]) -> Result<(), ConnectorError> {
-        self.runner.call("checkpoint-complete", self.instance.checkpoint_complete(checkpoint, position))
+        self.runner.call("checkpoint-complete", self.instance.checkpoint_complete(checkpoint, position))?;
+        self.runner.completed(checkpoint);
+        Ok(())
     }
 }

@@ -47,7 +47,7 @@ pub use kafka::{
     KafkaConsumerLag, KafkaDeliveryFailed, KafkaPartitionsPaused, KafkaPartitionsResumed,
 };
 pub use reload::{
-    ConnectorPluginChanged, ConnectorPluginSwapped, PluginVersion, ReloadAccepted, ReloadDone, ReloadKept, PluginFallback, ReloadRejected, ReloadRolledBack,
+    ConnectorPluginChanged, ConnectorPluginRolledBack, ConnectorPluginSwapped, PluginVersion, ReloadAccepted, ReloadDone, ReloadKept, PluginFallback, ReloadRejected, ReloadRolledBack,
 };
 pub use settings::SettingIgnored;
 

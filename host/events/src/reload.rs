@@ -130,6 +130,43 @@ impl Event for ConnectorPluginSwapped<'_> {
     }
 }
 
+/// A source or sink version swapped in by hot reload failed on probation,
+/// before a checkpoint it took part in completed: it is marked bad, so the
+/// restart resumes from the last checkpoint with the last good version.
+#[derive(Debug)]
+pub struct ConnectorPluginRolledBack<'a> {
+    /// Pipeline name.
+    pub pipeline: &'a str,
+    /// The source or sink: `sources.NAME` or `sinks.NAME`.
+    pub connector: &'a str,
+    /// The subtask.
+    pub subtask: u32,
+    /// The version that failed.
+    pub version: &'a str,
+    /// How it failed.
+    pub error: &'a str,
+}
+
+impl Event for ConnectorPluginRolledBack<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            target: TARGET,
+            pipeline = self.pipeline,
+            connector = self.connector,
+            subtask = self.subtask,
+            version = self.version,
+            "[{}] subtask {}: plugin version {} failed on probation (before a checkpoint it took part in completed): {}. \
+             It is marked bad: the pipeline stops as it would without a reload, and its restart resumes from the last \
+             checkpoint with the last good version",
+            self.connector,
+            self.subtask,
+            self.version,
+            self.error
+        );
+        count(self.pipeline, self.connector, "rolled_back");
+    }
+}
+
 /// A new plugin file failed validation; the running version stays.
 #[derive(Debug)]
 pub struct ReloadRejected<'a> {
@@ -305,7 +342,8 @@ impl Event for ReloadRolledBack<'_> {
 pub struct PluginFallback<'a> {
     /// Pipeline name.
     pub pipeline: &'a str,
-    /// Operator name.
+    /// Operator name, or `sources.NAME` / `sinks.NAME` for a source or
+    /// sink written as a plugin.
     pub operator: &'a str,
     /// The plugin file in the plugin directory.
     pub file: &'a std::path::Path,
@@ -324,13 +362,18 @@ impl Event for PluginFallback<'_> {
             pipeline = self.pipeline,
             operator = self.operator,
             version = self.version,
-            "operator `{}` runs its last good version {} (kept at {}) instead of {}: {}. Fix or replace the file; \
+            "{} runs its last good version {} (kept at {}) instead of {}: {}. Fix or replace the file; \
              hot reload picks it up",
-            self.operator,
+            who(self.operator),
             self.version,
             self.kept.display(),
             self.file.display(),
             self.reason
         );
     }
+}
+
+/// "operator `parse`", or "[sources.numbers]" for a source or sink.
+fn who(name: &str) -> String {
+    if name.starts_with("sources.") || name.starts_with("sinks.") { format!("[{name}]") } else { format!("operator `{name}`") }
 }

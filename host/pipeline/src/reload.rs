@@ -316,7 +316,8 @@ struct Worker {
     trigger: Option<Arc<AtomicU64>>,
     next_id: u64,
     history: VecDeque<ReloadEvent>,
-    /// The last good version of each operator, for the next start.
+    /// The last good version of each operator, source and sink plugin,
+    /// for the next start.
     vault: Option<PluginVault>,
 }
 
@@ -490,6 +491,8 @@ impl Worker {
             Err(reason) => {
                 event.outcome = Outcome::Rejected;
                 event.reason = reason;
+                // A restart runs the last good version, not this file.
+                self.keep(&m.section, |v| v.mark_bad(&m.section, &c.hash));
                 weir_events::emit(weir_events::ReloadRejected {
                     pipeline: &pipeline,
                     operator: &m.section,
@@ -502,6 +505,8 @@ impl Worker {
             Ok(plugin) => {
                 event.load_ms = plugin.load_time.as_millis() as u64;
                 event.cached = plugin.from_cache;
+                // Kept for the subtasks to mark good once it proved itself.
+                self.keep(&m.section, |v| v.store(&c.hash, &c.bytes));
                 self.swaps.offer(&m.section, Arc::new(plugin));
                 let when = match (m.kind, self.pipeline.checkpoint.interval.is_some()) {
                     ("source", true) => "after each subtask's next snapshot (at the next checkpoint), restored to the position it took",

@@ -13,17 +13,23 @@
 //! - `OPERATOR.good`: the version the operator last ran successfully (it
 //!   opened at start, or a hot-reloaded version passed its probation);
 //! - `OPERATOR.bad`: the versions hot reload rejected or rolled back, one
-//!   per line, the newest [`MAX_BAD`].
+//!   per line, the newest [`MAX_BAD`];
+//! - the same two for each source and sink written as a plugin, named by
+//!   its section (`sources.NAME.good`, `sinks.NAME.bad`): a hot-reloaded
+//!   version is good once a checkpoint it took part in completed, and bad
+//!   when it was rejected or failed before that.
 //!
-//! At start, an operator whose plugin file does not load, or holds a
-//! version listed as bad, runs its last good version instead, and the run
-//! says so ([`weir_events::PluginFallback`]). `weir check` always reads the
+//! At start, an operator, source or sink whose plugin file does not load,
+//! or holds a version listed as bad, runs its last good version instead,
+//! and the run says so ([`weir_events::PluginFallback`]). `weir check` always reads the
 //! files as they are. The vault exists only for checkpointed pipelines:
 //! without checkpoints there is no recovery to keep going.
 
 use crate::config::Pipeline;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use weir_wasm::reload::{Candidate, KnownGood};
+use weir_wasm::{Engine, Plugin};
 
 /// How many rejected versions are remembered per operator.
 pub const MAX_BAD: usize = 16;
@@ -32,6 +38,7 @@ pub const MAX_BAD: usize = 16;
 #[derive(Debug, Clone)]
 pub(crate) struct PluginVault {
     dir: PathBuf,
+    pipeline: String,
 }
 
 impl PluginVault {
@@ -39,7 +46,7 @@ impl PluginVault {
     pub fn of(p: &Pipeline) -> Option<Self> {
         p.checkpoint.interval?;
         let root = std::path::absolute(&p.checkpoint.dir).unwrap_or_else(|_| p.checkpoint.dir.clone());
-        Some(Self { dir: root.join(&p.name).join("plugins") })
+        Some(Self { dir: root.join(&p.name).join("plugins"), pipeline: p.name.clone() })
     }
 
     /// Stores the bytes of a version (a no-op when they are there already).
@@ -115,6 +122,48 @@ impl PluginVault {
     }
 }
 
+impl KnownGood for PluginVault {
+    fn load(&self, engine: &Engine, who: &str, file: &Path) -> Result<Plugin, String> {
+        let loaded = Candidate::read(file).map_err(|e| format!("cannot read plugin {}: {e}", file.display())).and_then(|c| {
+            let plugin = engine.load_bytes(&c.name, &c.path, &c.bytes).map_err(|e| e.to_string())?;
+            self.keep(&plugin.hash, &c.bytes);
+            Ok(plugin)
+        });
+        let reason = match &loaded {
+            Ok(plugin) if self.is_bad(who, &plugin.hash) => format!("hot reload refused version {} of this file", plugin.short_hash()),
+            Ok(_) => return loaded,
+            Err(e) => e.clone(),
+        };
+        let Some((hash, kept)) = self.last_good(who) else { return loaded };
+        let bytes = std::fs::read(&kept).map_err(|e| format!("{reason}; and its last good version {} cannot be read: {e}", kept.display()))?;
+        let name = match &loaded {
+            Ok(plugin) => plugin.name.clone(),
+            Err(_) => file.file_stem().map_or_else(|| who.to_owned(), |s| s.to_string_lossy().replace('_', "-")),
+        };
+        let plugin = engine.load_bytes(&name, &kept, &bytes).map_err(|e| format!("{reason}; and its last good version does not load either: {e}"))?;
+        weir_events::emit(weir_events::PluginFallback { pipeline: &self.pipeline, operator: who, file, reason: &reason, version: weir_wasm::reload::short(&hash), kept: &kept });
+        Ok(plugin)
+    }
+
+    fn good(&self, who: &str, plugin: &Plugin) {
+        if let Err(e) = self.mark_good(who, &plugin.hash) {
+            tracing::warn!(pipeline = %self.pipeline, who, "cannot record plugin version {} as the last good one: {e}", plugin.short_hash());
+        }
+    }
+
+    fn bad(&self, who: &str, plugin: &Plugin) {
+        if let Err(e) = self.mark_bad(who, &plugin.hash) {
+            tracing::warn!(pipeline = %self.pipeline, who, "cannot record that plugin version {} failed, beside the checkpoints: {e}; a restart may run it again", plugin.short_hash());
+        }
+    }
+
+    fn keep(&self, hash: &str, bytes: &[u8]) {
+        if let Err(e) = self.store(hash, bytes) {
+            tracing::warn!(pipeline = %self.pipeline, "cannot keep a copy of plugin version {} beside the checkpoints: {e}", weir_wasm::reload::short(hash));
+        }
+    }
+}
+
 fn is_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -144,7 +193,7 @@ mod tests {
     #[test]
     fn keeps_the_last_good_version_and_forgets_the_ones_before() {
         let dir = tempfile::tempdir().unwrap();
-        let v = PluginVault { dir: dir.path().join("plugins") };
+        let v = PluginVault { dir: dir.path().join("plugins"), pipeline: "p".into() };
         assert_eq!(v.last_good("sum"), None);
         v.store(A, b"version a").unwrap();
         v.mark_good("sum", A).unwrap();
@@ -165,7 +214,7 @@ mod tests {
     #[test]
     fn remembers_bad_versions_per_operator_up_to_a_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let v = PluginVault { dir: dir.path().join("plugins") };
+        let v = PluginVault { dir: dir.path().join("plugins"), pipeline: "p".into() };
         v.mark_bad("sum", A).unwrap();
         assert!(v.is_bad("sum", A) && !v.is_bad("sum", B) && !v.is_bad("parse", A));
         for i in 0..MAX_BAD {

@@ -102,6 +102,24 @@ impl ConnectorSwaps {
     }
 }
 
+/// The versions of each plugin that ran well, kept where a restart finds
+/// them (weir-pipeline's vault, beside the checkpoints), so that a bad
+/// file in the plugin directory never blocks a restart. Keyed by who runs
+/// the plugin: an operator's name, or `sources.NAME` / `sinks.NAME`.
+pub trait KnownGood: Send + Sync + std::fmt::Debug {
+    /// Loads `file` for `who` and keeps a copy of its version; when the
+    /// file does not load, or holds a version marked bad, loads `who`'s
+    /// last good version instead and says so. The error when neither loads.
+    fn load(&self, engine: &Engine, who: &str, file: &Path) -> Result<Plugin, String>;
+    /// `who` runs `plugin` well: a restart falls back to it.
+    fn good(&self, who: &str, plugin: &Plugin);
+    /// `who` failed with `plugin` before it proved itself: a restart does
+    /// not run it again (until a newer file replaces it).
+    fn bad(&self, who: &str, plugin: &Plugin);
+    /// Keeps a copy of a version (offered by hot reload) for `good`.
+    fn keep(&self, hash: &str, bytes: &[u8]);
+}
+
 /// A complete plugin file that appeared or changed in the watched directory.
 #[derive(Clone)]
 pub struct Candidate {

@@ -178,6 +178,9 @@ pub struct LoadedPlugins {
     pub engine: Engine,
     /// Where hot reload offers those sources and sinks new versions.
     pub swaps: Arc<weir_wasm::reload::ConnectorSwaps>,
+    /// Where the versions that ran well are kept, when the run keeps them
+    /// (a checkpointed run): those sources and sinks load through it.
+    pub known_good: Option<Arc<dyn weir_wasm::reload::KnownGood>>,
 }
 
 /// Loads (compiles or fetches from the cache) every operator's plugin, as
@@ -209,34 +212,17 @@ fn load_plugins_from(p: &Pipeline, engine: &Engine, vault: Option<&PluginVault>)
         loaded.push((file.clone(), plugin.clone()));
         plugins.push(plugin);
     }
-    Ok(LoadedPlugins { plugins, engine: engine.clone(), swaps: Arc::default() })
+    let known_good = vault.map(|v| Arc::new(v.clone()) as Arc<dyn weir_wasm::reload::KnownGood>);
+    Ok(LoadedPlugins { plugins, engine: engine.clone(), swaps: Arc::default(), known_good })
 }
 
 fn load_plugin(p: &Pipeline, engine: &Engine, i: usize, file: &std::path::Path, vault: Option<&PluginVault>) -> Result<Plugin, RunError> {
     let op = &p.operators[i];
-    let error = |e: &dyn std::fmt::Display| RunError::setup(format!("{}: {} (`{}`): {e}", p.file.display(), op.path(), op.name));
-    let candidate = weir_wasm::reload::Candidate::read(file).map_err(|e| error(&format!("cannot read plugin {}: {e}", file.display())));
-    let loaded = candidate.and_then(|c| {
-        let plugin = engine.load_bytes(&c.name, &c.path, &c.bytes).map_err(|e| error(&e))?;
-        if let Some(v) = vault
-            && let Err(e) = v.store(&plugin.hash, &c.bytes)
-        {
-            tracing::warn!(operator = %op.name, "cannot keep a copy of plugin version {} beside the checkpoints: {e}", plugin.short_hash());
-        }
-        Ok(plugin)
-    });
-    let Some(vault) = vault else { return loaded };
-    let reason = match &loaded {
-        Ok(plugin) if vault.is_bad(&op.name, &plugin.hash) => format!("hot reload refused version {} of this file", plugin.short_hash()),
-        Ok(_) => return loaded,
-        Err(e) => e.message.clone(),
+    let loaded = match vault {
+        Some(v) => weir_wasm::reload::KnownGood::load(v, engine, &op.name, file),
+        None => engine.load(file).map_err(|e| e.to_string()),
     };
-    let Some((hash, kept)) = vault.last_good(&op.name) else { return loaded };
-    let bytes = std::fs::read(&kept).map_err(|e| error(&format!("{reason}; and its last good version {} cannot be read: {e}", kept.display())))?;
-    let name = loaded.as_ref().map_or_else(|_| op.plugin.clone(), |plugin| plugin.name.clone());
-    let plugin = engine.load_bytes(&name, &kept, &bytes).map_err(|e| error(&format!("{reason}; and its last good version does not load either: {e}")))?;
-    weir_events::emit(weir_events::PluginFallback { pipeline: &p.name, operator: &op.name, file, reason: &reason, version: weir_wasm::reload::short(&hash), kept: &kept });
-    Ok(plugin)
+    loaded.map_err(|e| RunError::setup(format!("{}: {} (`{}`): {e}", p.file.display(), op.path(), op.name)))
 }
 
 /// Runs a pipeline to the end of its input (or until its handle stops it).
@@ -277,9 +263,7 @@ pub fn run(p: &Pipeline, engine: &Engine, options: &RunOptions) -> Result<RunSum
     // Every operator opened: the versions running are good ones.
     if let Some(v) = &vault {
         for (op, plugin) in p.operators.iter().zip(&plugins.plugins) {
-            if let Err(e) = v.mark_good(&op.name, &plugin.hash) {
-                tracing::warn!(operator = %op.name, "cannot record plugin version {} as the last good one: {e}", plugin.short_hash());
-            }
+            weir_wasm::reload::KnownGood::good(v, &op.name, plugin);
         }
     }
     let monitor = Arc::new(weir_metrics::Monitor::new(built.registry(p, &plan)));

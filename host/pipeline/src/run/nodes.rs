@@ -87,14 +87,19 @@ impl Node {
 }
 
 /// What a connector that is a plugin needs from the runtime: the engine,
-/// the pipeline's connections, its default limits and where hot reload
-/// offers it new versions.
+/// the pipeline's connections, its default limits, where hot reload
+/// offers it new versions and, in a checkpointed run, where the versions
+/// that ran well are kept.
 fn connector_services(p: &Pipeline, plugins: &LoadedPlugins) -> Services {
-    Services::default()
+    let services = Services::default()
         .with(plugins.engine.clone())
         .with(weir_async::Connections(p.connections.clone()))
         .with(p.limits)
-        .with(plugins.swaps.clone())
+        .with(plugins.swaps.clone());
+    match &plugins.known_good {
+        Some(k) => services.with(k.clone()),
+        None => services,
+    }
 }
 
 /// `weir check` of the sources and sinks: what each connector can check
