@@ -376,11 +376,15 @@ fn sigterm_stops_gracefully_and_the_next_start_resumes_exactly_once() {
     // Started again, it resumes after what was published.
     let mut sv = serve(&s, "");
     wait_for("seq running again", &sv, || state(port_of(&sv), "seq")["state"] == "running");
-    std::thread::sleep(Duration::from_secs(2));
     // Issue 15: what `weir run` tells its user is in the pipeline's events.
-    let events = state(port_of(&sv), "seq")["events"].clone();
-    let resumed = events.as_array().unwrap().iter().find(|e| e["what"].as_str().unwrap().starts_with("resuming from checkpoint 1 ("));
-    assert_eq!(resumed.map(|e| e["level"].clone()), Some("info".into()), "{events:#}");
+    let resumed = |sv: &Serve| {
+        let events = state(port_of(sv), "seq")["events"].clone();
+        events.as_array().into_iter().flatten().find(|e| e["what"].as_str().is_some_and(|w| w.starts_with("resuming from checkpoint 1 ("))).cloned()
+    };
+    wait_for("the resume in the pipeline's events", &sv, || resumed(&sv).is_some());
+    assert_eq!(resumed(&sv).map(|e| e["level"].clone()), Some("info".into()));
+    // Time for the second run to generate records of its own.
+    std::thread::sleep(Duration::from_secs(2));
     assert!(sv.sigterm().success(), "{}", sv.log());
     assert!(sv.log().contains("resuming from checkpoint 1"), "{}", sv.log());
     let all: Vec<u64> = std::fs::read_to_string(s.path("out.txt")).unwrap().lines().map(|l| l.parse().unwrap()).collect();
