@@ -26,6 +26,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub mod background;
+pub mod cluster;
 pub mod config;
 mod keys;
 pub mod registry;
@@ -105,12 +106,16 @@ pub struct ConnectorContext {
     pub parallelism: u32,
     /// What the runtime offers beyond the section (see [`services`]).
     pub services: services::Services,
+    /// The lane this instance belongs to when the pipeline is spread over
+    /// a group of hosts ([`cluster`]): a source reads only the lane's
+    /// partition; `None` otherwise.
+    pub lane: Option<cluster::Lane>,
 }
 
 impl ConnectorContext {
     /// A context with no services (tests, benchmarks, embedding programs).
     pub fn new(pipeline: impl Into<String>, name: impl Into<String>, subtask: u32, parallelism: u32) -> Self {
-        Self { pipeline: pipeline.into(), name: name.into(), subtask, parallelism, services: services::Services::default() }
+        Self { pipeline: pipeline.into(), name: name.into(), subtask, parallelism, services: services::Services::default(), lane: None }
     }
 }
 
@@ -272,6 +277,10 @@ impl registry::SinkConfig for DiscardConfig {
 
     fn open(&self, _: &ConnectorContext) -> Result<Box<dyn Sink>, ConnectorError> {
         Ok(Box::new(DiscardSink::default()))
+    }
+
+    fn per_lane(&self) -> bool {
+        true
     }
 }
 

@@ -39,6 +39,7 @@
 //! in `weir-connectors` (`connectors/builtin`), which registers the built-in
 //! ones; an embedding program may register its own on top.
 
+use crate::cluster::{GroupConfig, Membership};
 use crate::services::Services;
 use crate::{ConnectorContext, ConnectorError, Sink, Source};
 use serde::de::DeserializeOwned;
@@ -120,6 +121,15 @@ pub trait SourceConfig: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 's
     fn plugin(&self) -> Option<&str> {
         None
     }
+
+    /// Joins `group` as one member of a pipeline spread over several hosts
+    /// ([`crate::cluster`]): the group decides which of the source's
+    /// partitions (lanes) this member runs. `None`: this source cannot be
+    /// spread (the default).
+    fn join_group(&self, group: &GroupConfig, ctx: &ConnectorContext) -> Option<Result<Box<dyn Membership>, ConnectorError>> {
+        let _ = (group, ctx);
+        None
+    }
 }
 
 /// A sink's section of a pipeline file, typed: `type = TYPE` selects it.
@@ -163,6 +173,15 @@ pub trait SinkConfig: DeserializeOwned + fmt::Debug + Clone + Send + Sync + 'sta
     fn plugin(&self) -> Option<&str> {
         None
     }
+
+    /// Whether each lane of a pipeline spread over a group
+    /// ([`crate::cluster`]) can run its own instance of this sink: what it
+    /// publishes and how it remembers what it published must be keyed by
+    /// the pipeline name (a lane's is `NAME.lane-N`), not by a location
+    /// in the section that every lane would share. `false` by default.
+    fn per_lane(&self) -> bool {
+        false
+    }
 }
 
 /// A parsed and checked source section, type-erased.
@@ -177,6 +196,8 @@ pub trait SourceSpec: fmt::Debug + Send + Sync {
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError>;
     /// See [`SourceConfig::plugin`].
     fn plugin(&self) -> Option<&str>;
+    /// See [`SourceConfig::join_group`].
+    fn join_group(&self, group: &GroupConfig, ctx: &ConnectorContext) -> Option<Result<Box<dyn Membership>, ConnectorError>>;
     /// The typed config, for programs that adjust a loaded pipeline.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// A copy, to adjust without touching the original.
@@ -195,6 +216,8 @@ pub trait SinkSpec: fmt::Debug + Send + Sync {
     fn check(&self, services: &Services) -> Result<Option<String>, ConnectorError>;
     /// See [`SourceConfig::plugin`].
     fn plugin(&self) -> Option<&str>;
+    /// See [`SinkConfig::per_lane`].
+    fn per_lane(&self) -> bool;
     /// The typed config, for programs that adjust a loaded pipeline.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// A copy, to adjust without touching the original.
@@ -216,6 +239,9 @@ impl<C: SourceConfig> SourceSpec for C {
     }
     fn plugin(&self) -> Option<&str> {
         SourceConfig::plugin(self)
+    }
+    fn join_group(&self, group: &GroupConfig, ctx: &ConnectorContext) -> Option<Result<Box<dyn Membership>, ConnectorError>> {
+        SourceConfig::join_group(self, group, ctx)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -240,6 +266,9 @@ impl<C: SinkConfig> SinkSpec for C {
     }
     fn plugin(&self) -> Option<&str> {
         SinkConfig::plugin(self)
+    }
+    fn per_lane(&self) -> bool {
+        SinkConfig::per_lane(self)
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self

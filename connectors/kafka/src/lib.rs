@@ -45,9 +45,11 @@
 //! key as the Kafka key, idempotent producer, batching and compression, and
 //! exactly-once through Kafka transactions tied to checkpoints.
 
+mod group;
 pub mod sink;
 mod source;
 
+pub use group::KafkaMembership;
 pub use sink::{KafkaSink, KafkaSinkConfig};
 pub use source::{BadData, KafkaSource, KafkaSourceConfig, StartFrom, StopAt};
 
@@ -133,7 +135,8 @@ impl ClientLog {
 
 mod registration {
     use crate::sink::{Delivery, default_spill_dir};
-    use crate::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
+    use crate::{KafkaMembership, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig};
+    use weir_connector::cluster::{GroupConfig, Membership};
     use weir_connector::registry::{ConfigContext, FieldErrors, SinkConfig, SourceConfig};
     use weir_connector::{ConnectorContext, ConnectorError, Sink, Source};
 
@@ -147,6 +150,10 @@ mod registration {
 
         fn open(&self, ctx: &ConnectorContext) -> Result<Box<dyn Source>, ConnectorError> {
             Ok(Box::new(KafkaSource::open(self.clone(), ctx)?))
+        }
+
+        fn join_group(&self, group: &GroupConfig, ctx: &ConnectorContext) -> Option<Result<Box<dyn Membership>, ConnectorError>> {
+            Some(KafkaMembership::join(self, group, ctx).map(|m| Box::new(m) as Box<dyn Membership>))
         }
     }
 

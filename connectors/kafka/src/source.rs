@@ -16,6 +16,7 @@ use rdkafka::{ClientContext, error::KafkaError, types::RDKafkaErrorCode};
 use serde::Deserialize;
 use weir_connector::config::{ByteSize, DurationStr};
 use weir_codec::{Codec, Format, Framing, Side, ValueFormat};
+use weir_connector::cluster::Lane;
 use weir_connector::{BatchWriter, ConnectorContext, ConnectorError, Poll, Source};
 
 use crate::{REQUEST_TIMEOUT, client_config, external};
@@ -330,6 +331,8 @@ pub struct KafkaSource {
     config: KafkaSourceConfig,
     name: String,
     subtask: u32,
+    /// In a pipeline spread over a group: the one partition this reads.
+    lane: Option<Lane>,
     parallelism: u32,
     group: String,
     consumer: Arc<Consumer_>,
@@ -385,6 +388,7 @@ impl KafkaSource {
             config,
             name: ctx.name.clone(),
             subtask: ctx.subtask,
+            lane: ctx.lane,
             parallelism: ctx.parallelism.max(1),
             group,
             consumer: Arc::new(consumer),
@@ -407,7 +411,7 @@ impl KafkaSource {
     /// This subtask's partitions of the configured topics, as the brokers
     /// see them now.
     fn discover(&self) -> Result<Vec<Tp>, ConnectorError> {
-        discover(&self.consumer, &self.config, self.subtask, self.parallelism)
+        discover(&self.consumer, &self.config, self.subtask, self.parallelism, self.lane)
     }
 
     /// Resolves every partition's start (and end) offset and starts the
@@ -475,6 +479,7 @@ impl KafkaSource {
             shared: self.shared.clone(),
             config: self.config.clone(),
             subtask: self.subtask,
+            lane: self.lane,
             parallelism: self.parallelism,
             name: self.name.clone(),
             assigned: self.positions.iter().map(|(tp, pos)| (tp.clone(), (pos.next, pos.end))).collect(),
@@ -507,7 +512,10 @@ impl KafkaSource {
     }
 }
 
-fn discover(consumer: &Consumer_, config: &KafkaSourceConfig, subtask: u32, parallelism: u32) -> Result<Vec<Tp>, ConnectorError> {
+/// This subtask's partitions; in a lane ([`weir_connector::cluster`]),
+/// the lane's one partition, after checking the topic still has the
+/// partition count the group's lanes were counted from.
+fn discover(consumer: &Consumer_, config: &KafkaSourceConfig, subtask: u32, parallelism: u32, lane: Option<Lane>) -> Result<Vec<Tp>, ConnectorError> {
     let listed: Vec<String> = config.topic.iter().cloned().chain(config.topics.iter().cloned()).collect();
     let metadata = if listed.len() == 1 {
         consumer.fetch_metadata(Some(&listed[0]), REQUEST_TIMEOUT)
@@ -534,8 +542,24 @@ fn discover(consumer: &Consumer_, config: &KafkaSourceConfig, subtask: u32, para
             continue;
         }
         let topic: Arc<str> = Arc::from(t.name());
+        if let Some(lane) = lane
+            && t.partitions().len() != lane.count as usize
+        {
+            return Err(ConnectorError::user(format!(
+                "topic {:?} has {} partitions, but the group's lanes were counted when it had {}: a pipeline spread over a group \
+                 keeps state per partition, and a partition added later would change where keys belong. Stop every member, \
+                 then start them again (they count the partitions anew; state kept for the old count does not carry over)",
+                t.name(),
+                t.partitions().len(),
+                lane.count
+            )));
+        }
         for p in t.partitions() {
-            if owner(t.name(), p.id(), parallelism) == subtask {
+            let mine = match lane {
+                Some(lane) => p.id() as u32 == lane.index,
+                None => owner(t.name(), p.id(), parallelism) == subtask,
+            };
+            if mine {
                 found.push((topic.clone(), p.id()));
             }
         }
@@ -681,6 +705,7 @@ struct Poller {
     shared: Arc<Shared>,
     config: KafkaSourceConfig,
     subtask: u32,
+    lane: Option<Lane>,
     parallelism: u32,
     name: String,
     /// Next offset to read and end, per assigned partition.
@@ -957,7 +982,7 @@ impl Poller {
     }
 
     fn discover_new(&mut self, chunk: &mut Chunk, last: &mut HashMap<Tp, (i64, i64)>) {
-        let found = match discover(&self.consumer, &self.config, self.subtask, self.parallelism) {
+        let found = match discover(&self.consumer, &self.config, self.subtask, self.parallelism, self.lane) {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(source = %self.name, "partition discovery failed: {e}");

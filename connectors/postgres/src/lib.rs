@@ -95,4 +95,11 @@ impl weir_connector::registry::SinkConfig for PostgresSinkConfig {
     fn open(&self, ctx: &weir_connector::ConnectorContext) -> Result<Box<dyn weir_connector::Sink>, weir_connector::ConnectorError> {
         Ok(Box::new(PostgresSink::open(self.clone(), ctx)?))
     }
+
+    /// Each lane is a pipeline of its own name: its progress rows (and so
+    /// its exactly-once fence) and its spill area are its own, and every
+    /// lane writes the same table.
+    fn per_lane(&self) -> bool {
+        true
+    }
 }

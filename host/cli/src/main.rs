@@ -360,15 +360,19 @@ fn cmd_run(
     start_from: StartFrom,
     profile: Option<&std::path::Path>,
 ) -> ExitCode {
-    let p = match load(pipeline, plugin_dir) {
+    let options = LoadOptions::new(weir_connectors::builtin()).plugin_dir(plugin_dir);
+    let p = match Pipeline::load(pipeline, &options) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(e) => return fail(2, &e.to_string()),
     };
     let profiler = profile.map(|_| std::sync::Arc::new(weir_wasm::Profiler::new()));
     let engine = match Engine::new(EngineConfig { cache_dir: EngineConfig::default_cache_dir(), profiler: profiler.clone() }) {
         Ok(e) => e,
         Err(e) => return fail(1, &e.to_string()),
     };
+    if p.cluster.is_some() {
+        return run_member(&p, &options, &engine, RunOptions { metrics_address, start_from, ..Default::default() });
+    }
     let options = RunOptions { progress: if quiet { Progress::Quiet } else { Progress::Auto }, metrics_address, start_from, ..Default::default() };
     let result = weir_pipeline::run(&p, &engine, &options);
     // A failed run's profile is kept too: it may show why it failed.
@@ -388,6 +392,56 @@ fn cmd_run(
         Ok(()) => code,
         Err(e) => fail(1, &e),
     }
+}
+
+/// `weir run` of a pipeline with `[cluster]`: this process joins the
+/// group and runs the lanes it is given until SIGTERM or SIGINT, which
+/// stop its lanes with a final checkpoint and leave the group (a second
+/// signal exits at once; the lanes then resume from their last checkpoint
+/// wherever they go next).
+fn run_member(p: &Pipeline, load: &LoadOptions, engine: &Engine, mut options: RunOptions) -> ExitCode {
+    let handle = weir_pipeline::RunHandle::new();
+    options.handle = Some(handle.clone());
+    if let Err(e) = on_signals(move || handle.stop()) {
+        return fail(1, &format!("cannot watch for SIGTERM and SIGINT: {e}"));
+    }
+    match weir_pipeline::cluster::run_member(p, load, engine, &options) {
+        Ok(summary) => {
+            for (lane, s) in &summary.lanes {
+                eprintln!("lane {lane}: {} records read, {} written to sinks in {:.2}s", s.source_records(), s.sink_records(), s.elapsed.as_secs_f64());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.phase == Phase::Setup => fail(2, &e.message),
+        Err(e) => fail(1, &format!("pipeline `{}` failed: {}", p.name, e.message)),
+    }
+}
+
+/// Calls `stop` at the first SIGTERM or SIGINT, and exits at once (130)
+/// at the second.
+fn on_signals(stop: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let (mut term, mut int) = {
+        let _guard = rt.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+    };
+    std::thread::Builder::new().name("weir-signals".into()).spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("weir: stopping this member's lanes with a final checkpoint and leaving the group (a second signal exits at once)");
+            stop();
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            std::process::exit(130);
+        });
+    })?;
+    Ok(())
 }
 
 /// Writes the profile to `path`: a flame graph when it ends in `.svg`,

@@ -31,6 +31,7 @@
 
 mod asyncio;
 mod checkpoint;
+mod cluster;
 mod kafka;
 pub mod metric;
 mod reload;
@@ -43,6 +44,7 @@ pub use checkpoint::{
     CheckpointAbandoned, CheckpointCompleted, CheckpointFailed, CheckpointRestored,
     CheckpointUnusable, InFlightReissued,
 };
+pub use cluster::{LaneWaiting, LanesAssigned, LanesRevoked};
 pub use kafka::{
     KafkaConsumerLag, KafkaDeliveryFailed, KafkaPartitionsPaused, KafkaPartitionsResumed,
 };

@@ -987,9 +987,63 @@ pub mod keygroup {
         start..end
     }
 
+    /// The partition Kafka's default partitioner puts `key` in, of
+    /// `partitions`: murmur2 of the key, made positive, modulo the count
+    /// (the Java client's default and Kafka Streams'; librdkafka's
+    /// `partitioner = "murmur2_random"`). A pipeline spread over a group
+    /// keeps keyed state per partition, and checks keys with this.
+    pub fn kafka_partition(key: &[u8], partitions: u32) -> u32 {
+        (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+    }
+
+    /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`).
+    pub fn murmur2(data: &[u8]) -> u32 {
+        const M: u32 = 0x5bd1_e995;
+        let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+        let mut chunks = data.chunks_exact(4);
+        for c in &mut chunks {
+            let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            k = k.wrapping_mul(M);
+            k ^= k >> 24;
+            k = k.wrapping_mul(M);
+            h = h.wrapping_mul(M);
+            h ^= k;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            if rest.len() == 3 {
+                h ^= u32::from(rest[2]) << 16;
+            }
+            if rest.len() >= 2 {
+                h ^= u32::from(rest[1]) << 8;
+            }
+            h ^= u32::from(rest[0]);
+            h = h.wrapping_mul(M);
+        }
+        h ^= h >> 13;
+        h = h.wrapping_mul(M);
+        h ^ (h >> 15)
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn murmur2_is_kafkas() {
+            // The values of Kafka's own UtilsTest.testMurmur2.
+            for (key, java) in [
+                ("21", -973932308i32),
+                ("foobar", -790332482),
+                ("a-little-bit-long-string", -985981536),
+                ("a-little-bit-longer-string", -1486304829),
+                ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+                ("abc", 479470107),
+            ] {
+                assert_eq!(murmur2(key.as_bytes()) as i32, java, "{key}");
+            }
+            assert_eq!(kafka_partition(b"foobar", 12), ((-790332482i32 & 0x7fff_ffff) % 12) as u32);
+        }
 
         #[test]
         fn ranges_partition_key_groups_and_agree_with_subtask() {

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod checkpoints;
+pub mod cluster;
 mod config;
 pub mod control;
 pub mod handle;

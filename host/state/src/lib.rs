@@ -54,10 +54,12 @@ pub enum StateError {
     TooLarge(u64),
     /// A malformed request.
     Invalid(String),
-    /// A bound of the host's own memory was reached (see
-    /// [`KeyedState::set_call_budget`]): not the guest's to handle, so the
-    /// host traps the call with this message.
-    OverBudget(String),
+    /// A rule of the host the guest cannot handle was broken: a bound of
+    /// the host's own memory was reached (see
+    /// [`KeyedState::set_call_budget`]), or a key does not belong to the
+    /// partition of a pipeline spread over a group ([`KeyedState::in_lane`]).
+    /// The host traps the call with this message.
+    Refused(String),
 }
 
 impl fmt::Display for StateError {
@@ -66,7 +68,7 @@ impl fmt::Display for StateError {
             StateError::KeyNotOwned => f.write_str("key owned by another subtask"),
             StateError::TooLarge(n) => write!(f, "key or value larger than {n} bytes"),
             StateError::Invalid(s) => write!(f, "invalid request: {s}"),
-            StateError::OverBudget(s) => f.write_str(s),
+            StateError::Refused(s) => f.write_str(s),
         }
     }
 }
@@ -144,6 +146,9 @@ pub struct KeyedState {
     /// still staged or already materialized.
     call_written: usize,
     call_budget: usize,
+    /// `(partition, partitions)` of a lane: every key must be one Kafka's
+    /// partitioner places in `partition`.
+    lane: Option<(u32, u32)>,
 }
 
 impl fmt::Debug for KeyedState {
@@ -169,7 +174,19 @@ impl KeyedState {
             in_call: false,
             call_written: 0,
             call_budget: usize::MAX,
+            lane: None,
         }
+    }
+
+    /// The state of a lane of a pipeline spread over a group: the state
+    /// of the keys of source partition `partition` of `partitions`, and of
+    /// no other. A key Kafka's default partitioner
+    /// ([`keygroup::kafka_partition`]) places in another partition is
+    /// refused: its records are read by another lane, possibly on another
+    /// host, so a total kept here would be a part of the truth.
+    pub fn in_lane(mut self, partition: u32, partitions: u32) -> Self {
+        self.lane = Some((partition, partitions));
+        self
     }
 
     /// Bounds what one plugin call may make the host hold for it: the bytes
@@ -199,6 +216,18 @@ impl KeyedState {
         }
         if self.owned.len() as u32 != self.max_parallelism && !self.owned.contains(&keygroup::of(key, self.max_parallelism)) {
             return Err(StateError::KeyNotOwned);
+        }
+        if let Some((lane, partitions)) = self.lane {
+            let partition = keygroup::kafka_partition(key, partitions);
+            if partition != lane {
+                return Err(StateError::Refused(format!(
+                    "the key {} belongs in partition {partition} of the source (Kafka's default partitioner, murmur2, over {partitions} partitions), \
+                     but this lane reads partition {lane}: a pipeline spread over a group ([cluster]) keeps keyed state per source partition, \
+                     so keyed operators must key records by the Kafka record key, and producers must place keys with the murmur2 \
+                     partitioner (the Java client's default; librdkafka's partitioner = \"murmur2_random\")",
+                    weir_format::Preview(key)
+                )));
+            }
         }
         Ok(())
     }
@@ -287,7 +316,7 @@ impl KeyedState {
                     let value = self.backend.get(name, key);
                     let len = out.len() + value.as_ref().map_or(0, |v| v.len());
                     if len > self.call_budget {
-                        return Err(StateError::OverBudget(format!(
+                        return Err(StateError::Refused(format!(
                             "asked for state {name:?} of many keys at once (get-many): the answer passed {} bytes (limits.memory; it could not fit in the plugin's memory) at key #{i}",
                             self.call_budget
                         )));
@@ -312,7 +341,7 @@ impl KeyedState {
         self.check_key(key)?;
         self.materialize();
         self.backend.map_entries(name, key, self.call_budget).map_err(|_| {
-            StateError::OverBudget(format!(
+            StateError::Refused(format!(
                 "asked for every entry of map state {name:?} of one key (map-entries): they pass {} bytes (limits.memory; they could not fit in the plugin's memory)",
                 self.call_budget
             ))
@@ -323,7 +352,7 @@ impl KeyedState {
     /// sizes) and stages it. A refused buffer stages nothing.
     pub fn stage(&mut self, ops: &[u8]) -> Result<(), StateError> {
         if self.in_call && self.call_written.saturating_add(ops.len()) > self.call_budget {
-            return Err(StateError::OverBudget(format!(
+            return Err(StateError::Refused(format!(
                 "staged more than {} bytes of state writes in one call (limits.memory): {} bytes before this state.apply of {} bytes",
                 self.call_budget,
                 self.call_written,
@@ -516,7 +545,7 @@ mod tests {
         assert!(s.get("v", b"a").unwrap().is_some());
         s.stage(&ops).unwrap();
         let e = s.stage(&ops).unwrap_err();
-        assert!(matches!(&e, StateError::OverBudget(m) if m.contains("more than 100 bytes of state writes in one call")), "{e}");
+        assert!(matches!(&e, StateError::Refused(m) if m.contains("more than 100 bytes of state writes in one call")), "{e}");
         s.rollback();
         assert_eq!(s.get("v", b"a").unwrap(), None, "the refused call's writes are undone");
         // The next call starts with the whole budget.
@@ -533,7 +562,7 @@ mod tests {
         s.get_many("v", &keys, &mut out).unwrap();
         s.set_call_budget(20);
         let e = s.get_many("v", &keys, &mut Vec::new()).unwrap_err();
-        assert!(matches!(&e, StateError::OverBudget(m) if m.contains("get-many")), "{e}");
+        assert!(matches!(&e, StateError::Refused(m) if m.contains("get-many")), "{e}");
         // And so is a map-entries answer, on either backend.
         let dir = tempfile::tempdir().unwrap();
         let disk = crate::disk::DiskBackend::open(&dir.path().join("m.redb")).unwrap();
@@ -550,8 +579,22 @@ mod tests {
             assert_eq!(s.map_entries("m", b"a").unwrap().len(), 2);
             s.set_call_budget(21);
             let e = s.map_entries("m", b"a").unwrap_err();
-            assert!(matches!(&e, StateError::OverBudget(m) if m.contains("map-entries") && m.contains("21 bytes")), "{e}");
+            assert!(matches!(&e, StateError::Refused(m) if m.contains("map-entries") && m.contains("21 bytes")), "{e}");
         }
+    }
+
+    #[test]
+    fn a_lane_holds_the_keys_of_its_partition_only() {
+        let key = b"user-7";
+        let home = keygroup::kafka_partition(key, 6);
+        let mut s = KeyedState::new(0, 1, 128).in_lane(home, 6);
+        s.begin();
+        assert_eq!(s.get("v", key).map(|v| v.is_none()), Ok(true));
+        s.commit().unwrap();
+        let mut s = KeyedState::new(0, 1, 128).in_lane((home + 1) % 6, 6);
+        s.begin();
+        let e = s.get("v", key).map(|_| ()).unwrap_err();
+        assert!(matches!(&e, StateError::Refused(m) if m.contains(&format!("partition {home} of the source")) && m.contains("user-7")), "{e}");
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl StateHost {
             weir_state::StateError::KeyNotOwned => weir_sdk::StateError::KeyNotOwned,
             weir_state::StateError::TooLarge(n) => weir_sdk::StateError::TooLarge(n),
             weir_state::StateError::Invalid(s) => weir_sdk::StateError::Invalid(s),
-            weir_state::StateError::OverBudget(what) => {
+            weir_state::StateError::Refused(what) => {
                 st.over_limit = Some(what.clone());
                 weir_sdk::StateError::Invalid(what)
             }

@@ -215,7 +215,7 @@ impl HostState {
     /// guest cannot handle it), other errors go to the guest.
     fn state_result<T>(&mut self, r: Result<T, StateError>) -> wasmtime::Result<Result<T, state::StateError>> {
         match r {
-            Err(StateError::OverBudget(m)) => Err(self.hit_limit(m)),
+            Err(StateError::Refused(m)) => Err(self.hit_limit(m)),
             r => Ok(r.map_err(to_wit)),
         }
     }
@@ -242,7 +242,7 @@ fn to_wit(e: StateError) -> state::StateError {
         StateError::KeyNotOwned => state::StateError::KeyNotOwned,
         StateError::TooLarge(n) => state::StateError::TooLarge(n),
         StateError::Invalid(s) => state::StateError::Invalid(s),
-        StateError::OverBudget(s) => unreachable!("a host limit traps the call: {s}"),
+        StateError::Refused(s) => unreachable!("a host limit traps the call: {s}"),
     }
 }
 

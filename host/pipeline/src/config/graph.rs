@@ -231,6 +231,47 @@ impl Pipeline {
         self.operators.iter().position(|o| o.async_io.as_ref().and_then(|a| a.dead_letter.as_deref()) == Some(name))
     }
 
+    /// `[cluster]`: one source (its partitions are the lanes), checkpoints
+    /// (lanes move between members through them), and sinks that can run
+    /// one instance per lane.
+    pub(super) fn check_cluster(&self, errors: &mut Vec<ConfigError>) {
+        if self.sources.len() != 1 {
+            errors.push(ConfigError {
+                path: "cluster".into(),
+                message: format!(
+                    "a pipeline spread over a group reads one source, whose partitions are its lanes; this one has {}",
+                    self.sources.len()
+                ),
+            });
+        }
+        if self.checkpoint.interval.is_none() {
+            errors.push(ConfigError {
+                path: "cluster".into(),
+                message: "lanes move between the members through their checkpoints: [checkpoint] interval cannot be \"off\"".into(),
+            });
+        }
+        if self.checkpoint.store.is_none() {
+            errors.push(ConfigError {
+                path: "cluster".into(),
+                message: "lanes move between hosts through their checkpoints, which must be where every member reads them: \
+                          set [checkpoint] store = \"s3://BUCKET/PREFIX\" (a local checkpoint.dir is one host's)"
+                    .into(),
+            });
+        }
+        for (name, sink) in &self.sinks {
+            if !sink.spec.per_lane() {
+                errors.push(ConfigError {
+                    path: format!("sinks.{name}"),
+                    message: format!(
+                        "a `{}` sink cannot yet run one instance per lane of a pipeline spread over a group (what it publishes \
+                         would not be kept apart per lane); in a [cluster] pipeline use a postgres or discard sink",
+                        sink.spec.type_name()
+                    ),
+                });
+            }
+        }
+    }
+
     pub(super) fn check_dead_letters(&self, errors: &mut Vec<ConfigError>) {
         // Every slot is a plugin instance from the engine's pool (1000
         // instances per host); leave room for the batch operators and for

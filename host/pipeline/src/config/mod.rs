@@ -88,6 +88,8 @@ struct RawPipeline {
     #[serde(default)]
     reload: Option<toml::Value>,
     #[serde(default)]
+    cluster: Option<toml::Value>,
+    #[serde(default)]
     sources: BTreeMap<String, toml::Table>,
     #[serde(default)]
     operators: Vec<toml::Value>,
@@ -134,6 +136,12 @@ pub struct Pipeline {
     pub sinks: BTreeMap<String, SinkConfig>,
     /// `[connections.NAME]`: external systems async operators may use.
     pub connections: BTreeMap<String, weir_async::ConnectionConfig>,
+    /// `[cluster]`: the pipeline is spread over the members of a group.
+    pub cluster: Option<weir_connector::cluster::GroupConfig>,
+    /// Set when this is one lane of a pipeline spread over a group (read
+    /// with [`LoadOptions::lane`]): its name is `NAME.lane-N`, and it runs
+    /// at parallelism 1 over the source's partition N.
+    pub lane: Option<weir_connector::cluster::Lane>,
 }
 
 /// What a pipeline file is read with: the connectors it may use, and
@@ -144,12 +152,22 @@ pub struct LoadOptions {
     pub registry: Arc<Registry>,
     /// Plugin directory to use instead of the file's `plugin-dir`.
     pub plugin_dir: Option<PathBuf>,
+    /// Read the file as this lane of a pipeline spread over a group.
+    pub lane: Option<weir_connector::cluster::Lane>,
 }
 
 impl LoadOptions {
     /// Reads pipelines with the connectors of `registry`.
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry, plugin_dir: None }
+        Self { registry, plugin_dir: None, lane: None }
+    }
+
+    /// Reads the file as `lane` of a pipeline with `[cluster]`: named
+    /// `NAME.lane-N` (its checkpoints, claim, control socket and sinks'
+    /// progress are the lane's own), everything at parallelism 1.
+    pub fn lane(mut self, lane: weir_connector::cluster::Lane) -> Self {
+        self.lane = Some(lane);
+        self
     }
 
     /// Loads plugins from `dir` instead of the file's `plugin-dir`.
@@ -243,6 +261,11 @@ impl Pipeline {
         if let Err(m) = check_name(&name) {
             errors.push(ConfigError { path: "name".into(), message: m });
         }
+        let cluster = sections::parse_cluster(raw.cluster.clone(), &mut errors);
+        let name = match options.lane {
+            Some(lane) => format!("{name}.lane-{}", lane.index),
+            None => name,
+        };
         let plugin_dir = options.plugin_dir.clone().unwrap_or_else(|| base.join(raw.plugin_dir.clone().unwrap_or_else(|| "plugins".into())));
         let parallelism = raw.parallelism.unwrap_or(1);
         let max_parallelism = raw.max_parallelism.unwrap_or(128);
@@ -281,7 +304,42 @@ impl Pipeline {
             operators::parse_operators(raw.operators, &base, &plugin_dir, &connections, &declared_connections, &declared_sink_names, &mut errors);
         let sinks = connectors::parse_sinks(raw.sinks, &scope, &mut errors);
 
-        let p = Pipeline { file: file.to_owned(), name, plugin_dir, parallelism, max_parallelism, idle_timeout, network, limits, checkpoint, state, reload, sources, operators, plugin_files, sinks, connections };
+        let mut p = Pipeline {
+            file: file.to_owned(),
+            name,
+            plugin_dir,
+            parallelism,
+            max_parallelism,
+            idle_timeout,
+            network,
+            limits,
+            checkpoint,
+            state,
+            reload,
+            sources,
+            operators,
+            plugin_files,
+            sinks,
+            connections,
+            cluster,
+            lane: options.lane,
+        };
+        if p.cluster.is_some() {
+            p.check_cluster(&mut errors);
+        }
+        if p.lane.is_some() {
+            // A lane is the whole graph over one partition, on one thread.
+            p.parallelism = 1;
+            for s in p.sources.values_mut() {
+                s.parallelism = None;
+            }
+            for o in &mut p.operators {
+                o.parallelism = None;
+            }
+            for s in p.sinks.values_mut() {
+                s.parallelism = None;
+            }
+        }
         p.check_dead_letters(&mut errors);
         p.check_graph(&mut errors, &declared, declared_sources, declared_sinks);
         if errors.is_empty() { Ok(p) } else { Err(errors) }
@@ -314,6 +372,7 @@ pub fn config_sections(registry: &Registry) -> Vec<ConfigSection> {
         section("checkpoint.s3", sections::checkpoint_s3_keys()),
         section("state", sections::state_keys()),
         section("reload", sections::reload_keys()),
+        section("cluster", sections::cluster_keys()),
         section("operators", keys_of::<OperatorConfig>()),
         section("operators.async", keys_of::<weir_async::AsyncConfig>()),
         section("operators.async.retry", keys_of::<weir_async::config::RetryConfig>()),

@@ -284,6 +284,39 @@ pub(super) fn reload_keys() -> Vec<&'static str> {
     weir_connector::registry::keys_of::<RawReload>()
 }
 
+/// `[cluster]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCluster {
+    group: String,
+    session_timeout: Option<DurationStr>,
+    instance_id: Option<String>,
+}
+
+/// The default `[cluster] session-timeout`: how long a member may go
+/// without a heartbeat before the group gives its lanes to the others.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn cluster_keys() -> Vec<&'static str> {
+    weir_connector::registry::keys_of::<RawCluster>()
+}
+
+/// `[cluster]`, checked.
+pub(super) fn parse_cluster(value: Option<toml::Value>, errors: &mut Vec<ConfigError>) -> Option<weir_connector::cluster::GroupConfig> {
+    let raw: RawCluster = typed(value?, "cluster", errors)?;
+    if raw.group.trim().is_empty() {
+        errors.push(ConfigError { path: "cluster.group".into(), message: "must name the group every member of the pipeline joins".into() });
+    }
+    let session_timeout = raw.session_timeout.map_or(DEFAULT_SESSION_TIMEOUT, |d| d.0);
+    if session_timeout < Duration::from_secs(1) || session_timeout > Duration::from_secs(3600) {
+        errors.push(ConfigError { path: "cluster.session-timeout".into(), message: "must be between 1s and 1h".into() });
+    }
+    if raw.instance_id.as_deref().is_some_and(|i| i.trim().is_empty()) {
+        errors.push(ConfigError { path: "cluster.instance-id".into(), message: "must not be empty; leave it out for dynamic membership".into() });
+    }
+    Some(weir_connector::cluster::GroupConfig { group: raw.group, session_timeout, instance_id: raw.instance_id })
+}
+
 /// `[network]`, checked.
 pub(super) fn parse_network(value: Option<toml::Value>, errors: &mut Vec<ConfigError>) -> NetworkConfig {
     let network: NetworkConfig = value.and_then(|v| typed(v, "network", errors)).unwrap_or_default();

@@ -52,6 +52,7 @@ impl NodeContext<'_> {
     fn connector(&self, name: &str, parallelism: u32) -> ConnectorContext {
         let mut cx = ConnectorContext::new(self.p.name.clone(), name, self.subtask, parallelism);
         cx.services = connector_services(self.p, self.plugins);
+        cx.lane = self.p.lane;
         cx
     }
 
@@ -240,6 +241,9 @@ fn operator_state(p: &Pipeline, op_index: usize, subtask: u32, parallelism: u32,
             KeyedState::with_backend(subtask, parallelism, p.max_parallelism, Box::new(backend))
         }
     };
+    if let Some(lane) = p.lane {
+        keyed = keyed.in_lane(lane.index, lane.count);
+    }
     let mut timers = TimerService::new();
     if let Some(r) = restore {
         let files = r.operator_files(&op.name, keyed.key_groups()).map_err(RunError::setup)?;
